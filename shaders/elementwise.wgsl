@@ -1,0 +1,59 @@
+// Activations forward and backward on a [rows, cols] matrix with row stride ld, and the
+// bias gradient as a column sum.
+
+struct EwParams {
+    rows: u32,
+    cols: u32,
+    ld: u32,
+    act: u32,
+    slope: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: EwParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+// dst = act(src)
+@compute @workgroup_size(256)
+fn act_forward_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.cols) { return; }
+    let idx = (i / p.cols) * p.ld + i % p.cols;
+    dst[idx] = act_forward(src[idx], p.act, p.slope);
+}
+
+// dst (the gradient wrt the output, in place) *= act'(.) evaluated from src = the output.
+@compute @workgroup_size(256)
+fn act_backward_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.cols) { return; }
+    let idx = (i / p.cols) * p.ld + i % p.cols;
+    dst[idx] *= act_grad_from_output(src[idx], p.act, p.slope);
+}
+
+// dst[n] = sum over rows of src[r, n]
+@compute @workgroup_size(256)
+fn bias_grad_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n = flat_index(wg, nwg, lid);
+    if (n >= p.cols) { return; }
+    var s = 0.0;
+    for (var r = 0u; r < p.rows; r++) {
+        s += src[r * p.ld + n];
+    }
+    dst[n] = s;
+}

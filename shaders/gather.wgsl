@@ -1,0 +1,35 @@
+// Gathers a batch x[r, j] = pixel / 255 from a dataset held on the GPU as u8 (packed four
+// to a u32), picking image indices[offset + r]. Rows past the end of `indices` repeat its
+// last entry; the loss masks them out.
+
+struct GatherParams {
+    rows: u32,
+    d: u32,
+    ld_x: u32,
+    offset: u32,
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: GatherParams;
+@group(0) @binding(1) var<storage, read> pixels: array<u32>;
+@group(0) @binding(2) var<storage, read> indices: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+
+@compute @workgroup_size(256)
+fn gather_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.d) { return; }
+    let r = i / p.d;
+    let j = i % p.d;
+    let image = indices[min(p.offset + r, p.count - 1u)];
+    let byte = image * p.d + j;
+    let v = (pixels[byte >> 2u] >> ((byte & 3u) * 8u)) & 0xffu;
+    x[r * p.ld_x + j] = f32(v) * (1.0 / 255.0);
+}

@@ -1,0 +1,60 @@
+// Bindings and epilogue shared by both GEMM kernels.
+// C[m, n] = act(sum_k op(A)[m, k] * op(B)[k, n] + bias[n] (+ C[m, n] when accumulating)).
+// Matrices are row-major with a leading dimension (row stride) that is a multiple of 4 floats,
+// so rows can be read as vec4. op(A) = A when TRANS_A is false (A is [M, lda]), else A is
+// stored [K, lda] and read transposed; likewise B is [K, ldb] or, transposed, [N, ldb].
+
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    act: u32,
+    // bit 0: add into C, bit 1: add bias
+    flags: u32,
+    slope: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+
+@group(0) @binding(0) var<uniform> p: GemmParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+// One scalar of op(A) or op(B), zero outside the matrix (used by the tiled kernel).
+fn a_at(row: u32, kk: u32) -> f32 {
+    if (row >= p.m || kk >= p.k) { return 0.0; }
+    var idx: u32;
+    if (TRANS_A) { idx = kk * p.lda + row; } else { idx = row * p.lda + kk; }
+    return a[idx >> 2u][idx & 3u];
+}
+
+fn b_at(kk: u32, col: u32) -> f32 {
+    if (kk >= p.k || col >= p.n) { return 0.0; }
+    var idx: u32;
+    if (TRANS_B) { idx = col * p.ldb + kk; } else { idx = kk * p.ldb + col; }
+    return b[idx >> 2u][idx & 3u];
+}
+
+// Writes the valid part of 4 consecutive outputs of row `row` starting at column `col`.
+fn store4(row: u32, col: u32, v: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var i = 0u; i < 4u; i++) {
+        let n = col + i;
+        if (n < p.n) {
+            let idx = row * p.ldc + n;
+            var x = v[i];
+            if ((p.flags & 2u) != 0u) { x += bias[n]; }
+            if ((p.flags & 1u) != 0u) { x += c[idx]; }
+            c[idx] = act_forward(x, p.act, p.slope);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Loss twin: per-sample reconstruction, KL and total with their gradients.
+
+use super::sample::{LOGVAR_MAX, LOGVAR_MIN};
+use crate::ops::loss::{Likelihood, LossSettings};
+
+pub struct LossOutput {
+    /// [rows, 3]: reconstruction, KL, total.
+    pub per_sample: Vec<f64>,
+    pub dlogits: Vec<f64>,
+    pub dmulv: Vec<f64>,
+}
+
+/// logits and x are [rows, d]; mulv is [rows, 2z].
+pub fn loss(logits: &[f64], x: &[f64], mulv: &[f64], rows: usize, d: usize, z: usize, s: &LossSettings) -> LossOutput {
+    let beta = f64::from(s.beta);
+    let gs = f64::from(s.grad_scale);
+    let var = f64::from(s.gauss_var);
+    let mut out = LossOutput {
+        per_sample: vec![0.0; rows * 3],
+        dlogits: vec![0.0; rows * d],
+        dmulv: vec![0.0; rows * 2 * z],
+    };
+    for r in 0..rows.min(s.valid) {
+        let mut recon = 0.0;
+        for j in 0..d {
+            let (l, t) = (logits[r * d + j], x[r * d + j]);
+            let g = match s.likelihood {
+                Likelihood::Bernoulli => {
+                    recon += l.max(0.0) - l * t + (-l.abs()).exp().ln_1p();
+                    1.0 / (1.0 + (-l).exp()) - t
+                }
+                Likelihood::Gaussian => {
+                    recon += 0.5 * (l - t) * (l - t) / var + 0.5 * (std::f64::consts::TAU * var).ln();
+                    (l - t) / var
+                }
+            };
+            out.dlogits[r * d + j] = g * gs;
+        }
+        let mut kl = 0.0;
+        for j in 0..z {
+            let mu = mulv[r * 2 * z + j];
+            let lv_raw = mulv[r * 2 * z + z + j];
+            let lv = lv_raw.clamp(LOGVAR_MIN, LOGVAR_MAX);
+            kl += -0.5 * (1.0 + lv - mu * mu - lv.exp());
+            out.dmulv[r * 2 * z + j] = beta * gs * mu;
+            if (LOGVAR_MIN..=LOGVAR_MAX).contains(&lv_raw) {
+                out.dmulv[r * 2 * z + z + j] = beta * gs * 0.5 * (lv.exp() - 1.0);
+            }
+        }
+        out.per_sample[r * 3] = recon;
+        out.per_sample[r * 3 + 1] = kl;
+        out.per_sample[r * 3 + 2] = recon + beta * kl;
+    }
+    out
+}

@@ -1,0 +1,278 @@
+//! Instance, adapter choice and device: the one place that talks to wgpu's setup API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::shaders::Shader;
+use super::GpuError;
+
+/// Which wgpu back end to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// A real GPU if there is one, then a CPU Vulkan driver, then GL.
+    #[default]
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    #[value(alias = "gles", alias = "opengl")]
+    Gl,
+}
+
+impl BackendChoice {
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Auto => wgpu::Backends::all(),
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+/// How to pick the adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub backend: BackendChoice,
+    /// Case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+    /// Turn on wgpu's validation (and the Vulkan validation layers when installed).
+    pub validation: bool,
+}
+
+/// Which GEMM kernel a device runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPath {
+    /// Workgroup-memory tiles with register blocks: portable, the right shape for real GPUs.
+    Tiled,
+    /// Subgroup broadcast with 32x4 register blocks: for 8-wide CPU drivers (lavapipe).
+    Subgroup,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: Shader,
+    entry: &'static str,
+    constants: Vec<(&'static str, u32)>,
+}
+
+/// A device and queue plus everything kernels need to launch on it.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// The GEMM kernel launches use unless told otherwise.
+    pub gemm_path: GemmPath,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Bound where a kernel's optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+fn instance(opts: &GpuOptions) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    desc.backends = opts.backend.backends();
+    if opts.validation {
+        desc.flags |= wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG;
+    }
+    wgpu::Instance::new(desc)
+}
+
+/// Lower is preferred: real GPUs first, then CPU drivers, GL after Vulkan on the same device.
+fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    (device, u8::from(info.backend == wgpu::Backend::Gl))
+}
+
+/// Every adapter the options allow, best first.
+pub fn adapters(opts: &GpuOptions) -> Vec<wgpu::Adapter> {
+    let instance = instance(opts);
+    let mut list = pollster::block_on(instance.enumerate_adapters(opts.backend.backends()));
+    if let Some(want) = &opts.adapter {
+        let want = want.to_lowercase();
+        list.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+    }
+    list.sort_by_key(|a| preference(&a.get_info()));
+    list
+}
+
+/// Whether the subgroup GEMM can run: it is written for subgroups of exactly 8 lanes.
+pub fn supports_subgroup_gemm(adapter: &wgpu::Adapter) -> bool {
+    let info = adapter.get_info();
+    adapter.features().contains(wgpu::Features::SUBGROUP)
+        && info.subgroup_min_size == 8
+        && info.subgroup_max_size == 8
+}
+
+impl Gpu {
+    /// Opens the adapter the options pick.
+    pub fn new(opts: &GpuOptions) -> Result<Gpu, GpuError> {
+        let adapter = adapters(opts).into_iter().next().ok_or_else(|| {
+            GpuError::NoAdapter(format!(
+                "backend {:?}{}",
+                opts.backend,
+                opts.adapter
+                    .as_ref()
+                    .map(|a| format!(", adapter name containing '{a}'"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        Gpu::from_adapter(adapter)
+    }
+
+    /// Opens a device on this adapter with the adapter's own limits and the optional
+    /// features the kernels use (subgroups, timestamps) when present.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("vae-gpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            }))
+            .map_err(|e| GpuError::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            sink.lock()
+                .unwrap()
+                .push(format!("device lost ({reason:?}): {msg}"));
+        });
+        let gemm_path = if supports_subgroup_gemm(&adapter) {
+            GemmPath::Subgroup
+        } else {
+            GemmPath::Tiled
+        };
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        log::info!(
+            "using {} ({:?}, {:?}), GEMM kernel {:?}",
+            info.name,
+            info.backend,
+            info.device_type,
+            gemm_path
+        );
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            gemm_path,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            errors,
+            dummy,
+        })
+    }
+
+    /// "name (backend)" for messages.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// The GEMM kernels this device can run.
+    pub fn gemm_paths(&self) -> Vec<GemmPath> {
+        let mut paths = vec![GemmPath::Tiled];
+        if self.gemm_path == GemmPath::Subgroup {
+            paths.push(GemmPath::Subgroup);
+        }
+        paths
+    }
+
+    /// Returns the first validation error or device loss seen since the last check.
+    pub fn check(&self) -> Result<(), GpuError> {
+        let mut errors = self.errors.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let all = std::mem::take(&mut *errors);
+        Err(GpuError::Validation(all.join("; ")))
+    }
+
+    /// The compute pipeline for an entry point, compiled once per process.
+    /// `constants` are the module's override constants (booleans as 0/1).
+    pub fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        let key = PipelineKey {
+            shader,
+            entry,
+            constants: constants.to_vec(),
+        };
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        if shader.needs_subgroups() && !self.features.contains(wgpu::Features::SUBGROUP) {
+            return Err(GpuError::Unsupported(format!(
+                "{} needs subgroups, which {} lacks",
+                shader.file(),
+                self.describe()
+            )));
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .modules
+            .lock()
+            .unwrap()
+            .entry(shader)
+            .or_insert_with(|| {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.file()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                    })
+            })
+            .clone();
+        let consts: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, f64::from(v))).collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &consts,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader(format!("{} `{entry}`: {err}", shader.file())));
+        }
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}

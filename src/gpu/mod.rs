@@ -1,0 +1,132 @@
+//! The GPU runtime: device setup, shader sources, tensors, readback and dispatch recording.
+
+mod context;
+mod readback;
+pub mod shaders;
+mod tensor;
+
+pub use context::{adapters, supports_subgroup_gemm, BackendChoice, GemmPath, Gpu, GpuOptions};
+pub use readback::{read_buffer, PendingRead};
+pub use tensor::{round_up4, Matrix};
+
+/// Errors from the GPU runtime, each with the context a user needs.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found for {0}; run `vae-gpu info` to list adapters (install mesa-vulkan-drivers for a CPU Vulkan driver)")]
+    NoAdapter(String),
+    #[error("could not open a device on {0}")]
+    Device(String),
+    #[error("shader {0}")]
+    Shader(String),
+    #[error("GPU validation error: {0}")]
+    Validation(String),
+    #[error("unsupported on this adapter: {0}")]
+    Unsupported(String),
+    #[error("shape mismatch in {0}")]
+    Shape(String),
+    #[error("too large for this adapter: {0}")]
+    Limit(String),
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+}
+
+/// One recorded kernel launch: pipeline, bindings and grid, ready to go into a pass.
+/// Model code builds these once and records them every step.
+pub struct Dispatch {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_group: wgpu::BindGroup,
+    pub(crate) workgroups: [u32; 3],
+    /// The launch's parameter block, rewritten with `queue.write_buffer` when it changes.
+    pub params: wgpu::Buffer,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+impl Gpu {
+    /// Records the launches in order into one pass and submits them as one command buffer.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<(), GpuError> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        self.check()
+    }
+
+    /// Waits until the queue is idle.
+    pub fn wait(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.check()
+    }
+
+    /// A uniform buffer holding `params`, rewritable later.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: std::mem::size_of::<T>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue
+            .write_buffer(&buffer, 0, bytemuck::bytes_of(params));
+        buffer
+    }
+
+    /// A 2-D grid of workgroups covering `groups` workgroups (kernels index it with
+    /// `flat_index` and ignore the overshoot).
+    pub fn grid(&self, groups: u64) -> Result<[u32; 3], GpuError> {
+        let max = u64::from(self.limits.max_compute_workgroups_per_dimension);
+        let groups = groups.max(1);
+        let x = groups.min(max);
+        let y = groups.div_ceil(x);
+        if y > max {
+            return Err(GpuError::Limit(format!(
+                "{groups} workgroups exceed {max} x {max}"
+            )));
+        }
+        Ok([x as u32, y as u32, 1])
+    }
+
+    /// Bind group for a dispatch: entry i of `resources` goes to binding `bindings[i]`.
+    pub(crate) fn dispatch(
+        &self,
+        pipeline: wgpu::ComputePipeline,
+        params: wgpu::Buffer,
+        bindings: &[(u32, wgpu::BindingResource<'_>)],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params.as_entire_binding(),
+        }];
+        entries.extend(bindings.iter().map(|(binding, resource)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: resource.clone(),
+        }));
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch {
+            pipeline,
+            bind_group,
+            workgroups,
+            params,
+        }
+    }
+}

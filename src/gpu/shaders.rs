@@ -1,0 +1,67 @@
+//! The WGSL sources. Each kernel family is one file in shaders/; small shared pieces
+//! (activation functions, launch indexing, the GEMM bindings) are prepended at build time.
+
+macro_rules! shader_source {
+    ($($file:literal),+) => {
+        concat!($(include_str!(concat!("../../shaders/", $file)), "\n"),+)
+    };
+}
+
+/// A kernel family: one WGSL module, one or more entry points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Gemm,
+    GemmSubgroup,
+    Elementwise,
+    Sample,
+    Loss,
+    Adam,
+    Gather,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 7] = [
+        Shader::Gemm,
+        Shader::GemmSubgroup,
+        Shader::Elementwise,
+        Shader::Sample,
+        Shader::Loss,
+        Shader::Adam,
+        Shader::Gather,
+    ];
+
+    /// The file under shaders/ that holds this family's kernels.
+    pub fn file(self) -> &'static str {
+        match self {
+            Shader::Gemm => "gemm.wgsl",
+            Shader::GemmSubgroup => "gemm_subgroup.wgsl",
+            Shader::Elementwise => "elementwise.wgsl",
+            Shader::Sample => "sample.wgsl",
+            Shader::Loss => "loss.wgsl",
+            Shader::Adam => "adam.wgsl",
+            Shader::Gather => "gather.wgsl",
+        }
+    }
+
+    /// The complete module source, shared pieces included.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Gemm => shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm.wgsl"),
+            Shader::GemmSubgroup => {
+                shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm_subgroup.wgsl")
+            }
+            Shader::Elementwise => {
+                shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")
+            }
+            Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
+            Shader::Loss => shader_source!("loss.wgsl"),
+            Shader::Adam => shader_source!("index.wgsl", "adam.wgsl"),
+            Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
+        }
+    }
+
+    /// Whether the module needs the adapter's subgroup feature.
+    pub fn needs_subgroups(self) -> bool {
+        self == Shader::GemmSubgroup
+    }
+}

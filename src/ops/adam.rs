@@ -1,0 +1,110 @@
+//! Adam over one flat parameter buffer (see shaders/adam.wgsl).
+
+use super::shape_err;
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError};
+
+/// Adam's hyper-parameters, PyTorch's defaults.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Decoupled weight decay (AdamW); 0 gives plain Adam.
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamParams {
+    len4: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+}
+
+fn params(len: usize, c: &AdamConfig, step: u64) -> AdamParams {
+    // Bias corrections in f64, as PyTorch computes them on the host.
+    let t = step as f64;
+    let bc1 = 1.0 - f64::from(c.beta1).powf(t);
+    let bc2 = 1.0 - f64::from(c.beta2).powf(t);
+    AdamParams {
+        len4: (len / 4) as u32,
+        lr: c.lr,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        weight_decay: c.weight_decay,
+        step_size: (f64::from(c.lr) / bc1) as f32,
+        inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+    }
+}
+
+/// One Adam launch over `len` floats (a multiple of 4) of param, grad, m and v.
+pub struct AdamDispatch {
+    pub dispatch: Dispatch,
+    len: usize,
+    config: AdamConfig,
+}
+
+impl AdamDispatch {
+    /// Sets the step number t (1-based) used for the bias corrections.
+    pub fn set_step(&self, gpu: &Gpu, step: u64) {
+        let p = params(self.len, &self.config, step);
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&p));
+    }
+}
+
+pub fn adam(
+    gpu: &Gpu,
+    param: &wgpu::Buffer,
+    grad: &wgpu::Buffer,
+    m: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    len: usize,
+    config: AdamConfig,
+) -> Result<AdamDispatch, GpuError> {
+    let bytes = (len * 4) as u64;
+    if len % 4 != 0 || [param, grad, m, v].iter().any(|b| b.size() < bytes) {
+        return Err(shape_err(
+            "adam",
+            format!("{len} values (need a multiple of 4 within every buffer)"),
+        ));
+    }
+    let p = params(len, &config, 1);
+    let pipeline = gpu.pipeline(Shader::Adam, "adam_main", &[])?;
+    let dispatch = gpu.dispatch(
+        pipeline,
+        gpu.uniform("adam params", &p),
+        &[
+            (1, param.as_entire_binding()),
+            (2, grad.as_entire_binding()),
+            (3, m.as_entire_binding()),
+            (4, v.as_entire_binding()),
+        ],
+        gpu.grid((len / 4).div_ceil(256) as u64)?,
+    );
+    Ok(AdamDispatch {
+        dispatch,
+        len,
+        config,
+    })
+}

@@ -1,0 +1,77 @@
+//! Activation forward/backward and the bias gradient.
+
+use super::{shape_err, Activation};
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct EwParams {
+    rows: u32,
+    cols: u32,
+    ld: u32,
+    act: u32,
+    slope: f32,
+    pad: [u32; 3],
+}
+
+fn launch(
+    gpu: &Gpu,
+    entry: &'static str,
+    src: &Matrix,
+    dst: &Matrix,
+    act: Activation,
+    threads: usize,
+) -> Result<Dispatch, GpuError> {
+    act.check()?;
+    let (code, slope) = act.code();
+    let params = EwParams {
+        rows: src.rows as u32,
+        cols: src.cols as u32,
+        ld: src.ld as u32,
+        act: code,
+        slope,
+        pad: [0; 3],
+    };
+    let pipeline = gpu.pipeline(Shader::Elementwise, entry, &[])?;
+    let grid = gpu.grid(threads.div_ceil(256) as u64)?;
+    Ok(gpu.dispatch(
+        pipeline,
+        gpu.uniform(entry, &params),
+        &[(1, src.binding()), (2, dst.binding())],
+        grid,
+    ))
+}
+
+fn same(op: &str, x: &Matrix, y: &Matrix) -> Result<(), GpuError> {
+    if !x.same_shape(y) {
+        return Err(shape_err(
+            op,
+            format!("[{}, {}] vs [{}, {}]", x.rows, x.cols, y.rows, y.cols),
+        ));
+    }
+    Ok(())
+}
+
+/// y = act(x); x and y have the same shape (and may not be the same matrix).
+pub fn act_forward(gpu: &Gpu, x: &Matrix, y: &Matrix, act: Activation) -> Result<Dispatch, GpuError> {
+    same("act_forward", x, y)?;
+    launch(gpu, "act_forward_main", x, y, act, x.rows * x.cols)
+}
+
+/// dy *= act'(x), computed from the forward output y (in place on dy).
+pub fn act_backward(gpu: &Gpu, y: &Matrix, dy: &Matrix, act: Activation) -> Result<Dispatch, GpuError> {
+    same("act_backward", y, dy)?;
+    launch(gpu, "act_backward_main", y, dy, act, y.rows * y.cols)
+}
+
+/// db[n] = sum over rows of dy[r, n]; db holds dy.cols values.
+pub fn bias_grad(gpu: &Gpu, dy: &Matrix, db: &Matrix) -> Result<Dispatch, GpuError> {
+    if db.rows * db.cols != dy.cols {
+        return Err(shape_err(
+            "bias_grad",
+            format!("{} bias values for {} columns", db.rows * db.cols, dy.cols),
+        ));
+    }
+    launch(gpu, "bias_grad_main", dy, db, Activation::Identity, dy.cols)
+}

@@ -1,0 +1,98 @@
+//! Batch gather from a u8 dataset resident on the GPU (see shaders/gather.wgsl).
+
+use super::shape_err;
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GatherParams {
+    rows: u32,
+    d: u32,
+    ld_x: u32,
+    offset: u32,
+    count: u32,
+    pad: [u32; 3],
+}
+
+/// u8 pixels on the GPU, `d` per image, packed four to a u32.
+pub struct GpuImages {
+    pub buffer: wgpu::Buffer,
+    pub count: usize,
+    pub d: usize,
+}
+
+impl GpuImages {
+    pub fn upload(gpu: &Gpu, pixels: &[u8], d: usize) -> Result<GpuImages, GpuError> {
+        if d == 0 || pixels.len() % d != 0 {
+            return Err(shape_err("dataset upload", format!("{} bytes is not a whole number of {d}-pixel images", pixels.len())));
+        }
+        let size = pixels.len().div_ceil(4) * 4;
+        if size as u64 > gpu.limits.max_storage_buffer_binding_size {
+            return Err(GpuError::Limit(format!(
+                "dataset of {size} bytes exceeds the adapter's {} byte binding limit",
+                gpu.limits.max_storage_buffer_binding_size
+            )));
+        }
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dataset"),
+            size: size.max(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut padded = pixels.to_vec();
+        padded.resize(size, 0);
+        gpu.queue.write_buffer(&buffer, 0, &padded);
+        Ok(GpuImages { buffer, count: pixels.len() / d, d })
+    }
+}
+
+/// x[r] = images[indices[offset + r]] / 255 for the rows of x.
+pub struct GatherDispatch {
+    pub dispatch: Dispatch,
+    params: GatherParams,
+}
+
+impl GatherDispatch {
+    /// Moves the batch window to `offset` within the index buffer.
+    pub fn set_offset(&mut self, gpu: &Gpu, offset: usize) {
+        self.params.offset = offset as u32;
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+    }
+}
+
+/// `indices` holds `count` u32 image indices (all < images.count; the caller checks).
+pub fn gather(
+    gpu: &Gpu,
+    images: &GpuImages,
+    indices: &wgpu::Buffer,
+    count: usize,
+    x: &Matrix,
+) -> Result<GatherDispatch, GpuError> {
+    if x.cols != images.d || count == 0 || indices.size() < (count * 4) as u64 {
+        return Err(shape_err(
+            "gather",
+            format!("x has {} columns for {}-pixel images, {count} indices", x.cols, images.d),
+        ));
+    }
+    let params = GatherParams {
+        rows: x.rows as u32,
+        d: images.d as u32,
+        ld_x: x.ld as u32,
+        offset: 0,
+        count: count as u32,
+        pad: [0; 3],
+    };
+    let dispatch = gpu.dispatch(
+        gpu.pipeline(Shader::Gather, "gather_main", &[])?,
+        gpu.uniform("gather params", &params),
+        &[
+            (1, images.buffer.as_entire_binding()),
+            (2, indices.as_entire_binding()),
+            (3, x.binding()),
+        ],
+        gpu.grid((x.rows * x.cols).div_ceil(256) as u64)?,
+    );
+    Ok(GatherDispatch { dispatch, params })
+}

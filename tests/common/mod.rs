@@ -1,0 +1,103 @@
+//! Test helpers: run a body on every adapter found, a seeded RNG, tolerance checks.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use vae_gpu::gpu::{adapters, BackendChoice, Gpu, GpuOptions};
+
+/// One device per adapter, opened once per test binary. `VAE_GPU_TEST_BACKEND` (vulkan, gl,
+/// ...) narrows the set; with `CI=true`, finding none is a failure, never a skip.
+fn devices() -> &'static [Gpu] {
+    static DEVICES: OnceLock<Vec<Gpu>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        let backend = match std::env::var("VAE_GPU_TEST_BACKEND").as_deref() {
+            Ok("vulkan") => BackendChoice::Vulkan,
+            Ok("gl") => BackendChoice::Gl,
+            Ok("metal") => BackendChoice::Metal,
+            Ok("dx12") => BackendChoice::Dx12,
+            _ => BackendChoice::Auto,
+        };
+        let opts = GpuOptions {
+            backend,
+            adapter: std::env::var("VAE_GPU_TEST_ADAPTER").ok(),
+            validation: std::env::var("VAE_GPU_VALIDATION").is_ok_and(|v| v == "1"),
+        };
+        let list: Vec<Gpu> = adapters(&opts)
+            .into_iter()
+            .filter_map(|a| match Gpu::from_adapter(a) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    eprintln!("skipping an adapter that would not open: {e}");
+                    None
+                }
+            })
+            .collect();
+        if list.is_empty() {
+            let msg = "no GPU adapter found (install mesa-vulkan-drivers for lavapipe)";
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{msg}; CI=true so this is a failure");
+            }
+            eprintln!("{msg}; GPU tests skipped");
+        }
+        for g in &list {
+            eprintln!("test adapter: {} gemm {:?}", g.describe(), g.gemm_paths());
+        }
+        list
+    })
+}
+
+/// Runs `body` on every adapter; a failure names the adapter.
+pub fn for_each_gpu(mut body: impl FnMut(&Gpu)) {
+    for gpu in devices() {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(gpu)));
+        if let Err(e) = result {
+            eprintln!("failed on adapter {}", gpu.describe());
+            std::panic::resume_unwind(e);
+        }
+        gpu.check().unwrap_or_else(|e| panic!("{}: {e}", gpu.describe()));
+    }
+}
+
+/// SplitMix64: a small seeded generator so every test is reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Values in [lo, hi) rounded to f32, returned as f32 and as the exact f64.
+    pub fn vec(&mut self, len: usize, lo: f64, hi: f64) -> (Vec<f32>, Vec<f64>) {
+        let v: Vec<f32> = (0..len).map(|_| self.uniform(lo, hi) as f32).collect();
+        let w = v.iter().map(|&x| f64::from(x)).collect();
+        (v, w)
+    }
+}
+
+/// Asserts |got - want| <= tol[i] elementwise, naming the first offender.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for i in 0..got.len() {
+        let err = (f64::from(got[i]) - want[i]).abs();
+        assert!(
+            err <= tol(i) && got[i].is_finite(),
+            "{what}: element {i}: got {} want {} (|err| {err:.3e} > tol {:.3e})",
+            got[i],
+            want[i],
+            tol(i)
+        );
+    }
+}

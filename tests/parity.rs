@@ -1,0 +1,245 @@
+//! GPU vs CPU parity for every kernel, on random and awkward shapes, on every adapter found.
+//! Tolerances are stated per test.
+
+mod common;
+
+use common::{assert_close, for_each_gpu, Rng};
+use vae_gpu::cpu;
+use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::ops::adam::{adam, AdamConfig};
+use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad};
+use vae_gpu::ops::gather::{gather, GpuImages};
+use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
+use vae_gpu::ops::loss::{loss, Likelihood, LossBuffers, LossSettings};
+use vae_gpu::ops::sample::{sample_backward, sample_forward, sample_prior, Noise};
+use vae_gpu::ops::Activation;
+
+const AWKWARD: [usize; 9] = [1, 2, 3, 7, 31, 33, 64, 65, 129];
+const ACTS: [Activation; 5] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Sigmoid,
+    Activation::Tanh,
+];
+
+fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
+    Matrix::from_slice(gpu, rows, cols, data, "test").unwrap()
+}
+
+/// 24 shapes: every awkward size appears in every dimension, plus a VAE-sized product.
+fn gemm_shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
+    let mut shapes: Vec<_> = (0..AWKWARD.len())
+        .map(|i| (AWKWARD[i], AWKWARD[(i + 3) % 9], AWKWARD[(i + 6) % 9]))
+        .collect();
+    shapes.push((128, 400, 784));
+    while shapes.len() < 24 {
+        shapes.push((1 + rng.below(150), 1 + rng.below(150), 1 + rng.below(300)));
+    }
+    shapes
+}
+
+/// GEMM: |gpu - cpu| <= 1e-5 * sum_k |a b| + 1e-5 (f32 accumulation over K terms), for both
+/// kernels, all four transpose combinations, with and without bias, accumulate and activation.
+#[test]
+fn gemm_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(7);
+        for path in gpu.gemm_paths() {
+            for (case, (m, n, k)) in gemm_shapes(&mut rng).into_iter().enumerate() {
+                let spec = GemmSpec {
+                    trans_a: case % 2 == 1,
+                    trans_b: (case / 2) % 2 == 1,
+                    accumulate: case % 3 == 0,
+                    act: ACTS[case % 5],
+                };
+                let with_bias = case % 4 != 3;
+                let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
+                let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
+                let (a32, a) = rng.vec(ar * ac, -1.0, 1.0);
+                let (b32, b) = rng.vec(br * bc, -1.0, 1.0);
+                let (c32, c0) = rng.vec(m * n, -1.0, 1.0);
+                let (bias32, bias) = rng.vec(n, -1.0, 1.0);
+                let (ga, gb, gc) = (upload(gpu, ar, ac, &a32), upload(gpu, br, bc, &b32), upload(gpu, m, n, &c32));
+                let gbias = upload(gpu, 1, n, &bias32);
+                let d = gemm_with(gpu, path, &ga, &gb, &gc, with_bias.then_some(&gbias), spec).unwrap();
+                gpu.run(&[&d]).unwrap();
+                let got = gc.read(gpu).unwrap();
+                let mut want = c0.clone();
+                cpu::gemm::gemm(&a, &b, &mut want, with_bias.then_some(&bias[..]), m, n, k, &spec);
+                // Scale of each output's sum, for the tolerance.
+                let mut scale = vec![0.0; m * n];
+                let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                let plain = GemmSpec { act: Activation::Identity, accumulate: false, ..spec };
+                cpu::gemm::gemm(&abs(&a), &abs(&b), &mut scale, None, m, n, k, &plain);
+                assert_close(
+                    &format!("{path:?} case {case} [{m}x{n}x{k}] {spec:?} bias {with_bias}"),
+                    &got,
+                    &want,
+                    |i| 1e-5 * scale[i] + 1e-5,
+                );
+            }
+        }
+    });
+}
+
+/// Activations and bias gradient: 1e-6 relative + 1e-6 (one transcendental per element).
+#[test]
+fn elementwise_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(11);
+        for case in 0..20 {
+            let (rows, cols) = (AWKWARD[case % 9], AWKWARD[(case * 5 + 2) % 9] + case);
+            let act = ACTS[case % 5];
+            let (x32, x) = rng.vec(rows * cols, -4.0, 4.0);
+            let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);
+            let gx = upload(gpu, rows, cols, &x32);
+            let gy = Matrix::zeros(gpu, rows, cols, "y").unwrap();
+            let gg = upload(gpu, rows, cols, &g32);
+            let gdb = Matrix::zeros(gpu, 1, cols, "db").unwrap();
+            let f = act_forward(gpu, &gx, &gy, act).unwrap();
+            let b = act_backward(gpu, &gy, &gg, act).unwrap();
+            let r = bias_grad(gpu, &gg, &gdb).unwrap();
+            gpu.run(&[&f, &b, &r]).unwrap();
+            let y: Vec<f64> = x.iter().map(|&v| cpu::act_forward(v, act)).collect();
+            let label = format!("case {case} [{rows}x{cols}] {act:?}");
+            assert_close(&format!("{label} forward"), &gy.read(gpu).unwrap(), &y, |i| 1e-6 * y[i].abs() + 1e-6);
+            let gpu_y: Vec<f64> = gy.read(gpu).unwrap().iter().map(|&v| f64::from(v)).collect();
+            let dx: Vec<f64> = (0..g.len()).map(|i| g[i] * cpu::act_grad_from_output(gpu_y[i], act)).collect();
+            assert_close(&format!("{label} backward"), &gg.read(gpu).unwrap(), &dx, |i| 1e-6 * dx[i].abs() + 1e-6);
+            let db = cpu::bias_grad(&dx, rows, cols);
+            assert_close(&format!("{label} bias grad"), &gdb.read(gpu).unwrap(), &db, |_| 1e-5 * rows as f64);
+        }
+    });
+}
+
+/// Sampling: the integer stream is the same, so z and eps agree to float rounding of
+/// log/cos/exp (2e-5 relative + 2e-5); the backward to 1e-5.
+#[test]
+fn sample_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(13);
+        for case in 0..20 {
+            let (rows, z) = (AWKWARD[case % 9], AWKWARD[(case * 7 + 1) % 9].min(65));
+            let noise = Noise { seed: rng.next_u64(), step: case as u32 * 1000, stream: case as u32 % 3 };
+            let (mulv32, mulv) = rng.vec(rows * 2 * z, -3.0, 3.0);
+            let (dz32, dz) = rng.vec(rows * z, -1.0, 1.0);
+            let gm = upload(gpu, rows, 2 * z, &mulv32);
+            let (gz, geps) = (Matrix::zeros(gpu, rows, z, "z").unwrap(), Matrix::zeros(gpu, rows, z, "eps").unwrap());
+            let gdz = upload(gpu, rows, z, &dz32);
+            let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
+            let gprior = Matrix::zeros(gpu, rows, z, "prior").unwrap();
+            let f = sample_forward(gpu, &gm, &gz, &geps, noise).unwrap();
+            let b = sample_backward(gpu, &gm, &gdz, &geps, &gdm).unwrap();
+            let p = sample_prior(gpu, &gprior, noise, 0.5).unwrap();
+            gpu.run(&[&f, &b, &p]).unwrap();
+            let (zs, eps) = cpu::sample::sample_forward(&mulv, rows, z, noise);
+            let label = format!("case {case} [{rows}x{z}]");
+            let rel = |w: &[f64]| { let w = w.to_vec(); move |i: usize| 2e-5 * w[i].abs() + 2e-5 };
+            assert_close(&format!("{label} eps"), &geps.read(gpu).unwrap(), &eps, rel(&eps));
+            assert_close(&format!("{label} z"), &gz.read(gpu).unwrap(), &zs, rel(&zs));
+            let prior: Vec<f64> = eps.iter().map(|e| 0.5 * e).collect();
+            assert_close(&format!("{label} prior"), &gprior.read(gpu).unwrap(), &prior, rel(&prior));
+            let mut dm = vec![0.0; rows * 2 * z];
+            cpu::sample::sample_backward(&mulv, &dz, &eps, &mut dm, rows, z);
+            assert_close(&format!("{label} backward"), &gdm.read(gpu).unwrap(), &dm, rel(&dm));
+        }
+    });
+}
+
+/// Fused loss: per-sample values to 1e-5 relative (sums over up to 800 pixels), gradients
+/// to 1e-5 relative + 1e-6, batch sums accumulated over two launches to 1e-5 relative.
+#[test]
+fn loss_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(17);
+        for case in 0..20 {
+            let rows = AWKWARD[case % 9];
+            let d = [1, 7, 33, 129, 784][case % 5];
+            let z = [1, 2, 7, 20][case % 4];
+            let s = LossSettings {
+                likelihood: if case % 2 == 0 { Likelihood::Bernoulli } else { Likelihood::Gaussian },
+                beta: [1.0, 0.5, 4.0][case % 3],
+                grad_scale: [1.0, 1.0 / 128.0][case % 2],
+                gauss_var: [1.0, 0.1][case % 2],
+                valid: rows - rows / 3,
+            };
+            // Logits wide enough to reach the saturated regions of the Bernoulli loss.
+            let (l32, l) = rng.vec(rows * d, -30.0, 30.0);
+            let (x32, x) = rng.vec(rows * d, 0.0, 1.0);
+            let (m32, m) = rng.vec(rows * 2 * z, -3.0, 3.0);
+            let (gl, gx, gm) = (upload(gpu, rows, d, &l32), upload(gpu, rows, d, &x32), upload(gpu, rows, 2 * z, &m32));
+            let gdl = Matrix::zeros(gpu, rows, d, "dlogits").unwrap();
+            let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
+            let gps = Matrix::zeros(gpu, rows, 3, "per sample").unwrap();
+            let gacc = Matrix::zeros(gpu, 1, 4, "accum").unwrap();
+            let bufs = LossBuffers { logits: &gl, x: &gx, mulv: &gm, dlogits: &gdl, dmulv: &gdm, per_sample: &gps, accum: &gacc };
+            let ld = loss(gpu, &bufs, &s).unwrap();
+            gpu.run(&[&ld.per_sample, &ld.reduce, &ld.per_sample, &ld.reduce]).unwrap();
+            let want = cpu::loss::loss(&l, &x, &m, rows, d, z, &s);
+            let label = format!("case {case} [{rows}x{d}, z {z}] {s:?}");
+            let rel = |w: &[f64]| { let w = w.to_vec(); move |i: usize| 1e-5 * w[i].abs() + 1e-5 };
+            assert_close(&format!("{label} per sample"), &gps.read(gpu).unwrap(), &want.per_sample, rel(&want.per_sample));
+            assert_close(&format!("{label} dlogits"), &gdl.read(gpu).unwrap(), &want.dlogits, |i| 1e-5 * want.dlogits[i].abs() + 1e-6);
+            assert_close(&format!("{label} dmulv"), &gdm.read(gpu).unwrap(), &want.dmulv, rel(&want.dmulv));
+            let sums: Vec<f64> = (0..3).map(|c| 2.0 * (0..rows).map(|r| want.per_sample[r * 3 + c]).sum::<f64>()).collect();
+            let acc = gacc.read(gpu).unwrap();
+            assert_close(&format!("{label} batch sums"), &acc[..3], &sums, rel(&sums));
+            assert_eq!(acc[3], 2.0 * s.valid as f32, "{label}: sample count");
+        }
+    });
+}
+
+/// Adam: 100 steps on a small problem (a quadratic with noisy gradients computed on the
+/// host) equal the f64 twin to 1e-5 relative.
+#[test]
+fn adam_matches_cpu_over_100_steps() {
+    for_each_gpu(|gpu| {
+        for (case, len) in [4usize, 36, 1028, 4100].into_iter().enumerate() {
+            let mut rng = Rng::new(19 + case as u64);
+            let config = AdamConfig { weight_decay: [0.0, 0.01][case % 2], ..AdamConfig::default() };
+            let (p32, mut p) = rng.vec(len, -1.0, 1.0);
+            let (gp, gg, gm, gv) = (
+                upload(gpu, 1, len, &p32),
+                Matrix::zeros(gpu, 1, len, "g").unwrap(),
+                Matrix::zeros(gpu, 1, len, "m").unwrap(),
+                Matrix::zeros(gpu, 1, len, "v").unwrap(),
+            );
+            let (mut m, mut v) = (vec![0.0; len], vec![0.0; len]);
+            let step = adam(gpu, &gp.buffer, &gg.buffer, &gm.buffer, &gv.buffer, len, config).unwrap();
+            for t in 1..=100u64 {
+                // gradient of 0.5 |p|^2 evaluated at the CPU's p, plus noise
+                let g: Vec<f64> = p.iter().map(|&x| f64::from((x + rng.uniform(-0.1, 0.1)) as f32)).collect();
+                gg.write(gpu, &g.iter().map(|&x| x as f32).collect::<Vec<_>>()).unwrap();
+                step.set_step(gpu, t);
+                gpu.run(&[&step.dispatch]).unwrap();
+                cpu::adam::adam_step(&mut p, &g, &mut m, &mut v, &config, t);
+            }
+            assert_close(&format!("adam len {len} {config:?}"), &gp.read(gpu).unwrap(), &p, |i| 1e-5 * p[i].abs() + 1e-6);
+        }
+    });
+}
+
+/// Gather: exact (k / 255 in f32 against f64: 1e-7).
+#[test]
+fn gather_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(23);
+        for case in 0..20 {
+            let d = [1, 3, 7, 33, 784][case % 5];
+            let count = 1 + rng.below(50);
+            let pixels: Vec<u8> = (0..count * d).map(|_| rng.below(256) as u8).collect();
+            let indices: Vec<u32> = (0..1 + rng.below(40)).map(|_| rng.below(count) as u32).collect();
+            let rows = 1 + rng.below(indices.len() + 5);
+            let offset = rng.below(indices.len());
+            let images = GpuImages::upload(gpu, &pixels, d).unwrap();
+            let ibuf = upload(gpu, 1, indices.len(), bytemuck::cast_slice(&indices));
+            let x = Matrix::zeros(gpu, rows, d, "x").unwrap();
+            let mut g = gather(gpu, &images, &ibuf.buffer, indices.len(), &x).unwrap();
+            g.set_offset(gpu, offset);
+            gpu.run(&[&g.dispatch]).unwrap();
+            let want = cpu::gather(&pixels, d, &indices, offset, rows);
+            assert_close(&format!("case {case} d {d} rows {rows}"), &x.read(gpu).unwrap(), &want, |_| 1e-7);
+        }
+    });
+}
