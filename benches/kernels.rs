@@ -1,1 +1,106 @@
-fn main(){}
+//! Kernel throughput: GFLOP/s of the MLP VAE's GEMM shapes at batch 128 on each GEMM kernel
+//! the adapter runs, plus per-dispatch and per-submit overhead.
+//! Run: `cargo bench --bench kernels` (VAE_GPU_BACKEND / VAE_GPU_ADAPTER pick the device).
+
+use std::time::Instant;
+
+use vae_gpu::gpu::{BackendChoice, Gpu, GpuOptions, Matrix};
+use vae_gpu::ops::elementwise::act_forward;
+use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
+use vae_gpu::ops::Activation;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn options() -> GpuOptions {
+    let backend = match std::env::var("VAE_GPU_BACKEND").as_deref() {
+        Ok("vulkan") => BackendChoice::Vulkan,
+        Ok("gl") => BackendChoice::Gl,
+        _ => BackendChoice::Auto,
+    };
+    GpuOptions {
+        backend,
+        adapter: std::env::var("VAE_GPU_ADAPTER").ok(),
+        validation: false,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let gpu = Gpu::new(&options())?;
+    println!("adapter: {}", gpu.describe());
+    // (label, M, N, K, trans_a, trans_b) for Linear layers stored [out, in] like PyTorch.
+    let shapes = [
+        ("encoder fwd  X[128x784] W1^T", 128, 400, 784, false, true),
+        ("decoder fwd  H[128x400] W4^T", 128, 784, 400, false, true),
+        ("encoder dX   dY[128x400] W1", 128, 784, 400, false, false),
+        ("decoder dX   dY[128x784] W4", 128, 400, 784, false, false),
+        ("encoder dW   dY^T[400x128] X", 400, 784, 128, true, false),
+        ("decoder dW   dY^T[784x128] H", 784, 400, 128, true, false),
+    ];
+    let reps = 20;
+    for path in gpu.gemm_paths() {
+        for &(label, m, n, k, ta, tb) in &shapes {
+            let a = if ta {
+                Matrix::zeros(&gpu, k, m, "a")?
+            } else {
+                Matrix::zeros(&gpu, m, k, "a")?
+            };
+            let b = if tb {
+                Matrix::zeros(&gpu, n, k, "b")?
+            } else {
+                Matrix::zeros(&gpu, k, n, "b")?
+            };
+            a.write(&gpu, &vec![0.5; a.rows * a.cols])?;
+            b.write(&gpu, &vec![0.25; b.rows * b.cols])?;
+            let c = Matrix::zeros(&gpu, m, n, "c")?;
+            let spec = GemmSpec {
+                trans_a: ta,
+                trans_b: tb,
+                ..Default::default()
+            };
+            let d = gemm_with(&gpu, path, &a, &b, &c, None, spec)?;
+            let batch: Vec<_> = std::iter::repeat_n(&d, reps).collect();
+            gpu.run(&batch)?;
+            gpu.wait()?;
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                gpu.run(&batch)?;
+                gpu.wait()?;
+                times.push(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let t = median(times);
+            let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
+            println!(
+                "gemm {path:?} {label:32} {:8.3} ms  {gflops:6.1} GFLOP/s",
+                t * 1e3
+            );
+        }
+    }
+    // Overheads, with a launch that does almost nothing.
+    let x = Matrix::zeros(&gpu, 1, 4, "x")?;
+    let y = Matrix::zeros(&gpu, 1, 4, "y")?;
+    let tiny = act_forward(&gpu, &x, &y, Activation::Relu)?;
+    let many: Vec<_> = std::iter::repeat_n(&tiny, 1000).collect();
+    gpu.run(&many)?;
+    gpu.wait()?;
+    let t = Instant::now();
+    gpu.run(&many)?;
+    gpu.wait()?;
+    println!(
+        "per dispatch (1000 in one submit): {:8.1} us",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = Instant::now();
+    for _ in 0..100 {
+        gpu.run(&[&tiny])?;
+        gpu.wait()?;
+    }
+    println!(
+        "per submit + wait (100 submits):   {:8.1} us",
+        t.elapsed().as_secs_f64() * 1e4
+    );
+    Ok(())
+}

@@ -60,17 +60,35 @@ fn gemm_matches_cpu() {
                 let (b32, b) = rng.vec(br * bc, -1.0, 1.0);
                 let (c32, c0) = rng.vec(m * n, -1.0, 1.0);
                 let (bias32, bias) = rng.vec(n, -1.0, 1.0);
-                let (ga, gb, gc) = (upload(gpu, ar, ac, &a32), upload(gpu, br, bc, &b32), upload(gpu, m, n, &c32));
+                let (ga, gb, gc) = (
+                    upload(gpu, ar, ac, &a32),
+                    upload(gpu, br, bc, &b32),
+                    upload(gpu, m, n, &c32),
+                );
                 let gbias = upload(gpu, 1, n, &bias32);
-                let d = gemm_with(gpu, path, &ga, &gb, &gc, with_bias.then_some(&gbias), spec).unwrap();
+                let d =
+                    gemm_with(gpu, path, &ga, &gb, &gc, with_bias.then_some(&gbias), spec).unwrap();
                 gpu.run(&[&d]).unwrap();
                 let got = gc.read(gpu).unwrap();
                 let mut want = c0.clone();
-                cpu::gemm::gemm(&a, &b, &mut want, with_bias.then_some(&bias[..]), m, n, k, &spec);
+                cpu::gemm::gemm(
+                    &a,
+                    &b,
+                    &mut want,
+                    with_bias.then_some(&bias[..]),
+                    m,
+                    n,
+                    k,
+                    &spec,
+                );
                 // Scale of each output's sum, for the tolerance.
                 let mut scale = vec![0.0; m * n];
                 let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-                let plain = GemmSpec { act: Activation::Identity, accumulate: false, ..spec };
+                let plain = GemmSpec {
+                    act: Activation::Identity,
+                    accumulate: false,
+                    ..spec
+                };
                 cpu::gemm::gemm(&abs(&a), &abs(&b), &mut scale, None, m, n, k, &plain);
                 assert_close(
                     &format!("{path:?} case {case} [{m}x{n}x{k}] {spec:?} bias {with_bias}"),
@@ -103,29 +121,59 @@ fn elementwise_matches_cpu() {
             gpu.run(&[&f, &b, &r]).unwrap();
             let y: Vec<f64> = x.iter().map(|&v| cpu::act_forward(v, act)).collect();
             let label = format!("case {case} [{rows}x{cols}] {act:?}");
-            assert_close(&format!("{label} forward"), &gy.read(gpu).unwrap(), &y, |i| 1e-6 * y[i].abs() + 1e-6);
-            let gpu_y: Vec<f64> = gy.read(gpu).unwrap().iter().map(|&v| f64::from(v)).collect();
-            let dx: Vec<f64> = (0..g.len()).map(|i| g[i] * cpu::act_grad_from_output(gpu_y[i], act)).collect();
-            assert_close(&format!("{label} backward"), &gg.read(gpu).unwrap(), &dx, |i| 1e-6 * dx[i].abs() + 1e-6);
+            assert_close(
+                &format!("{label} forward"),
+                &gy.read(gpu).unwrap(),
+                &y,
+                |i| 1e-6 * y[i].abs() + 1e-6,
+            );
+            let gpu_y: Vec<f64> = gy
+                .read(gpu)
+                .unwrap()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let dx: Vec<f64> = (0..g.len())
+                .map(|i| g[i] * cpu::act_grad_from_output(gpu_y[i], act))
+                .collect();
+            assert_close(
+                &format!("{label} backward"),
+                &gg.read(gpu).unwrap(),
+                &dx,
+                |i| 1e-6 * dx[i].abs() + 1e-6,
+            );
             let db = cpu::bias_grad(&dx, rows, cols);
-            assert_close(&format!("{label} bias grad"), &gdb.read(gpu).unwrap(), &db, |_| 1e-5 * rows as f64);
+            assert_close(
+                &format!("{label} bias grad"),
+                &gdb.read(gpu).unwrap(),
+                &db,
+                |_| 1e-5 * rows as f64,
+            );
         }
     });
 }
 
-/// Sampling: the integer stream is the same, so z and eps agree to float rounding of
-/// log/cos/exp (2e-5 relative + 2e-5); the backward to 1e-5.
+/// Sampling: the integer stream is the same, so z and eps differ only by the precision of
+/// the GPU's log, cos and exp. Vulkan allows cos an absolute error of 2^-11 (SwiftShader uses
+/// it), so the tolerance is 3e-3 * (1 + |value|): far below what a wrong stream would give.
 #[test]
 fn sample_matches_cpu() {
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(13);
         for case in 0..20 {
             let (rows, z) = (AWKWARD[case % 9], AWKWARD[(case * 7 + 1) % 9].min(65));
-            let noise = Noise { seed: rng.next_u64(), step: case as u32 * 1000, stream: case as u32 % 3 };
+            let noise = Noise {
+                seed: rng.next_u64(),
+                step: case as u32 * 1000,
+                stream: case as u32 % 3,
+            };
             let (mulv32, mulv) = rng.vec(rows * 2 * z, -3.0, 3.0);
             let (dz32, dz) = rng.vec(rows * z, -1.0, 1.0);
             let gm = upload(gpu, rows, 2 * z, &mulv32);
-            let (gz, geps) = (Matrix::zeros(gpu, rows, z, "z").unwrap(), Matrix::zeros(gpu, rows, z, "eps").unwrap());
+            let (gz, geps) = (
+                Matrix::zeros(gpu, rows, z, "z").unwrap(),
+                Matrix::zeros(gpu, rows, z, "eps").unwrap(),
+            );
             let gdz = upload(gpu, rows, z, &dz32);
             let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
             let gprior = Matrix::zeros(gpu, rows, z, "prior").unwrap();
@@ -135,14 +183,32 @@ fn sample_matches_cpu() {
             gpu.run(&[&f, &b, &p]).unwrap();
             let (zs, eps) = cpu::sample::sample_forward(&mulv, rows, z, noise);
             let label = format!("case {case} [{rows}x{z}]");
-            let rel = |w: &[f64]| { let w = w.to_vec(); move |i: usize| 2e-5 * w[i].abs() + 2e-5 };
-            assert_close(&format!("{label} eps"), &geps.read(gpu).unwrap(), &eps, rel(&eps));
+            let rel = |w: &[f64]| {
+                let w = w.to_vec();
+                move |i: usize| 3e-3 * (1.0 + w[i].abs())
+            };
+            assert_close(
+                &format!("{label} eps"),
+                &geps.read(gpu).unwrap(),
+                &eps,
+                rel(&eps),
+            );
             assert_close(&format!("{label} z"), &gz.read(gpu).unwrap(), &zs, rel(&zs));
             let prior: Vec<f64> = eps.iter().map(|e| 0.5 * e).collect();
-            assert_close(&format!("{label} prior"), &gprior.read(gpu).unwrap(), &prior, rel(&prior));
+            assert_close(
+                &format!("{label} prior"),
+                &gprior.read(gpu).unwrap(),
+                &prior,
+                rel(&prior),
+            );
             let mut dm = vec![0.0; rows * 2 * z];
             cpu::sample::sample_backward(&mulv, &dz, &eps, &mut dm, rows, z);
-            assert_close(&format!("{label} backward"), &gdm.read(gpu).unwrap(), &dm, rel(&dm));
+            assert_close(
+                &format!("{label} backward"),
+                &gdm.read(gpu).unwrap(),
+                &dm,
+                rel(&dm),
+            );
         }
     });
 }
@@ -158,7 +224,11 @@ fn loss_matches_cpu() {
             let d = [1, 7, 33, 129, 784][case % 5];
             let z = [1, 2, 7, 20][case % 4];
             let s = LossSettings {
-                likelihood: if case % 2 == 0 { Likelihood::Bernoulli } else { Likelihood::Gaussian },
+                likelihood: if case % 2 == 0 {
+                    Likelihood::Bernoulli
+                } else {
+                    Likelihood::Gaussian
+                },
                 beta: [1.0, 0.5, 4.0][case % 3],
                 grad_scale: [1.0, 1.0 / 128.0][case % 2],
                 gauss_var: [1.0, 0.1][case % 2],
@@ -168,21 +238,54 @@ fn loss_matches_cpu() {
             let (l32, l) = rng.vec(rows * d, -30.0, 30.0);
             let (x32, x) = rng.vec(rows * d, 0.0, 1.0);
             let (m32, m) = rng.vec(rows * 2 * z, -3.0, 3.0);
-            let (gl, gx, gm) = (upload(gpu, rows, d, &l32), upload(gpu, rows, d, &x32), upload(gpu, rows, 2 * z, &m32));
+            let (gl, gx, gm) = (
+                upload(gpu, rows, d, &l32),
+                upload(gpu, rows, d, &x32),
+                upload(gpu, rows, 2 * z, &m32),
+            );
             let gdl = Matrix::zeros(gpu, rows, d, "dlogits").unwrap();
             let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
             let gps = Matrix::zeros(gpu, rows, 3, "per sample").unwrap();
             let gacc = Matrix::zeros(gpu, 1, 4, "accum").unwrap();
-            let bufs = LossBuffers { logits: &gl, x: &gx, mulv: &gm, dlogits: &gdl, dmulv: &gdm, per_sample: &gps, accum: &gacc };
+            let bufs = LossBuffers {
+                logits: &gl,
+                x: &gx,
+                mulv: &gm,
+                dlogits: &gdl,
+                dmulv: &gdm,
+                per_sample: &gps,
+                accum: &gacc,
+            };
             let ld = loss(gpu, &bufs, &s).unwrap();
-            gpu.run(&[&ld.per_sample, &ld.reduce, &ld.per_sample, &ld.reduce]).unwrap();
+            gpu.run(&[&ld.per_sample, &ld.reduce, &ld.per_sample, &ld.reduce])
+                .unwrap();
             let want = cpu::loss::loss(&l, &x, &m, rows, d, z, &s);
             let label = format!("case {case} [{rows}x{d}, z {z}] {s:?}");
-            let rel = |w: &[f64]| { let w = w.to_vec(); move |i: usize| 1e-5 * w[i].abs() + 1e-5 };
-            assert_close(&format!("{label} per sample"), &gps.read(gpu).unwrap(), &want.per_sample, rel(&want.per_sample));
-            assert_close(&format!("{label} dlogits"), &gdl.read(gpu).unwrap(), &want.dlogits, |i| 1e-5 * want.dlogits[i].abs() + 1e-6);
-            assert_close(&format!("{label} dmulv"), &gdm.read(gpu).unwrap(), &want.dmulv, rel(&want.dmulv));
-            let sums: Vec<f64> = (0..3).map(|c| 2.0 * (0..rows).map(|r| want.per_sample[r * 3 + c]).sum::<f64>()).collect();
+            let rel = |w: &[f64]| {
+                let w = w.to_vec();
+                move |i: usize| 1e-5 * w[i].abs() + 1e-5
+            };
+            assert_close(
+                &format!("{label} per sample"),
+                &gps.read(gpu).unwrap(),
+                &want.per_sample,
+                rel(&want.per_sample),
+            );
+            assert_close(
+                &format!("{label} dlogits"),
+                &gdl.read(gpu).unwrap(),
+                &want.dlogits,
+                |i| 1e-5 * want.dlogits[i].abs() + 1e-6,
+            );
+            assert_close(
+                &format!("{label} dmulv"),
+                &gdm.read(gpu).unwrap(),
+                &want.dmulv,
+                rel(&want.dmulv),
+            );
+            let sums: Vec<f64> = (0..3)
+                .map(|c| 2.0 * (0..rows).map(|r| want.per_sample[r * 3 + c]).sum::<f64>())
+                .collect();
             let acc = gacc.read(gpu).unwrap();
             assert_close(&format!("{label} batch sums"), &acc[..3], &sums, rel(&sums));
             assert_eq!(acc[3], 2.0 * s.valid as f32, "{label}: sample count");
@@ -197,7 +300,10 @@ fn adam_matches_cpu_over_100_steps() {
     for_each_gpu(|gpu| {
         for (case, len) in [4usize, 36, 1028, 4100].into_iter().enumerate() {
             let mut rng = Rng::new(19 + case as u64);
-            let config = AdamConfig { weight_decay: [0.0, 0.01][case % 2], ..AdamConfig::default() };
+            let config = AdamConfig {
+                weight_decay: [0.0, 0.01][case % 2],
+                ..AdamConfig::default()
+            };
             let (p32, mut p) = rng.vec(len, -1.0, 1.0);
             let (gp, gg, gm, gv) = (
                 upload(gpu, 1, len, &p32),
@@ -206,16 +312,28 @@ fn adam_matches_cpu_over_100_steps() {
                 Matrix::zeros(gpu, 1, len, "v").unwrap(),
             );
             let (mut m, mut v) = (vec![0.0; len], vec![0.0; len]);
-            let step = adam(gpu, &gp.buffer, &gg.buffer, &gm.buffer, &gv.buffer, len, config).unwrap();
+            let step = adam(
+                gpu, &gp.buffer, &gg.buffer, &gm.buffer, &gv.buffer, len, config,
+            )
+            .unwrap();
             for t in 1..=100u64 {
                 // gradient of 0.5 |p|^2 evaluated at the CPU's p, plus noise
-                let g: Vec<f64> = p.iter().map(|&x| f64::from((x + rng.uniform(-0.1, 0.1)) as f32)).collect();
-                gg.write(gpu, &g.iter().map(|&x| x as f32).collect::<Vec<_>>()).unwrap();
+                let g: Vec<f64> = p
+                    .iter()
+                    .map(|&x| f64::from((x + rng.uniform(-0.1, 0.1)) as f32))
+                    .collect();
+                gg.write(gpu, &g.iter().map(|&x| x as f32).collect::<Vec<_>>())
+                    .unwrap();
                 step.set_step(gpu, t);
                 gpu.run(&[&step.dispatch]).unwrap();
                 cpu::adam::adam_step(&mut p, &g, &mut m, &mut v, &config, t);
             }
-            assert_close(&format!("adam len {len} {config:?}"), &gp.read(gpu).unwrap(), &p, |i| 1e-5 * p[i].abs() + 1e-6);
+            assert_close(
+                &format!("adam len {len} {config:?}"),
+                &gp.read(gpu).unwrap(),
+                &p,
+                |i| 1e-5 * p[i].abs() + 1e-6,
+            );
         }
     });
 }
@@ -229,7 +347,9 @@ fn gather_matches_cpu() {
             let d = [1, 3, 7, 33, 784][case % 5];
             let count = 1 + rng.below(50);
             let pixels: Vec<u8> = (0..count * d).map(|_| rng.below(256) as u8).collect();
-            let indices: Vec<u32> = (0..1 + rng.below(40)).map(|_| rng.below(count) as u32).collect();
+            let indices: Vec<u32> = (0..1 + rng.below(40))
+                .map(|_| rng.below(count) as u32)
+                .collect();
             let rows = 1 + rng.below(indices.len() + 5);
             let offset = rng.below(indices.len());
             let images = GpuImages::upload(gpu, &pixels, d).unwrap();
@@ -239,7 +359,12 @@ fn gather_matches_cpu() {
             g.set_offset(gpu, offset);
             gpu.run(&[&g.dispatch]).unwrap();
             let want = cpu::gather(&pixels, d, &indices, offset, rows);
-            assert_close(&format!("case {case} d {d} rows {rows}"), &x.read(gpu).unwrap(), &want, |_| 1e-7);
+            assert_close(
+                &format!("case {case} d {d} rows {rows}"),
+                &x.read(gpu).unwrap(),
+                &want,
+                |_| 1e-7,
+            );
         }
     });
 }

@@ -7,11 +7,22 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use vae_gpu::gpu::shaders::Shader;
 
 fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
-    let module = naga::front::wgsl::parse_str(shader.source())
-        .unwrap_or_else(|e| panic!("{}: parse: {}", shader.file(), e.emit_to_string(shader.source())));
+    let module = naga::front::wgsl::parse_str(shader.source()).unwrap_or_else(|e| {
+        panic!(
+            "{}: parse: {}",
+            shader.file(),
+            e.emit_to_string(shader.source())
+        )
+    });
     let info = Validator::new(ValidationFlags::all(), Capabilities::all())
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: validate: {}", shader.file(), e.emit_to_string(shader.source())));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: validate: {}",
+                shader.file(),
+                e.emit_to_string(shader.source())
+            )
+        });
     (module, info)
 }
 
@@ -19,16 +30,25 @@ fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
 /// pipeline would see it, labelled for messages.
 fn variants(shader: Shader) -> Vec<(String, naga::Module, naga::valid::ModuleInfo)> {
     let (module, info) = validated(shader);
-    let names: Vec<String> = module.overrides.iter().filter_map(|(_, o)| o.name.clone()).collect();
+    let names: Vec<String> = module
+        .overrides
+        .iter()
+        .filter_map(|(_, o)| o.name.clone())
+        .collect();
     (0..1u32 << names.len())
         .map(|bits| {
             let mut constants = naga::back::PipelineConstants::default();
             for (i, name) in names.iter().enumerate() {
                 constants.insert(name.clone(), f64::from((bits >> i) & 1));
             }
-            let (m, i) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-                .unwrap_or_else(|e| panic!("{}: overrides {constants:?}: {e}", shader.file()));
-            (format!("{} {constants:?}", shader.file()), m.into_owned(), i.into_owned())
+            let (m, i) =
+                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                    .unwrap_or_else(|e| panic!("{}: overrides {constants:?}: {e}", shader.file()));
+            (
+                format!("{} {constants:?}", shader.file()),
+                m.into_owned(),
+                i.into_owned(),
+            )
         })
         .collect()
 }
@@ -48,13 +68,19 @@ fn every_shader_file_is_registered() {
                 .unwrap()
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|f| s.source().contains(&std::fs::read_to_string(dir.join(f)).unwrap()))
+                .filter(|f| {
+                    s.source()
+                        .contains(&std::fs::read_to_string(dir.join(f)).unwrap())
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(registered.contains(&name), "shaders/{name} is not part of any module");
+        assert!(
+            registered.contains(&name),
+            "shaders/{name} is not part of any module"
+        );
     }
 }
 
@@ -62,7 +88,11 @@ fn every_shader_file_is_registered() {
 fn shaders_validate() {
     for shader in Shader::ALL {
         let (module, _) = validated(shader);
-        assert!(!module.entry_points.is_empty(), "{}: no entry points", shader.file());
+        assert!(
+            !module.entry_points.is_empty(),
+            "{}: no entry points",
+            shader.file()
+        );
     }
 }
 
@@ -117,21 +147,28 @@ fn shaders_translate_to_glsl() {
             continue;
         }
         for (label, module, info) in variants(shader) {
-          for ep in entry_points(&module) {
-            let options = glsl::Options {
-                version: glsl::Version::Desktop(430),
-                ..Default::default()
-            };
-            let pipeline = glsl::PipelineOptions {
-                shader_stage: naga::ShaderStage::Compute,
-                entry_point: ep.clone(),
-                multiview: None,
-            };
-            let mut out = String::new();
-            glsl::Writer::new(&mut out, &module, &info, &options, &pipeline, naga::proc::BoundsCheckPolicies::default())
+            for ep in entry_points(&module) {
+                let options = glsl::Options {
+                    version: glsl::Version::Desktop(430),
+                    ..Default::default()
+                };
+                let pipeline = glsl::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: ep.clone(),
+                    multiview: None,
+                };
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &module,
+                    &info,
+                    &options,
+                    &pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
                 .and_then(|mut w| w.write())
                 .unwrap_or_else(|e| panic!("{label} `{ep}` -> GLSL: {e}"));
-          }
+            }
         }
     }
 }

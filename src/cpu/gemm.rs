@@ -19,8 +19,16 @@ pub fn gemm(
         for j in 0..n {
             let mut s = 0.0;
             for p in 0..k {
-                let av = if spec.trans_a { a[p * m + i] } else { a[i * k + p] };
-                let bv = if spec.trans_b { b[j * k + p] } else { b[p * n + j] };
+                let av = if spec.trans_a {
+                    a[p * m + i]
+                } else {
+                    a[i * k + p]
+                };
+                let bv = if spec.trans_b {
+                    b[j * k + p]
+                } else {
+                    b[p * n + j]
+                };
                 s += av * bv;
             }
             if let Some(bias) = bias {

@@ -11,7 +11,15 @@ pub struct LossOutput {
 }
 
 /// logits and x are [rows, d]; mulv is [rows, 2z].
-pub fn loss(logits: &[f64], x: &[f64], mulv: &[f64], rows: usize, d: usize, z: usize, s: &LossSettings) -> LossOutput {
+pub fn loss(
+    logits: &[f64],
+    x: &[f64],
+    mulv: &[f64],
+    rows: usize,
+    d: usize,
+    z: usize,
+    s: &LossSettings,
+) -> LossOutput {
     let beta = f64::from(s.beta);
     let gs = f64::from(s.grad_scale);
     let var = f64::from(s.gauss_var);
@@ -30,7 +38,8 @@ pub fn loss(logits: &[f64], x: &[f64], mulv: &[f64], rows: usize, d: usize, z: u
                     1.0 / (1.0 + (-l).exp()) - t
                 }
                 Likelihood::Gaussian => {
-                    recon += 0.5 * (l - t) * (l - t) / var + 0.5 * (std::f64::consts::TAU * var).ln();
+                    recon +=
+                        0.5 * (l - t) * (l - t) / var + 0.5 * (std::f64::consts::TAU * var).ln();
                     (l - t) / var
                 }
             };

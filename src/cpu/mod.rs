@@ -54,7 +54,11 @@ pub fn gather(pixels: &[u8], d: usize, indices: &[u32], offset: usize, rows: usi
     let mut x = Vec::with_capacity(rows * d);
     for r in 0..rows {
         let image = indices[(offset + r).min(indices.len() - 1)] as usize;
-        x.extend(pixels[image * d..(image + 1) * d].iter().map(|&p| f64::from(p) / 255.0));
+        x.extend(
+            pixels[image * d..(image + 1) * d]
+                .iter()
+                .map(|&p| f64::from(p) / 255.0),
+        );
     }
     x
 }

@@ -53,7 +53,14 @@ pub fn sample_forward(mulv: &[f64], rows: usize, z: usize, noise: Noise) -> (Vec
 }
 
 /// Adds dz's contribution to dmulv ([rows, 2Z]).
-pub fn sample_backward(mulv: &[f64], dz: &[f64], eps: &[f64], dmulv: &mut [f64], rows: usize, z: usize) {
+pub fn sample_backward(
+    mulv: &[f64],
+    dz: &[f64],
+    eps: &[f64],
+    dmulv: &mut [f64],
+    rows: usize,
+    z: usize,
+) {
     for r in 0..rows {
         for j in 0..z {
             let i = r * z + j;

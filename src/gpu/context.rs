@@ -77,7 +77,10 @@ fn instance(opts: &GpuOptions) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
     desc.backends = opts.backend.backends();
     if opts.validation {
-        desc.flags |= wgpu::InstanceFlags::VALIDATION | wgpu::InstanceFlags::DEBUG;
+        // Not DEBUG: its shader debug info names WGSL as the source language, which older
+        // validation layers reject as invalid SPIR-V.
+        desc.flags |= wgpu::InstanceFlags::VALIDATION;
+        desc.flags.remove(wgpu::InstanceFlags::DEBUG);
     }
     wgpu::Instance::new(desc)
 }
@@ -137,16 +140,15 @@ impl Gpu {
         let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let features = adapter.features() & wanted;
         let limits = adapter.limits();
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-                label: Some("vae-gpu"),
-                required_features: features,
-                required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            }))
-            .map_err(|e| GpuError::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("vae-gpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| GpuError::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
 
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
@@ -267,12 +269,12 @@ impl Gpu {
                 cache: None,
             });
         if let Some(err) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::Shader(format!("{} `{entry}`: {err}", shader.file())));
+            return Err(GpuError::Shader(format!(
+                "{} `{entry}`: {err}",
+                shader.file()
+            )));
         }
-        self.pipelines
-            .lock()
-            .unwrap()
-            .insert(key, pipeline.clone());
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
     }
 }

@@ -113,10 +113,14 @@ impl Gpu {
             binding: 0,
             resource: params.as_entire_binding(),
         }];
-        entries.extend(bindings.iter().map(|(binding, resource)| wgpu::BindGroupEntry {
-            binding: *binding,
-            resource: resource.clone(),
-        }));
+        entries.extend(
+            bindings
+                .iter()
+                .map(|(binding, resource)| wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: resource.clone(),
+                }),
+        );
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),

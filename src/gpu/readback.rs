@@ -37,8 +37,9 @@ impl PendingRead {
     /// Asks for the mapping; it completes during later device polls.
     pub fn start(&self) {
         let done = self.done.clone();
-        self.staging
-            .map_async(wgpu::MapMode::Read, .., move |r| *done.lock().unwrap() = Some(r));
+        self.staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            *done.lock().unwrap() = Some(r)
+        });
     }
 
     /// The bytes if the copy has landed, without blocking.
@@ -82,7 +83,9 @@ pub fn read_buffer(
 ) -> Result<Vec<u8>, GpuError> {
     let mut encoder = gpu
         .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("read"),
+        });
     let pending = PendingRead::record(gpu, &mut encoder, src, offset, size);
     gpu.queue.submit([encoder.finish()]);
     pending.start();

@@ -27,8 +27,7 @@ impl Matrix {
     pub fn zeros(gpu: &Gpu, rows: usize, cols: usize, label: &str) -> Result<Matrix, GpuError> {
         let ld = round_up4(cols);
         let size = (rows * ld * 4).max(16) as u64;
-        if size > gpu.limits.max_storage_buffer_binding_size || size > gpu.limits.max_buffer_size
-        {
+        if size > gpu.limits.max_storage_buffer_binding_size || size > gpu.limits.max_buffer_size {
             return Err(GpuError::Limit(format!(
                 "{label} [{rows}, {cols}] needs {size} bytes, the adapter binds at most {}",
                 gpu.limits.max_storage_buffer_binding_size

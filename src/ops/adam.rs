@@ -83,7 +83,7 @@ pub fn adam(
     config: AdamConfig,
 ) -> Result<AdamDispatch, GpuError> {
     let bytes = (len * 4) as u64;
-    if len % 4 != 0 || [param, grad, m, v].iter().any(|b| b.size() < bytes) {
+    if !len.is_multiple_of(4) || [param, grad, m, v].iter().any(|b| b.size() < bytes) {
         return Err(shape_err(
             "adam",
             format!("{len} values (need a multiple of 4 within every buffer)"),

@@ -54,13 +54,23 @@ fn same(op: &str, x: &Matrix, y: &Matrix) -> Result<(), GpuError> {
 }
 
 /// y = act(x); x and y have the same shape (and may not be the same matrix).
-pub fn act_forward(gpu: &Gpu, x: &Matrix, y: &Matrix, act: Activation) -> Result<Dispatch, GpuError> {
+pub fn act_forward(
+    gpu: &Gpu,
+    x: &Matrix,
+    y: &Matrix,
+    act: Activation,
+) -> Result<Dispatch, GpuError> {
     same("act_forward", x, y)?;
     launch(gpu, "act_forward_main", x, y, act, x.rows * x.cols)
 }
 
 /// dy *= act'(x), computed from the forward output y (in place on dy).
-pub fn act_backward(gpu: &Gpu, y: &Matrix, dy: &Matrix, act: Activation) -> Result<Dispatch, GpuError> {
+pub fn act_backward(
+    gpu: &Gpu,
+    y: &Matrix,
+    dy: &Matrix,
+    act: Activation,
+) -> Result<Dispatch, GpuError> {
     same("act_backward", y, dy)?;
     launch(gpu, "act_backward_main", y, dy, act, y.rows * y.cols)
 }

@@ -24,8 +24,14 @@ pub struct GpuImages {
 
 impl GpuImages {
     pub fn upload(gpu: &Gpu, pixels: &[u8], d: usize) -> Result<GpuImages, GpuError> {
-        if d == 0 || pixels.len() % d != 0 {
-            return Err(shape_err("dataset upload", format!("{} bytes is not a whole number of {d}-pixel images", pixels.len())));
+        if d == 0 || !pixels.len().is_multiple_of(d) {
+            return Err(shape_err(
+                "dataset upload",
+                format!(
+                    "{} bytes is not a whole number of {d}-pixel images",
+                    pixels.len()
+                ),
+            ));
         }
         let size = pixels.len().div_ceil(4) * 4;
         if size as u64 > gpu.limits.max_storage_buffer_binding_size {
@@ -43,7 +49,11 @@ impl GpuImages {
         let mut padded = pixels.to_vec();
         padded.resize(size, 0);
         gpu.queue.write_buffer(&buffer, 0, &padded);
-        Ok(GpuImages { buffer, count: pixels.len() / d, d })
+        Ok(GpuImages {
+            buffer,
+            count: pixels.len() / d,
+            d,
+        })
     }
 }
 
@@ -73,7 +83,10 @@ pub fn gather(
     if x.cols != images.d || count == 0 || indices.size() < (count * 4) as u64 {
         return Err(shape_err(
             "gather",
-            format!("x has {} columns for {}-pixel images, {count} indices", x.cols, images.d),
+            format!(
+                "x has {} columns for {}-pixel images, {count} indices",
+                x.cols, images.d
+            ),
         ));
     }
     let params = GatherParams {

@@ -1,8 +1,8 @@
 //! GEMM launcher: C = act(op(A) op(B) + bias (+ C)).
 
 use super::{shape_err, Activation};
-use crate::gpu::{Dispatch, GemmPath, Gpu, GpuError, Matrix};
 use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, GemmPath, Gpu, GpuError, Matrix};
 
 /// What to compute besides the plain product.
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,10 +32,23 @@ struct GemmParams {
 }
 
 /// (M, N, K) of op(A) op(B), checked against C and the bias.
-fn dims(a: &Matrix, b: &Matrix, c: &Matrix, bias: Option<&Matrix>, spec: &GemmSpec)
-    -> Result<(usize, usize, usize), GpuError> {
-    let (m, k) = if spec.trans_a { (a.cols, a.rows) } else { (a.rows, a.cols) };
-    let (kb, n) = if spec.trans_b { (b.cols, b.rows) } else { (b.rows, b.cols) };
+fn dims(
+    a: &Matrix,
+    b: &Matrix,
+    c: &Matrix,
+    bias: Option<&Matrix>,
+    spec: &GemmSpec,
+) -> Result<(usize, usize, usize), GpuError> {
+    let (m, k) = if spec.trans_a {
+        (a.cols, a.rows)
+    } else {
+        (a.rows, a.cols)
+    };
+    let (kb, n) = if spec.trans_b {
+        (b.cols, b.rows)
+    } else {
+        (b.rows, b.cols)
+    };
     let shapes = || {
         format!(
             "op(A) [{m}, {k}] x op(B) [{kb}, {n}] -> C [{}, {}]",
@@ -111,7 +124,9 @@ pub fn gemm_with(
     let groups = [n.div_ceil(tile) as u64, m.div_ceil(tile) as u64];
     let max = u64::from(gpu.limits.max_compute_workgroups_per_dimension);
     if groups.iter().any(|&g| g > max) {
-        return Err(GpuError::Limit(format!("gemm [{m}, {n}] needs {groups:?} workgroups")));
+        return Err(GpuError::Limit(format!(
+            "gemm [{m}, {n}] needs {groups:?} workgroups"
+        )));
     }
     let bias_binding = match bias {
         Some(bias) => bias.binding(),
@@ -130,8 +145,8 @@ pub fn gemm_with(
     ))
 }
 
-/// Launches for the gradients of C = op(A) op(B) given dC: (dA, dB), each written
-/// (or added, with `accumulate`) into the given matrices shaped like A and B.
+/// Launches for the gradients of C = op(A) op(B) given dC: dA and dB, written into the
+/// given matrices shaped like A and B.
 pub fn gemm_backward(
     gpu: &Gpu,
     a: &Matrix,
@@ -140,14 +155,12 @@ pub fn gemm_backward(
     da: Option<&Matrix>,
     db: Option<&Matrix>,
     spec: GemmSpec,
-    accumulate: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
     let plain = |trans_a, trans_b| GemmSpec {
         trans_a,
         trans_b,
-        accumulate,
-        act: Activation::Identity,
+        ..GemmSpec::default()
     };
     if let Some(da) = da {
         // d op(A) = dC op(B)^T; stored transposed, dA = op(B) dC^T.

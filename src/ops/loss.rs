@@ -5,7 +5,9 @@ use crate::gpu::shaders::Shader;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
 /// The decoder's likelihood p(x | z).
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Likelihood {
     /// Bernoulli on logits: binary cross-entropy, for pixels in [0, 1].
@@ -99,7 +101,7 @@ pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDisp
     let ok = b.x.same_shape(b.logits)
         && b.dlogits.same_shape(b.logits)
         && b.mulv.rows == rows
-        && b.mulv.cols % 2 == 0
+        && b.mulv.cols.is_multiple_of(2)
         && b.dmulv.same_shape(b.mulv)
         && b.per_sample.rows == rows
         && b.per_sample.cols == 3
@@ -110,12 +112,21 @@ pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDisp
             "loss",
             format!(
                 "logits [{rows}, {}], x [{}, {}], mu|logvar [{}, {}], per-sample [{}, {}]",
-                b.logits.cols, b.x.rows, b.x.cols, b.mulv.rows, b.mulv.cols, b.per_sample.rows, b.per_sample.cols
+                b.logits.cols,
+                b.x.rows,
+                b.x.cols,
+                b.mulv.rows,
+                b.mulv.cols,
+                b.per_sample.rows,
+                b.per_sample.cols
             ),
         ));
     }
-    if !(s.gauss_var > 0.0) {
-        return Err(shape_err("loss", format!("Gaussian variance must be positive, got {}", s.gauss_var)));
+    if !(s.gauss_var.is_finite() && s.gauss_var > 0.0) {
+        return Err(shape_err(
+            "loss",
+            format!("Gaussian variance must be positive, got {}", s.gauss_var),
+        ));
     }
     let base = LossParams {
         rows: rows as u32,

@@ -28,7 +28,14 @@ pub(crate) struct SampleParams {
     pad: [u32; 3],
 }
 
-fn params(rows: usize, z: usize, ld_mulv: usize, ld_z: usize, noise: Noise, temperature: f32) -> SampleParams {
+fn params(
+    rows: usize,
+    z: usize,
+    ld_mulv: usize,
+    ld_z: usize,
+    noise: Noise,
+    temperature: f32,
+) -> SampleParams {
     SampleParams {
         rows: rows as u32,
         z: z as u32,
@@ -57,7 +64,13 @@ fn check(mulv: &Matrix, z: &Matrix, eps: &Matrix) -> Result<(), GpuError> {
 }
 
 /// z = mu + exp(0.5 logvar) * eps, keeping eps for the backward. `mulv` is [B, 2Z].
-pub fn sample_forward(gpu: &Gpu, mulv: &Matrix, z: &Matrix, eps: &Matrix, noise: Noise) -> Result<Dispatch, GpuError> {
+pub fn sample_forward(
+    gpu: &Gpu,
+    mulv: &Matrix,
+    z: &Matrix,
+    eps: &Matrix,
+    noise: Noise,
+) -> Result<Dispatch, GpuError> {
     check(mulv, z, eps)?;
     let p = params(z.rows, z.cols, mulv.ld, z.ld, noise, 1.0);
     let pipeline = gpu.pipeline(Shader::Sample, "sample_forward_main", &[])?;
@@ -71,11 +84,21 @@ pub fn sample_forward(gpu: &Gpu, mulv: &Matrix, z: &Matrix, eps: &Matrix, noise:
 }
 
 /// z = temperature * eps: codes drawn from the prior.
-pub fn sample_prior(gpu: &Gpu, z: &Matrix, noise: Noise, temperature: f32) -> Result<Dispatch, GpuError> {
+pub fn sample_prior(
+    gpu: &Gpu,
+    z: &Matrix,
+    noise: Noise,
+    temperature: f32,
+) -> Result<Dispatch, GpuError> {
     let p = params(z.rows, z.cols, 0, z.ld, noise, temperature);
     let pipeline = gpu.pipeline(Shader::Sample, "sample_prior_main", &[])?;
     let grid = gpu.grid((z.rows * z.cols).div_ceil(256) as u64)?;
-    Ok(gpu.dispatch(pipeline, gpu.uniform("prior params", &p), &[(2, z.binding())], grid))
+    Ok(gpu.dispatch(
+        pipeline,
+        gpu.uniform("prior params", &p),
+        &[(2, z.binding())],
+        grid,
+    ))
 }
 
 /// Adds the sampling path's gradient to dmulv: dmu += dz, dlogvar += dz eps 0.5 std.
@@ -88,7 +111,10 @@ pub fn sample_backward(
 ) -> Result<Dispatch, GpuError> {
     check(mulv, dz, eps)?;
     if !mulv.same_shape(dmulv) {
-        return Err(shape_err("sample_backward", "dmulv differs from mulv".into()));
+        return Err(shape_err(
+            "sample_backward",
+            "dmulv differs from mulv".into(),
+        ));
     }
     let p = params(dz.rows, dz.cols, mulv.ld, dz.ld, Noise::default(), 1.0);
     let pipeline = gpu.pipeline(Shader::Sample, "sample_backward_main", &[])?;

@@ -1,15 +1,41 @@
 //! Test helpers: run a body on every adapter found, a seeded RNG, tolerance checks.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use vae_gpu::gpu::{adapters, BackendChoice, Gpu, GpuOptions};
+
+/// Error-level messages from wgpu and its back ends (the Vulkan validation layers report
+/// through these); any one fails the test that was running.
+static GPU_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct ErrorRecorder;
+
+impl log::Log for ErrorRecorder {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("[{} {}] {}", record.level(), record.target(), record.args());
+        eprintln!("{line}");
+        if record.level() == log::Level::Error && record.target().starts_with("wgpu") {
+            GPU_ERRORS.lock().unwrap().push(line);
+        }
+    }
+    fn flush(&self) {}
+}
 
 /// One device per adapter, opened once per test binary. `VAE_GPU_TEST_BACKEND` (vulkan, gl,
 /// ...) narrows the set; with `CI=true`, finding none is a failure, never a skip.
 fn devices() -> &'static [Gpu] {
     static DEVICES: OnceLock<Vec<Gpu>> = OnceLock::new();
     DEVICES.get_or_init(|| {
+        if log::set_logger(&ErrorRecorder).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
         let backend = match std::env::var("VAE_GPU_TEST_BACKEND").as_deref() {
             Ok("vulkan") => BackendChoice::Vulkan,
             Ok("gl") => BackendChoice::Gl,
@@ -54,7 +80,15 @@ pub fn for_each_gpu(mut body: impl FnMut(&Gpu)) {
             eprintln!("failed on adapter {}", gpu.describe());
             std::panic::resume_unwind(e);
         }
-        gpu.check().unwrap_or_else(|e| panic!("{}: {e}", gpu.describe()));
+        gpu.check()
+            .unwrap_or_else(|e| panic!("{}: {e}", gpu.describe()));
+        let errors = std::mem::take(&mut *GPU_ERRORS.lock().unwrap());
+        assert!(
+            errors.is_empty(),
+            "{}: GPU errors logged:\n{}",
+            gpu.describe(),
+            errors.join("\n")
+        );
     }
 }
 

@@ -1,0 +1,254 @@
+//! Finite-difference gradient checks: every backward the GPU runs is compared with central
+//! differences of the f64 CPU forward (step 1e-6), entry by entry on small shapes.
+//! Tolerance: |gpu - fd| <= 1e-4 * |fd| + 1e-4 (the GPU gradient is f32).
+
+mod common;
+
+use common::{for_each_gpu, Rng};
+use vae_gpu::cpu;
+use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad};
+use vae_gpu::ops::gemm::{gemm, gemm_backward, GemmSpec};
+use vae_gpu::ops::loss::{loss, Likelihood, LossBuffers, LossSettings};
+use vae_gpu::ops::sample::{sample_backward, sample_forward, Noise};
+use vae_gpu::ops::Activation;
+
+const H: f64 = 1e-6;
+
+fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
+    Matrix::from_slice(gpu, rows, cols, data, "test").unwrap()
+}
+
+/// Central differences of f with respect to every entry of x.
+fn numeric_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = x[i];
+            x[i] = orig + H;
+            let up = f(&x);
+            x[i] = orig - H;
+            let down = f(&x);
+            x[i] = orig;
+            (up - down) / (2.0 * H)
+        })
+        .collect()
+}
+
+fn check(what: &str, gpu_grad: &[f32], fd: &[f64]) {
+    assert_eq!(gpu_grad.len(), fd.len(), "{what}");
+    for (i, (&g, &n)) in gpu_grad.iter().zip(fd).enumerate() {
+        let err = (f64::from(g) - n).abs();
+        assert!(
+            err <= 1e-4 * n.abs() + 1e-4,
+            "{what}: entry {i}: gpu {g} vs finite difference {n}"
+        );
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// L = sum(G * act(op(A) op(B) + bias)) for all four transpose combinations and every
+/// activation: checks the GEMM backward products, the activation backward and the bias sum.
+#[test]
+fn gemm_bias_activation_gradients() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(29);
+        let acts = [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LeakyRelu(0.2),
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ];
+        for case in 0..8 {
+            let (m, n, k) = (3 + case % 3, 5 + case % 4, 7 + case);
+            let spec = GemmSpec {
+                trans_a: case % 2 == 1,
+                trans_b: (case / 2) % 2 == 1,
+                accumulate: false,
+                act: acts[case % 5],
+            };
+            let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
+            let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
+            let (a32, a) = rng.vec(ar * ac, -1.0, 1.0);
+            let (b32, b) = rng.vec(br * bc, -1.0, 1.0);
+            let (bias32, bias) = rng.vec(n, -0.5, 0.5);
+            let (g32, g) = rng.vec(m * n, -1.0, 1.0);
+            let forward = |a: &[f64], b: &[f64], bias: &[f64]| {
+                let mut c = vec![0.0; m * n];
+                cpu::gemm::gemm(a, b, &mut c, Some(bias), m, n, k, &spec);
+                dot(&c, &g)
+            };
+            let (ga, gb, gbias) = (
+                upload(gpu, ar, ac, &a32),
+                upload(gpu, br, bc, &b32),
+                upload(gpu, 1, n, &bias32),
+            );
+            let gy = Matrix::zeros(gpu, m, n, "y").unwrap();
+            let gdy = upload(gpu, m, n, &g32);
+            let (gda, gdb, gdbias) = (
+                Matrix::zeros(gpu, ar, ac, "da").unwrap(),
+                Matrix::zeros(gpu, br, bc, "db").unwrap(),
+                Matrix::zeros(gpu, 1, n, "dbias").unwrap(),
+            );
+            let mut ds = vec![
+                gemm(gpu, &ga, &gb, &gy, Some(&gbias), spec).unwrap(),
+                act_backward(gpu, &gy, &gdy, spec.act).unwrap(),
+                bias_grad(gpu, &gdy, &gdbias).unwrap(),
+            ];
+            ds.extend(gemm_backward(gpu, &ga, &gb, &gdy, Some(&gda), Some(&gdb), spec).unwrap());
+            gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+            let label = format!("case {case} [{m}x{n}x{k}] {spec:?}");
+            check(
+                &format!("{label} dA"),
+                &gda.read(gpu).unwrap(),
+                &numeric_grad(&a, |a| forward(a, &b, &bias)),
+            );
+            check(
+                &format!("{label} dB"),
+                &gdb.read(gpu).unwrap(),
+                &numeric_grad(&b, |b| forward(&a, b, &bias)),
+            );
+            check(
+                &format!("{label} dbias"),
+                &gdbias.read(gpu).unwrap(),
+                &numeric_grad(&bias, |bias| forward(&a, &b, bias)),
+            );
+        }
+    });
+}
+
+/// L = sum(G * act(x)) through the standalone activation kernels.
+#[test]
+fn activation_gradients() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(31);
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LeakyRelu(0.01),
+            Activation::Sigmoid,
+            Activation::Tanh,
+        ] {
+            let (rows, cols) = (3, 11);
+            let (x32, x) = rng.vec(rows * cols, -3.0, 3.0);
+            let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);
+            let (gx, gy, gg) = (
+                upload(gpu, rows, cols, &x32),
+                Matrix::zeros(gpu, rows, cols, "y").unwrap(),
+                upload(gpu, rows, cols, &g32),
+            );
+            let f = act_forward(gpu, &gx, &gy, act).unwrap();
+            let b = act_backward(gpu, &gy, &gg, act).unwrap();
+            gpu.run(&[&f, &b]).unwrap();
+            let fd = numeric_grad(&x, |x| {
+                x.iter()
+                    .zip(&g)
+                    .map(|(&v, &w)| w * cpu::act_forward(v, act))
+                    .sum()
+            });
+            check(&format!("{act:?}"), &gg.read(gpu).unwrap(), &fd);
+        }
+    });
+}
+
+/// L = sum(G * z), z = mu + exp(0.5 logvar) eps with the noise fixed by the RNG position.
+#[test]
+fn sampling_gradients() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(37);
+        for (rows, z) in [(1, 1), (3, 7), (5, 20)] {
+            let noise = Noise {
+                seed: 99,
+                step: 4,
+                stream: 0,
+            };
+            let (m32, mulv) = rng.vec(rows * 2 * z, -2.0, 2.0);
+            let (g32, g) = rng.vec(rows * z, -1.0, 1.0);
+            let gm = upload(gpu, rows, 2 * z, &m32);
+            let (gz, geps) = (
+                Matrix::zeros(gpu, rows, z, "z").unwrap(),
+                Matrix::zeros(gpu, rows, z, "eps").unwrap(),
+            );
+            let gdz = upload(gpu, rows, z, &g32);
+            let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
+            let f = sample_forward(gpu, &gm, &gz, &geps, noise).unwrap();
+            let b = sample_backward(gpu, &gm, &gdz, &geps, &gdm).unwrap();
+            gpu.run(&[&f, &b]).unwrap();
+            let fd = numeric_grad(&mulv, |mv| {
+                dot(&cpu::sample::sample_forward(mv, rows, z, noise).0, &g)
+            });
+            check(
+                &format!("sample [{rows}x{z}]"),
+                &gdm.read(gpu).unwrap(),
+                &fd,
+            );
+        }
+    });
+}
+
+/// L = grad_scale * sum over valid rows of (recon + beta KL): gradients wrt logits, mu, logvar.
+#[test]
+fn loss_gradients() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(41);
+        for case in 0..4 {
+            let (rows, d, z) = (3, 9 + case, 2 + case);
+            let s = LossSettings {
+                likelihood: if case % 2 == 0 {
+                    Likelihood::Bernoulli
+                } else {
+                    Likelihood::Gaussian
+                },
+                beta: [1.0, 0.3][case / 2],
+                grad_scale: [1.0, 0.25][case / 2],
+                gauss_var: 0.5,
+                valid: rows - case / 2,
+            };
+            let (l32, l) = rng.vec(rows * d, -5.0, 5.0);
+            let (x32, x) = rng.vec(rows * d, 0.0, 1.0);
+            let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
+            let (gl, gx, gm) = (
+                upload(gpu, rows, d, &l32),
+                upload(gpu, rows, d, &x32),
+                upload(gpu, rows, 2 * z, &m32),
+            );
+            let (gdl, gdm) = (
+                Matrix::zeros(gpu, rows, d, "dl").unwrap(),
+                Matrix::zeros(gpu, rows, 2 * z, "dm").unwrap(),
+            );
+            let (gps, gacc) = (
+                Matrix::zeros(gpu, rows, 3, "ps").unwrap(),
+                Matrix::zeros(gpu, 1, 4, "acc").unwrap(),
+            );
+            let bufs = LossBuffers {
+                logits: &gl,
+                x: &gx,
+                mulv: &gm,
+                dlogits: &gdl,
+                dmulv: &gdm,
+                per_sample: &gps,
+                accum: &gacc,
+            };
+            let ld = loss(gpu, &bufs, &s).unwrap();
+            gpu.run(&[&ld.per_sample]).unwrap();
+            let total = |l: &[f64], m: &[f64]| {
+                let out = cpu::loss::loss(l, &x, m, rows, d, z, &s);
+                f64::from(s.grad_scale) * (0..rows).map(|r| out.per_sample[r * 3 + 2]).sum::<f64>()
+            };
+            check(
+                &format!("case {case} dlogits"),
+                &gdl.read(gpu).unwrap(),
+                &numeric_grad(&l, |l| total(l, &m)),
+            );
+            check(
+                &format!("case {case} dmulv"),
+                &gdm.read(gpu).unwrap(),
+                &numeric_grad(&m, |m| total(&l, m)),
+            );
+        }
+    });
+}
