@@ -1,4 +1,5 @@
-// Reparameterized sampling z = mu + exp(0.5 logvar) * eps with eps ~ N(0, 1) drawn from a
+// Reparameterized sampling z = mu + T exp(0.5 logvar) eps (T = 1 in training, 0 for the
+// posterior mean) with eps ~ N(0, 1) drawn from a
 // counter-based RNG: Philox4x32-10 keyed by the seed, counter (element, step, stream, 0).
 // The CPU twin (src/cpu/sample.rs) reproduces the integer stream bit for bit.
 // mu and logvar sit side by side in one [rows, 2Z] matrix (the two encoder heads).
@@ -79,7 +80,7 @@ fn sample_forward_main(
     let mu = mulv[r * p.ld_mulv + j];
     let lv = clamp(mulv[r * p.ld_mulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
     let eps = normal_at(i);
-    z_out[r * p.ld_z + j] = mu + exp(0.5 * lv) * eps;
+    z_out[r * p.ld_z + j] = mu + p.temperature * exp(0.5 * lv) * eps;
     eps_out[r * p.ld_z + j] = eps;
 }
 

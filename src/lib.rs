@@ -3,5 +3,9 @@
 
 pub mod cli;
 pub mod cpu;
+pub mod data;
 pub mod gpu;
+pub mod io;
 pub mod ops;
+pub mod rng;
+pub mod vae;

@@ -175,7 +175,7 @@ fn sampling_gradients() {
             );
             let gdz = upload(gpu, rows, z, &g32);
             let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
-            let f = sample_forward(gpu, &gm, &gz, &geps, noise).unwrap();
+            let f = sample_forward(gpu, &gm, &gz, &geps, noise, 1.0).unwrap();
             let b = sample_backward(gpu, &gm, &gdz, &geps, &gdm).unwrap();
             gpu.run(&[&f, &b]).unwrap();
             let fd = numeric_grad(&mulv, |mv| {

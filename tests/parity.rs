@@ -177,7 +177,7 @@ fn sample_matches_cpu() {
             let gdz = upload(gpu, rows, z, &dz32);
             let gdm = Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap();
             let gprior = Matrix::zeros(gpu, rows, z, "prior").unwrap();
-            let f = sample_forward(gpu, &gm, &gz, &geps, noise).unwrap();
+            let f = sample_forward(gpu, &gm, &gz, &geps, noise, 1.0).unwrap();
             let b = sample_backward(gpu, &gm, &gdz, &geps, &gdm).unwrap();
             let p = sample_prior(gpu, &gprior, noise, 0.5).unwrap();
             gpu.run(&[&f, &b, &p]).unwrap();

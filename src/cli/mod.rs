@@ -1,10 +1,22 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod eval;
 pub mod info;
+pub mod reconstruct;
+pub mod sample;
+pub mod train;
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::gpu::{BackendChoice, GpuOptions};
+use crate::gpu::{BackendChoice, Gpu, GpuOptions};
+use crate::vae::checkpoint::{self, RunConfig};
+use crate::vae::{ModelConfig, Params};
+
+/// Where runs go by default, and where `--model` looks for the newest one.
+pub const RUNS_DIR: &str = "runs";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,15 +62,74 @@ impl DeviceArgs {
     }
 }
 
+/// `--model`, shared by the commands that use a trained model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArg {
+    /// Run directory (or a bare model.safetensors) [default: the newest run under runs/]
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Train a VAE; each epoch prints train/test loss and writes a checkpoint.
+    Train(train::TrainArgs),
+    /// Draw new images from a trained model's prior into a PNG grid.
+    Sample(sample::SampleArgs),
+    /// Show test images over their reconstructions.
+    Reconstruct(reconstruct::ReconstructArgs),
+    /// Test loss (reconstruction + KL) and the importance-weighted bound.
+    Eval(eval::EvalArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    match &cli.command {
+        Command::Train(a) => train::run(&cli.device, a),
+        Command::Sample(a) => sample::run(&cli.device, a),
+        Command::Reconstruct(a) => reconstruct::run(&cli.device, a),
+        Command::Eval(a) => eval::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
+}
+
+/// Opens the device the flags choose and says which it is.
+pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Gpu> {
+    let gpu = Gpu::new(&device.options())?;
+    eprintln!("device: {}", gpu.describe());
+    Ok(gpu)
+}
+
+/// Loads `--model` (or the newest run) onto the GPU.
+pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConfig, Params)> {
+    let dir = match &arg.model {
+        Some(p) => p.clone(),
+        None => checkpoint::newest_run(Path::new(RUNS_DIR))?,
+    };
+    let (cfg, params) = checkpoint::load(gpu, &dir, false)
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    let dir = if dir.is_dir() {
+        dir
+    } else {
+        dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    Ok((dir, cfg, params))
+}
+
+/// The data must have the image size the model was trained on.
+pub fn check_dims(c: &ModelConfig, images: &crate::data::Images) -> anyhow::Result<()> {
+    if (c.height, c.width, c.channels) != (images.height, images.width, images.channels) {
+        anyhow::bail!(
+            "the model expects {}x{}x{} images, the data has {}x{}x{}",
+            c.height,
+            c.width,
+            c.channels,
+            images.height,
+            images.width,
+            images.channels
+        );
+    }
+    Ok(())
 }

@@ -62,3 +62,22 @@ pub fn loss(
     }
     out
 }
+
+/// log of the importance-weighted estimate of p(x) from K samples: logsumexp(log w) - log K,
+/// log w_k = -recon_k + sum_j (-0.5 z^2 + 0.5 eps^2 + 0.5 logvar). `recon` is [K],
+/// `mulv` [K, 2z], `zs` and `eps` [K, z].
+pub fn iwae_log_px(recon: &[f64], mulv: &[f64], zs: &[f64], eps: &[f64], z: usize) -> f64 {
+    let lw: Vec<f64> = (0..recon.len())
+        .map(|r| {
+            -recon[r]
+                + (0..z)
+                    .map(|j| {
+                        let lv = mulv[r * 2 * z + z + j].clamp(LOGVAR_MIN, LOGVAR_MAX);
+                        -0.5 * zs[r * z + j].powi(2) + 0.5 * eps[r * z + j].powi(2) + 0.5 * lv
+                    })
+                    .sum::<f64>()
+        })
+        .collect();
+    let m = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    m + lw.iter().map(|w| (w - m).exp()).sum::<f64>().ln() - (recon.len() as f64).ln()
+}

@@ -15,17 +15,19 @@ pub enum Shader {
     Elementwise,
     Sample,
     Loss,
+    Iwae,
     Adam,
     Gather,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::Elementwise,
         Shader::Sample,
         Shader::Loss,
+        Shader::Iwae,
         Shader::Adam,
         Shader::Gather,
     ];
@@ -38,6 +40,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Sample => "sample.wgsl",
             Shader::Loss => "loss.wgsl",
+            Shader::Iwae => "iwae.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
         }
@@ -55,6 +58,7 @@ impl Shader {
             }
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
             Shader::Loss => shader_source!("loss.wgsl"),
+            Shader::Iwae => shader_source!("iwae.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
         }

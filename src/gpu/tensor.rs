@@ -18,11 +18,12 @@ pub struct Matrix {
     pub ld: usize,
 }
 
-pub(crate) const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
-
 impl Matrix {
+    /// Usage of every buffer that holds matrices: bound as storage, copied both ways.
+    pub const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+        .union(wgpu::BufferUsages::COPY_SRC)
+        .union(wgpu::BufferUsages::COPY_DST);
+
     /// A new zeroed matrix in its own buffer.
     pub fn zeros(gpu: &Gpu, rows: usize, cols: usize, label: &str) -> Result<Matrix, GpuError> {
         let ld = round_up4(cols);
@@ -36,7 +37,7 @@ impl Matrix {
         let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: USAGE,
+            usage: Matrix::USAGE,
             mapped_at_creation: false,
         });
         Ok(Matrix {

@@ -5,6 +5,7 @@ pub mod adam;
 pub mod elementwise;
 pub mod gather;
 pub mod gemm;
+pub mod iwae;
 pub mod loss;
 pub mod sample;
 

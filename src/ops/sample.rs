@@ -63,16 +63,18 @@ fn check(mulv: &Matrix, z: &Matrix, eps: &Matrix) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// z = mu + exp(0.5 logvar) * eps, keeping eps for the backward. `mulv` is [B, 2Z].
+/// z = mu + temperature * exp(0.5 logvar) * eps, keeping eps for the backward (which
+/// assumes temperature 1; 0 decodes the posterior mean). `mulv` is [B, 2Z].
 pub fn sample_forward(
     gpu: &Gpu,
     mulv: &Matrix,
     z: &Matrix,
     eps: &Matrix,
     noise: Noise,
+    temperature: f32,
 ) -> Result<Dispatch, GpuError> {
     check(mulv, z, eps)?;
-    let p = params(z.rows, z.cols, mulv.ld, z.ld, noise, 1.0);
+    let p = params(z.rows, z.cols, mulv.ld, z.ld, noise, temperature);
     let pipeline = gpu.pipeline(Shader::Sample, "sample_forward_main", &[])?;
     let grid = gpu.grid((z.rows * z.cols).div_ceil(256) as u64)?;
     Ok(gpu.dispatch(
@@ -132,8 +134,16 @@ pub fn sample_backward(
     ))
 }
 
-/// Rewrites a sample_forward launch's RNG position (e.g. each training step).
-pub fn set_noise(gpu: &Gpu, d: &Dispatch, mulv: &Matrix, z: &Matrix, noise: Noise) {
-    let p = params(z.rows, z.cols, mulv.ld, z.ld, noise, 1.0);
+/// Rewrites a sample_forward or sample_prior launch's RNG position and temperature
+/// (e.g. each training step). For the prior, `ld_mulv` is unused.
+pub fn set_noise(
+    gpu: &Gpu,
+    d: &Dispatch,
+    ld_mulv: usize,
+    z: &Matrix,
+    noise: Noise,
+    temperature: f32,
+) {
+    let p = params(z.rows, z.cols, ld_mulv, z.ld, noise, temperature);
     gpu.queue.write_buffer(&d.params, 0, bytemuck::bytes_of(&p));
 }

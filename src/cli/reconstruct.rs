@@ -1,0 +1,87 @@
+//! `vae-gpu reconstruct`: test images over their reconstructions (decoded posterior means).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{load_model, open_gpu, DeviceArgs, ModelArg};
+use crate::data;
+use crate::ops::loss::LossSettings;
+use crate::vae::decode::to_pixels;
+use crate::vae::model::StepProgram;
+use crate::vae::train::GpuSplit;
+
+#[derive(Args, Debug)]
+pub struct ReconstructArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Data directory [default: as for train]; its test split is used.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// How many test images.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub count: u32,
+    /// Output PNG [default: RUN/reconstruction.png]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let splits = data::load(a.data.as_deref())?;
+    super::check_dims(c, &splits.test)?;
+    let test = splits.test.take(a.count as usize);
+    let n = test.count;
+    let split = GpuSplit::upload(&gpu, &test)?;
+    let settings = LossSettings {
+        likelihood: c.likelihood,
+        beta: 1.0,
+        grad_scale: 1.0,
+        gauss_var: c.gauss_var,
+        valid: n,
+    };
+    let mut program = StepProgram::new(
+        &gpu,
+        &params,
+        c,
+        n,
+        &split.images,
+        &split.indices.buffer,
+        n,
+        &settings,
+        None,
+        0,
+    )?;
+    program.temperature = 0.0;
+    program.prepare(&gpu, 0, 0, &settings);
+    program.submit(&gpu, None)?;
+    let recon = to_pixels(c, &program.ws.logits().read(&gpu)?);
+    // Pairs of rows: originals, then their reconstructions.
+    let cols = n.min(16);
+    let mut cells = Vec::new();
+    for start in (0..n).step_by(cols) {
+        let end = (start + cols).min(n);
+        cells.extend((start..end).map(|i| test.image(i).to_vec()));
+        cells.extend(std::iter::repeat_n(
+            vec![0; c.input_dim()],
+            cols - (end - start),
+        ));
+        cells.extend(recon[start..end].iter().cloned());
+        cells.extend(std::iter::repeat_n(
+            vec![0; c.input_dim()],
+            cols - (end - start),
+        ));
+    }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| dir.join("reconstruction.png"));
+    crate::io::png::save_grid(&out, &cells, c.height, c.width, c.channels, cols)?;
+    println!(
+        "wrote {n} originals over their reconstructions to {}",
+        out.display()
+    );
+    Ok(())
+}

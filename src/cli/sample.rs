@@ -1,0 +1,69 @@
+//! `vae-gpu sample`: new images decoded from codes drawn from the prior.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{load_model, open_gpu, DeviceArgs, ModelArg};
+use crate::vae::decode::generate;
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// How many images to draw.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+    /// Seed of the prior noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Output PNG grid [default: RUN/samples.png]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Columns of the grid [default: square-ish]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cols: Option<u32>,
+    /// Write one PNG per sample into this directory instead of a grid.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "cols"])]
+    pub separate: Option<PathBuf>,
+}
+
+pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        anyhow::bail!(
+            "--temperature must be a non-negative number, got {}",
+            a.temperature
+        );
+    }
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let images = generate(&gpu, &params, c, a.count as usize, a.seed, a.temperature)?;
+    if let Some(sep) = &a.separate {
+        std::fs::create_dir_all(sep).with_context(|| format!("creating {}", sep.display()))?;
+        for (i, img) in images.iter().enumerate() {
+            crate::io::png::save_grid(
+                &sep.join(format!("sample_{i:05}.png")),
+                std::slice::from_ref(img),
+                c.height,
+                c.width,
+                c.channels,
+                1,
+            )?;
+        }
+        println!("wrote {} images to {}", images.len(), sep.display());
+    } else {
+        let out = a.out.clone().unwrap_or_else(|| dir.join("samples.png"));
+        let cols = a
+            .cols
+            .map(|c| c as usize)
+            .unwrap_or_else(|| (images.len() as f64).sqrt().ceil() as usize);
+        crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, cols)?;
+        println!("wrote {} samples to {}", images.len(), out.display());
+    }
+    Ok(())
+}

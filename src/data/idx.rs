@@ -1,0 +1,151 @@
+//! The IDX format of MNIST, Fashion-MNIST, KMNIST and EMNIST: a big-endian magic
+//! (0x00000803 images, 0x00000801 labels), the dimensions, then u8 data. Checked strictly:
+//! magic, dimensions, exact payload length, and that labels match images in count.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::Images;
+
+/// A data file that could not be used: which file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct DataError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+impl DataError {
+    pub fn new(path: &Path, problem: impl Into<String>) -> DataError {
+        DataError {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+}
+
+const IMAGES_MAGIC: u32 = 0x0000_0803;
+const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// The file's bytes, gunzipped when it starts with the gzip magic.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::new(path, format!("corrupt gzip data: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// (dimensions, payload) of an IDX file whose magic must be `magic`.
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+    magic: u32,
+    what: &str,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let word = |i: usize| -> Option<u32> {
+        bytes
+            .get(i * 4..i * 4 + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let found = word(0).ok_or_else(|| {
+        DataError::new(
+            path,
+            format!("too short to be an IDX file ({} bytes)", bytes.len()),
+        )
+    })?;
+    if found != magic {
+        return Err(DataError::new(
+            path,
+            format!("wrong magic 0x{found:08x}, expected 0x{magic:08x} for IDX {what}"),
+        ));
+    }
+    let ndims = (magic & 0xff) as usize;
+    let dims: Vec<usize> = (1..=ndims)
+        .map(|i| word(i).map(|d| d as usize))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            DataError::new(
+                path,
+                format!("truncated header: {ndims} dimensions expected"),
+            )
+        })?;
+    if dims.contains(&0) {
+        return Err(DataError::new(
+            path,
+            format!("zero dimension in header {dims:?}"),
+        ));
+    }
+    let header = 4 * (1 + ndims);
+    let expected: usize = dims.iter().product();
+    let payload = bytes.len() - header;
+    if payload != expected {
+        return Err(DataError::new(
+            path,
+            format!(
+                "payload is {payload} bytes but the header {dims:?} says {expected}{}",
+                if payload < expected {
+                    " (truncated file)"
+                } else {
+                    " (trailing data)"
+                }
+            ),
+        ));
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}
+
+/// Reads an IDX image file: [count, rows, cols] u8.
+pub fn read_images(path: &Path) -> Result<Images, DataError> {
+    let (dims, pixels) = parse(path, &read_maybe_gz(path)?, IMAGES_MAGIC, "images")?;
+    Ok(Images {
+        pixels,
+        count: dims[0],
+        height: dims[1],
+        width: dims[2],
+        channels: 1,
+        labels: None,
+    })
+}
+
+/// Reads an IDX label file: [count] u8.
+pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
+    Ok(parse(path, &read_maybe_gz(path)?, LABELS_MAGIC, "labels")?.1)
+}
+
+/// `dir/{prefix}-images-idx3-ubyte[.gz]`, or the raw name, whichever exists.
+fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.exists())
+}
+
+/// Images and (when present) labels of one split, e.g. prefix "train" or "t10k".
+pub fn load_split(dir: &Path, prefix: &str) -> Result<Images, DataError> {
+    let stem = format!("{prefix}-images-idx3-ubyte");
+    let images_path = find(dir, &stem)
+        .ok_or_else(|| DataError::new(&dir.join(&stem), "missing (looked for .gz and raw)"))?;
+    let mut images = read_images(&images_path)?;
+    if let Some(labels_path) = find(dir, &format!("{prefix}-labels-idx1-ubyte")) {
+        let labels = read_labels(&labels_path)?;
+        if labels.len() != images.count {
+            return Err(DataError::new(
+                &labels_path,
+                format!(
+                    "{} labels for {} images in {}",
+                    labels.len(),
+                    images.count,
+                    images_path.display()
+                ),
+            ));
+        }
+        images.labels = Some(labels);
+    }
+    Ok(images)
+}

@@ -1,0 +1,90 @@
+//! PNG output: image grids and a small line chart of the loss curves.
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+
+/// Lays `images` (u8, `height * width * channels` each, channels 1 or 3) out in a grid with
+/// `cols` columns and a 2-pixel gap, and saves it.
+pub fn save_grid(
+    path: &Path,
+    images: &[Vec<u8>],
+    height: usize,
+    width: usize,
+    channels: usize,
+    cols: usize,
+) -> anyhow::Result<()> {
+    let cols = cols.clamp(1, images.len().max(1));
+    let rows = images.len().div_ceil(cols);
+    let gap = 2;
+    let (w, h) = (cols * (width + gap) + gap, rows * (height + gap) + gap);
+    let mut out = RgbImage::from_pixel(w as u32, h as u32, Rgb([40, 40, 40]));
+    for (i, img) in images.iter().enumerate() {
+        let (x0, y0) = (
+            gap + (i % cols) * (width + gap),
+            gap + (i / cols) * (height + gap),
+        );
+        for y in 0..height {
+            for x in 0..width {
+                let p = (y * width + x) * channels;
+                let px = if channels == 3 {
+                    [img[p], img[p + 1], img[p + 2]]
+                } else {
+                    [img[p]; 3]
+                };
+                out.put_pixel((x0 + x) as u32, (y0 + y) as u32, Rgb(px));
+            }
+        }
+    }
+    save(path, &out)
+}
+
+fn save(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    super::write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Plots each series (values per epoch) as a polyline on a shared scale: blue, red, green...
+/// Gridlines mark tenths of the value range.
+pub fn save_curves(path: &Path, series: &[&[f64]]) -> anyhow::Result<()> {
+    let (w, h, margin) = (640u32, 400u32, 30.0);
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    let values = series
+        .iter()
+        .flat_map(|s| s.iter().copied())
+        .filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let n = series.iter().map(|s| s.len()).max().unwrap_or(0).max(2);
+    let px = |i: usize| margin + i as f64 * (f64::from(w) - 2.0 * margin) / (n - 1) as f64;
+    let py = |v: f64| f64::from(h) - margin - (v - lo) / span * (f64::from(h) - 2.0 * margin);
+    for t in 0..=10 {
+        let y = py(lo + span * f64::from(t) / 10.0) as u32;
+        for x in margin as u32..w - margin as u32 {
+            img.put_pixel(x, y, Rgb([225, 225, 225]));
+        }
+    }
+    let colours = [[30, 90, 200], [200, 40, 40], [40, 150, 60]];
+    for (s, values) in series.iter().enumerate() {
+        let c = Rgb(colours[s % colours.len()]);
+        for i in 1..values.len() {
+            let (x0, y0, x1, y1) = (px(i - 1), py(values[i - 1]), px(i), py(values[i]));
+            let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
+            for k in 0..=steps {
+                let t = k as f64 / steps as f64;
+                let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
+                    let (xx, yy) = (x as u32 + dx, y as u32 + dy);
+                    if xx < w && yy < h {
+                        img.put_pixel(xx, yy, c);
+                    }
+                }
+            }
+        }
+    }
+    save(path, &img)
+}

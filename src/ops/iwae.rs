@@ -1,0 +1,84 @@
+//! Importance-weighted bound launcher (see shaders/iwae.wgsl).
+
+use super::shape_err;
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct IwaeParams {
+    rows: u32,
+    valid: u32,
+    z: u32,
+    ld_mulv: u32,
+    ld_z: u32,
+    image: u32,
+    pad: [u32; 2],
+}
+
+/// The empty log-sum-exp state (max, sum) the GPU merges into.
+pub const EMPTY: [f32; 2] = [-3.0e38, 0.0];
+
+/// Merges the log-weights of the first `valid` rows into state[image]; `state` holds one
+/// (max, sum) pair per image, packed ([1, 2 * images]). Rewrite the target with `set`.
+pub struct IwaeDispatch {
+    pub dispatch: Dispatch,
+    params: IwaeParams,
+}
+
+impl IwaeDispatch {
+    pub fn set(&mut self, gpu: &Gpu, image: usize, valid: usize) {
+        self.params.image = image as u32;
+        self.params.valid = valid.min(self.params.rows as usize) as u32;
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+    }
+}
+
+pub fn iwae(
+    gpu: &Gpu,
+    per_sample: &Matrix,
+    mulv: &Matrix,
+    z: &Matrix,
+    eps: &Matrix,
+    state: &Matrix,
+) -> Result<IwaeDispatch, GpuError> {
+    let rows = z.rows;
+    if per_sample.rows != rows
+        || per_sample.ld != 4
+        || mulv.rows != rows
+        || mulv.cols != 2 * z.cols
+        || !z.same_shape(eps)
+        || state.cols % 2 != 0
+    {
+        return Err(shape_err(
+            "iwae",
+            format!(
+                "per-sample [{}, {}], mu|logvar [{}, {}], z [{rows}, {}]",
+                per_sample.rows, per_sample.cols, mulv.rows, mulv.cols, z.cols
+            ),
+        ));
+    }
+    let params = IwaeParams {
+        rows: rows as u32,
+        valid: rows as u32,
+        z: z.cols as u32,
+        ld_mulv: mulv.ld as u32,
+        ld_z: z.ld as u32,
+        image: 0,
+        pad: [0; 2],
+    };
+    let dispatch = gpu.dispatch(
+        gpu.pipeline(Shader::Iwae, "iwae_main", &[])?,
+        gpu.uniform("iwae params", &params),
+        &[
+            (1, per_sample.binding()),
+            (2, mulv.binding()),
+            (3, z.binding()),
+            (4, eps.binding()),
+            (5, state.binding()),
+        ],
+        [1, 1, 1],
+    );
+    Ok(IwaeDispatch { dispatch, params })
+}

@@ -1,0 +1,87 @@
+//! Generation: codes from the prior (or given codes) decoded into images.
+
+use super::model::{forward_layers, Workspace, STREAM_PRIOR};
+use super::{ModelConfig, Params};
+use crate::gpu::{Gpu, GpuError, Matrix};
+use crate::ops::loss::Likelihood;
+use crate::ops::sample::{sample_prior, set_noise, Noise};
+
+/// Pixels (u8) from decoder outputs: sigmoid of the logits for Bernoulli, the clamped mean
+/// for Gaussian.
+pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
+    logits
+        .chunks(c.input_dim())
+        .map(|row| {
+            row.iter()
+                .map(|&l| {
+                    let p = match c.likelihood {
+                        Likelihood::Bernoulli => 1.0 / (1.0 + (-l).exp()),
+                        Likelihood::Gaussian => l,
+                    };
+                    (p.clamp(0.0, 1.0) * 255.0).round() as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Draws `count` images: z ~ N(0, temperature^2 I) from the seed, decoded in batches.
+pub fn generate(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    count: usize,
+    seed: u64,
+    temperature: f32,
+) -> Result<Vec<Vec<u8>>, GpuError> {
+    let rows = count.clamp(1, 256);
+    let ws = Workspace::new(gpu, params, c, rows)?;
+    let heads = ws.heads(c);
+    let prior = sample_prior(
+        gpu,
+        &ws.z,
+        Noise {
+            seed,
+            step: 0,
+            stream: STREAM_PRIOR,
+        },
+        temperature,
+    )?;
+    let decoder = forward_layers(gpu, params, c, &ws, heads + 1..params.layers.len())?;
+    let mut out = Vec::with_capacity(count);
+    for (chunk, start) in (0..count).step_by(rows).enumerate() {
+        set_noise(
+            gpu,
+            &prior,
+            0,
+            &ws.z,
+            Noise {
+                seed,
+                step: chunk as u32,
+                stream: STREAM_PRIOR,
+            },
+            temperature,
+        );
+        let mut all = vec![&prior];
+        all.extend(decoder.iter());
+        gpu.run(&all)?;
+        let logits = ws.logits().read(gpu)?;
+        out.extend(to_pixels(c, &logits).into_iter().take(count - start));
+    }
+    Ok(out)
+}
+
+/// Decodes given codes ([n, latent], row-major) into images.
+pub fn decode_codes(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    codes: &[f32],
+) -> Result<Vec<Vec<u8>>, GpuError> {
+    let n = codes.len() / c.latent;
+    let mut ws = Workspace::new(gpu, params, c, n.max(1))?;
+    ws.z = Matrix::from_slice(gpu, n, c.latent, codes, "codes")?;
+    let decoder = forward_layers(gpu, params, c, &ws, ws.heads(c) + 1..params.layers.len())?;
+    gpu.run(&decoder.iter().collect::<Vec<_>>())?;
+    Ok(to_pixels(c, &ws.logits().read(gpu)?))
+}
