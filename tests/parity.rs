@@ -368,3 +368,66 @@ fn gather_matches_cpu() {
         }
     });
 }
+
+/// IWAE: the GPU's running log-sum-exp of log-weights, merged across two batches for one
+/// image and one partial batch for another, equals the f64 twin to 1e-5 relative.
+#[test]
+fn iwae_matches_cpu() {
+    use vae_gpu::ops::iwae::{iwae, EMPTY};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(43);
+        for (rows, z) in [(1, 1), (7, 3), (300, 20)] {
+            let chunks: Vec<_> = (0..2)
+                .map(|_| {
+                    let (r32, r) = rng.vec(rows * 3, 100.0, 300.0);
+                    let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
+                    let (z32, zs) = rng.vec(rows * z, -3.0, 3.0);
+                    let (e32, e) = rng.vec(rows * z, -3.0, 3.0);
+                    ((r32, m32, z32, e32), (r, m, zs, e))
+                })
+                .collect();
+            let (gps, gm, gz, ge) = (
+                Matrix::zeros(gpu, rows, 3, "ps").unwrap(),
+                Matrix::zeros(gpu, rows, 2 * z, "mulv").unwrap(),
+                Matrix::zeros(gpu, rows, z, "z").unwrap(),
+                Matrix::zeros(gpu, rows, z, "eps").unwrap(),
+            );
+            let state = upload(gpu, 1, 4, &EMPTY.repeat(2));
+            let mut d = iwae(gpu, &gps, &gm, &gz, &ge, &state).unwrap();
+            // (chunk, image, valid rows)
+            let plan = [
+                (0, 0, rows),
+                (1, 0, rows.div_ceil(2)),
+                (1, 1, rows.div_ceil(3)),
+            ];
+            for &(chunk, image, valid) in &plan {
+                let (r, m, zz, e) = &chunks[chunk].0;
+                gps.write(gpu, r).unwrap();
+                gm.write(gpu, m).unwrap();
+                gz.write(gpu, zz).unwrap();
+                ge.write(gpu, e).unwrap();
+                d.set(gpu, image, valid);
+                gpu.run(&[&d.dispatch]).unwrap();
+            }
+            let s = state.read(gpu).unwrap();
+            for image in 0..2 {
+                // log sum exp over every row the plan sent to this image
+                let (mut recon, mut mulv, mut zs, mut eps) = (vec![], vec![], vec![], vec![]);
+                for &(chunk, _, valid) in plan.iter().filter(|p| p.1 == image) {
+                    let (r, m, zz, e) = &chunks[chunk].1;
+                    recon.extend((0..valid).map(|i| r[i * 3]));
+                    mulv.extend_from_slice(&m[..valid * 2 * z]);
+                    zs.extend_from_slice(&zz[..valid * z]);
+                    eps.extend_from_slice(&e[..valid * z]);
+                }
+                let want =
+                    cpu::loss::iwae_log_px(&recon, &mulv, &zs, &eps, z) + (recon.len() as f64).ln();
+                let got = f64::from(s[2 * image]) + f64::from(s[2 * image + 1]).ln();
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs(),
+                    "rows {rows} z {z} image {image}: {got} vs {want}"
+                );
+            }
+        }
+    });
+}

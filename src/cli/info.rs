@@ -1,7 +1,7 @@
 //! `vae-gpu info`: the adapters wgpu sees and the one vae-gpu would pick.
 
 use super::DeviceArgs;
-use crate::gpu::{adapters, supports_subgroup_gemm, BackendChoice, GpuOptions};
+use crate::gpu::{adapters, all_adapters, supports_subgroup_gemm, GpuOptions};
 
 pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
     let chosen = adapters(&device.options())
@@ -9,10 +9,7 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
         .next()
         .map(|a| a.get_info());
     // List everything, whatever the filters, so a user can see what to ask for.
-    let all = adapters(&GpuOptions {
-        backend: BackendChoice::Auto,
-        ..GpuOptions::default()
-    });
+    let all = all_adapters(&GpuOptions::default());
     if all.is_empty() {
         anyhow::bail!(
             "no GPU adapter found on any back end; install a Vulkan driver (on Debian/Ubuntu: \

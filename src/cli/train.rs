@@ -97,8 +97,7 @@ fn next_run_dir() -> PathBuf {
 pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     positive("lr", a.lr)?;
     positive("gauss-var", a.gauss_var)?;
-    if !(a.beta.is_finite() && a.beta >= 0.0)
-        || !(a.weight_decay.is_finite() && a.weight_decay >= 0.0)
+    if !(a.beta.is_finite() && a.beta >= 0.0 && a.weight_decay.is_finite() && a.weight_decay >= 0.0)
     {
         bail!("--beta and --weight-decay must be non-negative numbers");
     }

@@ -73,9 +73,9 @@ pub struct Gpu {
     pub(crate) dummy: wgpu::Buffer,
 }
 
-fn instance(opts: &GpuOptions) -> wgpu::Instance {
+fn instance(opts: &GpuOptions, backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
-    desc.backends = opts.backend.backends();
+    desc.backends = backends;
     if opts.validation {
         // Not DEBUG: its shader debug info names WGSL as the source language, which older
         // validation layers reject as invalid SPIR-V.
@@ -97,10 +97,27 @@ fn preference(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (device, u8::from(info.backend == wgpu::Backend::Gl))
 }
 
-/// Every adapter the options allow, best first.
+/// Every adapter the options allow, best first. `auto` looks at GL only when no other back
+/// end has an adapter (GL is the fallback, and probing it wakes EGL for nothing).
 pub fn adapters(opts: &GpuOptions) -> Vec<wgpu::Adapter> {
-    let instance = instance(opts);
-    let mut list = pollster::block_on(instance.enumerate_adapters(opts.backend.backends()));
+    let primary = opts.backend.backends();
+    let mut list = enumerate(opts, primary - wgpu::Backends::GL);
+    if list.is_empty() && primary.contains(wgpu::Backends::GL) {
+        list = enumerate(opts, wgpu::Backends::GL);
+    }
+    list
+}
+
+/// Every adapter on every back end (GL included), best first, for listings and tests.
+pub fn all_adapters(opts: &GpuOptions) -> Vec<wgpu::Adapter> {
+    enumerate(opts, wgpu::Backends::all())
+}
+
+fn enumerate(opts: &GpuOptions, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    if backends.is_empty() {
+        return Vec::new();
+    }
+    let mut list = pollster::block_on(instance(opts, backends).enumerate_adapters(backends));
     if let Some(want) = &opts.adapter {
         let want = want.to_lowercase();
         list.retain(|a| a.get_info().name.to_lowercase().contains(&want));

@@ -5,7 +5,9 @@ mod readback;
 pub mod shaders;
 mod tensor;
 
-pub use context::{adapters, supports_subgroup_gemm, BackendChoice, GemmPath, Gpu, GpuOptions};
+pub use context::{
+    adapters, all_adapters, supports_subgroup_gemm, BackendChoice, GemmPath, Gpu, GpuOptions,
+};
 pub use readback::{read_buffer, PendingRead};
 pub use tensor::{round_up4, Matrix};
 

@@ -49,7 +49,7 @@ pub fn iwae(
         || mulv.rows != rows
         || mulv.cols != 2 * z.cols
         || !z.same_shape(eps)
-        || state.cols % 2 != 0
+        || !state.cols.is_multiple_of(2)
     {
         return Err(shape_err(
             "iwae",

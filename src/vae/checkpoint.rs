@@ -34,7 +34,16 @@ fn read_flat(gpu: &Gpu, buffer: &wgpu::Buffer, len: usize) -> anyhow::Result<Vec
 /// The model's tensors under their PyTorch names, [out, in] weights; the fused heads are
 /// split into fc21 (mu) and fc22 (logvar).
 pub fn tensors(gpu: &Gpu, params: &Params) -> anyhow::Result<Vec<Tensor>> {
-    let flat = read_flat(gpu, &params.values, params.len)?;
+    tensors_of(gpu, params, &params.values)
+}
+
+/// Like `tensors`, from any buffer laid out like the parameters (e.g. the gradients).
+pub fn tensors_of(
+    gpu: &Gpu,
+    params: &Params,
+    buffer: &wgpu::Buffer,
+) -> anyhow::Result<Vec<Tensor>> {
+    let flat = read_flat(gpu, buffer, params.len)?;
     let mut out = Vec::new();
     for layer in &params.layers {
         let mut row0 = 0;

@@ -37,7 +37,7 @@ pub struct Linear {
     pub bias: Slot,
     /// PyTorch names of the checkpoint tensors this layer is stored as: usually one
     /// (weight, bias) pair; the fused mu/logvar heads split into two by rows.
-    pub parts: Vec<(String, usize)>,
+    pub parts: Parts,
 }
 
 pub struct Params {
@@ -53,9 +53,12 @@ pub struct Params {
 /// 64 floats = 256 bytes, the largest storage offset alignment wgpu allows.
 const ALIGN: usize = 64;
 
+/// Checkpoint names of a layer's tensors with the rows each takes.
+type Parts = Vec<(String, usize)>;
+
 /// Layer list of the MLP: encoder hidden layers, the fused (mu, logvar) heads, decoder
-/// hidden layers, output. Returns (in, out, activation is ReLU, checkpoint parts).
-pub fn mlp_layers(c: &ModelConfig) -> Vec<(usize, usize, Vec<(String, usize)>)> {
+/// hidden layers, output. Returns (in, out, checkpoint parts) per layer.
+fn mlp_layers(c: &ModelConfig) -> Vec<(usize, usize, Parts)> {
     let name = |base: &str, i: usize| {
         if i == 0 {
             base.to_string()

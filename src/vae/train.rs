@@ -169,7 +169,7 @@ pub fn train(
                 break;
             }
             trainer.prepare(gpu, offset, run.state.step, &settings(c, beta, n - offset));
-            let report = (i as u64 + 1) % REPORT_EVERY == 0 && pending.is_none();
+            let report = (i as u64 + 1).is_multiple_of(REPORT_EVERY) && pending.is_none();
             trainer.submit(gpu, report.then_some(&mut pending))?;
             run.state.step += 1;
             done += 1;

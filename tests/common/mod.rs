@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use vae_gpu::gpu::{adapters, BackendChoice, Gpu, GpuOptions};
+use vae_gpu::gpu::{adapters, all_adapters, BackendChoice, Gpu, GpuOptions};
 
 /// Error-level messages from wgpu and its back ends (the Vulkan validation layers report
 /// through these); any one fails the test that was running.
@@ -48,7 +48,13 @@ fn devices() -> &'static [Gpu] {
             adapter: std::env::var("VAE_GPU_TEST_ADAPTER").ok(),
             validation: std::env::var("VAE_GPU_VALIDATION").is_ok_and(|v| v == "1"),
         };
-        let list: Vec<Gpu> = adapters(&opts)
+        // Auto means every adapter, GL included; a named back end means just that one.
+        let found = if backend == BackendChoice::Auto {
+            all_adapters(&opts)
+        } else {
+            adapters(&opts)
+        };
+        let list: Vec<Gpu> = found
             .into_iter()
             .filter_map(|a| match Gpu::from_adapter(a) {
                 Ok(g) => Some(g),
@@ -92,6 +98,7 @@ pub fn for_each_gpu(mut body: impl FnMut(&Gpu)) {
     }
 }
 
+#[allow(unused_imports)]
 pub use vae_gpu::rng::Rng;
 
 /// Asserts |got - want| <= tol[i] elementwise, naming the first offender.

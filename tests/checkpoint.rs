@@ -1,0 +1,103 @@
+//! PyTorch layout round trip: a state_dict saved by Python's `safetensors` (fixture made by
+//! tests/fixtures/make_tiny_mlp.py) loads with its shapes inferred, computes what NumPy
+//! computed, and saves back to the same tensors. Mismatched checkpoints are clear errors.
+
+mod common;
+
+use std::path::Path;
+
+use common::for_each_gpu;
+use vae_gpu::gpu::Matrix;
+use vae_gpu::io::safetensors;
+use vae_gpu::vae::checkpoint;
+use vae_gpu::vae::model::{forward_layers, Workspace};
+
+fn fixture(p: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+}
+
+#[test]
+fn pytorch_state_dict_round_trip() {
+    for_each_gpu(|gpu| {
+        let model_path = fixture("tiny_mlp/model.safetensors");
+        let (cfg, params) = checkpoint::load(gpu, &model_path, false).unwrap();
+        let c = &cfg.model;
+        assert_eq!(
+            (c.height, c.width, c.hidden.clone(), c.latent),
+            (3, 3, vec![4], 2)
+        );
+        let expected = safetensors::load(&fixture("tiny_mlp_expected.safetensors")).unwrap();
+        let mut ws = Workspace::new(gpu, &params, c, 3).unwrap();
+        ws.x.write(gpu, &expected["x"].data).unwrap();
+        ws.z = Matrix::from_slice(gpu, 3, 2, &expected["z"].data, "z").unwrap();
+        let heads = ws.heads(c);
+        let all = forward_layers(gpu, &params, c, &ws, 0..params.layers.len()).unwrap();
+        gpu.run(&all.iter().collect::<Vec<_>>()).unwrap();
+        let mulv = ws.outs[heads].read(gpu).unwrap();
+        let logits = ws.logits().read(gpu).unwrap();
+        for r in 0..3 {
+            for j in 0..2 {
+                let (mu, lv) = (mulv[r * 4 + j], mulv[r * 4 + 2 + j]);
+                assert!(
+                    (mu - expected["mu"].data[r * 2 + j]).abs() < 1e-5,
+                    "mu[{r},{j}]"
+                );
+                assert!(
+                    (lv - expected["logvar"].data[r * 2 + j]).abs() < 1e-5,
+                    "logvar[{r},{j}]"
+                );
+            }
+        }
+        for (i, (g, w)) in logits.iter().zip(&expected["logits"].data).enumerate() {
+            assert!((g - w).abs() < 1e-5, "logits[{i}]: {g} vs {w}");
+        }
+        // Saving gives back exactly the fixture's tensors, names and shapes.
+        let saved = checkpoint::tensors(gpu, &params).unwrap();
+        let original = safetensors::load(&model_path).unwrap();
+        assert_eq!(saved.len(), original.len());
+        for t in saved {
+            assert_eq!(original[&t.name], t, "tensor {}", t.name);
+        }
+    });
+}
+
+#[test]
+fn mismatched_checkpoints_are_clear_errors() {
+    for_each_gpu(|gpu| {
+        let dir = std::env::temp_dir().join(format!("vae-gpu-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut tensors: Vec<_> = safetensors::load(&fixture("tiny_mlp/model.safetensors"))
+            .unwrap()
+            .into_values()
+            .collect();
+        // A wrong shape.
+        let bad = dir.join("wrong_shape.safetensors");
+        let mut t2 = tensors.clone();
+        let fc3 = t2.iter_mut().find(|t| t.name == "fc3.bias").unwrap();
+        fc3.shape = vec![2, 2];
+        safetensors::save(&bad, &t2).unwrap();
+        let e = format!("{:#}", checkpoint::load(gpu, &bad, false).err().unwrap());
+        assert!(e.contains("fc3.bias") && e.contains("[2, 2]"), "{e}");
+        // An extra tensor from another architecture.
+        let extra = dir.join("extra.safetensors");
+        tensors.push(safetensors::Tensor {
+            name: "conv1.weight".into(),
+            shape: vec![1],
+            data: vec![0.0],
+        });
+        safetensors::save(&extra, &tensors).unwrap();
+        let e = format!("{:#}", checkpoint::load(gpu, &extra, false).err().unwrap());
+        assert!(
+            e.contains("conv1.weight") && e.contains("another architecture"),
+            "{e}"
+        );
+        // A truncated file.
+        let trunc = dir.join("truncated.safetensors");
+        let bytes = std::fs::read(fixture("tiny_mlp/model.safetensors")).unwrap();
+        std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+        let e = format!("{:#}", checkpoint::load(gpu, &trunc, false).err().unwrap());
+        assert!(e.contains("truncated.safetensors"), "{e}");
+    });
+}

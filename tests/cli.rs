@@ -1,0 +1,226 @@
+//! The command line end to end on the bundled Fashion-MNIST subset with a tiny model:
+//! train, resume (equal to a straight run), sample, reconstruct, eval, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use vae_gpu::io::safetensors;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vae-gpu"));
+    c.env_remove("WGPU_BACKEND").env_remove("WGPU_ADAPTER_NAME");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).output().expect("runs");
+    eprintln!(
+        "$ vae-gpu {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "vae-gpu {} failed", args.join(" "));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails with a non-zero exit and an `error:` line mentioning `needle`.
+fn fails(args: &[&str], needle: &str) {
+    let out = run(args);
+    assert!(
+        !out.status.success(),
+        "vae-gpu {} should fail",
+        args.join(" ")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(needle),
+        "stderr should mention '{needle}': {err}"
+    );
+}
+
+fn data() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist")
+        .display()
+        .to_string()
+}
+
+fn tmp() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("vae-gpu-cli-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+const TINY: [&str; 12] = [
+    "--limit",
+    "640",
+    "--hidden",
+    "32",
+    "--latent",
+    "4",
+    "--batch-size",
+    "64",
+    "--seed",
+    "3",
+    "--quiet",
+    "--lr=2e-3",
+];
+
+/// A trained tiny model shared by the tests (trained once per test binary).
+fn trained() -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = tmp().join("straight").display().to_string();
+        let d = data();
+        let mut args = vec!["train", "--data", &d, "--epochs", "2", "--out", &out];
+        args.extend(TINY);
+        let stdout = ok(&args);
+        assert!(stdout.contains("epoch   2/2"), "{stdout}");
+        out
+    })
+    .clone()
+}
+
+fn tensors(run: &str) -> Vec<safetensors::Tensor> {
+    safetensors::load(&Path::new(run).join("model.safetensors"))
+        .unwrap()
+        .into_values()
+        .collect()
+}
+
+#[test]
+fn train_writes_a_complete_run() {
+    let run = trained();
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(Path::new(&run).join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(Path::new(&run).join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    let names: Vec<String> = tensors(&run)
+        .into_iter()
+        .map(|t| format!("{} {:?}", t.name, t.shape))
+        .collect();
+    for want in [
+        "fc1.weight [32, 784]",
+        "fc21.weight [4, 32]",
+        "fc22.bias [4]",
+        "fc3.weight [32, 4]",
+        "fc4.weight [784, 32]",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+}
+
+#[test]
+fn resumed_run_equals_straight_run() {
+    let straight = trained();
+    let out = tmp().join("resumed").display().to_string();
+    let d = data();
+    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &out];
+    args.extend(TINY);
+    ok(&args);
+    let mut args = vec![
+        "train", "--data", &d, "--epochs", "2", "--resume", &out, "--quiet",
+    ];
+    args.extend(&TINY[..2]);
+    ok(&args);
+    for (a, b) in tensors(&straight).iter().zip(tensors(&out)) {
+        assert_eq!(a.name, b.name);
+        for (x, y) in a.data.iter().zip(&b.data) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{}: {x} vs {y}",
+                a.name
+            );
+        }
+    }
+}
+
+#[test]
+fn sample_reconstruct_eval() {
+    let run = trained();
+    let grid = format!("{run}/grid.png");
+    ok(&[
+        "sample", "--model", &run, "--count", "10", "--cols", "5", "--out", &grid,
+    ]);
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (5 * 30 + 2, 2 * 30 + 2));
+    let sep = format!("{run}/separate");
+    ok(&[
+        "sample",
+        "--model",
+        &run,
+        "--count",
+        "300",
+        "--separate",
+        &sep,
+    ]);
+    assert_eq!(std::fs::read_dir(&sep).unwrap().count(), 300);
+    let d = data();
+    ok(&["reconstruct", "--model", &run, "--data", &d, "--count", "4"]);
+    assert!(Path::new(&run).join("reconstruction.png").exists());
+    let stdout = ok(&[
+        "eval", "--model", &run, "--data", &d, "--iwae", "8", "--limit", "20",
+    ]);
+    let number = |key: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no '{key}' in {stdout}"));
+        line.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap()
+    };
+    let (elbo, iwae) = (number("test loss"), number("IWAE"));
+    assert!(
+        iwae < elbo + 1.0 && iwae > 0.5 * elbo,
+        "IWAE {iwae} should be at most about the loss {elbo}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    fails(
+        &["train", "--data", "/nonexistent/dir", "--quiet"],
+        "/nonexistent/dir",
+    );
+    fails(&["train", "--latent", "0"], "latent");
+    fails(&["train", "--lr=-1", "--quiet"], "--lr");
+    let run = trained();
+    let d = data();
+    fails(
+        &["train", "--data", &d, "--out", &run, "--quiet"],
+        "already holds a model",
+    );
+    let broken = tmp().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(
+        Path::new(&run).join("config.json"),
+        broken.join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(broken.join("model.safetensors"), b"\x10\0\0\0\0\0\0\0{").unwrap();
+    fails(
+        &["sample", "--model", broken.to_str().unwrap()],
+        "model.safetensors",
+    );
+    // The run that was there is untouched by the failed attempts.
+    assert_eq!(tensors(&run).len(), 10);
+}

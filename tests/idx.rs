@@ -1,0 +1,124 @@
+//! The IDX reader on every malformed case: each is a one-line error naming the file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use vae_gpu::data::{self, idx};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vae-gpu-idx-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn images_bytes(count: u32, rows: u32, cols: u32, payload: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    for w in [0x803, count, rows, cols] {
+        b.extend_from_slice(&u32::to_be_bytes(w));
+    }
+    b.extend((0..payload).map(|i| i as u8));
+    b
+}
+
+fn labels_bytes(count: u32, payload: usize) -> Vec<u8> {
+    let mut b = [0x801u32, count]
+        .iter()
+        .flat_map(|w| w.to_be_bytes())
+        .collect::<Vec<u8>>();
+    b.extend((0..payload).map(|i| (i % 10) as u8));
+    b
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn expect_err(path: &Path, result: Result<impl std::fmt::Debug, data::DataError>, needle: &str) {
+    let e = result
+        .expect_err("malformed input must be an error")
+        .to_string();
+    assert!(
+        e.contains(&path.display().to_string()),
+        "error should name the file: {e}"
+    );
+    assert!(e.contains(needle), "error should say '{needle}': {e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn reads_valid_raw_and_gz() {
+    let d = tmpdir("valid");
+    let raw = d.join("a-images-idx3-ubyte");
+    std::fs::write(&raw, images_bytes(2, 3, 4, 24)).unwrap();
+    let img = idx::read_images(&raw).unwrap();
+    assert_eq!(
+        (img.count, img.height, img.width, img.channels),
+        (2, 3, 4, 1)
+    );
+    assert_eq!(img.pixels[23], 23);
+    let z = d.join("b.gz");
+    std::fs::write(&z, gz(&images_bytes(2, 3, 4, 24))).unwrap();
+    assert_eq!(idx::read_images(&z).unwrap().pixels, img.pixels);
+}
+
+#[test]
+fn rejects_every_malformed_case() {
+    let d = tmpdir("bad");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("wrong-magic", labels_bytes(2, 2), "wrong magic 0x00000801"),
+        ("short", vec![0, 0, 8], "too short"),
+        (
+            "truncated-header",
+            images_bytes(2, 3, 4, 0)[..10].to_vec(),
+            "truncated header",
+        ),
+        (
+            "truncated-payload",
+            images_bytes(2, 3, 4, 20),
+            "truncated file",
+        ),
+        ("trailing", images_bytes(2, 3, 4, 30), "trailing data"),
+        ("zero-dim", images_bytes(2, 0, 4, 0), "zero dimension"),
+        (
+            "corrupt-gz",
+            gz(&images_bytes(2, 3, 4, 24))[..30].to_vec(),
+            "corrupt gzip",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        expect_err(&p, idx::read_images(&p), needle);
+    }
+    let p = d.join("labels-as-images");
+    std::fs::write(&p, images_bytes(1, 1, 1, 1)).unwrap();
+    expect_err(&p, idx::read_labels(&p), "wrong magic 0x00000803");
+    let missing = d.join("missing");
+    expect_err(&missing, idx::read_images(&missing), "No such file");
+}
+
+#[test]
+fn label_count_must_match_images() {
+    let d = tmpdir("count");
+    std::fs::write(d.join("train-images-idx3-ubyte"), images_bytes(3, 2, 2, 12)).unwrap();
+    let labels = d.join("train-labels-idx1-ubyte.gz");
+    std::fs::write(&labels, gz(&labels_bytes(2, 2))).unwrap();
+    expect_err(
+        &labels,
+        idx::load_split(&d, "train"),
+        "2 labels for 3 images",
+    );
+}
+
+#[test]
+fn bundled_subset_loads() {
+    let s = data::load(Some(&data::bundled_dir())).unwrap();
+    assert_eq!(
+        (s.train.count, s.test.count, s.train.dim()),
+        (10_000, 2_000, 784)
+    );
+    assert_eq!(s.train.labels.as_ref().unwrap().len(), 10_000);
+}
