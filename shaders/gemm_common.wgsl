@@ -26,8 +26,9 @@ override TRANS_B: bool = false;
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+// The bias row is zero-padded to a multiple of 4 like every matrix.
+@group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 
 // One scalar of op(A) or op(B), zero outside the matrix (used by the tiled kernel).
 fn a_at(row: u32, kk: u32) -> f32 {
@@ -44,17 +45,20 @@ fn b_at(kk: u32, col: u32) -> f32 {
     return b[idx >> 2u][idx & 3u];
 }
 
-// Writes the valid part of 4 consecutive outputs of row `row` starting at column `col`.
+// Writes outputs (row, col..col+3), col a multiple of 4, as one vec4. Columns past N are
+// row padding: they get zero, which keeps the padding invariant.
 fn store4(row: u32, col: u32, v: vec4<f32>) {
-    if (row >= p.m) { return; }
-    for (var i = 0u; i < 4u; i++) {
-        let n = col + i;
-        if (n < p.n) {
-            let idx = row * p.ldc + n;
-            var x = v[i];
-            if ((p.flags & 2u) != 0u) { x += bias[n]; }
-            if ((p.flags & 1u) != 0u) { x += c[idx]; }
-            c[idx] = act_forward(x, p.act, p.slope);
-        }
-    }
+    if (row >= p.m || col >= p.n) { return; }
+    let idx = (row * p.ldc + col) >> 2u;
+    var x = v;
+    if ((p.flags & 2u) != 0u) { x += bias[col >> 2u]; }
+    if ((p.flags & 1u) != 0u) { x += c[idx]; }
+    let y = vec4<f32>(
+        act_forward(x.x, p.act, p.slope),
+        act_forward(x.y, p.act, p.slope),
+        act_forward(x.z, p.act, p.slope),
+        act_forward(x.w, p.act, p.slope),
+    );
+    let live = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
+    c[idx] = select(vec4<f32>(0.0), y, live);
 }

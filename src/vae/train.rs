@@ -150,7 +150,6 @@ pub fn train(
     let mut history = read_history(&metrics_path);
     history.retain(|m| m.epoch <= run.state.epoch);
     let n = train_split.count;
-    let steps_per_epoch = n.div_ceil(rows) as u64;
     let mut new_metrics = Vec::new();
     while run.state.epoch < t.epochs {
         let epoch = run.state.epoch;
@@ -160,7 +159,7 @@ pub fn train(
             .permutation(n);
         train_split.set_order(gpu, &order);
         trainer.reset_sums(gpu);
-        let bar = progress_bar(run.progress, steps_per_epoch, epoch + 1, t.epochs);
+        let bar = progress_bar(run.progress, n as u64, epoch + 1, t.epochs);
         let started = Instant::now();
         let mut pending: Option<PendingRead> = None;
         let mut done = 0u64;
@@ -183,7 +182,7 @@ pub fn train(
                     bar.set_message(format!("loss {:.2}", l.total));
                 }
             }
-            bar.inc(1);
+            bar.inc(rows.min(n - offset) as u64);
         }
         let train_loss = Losses::from_sums(&trainer.ws.accum.read(gpu)?);
         let elapsed = started.elapsed().as_secs_f64();
@@ -229,13 +228,16 @@ pub fn train(
     Ok(new_metrics)
 }
 
-fn progress_bar(show: bool, steps: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+/// A bar over the epoch's images, so its rate reads in samples/s.
+fn progress_bar(show: bool, images: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(steps);
+    let bar = indicatif::ProgressBar::new(images);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!("epoch {epoch}/{epochs} {{bar:30}} {{pos}}/{{len}} steps, {{per_sec}}, eta {{eta}} {{msg}}"))
+        indicatif::ProgressStyle::with_template(&format!(
+            "epoch {epoch}/{epochs} {{bar:30}} {{human_pos}}/{{human_len}} images, {{per_sec}}, eta {{eta}} {{msg}}"
+        ))
             .expect("valid template"),
     );
     bar
