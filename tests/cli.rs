@@ -224,3 +224,78 @@ fn bad_input_is_a_clear_error() {
     // The run that was there is untouched by the failed attempts.
     assert_eq!(tensors(&run).len(), 10);
 }
+
+/// An RGB image folder written by the test: two class subfolders, one corrupt file, one
+/// image of another size.
+fn image_folder() -> PathBuf {
+    let dir = tmp().join("folder");
+    for class in ["circles", "squares"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+    }
+    for i in 0..30u32 {
+        let class = if i % 2 == 0 { "circles" } else { "squares" };
+        let img = image::RgbImage::from_fn(8, 8, |x, y| {
+            let inside = if i % 2 == 0 {
+                (x as i32 - 4).pow(2) + (y as i32 - 4).pow(2) < 9
+            } else {
+                (2..6).contains(&x) && (2..6).contains(&y)
+            };
+            if inside {
+                image::Rgb([200, (i * 8) as u8, 40])
+            } else {
+                image::Rgb([10, 10, 10 + i as u8])
+            }
+        });
+        img.save(dir.join(class).join(format!("{i:02}.png")))
+            .unwrap();
+    }
+    std::fs::write(dir.join("squares/broken.png"), b"not a png").unwrap();
+    dir
+}
+
+#[test]
+fn trains_on_an_rgb_image_folder() {
+    let dir = image_folder();
+    let d = dir.display().to_string();
+    let out = tmp().join("rgb").display().to_string();
+    let args = [
+        "train",
+        "--data",
+        &d,
+        "--channels",
+        "3",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--latent",
+        "2",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ];
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    fails(&strict, "broken.png");
+    let mut a = args.to_vec();
+    a.extend(["--out", &out]);
+    let o = run(&a);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("skipped 1 unreadable"),
+        "warning expected"
+    );
+    let grid = format!("{out}/s.png");
+    ok(&["sample", "--model", &out, "--count", "4", "--out", &grid]);
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (2 * 10 + 2, 2 * 10 + 2));
+    // An image of another size needs --size.
+    image::RgbImage::new(5, 7)
+        .save(dir.join("circles/odd.png"))
+        .unwrap();
+    fails(&args, "pass --size");
+    let out2 = tmp().join("rgb-resized").display().to_string();
+    let mut resized = args.to_vec();
+    resized.extend(["--size", "8", "--out", &out2]);
+    ok(&resized);
+}

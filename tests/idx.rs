@@ -115,7 +115,7 @@ fn label_count_must_match_images() {
 
 #[test]
 fn bundled_subset_loads() {
-    let s = data::load(Some(&data::bundled_dir())).unwrap();
+    let s = data::load(Some(&data::bundled_dir()), &data::DataOptions::default()).unwrap();
     assert_eq!(
         (s.train.count, s.test.count, s.train.dim()),
         (10_000, 2_000, 784)

@@ -1,12 +1,9 @@
 //! `vae-gpu eval`: test loss (reconstruction and KL, nats per sample) and optionally the
 //! importance-weighted bound with K samples per image.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
-use super::{load_model, open_gpu, DeviceArgs, ModelArg};
-use crate::data;
+use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::gpu::Matrix;
 use crate::ops::iwae::{iwae, EMPTY};
 use crate::ops::loss::LossSettings;
@@ -17,9 +14,8 @@ use crate::vae::train::{evaluate, GpuSplit};
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArg,
-    /// Data directory [default: as for train]; its test split is evaluated.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Also compute the IWAE bound with K importance samples per image (0 = off).
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub iwae: u32,
@@ -34,7 +30,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let splits = data::load(a.data.as_deref())?;
+    let splits = a.data.load()?;
     super::check_dims(c, &splits.test)?;
     let test = match a.limit {
         Some(n) => splits.test.take(n as usize),

@@ -9,6 +9,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use crate::gpu::{BackendChoice, Gpu, GpuOptions};
@@ -59,6 +60,53 @@ impl DeviceArgs {
             adapter: self.adapter.clone(),
             validation: self.validation,
         }
+    }
+}
+
+/// Where the data comes from, shared by the commands that read data.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// IDX directory (train-images-idx3-ubyte[.gz], t10k-...) or image folder (PNG/JPEG/BMP;
+    /// subfolders are classes; train/ and test/ subfolders are the splits, else every 10th
+    /// image is held out). Default: the full Fashion-MNIST if installed
+    /// (/usr/share/datasets/fashion-mnist), else the bundled subset.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Resize folder images to N (square) or WxH.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// Channels of folder images: 1 (grayscale) or 3 (RGB) [default: 1]
+    #[arg(long, value_parser = PossibleValuesParser::new(["1", "3"]).map(|s| s.parse::<usize>().expect("1 or 3")))]
+    pub channels: Option<usize>,
+    /// Fail on unreadable image files instead of skipping them with a warning.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| (1..=4096).contains(&v))
+    };
+    let parsed = match s.split_once(['x', 'X']) {
+        Some((w, h)) => parse(w).zip(parse(h)),
+        None => parse(s).map(|n| (n, n)),
+    };
+    parsed.ok_or_else(|| format!("'{s}' is not N or WxH with sizes in 1..=4096"))
+}
+
+impl DataArgs {
+    pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
+        let opts = crate::data::DataOptions {
+            size: self.size,
+            channels: self.channels,
+            strict: self.strict,
+        };
+        let splits = crate::data::load(self.data.as_deref(), &opts)?;
+        eprintln!("data: {}", splits.source);
+        Ok(splits)
     }
 }
 

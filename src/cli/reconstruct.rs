@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{load_model, open_gpu, DeviceArgs, ModelArg};
-use crate::data;
+use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::decode::to_pixels;
 use crate::vae::model::StepProgram;
@@ -15,9 +14,8 @@ use crate::vae::train::GpuSplit;
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub model: ModelArg,
-    /// Data directory [default: as for train]; its test split is used.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// How many test images.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub count: u32,
@@ -30,7 +28,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let splits = data::load(a.data.as_deref())?;
+    let splits = a.data.load()?;
     super::check_dims(c, &splits.test)?;
     let test = splits.test.take(a.count as usize);
     let n = test.count;

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::{open_gpu, DeviceArgs, RUNS_DIR};
-use crate::data;
+use super::{open_gpu, DataArgs, DeviceArgs, RUNS_DIR};
 use crate::ops::adam::AdamConfig;
 use crate::ops::loss::Likelihood;
 use crate::vae::checkpoint;
@@ -15,10 +14,8 @@ use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Directory of IDX files (train-images-idx3-ubyte[.gz], t10k-...). Default: the full
-    /// Fashion-MNIST if installed (/usr/share/datasets/fashion-mnist), else the bundled subset.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Run directory for checkpoints, metrics and the loss curve [default: runs/run-N]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -101,7 +98,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     {
         bail!("--beta and --weight-decay must be non-negative numbers");
     }
-    let splits = data::load(a.data.as_deref())?;
+    let splits = a.data.load()?;
     let mut train_images = splits.train;
     if let Some(n) = a.limit {
         train_images = train_images.take(n as usize);

@@ -1,5 +1,7 @@
-//! Datasets: IDX files (MNIST family) read strictly, and where the default data lives.
+//! Datasets: IDX files (MNIST family) read strictly, image folders, and where the default
+//! data lives.
 
+pub mod folder;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
@@ -66,14 +68,85 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// Loads the splits from a directory of IDX files (train-* and t10k-*, raw or .gz).
-pub fn load(path: Option<&Path>) -> Result<Splits, DataError> {
+/// How to read image folders (IDX files ignore these).
+#[derive(Clone, Debug, Default)]
+pub struct DataOptions {
+    /// Resize every image to (width, height).
+    pub size: Option<(usize, usize)>,
+    /// 1 (grayscale, the default) or 3 (RGB).
+    pub channels: Option<usize>,
+    /// Unreadable files are an error instead of a warning.
+    pub strict: bool,
+}
+
+/// Splits an image set into train and test: every tenth image goes to test, so the split
+/// is fixed and spread over the classes.
+fn holdout(all: Images) -> (Images, Images) {
+    let d = all.dim();
+    let pick = |keep: bool| {
+        let idx: Vec<usize> = (0..all.count).filter(|i| (i % 10 == 9) == keep).collect();
+        Images {
+            pixels: idx
+                .iter()
+                .flat_map(|&i| all.pixels[i * d..(i + 1) * d].iter().copied())
+                .collect(),
+            labels: all
+                .labels
+                .as_ref()
+                .map(|l| idx.iter().map(|&i| l[i]).collect()),
+            count: idx.len(),
+            ..all
+        }
+    };
+    (pick(false), pick(true))
+}
+
+/// Loads the splits from a directory of IDX files (train-* and t10k-*, raw or .gz) or an
+/// image folder (with train/ and test/ subfolders, or one set of which every tenth image
+/// is held out for testing).
+pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
     if !dir.is_dir() {
-        return Err(DataError::new(
-            &dir,
-            "not a directory of IDX files (train-images-idx3-ubyte[.gz], ...)",
-        ));
+        return Err(DataError::new(&dir, "not a directory (expected IDX files such as train-images-idx3-ubyte[.gz], or an image folder)"));
+    }
+    let is_idx = std::fs::read_dir(&dir)
+        .map_err(|e| DataError::new(&dir, e.to_string()))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("-idx3-ubyte"));
+    if !is_idx {
+        let (train, test) = if dir.join("train").is_dir() && dir.join("test").is_dir() {
+            (
+                folder::read_folder(&dir.join("train"), opts)?,
+                folder::read_folder(&dir.join("test"), opts)?,
+            )
+        } else {
+            holdout(folder::read_folder(&dir, opts)?)
+        };
+        if train.dim() != test.dim() {
+            return Err(DataError::new(
+                &dir,
+                "training and test images differ in size; pass --size",
+            ));
+        }
+        if train.count == 0 || test.count == 0 {
+            return Err(DataError::new(
+                &dir,
+                "too few images to hold out a test split (need at least 10)",
+            ));
+        }
+        return Ok(Splits {
+            source: format!(
+                "{} (image folder: {} train, {} test images of {}x{}x{})",
+                dir.display(),
+                train.count,
+                test.count,
+                train.height,
+                train.width,
+                train.channels
+            ),
+            train,
+            test,
+        });
     }
     let train = idx::load_split(&dir, "train")?;
     let test = idx::load_split(&dir, "t10k")?;
