@@ -25,20 +25,14 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// (path, label) of every image: files directly in `dir` have no label; files in a
 /// subfolder get the subfolder's index in sorted order.
-fn list(dir: &Path) -> Result<(Vec<(PathBuf, Option<u8>)>, Vec<String>), DataError> {
+fn list(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>, DataError> {
     let mut files = Vec::new();
-    let mut classes = Vec::new();
+    let mut classes = 0usize;
     for entry in sorted_entries(dir)? {
         if entry.is_dir() {
-            let label = u8::try_from(classes.len())
+            let label = u8::try_from(classes)
                 .map_err(|_| DataError::new(dir, "more than 256 class subfolders"))?;
-            classes.push(
-                entry
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            classes += 1;
             for f in sorted_entries(&entry)? {
                 if f.is_file() && is_image(&f) {
                     files.push((f, Some(label)));
@@ -48,12 +42,12 @@ fn list(dir: &Path) -> Result<(Vec<(PathBuf, Option<u8>)>, Vec<String>), DataErr
             files.push((entry, None));
         }
     }
-    Ok((files, classes))
+    Ok(files)
 }
 
 /// Reads every image under `dir`.
 pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> {
-    let (files, _classes) = list(dir)?;
+    let files = list(dir)?;
     if files.is_empty() {
         return Err(DataError::new(
             dir,
