@@ -1,6 +1,7 @@
 // Gathers a batch x[r, j] = pixel / 255 from a dataset held on the GPU as u8 (packed four
 // to a u32), picking image indices[offset + r]. Rows past the end of `indices` repeat its
-// last entry; the loss masks them out.
+// last entry; the loss masks them out. A dataset larger than one storage binding is split
+// into up to four chunks of `per_chunk` whole images each.
 
 struct GatherParams {
     rows: u32,
@@ -8,15 +9,27 @@ struct GatherParams {
     ld_x: u32,
     offset: u32,
     count: u32,
+    per_chunk: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: GatherParams;
-@group(0) @binding(1) var<storage, read> pixels: array<u32>;
+@group(0) @binding(1) var<storage, read> pixels0: array<u32>;
 @group(0) @binding(2) var<storage, read> indices: array<u32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(4) var<storage, read> pixels1: array<u32>;
+@group(0) @binding(5) var<storage, read> pixels2: array<u32>;
+@group(0) @binding(6) var<storage, read> pixels3: array<u32>;
+
+fn pixel_word(chunk: u32, w: u32) -> u32 {
+    switch chunk {
+        case 0u: { return pixels0[w]; }
+        case 1u: { return pixels1[w]; }
+        case 2u: { return pixels2[w]; }
+        default: { return pixels3[w]; }
+    }
+}
 
 @compute @workgroup_size(256)
 fn gather_main(
@@ -29,7 +42,7 @@ fn gather_main(
     let r = i / p.d;
     let j = i % p.d;
     let image = indices[min(p.offset + r, p.count - 1u)];
-    let byte = image * p.d + j;
-    let v = (pixels[byte >> 2u] >> ((byte & 3u) * 8u)) & 0xffu;
+    let byte = (image % p.per_chunk) * p.d + j;
+    let v = (pixel_word(image / p.per_chunk, byte >> 2u) >> ((byte & 3u) * 8u)) & 0xffu;
     x[r * p.ld_x + j] = f32(v) * (1.0 / 255.0);
 }

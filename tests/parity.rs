@@ -338,7 +338,8 @@ fn adam_matches_cpu_over_100_steps() {
     });
 }
 
-/// Gather: exact (k / 255 in f32 against f64: 1e-7).
+/// Gather: exact (k / 255 in f32 against f64: 1e-7), from one buffer and from a dataset
+/// split into several chunks.
 #[test]
 fn gather_matches_cpu() {
     for_each_gpu(|gpu| {
@@ -352,7 +353,14 @@ fn gather_matches_cpu() {
                 .collect();
             let rows = 1 + rng.below(indices.len() + 5);
             let offset = rng.below(indices.len());
-            let images = GpuImages::upload(gpu, &pixels, d).unwrap();
+            let images = if case % 2 == 0 {
+                GpuImages::upload(gpu, &pixels, d).unwrap()
+            } else {
+                // Chunks of 1 to 13 images, as many as the kernel binds.
+                let per_chunk = count.div_ceil(4).max(1 + case % 13);
+                GpuImages::upload_chunked(gpu, &pixels, d, per_chunk * d).unwrap()
+            };
+            assert!(case % 2 == 0 || images.chunks.len() > 1 || count <= images.per_chunk);
             let ibuf = upload(gpu, 1, indices.len(), bytemuck::cast_slice(&indices));
             let x = Matrix::zeros(gpu, rows, d, "x").unwrap();
             let mut g = gather(gpu, &images, &ibuf.buffer, indices.len(), &x).unwrap();

@@ -12,18 +12,38 @@ struct GatherParams {
     ld_x: u32,
     offset: u32,
     count: u32,
-    pad: [u32; 3],
+    per_chunk: u32,
+    pad: [u32; 2],
 }
 
-/// u8 pixels on the GPU, `d` per image, packed four to a u32.
+/// Most chunks a dataset may be split into (the gather kernel's pixel bindings).
+const MAX_CHUNKS: usize = 4;
+
+/// u8 pixels on the GPU, `d` per image, packed four to a u32, in up to four buffers of
+/// `per_chunk` whole images each when the dataset exceeds one storage binding.
 pub struct GpuImages {
-    pub buffer: wgpu::Buffer,
+    pub chunks: Vec<wgpu::Buffer>,
+    pub per_chunk: usize,
     pub count: usize,
     pub d: usize,
 }
 
 impl GpuImages {
     pub fn upload(gpu: &Gpu, pixels: &[u8], d: usize) -> Result<GpuImages, GpuError> {
+        let limit = gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size);
+        GpuImages::upload_chunked(gpu, pixels, d, limit as usize)
+    }
+
+    /// As `upload`, with chunks of at most `limit` bytes (tests use small limits).
+    pub fn upload_chunked(
+        gpu: &Gpu,
+        pixels: &[u8],
+        d: usize,
+        limit: usize,
+    ) -> Result<GpuImages, GpuError> {
         if d == 0 || !pixels.len().is_multiple_of(d) {
             return Err(shape_err(
                 "dataset upload",
@@ -33,25 +53,35 @@ impl GpuImages {
                 ),
             ));
         }
-        let size = pixels.len().div_ceil(4) * 4;
-        if size as u64 > gpu.limits.max_storage_buffer_binding_size {
+        let count = pixels.len() / d;
+        let per_chunk = (limit / d).min(u32::MAX as usize / d).max(1);
+        let chunks = count.div_ceil(per_chunk).max(1);
+        if chunks > MAX_CHUNKS || d > limit {
             return Err(GpuError::Limit(format!(
-                "dataset of {size} bytes exceeds the adapter's {} byte binding limit",
-                gpu.limits.max_storage_buffer_binding_size
+                "dataset of {} bytes needs {chunks} buffers of at most {limit} bytes; this adapter takes {MAX_CHUNKS} (use fewer or smaller images)",
+                pixels.len()
             )));
         }
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("dataset"),
-            size: size.max(4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut padded = pixels.to_vec();
-        padded.resize(size, 0);
-        gpu.queue.write_buffer(&buffer, 0, &padded);
+        let buffers = pixels
+            .chunks((per_chunk * d).max(1))
+            .map(|part| {
+                let size = part.len().div_ceil(4) * 4;
+                let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("dataset"),
+                    size: size.max(4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let mut padded = part.to_vec();
+                padded.resize(size, 0);
+                gpu.queue.write_buffer(&buffer, 0, &padded);
+                buffer
+            })
+            .collect();
         Ok(GpuImages {
-            buffer,
-            count: pixels.len() / d,
+            chunks: buffers,
+            per_chunk,
+            count,
             d,
         })
     }
@@ -95,15 +125,26 @@ pub fn gather(
         ld_x: x.ld as u32,
         offset: 0,
         count: count as u32,
-        pad: [0; 3],
+        per_chunk: images.per_chunk as u32,
+        pad: [0; 2],
+    };
+    let chunk = |i: usize| {
+        images
+            .chunks
+            .get(i)
+            .unwrap_or(&gpu.dummy)
+            .as_entire_binding()
     };
     let dispatch = gpu.dispatch(
         gpu.pipeline(Shader::Gather, "gather_main", &[])?,
         gpu.uniform("gather params", &params),
         &[
-            (1, images.buffer.as_entire_binding()),
+            (1, chunk(0)),
             (2, indices.as_entire_binding()),
             (3, x.binding()),
+            (4, chunk(1)),
+            (5, chunk(2)),
+            (6, chunk(3)),
         ],
         gpu.grid((x.rows * x.cols).div_ceil(256) as u64)?,
     );
