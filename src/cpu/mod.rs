@@ -2,6 +2,7 @@
 //! finite-difference gradient checks. Matrices here are dense row-major (no padding).
 
 pub mod adam;
+pub mod conv;
 pub mod gemm;
 pub mod loss;
 pub mod sample;

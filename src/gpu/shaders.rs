@@ -13,6 +13,7 @@ pub enum Shader {
     Gemm,
     GemmSubgroup,
     Elementwise,
+    Conv,
     Sample,
     Loss,
     Iwae,
@@ -21,10 +22,11 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::Elementwise,
+        Shader::Conv,
         Shader::Sample,
         Shader::Loss,
         Shader::Iwae,
@@ -38,6 +40,7 @@ impl Shader {
             Shader::Gemm => "gemm.wgsl",
             Shader::GemmSubgroup => "gemm_subgroup.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Conv => "conv.wgsl",
             Shader::Sample => "sample.wgsl",
             Shader::Loss => "loss.wgsl",
             Shader::Iwae => "iwae.wgsl",
@@ -56,6 +59,7 @@ impl Shader {
             Shader::Elementwise => {
                 shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")
             }
+            Shader::Conv => shader_source!("index.wgsl", "activation.wgsl", "conv.wgsl"),
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
             Shader::Loss => shader_source!("loss.wgsl"),
             Shader::Iwae => shader_source!("iwae.wgsl"),

@@ -105,6 +105,23 @@ impl Matrix {
         })
     }
 
+    /// The same contiguous data as [rows, cols] (e.g. [B*H*W, C] as [B, H*W*C]); needs a
+    /// matrix without row padding and a `cols` that is a multiple of 4.
+    pub fn reshaped(&self, rows: usize, cols: usize) -> Result<Matrix, GpuError> {
+        if self.ld != self.cols || rows * cols != self.rows * self.cols || !cols.is_multiple_of(4) {
+            return Err(GpuError::Shape(format!(
+                "cannot view [{}, {}] (row stride {}) as [{rows}, {cols}]",
+                self.rows, self.cols, self.ld
+            )));
+        }
+        Ok(Matrix {
+            rows,
+            cols,
+            ld: cols,
+            ..self.clone()
+        })
+    }
+
     /// Whether `other` is the same shape.
     pub fn same_shape(&self, other: &Matrix) -> bool {
         self.rows == other.rows && self.cols == other.cols

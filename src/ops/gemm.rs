@@ -58,6 +58,15 @@ fn dims(
     if k != kb || c.rows != m || c.cols != n {
         return Err(shape_err("gemm", shapes()));
     }
+    if [a.ld, b.ld, c.ld].iter().any(|ld| !ld.is_multiple_of(4)) {
+        return Err(shape_err(
+            "gemm",
+            format!(
+                "row strides must be multiples of 4, got {}, {}, {}",
+                a.ld, b.ld, c.ld
+            ),
+        ));
+    }
     if m == 0 || n == 0 || k == 0 {
         return Err(shape_err("gemm", format!("empty product {}", shapes())));
     }

@@ -1,0 +1,347 @@
+//! 2-D convolution and transposed convolution as im2col / col2im plus the GEMM kernel
+//! (see shaders/conv.wgsl). Images are NHWC; weights keep PyTorch's layouts, flattened:
+//! Conv2d [Cout, Cin*K*K], ConvTranspose2d [Cin, Cout*K*K]. Square kernels.
+
+use super::elementwise::bias_grad;
+use super::gemm::{gemm, gemm_backward, GemmSpec};
+use super::{shape_err, Activation};
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+/// Height, width, channels of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shape {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl Shape {
+    pub fn numel(&self) -> usize {
+        self.h * self.w * self.c
+    }
+}
+
+/// A convolution's geometry: the image side (`image`, the conv's input or the transposed
+/// conv's output) and the column side (`oh` x `ow` positions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub batch: usize,
+    pub image: Shape,
+    pub oh: usize,
+    pub ow: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvGeom {
+    /// The geometry of a convolution over `image`; errors when the kernel does not fit.
+    pub fn new(
+        batch: usize,
+        image: Shape,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<ConvGeom, GpuError> {
+        let out = |n: usize| (n + 2 * pad).checked_sub(k).map(|v| v / stride + 1);
+        match (out(image.h), out(image.w)) {
+            (Some(oh), Some(ow)) if stride > 0 && k > 0 && batch > 0 => Ok(ConvGeom {
+                batch,
+                image,
+                oh,
+                ow,
+                k,
+                stride,
+                pad,
+            }),
+            _ => Err(shape_err(
+                "conv",
+                format!(
+                    "kernel {k}, stride {stride}, padding {pad} does not fit a {}x{} image",
+                    image.h, image.w
+                ),
+            )),
+        }
+    }
+
+    /// Output size of a transposed convolution of an `ih` x `iw` input (PyTorch's formula,
+    /// no output padding).
+    pub fn transposed_output(
+        ih: usize,
+        iw: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Option<(usize, usize)> {
+        let out = |n: usize| ((n - 1) * stride + k).checked_sub(2 * pad);
+        Some((out(ih)?, out(iw)?)).filter(|&(h, w)| h > 0 && w > 0 && ih > 0 && iw > 0)
+    }
+
+    pub fn col_rows(&self) -> usize {
+        self.batch * self.oh * self.ow
+    }
+
+    pub fn col_cols(&self) -> usize {
+        self.image.c * self.k * self.k
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvParams {
+    batch: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    ld_b: u32,
+    ld_p: u32,
+    ld_cols: u32,
+    act: u32,
+    flags: u32,
+    slope: f32,
+    pad0: u32,
+}
+
+/// (batch stride, pixel stride) of an image matrix: [B, H*W*C] or [B*H*W, C].
+fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
+    let s = g.image;
+    if m.rows == g.batch && m.cols == s.numel() {
+        Ok((m.ld, s.c))
+    } else if m.rows == g.batch * s.h * s.w && m.cols == s.c {
+        Ok((s.h * s.w * m.ld, m.ld))
+    } else {
+        Err(shape_err(
+            "conv",
+            format!(
+                "[{}, {}] is not a batch of {} {}x{}x{} images",
+                m.rows, m.cols, g.batch, s.h, s.w, s.c
+            ),
+        ))
+    }
+}
+
+fn launch(
+    gpu: &Gpu,
+    entry: &'static str,
+    g: &ConvGeom,
+    image: &Matrix,
+    cols: &Matrix,
+    to_cols: bool,
+    bias: Option<&Matrix>,
+    act: Activation,
+) -> Result<Dispatch, GpuError> {
+    let (ld_b, ld_p) = image_strides(image, g)?;
+    if cols.rows != g.col_rows() || cols.cols != g.col_cols() {
+        return Err(shape_err(
+            "conv",
+            format!(
+                "columns [{}, {}], expected [{}, {}]",
+                cols.rows,
+                cols.cols,
+                g.col_rows(),
+                g.col_cols()
+            ),
+        ));
+    }
+    if bias.is_some_and(|b| b.rows * b.cols != g.image.c) {
+        return Err(shape_err(
+            "conv",
+            format!("bias must have {} values", g.image.c),
+        ));
+    }
+    act.check()?;
+    let (code, slope) = act.code();
+    let params = ConvParams {
+        batch: g.batch as u32,
+        h: g.image.h as u32,
+        w: g.image.w as u32,
+        c: g.image.c as u32,
+        oh: g.oh as u32,
+        ow: g.ow as u32,
+        k: g.k as u32,
+        stride: g.stride as u32,
+        pad: g.pad as u32,
+        ld_b: ld_b as u32,
+        ld_p: ld_p as u32,
+        ld_cols: cols.ld as u32,
+        act: code,
+        flags: u32::from(bias.is_some()) << 1,
+        slope,
+        pad0: 0,
+    };
+    let (src, dst, threads) = if to_cols {
+        (image, cols, cols.rows * cols.cols)
+    } else {
+        (cols, image, g.batch * g.image.numel())
+    };
+    let mut bindings = vec![(1, src.binding()), (2, dst.binding())];
+    if !to_cols {
+        bindings.push((
+            3,
+            bias.map(Matrix::binding)
+                .unwrap_or_else(|| gpu.dummy.as_entire_binding()),
+        ));
+    }
+    Ok(gpu.dispatch(
+        gpu.pipeline(Shader::Conv, entry, &[])?,
+        gpu.uniform(entry, &params),
+        &bindings,
+        gpu.grid(threads.div_ceil(256) as u64)?,
+    ))
+}
+
+/// cols = im2col(image).
+pub fn im2col(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    image: &Matrix,
+    cols: &Matrix,
+) -> Result<Dispatch, GpuError> {
+    launch(
+        gpu,
+        "im2col_main",
+        g,
+        image,
+        cols,
+        true,
+        None,
+        Activation::Identity,
+    )
+}
+
+/// image = act(col2im(cols) + bias).
+pub fn col2im(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    cols: &Matrix,
+    image: &Matrix,
+    bias: Option<&Matrix>,
+    act: Activation,
+) -> Result<Dispatch, GpuError> {
+    launch(gpu, "col2im_main", g, image, cols, false, bias, act)
+}
+
+/// The matrices of one convolution layer: weight, bias, the column scratch (shared by the
+/// forward and the backward) and the output.
+pub struct ConvIo<'a> {
+    pub geom: ConvGeom,
+    pub weight: &'a Matrix,
+    pub bias: &'a Matrix,
+    pub cols: &'a Matrix,
+}
+
+/// y [B*OH*OW, Cout] = act(im2col(x) W^T + b).
+pub fn conv2d(
+    gpu: &Gpu,
+    io: &ConvIo<'_>,
+    x: &Matrix,
+    y: &Matrix,
+    act: Activation,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let spec = GemmSpec {
+        trans_b: true,
+        act,
+        ..Default::default()
+    };
+    Ok(vec![
+        im2col(gpu, &io.geom, x, io.cols)?,
+        gemm(gpu, io.cols, io.weight, y, Some(io.bias), spec)?,
+    ])
+}
+
+/// Gradients of conv2d given dy (already multiplied by the activation's derivative):
+/// dW, db, and dx when asked (dcols is scratch shaped like the columns).
+pub fn conv2d_backward(
+    gpu: &Gpu,
+    io: &ConvIo<'_>,
+    dy: &Matrix,
+    grads: (&Matrix, &Matrix),
+    dx: Option<(&Matrix, &Matrix)>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (dw, db) = grads;
+    let spec = GemmSpec {
+        trans_b: true,
+        ..Default::default()
+    };
+    let mut out = gemm_backward(
+        gpu,
+        io.cols,
+        io.weight,
+        dy,
+        dx.map(|(dcols, _)| dcols),
+        Some(dw),
+        spec,
+    )?;
+    out.push(bias_grad(gpu, dy, db)?);
+    if let Some((dcols, dx)) = dx {
+        out.push(col2im(
+            gpu,
+            &io.geom,
+            dcols,
+            dx,
+            None,
+            Activation::Identity,
+        )?);
+    }
+    Ok(out)
+}
+
+/// y (image side) = act(col2im(x W) + b) for x [B*IH*IW, Cin].
+pub fn conv_transpose2d(
+    gpu: &Gpu,
+    io: &ConvIo<'_>,
+    x: &Matrix,
+    y: &Matrix,
+    act: Activation,
+) -> Result<Vec<Dispatch>, GpuError> {
+    Ok(vec![
+        gemm(gpu, x, io.weight, io.cols, None, GemmSpec::default())?,
+        col2im(gpu, &io.geom, io.cols, y, Some(io.bias), act)?,
+    ])
+}
+
+/// Gradients of conv_transpose2d given dy (image side, already through the activation):
+/// dW, db, and dx when asked. `dy_rows` is dy viewed as [B*H*W, Cout] for the bias sum.
+pub fn conv_transpose2d_backward(
+    gpu: &Gpu,
+    io: &ConvIo<'_>,
+    x: &Matrix,
+    dy: &Matrix,
+    dcols: &Matrix,
+    grads: (&Matrix, &Matrix),
+    dx: Option<&Matrix>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (dw, db) = grads;
+    let g = &io.geom;
+    let (ld_b, ld_p) = image_strides(dy, g)?;
+    if ld_b != g.image.h * g.image.w * ld_p {
+        return Err(shape_err(
+            "conv_transpose2d_backward",
+            "dy's rows are padded; its per-channel sum needs a contiguous image".into(),
+        ));
+    }
+    let dy_rows = Matrix {
+        rows: g.batch * g.image.h * g.image.w,
+        cols: g.image.c,
+        ld: ld_p,
+        ..dy.clone()
+    };
+    let mut out = vec![im2col(gpu, g, dy, dcols)?];
+    out.extend(gemm_backward(
+        gpu,
+        x,
+        io.weight,
+        dcols,
+        dx,
+        Some(dw),
+        GemmSpec::default(),
+    )?);
+    out.push(bias_grad(gpu, &dy_rows, db)?);
+    Ok(out)
+}

@@ -1,0 +1,360 @@
+//! Convolution kernels: GPU (im2col / col2im + GEMM) against the direct-summation CPU twin
+//! on 24 random configurations each (odd sizes, stride 1-2, padding 0-2, channels 1-64,
+//! kernel 1-5; tolerance 1e-5 * sum|x w| + 1e-5), and finite-difference checks of every
+//! convolution gradient (tolerance 1e-4 * |fd| + 1e-4), on every adapter found.
+
+mod common;
+
+use common::{assert_close, for_each_gpu, Rng};
+use vae_gpu::cpu;
+use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::ops::conv::{
+    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, ConvGeom, ConvIo, Shape,
+};
+use vae_gpu::ops::elementwise::act_backward;
+use vae_gpu::ops::Activation;
+
+struct Case {
+    batch: usize,
+    input: Shape,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    act: Activation,
+}
+
+fn cases(rng: &mut Rng, transposed: bool) -> Vec<Case> {
+    let acts = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Sigmoid,
+    ];
+    let mut v = Vec::new();
+    while v.len() < 24 {
+        let i = v.len();
+        let k = 1 + rng.below(5);
+        let stride = 1 + rng.below(2);
+        let pad = rng.below(3).min(k - 1);
+        let (h, w) = (1 + rng.below(12), 1 + rng.below(12));
+        let fits = if transposed {
+            ConvGeom::transposed_output(h, w, k, stride, pad).is_some()
+        } else {
+            h + 2 * pad >= k && w + 2 * pad >= k
+        };
+        if !fits {
+            continue;
+        }
+        let chans = [1, 3, 7, 16, 33, 64];
+        v.push(Case {
+            batch: 1 + rng.below(3),
+            input: Shape {
+                h,
+                w,
+                c: chans[i % 6],
+            },
+            cout: chans[(i * 5 + 1) % 6],
+            k,
+            stride,
+            pad,
+            act: acts[i % 4],
+        });
+    }
+    v
+}
+
+fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
+    Matrix::from_slice(gpu, rows, cols, data, "test").unwrap()
+}
+
+/// Runs the GPU convolution of `case` (and optionally its backward with upstream gradient
+/// `g`), returning (y, dx, dw, db) read back.
+#[allow(clippy::type_complexity)]
+fn run_gpu(
+    gpu: &Gpu,
+    case: &Case,
+    transposed: bool,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    g: Option<&[f32]>,
+    image_rows: bool,
+) -> (Vec<f32>, Option<(Vec<f32>, Vec<f32>, Vec<f32>)>) {
+    let s = case.input;
+    let (wr, wc) = if transposed {
+        (s.c, case.cout * case.k * case.k)
+    } else {
+        (case.cout, s.c * case.k * case.k)
+    };
+    let (gw, gb) = (upload(gpu, wr, wc, w), upload(gpu, 1, case.cout, b));
+    let (geom, out_shape) = if transposed {
+        let (oh, ow) =
+            ConvGeom::transposed_output(s.h, s.w, case.k, case.stride, case.pad).unwrap();
+        let out = Shape {
+            h: oh,
+            w: ow,
+            c: case.cout,
+        };
+        let g = ConvGeom::new(case.batch, out, case.k, case.stride, case.pad).unwrap();
+        assert_eq!((g.oh, g.ow), (s.h, s.w));
+        (g, out)
+    } else {
+        let g = ConvGeom::new(case.batch, s, case.k, case.stride, case.pad).unwrap();
+        (
+            g,
+            Shape {
+                h: g.oh,
+                w: g.ow,
+                c: case.cout,
+            },
+        )
+    };
+    let cols = Matrix::zeros(gpu, geom.col_rows(), geom.col_cols(), "cols").unwrap();
+    let io = ConvIo {
+        geom,
+        weight: &gw,
+        bias: &gb,
+        cols: &cols,
+    };
+    let b_rows = case.batch * out_shape.h * out_shape.w;
+    let y = Matrix::zeros(gpu, b_rows, out_shape.c, "y").unwrap();
+    // The conv input goes in either image layout; the transposed conv's is a GEMM operand.
+    let gx = if image_rows || transposed {
+        upload(gpu, case.batch * s.h * s.w, s.c, x)
+    } else {
+        upload(gpu, case.batch, s.numel(), x)
+    };
+    let mut ds = if transposed {
+        conv_transpose2d(gpu, &io, &gx, &y, case.act)
+    } else {
+        conv2d(gpu, &io, &gx, &y, case.act)
+    }
+    .unwrap();
+    let Some(g) = g else {
+        gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        return (y.read(gpu).unwrap(), None);
+    };
+    let dy = upload(gpu, b_rows, out_shape.c, g);
+    let (dw, db) = (
+        Matrix::zeros(gpu, wr, wc, "dw").unwrap(),
+        Matrix::zeros(gpu, 1, case.cout, "db").unwrap(),
+    );
+    let dx = Matrix::zeros(gpu, gx.rows, gx.cols, "dx").unwrap();
+    let dcols = Matrix::zeros(gpu, geom.col_rows(), geom.col_cols(), "dcols").unwrap();
+    ds.push(act_backward(gpu, &y, &dy, case.act).unwrap());
+    ds.extend(
+        if transposed {
+            conv_transpose2d_backward(gpu, &io, &gx, &dy, &dcols, (&dw, &db), Some(&dx))
+        } else {
+            conv2d_backward(gpu, &io, &dy, (&dw, &db), Some((&dcols, &dx)))
+        }
+        .unwrap(),
+    );
+    gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+    (
+        y.read(gpu).unwrap(),
+        Some((
+            dx.read(gpu).unwrap(),
+            dw.read(gpu).unwrap(),
+            db.read(gpu).unwrap(),
+        )),
+    )
+}
+
+fn cpu_forward(
+    case: &Case,
+    transposed: bool,
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+    act: Activation,
+) -> Vec<f64> {
+    let f = if transposed {
+        cpu::conv::conv_transpose2d
+    } else {
+        cpu::conv::conv2d
+    };
+    f(
+        x,
+        case.input,
+        case.batch,
+        w,
+        b,
+        case.cout,
+        case.k,
+        case.stride,
+        case.pad,
+        act,
+    )
+    .0
+}
+
+fn parity(transposed: bool, seed: u64) {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(seed);
+        for (i, case) in cases(&mut rng, transposed).iter().enumerate() {
+            let s = case.input;
+            let wlen = s.c * case.cout * case.k * case.k;
+            let (x32, x) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
+            let (w32, w) = rng.vec(wlen, -1.0, 1.0);
+            let (b32, b) = rng.vec(case.cout, -1.0, 1.0);
+            let (got, _) = run_gpu(gpu, case, transposed, &x32, &w32, &b32, None, i % 2 == 1);
+            let want = cpu_forward(case, transposed, &x, &w, &b, case.act);
+            let abs = |v: &[f64]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+            let scale = cpu_forward(
+                case,
+                transposed,
+                &abs(&x),
+                &abs(&w),
+                &abs(&b),
+                Activation::Identity,
+            );
+            let label = format!(
+                "{} case {i}: batch {} {:?} -> {} k {} s {} p {} {:?}",
+                if transposed {
+                    "conv_transpose2d"
+                } else {
+                    "conv2d"
+                },
+                case.batch,
+                s,
+                case.cout,
+                case.k,
+                case.stride,
+                case.pad,
+                case.act
+            );
+            assert_close(&label, &got, &want, |j| 1e-5 * scale[j] + 1e-5);
+        }
+    });
+}
+
+#[test]
+fn conv2d_matches_cpu() {
+    parity(false, 51);
+}
+
+#[test]
+fn conv_transpose2d_matches_cpu() {
+    parity(true, 53);
+}
+
+fn numeric_grad(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    let mut v = v.to_vec();
+    (0..v.len())
+        .map(|i| {
+            let o = v[i];
+            v[i] = o + h;
+            let up = f(&v);
+            v[i] = o - h;
+            let down = f(&v);
+            v[i] = o;
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+fn check(what: &str, got: &[f32], fd: &[f64]) {
+    for (i, (&g, &n)) in got.iter().zip(fd).enumerate() {
+        assert!(
+            (f64::from(g) - n).abs() <= 1e-4 * n.abs() + 1e-4,
+            "{what}[{i}]: gpu {g} vs finite difference {n}"
+        );
+    }
+}
+
+fn gradcheck(transposed: bool) {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(57);
+        let cases = [
+            Case {
+                batch: 2,
+                input: Shape { h: 5, w: 4, c: 3 },
+                cout: 2,
+                k: 3,
+                stride: 2,
+                pad: 1,
+                act: Activation::Tanh,
+            },
+            Case {
+                batch: 1,
+                input: Shape { h: 4, w: 4, c: 2 },
+                cout: 3,
+                k: 4,
+                stride: 2,
+                pad: 1,
+                act: Activation::Identity,
+            },
+            Case {
+                batch: 2,
+                input: Shape { h: 3, w: 5, c: 1 },
+                cout: 2,
+                k: 2,
+                stride: 1,
+                pad: 0,
+                act: Activation::Sigmoid,
+            },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let s = case.input;
+            let (x32, x) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
+            let (w32, w) = rng.vec(s.c * case.cout * case.k * case.k, -1.0, 1.0);
+            let (b32, b) = rng.vec(case.cout, -1.0, 1.0);
+            let ylen = cpu_forward(case, transposed, &x, &w, &b, case.act).len();
+            let (g32, g) = rng.vec(ylen, -1.0, 1.0);
+            let (_, grads) = run_gpu(
+                gpu,
+                case,
+                transposed,
+                &x32,
+                &w32,
+                &b32,
+                Some(&g32),
+                i % 2 == 0,
+            );
+            let (dx, dw, db) = grads.unwrap();
+            let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+                cpu_forward(case, transposed, x, w, b, case.act)
+                    .iter()
+                    .zip(&g)
+                    .map(|(y, g)| y * g)
+                    .sum::<f64>()
+            };
+            let label = format!(
+                "{} case {i}",
+                if transposed {
+                    "conv_transpose2d"
+                } else {
+                    "conv2d"
+                }
+            );
+            check(
+                &format!("{label} dx"),
+                &dx,
+                &numeric_grad(&x, |x| loss(x, &w, &b)),
+            );
+            check(
+                &format!("{label} dw"),
+                &dw,
+                &numeric_grad(&w, |w| loss(&x, w, &b)),
+            );
+            check(
+                &format!("{label} db"),
+                &db,
+                &numeric_grad(&b, |b| loss(&x, &w, b)),
+            );
+        }
+    });
+}
+
+#[test]
+fn conv2d_gradients() {
+    gradcheck(false);
+}
+
+#[test]
+fn conv_transpose2d_gradients() {
+    gradcheck(true);
+}
