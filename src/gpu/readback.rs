@@ -53,8 +53,23 @@ impl PendingRead {
     /// The bytes, waiting for the GPU if needed.
     pub fn wait(&self, gpu: &Gpu) -> Result<Vec<u8>, GpuError> {
         gpu.wait()?;
-        self.take_if_done()?
-            .ok_or_else(|| GpuError::Readback("mapping did not complete".into()))
+        // When threads share the device, another thread's poll may have collected this
+        // mapping's callback and not run it yet: give it a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(bytes) = self.take_if_done()? {
+                return Ok(bytes);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(GpuError::Readback(
+                    "mapping did not complete within 60 s".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            gpu.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+        }
     }
 
     fn take_if_done(&self) -> Result<Option<Vec<u8>>, GpuError> {

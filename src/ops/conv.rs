@@ -126,15 +126,21 @@ fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
     }
 }
 
+/// Which way data moves: image to columns, or columns to image (with bias and activation).
+enum Move<'a> {
+    Im2col,
+    Col2im {
+        bias: Option<&'a Matrix>,
+        act: Activation,
+    },
+}
+
 fn launch(
     gpu: &Gpu,
-    entry: &'static str,
     g: &ConvGeom,
     image: &Matrix,
     cols: &Matrix,
-    to_cols: bool,
-    bias: Option<&Matrix>,
-    act: Activation,
+    mv: Move<'_>,
 ) -> Result<Dispatch, GpuError> {
     let (ld_b, ld_p) = image_strides(image, g)?;
     if cols.rows != g.col_rows() || cols.cols != g.col_cols() {
@@ -149,6 +155,10 @@ fn launch(
             ),
         ));
     }
+    let (entry, bias, act) = match mv {
+        Move::Im2col => ("im2col_main", None, Activation::Identity),
+        Move::Col2im { bias, act } => ("col2im_main", bias, act),
+    };
     if bias.is_some_and(|b| b.rows * b.cols != g.image.c) {
         return Err(shape_err(
             "conv",
@@ -175,19 +185,21 @@ fn launch(
         slope,
         pad0: 0,
     };
-    let (src, dst, threads) = if to_cols {
-        (image, cols, cols.rows * cols.cols)
-    } else {
-        (cols, image, g.batch * g.image.numel())
+    let mut bindings = match mv {
+        Move::Im2col => vec![(1, image.binding()), (2, cols.binding())],
+        Move::Col2im { .. } => vec![(1, cols.binding()), (2, image.binding())],
     };
-    let mut bindings = vec![(1, src.binding()), (2, dst.binding())];
-    if !to_cols {
-        bindings.push((
-            3,
-            bias.map(Matrix::binding)
-                .unwrap_or_else(|| gpu.dummy.as_entire_binding()),
-        ));
-    }
+    let threads = match mv {
+        Move::Im2col => cols.rows * cols.cols,
+        Move::Col2im { .. } => {
+            bindings.push((
+                3,
+                bias.map(Matrix::binding)
+                    .unwrap_or_else(|| gpu.dummy.as_entire_binding()),
+            ));
+            g.batch * g.image.numel()
+        }
+    };
     Ok(gpu.dispatch(
         gpu.pipeline(Shader::Conv, entry, &[])?,
         gpu.uniform(entry, &params),
@@ -203,16 +215,7 @@ pub fn im2col(
     image: &Matrix,
     cols: &Matrix,
 ) -> Result<Dispatch, GpuError> {
-    launch(
-        gpu,
-        "im2col_main",
-        g,
-        image,
-        cols,
-        true,
-        None,
-        Activation::Identity,
-    )
+    launch(gpu, g, image, cols, Move::Im2col)
 }
 
 /// image = act(col2im(cols) + bias).
@@ -224,7 +227,7 @@ pub fn col2im(
     bias: Option<&Matrix>,
     act: Activation,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, "col2im_main", g, image, cols, false, bias, act)
+    launch(gpu, g, image, cols, Move::Col2im { bias, act })
 }
 
 /// The matrices of one convolution layer: weight, bias, the column scratch (shared by the
