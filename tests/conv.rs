@@ -70,7 +70,7 @@ fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
 
 /// Runs the GPU convolution of `case` (and optionally its backward with upstream gradient
 /// `g`), returning (y, dx, dw, db) read back.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn run_gpu(
     gpu: &Gpu,
     case: &Case,
