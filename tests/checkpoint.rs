@@ -32,8 +32,8 @@ fn pytorch_state_dict_round_trip() {
         let mut ws = Workspace::new(gpu, &params, c, 3).unwrap();
         ws.x.write(gpu, &expected["x"].data).unwrap();
         ws.z = Matrix::from_slice(gpu, 3, 2, &expected["z"].data, "z").unwrap();
-        let heads = ws.heads(c);
-        let all = forward_layers(gpu, &params, c, &ws, 0..params.layers.len()).unwrap();
+        let heads = ws.heads;
+        let all = forward_layers(gpu, &params, &ws, 0..params.layers.len()).unwrap();
         gpu.run(&all.iter().collect::<Vec<_>>()).unwrap();
         let mulv = ws.outs[heads].read(gpu).unwrap();
         let logits = ws.logits().read(gpu).unwrap();
@@ -83,14 +83,14 @@ fn mismatched_checkpoints_are_clear_errors() {
         // An extra tensor from another architecture.
         let extra = dir.join("extra.safetensors");
         tensors.push(safetensors::Tensor {
-            name: "conv1.weight".into(),
+            name: "head2.weight".into(),
             shape: vec![1],
             data: vec![0.0],
         });
         safetensors::save(&extra, &tensors).unwrap();
         let e = format!("{:#}", checkpoint::load(gpu, &extra, false).err().unwrap());
         assert!(
-            e.contains("conv1.weight") && e.contains("another architecture"),
+            e.contains("head2.weight") && e.contains("another architecture"),
             "{e}"
         );
         // A truncated file.

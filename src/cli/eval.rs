@@ -120,7 +120,7 @@ fn iwae_bound(
         0,
     )?;
     program.set_stream(crate::vae::model::STREAM_EVAL + 10);
-    let heads = program.ws.heads(c);
+    let heads = program.ws.heads;
     let state = Matrix::from_slice(gpu, 1, 2 * n, &EMPTY.repeat(n), "iwae state")?;
     let mut merge = iwae(
         gpu,

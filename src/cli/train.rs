@@ -22,7 +22,14 @@ pub struct TrainArgs {
     /// Continue a run (its Adam state, step counter and noise position) up to --epochs.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
-    /// Hidden layer widths of the encoder (the decoder mirrors them), e.g. 512,256.
+    /// Architecture: mlp (fully connected) or conv (strided convolutions, transposed
+    /// convolutions in the decoder; image sides must divide by 2 per conv layer).
+    #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
+    pub arch: String,
+    /// Channel widths of the conv encoder's layers (multiples of 4; the decoder mirrors them).
+    #[arg(long, value_delimiter = ',', default_value = "32,64", value_parser = clap::value_parser!(u32).range(4..=4096))]
+    pub conv_channels: Vec<u32>,
+    /// Hidden layer widths of the MLP encoder (the decoder mirrors them), e.g. 512,256.
     #[arg(long, value_delimiter = ',', default_value = "400", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub hidden: Vec<u32>,
     /// Size of the latent code.
@@ -149,11 +156,20 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         }
         None => {
             let model = ModelConfig {
-                arch: "mlp".into(),
+                arch: a.arch.clone(),
                 height: train_images.height,
                 width: train_images.width,
                 channels: train_images.channels,
-                hidden: a.hidden.iter().map(|&h| h as usize).collect(),
+                hidden: if a.arch == "mlp" {
+                    a.hidden.iter().map(|&h| h as usize).collect()
+                } else {
+                    Vec::new()
+                },
+                conv_channels: if a.arch == "conv" {
+                    a.conv_channels.iter().map(|&w| w as usize).collect()
+                } else {
+                    Vec::new()
+                },
                 latent: a.latent as usize,
                 likelihood: a.likelihood,
                 gauss_var: a.gauss_var,

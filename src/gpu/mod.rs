@@ -30,6 +30,8 @@ pub enum GpuError {
     Limit(String),
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// One recorded kernel launch: pipeline, bindings and grid, ready to go into a pass.

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::params::Params;
+use super::params::{Layer, Params};
 use super::{ModelConfig, RunState, TrainConfig};
 use crate::gpu::{read_buffer, Gpu};
 use crate::io::safetensors::{self, Tensor};
+use crate::ops::conv::Shape;
 use crate::ops::loss::Likelihood;
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -37,6 +38,51 @@ pub fn tensors(gpu: &Gpu, params: &Params) -> anyhow::Result<Vec<Tensor>> {
     tensors_of(gpu, params, &params.values)
 }
 
+/// Our flat index of every element of one checkpoint tensor, in PyTorch's element order:
+/// rows `row0..row0 + rows` of the layer's weight (or bias). Linear layers next to conv
+/// layers flatten images (h, w, c) here and (c, h, w) in PyTorch, which permutes their
+/// columns (input side) or rows and bias (output side).
+fn tensor_indices(layer: &Layer, row0: usize, rows: usize, bias: bool) -> Vec<usize> {
+    let d = &layer.def;
+    let chw = |s: Shape, t: usize| (t % (s.h * s.w)) * s.c + t / (s.h * s.w);
+    let row_of = |r: usize| if d.chw_out { chw(d.output, r) } else { r };
+    if bias {
+        return (row0..row0 + rows)
+            .map(|r| layer.bias.offset + row_of(r))
+            .collect();
+    }
+    let (w, ld) = (&layer.weight, layer.weight.ld());
+    (row0..row0 + rows)
+        .flat_map(|r| {
+            (0..w.cols).map(move |j| {
+                w.offset + row_of(r) * ld + if d.chw_in { chw(d.input, j) } else { j }
+            })
+        })
+        .collect()
+}
+
+/// Each checkpoint tensor of the model: (layer, name, PyTorch shape, flat indices).
+fn layout(params: &Params) -> Vec<(String, Vec<usize>, Vec<usize>)> {
+    let mut out = Vec::new();
+    for layer in &params.layers {
+        let mut row0 = 0;
+        for (name, rows) in &layer.def.parts {
+            out.push((
+                format!("{name}.weight"),
+                layer.def.torch_weight_shape(*rows),
+                tensor_indices(layer, row0, *rows, false),
+            ));
+            out.push((
+                format!("{name}.bias"),
+                vec![*rows],
+                tensor_indices(layer, row0, *rows, true),
+            ));
+            row0 += rows;
+        }
+    }
+    out
+}
+
 /// Like `tensors`, from any buffer laid out like the parameters (e.g. the gradients).
 pub fn tensors_of(
     gpu: &Gpu,
@@ -44,37 +90,14 @@ pub fn tensors_of(
     buffer: &wgpu::Buffer,
 ) -> anyhow::Result<Vec<Tensor>> {
     let flat = read_flat(gpu, buffer, params.len)?;
-    let mut out = Vec::new();
-    for layer in &params.layers {
-        let mut row0 = 0;
-        for (name, rows) in &layer.parts {
-            for (slot, suffix) in [(&layer.weight, "weight"), (&layer.bias, "bias")] {
-                let is_bias = slot.rows == 1;
-                let (r0, nrows) = if is_bias { (0, 1) } else { (row0, *rows) };
-                let mut data = Vec::new();
-                for r in r0..r0 + nrows {
-                    let base = slot.offset + r * slot.ld();
-                    if is_bias {
-                        data.extend_from_slice(&flat[base + row0..base + row0 + rows]);
-                    } else {
-                        data.extend_from_slice(&flat[base..base + slot.cols]);
-                    }
-                }
-                let shape = if is_bias {
-                    vec![*rows]
-                } else {
-                    vec![*rows, slot.cols]
-                };
-                out.push(Tensor {
-                    name: format!("{name}.{suffix}"),
-                    shape,
-                    data,
-                });
-            }
-            row0 += rows;
-        }
-    }
-    Ok(out)
+    Ok(layout(params)
+        .into_iter()
+        .map(|(name, shape, idx)| Tensor {
+            name,
+            shape,
+            data: idx.iter().map(|&i| flat[i]).collect(),
+        })
+        .collect())
 }
 
 /// Writes the model's tensors from a name -> tensor map, checking names and shapes.
@@ -85,40 +108,22 @@ pub fn set_tensors(
     source: &Path,
 ) -> anyhow::Result<()> {
     let mut flat = vec![0f32; params.len];
-    for layer in &params.layers {
-        let mut row0 = 0;
-        for (name, rows) in &layer.parts {
-            for (slot, suffix) in [(&layer.weight, "weight"), (&layer.bias, "bias")] {
-                let key = format!("{name}.{suffix}");
-                let is_bias = slot.rows == 1;
-                let want = if is_bias {
-                    vec![*rows]
-                } else {
-                    vec![*rows, slot.cols]
-                };
-                let t = map.remove(&key).with_context(|| {
-                    format!(
-                        "{}: tensor {key} is missing (expected shape {want:?})",
-                        source.display()
-                    )
-                })?;
-                if t.shape != want {
-                    bail!(
-                        "{}: tensor {key} has shape {:?}, the model config needs {want:?}",
-                        source.display(),
-                        t.shape
-                    );
-                }
-                for (i, &v) in t.data.iter().enumerate() {
-                    let idx = if is_bias {
-                        slot.offset + row0 + i
-                    } else {
-                        slot.offset + (row0 + i / slot.cols) * slot.ld() + i % slot.cols
-                    };
-                    flat[idx] = v;
-                }
-            }
-            row0 += rows;
+    for (name, want, idx) in layout(params) {
+        let t = map.remove(&name).with_context(|| {
+            format!(
+                "{}: tensor {name} is missing (expected shape {want:?})",
+                source.display()
+            )
+        })?;
+        if t.shape != want {
+            bail!(
+                "{}: tensor {name} has shape {:?}, the model config needs {want:?}",
+                source.display(),
+                t.shape
+            );
+        }
+        for (&i, &v) in idx.iter().zip(&t.data) {
+            flat[i] = v;
         }
     }
     if let Some(extra) = map.keys().next() {
@@ -153,40 +158,61 @@ pub fn save(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyho
         .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))
 }
 
-/// Guesses the MLP config of a bare PyTorch checkpoint (model.safetensors without
-/// config.json): widths from the tensor shapes, square grayscale images, Bernoulli.
+/// Guesses the config of a bare PyTorch checkpoint (model.safetensors without config.json)
+/// from its tensor shapes: square images, Bernoulli likelihood.
 fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<ModelConfig> {
     let shape = |name: &str| map.get(name).map(|t| t.shape.clone());
-    let fc1 = shape("fc1.weight").with_context(|| {
+    // The shape of a tensor that must exist with `rank` dimensions.
+    let need = |name: &str, rank: usize| match shape(name) {
+        Some(s) if s.len() == rank => Ok(s),
+        Some(s) => bail!(
+            "{}: {name} has shape {s:?}, expected {rank} dimensions",
+            path.display()
+        ),
+        None => bail!(
+            "{}: no config.json beside it and no {name} to infer the model from",
+            path.display()
+        ),
+    };
+    let square = |n: usize| Some((n as f64).sqrt().round() as usize).filter(|s| s * s == n);
+    let mut c = ModelConfig {
+        arch: "mlp".into(),
+        height: 0,
+        width: 0,
+        channels: 1,
+        hidden: Vec::new(),
+        conv_channels: Vec::new(),
+        latent: 0,
+        likelihood: Likelihood::Bernoulli,
+        gauss_var: 1.0,
+    };
+    let side = if shape("conv1.weight").is_some() {
+        c.arch = "conv".into();
+        c.channels = need("conv1.weight", 4)?[1];
+        while let Some(s) = shape(&format!("conv{}.weight", c.conv_channels.len() + 1)) {
+            c.conv_channels.push(s[0]);
+        }
+        let enc = need("fc_enc.weight", 2)?;
+        c.latent = enc[0] / 2;
+        let last = *c.conv_channels.last().expect("conv1 exists");
+        square(enc[1] / last).map(|s| s << c.conv_channels.len())
+    } else {
+        let fc1 = need("fc1.weight", 2)?;
+        c.latent = need("fc21.weight", 2)?[0];
+        c.hidden.push(fc1[0]);
+        while let Some(s) = shape(&format!("fc1_{}.weight", c.hidden.len())) {
+            c.hidden.push(s[0]);
+        }
+        square(fc1[1])
+    };
+    let side = side.with_context(|| {
         format!(
-            "{}: no config.json beside it and no fc1.weight to infer the model from",
+            "{}: the input is not a square image; add a config.json",
             path.display()
         )
     })?;
-    let latent =
-        shape("fc21.weight").with_context(|| format!("{}: no fc21.weight", path.display()))?[0];
-    let d = fc1[1];
-    let mut hidden = vec![fc1[0]];
-    while let Some(s) = shape(&format!("fc1_{}.weight", hidden.len())) {
-        hidden.push(s[0]);
-    }
-    let side = (d as f64).sqrt().round() as usize;
-    if side * side != d {
-        bail!(
-            "{}: input size {d} is not a square image; add a config.json",
-            path.display()
-        );
-    }
-    Ok(ModelConfig {
-        arch: "mlp".into(),
-        height: side,
-        width: side,
-        channels: 1,
-        hidden,
-        latent,
-        likelihood: Likelihood::Bernoulli,
-        gauss_var: 1.0,
-    })
+    (c.height, c.width) = (side, side);
+    Ok(c)
 }
 
 /// Reads a run directory (or a bare model.safetensors) into a new parameter set on `gpu`.

@@ -7,13 +7,17 @@ use crate::ops::loss::Likelihood;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelConfig {
-    /// "mlp"
+    /// "mlp" or "conv"
     pub arch: String,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
-    /// Hidden layer widths of the encoder; the decoder mirrors them.
+    /// Hidden layer widths of the MLP encoder; the decoder mirrors them.
+    #[serde(default)]
     pub hidden: Vec<usize>,
+    /// Channel widths of the conv encoder's layers; the decoder mirrors them.
+    #[serde(default)]
+    pub conv_channels: Vec<usize>,
     pub latent: usize,
     pub likelihood: Likelihood,
     /// Variance of the Gaussian likelihood.

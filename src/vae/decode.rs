@@ -36,7 +36,7 @@ pub fn generate(
 ) -> Result<Vec<Vec<u8>>, GpuError> {
     let rows = count.clamp(1, 256);
     let ws = Workspace::new(gpu, params, c, rows)?;
-    let heads = ws.heads(c);
+    let heads = ws.heads;
     let prior = sample_prior(
         gpu,
         &ws.z,
@@ -47,7 +47,7 @@ pub fn generate(
         },
         temperature,
     )?;
-    let decoder = forward_layers(gpu, params, c, &ws, heads + 1..params.layers.len())?;
+    let decoder = forward_layers(gpu, params, &ws, heads + 1..params.layers.len())?;
     let mut out = Vec::with_capacity(count);
     for (chunk, start) in (0..count).step_by(rows).enumerate() {
         set_noise(
@@ -81,7 +81,7 @@ pub fn decode_codes(
     let n = codes.len() / c.latent;
     let mut ws = Workspace::new(gpu, params, c, n.max(1))?;
     ws.z = Matrix::from_slice(gpu, n, c.latent, codes, "codes")?;
-    let decoder = forward_layers(gpu, params, c, &ws, ws.heads(c) + 1..params.layers.len())?;
+    let decoder = forward_layers(gpu, params, &ws, ws.heads + 1..params.layers.len())?;
     gpu.run(&decoder.iter().collect::<Vec<_>>())?;
     Ok(to_pixels(c, &ws.logits().read(gpu)?))
 }

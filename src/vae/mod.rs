@@ -1,6 +1,7 @@
 //! The VAE: configuration, parameters, the launch program of a step, checkpoints,
 //! training and evaluation.
 
+pub mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;

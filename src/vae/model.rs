@@ -1,8 +1,11 @@
-//! The MLP VAE as a fixed list of GPU launches: forward, fused loss, explicit layer-by-layer
+//! The VAE (MLP or conv) as a fixed list of GPU launches: forward, fused loss, explicit layer-by-layer
 //! backward and Adam, built once per batch size and recorded into one pass per step.
 
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix, PendingRead};
 use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
+use crate::ops::conv::{
+    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, ConvGeom, ConvIo, Shape,
+};
 use crate::ops::elementwise::{act_backward, bias_grad};
 use crate::ops::gather::{gather, GatherDispatch, GpuImages};
 use crate::ops::gemm::{gemm, gemm_backward, GemmSpec};
@@ -10,6 +13,7 @@ use crate::ops::loss::{loss, LossBuffers, LossDispatch, LossSettings};
 use crate::ops::sample::{sample_forward, set_noise, Noise};
 use crate::ops::Activation;
 
+use super::arch::{LayerDef, LayerKind};
 use super::config::ModelConfig;
 use super::params::Params;
 
@@ -22,14 +26,20 @@ pub const STREAM_PRIOR: u32 = 2;
 pub struct Workspace {
     pub rows: usize,
     pub x: Matrix,
-    /// Outputs of every layer in order: encoder hidden, mu|logvar, decoder hidden, logits.
+    /// Outputs of every layer in order: [B * H * W, C] for conv layers, [B, n] for Linear
+    /// layers and for the last layer (the logits, which the loss reads as [B, D]).
     pub outs: Vec<Matrix>,
     pub douts: Vec<Matrix>,
+    /// Column scratch of conv layers (None for Linear), shared by forward and backward.
+    pub cols: Vec<Option<Matrix>>,
+    pub dcols: Vec<Option<Matrix>>,
     pub z: Matrix,
     pub eps: Matrix,
     pub dz: Matrix,
     pub per_sample: Matrix,
     pub accum: Matrix,
+    /// Index of the mu|logvar layer output.
+    pub heads: usize,
 }
 
 impl Workspace {
@@ -39,140 +49,244 @@ impl Workspace {
         c: &ModelConfig,
         rows: usize,
     ) -> Result<Workspace, GpuError> {
-        let mut outs = Vec::new();
-        let mut douts = Vec::new();
-        for l in &params.layers {
+        let n = params.layers.len();
+        let (mut outs, mut douts, mut cols, mut dcols) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, l) in params.layers.iter().enumerate() {
+            let d = &l.def;
+            let (r, cl) = if d.kind == LayerKind::Linear || i + 1 == n {
+                (rows, d.output.numel())
+            } else {
+                (rows * d.output.h * d.output.w, d.output.c)
+            };
             outs.push(Matrix::zeros(
                 gpu,
-                rows,
-                l.weight.rows,
+                r,
+                cl,
                 &format!("{} out", l.weight.name),
             )?);
             douts.push(Matrix::zeros(
                 gpu,
-                rows,
-                l.weight.rows,
+                r,
+                cl,
                 &format!("{} grad", l.weight.name),
             )?);
+            let geom = geometry(d, rows)?;
+            let scratch = |label: &str| {
+                geom.map(|g| Matrix::zeros(gpu, g.col_rows(), g.col_cols(), label))
+                    .transpose()
+            };
+            cols.push(scratch("cols")?);
+            dcols.push(scratch("dcols")?);
         }
         Ok(Workspace {
             rows,
             x: Matrix::zeros(gpu, rows, c.input_dim(), "x")?,
             outs,
             douts,
+            cols,
+            dcols,
             z: Matrix::zeros(gpu, rows, c.latent, "z")?,
             eps: Matrix::zeros(gpu, rows, c.latent, "eps")?,
             dz: Matrix::zeros(gpu, rows, c.latent, "dz")?,
             per_sample: Matrix::zeros(gpu, rows, 3, "per-sample loss")?,
             accum: Matrix::zeros(gpu, 1, 4, "loss sums")?,
+            heads: params.heads,
         })
-    }
-
-    /// Index of the mu|logvar layer output.
-    pub fn heads(&self, c: &ModelConfig) -> usize {
-        c.hidden.len()
     }
 
     pub fn logits(&self) -> &Matrix {
         self.outs.last().expect("a model has layers")
     }
+
+    /// Input of layer i: x, the previous output, or z after the heads.
+    fn input(&self, i: usize) -> &Matrix {
+        match i {
+            0 => &self.x,
+            i if i == self.heads + 1 => &self.z,
+            i => &self.outs[i - 1],
+        }
+    }
+
+    /// Gradient of layer i's input (None for the first layer, which needs none).
+    fn d_input(&self, i: usize) -> Option<&Matrix> {
+        match i {
+            0 => None,
+            i if i == self.heads + 1 => Some(&self.dz),
+            i => Some(&self.douts[i - 1]),
+        }
+    }
 }
 
-/// Activation after layer i (ReLU on hidden layers; heads and output are linear).
-fn activation(c: &ModelConfig, i: usize, layers: usize) -> Activation {
-    if i == c.hidden.len() || i + 1 == layers {
-        Activation::Identity
+/// The conv geometry of a layer at batch `rows` (None for Linear).
+fn geometry(d: &LayerDef, rows: usize) -> Result<Option<ConvGeom>, GpuError> {
+    match d.kind {
+        LayerKind::Linear => Ok(None),
+        LayerKind::Conv { k, stride, pad } => {
+            ConvGeom::new(rows, d.input, k, stride, pad).map(Some)
+        }
+        LayerKind::ConvT { k, stride, pad } => {
+            ConvGeom::new(rows, d.output, k, stride, pad).map(Some)
+        }
+    }
+}
+
+/// `m` as [rows, features]: the flat view a Linear layer or a GEMM operand needs.
+fn as_rows(m: &Matrix, rows: usize) -> Result<Matrix, GpuError> {
+    if m.rows == rows {
+        Ok(m.clone())
     } else {
-        Activation::Relu
+        m.reshaped(rows, m.rows * m.cols / rows)
     }
 }
 
-/// Input of layer i: x, the previous output, or z after the heads.
-fn input<'a>(ws: &'a Workspace, c: &ModelConfig, i: usize) -> &'a Matrix {
-    match i {
-        0 => &ws.x,
-        i if i == c.hidden.len() + 1 => &ws.z,
-        i => &ws.outs[i - 1],
-    }
+/// `m` as [B * H * W, C] for an image of `s` (the transposed conv's GEMM operand).
+fn as_pixels(m: &Matrix, rows: usize, s: Shape) -> Result<Matrix, GpuError> {
+    as_rows(m, rows * s.h * s.w)
 }
 
-/// Forward launches of layers `range` (Y = act(X W^T + b)).
+/// Forward launches of layers `range`.
 pub fn forward_layers(
     gpu: &Gpu,
     params: &Params,
-    c: &ModelConfig,
     ws: &Workspace,
     range: std::ops::Range<usize>,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let n = params.layers.len();
-    range
-        .map(|i| {
-            let l = &params.layers[i];
-            let spec = GemmSpec {
-                trans_b: true,
-                act: activation(c, i, n),
-                ..Default::default()
-            };
-            gemm(
-                gpu,
-                input(ws, c, i),
-                &params.view(&params.values, &l.weight),
-                &ws.outs[i],
-                Some(&params.view(&params.values, &l.bias)),
-                spec,
-            )
-        })
-        .collect()
+    let mut out = Vec::new();
+    for i in range {
+        let l = &params.layers[i];
+        let d = &l.def;
+        let (w, b) = (
+            params.view(&params.values, &l.weight),
+            params.view(&params.values, &l.bias),
+        );
+        let input = ws.input(i);
+        match d.kind {
+            LayerKind::Linear => {
+                let spec = GemmSpec {
+                    trans_b: true,
+                    act: d.act,
+                    ..Default::default()
+                };
+                out.push(gemm(
+                    gpu,
+                    &as_rows(input, ws.rows)?,
+                    &w,
+                    &as_rows(&ws.outs[i], ws.rows)?,
+                    Some(&b),
+                    spec,
+                )?);
+            }
+            LayerKind::Conv { .. } | LayerKind::ConvT { .. } => {
+                let io = conv_io(d, ws, i, &w, &b)?;
+                out.extend(if matches!(d.kind, LayerKind::Conv { .. }) {
+                    conv2d(gpu, &io, input, &ws.outs[i], d.act)?
+                } else {
+                    conv_transpose2d(
+                        gpu,
+                        &io,
+                        &as_pixels(input, ws.rows, d.input)?,
+                        &ws.outs[i],
+                        d.act,
+                    )?
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// Backward launches of every layer, last to first; the heads' input gradient arrives in
+fn conv_io<'a>(
+    d: &LayerDef,
+    ws: &'a Workspace,
+    i: usize,
+    w: &'a Matrix,
+    b: &'a Matrix,
+) -> Result<ConvIo<'a>, GpuError> {
+    Ok(ConvIo {
+        geom: geometry(d, ws.rows)?.expect("a conv layer"),
+        weight: w,
+        bias: b,
+        cols: ws.cols[i]
+            .as_ref()
+            .expect("conv layers have column scratch"),
+    })
+}
+
+/// Backward launches of every layer, last to first; the heads' output gradient arrives in
 /// douts[heads] (loss KL part plus the sampling path), the decoder's first layer writes dz.
-fn backward_layers(
-    gpu: &Gpu,
-    params: &Params,
-    c: &ModelConfig,
-    ws: &Workspace,
-) -> Result<Vec<Dispatch>, GpuError> {
-    let n = params.layers.len();
-    let heads = c.hidden.len();
+fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
-    for i in (0..n).rev() {
+    for i in (0..params.layers.len()).rev() {
         let l = &params.layers[i];
-        let act = activation(c, i, n);
-        if act != Activation::Identity {
-            out.push(act_backward(gpu, &ws.outs[i], &ws.douts[i], act)?);
+        let d = &l.def;
+        if d.act != Activation::Identity {
+            out.push(act_backward(gpu, &ws.outs[i], &ws.douts[i], d.act)?);
         }
-        let d_input = match i {
-            0 => None,
-            i if i == heads + 1 => Some(&ws.dz),
-            i => Some(&ws.douts[i - 1]),
-        };
-        let spec = GemmSpec {
-            trans_b: true,
-            ..Default::default()
-        };
-        out.extend(gemm_backward(
-            gpu,
-            input(ws, c, i),
-            &params.view(&params.values, &l.weight),
-            &ws.douts[i],
-            d_input,
-            Some(&params.view(&params.grads, &l.weight)),
-            spec,
-        )?);
-        out.push(bias_grad(
-            gpu,
-            &ws.douts[i],
-            &params.view(&params.grads, &l.bias),
-        )?);
-        if i == heads + 1 {
+        let w = params.view(&params.values, &l.weight);
+        let grads = (
+            params.view(&params.grads, &l.weight),
+            params.view(&params.grads, &l.bias),
+        );
+        match d.kind {
+            LayerKind::Linear => {
+                let dy = as_rows(&ws.douts[i], ws.rows)?;
+                let d_in = ws.d_input(i).map(|m| as_rows(m, ws.rows)).transpose()?;
+                let spec = GemmSpec {
+                    trans_b: true,
+                    ..Default::default()
+                };
+                out.extend(gemm_backward(
+                    gpu,
+                    &as_rows(ws.input(i), ws.rows)?,
+                    &w,
+                    &dy,
+                    d_in.as_ref(),
+                    Some(&grads.0),
+                    spec,
+                )?);
+                out.push(bias_grad(gpu, &dy, &grads.1)?);
+            }
+            LayerKind::Conv { .. } => {
+                let b = params.view(&params.values, &l.bias);
+                let io = conv_io(d, ws, i, &w, &b)?;
+                let dcols = ws.dcols[i].as_ref().expect("conv scratch");
+                out.extend(conv2d_backward(
+                    gpu,
+                    &io,
+                    &ws.douts[i],
+                    (&grads.0, &grads.1),
+                    ws.d_input(i).map(|m| (dcols, m)),
+                )?);
+            }
+            LayerKind::ConvT { .. } => {
+                let b = params.view(&params.values, &l.bias);
+                let io = conv_io(d, ws, i, &w, &b)?;
+                let x = as_pixels(ws.input(i), ws.rows, d.input)?;
+                let d_in = ws
+                    .d_input(i)
+                    .map(|m| as_pixels(m, ws.rows, d.input))
+                    .transpose()?;
+                let dcols = ws.dcols[i].as_ref().expect("conv scratch");
+                out.extend(conv_transpose2d_backward(
+                    gpu,
+                    &io,
+                    &x,
+                    &ws.douts[i],
+                    dcols,
+                    (&grads.0, &grads.1),
+                    d_in.as_ref(),
+                )?);
+            }
+        }
+        if i == ws.heads + 1 {
             // dz is complete: add the sampling path into the heads' gradient.
             out.push(crate::ops::sample::sample_backward(
                 gpu,
-                &ws.outs[heads],
+                &ws.outs[ws.heads],
                 &ws.dz,
                 &ws.eps,
-                &ws.douts[heads],
+                &ws.douts[ws.heads],
             )?);
         }
     }
@@ -214,7 +328,7 @@ impl StepProgram {
         seed: u64,
     ) -> Result<StepProgram, GpuError> {
         let ws = Workspace::new(gpu, params, c, rows)?;
-        let heads = ws.heads(c);
+        let heads = ws.heads;
         let n = params.layers.len();
         let stream = if adam_config.is_some() {
             STREAM_TRAIN
@@ -222,7 +336,7 @@ impl StepProgram {
             STREAM_EVAL
         };
         let gather = gather(gpu, images, indices, count, &ws.x)?;
-        let encoder = forward_layers(gpu, params, c, &ws, 0..heads + 1)?;
+        let encoder = forward_layers(gpu, params, &ws, 0..heads + 1)?;
         let sample = sample_forward(
             gpu,
             &ws.outs[heads],
@@ -235,7 +349,7 @@ impl StepProgram {
             },
             1.0,
         )?;
-        let decoder = forward_layers(gpu, params, c, &ws, heads + 1..n)?;
+        let decoder = forward_layers(gpu, params, &ws, heads + 1..n)?;
         let loss = loss(
             gpu,
             &LossBuffers {
@@ -251,7 +365,7 @@ impl StepProgram {
         )?;
         let (backward, adam) = match adam_config {
             Some(a) => (
-                backward_layers(gpu, params, c, &ws)?,
+                backward_layers(gpu, params, &ws)?,
                 Some(adam(
                     gpu,
                     &params.values,

@@ -1,11 +1,12 @@
 //! The model's parameters in one flat GPU buffer (so one Adam launch updates them all),
 //! with gradients and Adam moments in parallel flat buffers at the same offsets.
-//! Each weight is [out, in] like PyTorch's nn.Linear and starts at a 256-byte boundary
-//! (the storage binding alignment); the gaps stay zero.
+//! Each weight is stored as its PyTorch layout flattened to a matrix (see `arch`) and
+//! starts at a 256-byte boundary (the storage binding alignment); the gaps stay zero.
 
 use crate::gpu::{round_up4, Gpu, GpuError, Matrix};
 use crate::rng::Rng;
 
+use super::arch::{Arch, LayerDef};
 use super::config::ModelConfig;
 
 /// Where one tensor lives in the flat buffers.
@@ -22,26 +23,19 @@ impl Slot {
     pub fn ld(&self) -> usize {
         round_up4(self.cols)
     }
-    pub fn shape(&self) -> Vec<usize> {
-        if self.rows == 1 {
-            vec![self.cols]
-        } else {
-            vec![self.rows, self.cols]
-        }
-    }
 }
 
-/// A fully connected layer: weight [out, in] and bias [out] as views into the buffers.
-pub struct Linear {
+/// One layer's definition and where its weight and bias live.
+pub struct Layer {
+    pub def: LayerDef,
     pub weight: Slot,
     pub bias: Slot,
-    /// PyTorch names of the checkpoint tensors this layer is stored as: usually one
-    /// (weight, bias) pair; the fused mu/logvar heads split into two by rows.
-    pub parts: Parts,
 }
 
 pub struct Params {
-    pub layers: Vec<Linear>,
+    pub layers: Vec<Layer>,
+    /// Index of the layer whose output is mu | logvar.
+    pub heads: usize,
     /// Total floats (a multiple of 64).
     pub len: usize,
     pub values: wgpu::Buffer,
@@ -53,50 +47,11 @@ pub struct Params {
 /// 64 floats = 256 bytes, the largest storage offset alignment wgpu allows.
 const ALIGN: usize = 64;
 
-/// Checkpoint names of a layer's tensors with the rows each takes.
-type Parts = Vec<(String, usize)>;
-
-/// Layer list of the MLP: encoder hidden layers, the fused (mu, logvar) heads, decoder
-/// hidden layers, output. Returns (in, out, checkpoint parts) per layer.
-fn mlp_layers(c: &ModelConfig) -> Vec<(usize, usize, Parts)> {
-    let name = |base: &str, i: usize| {
-        if i == 0 {
-            base.to_string()
-        } else {
-            format!("{base}_{i}")
-        }
-    };
-    let mut layers = Vec::new();
-    let mut width = c.input_dim();
-    for (i, &h) in c.hidden.iter().enumerate() {
-        layers.push((width, h, vec![(name("fc1", i), h)]));
-        width = h;
-    }
-    layers.push((
-        width,
-        2 * c.latent,
-        vec![
-            ("fc21".to_string(), c.latent),
-            ("fc22".to_string(), c.latent),
-        ],
-    ));
-    width = c.latent;
-    for (i, &h) in c.hidden.iter().rev().enumerate() {
-        layers.push((width, h, vec![(name("fc3", i), h)]));
-        width = h;
-    }
-    layers.push((
-        width,
-        c.input_dim(),
-        vec![("fc4".to_string(), c.input_dim())],
-    ));
-    layers
-}
-
 impl Params {
-    /// Allocates the buffers and initialises like PyTorch's nn.Linear: weights and biases
+    /// Allocates the buffers and initialises like PyTorch's layers: weights and biases
     /// uniform in +-1/sqrt(fan_in), drawn from the seed.
     pub fn new(gpu: &Gpu, c: &ModelConfig, seed: u64) -> Result<Params, GpuError> {
+        let arch = Arch::new(c).map_err(GpuError::Config)?;
         let mut offset = 0;
         let mut slot = |name: String, rows: usize, cols: usize| {
             let s = Slot {
@@ -108,12 +63,17 @@ impl Params {
             offset += (rows * round_up4(cols)).div_ceil(ALIGN) * ALIGN;
             s
         };
-        let layers: Vec<Linear> = mlp_layers(c)
+        let layers: Vec<Layer> = arch
+            .layers
             .into_iter()
-            .map(|(fan_in, out, parts)| Linear {
-                weight: slot(format!("{}.weight", parts[0].0), out, fan_in),
-                bias: slot(format!("{}.bias", parts[0].0), 1, out),
-                parts,
+            .map(|def| {
+                let (rows, cols) = def.weight_dims();
+                let name = def.parts[0].0.clone();
+                Layer {
+                    weight: slot(format!("{name}.weight"), rows, cols),
+                    bias: slot(format!("{name}.bias"), 1, def.bias_len()),
+                    def,
+                }
             })
             .collect();
         let len = offset;
@@ -127,7 +87,7 @@ impl Params {
             Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,
-                usage: crate::gpu::Matrix::USAGE,
+                usage: Matrix::USAGE,
                 mapped_at_creation: false,
             }))
         };
@@ -137,11 +97,13 @@ impl Params {
             m: make("adam m")?,
             v: make("adam v")?,
             layers,
+            heads: arch.heads,
             len,
         };
         let mut rng = Rng::new(seed);
         let mut host = vec![0f32; len];
         for layer in &params.layers {
+            // PyTorch's fan_in is the weight's flattened column count for all three kinds.
             let bound = 1.0 / (layer.weight.cols as f64).sqrt();
             for s in [&layer.weight, &layer.bias] {
                 for r in 0..s.rows {
@@ -164,10 +126,5 @@ impl Params {
             cols: s.cols,
             ld: s.ld(),
         }
-    }
-
-    /// Every weight and bias slot, in layer order.
-    pub fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.layers.iter().flat_map(|l| [&l.weight, &l.bias])
     }
 }
