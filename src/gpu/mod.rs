@@ -37,6 +37,8 @@ pub enum GpuError {
 /// One recorded kernel launch: pipeline, bindings and grid, ready to go into a pass.
 /// Model code builds these once and records them every step.
 pub struct Dispatch {
+    /// What the launch computes, for profiles and messages.
+    pub label: String,
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) bind_group: wgpu::BindGroup,
     pub(crate) workgroups: [u32; 3],
@@ -108,6 +110,7 @@ impl Gpu {
     /// Bind group for a dispatch: entry i of `resources` goes to binding `bindings[i]`.
     pub(crate) fn dispatch(
         &self,
+        label: String,
         pipeline: wgpu::ComputePipeline,
         params: wgpu::Buffer,
         bindings: &[(u32, wgpu::BindingResource<'_>)],
@@ -131,6 +134,7 @@ impl Gpu {
             entries: &entries,
         });
         Dispatch {
+            label,
             pipeline,
             bind_group,
             workgroups,

@@ -92,6 +92,7 @@ pub fn adam(
     let p = params(len, &config, 1);
     let pipeline = gpu.pipeline(Shader::Adam, "adam_main", &[])?;
     let dispatch = gpu.dispatch(
+        "adam".into(),
         pipeline,
         gpu.uniform("adam params", &p),
         &[

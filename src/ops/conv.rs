@@ -190,7 +190,7 @@ fn launch(
         Move::Col2im { .. } => vec![(1, cols.binding()), (2, image.binding())],
     };
     let threads = match mv {
-        Move::Im2col => cols.rows * cols.cols,
+        Move::Im2col => cols.rows * g.image.c,
         Move::Col2im { .. } => {
             bindings.push((
                 3,
@@ -201,6 +201,7 @@ fn launch(
         }
     };
     Ok(gpu.dispatch(
+        entry.into(),
         gpu.pipeline(Shader::Conv, entry, &[])?,
         gpu.uniform(entry, &params),
         &bindings,

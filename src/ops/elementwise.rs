@@ -36,6 +36,7 @@ fn launch(
     let pipeline = gpu.pipeline(Shader::Elementwise, entry, &[])?;
     let grid = gpu.grid(threads.div_ceil(256) as u64)?;
     Ok(gpu.dispatch(
+        entry.into(),
         pipeline,
         gpu.uniform(entry, &params),
         &[(1, src.binding()), (2, dst.binding())],

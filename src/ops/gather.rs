@@ -136,6 +136,7 @@ pub fn gather(
             .as_entire_binding()
     };
     let dispatch = gpu.dispatch(
+        "gather".into(),
         gpu.pipeline(Shader::Gather, "gather_main", &[])?,
         gpu.uniform("gather params", &params),
         &[

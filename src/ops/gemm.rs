@@ -142,6 +142,11 @@ pub fn gemm_with(
         None => gpu.dummy.as_entire_binding(),
     };
     Ok(gpu.dispatch(
+        format!(
+            "gemm {m}x{n}x{k}{}{}",
+            if spec.trans_a { " A^T" } else { "" },
+            if spec.trans_b { " B^T" } else { "" }
+        ),
         pipeline,
         gpu.uniform("gemm params", &params),
         &[

@@ -69,6 +69,7 @@ pub fn iwae(
         pad: [0; 2],
     };
     let dispatch = gpu.dispatch(
+        "iwae".into(),
         gpu.pipeline(Shader::Iwae, "iwae_main", &[])?,
         gpu.uniform("iwae params", &params),
         &[

@@ -145,6 +145,7 @@ pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDisp
     let params = params_with(base, s);
     let uniform = gpu.uniform("loss params", &params);
     let per_sample = gpu.dispatch(
+        "loss".into(),
         gpu.pipeline(Shader::Loss, "loss_main", &[])?,
         uniform.clone(),
         &[
@@ -158,6 +159,7 @@ pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDisp
         gpu.grid(rows as u64)?,
     );
     let reduce = gpu.dispatch(
+        "loss_reduce".into(),
         gpu.pipeline(Shader::Loss, "loss_reduce_main", &[])?,
         uniform,
         &[(6, b.per_sample.binding()), (7, b.accum.binding())],

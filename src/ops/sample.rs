@@ -78,6 +78,7 @@ pub fn sample_forward(
     let pipeline = gpu.pipeline(Shader::Sample, "sample_forward_main", &[])?;
     let grid = gpu.grid((z.rows * z.cols).div_ceil(256) as u64)?;
     Ok(gpu.dispatch(
+        "sample".into(),
         pipeline,
         gpu.uniform("sample params", &p),
         &[(1, mulv.binding()), (2, z.binding()), (3, eps.binding())],
@@ -96,6 +97,7 @@ pub fn sample_prior(
     let pipeline = gpu.pipeline(Shader::Sample, "sample_prior_main", &[])?;
     let grid = gpu.grid((z.rows * z.cols).div_ceil(256) as u64)?;
     Ok(gpu.dispatch(
+        "sample_prior".into(),
         pipeline,
         gpu.uniform("prior params", &p),
         &[(2, z.binding())],
@@ -122,6 +124,7 @@ pub fn sample_backward(
     let pipeline = gpu.pipeline(Shader::Sample, "sample_backward_main", &[])?;
     let grid = gpu.grid((dz.rows * dz.cols).div_ceil(256) as u64)?;
     Ok(gpu.dispatch(
+        "sample_backward".into(),
         pipeline,
         gpu.uniform("sample backward params", &p),
         &[

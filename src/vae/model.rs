@@ -416,22 +416,22 @@ impl StepProgram {
         }
     }
 
+    /// Every launch of the step, in order.
+    pub fn launches(&self) -> Vec<&Dispatch> {
+        let mut all = vec![&self.gather.dispatch];
+        all.extend(&self.encoder);
+        all.push(&self.sample);
+        all.extend(&self.decoder);
+        all.extend([&self.loss.per_sample, &self.loss.reduce]);
+        all.extend(&self.backward);
+        all.extend(self.adam.as_ref().map(|a| &a.dispatch));
+        all
+    }
+
     /// Records the whole step into one pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.gather.dispatch.record(pass);
-        for d in &self.encoder {
+        for d in self.launches() {
             d.record(pass);
-        }
-        self.sample.record(pass);
-        for d in &self.decoder {
-            d.record(pass);
-        }
-        self.loss.record(pass);
-        for d in &self.backward {
-            d.record(pass);
-        }
-        if let Some(adam) = &self.adam {
-            adam.dispatch.record(pass);
         }
     }
 

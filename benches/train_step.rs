@@ -1,0 +1,106 @@
+//! Training-step throughput of the MLP and conv VAEs at batch 128 (and 512 for the MLP)
+//! on random 28x28 images, plus the time of each launch of the conv step (each launch
+//! repeated in one submit), to show where a step's time goes.
+//! Run: `cargo bench --bench train_step`.
+
+use std::time::Instant;
+
+use vae_gpu::gpu::{Gpu, GpuOptions, Matrix};
+use vae_gpu::ops::adam::AdamConfig;
+use vae_gpu::ops::gather::GpuImages;
+use vae_gpu::ops::loss::{Likelihood, LossSettings};
+use vae_gpu::rng::Rng;
+use vae_gpu::vae::model::StepProgram;
+use vae_gpu::vae::{ModelConfig, Params};
+
+fn main() -> anyhow::Result<()> {
+    let gpu = Gpu::new(&GpuOptions::default())?;
+    println!("adapter: {}", gpu.describe());
+    let mut rng = Rng::new(1);
+    let n = 2048;
+    let pixels: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
+    let images = GpuImages::upload(&gpu, &pixels, 784)?;
+    let order: Vec<u32> = (0..n as u32).collect();
+    let indices = Matrix::from_slice(&gpu, 1, n, bytemuck::cast_slice(&order), "indices")?;
+    let base = ModelConfig {
+        arch: "mlp".into(),
+        height: 28,
+        width: 28,
+        channels: 1,
+        hidden: vec![400],
+        conv_channels: vec![],
+        latent: 20,
+        likelihood: Likelihood::Bernoulli,
+        gauss_var: 1.0,
+    };
+    let conv = ModelConfig {
+        arch: "conv".into(),
+        hidden: vec![],
+        conv_channels: vec![32, 64],
+        ..base.clone()
+    };
+    for (c, rows) in [(&base, 128), (&base, 512), (&conv, 128)] {
+        let params = Params::new(&gpu, c, 1)?;
+        let s = LossSettings {
+            likelihood: c.likelihood,
+            beta: 1.0,
+            grad_scale: 1.0,
+            gauss_var: 1.0,
+            valid: rows,
+        };
+        let mut p = StepProgram::new(
+            &gpu,
+            &params,
+            c,
+            rows,
+            &images,
+            &indices.buffer,
+            n,
+            &s,
+            Some(AdamConfig::default()),
+            1,
+        )?;
+        let steps = 20;
+        for warm in [true, false] {
+            let t = Instant::now();
+            for i in 0..if warm { 3 } else { steps } {
+                p.prepare(&gpu, (i * rows) % n, i as u64, &s);
+                p.submit(&gpu, None)?;
+            }
+            p.ws.accum.read(&gpu)?;
+            if !warm {
+                let per = t.elapsed().as_secs_f64() / steps as f64;
+                println!(
+                    "{} batch {rows}: {:.2} ms/step, {:.0} samples/s",
+                    c.arch,
+                    per * 1e3,
+                    rows as f64 / per
+                );
+            }
+        }
+        if c.arch == "conv" {
+            let mut times: Vec<(f64, String)> = p
+                .launches()
+                .into_iter()
+                .map(|d| {
+                    let reps = 10;
+                    let t = Instant::now();
+                    gpu.run(&vec![d; reps])
+                        .and_then(|_| gpu.wait())
+                        .expect("launch runs");
+                    (t.elapsed().as_secs_f64() / reps as f64, d.label.clone())
+                })
+                .collect();
+            let total: f64 = times.iter().map(|t| t.0).sum();
+            times.sort_by(|a, b| b.0.total_cmp(&a.0));
+            println!(
+                "conv step launches, slowest first (sum {:.2} ms):",
+                total * 1e3
+            );
+            for (t, label) in times.iter().take(12) {
+                println!("  {:7.3} ms  {label}", t * 1e3);
+            }
+        }
+    }
+    Ok(())
+}
