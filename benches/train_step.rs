@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
                 "conv step launches, slowest first (sum {:.2} ms):",
                 total * 1e3
             );
-            for (t, label) in times.iter().take(12) {
+            for (t, label) in times.iter().take(40) {
                 println!("  {:7.3} ms  {label}", t * 1e3);
             }
         }

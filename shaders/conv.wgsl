@@ -2,7 +2,10 @@
 // convolutions into the GEMM kernels. Images are NHWC: element (b, y, x, ch) sits at
 // b * ld_b + (y * w + x) * ld_p + ch, which covers both a [B, H*W*C] matrix and a
 // [B*H*W, C] one. A column matrix has one row per output position (b, oy, ox) of the
-// convolution and one column per (ch, ky, kx), PyTorch's weight flattening.
+// convolution and one column per (ky, kx, ch), channel fastest, so that both sides move
+// runs of channels: contiguous, and vec4 wide when C is a multiple of 4 (the *_vec4
+// entry points). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
+// checkpoints convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
 //   conv forward:      cols = im2col(x);  y = cols W^T          (W [Cout, C*K*K])
 //   conv backward:     dx = col2im(dY W)
 //   transposed conv:   y = col2im(x W) + bias                    (W [Cin, Cout*K*K])
@@ -34,10 +37,30 @@ struct ConvParams {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> bias4: array<vec4<f32>>;
 
-// cols[(b, oy, ox), (ch, ky, kx)] = image(b, oy*s - pad + ky, ox*s - pad + kx, ch), 0 outside.
-// One invocation per (row, ch) writes its K*K columns: integer division is slow on CPU
-// drivers, so it is done once per invocation rather than per element.
+// Position of the invocation handling channel group `g` (of `groups`) of one row or pixel:
+// (row or pixel, g). Integer division is slow on CPU drivers, so it happens here once.
+fn split(i: u32, groups: u32) -> vec2<u32> {
+    return vec2<u32>(i / groups, i % groups);
+}
+
+// Top-left image corner read by column row `row`.
+fn corner(row: u32) -> vec3<i32> {
+    let b = row / (p.oh * p.ow);
+    let pos = row % (p.oh * p.ow);
+    return vec3<i32>(i32(b), i32((pos / p.ow) * p.stride) - i32(p.pad), i32((pos % p.ow) * p.stride) - i32(p.pad));
+}
+
+// The im2col element offset of image pixel (y, x) of batch b, or -1 outside the image.
+fn pixel_offset(b: u32, y: i32, x: i32) -> i32 {
+    if (y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) { return -1; }
+    return i32(b * p.ld_b + (u32(y) * p.w + u32(x)) * p.ld_p);
+}
+
+// cols[(b, oy, ox), (ky, kx, ch)] = image(b, oy*s - pad + ky, ox*s - pad + kx, ch), 0 outside.
 @compute @workgroup_size(256)
 fn im2col_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -46,33 +69,55 @@ fn im2col_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.batch * p.oh * p.ow * p.c) { return; }
-    let ch = i % p.c;
-    let row = i / p.c;
-    let b = row / (p.oh * p.ow);
-    let pos = row % (p.oh * p.ow);
-    let y0 = i32((pos / p.ow) * p.stride) - i32(p.pad);
-    let x0 = i32((pos % p.ow) * p.stride) - i32(p.pad);
-    let src_base = b * p.ld_b + ch;
-    var out = row * p.ld_cols + ch * p.k * p.k;
-    for (var ky = 0u; ky < p.k; ky++) {
-        let y = y0 + i32(ky);
-        let row_ok = y >= 0 && y < i32(p.h);
-        for (var kx = 0u; kx < p.k; kx++) {
-            let x = x0 + i32(kx);
-            var v = 0.0;
-            if (row_ok && x >= 0 && x < i32(p.w)) {
-                v = src[src_base + (u32(y) * p.w + u32(x)) * p.ld_p];
-            }
-            dst[out] = v;
-            out += 1u;
+    let rc = split(i, p.c);
+    let at = corner(rc.x);
+    var out = rc.x * p.ld_cols + rc.y;
+    for (var ky = 0; ky < i32(p.k); ky++) {
+        for (var kx = 0; kx < i32(p.k); kx++) {
+            let o = pixel_offset(u32(at.x), at.y + ky, at.z + kx);
+            dst[out] = select(0.0, src[u32(max(o, 0)) + rc.y], o >= 0);
+            out += p.c;
         }
     }
 }
 
+@compute @workgroup_size(256)
+fn im2col_vec4_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c4 = p.c / 4u;
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.batch * p.oh * p.ow * c4) { return; }
+    let rc = split(i, c4);
+    let at = corner(rc.x);
+    var out = (rc.x * p.ld_cols) / 4u + rc.y;
+    for (var ky = 0; ky < i32(p.k); ky++) {
+        for (var kx = 0; kx < i32(p.k); kx++) {
+            let o = pixel_offset(u32(at.x), at.y + ky, at.z + kx);
+            dst4[out] = select(vec4<f32>(0.0), src4[u32(max(o, 0)) / 4u + rc.y], o >= 0);
+            out += c4;
+        }
+    }
+}
+
+// The taps (ky, kx) of the columns that read image pixel (y, x): ky = (y + pad) mod s,
+// + s, ... with output row oy stepping down by one, so the loops need no division.
+// Returns (ky0, kx0, oy0, ox0).
+fn first_tap(y: u32, x: u32) -> vec4<i32> {
+    let ky0 = (y + p.pad) % p.stride;
+    let kx0 = (x + p.pad) % p.stride;
+    return vec4<i32>(i32(ky0), i32(kx0), i32((y + p.pad - ky0) / p.stride), i32((x + p.pad - kx0) / p.stride));
+}
+
+// (b, y, x) of an image pixel index.
+fn pixel_at(pix: u32) -> vec3<u32> {
+    return vec3<u32>(pix / (p.h * p.w), (pix % (p.h * p.w)) / p.w, pix % p.w);
+}
+
 // image(b, y, x, ch) = act(sum of every column entry that im2col would read from it
 // (+ bias[ch])): the adjoint of im2col, computed as a gather so it needs no atomics.
-// The kernel taps that reach (y, x) are ky = (y + pad) mod s, + s, ...; walking them
-// steps oy down by one, so the loops need no division.
 @compute @workgroup_size(256)
 fn col2im_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -81,32 +126,52 @@ fn col2im_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.batch * p.h * p.w * p.c) { return; }
-    let ch = i % p.c;
-    let pix = i / p.c;
-    let b = pix / (p.h * p.w);
-    let y = (pix % (p.h * p.w)) / p.w;
-    let x = pix % p.w;
-    let ky0 = (y + p.pad) % p.stride;
-    let kx0 = (x + p.pad) % p.stride;
-    // oy for ky0 (may be past the end; such taps are skipped)
-    let oy0 = i32((y + p.pad - ky0) / p.stride);
-    let ox0 = i32((x + p.pad - kx0) / p.stride);
-    let kk = p.k * p.k;
+    let pc = split(i, p.c);
+    let at = pixel_at(pc.x);
+    let t = first_tap(at.y, at.z);
     var v = 0.0;
-    var oy = oy0;
-    for (var ky = ky0; ky < p.k; ky += p.stride) {
-        if (oy >= 0 && oy < i32(p.oh)) {
-            var ox = ox0;
-            for (var kx = kx0; kx < p.k; kx += p.stride) {
-                if (ox >= 0 && ox < i32(p.ow)) {
-                    let row = (b * p.oh + u32(oy)) * p.ow + u32(ox);
-                    v += src[row * p.ld_cols + ch * kk + ky * p.k + kx];
-                }
-                ox -= 1;
+    var oy = t.z;
+    for (var ky = t.x; ky < i32(p.k); ky += i32(p.stride)) {
+        var ox = t.w;
+        for (var kx = t.y; kx < i32(p.k); kx += i32(p.stride)) {
+            if (oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
+                let row = (at.x * p.oh + u32(oy)) * p.ow + u32(ox);
+                v += src[row * p.ld_cols + u32(ky * i32(p.k) + kx) * p.c + pc.y];
             }
+            ox -= 1;
         }
         oy -= 1;
     }
-    if ((p.flags & 2u) != 0u) { v += bias[ch]; }
-    dst[b * p.ld_b + (y * p.w + x) * p.ld_p + ch] = act_forward(v, p.act, p.slope);
+    if ((p.flags & 2u) != 0u) { v += bias[pc.y]; }
+    dst[at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y] = act_forward(v, p.act, p.slope);
+}
+
+@compute @workgroup_size(256)
+fn col2im_vec4_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let c4 = p.c / 4u;
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.batch * p.h * p.w * c4) { return; }
+    let pc = split(i, c4);
+    let at = pixel_at(pc.x);
+    let t = first_tap(at.y, at.z);
+    var v = vec4<f32>(0.0);
+    var oy = t.z;
+    for (var ky = t.x; ky < i32(p.k); ky += i32(p.stride)) {
+        var ox = t.w;
+        for (var kx = t.y; kx < i32(p.k); kx += i32(p.stride)) {
+            if (oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
+                let row = (at.x * p.oh + u32(oy)) * p.ow + u32(ox);
+                v += src4[(row * p.ld_cols + u32(ky * i32(p.k) + kx) * p.c) / 4u + pc.y];
+            }
+            ox -= 1;
+        }
+        oy -= 1;
+    }
+    if ((p.flags & 2u) != 0u) { v += bias4[pc.y]; }
+    let y = vec4<f32>(act_forward(v.x, p.act, p.slope), act_forward(v.y, p.act, p.slope), act_forward(v.z, p.act, p.slope), act_forward(v.w, p.act, p.slope));
+    dst4[(at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y] = y;
 }

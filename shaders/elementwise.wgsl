@@ -16,6 +16,13 @@ struct EwParams {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
+// Storage offset of element i of the row-major [rows, cols] view; division is slow on CPU
+// drivers, so rows without padding skip it.
+fn offset(i: u32) -> u32 {
+    if (p.ld == p.cols) { return i; }
+    return (i / p.cols) * p.ld + i % p.cols;
+}
+
 // dst = act(src)
 @compute @workgroup_size(256)
 fn act_forward_main(
@@ -25,7 +32,7 @@ fn act_forward_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
-    let idx = (i / p.cols) * p.ld + i % p.cols;
+    let idx = offset(i);
     dst[idx] = act_forward(src[idx], p.act, p.slope);
 }
 
@@ -38,11 +45,11 @@ fn act_backward_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
-    let idx = (i / p.cols) * p.ld + i % p.cols;
+    let idx = offset(i);
     dst[idx] *= act_grad_from_output(src[idx], p.act, p.slope);
 }
 
-// dst[n] = sum over rows of src[r, n]
+// dst[n] = sum over rows of src[r, n], one invocation per column: for few rows.
 @compute @workgroup_size(256)
 fn bias_grad_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -56,4 +63,33 @@ fn bias_grad_main(
         s += src[r * p.ld + n];
     }
     dst[n] = s;
+}
+
+var<workgroup> partial: array<f32, 256>;
+
+// The same with one workgroup per column, its invocations striding over the rows, then a
+// tree reduction: for conv layers' few columns of tens of thousands of rows.
+@compute @workgroup_size(256)
+fn bias_grad_tall_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n = wg.y * nwg.x + wg.x;
+    if (n >= p.cols) { return; }
+    var s = 0.0;
+    for (var r = lid; r < p.rows; r += 256u) {
+        s += src[r * p.ld + n];
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        dst[n] = partial[0];
+    }
 }

@@ -11,17 +11,17 @@ struct GemmParams {
     lda: u32,
     ldb: u32,
     ldc: u32,
-    act: u32,
-    // bit 0: add into C, bit 1: add bias
-    flags: u32,
+    // LeakyReLU's slope (the activation itself is the ACT constant)
     slope: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// The epilogue is fixed per pipeline so that plain products compile to plain stores.
+override ACT: u32 = 0u;
+override ADD_BIAS: bool = false;
+override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
@@ -51,14 +51,17 @@ fn store4(row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m || col >= p.n) { return; }
     let idx = (row * p.ldc + col) >> 2u;
     var x = v;
-    if ((p.flags & 2u) != 0u) { x += bias[col >> 2u]; }
-    if ((p.flags & 1u) != 0u) { x += c[idx]; }
-    let y = vec4<f32>(
-        act_forward(x.x, p.act, p.slope),
-        act_forward(x.y, p.act, p.slope),
-        act_forward(x.z, p.act, p.slope),
-        act_forward(x.w, p.act, p.slope),
-    );
+    if (ADD_BIAS) { x += bias[col >> 2u]; }
+    if (ACCUMULATE) { x += c[idx]; }
+    var y = x;
+    if (ACT != 0u) {
+        y = vec4<f32>(
+            act_forward(x.x, ACT, p.slope),
+            act_forward(x.y, ACT, p.slope),
+            act_forward(x.z, ACT, p.slope),
+            act_forward(x.w, ACT, p.slope),
+        );
+    }
     let live = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
     c[idx] = select(vec4<f32>(0.0), y, live);
 }

@@ -9,7 +9,8 @@ use common::{assert_close, for_each_gpu, Rng};
 use vae_gpu::cpu;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::conv::{
-    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, ConvGeom, ConvIo, Shape,
+    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, gpu_col, ConvGeom,
+    ConvIo, Shape,
 };
 use vae_gpu::ops::elementwise::act_backward;
 use vae_gpu::ops::Activation;
@@ -87,7 +88,25 @@ fn run_gpu(
     } else {
         (case.cout, s.c * case.k * case.k)
     };
-    let (gw, gb) = (upload(gpu, wr, wc, w), upload(gpu, 1, case.cout, b));
+    // PyTorch's weight order to the GPU's (taps channel-fastest) and back.
+    let taps = case.k * case.k;
+    let per_tap = wc / taps;
+    let to_gpu = |v: &[f32]| {
+        let mut out = vec![0.0; v.len()];
+        for (i, &x) in v.iter().enumerate() {
+            out[(i / wc) * wc + gpu_col(i % wc, per_tap, taps)] = x;
+        }
+        out
+    };
+    let to_torch = |v: Vec<f32>| {
+        (0..v.len())
+            .map(|i| v[(i / wc) * wc + gpu_col(i % wc, per_tap, taps)])
+            .collect::<Vec<f32>>()
+    };
+    let (gw, gb) = (
+        upload(gpu, wr, wc, &to_gpu(w)),
+        upload(gpu, 1, case.cout, b),
+    );
     let (geom, out_shape) = if transposed {
         let (oh, ow) =
             ConvGeom::transposed_output(s.h, s.w, case.k, case.stride, case.pad).unwrap();
@@ -156,7 +175,7 @@ fn run_gpu(
         y.read(gpu).unwrap(),
         Some((
             dx.read(gpu).unwrap(),
-            dw.read(gpu).unwrap(),
+            to_torch(dw.read(gpu).unwrap()),
             db.read(gpu).unwrap(),
         )),
     )

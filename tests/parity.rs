@@ -150,6 +150,18 @@ fn elementwise_matches_cpu() {
                 |_| 1e-5 * rows as f64,
             );
         }
+        // Few columns of many rows: the bias gradient's workgroup-per-column path.
+        let (rows, cols) = (5000, 7);
+        let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);
+        let (gg, gdb) = (
+            upload(gpu, rows, cols, &g32),
+            Matrix::zeros(gpu, 1, cols, "db").unwrap(),
+        );
+        gpu.run(&[&bias_grad(gpu, &gg, &gdb).unwrap()]).unwrap();
+        let want = cpu::bias_grad(&g, rows, cols);
+        assert_close("tall bias grad", &gdb.read(gpu).unwrap(), &want, |_| {
+            1e-6 * rows as f64
+        });
     });
 }
 

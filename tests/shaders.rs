@@ -26,7 +26,7 @@ fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
     (module, info)
 }
 
-/// The module with every combination of its (boolean) override constants applied, as a
+/// The module with every combination of its override constants at 0 and 1 applied, as a
 /// pipeline would see it, labelled for messages.
 fn variants(shader: Shader) -> Vec<(String, naga::Module, naga::valid::ModuleInfo)> {
     let (module, info) = validated(shader);

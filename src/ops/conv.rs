@@ -1,6 +1,8 @@
 //! 2-D convolution and transposed convolution as im2col / col2im plus the GEMM kernel
-//! (see shaders/conv.wgsl). Images are NHWC; weights keep PyTorch's layouts, flattened:
-//! Conv2d [Cout, Cin*K*K], ConvTranspose2d [Cin, Cout*K*K]. Square kernels.
+//! (see shaders/conv.wgsl). Images are NHWC; columns and weights order a kernel's taps
+//! (ky, kx, channel), channel fastest: Conv2d weights are [Cout, K*K*Cin] and
+//! ConvTranspose2d weights [Cin, K*K*Cout] (`gpu_col` maps PyTorch's order to this).
+//! Square kernels.
 
 use super::elementwise::bias_grad;
 use super::gemm::{gemm, gemm_backward, GemmSpec};
@@ -108,6 +110,13 @@ struct ConvParams {
     pad0: u32,
 }
 
+/// Column of a GPU weight row holding PyTorch's flattened column `torch_col`
+/// (channel-major (ch, ky, kx) there, tap-major (ky, kx, ch) here) for `channels` channels
+/// and `taps` = K*K.
+pub fn gpu_col(torch_col: usize, channels: usize, taps: usize) -> usize {
+    (torch_col % taps) * channels + torch_col / taps
+}
+
 /// (batch stride, pixel stride) of an image matrix: [B, H*W*C] or [B*H*W, C].
 fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
     let s = g.image;
@@ -155,9 +164,13 @@ fn launch(
             ),
         ));
     }
-    let (entry, bias, act) = match mv {
-        Move::Im2col => ("im2col_main", None, Activation::Identity),
-        Move::Col2im { bias, act } => ("col2im_main", bias, act),
+    // Whole vec4 runs of channels when every stride allows it.
+    let vec4 = [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4));
+    let (entry, bias, act) = match (&mv, vec4) {
+        (Move::Im2col, false) => ("im2col_main", None, Activation::Identity),
+        (Move::Im2col, true) => ("im2col_vec4_main", None, Activation::Identity),
+        (Move::Col2im { bias, act }, false) => ("col2im_main", *bias, *act),
+        (Move::Col2im { bias, act }, true) => ("col2im_vec4_main", *bias, *act),
     };
     if bias.is_some_and(|b| b.rows * b.cols != g.image.c) {
         return Err(shape_err(
@@ -185,19 +198,20 @@ fn launch(
         slope,
         pad0: 0,
     };
+    let (src, dst, bias_at) = if vec4 { (4, 5, 6) } else { (1, 2, 3) };
     let mut bindings = match mv {
-        Move::Im2col => vec![(1, image.binding()), (2, cols.binding())],
-        Move::Col2im { .. } => vec![(1, cols.binding()), (2, image.binding())],
+        Move::Im2col => vec![(src, image.binding()), (dst, cols.binding())],
+        Move::Col2im { .. } => vec![(src, cols.binding()), (dst, image.binding())],
     };
+    let lanes = if vec4 { 4 } else { 1 };
     let threads = match mv {
-        Move::Im2col => cols.rows * g.image.c,
+        Move::Im2col => cols.rows * g.image.c / lanes,
         Move::Col2im { .. } => {
-            bindings.push((
-                3,
-                bias.map(Matrix::binding)
-                    .unwrap_or_else(|| gpu.dummy.as_entire_binding()),
-            ));
-            g.batch * g.image.numel()
+            let b = bias
+                .map(Matrix::binding)
+                .unwrap_or_else(|| gpu.dummy.as_entire_binding());
+            bindings.push((bias_at, b));
+            g.batch * g.image.numel() / lanes
         }
     };
     Ok(gpu.dispatch(

@@ -84,5 +84,18 @@ pub fn bias_grad(gpu: &Gpu, dy: &Matrix, db: &Matrix) -> Result<Dispatch, GpuErr
             format!("{} bias values for {} columns", db.rows * db.cols, dy.cols),
         ));
     }
-    launch(gpu, "bias_grad_main", dy, db, Activation::Identity, dy.cols)
+    // A thread per column leaves most of the device idle when columns are few and rows
+    // many (conv layers); then a workgroup shares each column.
+    if dy.cols < 256 && dy.rows >= 4096 {
+        launch(
+            gpu,
+            "bias_grad_tall_main",
+            dy,
+            db,
+            Activation::Identity,
+            dy.cols * 256,
+        )
+    } else {
+        launch(gpu, "bias_grad_main", dy, db, Activation::Identity, dy.cols)
+    }
 }

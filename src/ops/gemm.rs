@@ -25,10 +25,8 @@ struct GemmParams {
     lda: u32,
     ldb: u32,
     ldc: u32,
-    act: u32,
-    flags: u32,
     slope: f32,
-    pad: [u32; 3],
+    pad: u32,
 }
 
 /// (M, N, K) of op(A) op(B), checked against C and the bias.
@@ -113,10 +111,8 @@ pub fn gemm_with(
         lda: a.ld as u32,
         ldb: b.ld as u32,
         ldc: c.ld as u32,
-        act,
-        flags: u32::from(spec.accumulate) | (u32::from(bias.is_some()) << 1),
         slope,
-        pad: [0; 3],
+        pad: 0,
     };
     let (shader, tile) = match path {
         GemmPath::Tiled => (Shader::Gemm, 64),
@@ -128,6 +124,9 @@ pub fn gemm_with(
         &[
             ("TRANS_A", u32::from(spec.trans_a)),
             ("TRANS_B", u32::from(spec.trans_b)),
+            ("ACT", act),
+            ("ADD_BIAS", u32::from(bias.is_some())),
+            ("ACCUMULATE", u32::from(spec.accumulate)),
         ],
     )?;
     let groups = [n.div_ceil(tile) as u64, m.div_ceil(tile) as u64];

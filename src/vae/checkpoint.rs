@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use super::arch::LayerKind;
 use super::params::{Layer, Params};
 use super::{ModelConfig, RunState, TrainConfig};
 use crate::gpu::{read_buffer, Gpu};
 use crate::io::safetensors::{self, Tensor};
-use crate::ops::conv::Shape;
+use crate::ops::conv::{gpu_col, Shape};
 use crate::ops::loss::Likelihood;
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -51,13 +52,16 @@ fn tensor_indices(layer: &Layer, row0: usize, rows: usize, bias: bool) -> Vec<us
             .map(|r| layer.bias.offset + row_of(r))
             .collect();
     }
+    // Conv weights order a kernel's taps channel-fastest here (see ops::conv).
+    let col_of = |j: usize| match d.kind {
+        LayerKind::Linear if d.chw_in => chw(d.input, j),
+        LayerKind::Linear => j,
+        LayerKind::Conv { k, .. } => gpu_col(j, d.input.c, k * k),
+        LayerKind::ConvT { k, .. } => gpu_col(j, d.output.c, k * k),
+    };
     let (w, ld) = (&layer.weight, layer.weight.ld());
     (row0..row0 + rows)
-        .flat_map(|r| {
-            (0..w.cols).map(move |j| {
-                w.offset + row_of(r) * ld + if d.chw_in { chw(d.input, j) } else { j }
-            })
-        })
+        .flat_map(|r| (0..w.cols).map(move |j| w.offset + row_of(r) * ld + col_of(j)))
         .collect()
 }
 
