@@ -225,10 +225,10 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(tensors(&run).len(), 10);
 }
 
-/// An RGB image folder written by the test: two class subfolders, one corrupt file, one
-/// image of another size.
-fn image_folder() -> PathBuf {
-    let dir = tmp().join("folder");
+/// An RGB image folder written by the test (a fresh one per `name`): two class
+/// subfolders and one corrupt file.
+fn image_folder(name: &str) -> PathBuf {
+    let dir = tmp().join(name);
     for class in ["circles", "squares"] {
         std::fs::create_dir_all(dir.join(class)).unwrap();
     }
@@ -255,7 +255,7 @@ fn image_folder() -> PathBuf {
 
 #[test]
 fn trains_on_an_rgb_image_folder() {
-    let dir = image_folder();
+    let dir = image_folder("folder");
     let d = dir.display().to_string();
     let out = tmp().join("rgb").display().to_string();
     let args = [
@@ -298,4 +298,102 @@ fn trains_on_an_rgb_image_folder() {
     let mut resized = args.to_vec();
     resized.extend(["--size", "8", "--out", &out2]);
     ok(&resized);
+}
+
+#[test]
+fn conv_model_end_to_end() {
+    let d = data();
+    let out = tmp().join("conv").display().to_string();
+    let stdout = ok(&[
+        "train",
+        "--arch",
+        "conv",
+        "--conv-channels",
+        "4,8",
+        "--data",
+        &d,
+        "--limit",
+        "256",
+        "--latent",
+        "3",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--out",
+        &out,
+        "--quiet",
+    ]);
+    assert!(stdout.contains("epoch   2/2"), "{stdout}");
+    let names: Vec<String> = tensors(&out)
+        .into_iter()
+        .map(|t| format!("{} {:?}", t.name, t.shape))
+        .collect();
+    for want in [
+        "conv1.weight [4, 1, 4, 4]",
+        "conv2.weight [8, 4, 4, 4]",
+        "fc_enc.weight [6, 392]",
+        "fc_dec.weight [392, 3]",
+        "deconv2.weight [8, 4, 4, 4]",
+        "deconv1.weight [4, 1, 4, 4]",
+        "deconv1.bias [1]",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let grid = format!("{out}/grid.png");
+    ok(&[
+        "sample", "--model", &out, "--count", "6", "--cols", "3", "--out", &grid,
+    ]);
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (3 * 30 + 2, 2 * 30 + 2));
+    ok(&["reconstruct", "--model", &out, "--data", &d, "--count", "5"]);
+    let stdout = ok(&[
+        "eval", "--model", &out, "--data", &d, "--iwae", "4", "--limit", "10",
+    ]);
+    assert!(stdout.contains("IWAE"), "{stdout}");
+    // Resuming continues the conv run.
+    ok(&[
+        "train", "--resume", &out, "--data", &d, "--limit", "256", "--epochs", "3", "--quiet",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&out).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn conv_model_on_an_rgb_folder() {
+    let dir = image_folder("conv-folder").display().to_string();
+    let out = tmp().join("conv-rgb").display().to_string();
+    let base = [
+        "train",
+        "--arch",
+        "conv",
+        "--conv-channels",
+        "4,8",
+        "--data",
+        &dir,
+        "--channels",
+        "3",
+        "--latent",
+        "2",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--quiet",
+    ];
+    // 10 does not divide by 4.
+    let mut bad = base.to_vec();
+    bad.extend(["--size", "10"]);
+    fails(&bad, "must divide by 4");
+    let mut good = base.to_vec();
+    good.extend(["--size", "8", "--out", &out]);
+    ok(&good);
+    let grid = format!("{out}/s.png");
+    ok(&["sample", "--model", &out, "--count", "4", "--out", &grid]);
+    assert_eq!(image::open(&grid).unwrap().color(), image::ColorType::Rgb8);
 }

@@ -110,13 +110,9 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     if let Some(n) = a.limit {
         train_images = train_images.take(n as usize);
     }
-    eprintln!(
-        "data: {}{}",
-        splits.source,
-        a.limit
-            .map(|n| format!(", using the first {n} training images"))
-            .unwrap_or_default()
-    );
+    if let Some(n) = a.limit {
+        eprintln!("using the first {} training images", train_images.count);
+    }
     let gpu = open_gpu(device)?;
     let (dir, model, mut train_cfg, params, state) = match &a.resume {
         Some(dir) => {

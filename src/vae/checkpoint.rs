@@ -48,9 +48,12 @@ fn tensor_indices(layer: &Layer, row0: usize, rows: usize, bias: bool) -> Vec<us
     let chw = |s: Shape, t: usize| (t % (s.h * s.w)) * s.c + t / (s.h * s.w);
     let row_of = |r: usize| if d.chw_out { chw(d.output, r) } else { r };
     if bias {
-        return (row0..row0 + rows)
-            .map(|r| layer.bias.offset + row_of(r))
-            .collect();
+        // A Linear part's bias spans its rows; a conv layer (one part) has one per output channel.
+        let range = match d.kind {
+            LayerKind::Linear => row0..row0 + rows,
+            _ => 0..d.bias_len(),
+        };
+        return range.map(|r| layer.bias.offset + row_of(r)).collect();
     }
     // Conv weights order a kernel's taps channel-fastest here (see ops::conv).
     let col_of = |j: usize| match d.kind {
@@ -76,11 +79,8 @@ fn layout(params: &Params) -> Vec<(String, Vec<usize>, Vec<usize>)> {
                 layer.def.torch_weight_shape(*rows),
                 tensor_indices(layer, row0, *rows, false),
             ));
-            out.push((
-                format!("{name}.bias"),
-                vec![*rows],
-                tensor_indices(layer, row0, *rows, true),
-            ));
+            let bias = tensor_indices(layer, row0, *rows, true);
+            out.push((format!("{name}.bias"), vec![bias.len()], bias));
             row0 += rows;
         }
     }
@@ -244,13 +244,6 @@ pub fn load(gpu: &Gpu, path: &Path, with_optimizer: bool) -> anyhow::Result<(Run
             state: RunState::default(),
         }
     };
-    if config.model.arch != "mlp" {
-        bail!(
-            "{}: architecture '{}' is not supported by this build",
-            config_path.display(),
-            config.model.arch
-        );
-    }
     let params = Params::new(gpu, &config.model, 0)?;
     set_tensors(gpu, &params, map, &model_path)?;
     if with_optimizer {
