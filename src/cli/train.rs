@@ -109,8 +109,6 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     let mut train_images = splits.train;
     if let Some(n) = a.limit {
         train_images = train_images.take(n as usize);
-    }
-    if let Some(n) = a.limit {
         eprintln!("using the first {} training images", train_images.count);
     }
     let gpu = open_gpu(device)?;
