@@ -18,48 +18,83 @@ fn fixture(p: &str) -> std::path::PathBuf {
         .join(p)
 }
 
-#[test]
-fn pytorch_state_dict_round_trip() {
+/// Loads fixture `name`/model.safetensors, checks the inferred config, runs the encoder on
+/// the fixture's x and the decoder on its z, compares with NumPy, and saves it back.
+fn round_trip(name: &str, check_config: impl Fn(&vae_gpu::vae::ModelConfig)) {
     for_each_gpu(|gpu| {
-        let model_path = fixture("tiny_mlp/model.safetensors");
+        let model_path = fixture(&format!("{name}/model.safetensors"));
         let (cfg, params) = checkpoint::load(gpu, &model_path, false).unwrap();
         let c = &cfg.model;
-        assert_eq!(
-            (c.height, c.width, c.hidden.clone(), c.latent),
-            (3, 3, vec![4], 2)
-        );
-        let expected = safetensors::load(&fixture("tiny_mlp_expected.safetensors")).unwrap();
-        let mut ws = Workspace::new(gpu, &params, c, 3).unwrap();
+        check_config(c);
+        let expected =
+            safetensors::load(&fixture(&format!("{name}_expected.safetensors"))).unwrap();
+        let rows = expected["z"].shape[0];
+        let mut ws = Workspace::new(gpu, &params, c, rows).unwrap();
         ws.x.write(gpu, &expected["x"].data).unwrap();
-        ws.z = Matrix::from_slice(gpu, 3, 2, &expected["z"].data, "z").unwrap();
-        let heads = ws.heads;
+        ws.z = Matrix::from_slice(gpu, rows, c.latent, &expected["z"].data, "z").unwrap();
         let all = forward_layers(gpu, &params, &ws, 0..params.layers.len()).unwrap();
         gpu.run(&all.iter().collect::<Vec<_>>()).unwrap();
-        let mulv = ws.outs[heads].read(gpu).unwrap();
-        let logits = ws.logits().read(gpu).unwrap();
-        for r in 0..3 {
-            for j in 0..2 {
-                let (mu, lv) = (mulv[r * 4 + j], mulv[r * 4 + 2 + j]);
+        let mulv = ws.outs[ws.heads].read(gpu).unwrap();
+        let z = c.latent;
+        for r in 0..rows {
+            for j in 0..z {
+                let (mu, lv) = (mulv[r * 2 * z + j], mulv[r * 2 * z + z + j]);
                 assert!(
-                    (mu - expected["mu"].data[r * 2 + j]).abs() < 1e-5,
-                    "mu[{r},{j}]"
+                    (mu - expected["mu"].data[r * z + j]).abs() < 1e-5,
+                    "{name} mu[{r},{j}]"
                 );
                 assert!(
-                    (lv - expected["logvar"].data[r * 2 + j]).abs() < 1e-5,
-                    "logvar[{r},{j}]"
+                    (lv - expected["logvar"].data[r * z + j]).abs() < 1e-5,
+                    "{name} logvar[{r},{j}]"
                 );
             }
         }
+        let logits = ws.logits().read(gpu).unwrap();
         for (i, (g, w)) in logits.iter().zip(&expected["logits"].data).enumerate() {
-            assert!((g - w).abs() < 1e-5, "logits[{i}]: {g} vs {w}");
+            assert!((g - w).abs() < 1e-5, "{name} logits[{i}]: {g} vs {w}");
         }
         // Saving gives back exactly the fixture's tensors, names and shapes.
         let saved = checkpoint::tensors(gpu, &params).unwrap();
         let original = safetensors::load(&model_path).unwrap();
         assert_eq!(saved.len(), original.len());
         for t in saved {
-            assert_eq!(original[&t.name], t, "tensor {}", t.name);
+            assert_eq!(original[&t.name], t, "{name} tensor {}", t.name);
         }
+    });
+}
+
+#[test]
+fn pytorch_mlp_state_dict_round_trip() {
+    round_trip("tiny_mlp", |c| {
+        assert_eq!(
+            (
+                c.arch.as_str(),
+                c.height,
+                c.width,
+                c.hidden.clone(),
+                c.latent
+            ),
+            ("mlp", 3, 3, vec![4], 2)
+        )
+    });
+}
+
+/// The conv design: PyTorch's [out, in, k, k] / [in, out, k, k] weights and NCHW flatten
+/// against vae-gpu's NHWC internals.
+#[test]
+fn pytorch_conv_state_dict_round_trip() {
+    round_trip("tiny_conv", |c| {
+        assert_eq!(
+            (
+                c.arch.as_str(),
+                c.height,
+                c.width,
+                c.channels,
+                c.conv_channels.clone(),
+                c.latent
+            ),
+            ("conv", 8, 8, 2, vec![4, 8], 3)
+        )
     });
 }
 
