@@ -2,9 +2,12 @@
 
 pub mod eval;
 pub mod info;
+pub mod interpolate;
+pub mod manifold;
 pub mod reconstruct;
 pub mod sample;
 pub mod train;
+pub mod traverse;
 
 use std::path::{Path, PathBuf};
 
@@ -128,6 +131,12 @@ pub enum Command {
     Reconstruct(reconstruct::ReconstructArgs),
     /// Test loss (reconstruction + KL) and the importance-weighted bound.
     Eval(eval::EvalArgs),
+    /// A strip of images decoded along the latent path between two images.
+    Interpolate(interpolate::InterpolateArgs),
+    /// One row per latent dimension, varied around an image's code or the origin.
+    Traverse(traverse::TraverseArgs),
+    /// An n x n grid decoded over two latent dimensions (through the Gaussian quantiles).
+    Manifold(manifold::ManifoldArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -139,6 +148,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(a) => sample::run(&cli.device, a),
         Command::Reconstruct(a) => reconstruct::run(&cli.device, a),
         Command::Eval(a) => eval::run(&cli.device, a),
+        Command::Interpolate(a) => interpolate::run(&cli.device, a),
+        Command::Traverse(a) => traverse::run(&cli.device, a),
+        Command::Manifold(a) => manifold::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }
@@ -164,6 +176,54 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
         dir.parent().map(Path::to_path_buf).unwrap_or_default()
     };
     Ok((dir, cfg, params))
+}
+
+/// Images named on the command line: indices into the test split, or image files (resized
+/// to the model's size and channels).
+pub fn pick_images(
+    data: &DataArgs,
+    c: &ModelConfig,
+    picks: &[&str],
+) -> anyhow::Result<crate::data::Images> {
+    let mut test: Option<crate::data::Images> = None;
+    let mut pixels = Vec::new();
+    for pick in picks {
+        if let Ok(i) = pick.parse::<usize>() {
+            if test.is_none() {
+                let t = data.load()?.test;
+                check_dims(c, &t)?;
+                test = Some(t);
+            }
+            let t = test.as_ref().expect("loaded above");
+            if i >= t.count {
+                anyhow::bail!(
+                    "image index {i} is out of range: the test split has {} images",
+                    t.count
+                );
+            }
+            pixels.extend_from_slice(t.image(i));
+        } else {
+            let img = image::open(pick)
+                .with_context(|| format!("{pick}: not an image index or a readable image file"))?;
+            let img = img.resize_exact(
+                c.width as u32,
+                c.height as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            match c.channels {
+                3 => pixels.extend_from_slice(img.to_rgb8().as_raw()),
+                _ => pixels.extend_from_slice(img.to_luma8().as_raw()),
+            }
+        }
+    }
+    Ok(crate::data::Images {
+        pixels,
+        count: picks.len(),
+        height: c.height,
+        width: c.width,
+        channels: c.channels,
+        labels: None,
+    })
 }
 
 /// The data must have the image size the model was trained on.

@@ -2,26 +2,31 @@
 
 use super::model::{forward_layers, Workspace, STREAM_PRIOR};
 use super::{ModelConfig, Params};
-use crate::gpu::{Gpu, GpuError, Matrix};
+use crate::gpu::{Gpu, GpuError};
 use crate::ops::loss::Likelihood;
 use crate::ops::sample::{sample_prior, set_noise, Noise};
 
-/// Pixels (u8) from decoder outputs: sigmoid of the logits for Bernoulli, the clamped mean
-/// for Gaussian.
+/// A decoder output in [0, 1]: the sigmoid of the logit for Bernoulli, the clamped mean for
+/// Gaussian.
+pub fn unit(c: &ModelConfig, l: f32) -> f32 {
+    match c.likelihood {
+        Likelihood::Bernoulli => 1.0 / (1.0 + (-l).exp()),
+        Likelihood::Gaussian => l.clamp(0.0, 1.0),
+    }
+}
+
+/// Values in [0, 1] as pixels.
+pub fn to_u8(v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
+}
+
+/// Pixels (u8) from decoder outputs, one image per `input_dim` logits.
 pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
     logits
         .chunks(c.input_dim())
-        .map(|row| {
-            row.iter()
-                .map(|&l| {
-                    let p = match c.likelihood {
-                        Likelihood::Bernoulli => 1.0 / (1.0 + (-l).exp()),
-                        Likelihood::Gaussian => l,
-                    };
-                    (p.clamp(0.0, 1.0) * 255.0).round() as u8
-                })
-                .collect()
-        })
+        .map(|row| to_u8(&row.iter().map(|&l| unit(c, l)).collect::<Vec<_>>()))
         .collect()
 }
 
@@ -69,19 +74,4 @@ pub fn generate(
         out.extend(to_pixels(c, &logits).into_iter().take(count - start));
     }
     Ok(out)
-}
-
-/// Decodes given codes ([n, latent], row-major) into images.
-pub fn decode_codes(
-    gpu: &Gpu,
-    params: &Params,
-    c: &ModelConfig,
-    codes: &[f32],
-) -> Result<Vec<Vec<u8>>, GpuError> {
-    let n = codes.len() / c.latent;
-    let mut ws = Workspace::new(gpu, params, c, n.max(1))?;
-    ws.z = Matrix::from_slice(gpu, n, c.latent, codes, "codes")?;
-    let decoder = forward_layers(gpu, params, &ws, ws.heads + 1..params.layers.len())?;
-    gpu.run(&decoder.iter().collect::<Vec<_>>())?;
-    Ok(to_pixels(c, &ws.logits().read(gpu)?))
 }

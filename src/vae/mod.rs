@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod checkpoint;
+pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod model;

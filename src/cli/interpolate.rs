@@ -1,0 +1,86 @@
+//! `vae-gpu interpolate`: a strip of images decoded along a path between two codes.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{load_model, open_gpu, pick_images, DataArgs, DeviceArgs, ModelArg};
+use crate::vae::codec::{decode_pixels, encode};
+
+#[derive(Args, Debug)]
+pub struct InterpolateArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Start: an index into the test split or an image file.
+    #[arg(long)]
+    pub from: String,
+    /// End: an index into the test split or an image file.
+    #[arg(long)]
+    pub to: String,
+    /// Decoded images between the two ends (inclusive).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=200))]
+    pub steps: u32,
+    /// Spherical instead of linear interpolation (stays at the prior's typical radius).
+    #[arg(long)]
+    pub slerp: bool,
+    /// Output PNG [default: RUN/interpolate.png]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The point a fraction t of the way from a to b, linearly or along the great circle.
+pub fn interpolate(a: &[f32], b: &[f32], t: f32, slerp: bool) -> Vec<f32> {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = (dot / (norm(a) * norm(b)).max(1e-12)).clamp(-1.0, 1.0);
+    let omega = cos.acos();
+    if !slerp || omega.abs() < 1e-4 {
+        return a.iter().zip(b).map(|(x, y)| x + t * (y - x)).collect();
+    }
+    let (wa, wb) = (
+        ((1.0 - t) * omega).sin() / omega.sin(),
+        (t * omega).sin() / omega.sin(),
+    );
+    a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect()
+}
+
+pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let ends = pick_images(&a.data, c, &[&a.from, &a.to])?;
+    let codes = encode(&gpu, &params, c, &ends, 1.0)?.codes;
+    let n = a.steps as usize;
+    let path: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            interpolate(
+                codes.mu_of(0),
+                codes.mu_of(1),
+                i as f32 / (n - 1) as f32,
+                a.slerp,
+            )
+        })
+        .collect();
+    let mut strip = vec![ends.image(0).to_vec()];
+    strip.extend(decode_pixels(&gpu, &params, c, &path)?);
+    strip.push(ends.image(1).to_vec());
+    let out = a.out.clone().unwrap_or_else(|| dir.join("interpolate.png"));
+    crate::io::png::save_grid(&out, &strip, c.height, c.width, c.channels, strip.len())?;
+    println!(
+        "wrote {}: {} -> {} in {n} {} steps (ends shown as originals), latent distance {:.3}",
+        out.display(),
+        a.from,
+        a.to,
+        if a.slerp { "spherical" } else { "linear" },
+        codes
+            .mu_of(0)
+            .iter()
+            .zip(codes.mu_of(1))
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f32>()
+            .sqrt()
+    );
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! `vae-gpu traverse`: one row per latent dimension, varying it around a code.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{load_model, open_gpu, pick_images, DataArgs, DeviceArgs, ModelArg};
+use crate::vae::codec::{decode_pixels, encode};
+
+#[derive(Args, Debug)]
+pub struct TraverseArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Vary around this image's code (a test-split index or an image file) [default: the origin]
+    #[arg(long)]
+    pub index: Option<String>,
+    /// Dimensions to traverse: all, or a list such as 0,3
+    #[arg(long, default_value = "all")]
+    pub dims: String,
+    /// Each dimension goes from -range to +range around the code.
+    #[arg(long, default_value_t = 3.0)]
+    pub range: f32,
+    /// Columns per row.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub steps: u32,
+    /// Output PNG [default: RUN/traverse.png]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// "all" or a comma list of dimensions below `latent`.
+pub fn parse_dims(s: &str, latent: usize) -> anyhow::Result<Vec<usize>> {
+    if s == "all" {
+        return Ok((0..latent).collect());
+    }
+    s.split(',')
+        .map(|d| match d.trim().parse::<usize>() {
+            Ok(d) if d < latent => Ok(d),
+            _ => anyhow::bail!(
+                "--dims: '{d}' is not a dimension of the {latent}-dimensional latent space"
+            ),
+        })
+        .collect()
+}
+
+pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
+    if !(a.range.is_finite() && a.range > 0.0) {
+        anyhow::bail!("--range must be a positive number, got {}", a.range);
+    }
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let dims = parse_dims(&a.dims, c.latent)?;
+    let base = match &a.index {
+        Some(i) => {
+            encode(&gpu, &params, c, &pick_images(&a.data, c, &[i])?, 1.0)?
+                .codes
+                .mu
+        }
+        None => vec![0.0; c.latent],
+    };
+    let n = a.steps as usize;
+    let mut codes = Vec::with_capacity(dims.len() * n * c.latent);
+    for &d in &dims {
+        for i in 0..n {
+            let mut z = base.clone();
+            z[d] += -a.range + 2.0 * a.range * i as f32 / (n - 1) as f32;
+            codes.extend(z);
+        }
+    }
+    let images = decode_pixels(&gpu, &params, c, &codes)?;
+    let out = a.out.clone().unwrap_or_else(|| dir.join("traverse.png"));
+    crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, n)?;
+    println!(
+        "wrote {}: {} dimension(s) x {n} values in [-{r}, {r}] around {}",
+        out.display(),
+        dims.len(),
+        a.index
+            .as_deref()
+            .map_or("the origin".to_string(), |i| format!("the code of {i}")),
+        r = a.range
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Whole-dataset passes through a trained model on the GPU: codes (mu, logvar) of images,
+//! images of codes, and per-image losses. The commands that use a trained VAE build on these.
+
+use super::decode::{to_u8, unit};
+use super::model::{forward_layers, StepProgram, Workspace};
+use super::train::GpuSplit;
+use super::{ModelConfig, Params};
+use crate::data::Images;
+use crate::gpu::{Gpu, GpuError, Matrix};
+use crate::ops::loss::LossSettings;
+
+/// Rows per GPU batch for inference.
+const BATCH: usize = 256;
+
+/// Posterior parameters of every image: mu and logvar, [count, latent] each.
+pub struct Codes {
+    pub mu: Vec<f32>,
+    pub logvar: Vec<f32>,
+    pub latent: usize,
+}
+
+impl Codes {
+    pub fn count(&self) -> usize {
+        self.mu.len() / self.latent.max(1)
+    }
+
+    pub fn mu_of(&self, i: usize) -> &[f32] {
+        &self.mu[i * self.latent..(i + 1) * self.latent]
+    }
+}
+
+/// Per-image losses in nats: reconstruction, KL and total (beta-weighted), plus the codes.
+pub struct Passes {
+    pub codes: Codes,
+    /// [count, 3]: reconstruction, KL, total.
+    pub losses: Vec<f32>,
+}
+
+/// Runs the encoder (and, for the losses, the sampled decoder) over every image in order.
+pub fn encode(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    images: &Images,
+    beta: f32,
+) -> Result<Passes, GpuError> {
+    let split = GpuSplit::upload(gpu, images).map_err(|e| GpuError::Config(format!("{e:#}")))?;
+    let n = images.count;
+    let rows = n.clamp(1, BATCH);
+    let settings = |valid| LossSettings {
+        likelihood: c.likelihood,
+        beta,
+        grad_scale: 1.0,
+        gauss_var: c.gauss_var,
+        valid,
+    };
+    let mut program = StepProgram::new(
+        gpu,
+        params,
+        c,
+        rows,
+        &split.images,
+        &split.indices.buffer,
+        n,
+        &settings(rows),
+        None,
+        0,
+    )?;
+    let z = c.latent;
+    let (mut mu, mut logvar, mut losses) = (
+        Vec::with_capacity(n * z),
+        Vec::with_capacity(n * z),
+        Vec::with_capacity(n * 3),
+    );
+    for (i, offset) in (0..n).step_by(rows).enumerate() {
+        let valid = (n - offset).min(rows);
+        program.prepare(gpu, offset, i as u64, &settings(valid));
+        program.submit(gpu, None)?;
+        let mulv = program.ws.outs[program.ws.heads].read(gpu)?;
+        for r in 0..valid {
+            mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
+            logvar.extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
+        }
+        losses.extend_from_slice(&program.ws.per_sample.read(gpu)?[..valid * 3]);
+    }
+    Ok(Passes {
+        codes: Codes {
+            mu,
+            logvar,
+            latent: z,
+        },
+        losses,
+    })
+}
+
+/// Decoder outputs in [0, 1] (sigmoid of logits, or the clamped Gaussian mean) for codes
+/// [n, latent], in batches.
+pub fn decode(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    codes: &[f32],
+) -> Result<Vec<Vec<f32>>, GpuError> {
+    let n = codes.len() / c.latent;
+    let rows = n.clamp(1, BATCH);
+    let mut ws = Workspace::new(gpu, params, c, rows)?;
+    ws.z = Matrix::zeros(gpu, rows, c.latent, "codes")?;
+    let decoder = forward_layers(gpu, params, &ws, ws.heads + 1..params.layers.len())?;
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(rows) {
+        let valid = (n - start).min(rows);
+        let mut chunk = codes[start * c.latent..(start + valid) * c.latent].to_vec();
+        chunk.resize(rows * c.latent, 0.0);
+        ws.z.write(gpu, &chunk)?;
+        gpu.run(&decoder.iter().collect::<Vec<_>>())?;
+        let logits = ws.logits().read(gpu)?;
+        out.extend(
+            logits
+                .chunks(c.input_dim())
+                .take(valid)
+                .map(|row| row.iter().map(|&l| unit(c, l)).collect()),
+        );
+    }
+    Ok(out)
+}
+
+/// Decoder outputs as pixels.
+pub fn decode_pixels(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    codes: &[f32],
+) -> Result<Vec<Vec<u8>>, GpuError> {
+    Ok(decode(gpu, params, c, codes)?
+        .iter()
+        .map(|v| to_u8(v))
+        .collect())
+}
+
+/// PSNR in dB between images in [0, 1], over the positions where `mask` is true (all if None).
+pub fn psnr(a: &[f32], b: &[f32], mask: Option<&[bool]>) -> f64 {
+    let (mut se, mut n) = (0.0f64, 0usize);
+    for i in 0..a.len() {
+        if mask.is_none_or(|m| m[i]) {
+            se += f64::from(a[i] - b[i]).powi(2);
+            n += 1;
+        }
+    }
+    let mse = se / n.max(1) as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (1.0 / mse).log10()
+    }
+}
