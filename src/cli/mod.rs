@@ -1,5 +1,6 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod embed;
 pub mod eval;
 pub mod info;
 pub mod interpolate;
@@ -137,6 +138,10 @@ pub enum Command {
     Traverse(traverse::TraverseArgs),
     /// An n x n grid decoded over two latent dimensions (through the Gaussian quantiles).
     Manifold(manifold::ManifoldArgs),
+    /// Write every image's latent code (mu, logvar, label) as CSV.
+    Embed(embed::EmbedArgs),
+    /// Plot the latent means in 2-D (dimensions 0, 1 or --pca), coloured by label.
+    Scatter(embed::EmbedArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -151,6 +156,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Interpolate(a) => interpolate::run(&cli.device, a),
         Command::Traverse(a) => traverse::run(&cli.device, a),
         Command::Manifold(a) => manifold::run(&cli.device, a),
+        Command::Embed(a) => embed::run_embed(&cli.device, a),
+        Command::Scatter(a) => embed::run_scatter(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }

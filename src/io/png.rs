@@ -49,9 +49,9 @@ fn save(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
 }
 
 /// Plots each series (values per epoch) as a polyline on a shared scale: blue, red, green...
-/// Gridlines mark tenths of the value range.
+/// Gridlines mark tenths of the value range; the lowest and highest are labelled.
 pub fn save_curves(path: &Path, series: &[&[f64]]) -> anyhow::Result<()> {
-    let (w, h, margin) = (640u32, 400u32, 30.0);
+    let (w, h, margin) = (640u32, 400u32, 30.0f64);
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     let values = series
         .iter()
@@ -67,6 +67,17 @@ pub fn save_curves(path: &Path, series: &[&[f64]]) -> anyhow::Result<()> {
         for x in margin as u32..w - margin as u32 {
             img.put_pixel(x, y, Rgb([225, 225, 225]));
         }
+    }
+    for v in [lo, hi] {
+        let label = format!("{v:.1}");
+        super::font::draw_text(
+            &mut img,
+            2,
+            (py(v) as u32).saturating_sub(12).max(2),
+            &label,
+            Rgb([90, 90, 90]),
+            2,
+        );
     }
     let colours = [[30, 90, 200], [200, 40, 40], [40, 150, 60]];
     for (s, values) in series.iter().enumerate() {
@@ -85,6 +96,66 @@ pub fn save_curves(path: &Path, series: &[&[f64]]) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    save(path, &img)
+}
+
+/// Ten distinguishable colours (matplotlib's tab10).
+pub const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
+
+/// A scatter plot of 2-D points coloured by label (`PALETTE`, cycling), with a legend of the
+/// labels present in the top-right corner.
+pub fn save_scatter(path: &Path, points: &[(f32, f32)], labels: &[u8]) -> anyhow::Result<()> {
+    let (size, margin) = (640u32, 20.0f32);
+    let mut img = RgbImage::from_pixel(size, size, Rgb([255, 255, 255]));
+    let finite = points.iter().filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (mut lo, mut hi) = ((f32::MAX, f32::MAX), (f32::MIN, f32::MIN));
+    for p in finite {
+        lo = (lo.0.min(p.0), lo.1.min(p.1));
+        hi = (hi.0.max(p.0), hi.1.max(p.1));
+    }
+    let span = |a: f32, b: f32| if b > a { b - a } else { 1.0 };
+    let inner = size as f32 - 2.0 * margin;
+    let place = |p: (f32, f32)| {
+        let x = margin + (p.0 - lo.0) / span(lo.0, hi.0) * inner;
+        let y = size as f32 - margin - (p.1 - lo.1) / span(lo.1, hi.1) * inner;
+        (x as i64, y as i64)
+    };
+    for (p, &l) in points.iter().zip(labels) {
+        let (x, y) = place(*p);
+        let c = Rgb(PALETTE[l as usize % PALETTE.len()]);
+        for dy in -1..=1 {
+            for dx in -1..=1 {
+                let (px, py) = (x + dx, y + dy);
+                if (0..size as i64).contains(&px) && (0..size as i64).contains(&py) {
+                    img.put_pixel(px as u32, py as u32, c);
+                }
+            }
+        }
+    }
+    let mut present: Vec<u8> = labels.to_vec();
+    present.sort_unstable();
+    present.dedup();
+    for (row, l) in present.iter().enumerate() {
+        let (x, y) = (size - 70, 10 + row as u32 * 16);
+        let c = Rgb(PALETTE[*l as usize % PALETTE.len()]);
+        for dy in 0..10 {
+            for dx in 0..10 {
+                img.put_pixel(x + dx, y + dy, c);
+            }
+        }
+        super::font::draw_text(&mut img, x + 16, y, &l.to_string(), Rgb([40, 40, 40]), 2);
     }
     save(path, &img)
 }

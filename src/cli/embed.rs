@@ -1,0 +1,170 @@
+//! `vae-gpu embed` (latent codes as CSV) and `vae-gpu scatter` (their means in 2-D,
+//! coloured by label).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{check_dims, load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
+use crate::vae::codec::encode;
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which split to encode.
+    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
+    pub split: String,
+    /// Encode only the first N images.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Output file [default: RUN/latents.csv for embed, RUN/scatter.png for scatter]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// scatter: plot the first two principal components instead of dimensions 0 and 1.
+    #[arg(long)]
+    pub pca: bool,
+}
+
+/// The chosen split, limited, checked against the model.
+fn images(a: &EmbedArgs, c: &crate::vae::ModelConfig) -> anyhow::Result<crate::data::Images> {
+    let s = a.data.load()?;
+    let imgs = if a.split == "train" { s.train } else { s.test };
+    check_dims(c, &imgs)?;
+    Ok(match a.limit {
+        Some(n) => imgs.take(n as usize),
+        None => imgs,
+    })
+}
+
+pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let imgs = images(a, c)?;
+    let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
+    let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    let z = c.latent;
+    let header: Vec<String> = ["index".into(), "label".into()]
+        .into_iter()
+        .chain((0..z).map(|j| format!("mu_{j}")))
+        .chain((0..z).map(|j| format!("logvar_{j}")))
+        .collect();
+    writeln!(f, "{}", header.join(","))?;
+    for i in 0..imgs.count {
+        let label = imgs
+            .labels
+            .as_ref()
+            .map_or(String::new(), |l| l[i].to_string());
+        let nums: Vec<String> = codes
+            .mu_of(i)
+            .iter()
+            .chain(&codes.logvar[i * z..(i + 1) * z])
+            .map(|v| v.to_string())
+            .collect();
+        writeln!(f, "{i},{label},{}", nums.join(","))?;
+    }
+    f.flush()?;
+    println!(
+        "wrote {} codes ({} dimensions, mu and logvar) of the {} split to {}",
+        imgs.count,
+        z,
+        a.split,
+        out.display()
+    );
+    Ok(())
+}
+
+/// The top two principal directions of the rows of `x` ([n, d]) by power iteration on the
+/// covariance, returned with the mean.
+pub fn pca2(x: &[f32], d: usize) -> (Vec<f64>, [Vec<f64>; 2]) {
+    let n = (x.len() / d).max(1);
+    let mean: Vec<f64> = (0..d)
+        .map(|j| {
+            x.iter()
+                .skip(j)
+                .step_by(d)
+                .map(|&v| f64::from(v))
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    let mut cov = vec![0.0; d * d];
+    for row in x.chunks(d) {
+        for a in 0..d {
+            for b in 0..d {
+                cov[a * d + b] +=
+                    (f64::from(row[a]) - mean[a]) * (f64::from(row[b]) - mean[b]) / n as f64;
+            }
+        }
+    }
+    let mut dirs: [Vec<f64>; 2] = [vec![0.0; d], vec![0.0; d]];
+    for k in 0..2 {
+        let mut v: Vec<f64> = (0..d).map(|j| 1.0 + j as f64 * 0.01).collect();
+        for _ in 0..200 {
+            let mut w: Vec<f64> = (0..d)
+                .map(|a| (0..d).map(|b| cov[a * d + b] * v[b]).sum())
+                .collect();
+            if k == 1 {
+                // Deflate: stay orthogonal to the first direction.
+                let dot: f64 = w.iter().zip(&dirs[0]).map(|(a, b)| a * b).sum();
+                w.iter_mut().zip(&dirs[0]).for_each(|(a, b)| *a -= dot * b);
+            }
+            let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-300);
+            v = w.iter().map(|a| a / norm).collect();
+        }
+        dirs[k] = v;
+    }
+    (mean, dirs)
+}
+
+pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let imgs = images(a, c)?;
+    let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
+    let z = c.latent;
+    let points: Vec<(f32, f32)> = if a.pca && z > 2 {
+        let (mean, [u, v]) = pca2(&codes.mu, z);
+        let proj = |row: &[f32], dir: &[f64]| {
+            row.iter()
+                .zip(dir)
+                .zip(&mean)
+                .map(|((&x, d), m)| (f64::from(x) - m) * d)
+                .sum::<f64>() as f32
+        };
+        codes
+            .mu
+            .chunks(z)
+            .map(|r| (proj(r, &u), proj(r, &v)))
+            .collect()
+    } else {
+        codes
+            .mu
+            .chunks(z)
+            .map(|r| (r[0], *r.get(1).unwrap_or(&0.0)))
+            .collect()
+    };
+    let labels = imgs.labels.clone().unwrap_or_else(|| vec![0; imgs.count]);
+    let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
+    crate::io::png::save_scatter(&out, &points, &labels)?;
+    println!(
+        "wrote {}: {} latent means, {} coloured by label",
+        out.display(),
+        points.len(),
+        if a.pca && z > 2 {
+            "first two principal components"
+        } else {
+            "dimensions 0 and 1"
+        }
+    );
+    Ok(())
+}
