@@ -4,8 +4,6 @@
 use clap::Args;
 
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
-use crate::gpu::Matrix;
-use crate::ops::iwae::{iwae, EMPTY};
 use crate::ops::loss::LossSettings;
 use crate::vae::model::StepProgram;
 use crate::vae::train::{evaluate, GpuSplit};
@@ -71,93 +69,9 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     );
     if a.iwae > 0 {
         let k = a.iwae as usize;
-        let bound = iwae_bound(&gpu, &params, c, &test, k)?;
+        let log_px = crate::vae::codec::iwae_log_px(&gpu, &params, c, &test, k)?;
+        let bound = -log_px.iter().sum::<f64>() / log_px.len() as f64;
         println!("IWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/image");
     }
     Ok(())
-}
-
-/// Mean over images of -(log-mean-exp of K importance weights), all on the GPU: every
-/// image's K samples run in batches of up to 512 copies of it.
-fn iwae_bound(
-    gpu: &crate::gpu::Gpu,
-    params: &crate::vae::Params,
-    c: &crate::vae::ModelConfig,
-    test: &crate::data::Images,
-    k: usize,
-) -> anyhow::Result<f64> {
-    let rows = k.min(512);
-    let n = test.count;
-    // Each image index repeated `rows` times, so a batch at offset i * rows is image i.
-    let repeated: Vec<u32> = (0..n as u32)
-        .flat_map(|i| std::iter::repeat_n(i, rows))
-        .collect();
-    let images = crate::ops::gather::GpuImages::upload(gpu, &test.pixels, test.dim())?;
-    let indices = Matrix::from_slice(
-        gpu,
-        1,
-        repeated.len(),
-        bytemuck::cast_slice(&repeated),
-        "iwae indices",
-    )?;
-    let settings = LossSettings {
-        likelihood: c.likelihood,
-        beta: 1.0,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
-        valid: rows,
-    };
-    let mut program = StepProgram::new(
-        gpu,
-        params,
-        c,
-        rows,
-        &images,
-        &indices.buffer,
-        repeated.len(),
-        &settings,
-        None,
-        0,
-    )?;
-    program.set_stream(crate::vae::model::STREAM_EVAL + 10);
-    let heads = program.ws.heads;
-    let state = Matrix::from_slice(gpu, 1, 2 * n, &EMPTY.repeat(n), "iwae state")?;
-    let mut merge = iwae(
-        gpu,
-        &program.ws.per_sample,
-        &program.ws.outs[heads],
-        &program.ws.z,
-        &program.ws.eps,
-        &state,
-    )?;
-    let bar = indicatif::ProgressBar::new(n as u64);
-    let mut step = 0u64;
-    for i in 0..n {
-        for start in (0..k).step_by(rows) {
-            let valid = (k - start).min(rows);
-            program.prepare(gpu, i * rows, step, &LossSettings { valid, ..settings });
-            merge.set(gpu, i, valid);
-            let mut encoder = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("iwae"),
-                });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                program.record(&mut pass);
-                merge.dispatch.record(&mut pass);
-            }
-            gpu.queue.submit([encoder.finish()]);
-            step += 1;
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let s = state.read(gpu)?;
-    let log_k = (k as f64).ln();
-    let mean = (0..n)
-        .map(|i| f64::from(s[2 * i]) + f64::from(s[2 * i + 1]).ln() - log_k)
-        .sum::<f64>()
-        / n as f64;
-    Ok(-mean)
 }

@@ -7,6 +7,7 @@ pub mod interpolate;
 pub mod manifold;
 pub mod reconstruct;
 pub mod sample;
+pub mod score;
 pub mod train;
 pub mod traverse;
 
@@ -142,6 +143,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Plot the latent means in 2-D (dimensions 0, 1 or --pca), coloured by label.
     Scatter(embed::EmbedArgs),
+    /// Per-image anomaly scores (-ELBO, reconstruction or -IWAE) as CSV, with the AUROC.
+    Score(score::ScoreArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -158,6 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manifold(a) => manifold::run(&cli.device, a),
         Command::Embed(a) => embed::run_embed(&cli.device, a),
         Command::Scatter(a) => embed::run_scatter(&cli.device, a),
+        Command::Score(a) => score::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }
@@ -231,6 +235,31 @@ pub fn pick_images(
         channels: c.channels,
         labels: None,
     })
+}
+
+/// Class labels from "0-8", "0,2,5" or "0-3,7".
+pub fn parse_classes(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("'{t}' is not a class label (0-255)"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("empty class range {part}"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// The data must have the image size the model was trained on.

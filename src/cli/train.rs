@@ -64,6 +64,10 @@ pub struct TrainArgs {
     /// Use only the first N training images.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
+    /// Train (and test) on these classes only, e.g. 0-8 to hold class 9 out for anomaly
+    /// detection (`vae-gpu score --normal-classes 0-8`).
+    #[arg(long, value_parser = super::parse_classes)]
+    pub classes: Option<Vec<u8>>,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
@@ -105,7 +109,18 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     {
         bail!("--beta and --weight-decay must be non-negative numbers");
     }
-    let splits = a.data.load()?;
+    let mut splits = a.data.load()?;
+    if let Some(classes) = &a.classes {
+        let pick = |imgs: &crate::data::Images| imgs.with_classes(classes).filter(|i| i.count > 0);
+        let (Some(train), Some(test)) = (pick(&splits.train), pick(&splits.test)) else {
+            bail!("--classes {classes:?}: the data has no labels or no images of those classes");
+        };
+        eprintln!(
+            "classes {classes:?}: {} train, {} test images",
+            train.count, test.count
+        );
+        (splits.train, splits.test) = (train, test);
+    }
     let mut train_images = splits.train;
     if let Some(n) = a.limit {
         train_images = train_images.take(n as usize);

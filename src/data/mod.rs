@@ -30,6 +30,23 @@ impl Images {
         &self.pixels[i * self.dim()..(i + 1) * self.dim()]
     }
 
+    /// The images whose label is in `classes` (labels required).
+    pub fn with_classes(&self, classes: &[u8]) -> Option<Images> {
+        let labels = self.labels.as_ref()?;
+        let keep: Vec<usize> = (0..self.count)
+            .filter(|&i| classes.contains(&labels[i]))
+            .collect();
+        Some(Images {
+            pixels: keep
+                .iter()
+                .flat_map(|&i| self.image(i).iter().copied())
+                .collect(),
+            labels: Some(keep.iter().map(|&i| labels[i]).collect()),
+            count: keep.len(),
+            ..*self
+        })
+    }
+
     /// The first `n` images.
     pub fn take(&self, n: usize) -> Images {
         let n = n.min(self.count);

@@ -7,6 +7,8 @@ use super::train::GpuSplit;
 use super::{ModelConfig, Params};
 use crate::data::Images;
 use crate::gpu::{Gpu, GpuError, Matrix};
+use crate::ops::gather::GpuImages;
+use crate::ops::iwae::{iwae, EMPTY};
 use crate::ops::loss::LossSettings;
 
 /// Rows per GPU batch for inference.
@@ -152,4 +154,88 @@ pub fn psnr(a: &[f32], b: &[f32], mask: Option<&[bool]>) -> f64 {
     } else {
         10.0 * (1.0 / mse).log10()
     }
+}
+
+/// Per image, the importance-weighted estimate of log p(x) with K samples (log-mean-exp of
+/// the K importance weights), all on the GPU: every image's K samples run in batches of up
+/// to 512 copies of it and a log-sum-exp per image accumulates across batches.
+pub fn iwae_log_px(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    test: &Images,
+    k: usize,
+) -> Result<Vec<f64>, GpuError> {
+    let rows = k.min(512);
+    let n = test.count;
+    // Each image index repeated `rows` times, so a batch at offset i * rows is image i.
+    let repeated: Vec<u32> = (0..n as u32)
+        .flat_map(|i| std::iter::repeat_n(i, rows))
+        .collect();
+    let images = GpuImages::upload(gpu, &test.pixels, test.dim())?;
+    let indices = Matrix::from_slice(
+        gpu,
+        1,
+        repeated.len(),
+        bytemuck::cast_slice(&repeated),
+        "iwae indices",
+    )?;
+    let settings = LossSettings {
+        likelihood: c.likelihood,
+        beta: 1.0,
+        grad_scale: 1.0,
+        gauss_var: c.gauss_var,
+        valid: rows,
+    };
+    let mut program = StepProgram::new(
+        gpu,
+        params,
+        c,
+        rows,
+        &images,
+        &indices.buffer,
+        repeated.len(),
+        &settings,
+        None,
+        0,
+    )?;
+    program.set_stream(super::model::STREAM_EVAL + 10);
+    let heads = program.ws.heads;
+    let state = Matrix::from_slice(gpu, 1, 2 * n, &EMPTY.repeat(n), "iwae state")?;
+    let mut merge = iwae(
+        gpu,
+        &program.ws.per_sample,
+        &program.ws.outs[heads],
+        &program.ws.z,
+        &program.ws.eps,
+        &state,
+    )?;
+    let bar = indicatif::ProgressBar::new(n as u64);
+    let mut step = 0u64;
+    for i in 0..n {
+        for start in (0..k).step_by(rows) {
+            let valid = (k - start).min(rows);
+            program.prepare(gpu, i * rows, step, &LossSettings { valid, ..settings });
+            merge.set(gpu, i, valid);
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("iwae"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                program.record(&mut pass);
+                merge.dispatch.record(&mut pass);
+            }
+            gpu.queue.submit([encoder.finish()]);
+            step += 1;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let s = state.read(gpu)?;
+    let log_k = (k as f64).ln();
+    Ok((0..n)
+        .map(|i| f64::from(s[2 * i]) + f64::from(s[2 * i + 1]).ln() - log_k)
+        .collect())
 }

@@ -1,0 +1,133 @@
+//! `vae-gpu score`: a per-image anomaly score (how badly the model explains the image), and
+//! with labels and `--normal-classes`, the AUROC of telling the other classes apart.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{check_dims, load_model, open_gpu, parse_classes, DataArgs, DeviceArgs, ModelArg};
+use crate::vae::codec::{encode, iwae_log_px};
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// elbo: -ELBO (reconstruction + KL); recon: reconstruction only; iwae: -log p(x)
+    /// estimated with --iwae-k samples. All in nats; higher is more anomalous.
+    #[arg(long, default_value = "elbo", value_parser = ["elbo", "recon", "iwae"])]
+    pub metric: String,
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub iwae_k: u32,
+    /// Labels of the normal classes (e.g. 0-8); the others count as anomalies for the AUROC.
+    #[arg(long, value_parser = parse_classes)]
+    pub normal_classes: Option<Vec<u8>>,
+    /// Which split to score.
+    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
+    pub split: String,
+    /// Score only the first N images.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Output CSV [default: RUN/scores.csv]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Area under the ROC curve of `scores` separating positives (true) from negatives: the
+/// probability that a random positive outscores a random negative, ties counting half.
+pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Ranks (1-based), averaged over ties.
+    let mut ranks = vec![0.0; scores.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            ranks[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    let np = positive.iter().filter(|&&p| p).count() as f64;
+    let nn = positive.len() as f64 - np;
+    if np == 0.0 || nn == 0.0 {
+        return None;
+    }
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(positive)
+        .filter(|(_, &p)| p)
+        .map(|(r, _)| r)
+        .sum();
+    Some((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
+}
+
+pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let s = a.data.load()?;
+    let mut imgs = if a.split == "train" { s.train } else { s.test };
+    check_dims(c, &imgs)?;
+    if let Some(n) = a.limit {
+        imgs = imgs.take(n as usize);
+    }
+    let scores: Vec<f64> = match a.metric.as_str() {
+        "iwae" => iwae_log_px(&gpu, &params, c, &imgs, a.iwae_k as usize)?
+            .iter()
+            .map(|l| -l)
+            .collect(),
+        metric => {
+            let losses = encode(&gpu, &params, c, &imgs, 1.0)?.losses;
+            let col = if metric == "recon" { 0 } else { 2 };
+            losses.chunks(3).map(|l| f64::from(l[col])).collect()
+        }
+    };
+    let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    writeln!(f, "index,label,{}", a.metric)?;
+    for (i, sc) in scores.iter().enumerate() {
+        let label = imgs
+            .labels
+            .as_ref()
+            .map_or(String::new(), |l| l[i].to_string());
+        writeln!(f, "{i},{label},{sc}")?;
+    }
+    f.flush()?;
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let mut line = format!(
+        "scored {} images by {} (mean {mean:.2} nats) -> {}",
+        scores.len(),
+        a.metric,
+        out.display()
+    );
+    if let Some(normal) = &a.normal_classes {
+        let labels = imgs
+            .labels
+            .as_ref()
+            .context("--normal-classes needs labelled data")?;
+        let anomalous: Vec<bool> = labels.iter().map(|l| !normal.contains(l)).collect();
+        match auroc(&scores, &anomalous) {
+            Some(v) => {
+                line += &format!(
+                    "; AUROC {v:.4} ({} anomalies among {})",
+                    anomalous.iter().filter(|&&x| x).count(),
+                    scores.len()
+                )
+            }
+            None => {
+                line += "; AUROC undefined (the data holds only normal or only anomalous images)"
+            }
+        }
+    }
+    println!("{line}");
+    Ok(())
+}
