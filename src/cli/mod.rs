@@ -237,8 +237,12 @@ pub fn pick_images(
     })
 }
 
+/// A set of class labels, as parsed by `parse_classes`.
+#[derive(Clone, Debug)]
+pub struct Classes(pub Vec<u8>);
+
 /// Class labels from "0-8", "0,2,5" or "0-3,7".
-pub fn parse_classes(s: &str) -> Result<Vec<u8>, String> {
+pub fn parse_classes(s: &str) -> Result<Classes, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let num = |t: &str| {
@@ -259,7 +263,7 @@ pub fn parse_classes(s: &str) -> Result<Vec<u8>, String> {
     }
     out.sort_unstable();
     out.dedup();
-    Ok(out)
+    Ok(Classes(out))
 }
 
 /// The data must have the image size the model was trained on.

@@ -24,7 +24,7 @@ pub struct ScoreArgs {
     pub iwae_k: u32,
     /// Labels of the normal classes (e.g. 0-8); the others count as anomalies for the AUROC.
     #[arg(long, value_parser = parse_classes)]
-    pub normal_classes: Option<Vec<u8>>,
+    pub normal_classes: Option<super::Classes>,
     /// Which split to score.
     #[arg(long, default_value = "test", value_parser = ["train", "test"])]
     pub split: String,
@@ -109,7 +109,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         a.metric,
         out.display()
     );
-    if let Some(normal) = &a.normal_classes {
+    if let Some(super::Classes(normal)) = &a.normal_classes {
         let labels = imgs
             .labels
             .as_ref()

@@ -67,7 +67,7 @@ pub struct TrainArgs {
     /// Train (and test) on these classes only, e.g. 0-8 to hold class 9 out for anomaly
     /// detection (`vae-gpu score --normal-classes 0-8`).
     #[arg(long, value_parser = super::parse_classes)]
-    pub classes: Option<Vec<u8>>,
+    pub classes: Option<super::Classes>,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
@@ -110,7 +110,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         bail!("--beta and --weight-decay must be non-negative numbers");
     }
     let mut splits = a.data.load()?;
-    if let Some(classes) = &a.classes {
+    if let Some(super::Classes(classes)) = &a.classes {
         let pick = |imgs: &crate::data::Images| imgs.with_classes(classes).filter(|i| i.count > 0);
         let (Some(train), Some(test)) = (pick(&splits.train), pick(&splits.test)) else {
             bail!("--classes {classes:?}: the data has no labels or no images of those classes");
