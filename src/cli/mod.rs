@@ -1,5 +1,6 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod codes;
 pub mod embed;
 pub mod eval;
 pub mod info;
@@ -145,6 +146,10 @@ pub enum Command {
     Scatter(embed::EmbedArgs),
     /// Per-image anomaly scores (-ELBO, reconstruction or -IWAE) as CSV, with the AUROC.
     Score(score::ScoreArgs),
+    /// Compress images to quantized latent codes in a small file.
+    Encode(codes::EncodeArgs),
+    /// Restore images from a codes file.
+    Decode(codes::DecodeArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -162,6 +167,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run_embed(&cli.device, a),
         Command::Scatter(a) => embed::run_scatter(&cli.device, a),
         Command::Score(a) => score::run(&cli.device, a),
+        Command::Encode(a) => codes::run_encode(&cli.device, a),
+        Command::Decode(a) => codes::run_decode(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }

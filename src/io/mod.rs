@@ -1,6 +1,7 @@
 //! Files vae-gpu writes and reads: safetensors checkpoints, PNG grids and charts, and
 //! atomic replacement so a crash never leaves a half-written file.
 
+pub mod codes;
 pub mod font;
 pub mod png;
 pub mod safetensors;

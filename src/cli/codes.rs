@@ -1,0 +1,126 @@
+//! `vae-gpu encode` / `vae-gpu decode`: images to a small file of quantized latent codes
+//! (format in src/io/codes.rs) and back.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::builder::TypedValueParser as _;
+use clap::Args;
+
+use super::{check_dims, load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
+use crate::io::codes::CodesFile;
+use crate::vae::codec::{decode, decode_pixels, encode, psnr};
+
+#[derive(Args, Debug)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which split to encode.
+    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
+    pub split: String,
+    /// Encode only the first N images.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Bits per latent value.
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::PossibleValuesParser::new(["8", "16", "32"]).map(|s| s.parse::<u32>().expect("8, 16 or 32")))]
+    pub bits: u32,
+    /// The codes file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// A codes file written by `vae-gpu encode`.
+    pub codes: PathBuf,
+    /// A .png grid, or a directory for one PNG per image [default: RUN/decoded.png]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (_, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let s = a.data.load()?;
+    let mut imgs = if a.split == "train" { s.train } else { s.test };
+    check_dims(c, &imgs)?;
+    if let Some(n) = a.limit {
+        imgs = imgs.take(n as usize);
+    }
+    let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
+    let file = CodesFile::quantize(&codes.mu, c.latent, a.bits);
+    let bytes = file.to_bytes();
+    crate::io::write_atomic(&a.out, &bytes)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    // How well the stored codes reproduce the images.
+    let decoded = decode(&gpu, &params, c, &file.values())?;
+    let mean_psnr = (0..imgs.count)
+        .map(|i| {
+            let orig: Vec<f32> = imgs
+                .image(i)
+                .iter()
+                .map(|&p| f32::from(p) / 255.0)
+                .collect();
+            psnr(&orig, &decoded[i], None).min(100.0)
+        })
+        .sum::<f64>()
+        / imgs.count as f64;
+    let per_image = bytes.len() as f64 / imgs.count as f64;
+    println!(
+        "wrote {} codes to {}: {} bytes, {per_image:.1} bytes/image ({:.1}x smaller than {} raw pixel bytes), PSNR {mean_psnr:.2} dB",
+        imgs.count,
+        a.out.display(),
+        bytes.len(),
+        c.input_dim() as f64 / per_image,
+        c.input_dim()
+    );
+    Ok(())
+}
+
+pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
+    let file = CodesFile::load(&a.codes)?;
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    if file.latent != c.latent {
+        anyhow::bail!(
+            "{}: codes have {} dimensions, the model's latent space has {}",
+            a.codes.display(),
+            file.latent,
+            c.latent
+        );
+    }
+    let images = decode_pixels(&gpu, &params, c, &file.values())?;
+    let out = a.out.clone().unwrap_or_else(|| dir.join("decoded.png"));
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        let cols = (images.len() as f64).sqrt().ceil() as usize;
+        crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, cols)?;
+    } else {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        for (i, img) in images.iter().enumerate() {
+            crate::io::png::save_grid(
+                &out.join(format!("decoded_{i:05}.png")),
+                std::slice::from_ref(img),
+                c.height,
+                c.width,
+                c.channels,
+                1,
+            )?;
+        }
+    }
+    println!(
+        "decoded {} images ({} bits per value) to {}",
+        images.len(),
+        file.bits,
+        out.display()
+    );
+    Ok(())
+}
