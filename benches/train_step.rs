@@ -10,7 +10,7 @@ use vae_gpu::ops::adam::AdamConfig;
 use vae_gpu::ops::gather::GpuImages;
 use vae_gpu::ops::loss::{Likelihood, LossSettings};
 use vae_gpu::rng::Rng;
-use vae_gpu::vae::model::StepProgram;
+use vae_gpu::vae::model::{Batches, StepProgram, StepSpec};
 use vae_gpu::vae::{ModelConfig, Params};
 
 fn main() -> anyhow::Result<()> {
@@ -52,13 +52,18 @@ fn main() -> anyhow::Result<()> {
             &gpu,
             &params,
             c,
-            rows,
-            &images,
-            &indices.buffer,
-            n,
-            &s,
-            Some(AdamConfig::default()),
-            1,
+            &Batches {
+                images: &images,
+                indices: &indices.buffer,
+                count: n,
+            },
+            &StepSpec {
+                rows,
+                settings: s,
+                adam: Some(AdamConfig::default()),
+                seed: 1,
+                corruption: None,
+            },
         )?;
         let steps = 20;
         for warm in [true, false] {

@@ -14,7 +14,8 @@ struct SampleParams {
     step: u32,
     stream: u32,
     temperature: f32,
-    _pad0: u32,
+    // corrupt_main: 1 Gaussian noise, 2 salt and pepper, 3 masking (amount in temperature)
+    mode: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -30,6 +31,8 @@ const LOGVAR_MAX: f32 = 20.0;
 @group(0) @binding(4) var<storage, read> dz: array<f32>;
 @group(0) @binding(5) var<storage, read> eps_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dmulv: array<f32>;
+@group(0) @binding(7) var<storage, read> clean: array<f32>;
+@group(0) @binding(8) var<storage, read_write> noisy: array<f32>;
 
 // (hi, lo) of the 64-bit product of two u32, from 16-bit halves (WGSL has no u64).
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
@@ -113,4 +116,31 @@ fn sample_backward_main(
     let dlv = g * eps_in[r * p.ld_z + j] * 0.5 * exp(0.5 * clamp(lv, LOGVAR_MIN, LOGVAR_MAX));
     dmulv[r * p.ld_mulv + j] += g;
     dmulv[r * p.ld_mulv + p.z + j] += select(0.0, dlv, inside);
+}
+
+// noisy = a corrupted copy of clean ([rows, z] with row stride ld_z), for denoising:
+// Gaussian: clamp(x + amount * N(0, 1), 0, 1); salt and pepper: with probability amount
+// the pixel becomes 0 or 1; masking: with probability amount it becomes 0.
+@compute @workgroup_size(256)
+fn corrupt_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.z) { return; }
+    let idx = (i / p.z) * p.ld_z + i % p.z;
+    let x = clean[idx];
+    let amount = p.temperature;
+    var y = x;
+    if (p.mode == 1u) {
+        y = clamp(x + amount * normal_at(i), 0.0, 1.0);
+    } else {
+        let r = philox4x32_10(vec4<u32>(i, p.step, p.stream, 1u), vec2<u32>(p.seed_lo, p.seed_hi));
+        let hit = f32(r.x >> 8u) * (1.0 / 16777216.0) < amount;
+        if (hit) {
+            y = select(0.0, f32(r.y & 1u), p.mode == 2u);
+        }
+    }
+    noisy[idx] = y;
 }

@@ -17,7 +17,7 @@ use vae_gpu::ops::loss::{Likelihood, LossSettings};
 use vae_gpu::ops::sample::Noise;
 use vae_gpu::ops::Activation;
 use vae_gpu::vae::checkpoint::{tensors, tensors_of};
-use vae_gpu::vae::model::{StepProgram, STREAM_TRAIN};
+use vae_gpu::vae::model::{Batches, StepProgram, StepSpec, STREAM_TRAIN};
 use vae_gpu::vae::{ModelConfig, Params};
 
 fn linear(x: &[f64], rows: usize, w: &Tensor, b: &Tensor, act: Activation) -> Vec<f64> {
@@ -264,13 +264,18 @@ fn composed_vae_backward_matches_finite_differences() {
                 gpu,
                 &params,
                 &c,
-                rows,
-                &images,
-                &indices.buffer,
-                4,
-                &s,
-                Some(adam),
-                seed,
+                &Batches {
+                    images: &images,
+                    indices: &indices.buffer,
+                    count: 4,
+                },
+                &StepSpec {
+                    rows,
+                    settings: s,
+                    adam: Some(adam),
+                    seed,
+                    corruption: None,
+                },
             )
             .unwrap();
             program.prepare(gpu, 0, 5, &s);

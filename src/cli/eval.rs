@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
-use crate::vae::model::StepProgram;
+use crate::vae::model::{Batches, StepProgram, StepSpec};
 use crate::vae::train::{evaluate, GpuSplit};
 
 #[derive(Args, Debug)]
@@ -49,13 +49,18 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         &gpu,
         &params,
         c,
-        rows,
-        &split.images,
-        &split.indices.buffer,
-        n,
-        &settings,
-        None,
-        0,
+        &Batches {
+            images: &split.images,
+            indices: &split.indices.buffer,
+            count: n,
+        },
+        &StepSpec {
+            rows,
+            settings,
+            adam: None,
+            seed: 0,
+            corruption: None,
+        },
     )?;
     let l = evaluate(&gpu, &mut program, n, beta, c, |i| i)?;
     println!(

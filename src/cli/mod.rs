@@ -1,6 +1,7 @@
 //! Command-line front end: one module per subcommand.
 
 pub mod codes;
+pub mod denoise;
 pub mod embed;
 pub mod eval;
 pub mod info;
@@ -150,6 +151,8 @@ pub enum Command {
     Encode(codes::EncodeArgs),
     /// Restore images from a codes file.
     Decode(codes::DecodeArgs),
+    /// Corrupt test images and reconstruct them; PSNR before and after.
+    Denoise(denoise::DenoiseArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -169,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => score::run(&cli.device, a),
         Command::Encode(a) => codes::run_encode(&cli.device, a),
         Command::Decode(a) => codes::run_decode(&cli.device, a),
+        Command::Denoise(a) => denoise::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::decode::to_pixels;
-use crate::vae::model::StepProgram;
+use crate::vae::model::{Batches, StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -44,13 +44,18 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
         &gpu,
         &params,
         c,
-        n,
-        &split.images,
-        &split.indices.buffer,
-        n,
-        &settings,
-        None,
-        0,
+        &Batches {
+            images: &split.images,
+            indices: &split.indices.buffer,
+            count: n,
+        },
+        &StepSpec {
+            rows: n,
+            settings,
+            adam: None,
+            seed: 0,
+            corruption: None,
+        },
     )?;
     program.temperature = 0.0;
     program.prepare(&gpu, 0, 0, &settings);

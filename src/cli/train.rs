@@ -68,6 +68,10 @@ pub struct TrainArgs {
     /// detection (`vae-gpu score --normal-classes 0-8`).
     #[arg(long, value_parser = super::parse_classes)]
     pub classes: Option<super::Classes>,
+    /// Train a denoising VAE: corrupt the inputs with gaussian:SIGMA, saltpepper:P or mask:P
+    /// and reconstruct the clean images (then see `vae-gpu denoise`).
+    #[arg(long, value_name = "KIND:AMOUNT")]
+    pub noise: Option<crate::ops::sample::Corruption>,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
@@ -195,6 +199,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
                     ..AdamConfig::default()
                 },
                 data: splits.source.clone(),
+                corruption: a.noise,
             };
             let dir = a.out.clone().unwrap_or_else(next_run_dir);
             if dir.join(checkpoint::MODEL_FILE).exists() {

@@ -25,7 +25,8 @@ pub(crate) struct SampleParams {
     step: u32,
     stream: u32,
     temperature: f32,
-    pad: [u32; 3],
+    mode: u32,
+    pad: [u32; 2],
 }
 
 fn params(
@@ -46,7 +47,8 @@ fn params(
         step: noise.step,
         stream: noise.stream,
         temperature,
-        pad: [0; 3],
+        mode: 0,
+        pad: [0; 2],
     }
 }
 
@@ -149,4 +151,103 @@ pub fn set_noise(
 ) {
     let p = params(z.rows, z.cols, ld_mulv, z.ld, noise, temperature);
     gpu.queue.write_buffer(&d.params, 0, bytemuck::bytes_of(&p));
+}
+
+/// Input corruption for denoising autoencoders.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Corruption {
+    /// Add N(0, sigma^2) noise, clamp to [0, 1].
+    Gaussian(f32),
+    /// Each pixel becomes 0 or 1 with this probability.
+    SaltPepper(f32),
+    /// Each pixel becomes 0 with this probability.
+    Mask(f32),
+}
+
+impl std::str::FromStr for Corruption {
+    type Err = String;
+
+    /// "gaussian:0.3", "saltpepper:0.2" or "mask:0.25".
+    fn from_str(s: &str) -> Result<Corruption, String> {
+        let (kind, amount) = s.split_once(':').ok_or_else(|| {
+            format!("'{s}' is not KIND:AMOUNT (gaussian:0.3, saltpepper:0.2, mask:0.25)")
+        })?;
+        let a: f32 = amount
+            .parse()
+            .map_err(|_| format!("'{amount}' is not a number"))?;
+        let probability = || {
+            if (0.0..=1.0).contains(&a) {
+                Ok(a)
+            } else {
+                Err(format!("{kind} takes a probability in [0, 1], got {a}"))
+            }
+        };
+        match kind {
+            "gaussian" if a.is_finite() && a >= 0.0 => Ok(Corruption::Gaussian(a)),
+            "gaussian" => Err(format!(
+                "gaussian takes a non-negative standard deviation, got {a}"
+            )),
+            "saltpepper" => probability().map(Corruption::SaltPepper),
+            "mask" => probability().map(Corruption::Mask),
+            _ => Err(format!(
+                "unknown noise '{kind}' (gaussian, saltpepper, mask)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Corruption::Gaussian(a) => write!(f, "gaussian:{a}"),
+            Corruption::SaltPepper(a) => write!(f, "saltpepper:{a}"),
+            Corruption::Mask(a) => write!(f, "mask:{a}"),
+        }
+    }
+}
+
+fn corruption_params(x: &Matrix, noise: Noise, c: Corruption) -> SampleParams {
+    let (mode, amount) = match c {
+        Corruption::Gaussian(a) => (1, a),
+        Corruption::SaltPepper(a) => (2, a),
+        Corruption::Mask(a) => (3, a),
+    };
+    SampleParams {
+        mode,
+        ..params(x.rows, x.cols, 0, x.ld, noise, amount)
+    }
+}
+
+/// noisy = corrupt(clean), drawn from the RNG position `noise`.
+pub fn corrupt(
+    gpu: &Gpu,
+    clean: &Matrix,
+    noisy: &Matrix,
+    noise: Noise,
+    c: Corruption,
+) -> Result<Dispatch, GpuError> {
+    if !clean.same_shape(noisy) || clean.ld != noisy.ld {
+        return Err(shape_err(
+            "corrupt",
+            "clean and noisy differ in shape".into(),
+        ));
+    }
+    let pipeline = gpu.pipeline(Shader::Sample, "corrupt_main", &[])?;
+    let grid = gpu.grid((clean.rows * clean.cols).div_ceil(256) as u64)?;
+    Ok(gpu.dispatch(
+        "corrupt".into(),
+        pipeline,
+        gpu.uniform("corrupt params", &corruption_params(clean, noise, c)),
+        &[(7, clean.binding()), (8, noisy.binding())],
+        grid,
+    ))
+}
+
+/// Rewrites a corrupt launch's RNG position.
+pub fn set_corruption_noise(gpu: &Gpu, d: &Dispatch, clean: &Matrix, noise: Noise, c: Corruption) {
+    gpu.queue.write_buffer(
+        &d.params,
+        0,
+        bytemuck::bytes_of(&corruption_params(clean, noise, c)),
+    );
 }

@@ -2,7 +2,7 @@
 //! images of codes, and per-image losses. The commands that use a trained VAE build on these.
 
 use super::decode::{to_u8, unit};
-use super::model::{forward_layers, StepProgram, Workspace};
+use super::model::{forward_layers, Batches, StepProgram, StepSpec, Workspace};
 use super::train::GpuSplit;
 use super::{ModelConfig, Params};
 use crate::data::Images;
@@ -60,13 +60,18 @@ pub fn encode(
         gpu,
         params,
         c,
-        rows,
-        &split.images,
-        &split.indices.buffer,
-        n,
-        &settings(rows),
-        None,
-        0,
+        &Batches {
+            images: &split.images,
+            indices: &split.indices.buffer,
+            count: n,
+        },
+        &StepSpec {
+            rows,
+            settings: settings(rows),
+            adam: None,
+            seed: 0,
+            corruption: None,
+        },
     )?;
     let z = c.latent;
     let (mut mu, mut logvar, mut losses) = (
@@ -191,13 +196,18 @@ pub fn iwae_log_px(
         gpu,
         params,
         c,
-        rows,
-        &images,
-        &indices.buffer,
-        repeated.len(),
-        &settings,
-        None,
-        0,
+        &Batches {
+            images: &images,
+            indices: &indices.buffer,
+            count: repeated.len(),
+        },
+        &StepSpec {
+            rows,
+            settings,
+            adam: None,
+            seed: 0,
+            corruption: None,
+        },
     )?;
     program.set_stream(super::model::STREAM_EVAL + 10);
     let heads = program.ws.heads;

@@ -41,6 +41,9 @@ pub struct TrainConfig {
     pub adam: AdamConfig,
     /// Where the data came from, for the record.
     pub data: String,
+    /// Input corruption of a denoising VAE (the loss targets the clean images).
+    #[serde(default)]
+    pub corruption: Option<crate::ops::sample::Corruption>,
 }
 
 impl TrainConfig {

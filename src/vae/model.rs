@@ -10,7 +10,9 @@ use crate::ops::elementwise::{act_backward, bias_grad};
 use crate::ops::gather::{gather, GatherDispatch, GpuImages};
 use crate::ops::gemm::{gemm, gemm_backward, GemmSpec};
 use crate::ops::loss::{loss, LossBuffers, LossDispatch, LossSettings};
-use crate::ops::sample::{sample_forward, set_noise, Noise};
+use crate::ops::sample::{
+    corrupt, sample_forward, set_corruption_noise, set_noise, Corruption, Noise,
+};
 use crate::ops::Activation;
 
 use super::arch::{LayerDef, LayerKind};
@@ -21,11 +23,15 @@ use super::params::Params;
 pub const STREAM_TRAIN: u32 = 0;
 pub const STREAM_EVAL: u32 = 1;
 pub const STREAM_PRIOR: u32 = 2;
+pub const STREAM_CORRUPT: u32 = 3;
 
 /// Activations (and their gradients) of every layer for a batch of `rows`.
 pub struct Workspace {
     pub rows: usize,
+    /// The batch (also the reconstruction target).
     pub x: Matrix,
+    /// The encoder's input when it differs from x (a corrupted copy, for denoising).
+    pub x_in: Option<Matrix>,
     /// Outputs of every layer in order: [B * H * W, C] for conv layers, [B, n] for Linear
     /// layers and for the last layer (the logits, which the loss reads as [B, D]).
     pub outs: Vec<Matrix>,
@@ -82,6 +88,7 @@ impl Workspace {
         Ok(Workspace {
             rows,
             x: Matrix::zeros(gpu, rows, c.input_dim(), "x")?,
+            x_in: None,
             outs,
             douts,
             cols,
@@ -102,7 +109,7 @@ impl Workspace {
     /// Input of layer i: x, the previous output, or z after the heads.
     fn input(&self, i: usize) -> &Matrix {
         match i {
-            0 => &self.x,
+            0 => self.x_in.as_ref().unwrap_or(&self.x),
             i if i == self.heads + 1 => &self.z,
             i => &self.outs[i - 1],
         }
@@ -293,11 +300,31 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
     Ok(out)
 }
 
+/// Where a step's batches come from: `count` image indices into `images`.
+pub struct Batches<'a> {
+    pub images: &'a GpuImages,
+    pub indices: &'a wgpu::Buffer,
+    pub count: usize,
+}
+
+/// What a step program computes.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSpec {
+    pub rows: usize,
+    pub settings: LossSettings,
+    /// Some: a training step with Adam; None: evaluation (no backward).
+    pub adam: Option<AdamConfig>,
+    pub seed: u64,
+    /// Corrupt the encoder's input (denoising); the loss still targets the clean batch.
+    pub corruption: Option<Corruption>,
+}
+
 /// One step over a batch gathered from the GPU dataset: forward, loss, and when training,
 /// backward and Adam.
 pub struct StepProgram {
     pub ws: Workspace,
     pub gather: GatherDispatch,
+    corrupt: Option<(Dispatch, Corruption)>,
     encoder: Vec<Dispatch>,
     sample: Dispatch,
     decoder: Vec<Dispatch>,
@@ -312,30 +339,41 @@ pub struct StepProgram {
 }
 
 impl StepProgram {
-    /// `indices` holds `count` image indices into `images`; `adam_config` = None builds an
-    /// evaluation program (no backward).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         params: &Params,
         c: &ModelConfig,
-        rows: usize,
-        images: &GpuImages,
-        indices: &wgpu::Buffer,
-        count: usize,
-        settings: &LossSettings,
-        adam_config: Option<AdamConfig>,
-        seed: u64,
+        data: &Batches<'_>,
+        spec: &StepSpec,
     ) -> Result<StepProgram, GpuError> {
-        let ws = Workspace::new(gpu, params, c, rows)?;
+        let mut ws = Workspace::new(gpu, params, c, spec.rows)?;
         let heads = ws.heads;
         let n = params.layers.len();
-        let stream = if adam_config.is_some() {
+        let stream = if spec.adam.is_some() {
             STREAM_TRAIN
         } else {
             STREAM_EVAL
         };
-        let gather = gather(gpu, images, indices, count, &ws.x)?;
+        let gather = gather(gpu, data.images, data.indices, data.count, &ws.x)?;
+        let corrupt = match spec.corruption {
+            Some(kind) => {
+                let noisy = Matrix::zeros(gpu, ws.x.rows, ws.x.cols, "corrupted x")?;
+                let d = corrupt(
+                    gpu,
+                    &ws.x,
+                    &noisy,
+                    Noise {
+                        seed: spec.seed,
+                        step: 0,
+                        stream: STREAM_CORRUPT,
+                    },
+                    kind,
+                )?;
+                ws.x_in = Some(noisy);
+                Some((d, kind))
+            }
+            None => None,
+        };
         let encoder = forward_layers(gpu, params, &ws, 0..heads + 1)?;
         let sample = sample_forward(
             gpu,
@@ -343,7 +381,7 @@ impl StepProgram {
             &ws.z,
             &ws.eps,
             Noise {
-                seed,
+                seed: spec.seed,
                 step: 0,
                 stream,
             },
@@ -361,9 +399,9 @@ impl StepProgram {
                 per_sample: &ws.per_sample,
                 accum: &ws.accum,
             },
-            settings,
+            &spec.settings,
         )?;
-        let (backward, adam) = match adam_config {
+        let (backward, adam) = match spec.adam {
             Some(a) => (
                 backward_layers(gpu, params, &ws)?,
                 Some(adam(
@@ -381,13 +419,14 @@ impl StepProgram {
         Ok(StepProgram {
             ws,
             gather,
+            corrupt,
             encoder,
             sample,
             decoder,
             loss,
             backward,
             adam,
-            seed,
+            seed: spec.seed,
             stream,
             heads,
             temperature: 1.0,
@@ -411,6 +450,14 @@ impl StepProgram {
             self.temperature,
         );
         self.loss.update(gpu, settings);
+        if let Some((d, kind)) = &self.corrupt {
+            let noise = Noise {
+                seed: self.seed,
+                step: step as u32,
+                stream: STREAM_CORRUPT,
+            };
+            set_corruption_noise(gpu, d, &self.ws.x, noise, *kind);
+        }
         if let Some(adam) = &self.adam {
             adam.set_step(gpu, step + 1);
         }
@@ -419,6 +466,7 @@ impl StepProgram {
     /// Every launch of the step, in order.
     pub fn launches(&self) -> Vec<&Dispatch> {
         let mut all = vec![&self.gather.dispatch];
+        all.extend(self.corrupt.as_ref().map(|(d, _)| d));
         all.extend(&self.encoder);
         all.push(&self.sample);
         all.extend(&self.decoder);

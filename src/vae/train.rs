@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::checkpoint::{self, RunConfig};
-use super::model::StepProgram;
+use super::model::{Batches, StepProgram, StepSpec};
 use super::{Losses, ModelConfig, Params, RunState, TrainConfig};
 use crate::data::Images;
 use crate::gpu::{Gpu, Matrix, PendingRead};
@@ -126,25 +126,35 @@ pub fn train(
         gpu,
         &run.params,
         c,
-        rows,
-        &train_split.images,
-        &train_split.indices.buffer,
-        train_split.count,
-        &settings(c, t.beta, rows),
-        Some(t.adam),
-        t.seed,
+        &Batches {
+            images: &train_split.images,
+            indices: &train_split.indices.buffer,
+            count: train_split.count,
+        },
+        &StepSpec {
+            rows,
+            settings: settings(c, t.beta, rows),
+            adam: Some(t.adam),
+            seed: t.seed,
+            corruption: t.corruption,
+        },
     )?;
     let mut tester = StepProgram::new(
         gpu,
         &run.params,
         c,
-        rows,
-        &test_split.images,
-        &test_split.indices.buffer,
-        test_split.count,
-        &settings(c, t.beta, rows),
-        None,
-        t.seed,
+        &Batches {
+            images: &test_split.images,
+            indices: &test_split.indices.buffer,
+            count: test_split.count,
+        },
+        &StepSpec {
+            rows,
+            settings: settings(c, t.beta, rows),
+            adam: None,
+            seed: t.seed,
+            corruption: t.corruption,
+        },
     )?;
     let metrics_path = run.dir.join("metrics.jsonl");
     let mut history = read_history(&metrics_path);
