@@ -4,6 +4,7 @@ pub mod codes;
 pub mod denoise;
 pub mod embed;
 pub mod eval;
+pub mod impute;
 pub mod info;
 pub mod interpolate;
 pub mod manifold;
@@ -153,6 +154,8 @@ pub enum Command {
     Decode(codes::DecodeArgs),
     /// Corrupt test images and reconstruct them; PSNR before and after.
     Denoise(denoise::DenoiseArgs),
+    /// Fill in missing pixels by iterating encode -> decode; PSNR against mean filling.
+    Impute(impute::ImputeArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -173,6 +176,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encode(a) => codes::run_encode(&cli.device, a),
         Command::Decode(a) => codes::run_decode(&cli.device, a),
         Command::Denoise(a) => denoise::run(&cli.device, a),
+        Command::Impute(a) => impute::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }
