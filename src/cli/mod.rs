@@ -8,6 +8,7 @@ pub mod impute;
 pub mod info;
 pub mod interpolate;
 pub mod manifold;
+pub mod probe;
 pub mod reconstruct;
 pub mod sample;
 pub mod score;
@@ -156,6 +157,8 @@ pub enum Command {
     Denoise(denoise::DenoiseArgs),
     /// Fill in missing pixels by iterating encode -> decode; PSNR against mean filling.
     Impute(impute::ImputeArgs),
+    /// Test accuracy of a softmax classifier on latent means vs raw pixels, few labels.
+    Probe(probe::ProbeArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used.
     Info,
@@ -177,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decode(a) => codes::run_decode(&cli.device, a),
         Command::Denoise(a) => denoise::run(&cli.device, a),
         Command::Impute(a) => impute::run(&cli.device, a),
+        Command::Probe(a) => probe::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
     }
 }

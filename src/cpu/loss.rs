@@ -81,3 +81,25 @@ pub fn iwae_log_px(recon: &[f64], mulv: &[f64], zs: &[f64], eps: &[f64], z: usiz
     let m = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     m + lw.iter().map(|w| (w - m).exp()).sum::<f64>().ln() - (recon.len() as f64).ln()
 }
+
+/// Softmax cross-entropy twin: (per-row loss, gradient * scale) for logits [rows, classes].
+pub fn softmax_xent(
+    logits: &[f64],
+    labels: &[u32],
+    classes: usize,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut loss = Vec::new();
+    let mut grad = Vec::new();
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row.iter().map(|l| (l - m).exp()).sum();
+        loss.push(m + s.ln() - row[label as usize]);
+        grad.extend(
+            row.iter().enumerate().map(|(k, l)| {
+                ((l - m).exp() / s - f64::from(u8::from(k == label as usize))) * scale
+            }),
+        );
+    }
+    (loss, grad)
+}

@@ -19,10 +19,11 @@ pub enum Shader {
     Iwae,
     Adam,
     Gather,
+    Softmax,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::Elementwise,
@@ -32,6 +33,7 @@ impl Shader {
         Shader::Iwae,
         Shader::Adam,
         Shader::Gather,
+        Shader::Softmax,
     ];
 
     /// The file under shaders/ that holds this family's kernels.
@@ -46,6 +48,7 @@ impl Shader {
             Shader::Iwae => "iwae.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
+            Shader::Softmax => "softmax.wgsl",
         }
     }
 
@@ -65,6 +68,7 @@ impl Shader {
             Shader::Iwae => shader_source!("iwae.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
+            Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod gemm;
 pub mod iwae;
 pub mod loss;
 pub mod sample;
+pub mod softmax;
 
 use crate::gpu::GpuError;
 

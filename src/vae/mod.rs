@@ -8,6 +8,7 @@ pub mod config;
 pub mod decode;
 pub mod model;
 pub mod params;
+pub mod probe;
 pub mod train;
 
 pub use config::{ModelConfig, TrainConfig};

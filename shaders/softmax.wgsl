@@ -1,0 +1,47 @@
+// Softmax cross-entropy of a linear classifier's logits [rows, classes] against integer
+// labels: per-row loss -log softmax(l)[label] and its gradient (softmax - onehot) * scale.
+// Rows at or past `valid` get zero loss and gradient.
+
+struct SoftmaxParams {
+    rows: u32,
+    valid: u32,
+    classes: u32,
+    ld: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: SoftmaxParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
+
+@compute @workgroup_size(256)
+fn softmax_xent_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = flat_index(wg, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.ld;
+    let live = r < p.valid;
+    var m = logits[base];
+    for (var k = 1u; k < p.classes; k++) {
+        m = max(m, logits[base + k]);
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.classes; k++) {
+        s += exp(logits[base + k] - m);
+    }
+    let label = labels[r];
+    for (var k = 0u; k < p.classes; k++) {
+        let prob = exp(logits[base + k] - m) / s;
+        let g = (prob - select(0.0, 1.0, k == label)) * p.scale;
+        grad[base + k] = select(0.0, g, live);
+    }
+    loss[r] = select(0.0, m + log(s) - logits[base + label], live);
+}

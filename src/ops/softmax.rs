@@ -1,0 +1,66 @@
+//! Softmax cross-entropy launcher (see shaders/softmax.wgsl).
+
+use super::shape_err;
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SoftmaxParams {
+    rows: u32,
+    valid: u32,
+    classes: u32,
+    ld: u32,
+    scale: f32,
+    pad: [u32; 3],
+}
+
+/// grad = (softmax(logits) - onehot(labels)) * scale and loss[r] = cross-entropy of row r,
+/// for the first `valid` rows. `labels` holds one u32 per row, each below logits.cols.
+pub fn softmax_xent(
+    gpu: &Gpu,
+    logits: &Matrix,
+    labels: &wgpu::Buffer,
+    grad: &Matrix,
+    loss: &Matrix,
+    valid: usize,
+    scale: f32,
+) -> Result<Dispatch, GpuError> {
+    if !logits.same_shape(grad)
+        || logits.ld != grad.ld
+        || loss.rows * loss.cols < logits.rows
+        || labels.size() < (logits.rows * 4) as u64
+    {
+        return Err(shape_err(
+            "softmax_xent",
+            format!(
+                "logits [{}, {}], grad [{}, {}], {} losses",
+                logits.rows,
+                logits.cols,
+                grad.rows,
+                grad.cols,
+                loss.rows * loss.cols
+            ),
+        ));
+    }
+    let params = SoftmaxParams {
+        rows: logits.rows as u32,
+        valid: valid as u32,
+        classes: logits.cols as u32,
+        ld: logits.ld as u32,
+        scale,
+        pad: [0; 3],
+    };
+    Ok(gpu.dispatch(
+        "softmax_xent".into(),
+        gpu.pipeline(Shader::Softmax, "softmax_xent_main", &[])?,
+        gpu.uniform("softmax params", &params),
+        &[
+            (1, logits.binding()),
+            (2, labels.as_entire_binding()),
+            (3, grad.binding()),
+            (4, loss.binding()),
+        ],
+        gpu.grid(logits.rows.div_ceil(256) as u64)?,
+    ))
+}
