@@ -252,3 +252,31 @@ fn loss_gradients() {
         }
     });
 }
+
+/// L = scale * sum of per-row cross-entropies of softmax(logits) against labels.
+#[test]
+fn softmax_xent_gradients() {
+    use vae_gpu::ops::softmax::softmax_xent;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(59);
+        let (rows, classes, scale) = (4, 5, 0.25);
+        let (l32, l) = rng.vec(rows * classes, -3.0, 3.0);
+        let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
+        let gl = upload(gpu, rows, classes, &l32);
+        let gy = upload(gpu, 1, rows, bytemuck::cast_slice(&labels));
+        let (gg, gloss) = (
+            Matrix::zeros(gpu, rows, classes, "g").unwrap(),
+            Matrix::zeros(gpu, 1, rows, "loss").unwrap(),
+        );
+        gpu.run(&[&softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, scale as f32).unwrap()])
+            .unwrap();
+        let fd = numeric_grad(&l, |l| {
+            scale
+                * cpu::loss::softmax_xent(l, &labels, classes, 1.0)
+                    .0
+                    .iter()
+                    .sum::<f64>()
+        });
+        check("softmax_xent", &gg.read(gpu).unwrap(), &fd);
+    });
+}

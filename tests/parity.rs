@@ -451,3 +451,90 @@ fn iwae_matches_cpu() {
         }
     });
 }
+
+/// Softmax cross-entropy: per-row loss and gradient to 1e-5 relative + 1e-6.
+#[test]
+fn softmax_xent_matches_cpu() {
+    use vae_gpu::ops::softmax::softmax_xent;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(47);
+        for case in 0..20 {
+            let (rows, classes) = (AWKWARD[case % 9], [2, 3, 10, 17][case % 4]);
+            let valid = rows - rows / 4;
+            let (l32, l) = rng.vec(rows * classes, -20.0, 20.0);
+            let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
+            let gl = upload(gpu, rows, classes, &l32);
+            let gy = upload(gpu, 1, rows, bytemuck::cast_slice(&labels));
+            let (gg, gloss) = (
+                Matrix::zeros(gpu, rows, classes, "g").unwrap(),
+                Matrix::zeros(gpu, 1, rows, "loss").unwrap(),
+            );
+            let scale = 1.0 / valid as f32;
+            gpu.run(&[&softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, valid, scale).unwrap()])
+                .unwrap();
+            let (mut loss, mut grad) =
+                cpu::loss::softmax_xent(&l, &labels, classes, f64::from(scale));
+            loss[valid..].iter_mut().for_each(|v| *v = 0.0);
+            grad[valid * classes..].iter_mut().for_each(|v| *v = 0.0);
+            let label = format!("case {case} [{rows}x{classes}]");
+            assert_close(
+                &format!("{label} loss"),
+                &gloss.read(gpu).unwrap(),
+                &loss,
+                |i| 1e-5 * loss[i].abs() + 1e-5,
+            );
+            assert_close(
+                &format!("{label} grad"),
+                &gg.read(gpu).unwrap(),
+                &grad,
+                |i| 1e-5 * grad[i].abs() + 1e-6,
+            );
+        }
+    });
+}
+
+/// Input corruption: the same Philox stream, so the corrupted values agree (Gaussian to the
+/// device's log/cos precision, 3e-3; the others exactly).
+#[test]
+fn corruption_matches_cpu() {
+    use vae_gpu::ops::sample::{corrupt, Corruption};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(53);
+        for case in 0..20 {
+            let (rows, cols) = (AWKWARD[case % 9], AWKWARD[(case + 4) % 9]);
+            let kind = [
+                Corruption::Gaussian(0.3),
+                Corruption::SaltPepper(0.2),
+                Corruption::Mask(0.5),
+            ][case % 3];
+            let noise = Noise {
+                seed: rng.next_u64(),
+                step: case as u32,
+                stream: 3,
+            };
+            let (x32, x) = rng.vec(rows * cols, 0.0, 1.0);
+            let (gx, gy) = (
+                upload(gpu, rows, cols, &x32),
+                Matrix::zeros(gpu, rows, cols, "y").unwrap(),
+            );
+            gpu.run(&[&corrupt(gpu, &gx, &gy, noise, kind).unwrap()])
+                .unwrap();
+            let want: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| cpu::sample::corrupt(v, i as u32, noise, kind))
+                .collect();
+            let tol = if matches!(kind, Corruption::Gaussian(_)) {
+                3e-3
+            } else {
+                0.0
+            };
+            assert_close(
+                &format!("case {case} [{rows}x{cols}] {kind}"),
+                &gy.read(gpu).unwrap(),
+                &want,
+                |_| tol,
+            );
+        }
+    });
+}

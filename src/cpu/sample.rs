@@ -72,3 +72,18 @@ pub fn sample_backward(
         }
     }
 }
+
+/// The corruption twin: the value corrupt_main writes for element `i` (of a [rows, cols]
+/// batch, flat index) with clean value x.
+pub fn corrupt(x: f64, i: u32, noise: Noise, c: crate::ops::sample::Corruption) -> f64 {
+    use crate::ops::sample::Corruption;
+    let key = [noise.seed as u32, (noise.seed >> 32) as u32];
+    let r = philox4x32_10([i, noise.step, noise.stream, 1], key);
+    let hit = |p: f32| f64::from(r[0] >> 8) / 16_777_216.0 < f64::from(p);
+    match c {
+        Corruption::Gaussian(s) => (x + f64::from(s) * normal_at(noise, i)).clamp(0.0, 1.0),
+        Corruption::SaltPepper(p) if hit(p) => f64::from(r[1] & 1),
+        Corruption::Mask(p) if hit(p) => 0.0,
+        _ => x,
+    }
+}

@@ -1,0 +1,373 @@
+//! The commands that use a trained VAE, end to end on the bundled data with tiny models:
+//! files exist with the right dimensions and the numbers behave.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vae-gpu"))
+        .args(args)
+        .env_remove("WGPU_BACKEND")
+        .output()
+        .expect("runs");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    eprintln!("$ vae-gpu {}\n{o}{e}", args.join(" "));
+    (out.status.success(), o, e)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out, _) = run(args);
+    assert!(good, "vae-gpu {} failed", args.join(" "));
+    out
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let (good, _, err) = run(args);
+    assert!(
+        !good && err.contains(needle),
+        "vae-gpu {} should fail mentioning '{needle}': {err}",
+        args.join(" ")
+    );
+}
+
+fn data() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fashion-mnist")
+        .display()
+        .to_string()
+}
+
+fn tmp() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("vae-gpu-uses-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// A small model with a 2-D latent space, trained once per test binary.
+fn model() -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = tmp().join("model").display().to_string();
+        let d = data();
+        ok(&[
+            "train", "--data", &d, "--limit", "3000", "--hidden", "128", "--latent", "2",
+            "--epochs", "3", "--seed", "2", "--out", &out, "--quiet",
+        ]);
+        out
+    })
+    .clone()
+}
+
+fn png_size(path: &str) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (img.width(), img.height())
+}
+
+/// A number following `key` in a line of `text`.
+fn number_after(text: &str, key: &str) -> f64 {
+    let at = text
+        .find(key)
+        .unwrap_or_else(|| panic!("no '{key}' in {text}"))
+        + key.len();
+    text[at..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .find(|t| !t.is_empty())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn interpolate_traverse_manifold() {
+    let (m, d) = (model(), data());
+    let out = format!("{m}/i.png");
+    ok(&[
+        "interpolate",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--from",
+        "0",
+        "--to",
+        "5",
+        "--steps",
+        "6",
+        "--slerp",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(png_size(&out), (8 * 30 + 2, 32));
+    let out = format!("{m}/t.png");
+    ok(&[
+        "traverse", "--model", &m, "--data", &d, "--index", "3", "--dims", "all", "--steps", "5",
+        "--out", &out,
+    ]);
+    assert_eq!(png_size(&out), (5 * 30 + 2, 2 * 30 + 2));
+    let out = format!("{m}/m.png");
+    ok(&["manifold", "--model", &m, "--n", "7", "--out", &out]);
+    assert_eq!(png_size(&out), (7 * 30 + 2, 7 * 30 + 2));
+    fails(&["traverse", "--model", &m, "--dims", "0,5"], "--dims");
+    fails(
+        &[
+            "interpolate",
+            "--model",
+            &m,
+            "--data",
+            &d,
+            "--from",
+            "0",
+            "--to",
+            "999999",
+        ],
+        "out of range",
+    );
+}
+
+#[test]
+fn embed_and_scatter() {
+    let (m, d) = (model(), data());
+    let csv = format!("{m}/lat.csv");
+    ok(&[
+        "embed", "--model", &m, "--data", &d, "--limit", "50", "--out", &csv,
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "index,label,mu_0,mu_1,logvar_0,logvar_1");
+    assert_eq!(lines.len(), 51);
+    assert_eq!(lines[1].split(',').count(), 6);
+    let out = format!("{m}/s.png");
+    ok(&[
+        "scatter", "--model", &m, "--data", &d, "--limit", "500", "--out", &out,
+    ]);
+    assert_eq!(png_size(&out), (640, 640));
+}
+
+#[test]
+fn anomaly_scores_and_auroc() {
+    let d = data();
+    let out = tmp().join("classes").display().to_string();
+    ok(&[
+        "train",
+        "--data",
+        &d,
+        "--classes",
+        "0-8",
+        "--hidden",
+        "64",
+        "--latent",
+        "4",
+        "--epochs",
+        "2",
+        "--out",
+        &out,
+        "--quiet",
+    ]);
+    let csv = format!("{out}/scores.csv");
+    for metric in ["elbo", "recon", "iwae"] {
+        let stdout = ok(&[
+            "score",
+            "--model",
+            &out,
+            "--data",
+            &d,
+            "--metric",
+            metric,
+            "--iwae-k",
+            "4",
+            "--normal-classes",
+            "0-8",
+            "--limit",
+            "400",
+            "--out",
+            &csv,
+        ]);
+        let auroc = number_after(&stdout, "AUROC");
+        assert!((0.0..=1.0).contains(&auroc), "{stdout}");
+        assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 401);
+    }
+}
+
+#[test]
+fn denoising() {
+    let d = data();
+    let out = tmp().join("denoise").display().to_string();
+    ok(&[
+        "train",
+        "--data",
+        &d,
+        "--latent",
+        "8",
+        "--epochs",
+        "3",
+        "--noise",
+        "gaussian:0.3",
+        "--out",
+        &out,
+        "--quiet",
+    ]);
+    let png = format!("{out}/d.png");
+    let stdout = ok(&[
+        "denoise",
+        "--model",
+        &out,
+        "--data",
+        &d,
+        "--noise",
+        "gaussian:0.3",
+        "--count",
+        "5",
+        "--limit",
+        "200",
+        "--out",
+        &png,
+    ]);
+    let (noisy, denoised) = (
+        number_after(&stdout, "PSNR noisy"),
+        number_after(&stdout, "denoised"),
+    );
+    assert!(
+        denoised > noisy + 1.0,
+        "denoised {denoised} dB should beat noisy {noisy} dB"
+    );
+    assert_eq!(png_size(&png), (5 * 30 + 2, 3 * 30 + 2));
+    fails(
+        &["train", "--data", &d, "--noise", "blur:3"],
+        "unknown noise",
+    );
+}
+
+#[test]
+fn imputation_beats_mean_filling() {
+    let (m, d) = (model(), data());
+    let png = format!("{m}/imp.png");
+    let stdout = ok(&[
+        "impute",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--mask",
+        "random:0.5",
+        "--iters",
+        "10",
+        "--limit",
+        "100",
+        "--count",
+        "4",
+        "--out",
+        &png,
+    ]);
+    let (imputed, mean) = (
+        number_after(&stdout, "missing pixels"),
+        number_after(&stdout, "imputed vs"),
+    );
+    assert!(
+        imputed > mean,
+        "imputation {imputed} dB should beat mean filling {mean} dB: {stdout}"
+    );
+    assert_eq!(png_size(&png), (4 * 30 + 2, 3 * 30 + 2));
+    fails(
+        &["impute", "--model", &m, "--mask", "rect:40,0,5,5"],
+        "outside",
+    );
+}
+
+#[test]
+fn compression_round_trip() {
+    let (m, d) = (model(), data());
+    let codes32 = format!("{m}/c32.vae");
+    ok(&[
+        "encode", "--model", &m, "--data", &d, "--limit", "20", "--bits", "32", "--out", &codes32,
+    ]);
+    let stdout = ok(&[
+        "encode",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--limit",
+        "20",
+        "--bits",
+        "8",
+        "--out",
+        &format!("{m}/c8.vae"),
+    ]);
+    assert!(
+        number_after(&stdout, "smaller than") > 0.0 && stdout.contains("bytes/image"),
+        "{stdout}"
+    );
+    // At 32 bits the codes are the means exactly, so decoding them equals decoding the means.
+    let dir = format!("{m}/decoded");
+    ok(&["decode", &codes32, "--model", &m, "--out", &dir]);
+    let csv = format!("{m}/means.csv");
+    ok(&[
+        "embed", "--model", &m, "--data", &d, "--limit", "20", "--out", &csv,
+    ]);
+    let means: Vec<f32> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .flat_map(|l| {
+            l.split(',')
+                .skip(2)
+                .take(2)
+                .map(|v| v.parse::<f32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let file = vae_gpu::io::codes::CodesFile::load(Path::new(&codes32)).unwrap();
+    assert_eq!(file.values(), means);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 20);
+    let bytes = std::fs::read(&codes32).unwrap();
+    let cut = format!("{m}/cut.vae");
+    std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+    fails(&["decode", &cut, "--model", &m], "truncated");
+    fails(
+        &["decode", "Cargo.toml", "--model", &m],
+        "not a vae-gpu codes file",
+    );
+}
+
+#[test]
+fn probe_accuracy() {
+    let (m, d) = (model(), data());
+    let stdout = ok(&[
+        "probe",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--labels-per-class",
+        "5,50",
+        "--steps",
+        "100",
+        "--limit",
+        "500",
+    ]);
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in rows {
+        let accs: Vec<f64> = row
+            .split_whitespace()
+            .filter_map(|t| t.strip_suffix('%'))
+            .map(|t| t.parse().unwrap())
+            .collect();
+        // Ten classes: chance is 10%.
+        assert!(
+            accs.len() == 2 && accs.iter().all(|&a| a > 20.0 && a <= 100.0),
+            "{row}"
+        );
+    }
+}
