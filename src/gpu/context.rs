@@ -48,6 +48,9 @@ pub enum GemmPath {
     Tiled,
     /// Subgroup broadcast with 32x4 register blocks: for 8-wide CPU drivers (lavapipe).
     Subgroup,
+    /// 8x8 register blocks read straight from global memory: CPU drivers without subgroups
+    /// (GL on llvmpipe, SwiftShader).
+    Register,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -180,6 +183,8 @@ impl Gpu {
         });
         let gemm_path = if supports_subgroup_gemm(&adapter) {
             GemmPath::Subgroup
+        } else if info.device_type == wgpu::DeviceType::Cpu {
+            GemmPath::Register
         } else {
             GemmPath::Tiled
         };
@@ -217,7 +222,7 @@ impl Gpu {
 
     /// The GEMM kernels this device can run.
     pub fn gemm_paths(&self) -> Vec<GemmPath> {
-        let mut paths = vec![GemmPath::Tiled];
+        let mut paths = vec![GemmPath::Tiled, GemmPath::Register];
         if self.gemm_path == GemmPath::Subgroup {
             paths.push(GemmPath::Subgroup);
         }

@@ -12,6 +12,7 @@ macro_rules! shader_source {
 pub enum Shader {
     Gemm,
     GemmSubgroup,
+    GemmRegister,
     Elementwise,
     Conv,
     Sample,
@@ -23,9 +24,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
+        Shader::GemmRegister,
         Shader::Elementwise,
         Shader::Conv,
         Shader::Sample,
@@ -41,6 +43,7 @@ impl Shader {
         match self {
             Shader::Gemm => "gemm.wgsl",
             Shader::GemmSubgroup => "gemm_subgroup.wgsl",
+            Shader::GemmRegister => "gemm_register.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Conv => "conv.wgsl",
             Shader::Sample => "sample.wgsl",
@@ -58,6 +61,9 @@ impl Shader {
             Shader::Gemm => shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm.wgsl"),
             Shader::GemmSubgroup => {
                 shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm_subgroup.wgsl")
+            }
+            Shader::GemmRegister => {
+                shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm_register.wgsl")
             }
             Shader::Elementwise => {
                 shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")

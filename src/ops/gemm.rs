@@ -117,6 +117,7 @@ pub fn gemm_with(
     let (shader, tile) = match path {
         GemmPath::Tiled => (Shader::Gemm, 64),
         GemmPath::Subgroup => (Shader::GemmSubgroup, 32),
+        GemmPath::Register => (Shader::GemmRegister, 64),
     };
     let pipeline = gpu.pipeline(
         shader,
