@@ -397,3 +397,36 @@ fn conv_model_on_an_rgb_folder() {
     ok(&["sample", "--model", &out, "--count", "4", "--out", &grid]);
     assert_eq!(image::open(&grid).unwrap().color(), image::ColorType::Rgb8);
 }
+
+/// A NaN loss stops training with the epoch and step, and leaves the checkpoint alone.
+#[test]
+fn nan_loss_stops_training_and_keeps_the_checkpoint() {
+    let d = data();
+    let out = tmp().join("nan").display().to_string();
+    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &out];
+    args.extend(TINY);
+    ok(&args);
+    // Poison one weight, as a diverged run would.
+    let path = Path::new(&out).join("model.safetensors");
+    let mut t = tensors(&out);
+    t.iter_mut().find(|t| t.name == "fc4.bias").unwrap().data[0] = f32::NAN;
+    safetensors::save(&path, &t).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let mut args = vec![
+        "train", "--data", &d, "--epochs", "2", "--resume", &out, "--quiet",
+    ];
+    args.extend(&TINY[..2]);
+    fails(&args, "NaN/Inf in epoch 2");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the checkpoint must not be overwritten"
+    );
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&out).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}

@@ -12,9 +12,13 @@ pub enum BackendChoice {
     /// A real GPU if there is one, then a CPU Vulkan driver, then GL.
     #[default]
     Auto,
+    /// Vulkan: Linux, Windows, Android; lavapipe and SwiftShader on the CPU.
     Vulkan,
+    /// Metal: macOS and iOS.
     Metal,
+    /// Direct3D 12: Windows.
     Dx12,
+    /// OpenGL / GLES: the fallback (Mesa's llvmpipe on the CPU); no subgroups, slower.
     #[value(alias = "gles", alias = "opengl")]
     Gl,
 }
