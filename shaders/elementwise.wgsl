@@ -15,6 +15,8 @@ struct EwParams {
 @group(0) @binding(0) var<uniform> p: EwParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 
 // Storage offset of element i of the row-major [rows, cols] view; division is slow on CPU
 // drivers, so rows without padding skip it.
@@ -47,6 +49,25 @@ fn act_backward_main(
     if (i >= p.rows * p.cols) { return; }
     let idx = offset(i);
     dst[idx] *= act_grad_from_output(src[idx], p.act, p.slope);
+}
+
+// The same four elements at a time, for matrices whose rows are unpadded and a multiple of
+// 4 long (vec4 loads are several times faster on CPU drivers).
+@compute @workgroup_size(256)
+fn act_backward_vec4_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.cols / 4u) { return; }
+    let y = src4[i];
+    dst4[i] *= vec4<f32>(
+        act_grad_from_output(y.x, p.act, p.slope),
+        act_grad_from_output(y.y, p.act, p.slope),
+        act_grad_from_output(y.z, p.act, p.slope),
+        act_grad_from_output(y.w, p.act, p.slope),
+    );
 }
 
 // dst[n] = sum over rows of src[r, n], one invocation per column: for few rows.

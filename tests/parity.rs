@@ -150,6 +150,17 @@ fn elementwise_matches_cpu() {
                 |_| 1e-5 * rows as f64,
             );
         }
+        // Unpadded rows a multiple of 4 long: the vec4 backward.
+        let (rows, cols) = (9, 12);
+        let (y32, y) = rng.vec(rows * cols, -1.0, 1.0);
+        let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);
+        let (gy, gg) = (upload(gpu, rows, cols, &y32), upload(gpu, rows, cols, &g32));
+        gpu.run(&[&act_backward(gpu, &gy, &gg, Activation::Relu).unwrap()])
+            .unwrap();
+        let want: Vec<f64> = (0..g.len())
+            .map(|i| g[i] * cpu::act_grad_from_output(y[i], Activation::Relu))
+            .collect();
+        assert_close("vec4 act backward", &gg.read(gpu).unwrap(), &want, |_| 1e-7);
         // Few columns of many rows: the bias gradient's workgroup-per-column path.
         let (rows, cols) = (5000, 7);
         let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);

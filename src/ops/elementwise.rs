@@ -35,11 +35,17 @@ fn launch(
     };
     let pipeline = gpu.pipeline(Shader::Elementwise, entry, &[])?;
     let grid = gpu.grid(threads.div_ceil(256) as u64)?;
+    // The vec4 entry points bind the same matrices as arrays of vec4.
+    let (s, d) = if entry.contains("vec4") {
+        (3, 4)
+    } else {
+        (1, 2)
+    };
     Ok(gpu.dispatch(
         entry.into(),
         pipeline,
         gpu.uniform(entry, &params),
-        &[(1, src.binding()), (2, dst.binding())],
+        &[(s, src.binding()), (d, dst.binding())],
         grid,
     ))
 }
@@ -73,7 +79,12 @@ pub fn act_backward(
     act: Activation,
 ) -> Result<Dispatch, GpuError> {
     same("act_backward", y, dy)?;
-    launch(gpu, "act_backward_main", y, dy, act, y.rows * y.cols)
+    let n = y.rows * y.cols;
+    if y.ld == y.cols && dy.ld == dy.cols && n.is_multiple_of(4) {
+        launch(gpu, "act_backward_vec4_main", y, dy, act, n / 4)
+    } else {
+        launch(gpu, "act_backward_main", y, dy, act, n)
+    }
 }
 
 /// db[n] = sum over rows of dy[r, n]; db holds dy.cols values.
