@@ -38,6 +38,24 @@ fn main() -> anyhow::Result<()> {
         ("decoder dX   dY[128x784] W4", 128, 400, 784, false, false),
         ("encoder dW   dY^T[400x128] X", 400, 784, 128, true, false),
         ("decoder dW   dY^T[784x128] H", 784, 400, 128, true, false),
+        // The conv VAE's largest products at batch 128 (conv2 / deconv1, 7x7 <-> 14x14).
+        (
+            "conv2 fwd    cols[6272x512] W^T",
+            6272,
+            64,
+            512,
+            false,
+            true,
+        ),
+        ("deconv1 fwd  X[6272x64] W", 6272, 512, 64, false, false),
+        (
+            "conv2 dW     dY^T[64x6272] cols",
+            64,
+            512,
+            6272,
+            true,
+            false,
+        ),
     ];
     let reps = 20;
     for path in gpu.gemm_paths() {

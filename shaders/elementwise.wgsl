@@ -87,6 +87,7 @@ fn bias_grad_main(
 }
 
 var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial4: array<vec4<f32>, 256>;
 
 // The same with one workgroup per column, its invocations striding over the rows, then a
 // tree reduction: for conv layers' few columns of tens of thousands of rows.
@@ -112,5 +113,32 @@ fn bias_grad_tall_main(
     }
     if (lid == 0u) {
         dst[n] = partial[0];
+    }
+}
+
+// bias_grad_tall_main four columns at a time (unpadded rows, a multiple of 4 long).
+@compute @workgroup_size(256)
+fn bias_grad_tall_vec4_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n4 = wg.y * nwg.x + wg.x;
+    let c4 = p.cols / 4u;
+    if (n4 >= c4) { return; }
+    var s = vec4<f32>(0.0);
+    for (var r = lid; r < p.rows; r += 256u) {
+        s += src4[r * c4 + n4];
+    }
+    partial4[lid] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            partial4[lid] += partial4[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        dst4[n4] = partial4[0];
     }
 }

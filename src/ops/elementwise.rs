@@ -97,7 +97,18 @@ pub fn bias_grad(gpu: &Gpu, dy: &Matrix, db: &Matrix) -> Result<Dispatch, GpuErr
     }
     // A thread per column leaves most of the device idle when columns are few and rows
     // many (conv layers); then a workgroup shares each column.
-    if dy.cols < 256 && dy.rows >= 4096 {
+    let tall = dy.cols < 256 && dy.rows >= 4096;
+    if tall && dy.ld == dy.cols && dy.cols.is_multiple_of(4) {
+        let n = dy.cols;
+        launch(
+            gpu,
+            "bias_grad_tall_vec4_main",
+            dy,
+            db,
+            Activation::Identity,
+            n / 4 * 256,
+        )
+    } else if tall {
         launch(
             gpu,
             "bias_grad_tall_main",
