@@ -1,66 +1,14 @@
 //! The command line end to end on the bundled Fashion-MNIST subset with a tiny model:
 //! train, resume (equal to a straight run), sample, reconstruct, eval, and bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use common::cli::{data, fails, ok, run, tmp};
+
 use vae_gpu::io::safetensors;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vae-gpu"));
-    c.env_remove("WGPU_BACKEND").env_remove("WGPU_ADAPTER_NAME");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).output().expect("runs");
-    eprintln!(
-        "$ vae-gpu {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(out.status.success(), "vae-gpu {} failed", args.join(" "));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Fails with a non-zero exit and an `error:` line mentioning `needle`.
-fn fails(args: &[&str], needle: &str) {
-    let out = run(args);
-    assert!(
-        !out.status.success(),
-        "vae-gpu {} should fail",
-        args.join(" ")
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(needle),
-        "stderr should mention '{needle}': {err}"
-    );
-}
-
-fn data() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets/fashion-mnist")
-        .display()
-        .to_string()
-}
-
-fn tmp() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("vae-gpu-cli-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
 
 const TINY: [&str; 12] = [
     "--limit",

@@ -1,55 +1,12 @@
 //! The commands that use a trained VAE, end to end on the bundled data with tiny models:
 //! files exist with the right dimensions and the numbers behave.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 use std::sync::OnceLock;
 
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vae-gpu"))
-        .args(args)
-        .env_remove("WGPU_BACKEND")
-        .output()
-        .expect("runs");
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    eprintln!("$ vae-gpu {}\n{o}{e}", args.join(" "));
-    (out.status.success(), o, e)
-}
-
-fn ok(args: &[&str]) -> String {
-    let (good, out, _) = run(args);
-    assert!(good, "vae-gpu {} failed", args.join(" "));
-    out
-}
-
-fn fails(args: &[&str], needle: &str) {
-    let (good, _, err) = run(args);
-    assert!(
-        !good && err.contains(needle),
-        "vae-gpu {} should fail mentioning '{needle}': {err}",
-        args.join(" ")
-    );
-}
-
-fn data() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets/fashion-mnist")
-        .display()
-        .to_string()
-}
-
-fn tmp() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("vae-gpu-uses-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
+use common::cli::{data, fails, ok, tmp};
 
 /// A small model with a 2-D latent space, trained once per test binary.
 fn model() -> String {

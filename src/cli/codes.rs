@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::builder::TypedValueParser as _;
 use clap::Args;
 
-use super::{check_dims, load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
+use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg, SplitArgs};
 use crate::io::codes::CodesFile;
 use crate::vae::codec::{decode, decode_pixels, encode, psnr};
 
@@ -17,12 +17,8 @@ pub struct EncodeArgs {
     pub model: ModelArg,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Which split to encode.
-    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
-    pub split: String,
-    /// Encode only the first N images.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub images: SplitArgs,
     /// Bits per latent value.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::PossibleValuesParser::new(["8", "16", "32"]).map(|s| s.parse::<u32>().expect("8, 16 or 32")))]
     pub bits: u32,
@@ -46,12 +42,7 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let s = a.data.load()?;
-    let mut imgs = if a.split == "train" { s.train } else { s.test };
-    check_dims(c, &imgs)?;
-    if let Some(n) = a.limit {
-        imgs = imgs.take(n as usize);
-    }
+    let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let file = CodesFile::quantize(&codes.mu, c.latent, a.bits);
     let bytes = file.to_bytes();

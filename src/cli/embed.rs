@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::{check_dims, load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
+use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg, SplitArgs};
 use crate::vae::codec::encode;
 
 #[derive(Args, Debug)]
@@ -16,12 +16,8 @@ pub struct EmbedArgs {
     pub model: ModelArg,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Which split to encode.
-    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
-    pub split: String,
-    /// Encode only the first N images.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub images: SplitArgs,
     /// Output file [default: RUN/latents.csv for embed, RUN/scatter.png for scatter]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -30,22 +26,11 @@ pub struct EmbedArgs {
     pub pca: bool,
 }
 
-/// The chosen split, limited, checked against the model.
-fn images(a: &EmbedArgs, c: &crate::vae::ModelConfig) -> anyhow::Result<crate::data::Images> {
-    let s = a.data.load()?;
-    let imgs = if a.split == "train" { s.train } else { s.test };
-    check_dims(c, &imgs)?;
-    Ok(match a.limit {
-        Some(n) => imgs.take(n as usize),
-        None => imgs,
-    })
-}
-
 pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let imgs = images(a, c)?;
+    let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
     let mut f = std::io::BufWriter::new(
@@ -76,7 +61,7 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
         "wrote {} codes ({} dimensions, mu and logvar) of the {} split to {}",
         imgs.count,
         z,
-        a.split,
+        a.images.split,
         out.display()
     );
     Ok(())
@@ -129,7 +114,7 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let imgs = images(a, c)?;
+    let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let z = c.latent;
     let points: Vec<(f32, f32)> = if a.pca && z > 2 {

@@ -119,6 +119,34 @@ impl DataArgs {
     }
 }
 
+/// Which images of the data a command works on.
+#[derive(Args, Debug, Clone)]
+pub struct SplitArgs {
+    /// Which split to use.
+    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
+    pub split: String,
+    /// Use only the first N images.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+}
+
+impl SplitArgs {
+    /// The chosen split of `data`, limited, checked against the model's image size.
+    pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
+        let s = data.load()?;
+        let imgs = if self.split == "train" {
+            s.train
+        } else {
+            s.test
+        };
+        check_dims(c, &imgs)?;
+        Ok(match self.limit {
+            Some(n) => imgs.take(n as usize),
+            None => imgs,
+        })
+    }
+}
+
 /// `--model`, shared by the commands that use a trained model.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArg {

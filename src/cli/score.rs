@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::{check_dims, load_model, open_gpu, parse_classes, DataArgs, DeviceArgs, ModelArg};
+use super::{load_model, open_gpu, parse_classes, DataArgs, DeviceArgs, ModelArg, SplitArgs};
 use crate::vae::codec::{encode, iwae_log_px};
 
 #[derive(Args, Debug)]
@@ -25,12 +25,8 @@ pub struct ScoreArgs {
     /// Labels of the normal classes (e.g. 0-8); the others count as anomalies for the AUROC.
     #[arg(long, value_parser = parse_classes)]
     pub normal_classes: Option<super::Classes>,
-    /// Which split to score.
-    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
-    pub split: String,
-    /// Score only the first N images.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub images: SplitArgs,
     /// Output CSV [default: RUN/scores.csv]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -72,12 +68,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let s = a.data.load()?;
-    let mut imgs = if a.split == "train" { s.train } else { s.test };
-    check_dims(c, &imgs)?;
-    if let Some(n) = a.limit {
-        imgs = imgs.take(n as usize);
-    }
+    let imgs = a.images.images(&a.data, c)?;
     let scores: Vec<f64> = match a.metric.as_str() {
         "iwae" => iwae_log_px(&gpu, &params, c, &imgs, a.iwae_k as usize)?
             .iter()

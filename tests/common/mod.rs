@@ -1,6 +1,8 @@
 //! Test helpers: run a body on every adapter found, a seeded RNG, tolerance checks.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::sync::{Mutex, OnceLock};
 
 use vae_gpu::gpu::{adapters, all_adapters, BackendChoice, Gpu, GpuOptions};
