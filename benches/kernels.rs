@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use vae_gpu::gpu::{BackendChoice, Gpu, GpuOptions, Matrix};
+use vae_gpu::ops::conv::{conv2d, conv2d_implicit, ConvGeom, ConvIo, Shape};
 use vae_gpu::ops::elementwise::act_forward;
 use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
 use vae_gpu::ops::Activation;
@@ -96,6 +97,51 @@ fn main() -> anyhow::Result<()> {
                 t * 1e3
             );
         }
+    }
+    // The conv VAE's conv2 forward at batch 128 (14x14x32 -> 7x7x64, k4 s2 p1) both ways.
+    let g = ConvGeom::new(
+        128,
+        Shape {
+            h: 14,
+            w: 14,
+            c: 32,
+        },
+        4,
+        2,
+        1,
+    )?;
+    let x = Matrix::zeros(&gpu, g.col_rows() * 4, 32, "x")?;
+    let (w, bias) = (
+        Matrix::zeros(&gpu, 64, 512, "w")?,
+        Matrix::zeros(&gpu, 1, 64, "b")?,
+    );
+    let cols = Matrix::zeros(&gpu, g.col_rows(), g.col_cols(), "cols")?;
+    let y = Matrix::zeros(&gpu, g.col_rows(), 64, "y")?;
+    let io = ConvIo {
+        geom: g,
+        weight: &w,
+        bias: &bias,
+        cols: &cols,
+    };
+    let explicit = conv2d(&gpu, &io, &x, &y, Activation::Relu)?;
+    let implicit = conv2d_implicit(&gpu, &io, &x, &y, Activation::Relu)?;
+    for (label, launches) in [
+        ("im2col + GEMM", explicit.iter().collect::<Vec<_>>()),
+        ("implicit GEMM", implicit.iter().collect()),
+    ] {
+        if launches.is_empty() {
+            continue;
+        }
+        let batch: Vec<_> = std::iter::repeat_n(launches, 10).flatten().collect();
+        gpu.run(&batch)?;
+        gpu.wait()?;
+        let t = Instant::now();
+        gpu.run(&batch)?;
+        gpu.wait()?;
+        println!(
+            "conv2 forward [128x14x14x32 -> 7x7x64] {label:14} {:8.3} ms",
+            t.elapsed().as_secs_f64() * 100.0
+        );
     }
     // Overheads, with a launch that does almost nothing.
     let x = Matrix::zeros(&gpu, 1, 4, "x")?;

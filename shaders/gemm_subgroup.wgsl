@@ -50,6 +50,42 @@ fn rows_trans(acc: ptr<function, Acc>, base: u32, av: vec4<f32>, bk: BBlock) {
     rank1(acc, base + 4u, subgroupBroadcast(av, 7u), bk[3]);
 }
 
+override IMPLICIT_A: bool = false;
+
+struct ImplicitConv {
+    h: u32,
+    w: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    ld_b: u32,
+    ld_p: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(6) var<uniform> cp: ImplicitConv;
+
+// (image offset of the batch, top row, left column, 1 if the row exists) of output row r.
+fn row_base(r: u32) -> vec4<i32> {
+    let b = r / (cp.oh * cp.ow);
+    let pos = r % (cp.oh * cp.ow);
+    let y0 = i32((pos / cp.ow) * cp.stride) - i32(cp.pad);
+    let x0 = i32((pos % cp.ow) * cp.stride) - i32(cp.pad);
+    return vec4<i32>(i32(b * cp.ld_b), y0, x0, select(0, 1, r < p.m));
+}
+
+fn implicit_row(base: vec4<i32>, ky: i32, kx: i32, ch: u32) -> vec4<f32> {
+    let y = base.y + ky;
+    let x = base.z + kx;
+    let inside = base.w == 1 && y >= 0 && y < i32(cp.h) && x >= 0 && x < i32(cp.w);
+    let at = u32(base.x) + (u32(max(y, 0)) * cp.w + u32(max(x, 0))) * cp.ld_p + ch;
+    return select(vec4<f32>(0.0), a[at >> 2u], inside);
+}
+
 @compute @workgroup_size(8)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -59,6 +95,11 @@ fn main(
     let n0 = wg.x * 32u + lane * 4u;
     let kmax = p.k - 1u;
     var acc: Acc;
+    // Implicit im2col: where each of this lane's four rows reads the image.
+    let rb0 = row_base(m0 + lane);
+    let rb1 = row_base(m0 + lane + 8u);
+    let rb2 = row_base(m0 + lane + 16u);
+    let rb3 = row_base(m0 + lane + 24u);
     for (var k0 = 0u; k0 < p.k; k0 += 4u) {
         // B block: rows k0..k0+3 of op(B), columns n0..n0+3. Reads past K or N are clamped
         // to valid memory; A is zeroed past K and columns past N are never stored.
@@ -93,6 +134,20 @@ fn main(
             rows_trans(&acc, 8u, a1, bk);
             rows_trans(&acc, 16u, a2, bk);
             rows_trans(&acc, 24u, a3, bk);
+        } else if (IMPLICIT_A) {
+            // op(A) = im2col(image) read in place: the 4 columns k0.. are 4 channels of one tap.
+            let tap = k0 / cp.c;
+            let ch = k0 % cp.c;
+            let ky = i32(tap / cp.k);
+            let kx = i32(tap % cp.k);
+            let a0 = implicit_row(rb0, ky, kx, ch);
+            let a1 = implicit_row(rb1, ky, kx, ch);
+            let a2 = implicit_row(rb2, ky, kx, ch);
+            let a3 = implicit_row(rb3, ky, kx, ch);
+            rows_normal(&acc, 0u, a0, bk);
+            rows_normal(&acc, 8u, a1, bk);
+            rows_normal(&acc, 16u, a2, bk);
+            rows_normal(&acc, 24u, a3, bk);
         } else {
             let r = m0 + lane;
             let mmax = p.m - 1u;

@@ -32,7 +32,7 @@ fn round_trip(name: &str, check_config: impl Fn(&vae_gpu::vae::ModelConfig)) {
         let mut ws = Workspace::new(gpu, &params, c, rows).unwrap();
         ws.x.write(gpu, &expected["x"].data).unwrap();
         ws.z = Matrix::from_slice(gpu, rows, c.latent, &expected["z"].data, "z").unwrap();
-        let all = forward_layers(gpu, &params, &ws, 0..params.layers.len()).unwrap();
+        let all = forward_layers(gpu, &params, &ws, 0..params.layers.len(), true).unwrap();
         gpu.run(&all.iter().collect::<Vec<_>>()).unwrap();
         let mulv = ws.outs[ws.heads].read(gpu).unwrap();
         let z = c.latent;

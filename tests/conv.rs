@@ -9,8 +9,8 @@ use common::{assert_close, for_each_gpu, Rng};
 use vae_gpu::cpu;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::conv::{
-    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, gpu_col, ConvGeom,
-    ConvIo, Shape,
+    conv2d, conv2d_backward, conv2d_implicit, conv_transpose2d, conv_transpose2d_backward, gpu_col,
+    ConvGeom, ConvIo, Shape,
 };
 use vae_gpu::ops::elementwise::act_backward;
 use vae_gpu::ops::Activation;
@@ -181,6 +181,42 @@ fn run_gpu(
     )
 }
 
+/// conv2d through the implicit GEMM, when the device and layout allow it.
+fn run_implicit(
+    gpu: &Gpu,
+    case: &Case,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    image_rows: bool,
+) -> Option<Vec<f32>> {
+    let s = case.input;
+    let (wr, wc) = (case.cout, s.c * case.k * case.k);
+    let taps = case.k * case.k;
+    let mut gw = vec![0.0; w.len()];
+    for (i, &v) in w.iter().enumerate() {
+        gw[(i / wc) * wc + gpu_col(i % wc, s.c, taps)] = v;
+    }
+    let geom = ConvGeom::new(case.batch, s, case.k, case.stride, case.pad).unwrap();
+    let (weight, bias) = (upload(gpu, wr, wc, &gw), upload(gpu, 1, case.cout, b));
+    let cols = Matrix::zeros(gpu, 1, 4, "unused").unwrap();
+    let io = ConvIo {
+        geom,
+        weight: &weight,
+        bias: &bias,
+        cols: &cols,
+    };
+    let gx = if image_rows {
+        upload(gpu, case.batch * s.h * s.w, s.c, x)
+    } else {
+        upload(gpu, case.batch, s.numel(), x)
+    };
+    let y = Matrix::zeros(gpu, geom.col_rows(), case.cout, "y").unwrap();
+    let d = conv2d_implicit(gpu, &io, &gx, &y, case.act).unwrap()?;
+    gpu.run(&[&d]).unwrap();
+    Some(y.read(gpu).unwrap())
+}
+
 fn cpu_forward(
     case: &Case,
     transposed: bool,
@@ -245,6 +281,13 @@ fn parity(transposed: bool, seed: u64) {
                 case.act
             );
             assert_close(&label, &got, &want, |j| 1e-5 * scale[j] + 1e-5);
+            if !transposed {
+                if let Some(implicit) = run_implicit(gpu, case, &x32, &w32, &b32, i % 2 == 1) {
+                    assert_close(&format!("{label} implicit GEMM"), &implicit, &want, |j| {
+                        1e-5 * scale[j] + 1e-5
+                    });
+                }
+            }
         }
     });
 }

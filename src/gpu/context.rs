@@ -78,6 +78,7 @@ pub struct Gpu {
     errors: Arc<Mutex<Vec<String>>>,
     /// Bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    pub(crate) dummy_uniform: wgpu::Buffer,
 }
 
 fn instance(opts: &GpuOptions, backends: wgpu::Backends) -> wgpu::Instance {
@@ -198,6 +199,12 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy_uniform = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy uniform"),
+            size: 64,
+            usage: wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
         log::info!(
             "using {} ({:?}, {:?}), GEMM kernel {:?}",
             info.name,
@@ -216,6 +223,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             errors,
             dummy,
+            dummy_uniform,
         })
     }
 

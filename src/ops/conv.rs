@@ -363,3 +363,63 @@ pub fn conv_transpose2d_backward(
     out.push(bias_grad(gpu, &dy_rows, db)?);
     Ok(out)
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ImplicitParams {
+    h: u32,
+    w: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    ld_b: u32,
+    ld_p: u32,
+    pad0: [u32; 2],
+}
+
+/// conv2d without the column matrix: the subgroup GEMM reads im2col(x) in place. Measured
+/// on lavapipe (conv2 of the conv VAE, batch 128) about 20% faster than im2col + GEMM, so
+/// inference uses it; training keeps the columns, which the weight gradient needs anyway.
+/// None when the device or the layout does not allow it (no subgroup GEMM, channels not a
+/// multiple of 4, padded image rows).
+pub fn conv2d_implicit(
+    gpu: &Gpu,
+    io: &ConvIo<'_>,
+    x: &Matrix,
+    y: &Matrix,
+    act: Activation,
+) -> Result<Option<Dispatch>, GpuError> {
+    let g = &io.geom;
+    let (ld_b, ld_p) = image_strides(x, g)?;
+    if gpu.gemm_path != crate::gpu::GemmPath::Subgroup
+        || ![g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4))
+    {
+        return Ok(None);
+    }
+    let params = ImplicitParams {
+        h: g.image.h as u32,
+        w: g.image.w as u32,
+        c: g.image.c as u32,
+        oh: g.oh as u32,
+        ow: g.ow as u32,
+        k: g.k as u32,
+        stride: g.stride as u32,
+        pad: g.pad as u32,
+        ld_b: ld_b as u32,
+        ld_p: ld_p as u32,
+        pad0: [0; 2],
+    };
+    let conv = gpu.uniform("implicit conv", &params);
+    super::gemm::gemm_implicit_conv(
+        gpu,
+        x,
+        conv,
+        [g.col_rows(), g.col_cols()],
+        (io.weight, y, io.bias),
+        act,
+    )
+    .map(Some)
+}

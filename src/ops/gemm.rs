@@ -103,14 +103,46 @@ pub fn gemm_with(
     spec: GemmSpec,
 ) -> Result<Dispatch, GpuError> {
     let (m, n, k) = dims(a, b, c, bias, &spec)?;
+    build(
+        gpu,
+        path,
+        [m, n, k],
+        Operands {
+            a,
+            b,
+            c,
+            bias,
+            implicit: None,
+        },
+        spec,
+    )
+}
+
+/// The matrices of a launch; `implicit` holds the convolution uniform when A is an image
+/// read as its im2col columns in place (subgroup kernel only).
+struct Operands<'a> {
+    a: &'a Matrix,
+    b: &'a Matrix,
+    c: &'a Matrix,
+    bias: Option<&'a Matrix>,
+    implicit: Option<wgpu::Buffer>,
+}
+
+fn build(
+    gpu: &Gpu,
+    path: GemmPath,
+    [m, n, k]: [usize; 3],
+    ops: Operands<'_>,
+    spec: GemmSpec,
+) -> Result<Dispatch, GpuError> {
     let (act, slope) = spec.act.code();
     let params = GemmParams {
         m: m as u32,
         n: n as u32,
         k: k as u32,
-        lda: a.ld as u32,
-        ldb: b.ld as u32,
-        ldc: c.ld as u32,
+        lda: ops.a.ld as u32,
+        ldb: ops.b.ld as u32,
+        ldc: ops.c.ld as u32,
         slope,
         pad: 0,
     };
@@ -119,17 +151,17 @@ pub fn gemm_with(
         GemmPath::Subgroup => (Shader::GemmSubgroup, 32),
         GemmPath::Register => (Shader::GemmRegister, 64),
     };
-    let pipeline = gpu.pipeline(
-        shader,
-        "main",
-        &[
-            ("TRANS_A", u32::from(spec.trans_a)),
-            ("TRANS_B", u32::from(spec.trans_b)),
-            ("ACT", act),
-            ("ADD_BIAS", u32::from(bias.is_some())),
-            ("ACCUMULATE", u32::from(spec.accumulate)),
-        ],
-    )?;
+    let mut constants = vec![
+        ("TRANS_A", u32::from(spec.trans_a)),
+        ("TRANS_B", u32::from(spec.trans_b)),
+        ("ACT", act),
+        ("ADD_BIAS", u32::from(ops.bias.is_some())),
+        ("ACCUMULATE", u32::from(spec.accumulate)),
+    ];
+    if path == GemmPath::Subgroup {
+        constants.push(("IMPLICIT_A", u32::from(ops.implicit.is_some())));
+    }
+    let pipeline = gpu.pipeline(shader, "main", &constants)?;
     let groups = [n.div_ceil(tile) as u64, m.div_ceil(tile) as u64];
     let max = u64::from(gpu.limits.max_compute_workgroups_per_dimension);
     if groups.iter().any(|&g| g > max) {
@@ -137,26 +169,84 @@ pub fn gemm_with(
             "gemm [{m}, {n}] needs {groups:?} workgroups"
         )));
     }
-    let bias_binding = match bias {
-        Some(bias) => bias.binding(),
-        None => gpu.dummy.as_entire_binding(),
-    };
+    let bias = ops
+        .bias
+        .map(Matrix::binding)
+        .unwrap_or_else(|| gpu.dummy.as_entire_binding());
+    let mut bindings = vec![
+        (1, ops.a.binding()),
+        (2, ops.b.binding()),
+        (3, ops.c.binding()),
+        (4, bias),
+    ];
+    if path == GemmPath::Subgroup {
+        // The subgroup kernel always declares the convolution uniform.
+        bindings.push((
+            6,
+            ops.implicit
+                .as_ref()
+                .unwrap_or(&gpu.dummy_uniform)
+                .as_entire_binding(),
+        ));
+    }
+    let label = format!(
+        "gemm {m}x{n}x{k}{}{}{}",
+        if spec.trans_a { " A^T" } else { "" },
+        if spec.trans_b { " B^T" } else { "" },
+        if ops.implicit.is_some() {
+            " implicit conv"
+        } else {
+            ""
+        }
+    );
     Ok(gpu.dispatch(
-        format!(
-            "gemm {m}x{n}x{k}{}{}",
-            if spec.trans_a { " A^T" } else { "" },
-            if spec.trans_b { " B^T" } else { "" }
-        ),
+        label,
         pipeline,
         gpu.uniform("gemm params", &params),
-        &[
-            (1, a.binding()),
-            (2, b.binding()),
-            (3, c.binding()),
-            (4, bias_binding),
-        ],
+        &bindings,
         [groups[0] as u32, groups[1] as u32, 1],
     ))
+}
+
+/// C [M, N] = act(im2col(image) B^T + bias) without materializing the columns: the
+/// subgroup kernel reads each vec4 of A from the image (`conv` is the convolution's
+/// uniform, see shaders/gemm_subgroup.wgsl). B is the conv weight [N, K].
+pub(crate) fn gemm_implicit_conv(
+    gpu: &Gpu,
+    image: &Matrix,
+    conv: wgpu::Buffer,
+    [m, k]: [usize; 2],
+    io: (&Matrix, &Matrix, &Matrix),
+    act: Activation,
+) -> Result<Dispatch, GpuError> {
+    let (b, c, bias) = io;
+    if b.cols != k || c.rows != m || c.cols != b.rows || bias.rows * bias.cols != b.rows {
+        return Err(shape_err(
+            "implicit conv gemm",
+            format!(
+                "weight [{}, {}] for K {k}, output [{}, {}]",
+                b.rows, b.cols, c.rows, c.cols
+            ),
+        ));
+    }
+    let spec = GemmSpec {
+        trans_b: true,
+        act,
+        ..Default::default()
+    };
+    build(
+        gpu,
+        GemmPath::Subgroup,
+        [m, b.rows, k],
+        Operands {
+            a: image,
+            b,
+            c,
+            bias: Some(bias),
+            implicit: Some(conv),
+        },
+        spec,
+    )
 }
 
 /// Launches for the gradients of C = op(A) op(B) given dC: dA and dB, written into the

@@ -112,7 +112,7 @@ pub fn decode(
     let rows = n.clamp(1, BATCH);
     let mut ws = Workspace::new(gpu, params, c, rows)?;
     ws.z = Matrix::zeros(gpu, rows, c.latent, "codes")?;
-    let decoder = forward_layers(gpu, params, &ws, ws.heads + 1..params.layers.len())?;
+    let decoder = forward_layers(gpu, params, &ws, ws.heads + 1..params.layers.len(), true)?;
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(rows) {
         let valid = (n - start).min(rows);

@@ -52,7 +52,7 @@ pub fn generate(
         },
         temperature,
     )?;
-    let decoder = forward_layers(gpu, params, &ws, heads + 1..params.layers.len())?;
+    let decoder = forward_layers(gpu, params, &ws, heads + 1..params.layers.len(), true)?;
     let mut out = Vec::with_capacity(count);
     for (chunk, start) in (0..count).step_by(rows).enumerate() {
         set_noise(

@@ -4,7 +4,8 @@
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix, PendingRead};
 use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
 use crate::ops::conv::{
-    conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward, ConvGeom, ConvIo, Shape,
+    conv2d, conv2d_backward, conv2d_implicit, conv_transpose2d, conv_transpose2d_backward,
+    ConvGeom, ConvIo, Shape,
 };
 use crate::ops::elementwise::{act_backward, bias_grad};
 use crate::ops::gather::{gather, GatherDispatch, GpuImages};
@@ -152,12 +153,14 @@ fn as_pixels(m: &Matrix, rows: usize, s: Shape) -> Result<Matrix, GpuError> {
     as_rows(m, rows * s.h * s.w)
 }
 
-/// Forward launches of layers `range`.
+/// Forward launches of layers `range`. `inference`: no backward follows, so convolutions
+/// may skip materializing their columns (see `conv2d_implicit`).
 pub fn forward_layers(
     gpu: &Gpu,
     params: &Params,
     ws: &Workspace,
     range: std::ops::Range<usize>,
+    inference: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
     for i in range {
@@ -186,7 +189,15 @@ pub fn forward_layers(
             }
             LayerKind::Conv { .. } | LayerKind::ConvT { .. } => {
                 let io = conv_io(d, ws, i, &w, &b)?;
-                out.extend(if matches!(d.kind, LayerKind::Conv { .. }) {
+                let implicit = match d.kind {
+                    LayerKind::Conv { .. } if inference => {
+                        conv2d_implicit(gpu, &io, input, &ws.outs[i], d.act)?
+                    }
+                    _ => None,
+                };
+                out.extend(if let Some(one) = implicit {
+                    vec![one]
+                } else if matches!(d.kind, LayerKind::Conv { .. }) {
                     conv2d(gpu, &io, input, &ws.outs[i], d.act)?
                 } else {
                     conv_transpose2d(
@@ -374,7 +385,8 @@ impl StepProgram {
             }
             None => None,
         };
-        let encoder = forward_layers(gpu, params, &ws, 0..heads + 1)?;
+        let inference = spec.adam.is_none();
+        let encoder = forward_layers(gpu, params, &ws, 0..heads + 1, inference)?;
         let sample = sample_forward(
             gpu,
             &ws.outs[heads],
@@ -387,7 +399,7 @@ impl StepProgram {
             },
             1.0,
         )?;
-        let decoder = forward_layers(gpu, params, &ws, heads + 1..n)?;
+        let decoder = forward_layers(gpu, params, &ws, heads + 1..n, inference)?;
         let loss = loss(
             gpu,
             &LossBuffers {
