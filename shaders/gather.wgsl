@@ -21,6 +21,7 @@ struct GatherParams {
 @group(0) @binding(4) var<storage, read> pixels1: array<u32>;
 @group(0) @binding(5) var<storage, read> pixels2: array<u32>;
 @group(0) @binding(6) var<storage, read> pixels3: array<u32>;
+@group(0) @binding(7) var<storage, read_write> x4: array<vec4<f32>>;
 
 fn pixel_word(chunk: u32, w: u32) -> u32 {
     switch chunk {
@@ -45,4 +46,23 @@ fn gather_main(
     let byte = (image % p.per_chunk) * p.d + j;
     let v = (pixel_word(image / p.per_chunk, byte >> 2u) >> ((byte & 3u) * 8u)) & 0xffu;
     x[r * p.ld_x + j] = f32(v) * (1.0 / 255.0);
+}
+
+// The same, one packed word (four pixels) per invocation, when images are a multiple of
+// 4 pixels long (so words never straddle images).
+@compute @workgroup_size(256)
+fn gather_vec4_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let words = p.d / 4u;
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * words) { return; }
+    let r = i / words;
+    let w = i % words;
+    let image = indices[min(p.offset + r, p.count - 1u)];
+    let v = pixel_word(image / p.per_chunk, (image % p.per_chunk) * words + w);
+    let bytes = vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
+    x4[r * (p.ld_x / 4u) + w] = vec4<f32>(bytes) * (1.0 / 255.0);
 }

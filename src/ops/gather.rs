@@ -135,19 +135,25 @@ pub fn gather(
             .unwrap_or(&gpu.dummy)
             .as_entire_binding()
     };
+    // Whole packed words per invocation when images are a multiple of 4 pixels.
+    let (entry, out, threads) = if images.d.is_multiple_of(4) {
+        ("gather_vec4_main", 7, x.rows * x.cols / 4)
+    } else {
+        ("gather_main", 3, x.rows * x.cols)
+    };
     let dispatch = gpu.dispatch(
         "gather".into(),
-        gpu.pipeline(Shader::Gather, "gather_main", &[])?,
+        gpu.pipeline(Shader::Gather, entry, &[])?,
         gpu.uniform("gather params", &params),
         &[
             (1, chunk(0)),
             (2, indices.as_entire_binding()),
-            (3, x.binding()),
+            (out, x.binding()),
             (4, chunk(1)),
             (5, chunk(2)),
             (6, chunk(3)),
         ],
-        gpu.grid((x.rows * x.cols).div_ceil(256) as u64)?,
+        gpu.grid(threads.div_ceil(256) as u64)?,
     );
     Ok(GatherDispatch { dispatch, params })
 }
