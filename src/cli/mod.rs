@@ -81,10 +81,10 @@ pub struct DataArgs {
     /// (/usr/share/datasets/fashion-mnist), else the bundled subset.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Resize folder images to N (square) or WxH.
+    /// Resize every image (IDX or folder) to N (square) or WxH.
     #[arg(long, value_parser = parse_size)]
     pub size: Option<(usize, usize)>,
-    /// Channels of folder images: 1 (grayscale) or 3 (RGB) [default: 1]
+    /// Channels: 1 (grayscale) or 3 (RGB; grayscale IDX data is repeated) [default: 1]
     #[arg(long, value_parser = PossibleValuesParser::new(["1", "3"]).map(|s| s.parse::<usize>().expect("1 or 3")))]
     pub channels: Option<usize>,
     /// Fail on unreadable image files instead of skipping them with a warning.
@@ -317,13 +317,16 @@ pub fn parse_classes(s: &str) -> Result<Classes, String> {
 pub fn check_dims(c: &ModelConfig, images: &crate::data::Images) -> anyhow::Result<()> {
     if (c.height, c.width, c.channels) != (images.height, images.width, images.channels) {
         anyhow::bail!(
-            "the model expects {}x{}x{} images, the data has {}x{}x{}",
+            "the model expects {}x{}x{} images, the data has {}x{}x{} (pass --size {}x{} --channels {})",
             c.height,
             c.width,
             c.channels,
             images.height,
             images.width,
-            images.channels
+            images.channels,
+            c.width,
+            c.height,
+            c.channels
         );
     }
     Ok(())

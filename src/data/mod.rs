@@ -47,6 +47,42 @@ impl Images {
         })
     }
 
+    /// Every image resized to (width, height) (bilinear), e.g. to fit the conv architecture.
+    pub fn resized(self, (width, height): (usize, usize)) -> Images {
+        if (width, height) == (self.width, self.height) {
+            return self;
+        }
+        let mut pixels = Vec::with_capacity(self.count * width * height * self.channels);
+        for i in 0..self.count {
+            let (w, h) = (self.width as u32, self.height as u32);
+            let data = self.image(i).to_vec();
+            let img = match self.channels {
+                3 => image::DynamicImage::ImageRgb8(
+                    image::RgbImage::from_raw(w, h, data).expect("size matches"),
+                ),
+                _ => image::DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w, h, data).expect("size matches"),
+                ),
+            };
+            let out = img.resize_exact(
+                width as u32,
+                height as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            pixels.extend_from_slice(&if self.channels == 3 {
+                out.to_rgb8().into_raw()
+            } else {
+                out.to_luma8().into_raw()
+            });
+        }
+        Images {
+            pixels,
+            width,
+            height,
+            ..self
+        }
+    }
+
     /// The first `n` images.
     pub fn take(&self, n: usize) -> Images {
         let n = n.min(self.count);
@@ -165,8 +201,23 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
             test,
         });
     }
-    let train = idx::load_split(&dir, "train")?;
-    let test = idx::load_split(&dir, "t10k")?;
+    // IDX images are grayscale: --channels 3 repeats the gray value.
+    let resize = |imgs: Images| {
+        let imgs = match opts.size {
+            Some(size) => imgs.resized(size),
+            None => imgs,
+        };
+        match opts.channels {
+            Some(3) => Images {
+                pixels: imgs.pixels.iter().flat_map(|&p| [p; 3]).collect(),
+                channels: 3,
+                ..imgs
+            },
+            _ => imgs,
+        }
+    };
+    let train = resize(idx::load_split(&dir, "train")?);
+    let test = resize(idx::load_split(&dir, "t10k")?);
     if train.dim() != test.dim() {
         return Err(DataError::new(
             &dir,
