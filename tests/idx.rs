@@ -125,10 +125,20 @@ fn bundled_subset_loads() {
 
 #[test]
 fn idx_data_resizes_and_repeats_channels() {
-    let opts = data::DataOptions { size: Some((16, 12)), channels: Some(3), strict: false };
+    let opts = data::DataOptions {
+        size: Some((16, 12)),
+        channels: Some(3),
+        strict: false,
+    };
     let s = data::load(Some(&data::bundled_dir()), &opts).unwrap();
-    assert_eq!((s.train.width, s.train.height, s.train.channels), (16, 12, 3));
+    assert_eq!(
+        (s.train.width, s.train.height, s.train.channels),
+        (16, 12, 3)
+    );
     assert_eq!(s.test.pixels.len(), s.test.count * 16 * 12 * 3);
     let px = &s.test.pixels[..3];
-    assert!(px[0] == px[1] && px[1] == px[2], "gray repeated over the channels");
+    assert!(
+        px[0] == px[1] && px[1] == px[2],
+        "gray repeated over the channels"
+    );
 }
