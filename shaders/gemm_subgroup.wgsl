@@ -52,7 +52,10 @@ fn rows_trans(acc: ptr<function, Acc>, base: u32, av: vec4<f32>, bk: BBlock) {
 
 override IMPLICIT_A: bool = false;
 
+// The convolution's geometry, laid out like ConvParams of shaders/conv.wgsl (the host
+// fills both from one struct); the fields after ld_p are unused here.
 struct ImplicitConv {
+    batch: u32,
     h: u32,
     w: u32,
     c: u32,
@@ -63,8 +66,11 @@ struct ImplicitConv {
     pad: u32,
     ld_b: u32,
     ld_p: u32,
+    ld_cols: u32,
+    act: u32,
+    flags: u32,
+    slope: f32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(6) var<uniform> cp: ImplicitConv;

@@ -110,6 +110,30 @@ struct ConvParams {
     pad0: u32,
 }
 
+impl ConvParams {
+    /// The geometry and image strides; the column stride, activation and bias flag at 0.
+    fn new(g: &ConvGeom, ld_b: usize, ld_p: usize) -> ConvParams {
+        ConvParams {
+            batch: g.batch as u32,
+            h: g.image.h as u32,
+            w: g.image.w as u32,
+            c: g.image.c as u32,
+            oh: g.oh as u32,
+            ow: g.ow as u32,
+            k: g.k as u32,
+            stride: g.stride as u32,
+            pad: g.pad as u32,
+            ld_b: ld_b as u32,
+            ld_p: ld_p as u32,
+            ld_cols: 0,
+            act: 0,
+            flags: 0,
+            slope: 0.0,
+            pad0: 0,
+        }
+    }
+}
+
 /// Column of a GPU weight row holding PyTorch's flattened column `torch_col`
 /// (channel-major (ch, ky, kx) there, tap-major (ky, kx, ch) here) for `channels` channels
 /// and `taps` = K*K.
@@ -181,22 +205,11 @@ fn launch(
     act.check()?;
     let (code, slope) = act.code();
     let params = ConvParams {
-        batch: g.batch as u32,
-        h: g.image.h as u32,
-        w: g.image.w as u32,
-        c: g.image.c as u32,
-        oh: g.oh as u32,
-        ow: g.ow as u32,
-        k: g.k as u32,
-        stride: g.stride as u32,
-        pad: g.pad as u32,
-        ld_b: ld_b as u32,
-        ld_p: ld_p as u32,
         ld_cols: cols.ld as u32,
         act: code,
         flags: u32::from(bias.is_some()) << 1,
         slope,
-        pad0: 0,
+        ..ConvParams::new(g, ld_b, ld_p)
     };
     let (src, dst, bias_at) = if vec4 { (4, 5, 6) } else { (1, 2, 3) };
     let mut bindings = match mv {
@@ -364,22 +377,6 @@ pub fn conv_transpose2d_backward(
     Ok(out)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ImplicitParams {
-    h: u32,
-    w: u32,
-    c: u32,
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    ld_b: u32,
-    ld_p: u32,
-    pad0: [u32; 2],
-}
-
 /// conv2d without the column matrix: the subgroup GEMM reads im2col(x) in place. Measured
 /// on lavapipe (conv2 of the conv VAE, batch 128) about 20% faster than im2col + GEMM, so
 /// inference uses it; training keeps the columns, which the weight gradient needs anyway.
@@ -399,19 +396,8 @@ pub fn conv2d_implicit(
     {
         return Ok(None);
     }
-    let params = ImplicitParams {
-        h: g.image.h as u32,
-        w: g.image.w as u32,
-        c: g.image.c as u32,
-        oh: g.oh as u32,
-        ow: g.ow as u32,
-        k: g.k as u32,
-        stride: g.stride as u32,
-        pad: g.pad as u32,
-        ld_b: ld_b as u32,
-        ld_p: ld_p as u32,
-        pad0: [0; 2],
-    };
+    // The subgroup kernel reads the same uniform layout (its `ImplicitConv`).
+    let params = ConvParams::new(g, ld_b, ld_p);
     let conv = gpu.uniform("implicit conv", &params);
     super::gemm::gemm_implicit_conv(
         gpu,
