@@ -11,28 +11,6 @@
 //   transposed conv:   y = col2im(x W) + bias                    (W [Cin, Cout*K*K])
 //   its backward:      dcols = im2col(dy); dx = dcols W^T
 
-struct ConvParams {
-    batch: u32,
-    // the image side (the conv's input, the transposed conv's output)
-    h: u32,
-    w: u32,
-    c: u32,
-    // the column side (the conv's output positions, the transposed conv's input)
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    ld_b: u32,
-    ld_p: u32,
-    ld_cols: u32,
-    act: u32,
-    // bit 1: add bias (col2im)
-    flags: u32,
-    slope: f32,
-    _pad0: u32,
-}
-
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;

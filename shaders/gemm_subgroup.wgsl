@@ -52,28 +52,7 @@ fn rows_trans(acc: ptr<function, Acc>, base: u32, av: vec4<f32>, bk: BBlock) {
 
 override IMPLICIT_A: bool = false;
 
-// The convolution's geometry, laid out like ConvParams of shaders/conv.wgsl (the host
-// fills both from one struct); the fields after ld_p are unused here.
-struct ImplicitConv {
-    batch: u32,
-    h: u32,
-    w: u32,
-    c: u32,
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    ld_b: u32,
-    ld_p: u32,
-    ld_cols: u32,
-    act: u32,
-    flags: u32,
-    slope: f32,
-    _pad0: u32,
-}
-
-@group(0) @binding(6) var<uniform> cp: ImplicitConv;
+@group(0) @binding(6) var<uniform> cp: ConvParams;
 
 // (image offset of the batch, top row, left column, 1 if the row exists) of output row r.
 fn row_base(r: u32) -> vec4<i32> {

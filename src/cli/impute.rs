@@ -77,6 +77,11 @@ pub struct ImputeArgs {
 /// missing[i * d + j]: whether value j of image i is missing (all channels of a pixel alike).
 fn missing(spec: &MaskSpec, imgs: &Images, seed: u64) -> anyhow::Result<Vec<bool>> {
     let (h, w, ch) = (imgs.height, imgs.width, imgs.channels);
+    if let MaskSpec::Rect(x0, y0, _, _) = *spec {
+        if x0 >= w || y0 >= h {
+            anyhow::bail!("--mask rect starts at ({x0}, {y0}), outside the {w}x{h} images");
+        }
+    }
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(imgs.count * imgs.dim());
     for _ in 0..imgs.count {
@@ -90,11 +95,6 @@ fn missing(spec: &MaskSpec, imgs: &Images, seed: u64) -> anyhow::Result<Vec<bool
                 };
                 out.extend(std::iter::repeat_n(m, ch));
             }
-        }
-    }
-    if let MaskSpec::Rect(x0, y0, _, _) = *spec {
-        if x0 >= w || y0 >= h {
-            anyhow::bail!("--mask rect starts at ({x0}, {y0}), outside the {w}x{h} images");
         }
     }
     Ok(out)

@@ -60,7 +60,12 @@ impl Shader {
         match self {
             Shader::Gemm => shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm.wgsl"),
             Shader::GemmSubgroup => {
-                shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm_subgroup.wgsl")
+                shader_source!(
+                    "activation.wgsl",
+                    "gemm_common.wgsl",
+                    "conv_params.wgsl",
+                    "gemm_subgroup.wgsl"
+                )
             }
             Shader::GemmRegister => {
                 shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm_register.wgsl")
@@ -68,7 +73,12 @@ impl Shader {
             Shader::Elementwise => {
                 shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")
             }
-            Shader::Conv => shader_source!("index.wgsl", "activation.wgsl", "conv.wgsl"),
+            Shader::Conv => shader_source!(
+                "index.wgsl",
+                "activation.wgsl",
+                "conv_params.wgsl",
+                "conv.wgsl"
+            ),
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
             Shader::Loss => shader_source!("loss.wgsl"),
             Shader::Iwae => shader_source!("iwae.wgsl"),

@@ -396,7 +396,7 @@ pub fn conv2d_implicit(
     {
         return Ok(None);
     }
-    // The subgroup kernel reads the same uniform layout (its `ImplicitConv`).
+    // The subgroup kernel declares the same struct (shaders/conv_params.wgsl).
     let params = ConvParams::new(g, ld_b, ld_p);
     let conv = gpu.uniform("implicit conv", &params);
     super::gemm::gemm_implicit_conv(
