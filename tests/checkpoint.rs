@@ -23,7 +23,8 @@ fn fixture(p: &str) -> std::path::PathBuf {
 fn round_trip(name: &str, check_config: impl Fn(&vae_gpu::vae::ModelConfig)) {
     for_each_gpu(|gpu| {
         let model_path = fixture(&format!("{name}/model.safetensors"));
-        let (cfg, params) = checkpoint::load(gpu, &model_path, false).unwrap();
+        let (_, cfg, params) =
+            checkpoint::load(gpu, &model_path, checkpoint::Pick::Best, false).unwrap();
         let c = &cfg.model;
         check_config(c);
         let expected =
@@ -113,7 +114,12 @@ fn mismatched_checkpoints_are_clear_errors() {
         let fc3 = t2.iter_mut().find(|t| t.name == "fc3.bias").unwrap();
         fc3.shape = vec![2, 2];
         safetensors::save(&bad, &t2).unwrap();
-        let e = format!("{:#}", checkpoint::load(gpu, &bad, false).err().unwrap());
+        let e = format!(
+            "{:#}",
+            checkpoint::load(gpu, &bad, checkpoint::Pick::Best, false)
+                .err()
+                .unwrap()
+        );
         assert!(e.contains("fc3.bias") && e.contains("[2, 2]"), "{e}");
         // An extra tensor from another architecture.
         let extra = dir.join("extra.safetensors");
@@ -123,7 +129,12 @@ fn mismatched_checkpoints_are_clear_errors() {
             data: vec![0.0],
         });
         safetensors::save(&extra, &tensors).unwrap();
-        let e = format!("{:#}", checkpoint::load(gpu, &extra, false).err().unwrap());
+        let e = format!(
+            "{:#}",
+            checkpoint::load(gpu, &extra, checkpoint::Pick::Best, false)
+                .err()
+                .unwrap()
+        );
         assert!(
             e.contains("head2.weight") && e.contains("another architecture"),
             "{e}"
@@ -132,7 +143,12 @@ fn mismatched_checkpoints_are_clear_errors() {
         let trunc = dir.join("truncated.safetensors");
         let bytes = std::fs::read(fixture("tiny_mlp/model.safetensors")).unwrap();
         std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
-        let e = format!("{:#}", checkpoint::load(gpu, &trunc, false).err().unwrap());
+        let e = format!(
+            "{:#}",
+            checkpoint::load(gpu, &trunc, checkpoint::Pick::Best, false)
+                .err()
+                .unwrap()
+        );
         assert!(e.contains("truncated.safetensors"), "{e}");
     });
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::cli::{data, fails, ok, run, tmp};
+use common::cli::{data, fails, last_model, ok, run, tmp};
 
 use vae_gpu::io::safetensors;
 
@@ -41,7 +41,7 @@ fn trained() -> String {
 }
 
 fn tensors(run: &str) -> Vec<safetensors::Tensor> {
-    safetensors::load(&Path::new(run).join("model.safetensors"))
+    safetensors::load(&last_model(run))
         .unwrap()
         .into_values()
         .collect()
@@ -50,13 +50,11 @@ fn tensors(run: &str) -> Vec<safetensors::Tensor> {
 #[test]
 fn train_writes_a_complete_run() {
     let run = trained();
-    for f in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "config.json",
-        "metrics.jsonl",
-        "loss.png",
-    ] {
+    let checkpoint = Path::new(&run).join("checkpoint-0002");
+    for f in ["model.safetensors", "optimizer.safetensors", "config.json"] {
+        assert!(checkpoint.join(f).exists(), "{f} missing");
+    }
+    for f in ["metrics.jsonl", "loss.png"] {
         assert!(Path::new(&run).join(f).exists(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(Path::new(&run).join("metrics.jsonl")).unwrap();
@@ -160,7 +158,7 @@ fn bad_input_is_a_clear_error() {
     let broken = tmp().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::copy(
-        Path::new(&run).join("config.json"),
+        Path::new(&run).join("checkpoint-0002/config.json"),
         broken.join("config.json"),
     )
     .unwrap();
@@ -355,7 +353,7 @@ fn nan_loss_stops_training_and_keeps_the_checkpoint() {
     args.extend(TINY);
     ok(&args);
     // Poison one weight, as a diverged run would.
-    let path = Path::new(&out).join("model.safetensors");
+    let path = last_model(&out);
     let mut t = tensors(&out);
     t.iter_mut().find(|t| t.name == "fc4.bias").unwrap().data[0] = f32::NAN;
     safetensors::save(&path, &t).unwrap();

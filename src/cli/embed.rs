@@ -1,7 +1,6 @@
 //! `vae-gpu embed` (latent codes as CSV) and `vae-gpu scatter` (their means in 2-D,
 //! coloured by label).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -33,16 +32,13 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
-    );
     let z = c.latent;
     let header: Vec<String> = ["index".into(), "label".into()]
         .into_iter()
         .chain((0..z).map(|j| format!("mu_{j}")))
         .chain((0..z).map(|j| format!("logvar_{j}")))
         .collect();
-    writeln!(f, "{}", header.join(","))?;
+    let mut csv = header.join(",") + "\n";
     for i in 0..imgs.count {
         let label = imgs
             .labels
@@ -54,9 +50,10 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
             .chain(&codes.logvar[i * z..(i + 1) * z])
             .map(|v| v.to_string())
             .collect();
-        writeln!(f, "{i},{label},{}", nums.join(","))?;
+        csv += &format!("{i},{label},{}\n", nums.join(","));
     }
-    f.flush()?;
+    crate::io::write_atomic(&out, csv.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
     println!(
         "wrote {} codes ({} dimensions, mu and logvar) of the {} split to {}",
         imgs.count,
@@ -147,6 +144,8 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
         points.len(),
         if a.pca && z > 2 {
             "first two principal components"
+        } else if z == 1 {
+            "dimension 0 (against 0: the latent has one dimension)"
         } else {
             "dimensions 0 and 1"
         }

@@ -14,8 +14,9 @@ pub struct EvalArgs {
     pub model: ModelArg,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Also compute the IWAE bound with K importance samples per image (0 = off).
-    #[arg(long, value_name = "K", default_value_t = 0)]
+    /// Also compute the IWAE bound with K importance samples per image (0 = off; K x images
+    /// decoder passes, so 1000 on 1000 images is a million).
+    #[arg(long, value_name = "K", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub iwae: u32,
     /// Evaluate only the first N test images.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

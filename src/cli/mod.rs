@@ -22,7 +22,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use crate::gpu::{BackendChoice, Gpu, GpuOptions};
-use crate::vae::checkpoint::{self, RunConfig};
+use crate::vae::checkpoint::{self, Pick, RunConfig};
 use crate::vae::{ModelConfig, Params};
 
 /// Where runs go by default, and where `--model` looks for the newest one.
@@ -220,18 +220,20 @@ pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Gpu> {
     Ok(gpu)
 }
 
-/// Loads `--model` (or the newest run) onto the GPU.
+/// Loads `--model` (or the newest run; its best checkpoint) onto the GPU. Returns the
+/// directory outputs go to by default: the run (or checkpoint) directory named.
 pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConfig, Params)> {
-    let dir = match &arg.model {
+    let path = match &arg.model {
         Some(p) => p.clone(),
         None => checkpoint::newest_run(Path::new(RUNS_DIR))?,
     };
-    let (cfg, params) = checkpoint::load(gpu, &dir, false)
-        .with_context(|| format!("loading model {}", dir.display()))?;
-    let dir = if dir.is_dir() {
-        dir
+    let (at, cfg, params) = checkpoint::load(gpu, &path, Pick::Best, false)
+        .with_context(|| format!("loading model {}", path.display()))?;
+    eprintln!("model: {}", at.display());
+    let dir = if path.is_dir() {
+        path
     } else {
-        dir.parent().map(Path::to_path_buf).unwrap_or_default()
+        crate::io::parent_dir(&path).to_path_buf()
     };
     Ok((dir, cfg, params))
 }

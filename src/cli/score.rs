@@ -1,7 +1,6 @@
 //! `vae-gpu score`: a per-image anomaly score (how badly the model explains the image), and
 //! with labels and `--normal-classes`, the AUROC of telling the other classes apart.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -80,19 +79,29 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
             losses.chunks(3).map(|l| f64::from(l[col])).collect()
         }
     };
+    // Checked before anything is written, so a failing call leaves earlier results alone.
+    let anomalous: Option<Vec<bool>> = match &a.normal_classes {
+        Some(super::Classes(normal)) => Some(
+            imgs.labels
+                .as_ref()
+                .context("--normal-classes needs labelled data")?
+                .iter()
+                .map(|l| !normal.contains(l))
+                .collect(),
+        ),
+        None => None,
+    };
     let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
-    );
-    writeln!(f, "index,label,{}", a.metric)?;
+    let mut csv = format!("index,label,{}\n", a.metric);
     for (i, sc) in scores.iter().enumerate() {
         let label = imgs
             .labels
             .as_ref()
             .map_or(String::new(), |l| l[i].to_string());
-        writeln!(f, "{i},{label},{sc}")?;
+        csv += &format!("{i},{label},{sc}\n");
     }
-    f.flush()?;
+    crate::io::write_atomic(&out, csv.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
     let mean = scores.iter().sum::<f64>() / scores.len() as f64;
     let mut line = format!(
         "scored {} images by {} (mean {mean:.2} nats) -> {}",
@@ -100,12 +109,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         a.metric,
         out.display()
     );
-    if let Some(super::Classes(normal)) = &a.normal_classes {
-        let labels = imgs
-            .labels
-            .as_ref()
-            .context("--normal-classes needs labelled data")?;
-        let anomalous: Vec<bool> = labels.iter().map(|l| !normal.contains(l)).collect();
+    if let Some(anomalous) = anomalous {
         match auroc(&scores, &anomalous) {
             Some(v) => {
                 line += &format!(

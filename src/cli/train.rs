@@ -1,15 +1,19 @@
-//! `vae-gpu train`: train a VAE, checkpointing each epoch into a run directory.
+//! `vae-gpu train`: train a VAE, publishing a checkpoint per epoch into a run directory.
 
-use std::path::PathBuf;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
 
 use super::{open_gpu, DataArgs, DeviceArgs, RUNS_DIR};
+use crate::data::Images;
 use crate::ops::adam::AdamConfig;
 use crate::ops::loss::Likelihood;
-use crate::vae::checkpoint;
-use crate::vae::train::{train, Run};
+use crate::ops::sample::Corruption;
+use crate::vae::checkpoint::{self, Pick, RunConfig, CONFIG_FILE, MODEL_FILE};
+use crate::vae::rundir::{self, RunDir};
+use crate::vae::train::{resumed_history, train, Run};
 use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -19,48 +23,56 @@ pub struct TrainArgs {
     /// Run directory for checkpoints, metrics and the loss curve [default: runs/run-N]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue a run (its Adam state, step counter and noise position) up to --epochs.
+    /// Continue a run from its last checkpoint (Adam state, step counter, noise position) up
+    /// to --epochs. The run keeps its settings: --epochs, --lr, --weight-decay and
+    /// --max-loss-ratio may change; any other flag that differs from the run is an error.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Architecture: mlp (fully connected) or conv (strided convolutions, transposed
-    /// convolutions in the decoder; image sides must divide by 2 per conv layer).
-    #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
-    pub arch: String,
-    /// Channel widths of the conv encoder's layers (multiples of 4; the decoder mirrors them).
-    #[arg(long, value_delimiter = ',', default_value = "32,64", value_parser = clap::value_parser!(u32).range(4..=4096))]
-    pub conv_channels: Vec<u32>,
-    /// Hidden layer widths of the MLP encoder (the decoder mirrors them), e.g. 512,256.
-    #[arg(long, value_delimiter = ',', default_value = "400", value_parser = clap::value_parser!(u32).range(1..=65536))]
-    pub hidden: Vec<u32>,
-    /// Size of the latent code.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub latent: u32,
-    /// Decoder likelihood: bernoulli (binary cross-entropy on logits) or gaussian.
-    #[arg(long, value_enum, default_value = "bernoulli")]
-    pub likelihood: Likelihood,
-    /// Variance of the Gaussian likelihood (0.5 makes its data term the summed squared error).
-    #[arg(long, default_value_t = 0.5)]
-    pub gauss_var: f32,
-    /// Weight of the KL term (beta-VAE).
-    #[arg(long, default_value_t = 1.0)]
-    pub beta: f32,
-    /// Ramp beta linearly from 0 over this many epochs (against posterior collapse).
-    #[arg(long, default_value_t = 0)]
-    pub kl_warmup: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f32,
-    /// Decoupled weight decay (AdamW); 0 is plain Adam.
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f32,
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65535))]
-    pub batch_size: u32,
+    /// convolutions in the decoder; image sides must divide by 2 per conv layer) [default: mlp]
+    #[arg(long, value_parser = ["mlp", "conv"])]
+    pub arch: Option<String>,
+    /// Channel widths of the conv encoder's layers (multiples of 4; the decoder mirrors
+    /// them) [default: 32,64]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(4..=4096))]
+    pub conv_channels: Option<Vec<u32>>,
+    /// Hidden layer widths of the MLP encoder (the decoder mirrors them), e.g. 512,256
+    /// [default: 400]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub hidden: Option<Vec<u32>>,
+    /// Size of the latent code [default: 20]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub latent: Option<u32>,
+    /// Decoder likelihood: bernoulli (binary cross-entropy on logits) or gaussian
+    /// [default: bernoulli]
+    #[arg(long, value_enum)]
+    pub likelihood: Option<Likelihood>,
+    /// Variance of the Gaussian likelihood (0.5 makes its data term the summed squared
+    /// error) [default: 0.5]
+    #[arg(long)]
+    pub gauss_var: Option<f32>,
+    /// Weight of the KL term (beta-VAE) [default: 1]
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// Ramp beta linearly from 0 over this many epochs (against posterior collapse)
+    /// [default: 0]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub kl_warmup: Option<u32>,
+    /// Adam learning rate [default: 0.001]
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Decoupled weight decay (AdamW); 0 is plain Adam [default: 0]
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Images per optimizer step [default: 128]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub batch_size: Option<u32>,
     /// Total epochs (with --resume: the total to reach) [default: 10]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub epochs: Option<u32>,
-    /// Fixes weight init, shuffling and sampling noise.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// Fixes weight init, shuffling and sampling noise [default: 1]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Use only the first N training images.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
@@ -71,20 +83,18 @@ pub struct TrainArgs {
     /// Train a denoising VAE: corrupt the inputs with gaussian:SIGMA, saltpepper:P or mask:P
     /// and reconstruct the clean images (then see `vae-gpu denoise`).
     #[arg(long, value_name = "KIND:AMOUNT")]
-    pub noise: Option<crate::ops::sample::Corruption>,
+    pub noise: Option<Corruption>,
+    /// Stop (exit code 3, keeping the last good checkpoint) when a loss exceeds
+    /// best + (R - 1) x max(|best|, initial - best), i.e. R times the best so far or back
+    /// above the initial loss; NaN/Inf always stop. 0 checks NaN/Inf only [default: 2]
+    #[arg(long, value_name = "R")]
+    pub max_loss_ratio: Option<f64>,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-}
-
-fn positive(name: &str, v: f32) -> anyhow::Result<()> {
-    if !(v.is_finite() && v > 0.0) {
-        bail!("--{name} must be a positive number, got {v}");
-    }
-    Ok(())
 }
 
 /// runs/run-N with N one past the highest existing.
@@ -106,118 +116,284 @@ fn next_run_dir() -> PathBuf {
     PathBuf::from(RUNS_DIR).join(format!("run-{}", n + 1))
 }
 
-pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
-    positive("lr", a.lr)?;
-    positive("gauss-var", a.gauss_var)?;
-    if !(a.beta.is_finite() && a.beta >= 0.0 && a.weight_decay.is_finite() && a.weight_decay >= 0.0)
-    {
-        bail!("--beta and --weight-decay must be non-negative numbers");
+/// A setting a resumed run keeps: the flag's value if the run has none, the run's value if
+/// the flag is absent, an error if they differ.
+fn keep<T: PartialEq + Debug>(
+    flag: &str,
+    given: Option<T>,
+    saved: Option<T>,
+) -> anyhow::Result<Option<T>> {
+    match (given, saved) {
+        (Some(g), Some(s)) if g != s => bail!(
+            "--{flag} {g:?} differs from the run being resumed ({flag} {s:?}); a resumed run keeps its settings (start a new run with --out to change them)"
+        ),
+        (g, s) => Ok(s.or(g)),
     }
-    let mut splits = a.data.load()?;
-    if let Some(super::Classes(classes)) = &a.classes {
-        let pick = |imgs: &crate::data::Images| imgs.with_classes(classes).filter(|i| i.count > 0);
-        let (Some(train), Some(test)) = (pick(&splits.train), pick(&splits.test)) else {
-            bail!("--classes {classes:?}: the data has no labels or no images of those classes");
-        };
-        eprintln!(
-            "classes {classes:?}: {} train, {} test images",
-            train.count, test.count
-        );
-        (splits.train, splits.test) = (train, test);
+}
+
+/// A setting a resumed run may change: applied and said.
+fn change<T: PartialEq + Debug + Copy>(flag: &str, given: Option<T>, saved: &mut T) {
+    if let Some(g) = given.filter(|g| g != saved) {
+        eprintln!("--{flag}: {saved:?} -> {g:?} from here on");
+        *saved = g;
     }
-    let mut train_images = splits.train;
-    if let Some(n) = a.limit {
-        train_images = train_images.take(n as usize);
-        eprintln!("using the first {} training images", train_images.count);
+}
+
+fn widths(v: &Option<Vec<u32>>) -> Option<Vec<usize>> {
+    v.as_ref().map(|v| v.iter().map(|&w| w as usize).collect())
+}
+
+/// The data of a run: `--data` etc., or for a resumed run the data it was trained on.
+struct DataChoice {
+    args: DataArgs,
+    limit: Option<usize>,
+    classes: Option<Vec<u8>>,
+}
+
+impl DataChoice {
+    fn new(a: &TrainArgs, saved: Option<&TrainConfig>) -> anyhow::Result<DataChoice> {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let data_dir = keep(
+            "data",
+            a.data.data.as_deref().map(canonical),
+            saved.and_then(|t| t.data_dir.as_deref()).map(canonical),
+        )?;
+        Ok(DataChoice {
+            args: DataArgs {
+                data: data_dir,
+                size: keep("size", a.data.size, saved.and_then(|t| t.size))?,
+                channels: keep("channels", a.data.channels, saved.and_then(|t| t.channels))?,
+                strict: a.data.strict,
+            },
+            limit: keep(
+                "limit",
+                a.limit.map(|n| n as usize),
+                saved.and_then(|t| t.limit),
+            )?,
+            classes: keep(
+                "classes",
+                a.classes.as_ref().map(|c| c.0.clone()),
+                saved.and_then(|t| t.classes.clone()),
+            )?,
+        })
     }
-    let gpu = open_gpu(device)?;
-    let (dir, model, mut train_cfg, params, state) = match &a.resume {
-        Some(dir) => {
-            let (cfg, params) = checkpoint::load(&gpu, dir, true)
-                .with_context(|| format!("resuming {}", dir.display()))?;
-            let mut t = cfg
-                .train
-                .with_context(|| format!("{}: no training settings to resume", dir.display()))?;
-            if let Some(e) = a.epochs {
-                t.epochs = e as usize;
-            }
-            if (cfg.model.height, cfg.model.width, cfg.model.channels)
-                != (
-                    train_images.height,
-                    train_images.width,
-                    train_images.channels,
-                )
-            {
+
+    /// (train, test, the directory read, its description)
+    fn load(&self) -> anyhow::Result<(Images, Images, PathBuf, String)> {
+        let mut splits = self.args.load()?;
+        if let Some(classes) = &self.classes {
+            let pick = |imgs: &Images| imgs.with_classes(classes).filter(|i| i.count > 0);
+            let (Some(train), Some(test)) = (pick(&splits.train), pick(&splits.test)) else {
                 bail!(
-                    "{}: the model was trained on {}x{}x{} images, the data has {}x{}x{}",
-                    dir.display(),
-                    cfg.model.height,
-                    cfg.model.width,
-                    cfg.model.channels,
-                    train_images.height,
-                    train_images.width,
-                    train_images.channels
+                    "--classes {classes:?}: the data has no labels or no images of those classes"
                 );
+            };
+            eprintln!(
+                "classes {classes:?}: {} train, {} test images",
+                train.count, test.count
+            );
+            (splits.train, splits.test) = (train, test);
+        }
+        let mut train = splits.train;
+        if let Some(n) = self.limit {
+            train = train.take(n);
+            eprintln!("using the first {} training images", train.count);
+        }
+        Ok((train, splits.test, splits.dir, splits.source))
+    }
+}
+
+/// The settings of a new run: the flags over the defaults.
+fn new_run(
+    a: &TrainArgs,
+    data: &DataChoice,
+    train: &Images,
+    dir: PathBuf,
+    source: String,
+) -> (ModelConfig, TrainConfig) {
+    let arch = a.arch.clone().unwrap_or_else(|| "mlp".into());
+    let model = ModelConfig {
+        height: train.height,
+        width: train.width,
+        channels: train.channels,
+        hidden: match arch.as_str() {
+            "mlp" => widths(&a.hidden).unwrap_or_else(|| vec![400]),
+            _ => Vec::new(),
+        },
+        conv_channels: match arch.as_str() {
+            "conv" => widths(&a.conv_channels).unwrap_or_else(|| vec![32, 64]),
+            _ => Vec::new(),
+        },
+        arch,
+        latent: a.latent.unwrap_or(20) as usize,
+        likelihood: a.likelihood.unwrap_or(Likelihood::Bernoulli),
+        gauss_var: a.gauss_var.unwrap_or(0.5),
+    };
+    let defaults = AdamConfig::default();
+    let t = TrainConfig {
+        beta: a.beta.unwrap_or(1.0),
+        kl_warmup: a.kl_warmup.unwrap_or(0) as usize,
+        batch_size: a.batch_size.unwrap_or(128) as usize,
+        epochs: a.epochs.unwrap_or(10) as usize,
+        seed: a.seed.unwrap_or(1),
+        adam: AdamConfig {
+            lr: a.lr.unwrap_or(defaults.lr),
+            weight_decay: a.weight_decay.unwrap_or(defaults.weight_decay),
+            ..defaults
+        },
+        data: source,
+        corruption: a.noise,
+        data_dir: Some(dir),
+        size: data.args.size,
+        channels: data.args.channels,
+        limit: data.limit,
+        classes: data.classes.clone(),
+    };
+    (model, t)
+}
+
+/// Checks the flags against the run being resumed and applies those that may change.
+fn resumed_run(
+    a: &TrainArgs,
+    saved: &RunConfig,
+    train: &Images,
+) -> anyhow::Result<(ModelConfig, TrainConfig)> {
+    let m = saved.model.clone();
+    let mut t = saved
+        .train
+        .clone()
+        .context("the checkpoint has no training settings to resume (a bare model file?)")?;
+    keep("arch", a.arch.clone(), Some(m.arch.clone()))?;
+    if m.arch == "mlp" {
+        keep("hidden", widths(&a.hidden), Some(m.hidden.clone()))?;
+    } else {
+        keep(
+            "conv-channels",
+            widths(&a.conv_channels),
+            Some(m.conv_channels.clone()),
+        )?;
+    }
+    keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
+    keep("likelihood", a.likelihood, Some(m.likelihood))?;
+    keep("gauss-var", a.gauss_var, Some(m.gauss_var))?;
+    keep("beta", a.beta, Some(t.beta))?;
+    keep(
+        "kl-warmup",
+        a.kl_warmup.map(|k| k as usize),
+        Some(t.kl_warmup),
+    )?;
+    keep(
+        "batch-size",
+        a.batch_size.map(|b| b as usize),
+        Some(t.batch_size),
+    )?;
+    keep("seed", a.seed, Some(t.seed))?;
+    keep("noise", a.noise.map(Some), Some(t.corruption))?;
+    change("lr", a.lr, &mut t.adam.lr);
+    change("weight-decay", a.weight_decay, &mut t.adam.weight_decay);
+    change("epochs", a.epochs.map(|e| e as usize), &mut t.epochs);
+    if (m.height, m.width, m.channels) != (train.height, train.width, train.channels) {
+        bail!(
+            "the model was trained on {}x{}x{} images, the data has {}x{}x{}",
+            m.height,
+            m.width,
+            m.channels,
+            train.height,
+            train.width,
+            train.channels
+        );
+    }
+    Ok((m, t))
+}
+
+/// `Err` unless the flag, when given, is a finite number above (or with `zero_ok`, at
+/// least) 0.
+fn check_number(flag: &str, v: Option<f32>, zero_ok: bool) -> anyhow::Result<()> {
+    match v {
+        Some(v) if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) => {
+            let want = if zero_ok { "non-negative" } else { "positive" };
+            bail!("--{flag} must be a {want} number, got {v}")
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
+    check_number("lr", a.lr, false)?;
+    check_number("gauss-var", a.gauss_var, false)?;
+    check_number("beta", a.beta, true)?;
+    check_number("weight-decay", a.weight_decay, true)?;
+    let ratio = a.max_loss_ratio.unwrap_or(2.0);
+    if !(ratio == 0.0 || (ratio.is_finite() && ratio > 1.0)) {
+        bail!("--max-loss-ratio must be above 1 (or 0 to check NaN/Inf only), got {ratio}");
+    }
+    let dir_path = match (&a.resume, &a.out) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => next_run_dir(),
+    };
+    // Locked before anything is read from it, so no second process can interleave.
+    let dir = RunDir::lock(&dir_path)?;
+    let saved = match &a.resume {
+        Some(d) => {
+            let at = checkpoint::resolve(d, Pick::Last)
+                .with_context(|| format!("resuming {}", d.display()))?;
+            let config_dir = if at.is_dir() {
+                at.clone()
+            } else {
+                crate::io::parent_dir(&at).to_path_buf()
+            };
+            Some(
+                checkpoint::read_config(&config_dir.join(CONFIG_FILE))
+                    .with_context(|| format!("resuming {}", d.display()))?,
+            )
+        }
+        None => {
+            if !rundir::checkpoints(&dir_path).is_empty() || dir_path.join(MODEL_FILE).exists() {
+                bail!("{} already holds a model; use --resume {} to continue it or choose another --out", dir_path.display(), dir_path.display());
             }
+            None
+        }
+    };
+    let data = DataChoice::new(a, saved.as_ref().and_then(|s| s.train.as_ref()))
+        .with_context(|| format!("resuming {}", dir_path.display()))?;
+    let (train_images, test_images, data_dir, source) = data.load()?;
+    let (model, mut train_cfg) = match &saved {
+        Some(s) => resumed_run(a, s, &train_images)
+            .with_context(|| format!("resuming {}", dir_path.display()))?,
+        None => new_run(a, &data, &train_images, data_dir, source),
+    };
+    model
+        .validate()
+        .and_then(|()| train_cfg.validate())
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    let gpu = open_gpu(device)?;
+    let (params, state, history) = match &a.resume {
+        Some(d) => {
+            let (at, cfg, params) = checkpoint::load(&gpu, d, Pick::Last, true)
+                .with_context(|| format!("resuming {}", d.display()))?;
             eprintln!(
                 "resuming {} at epoch {}, step {}",
-                dir.display(),
+                at.display(),
                 cfg.state.epoch,
                 cfg.state.step
             );
-            (dir.clone(), cfg.model, t, params, cfg.state)
+            let history = resumed_history(&dir_path, &cfg);
+            (params, cfg.state, history)
         }
-        None => {
-            let model = ModelConfig {
-                arch: a.arch.clone(),
-                height: train_images.height,
-                width: train_images.width,
-                channels: train_images.channels,
-                hidden: if a.arch == "mlp" {
-                    a.hidden.iter().map(|&h| h as usize).collect()
-                } else {
-                    Vec::new()
-                },
-                conv_channels: if a.arch == "conv" {
-                    a.conv_channels.iter().map(|&w| w as usize).collect()
-                } else {
-                    Vec::new()
-                },
-                latent: a.latent as usize,
-                likelihood: a.likelihood,
-                gauss_var: a.gauss_var,
-            };
-            let t = TrainConfig {
-                beta: a.beta,
-                kl_warmup: a.kl_warmup,
-                batch_size: a.batch_size as usize,
-                epochs: a.epochs.unwrap_or(10) as usize,
-                seed: a.seed,
-                adam: AdamConfig {
-                    lr: a.lr,
-                    weight_decay: a.weight_decay,
-                    ..AdamConfig::default()
-                },
-                data: splits.source.clone(),
-                corruption: a.noise,
-            };
-            let dir = a.out.clone().unwrap_or_else(next_run_dir);
-            if dir.join(checkpoint::MODEL_FILE).exists() {
-                bail!("{} already holds a model; use --resume {} to continue it or choose another --out", dir.display(), dir.display());
-            }
-            let params = Params::new(&gpu, &model, a.seed)?;
-            (dir, model, t, params, RunState::default())
-        }
+        None => (
+            Params::new(&gpu, &model, train_cfg.seed)?,
+            RunState::default(),
+            Vec::new(),
+        ),
     };
     if a.bench_steps.is_some() {
         train_cfg.epochs = state.epoch + 1;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    eprintln!("run directory: {}", dir.display());
+    eprintln!("run directory: {}", dir_path.display());
     if state.epoch >= train_cfg.epochs {
         eprintln!(
             "{} already trained {} of {} epochs; nothing to do (raise --epochs)",
-            dir.display(),
+            dir_path.display(),
             state.epoch,
             train_cfg.epochs
         );
@@ -231,16 +407,18 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
             params,
             state,
             dir: &dir,
+            history,
+            max_loss_ratio: ratio,
             max_steps: a.bench_steps,
             progress: !a.quiet,
         },
         &train_images,
-        &splits.test,
+        &test_images,
     )?;
     if let (Some(steps), Some(m)) = (a.bench_steps, metrics.last()) {
         println!(
             "bench: {steps} steps at batch {} on {}: {:.0} samples/s",
-            a.batch_size,
+            a.batch_size.unwrap_or(128),
             gpu.describe(),
             m.samples_per_sec
         );

@@ -93,13 +93,6 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
     }
     if !bad.is_empty() {
         let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
-        log::warn!(
-            "{}: skipped {} unreadable file(s): {}{}",
-            dir.display(),
-            bad.len(),
-            shown.join(", "),
-            if bad.len() > 5 { ", ..." } else { "" }
-        );
         eprintln!("warning: skipped {} unreadable image file(s) in {} (first: {}); --strict makes this an error", bad.len(), dir.display(), shown[0]);
     }
     let count = labels.len();

@@ -82,7 +82,15 @@ fn parse(
         ));
     }
     let header = 4 * (1 + ndims);
-    let expected: usize = dims.iter().product();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            DataError::new(
+                path,
+                format!("header dimensions {dims:?} overflow (corrupt header)"),
+            )
+        })?;
     let payload = bytes.len() - header;
     if payload != expected {
         return Err(DataError::new(

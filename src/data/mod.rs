@@ -99,6 +99,8 @@ impl Images {
 pub struct Splits {
     pub train: Images,
     pub test: Images,
+    /// The directory read (the default one when none was named).
+    pub dir: PathBuf,
     pub source: String,
 }
 
@@ -199,6 +201,7 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
             ),
             train,
             test,
+            dir,
         });
     }
     // IDX images are grayscale: --channels 3 repeats the gray value.
@@ -235,5 +238,6 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
         ),
         train,
         test,
+        dir,
     })
 }

@@ -149,7 +149,14 @@ impl CodesFile {
         let (latent, count) = (latent as usize, count as usize);
         let scales = if bits == 32 { 0 } else { 2 * latent };
         let width = bits as usize / 8;
-        let expected = 24 + 4 * scales + count * latent * width;
+        let expected = count
+            .checked_mul(latent * width)
+            .and_then(|data| data.checked_add(24 + 4 * scales))
+            .ok_or_else(|| {
+                err(format!(
+                    "bad header: {count} codes of {latent} dimensions overflow"
+                ))
+            })?;
         if bytes.len() != expected {
             return Err(err(format!(
                 "{} bytes, but the header ({count} codes of {latent} x {bits} bits) needs {expected}{}",

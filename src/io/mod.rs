@@ -1,18 +1,53 @@
 //! Files vae-gpu writes and reads: safetensors checkpoints, PNG grids and charts, and
-//! atomic replacement so a crash never leaves a half-written file.
+//! atomic, durable replacement so a crash or a full disk never leaves a half-written file.
 
 pub mod codes;
 pub mod font;
 pub mod png;
 pub mod safetensors;
 
+use std::io::Write;
 use std::path::Path;
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so readers see the old file or the new one, never a partial one.
+/// The directory a file path lives in ("." for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes `bytes` to `path` through a uniquely named temporary file in the same directory,
+/// synced, then renamed over `path`, and syncs the directory so the rename survives a crash.
+/// Readers see the old file or the new one, never part of one; on an error (a full disk)
+/// the temporary file is removed and the old file stays as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let dir = parent_dir(path);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".vae-gpu-").suffix(".tmp");
+    // Readable by others like any file the user writes (tempfile's default is private).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Creates `path` with `bytes` and syncs it (for files inside a fresh temporary directory
+/// that is published as a whole).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Makes the directory's entries (creations, renames) durable. A no-op where directories
+/// cannot be opened as files (Windows).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }

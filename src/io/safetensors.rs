@@ -101,8 +101,17 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
             ));
         }
         let [start, end] = e.data_offsets;
-        let count: usize = e.shape.iter().product();
-        if end < start || end - start != count * 4 || end > data.len() {
+        let bytes = e
+            .shape
+            .iter()
+            .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!("tensor {name}: shape {:?} overflows", e.shape),
+                )
+            })?;
+        if end < start || end - start != bytes || end > data.len() {
             return Err(err(path, format!("tensor {name}: byte range {start}..{end} does not fit shape {:?} in {} data bytes", e.shape, data.len())));
         }
         let values = data[start..end]

@@ -1,6 +1,6 @@
-//! Run directories: model.safetensors (PyTorch names and layouts), optimizer.safetensors
-//! (Adam moments), config.json (architecture, training settings, progress). Every file is
-//! replaced atomically, so an interrupted save leaves the previous checkpoint intact.
+//! A checkpoint: model.safetensors (PyTorch names and layouts), optimizer.safetensors (Adam
+//! moments) and config.json (architecture, training settings, progress, the epoch's
+//! figures) in one directory, which `rundir` writes and publishes as a whole.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::arch::LayerKind;
 use super::params::{Layer, Params};
-use super::{ModelConfig, RunState, TrainConfig};
+use super::train::EpochMetrics;
+use super::{rundir, ModelConfig, RunState, TrainConfig};
 use crate::gpu::{read_buffer, Gpu};
 use crate::io::safetensors::{self, Tensor};
 use crate::ops::conv::{gpu_col, Shape};
@@ -26,6 +27,9 @@ pub struct RunConfig {
     pub train: Option<TrainConfig>,
     #[serde(default)]
     pub state: RunState,
+    /// The figures of the epoch this checkpoint ends (what `Pick::Best` compares).
+    #[serde(default)]
+    pub metrics: Option<EpochMetrics>,
 }
 
 fn read_flat(gpu: &Gpu, buffer: &wgpu::Buffer, len: usize) -> anyhow::Result<Vec<f32>> {
@@ -141,11 +145,15 @@ pub fn set_tensors(
     Ok(())
 }
 
-/// Saves the whole run state into `dir`.
-pub fn save(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    safetensors::save(&dir.join(MODEL_FILE), &tensors(gpu, params)?)?;
-    let moments = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
+/// Writes a complete checkpoint (model, Adam moments, config) into `dir`, each file synced.
+/// `rundir::publish` hands it a fresh directory and publishes it whole.
+pub fn write(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyhow::Result<()> {
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        crate::io::write_synced(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    file(MODEL_FILE, &safetensors::to_bytes(&tensors(gpu, params)?))?;
+    let moments: Vec<Tensor> = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
         .into_iter()
         .map(|(name, buf)| {
             Ok(Tensor {
@@ -154,12 +162,9 @@ pub fn save(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyho
                 data: read_flat(gpu, buf, params.len)?,
             })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    safetensors::save(&dir.join(OPTIMIZER_FILE), &moments)?;
-    // config.json goes last: it names the progress the other two files hold.
-    let json = serde_json::to_vec_pretty(config)?;
-    crate::io::write_atomic(&dir.join(CONFIG_FILE), &json)
-        .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))
+        .collect::<anyhow::Result<_>>()?;
+    file(OPTIMIZER_FILE, &safetensors::to_bytes(&moments))?;
+    file(CONFIG_FILE, &serde_json::to_vec_pretty(config)?)
 }
 
 /// Guesses the config of a bare PyTorch checkpoint (model.safetensors without config.json)
@@ -198,6 +203,13 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
         }
         let enc = need("fc_enc.weight", 2)?;
         c.latent = enc[0] / 2;
+        if c.conv_channels.len() > 8 || c.conv_channels.contains(&0) {
+            bail!(
+                "{}: conv widths {:?} do not describe a vae-gpu conv VAE",
+                path.display(),
+                c.conv_channels
+            );
+        }
         let last = *c.conv_channels.last().expect("conv1 exists");
         square(enc[1] / last).map(|s| s << c.conv_channels.len())
     } else {
@@ -216,35 +228,98 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
         )
     })?;
     (c.height, c.width) = (side, side);
+    c.validate().map_err(|e| {
+        anyhow::anyhow!("{}: the model its shapes describe has {e}", path.display())
+    })?;
     Ok(c)
 }
 
-/// Reads a run directory (or a bare model.safetensors) into a new parameter set on `gpu`.
-/// Adam moments are loaded too when `with_optimizer`.
-pub fn load(gpu: &Gpu, path: &Path, with_optimizer: bool) -> anyhow::Result<(RunConfig, Params)> {
-    let (dir, model_path) = if path.is_dir() {
-        (path.to_path_buf(), path.join(MODEL_FILE))
+/// Which checkpoint of a run directory to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The one with the lowest test loss (what the commands that use a model load).
+    Best,
+    /// The newest (what `--resume` continues).
+    Last,
+}
+
+/// Reads and validates a checkpoint's config.json.
+pub fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: RunConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a vae-gpu config", path.display()))?;
+    config
+        .model
+        .validate()
+        .and_then(|()| config.train.as_ref().map_or(Ok(()), TrainConfig::validate))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// The checkpoint `path` names: a bare model file, a checkpoint directory, or a run
+/// directory, whose best or last checkpoint is picked.
+pub fn resolve(path: &Path, pick: Pick) -> anyhow::Result<PathBuf> {
+    let all = rundir::checkpoints(path);
+    let Some((_, last)) = all.last() else {
+        // A bare file, a single checkpoint, or a run written before checkpoint directories.
+        if path.is_file() || path.join(MODEL_FILE).is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!(
+            "{}: no checkpoint here (no {MODEL_FILE}, no checkpoint-NNNN directory)",
+            path.display()
+        );
+    };
+    if pick == Pick::Last {
+        return Ok(last.clone());
+    }
+    let test_loss = |dir: &Path| {
+        read_config(&dir.join(CONFIG_FILE))
+            .ok()?
+            .metrics
+            .map(|m| m.test.total)
+    };
+    Ok(all
+        .iter()
+        .rev()
+        .filter_map(|(_, dir)| Some((test_loss(dir)?, dir)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(last, |(_, dir)| dir)
+        .clone())
+}
+
+/// Loads a checkpoint (see `resolve`) into a new parameter set on `gpu`, with Adam's moments
+/// when `with_optimizer`. Returns the checkpoint's path too.
+pub fn load(
+    gpu: &Gpu,
+    path: &Path,
+    pick: Pick,
+    with_optimizer: bool,
+) -> anyhow::Result<(PathBuf, RunConfig, Params)> {
+    let checkpoint = resolve(path, pick)?;
+    let (dir, model_path) = if checkpoint.is_dir() {
+        (checkpoint.clone(), checkpoint.join(MODEL_FILE))
     } else {
         (
-            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            path.to_path_buf(),
+            crate::io::parent_dir(&checkpoint).to_path_buf(),
+            checkpoint.clone(),
         )
     };
     let map = safetensors::load(&model_path)?;
     let config_path = dir.join(CONFIG_FILE);
     let config: RunConfig = if config_path.exists() {
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a vae-gpu config", config_path.display()))?
+        read_config(&config_path)?
     } else {
         RunConfig {
             model: infer_config(&map, &model_path)?,
             train: None,
             state: RunState::default(),
+            metrics: None,
         }
     };
-    let params = Params::new(gpu, &config.model, 0)?;
+    let params = Params::new(gpu, &config.model, 0)
+        .with_context(|| format!("{}: the model it describes", config_path.display()))?;
     set_tensors(gpu, &params, map, &model_path)?;
     if with_optimizer {
         let opt_path = dir.join(OPTIMIZER_FILE);
@@ -265,10 +340,10 @@ pub fn load(gpu: &Gpu, path: &Path, with_optimizer: bool) -> anyhow::Result<(Run
                 .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));
         }
     }
-    Ok((config, params))
+    Ok((checkpoint, config, params))
 }
 
-/// The most recently written run under `runs/` (the default `--model`).
+/// The run under `root` with the most recently written checkpoint (the default `--model`).
 pub fn newest_run(root: &Path) -> anyhow::Result<PathBuf> {
     let entries = std::fs::read_dir(root).with_context(|| {
         format!(
@@ -276,16 +351,21 @@ pub fn newest_run(root: &Path) -> anyhow::Result<PathBuf> {
             root.display()
         )
     })?;
+    let written = |run: &Path| {
+        let checkpoint = resolve(run, Pick::Last).ok()?;
+        let model = if checkpoint.is_dir() {
+            checkpoint.join(MODEL_FILE)
+        } else {
+            checkpoint
+        };
+        model.metadata().and_then(|m| m.modified()).ok()
+    };
     entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.join(MODEL_FILE).exists())
-        .max_by_key(|p| {
-            p.join(MODEL_FILE)
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-        })
+        .filter_map(|p| Some((written(&p)?, p)))
+        .max()
+        .map(|(_, p)| p)
         .with_context(|| {
             format!(
                 "no trained model under {} (train one first, or pass --model)",

@@ -220,7 +220,12 @@ pub fn iwae_log_px(
         &program.ws.eps,
         &state,
     )?;
-    let bar = indicatif::ProgressBar::new(n as u64);
+    let bar = indicatif::ProgressBar::new((n * k) as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "IWAE {bar:30} {human_pos}/{human_len} importance samples, eta {eta}",
+        )
+        .expect("valid template"),
+    );
     let mut step = 0u64;
     for i in 0..n {
         for start in (0..k).step_by(rows) {
@@ -239,8 +244,8 @@ pub fn iwae_log_px(
             }
             gpu.queue.submit([encoder.finish()]);
             step += 1;
+            bar.inc(valid as u64);
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     let s = state.read(gpu)?;

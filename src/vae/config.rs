@@ -44,6 +44,18 @@ pub struct TrainConfig {
     /// Input corruption of a denoising VAE (the loss targets the clean images).
     #[serde(default)]
     pub corruption: Option<crate::ops::sample::Corruption>,
+    /// What was read (`--data`, `--size`, `--channels`, `--limit`, `--classes`), so that
+    /// `--resume` reads the same images.
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub size: Option<(usize, usize)>,
+    #[serde(default)]
+    pub channels: Option<usize>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub classes: Option<Vec<u8>>,
 }
 
 impl TrainConfig {
@@ -54,5 +66,163 @@ impl TrainConfig {
         } else {
             self.beta * ((epoch + 1) as f32 / self.kl_warmup as f32).min(1.0)
         }
+    }
+}
+
+/// `Err("FIELD = VALUE, expected WANT")` unless `ok`.
+fn field(ok: bool, name: &str, value: impl std::fmt::Debug, want: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name} = {value:?}, expected {want}"))
+    }
+}
+
+fn positive(v: f32) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+fn non_negative(v: f32) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+impl ModelConfig {
+    /// Checks every field against the ranges the program supports (the same as the flags'),
+    /// so sizes read from a file can neither overflow nor reach a kernel unchecked.
+    pub fn validate(&self) -> Result<(), String> {
+        let conv = self.arch == "conv";
+        field(
+            conv || self.arch == "mlp",
+            "model.arch",
+            &self.arch,
+            "\"mlp\" or \"conv\"",
+        )?;
+        field(
+            (1..=4096).contains(&self.height),
+            "model.height",
+            self.height,
+            "1..=4096",
+        )?;
+        field(
+            (1..=4096).contains(&self.width),
+            "model.width",
+            self.width,
+            "1..=4096",
+        )?;
+        field(
+            (1..=4).contains(&self.channels),
+            "model.channels",
+            self.channels,
+            "1..=4",
+        )?;
+        field(
+            self.hidden.len() <= 16 && self.hidden.iter().all(|h| (1..=65536).contains(h)),
+            "model.hidden",
+            &self.hidden,
+            "at most 16 widths in 1..=65536",
+        )?;
+        field(
+            self.conv_channels.len() <= 8
+                && self
+                    .conv_channels
+                    .iter()
+                    .all(|c| (4..=4096).contains(c) && c % 4 == 0),
+            "model.conv_channels",
+            &self.conv_channels,
+            "at most 8 widths, multiples of 4 in 4..=4096",
+        )?;
+        field(
+            !conv || !self.conv_channels.is_empty(),
+            "model.conv_channels",
+            &self.conv_channels,
+            "at least one width for arch conv",
+        )?;
+        field(
+            (1..=4096).contains(&self.latent),
+            "model.latent",
+            self.latent,
+            "1..=4096",
+        )?;
+        field(
+            positive(self.gauss_var),
+            "model.gauss_var",
+            self.gauss_var,
+            "a positive number",
+        )
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field against the ranges the flags allow.
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.adam;
+        field(
+            non_negative(self.beta),
+            "train.beta",
+            self.beta,
+            "a non-negative number",
+        )?;
+        field(
+            self.kl_warmup <= 1_000_000,
+            "train.kl_warmup",
+            self.kl_warmup,
+            "0..=1000000",
+        )?;
+        field(
+            (1..=65535).contains(&self.batch_size),
+            "train.batch_size",
+            self.batch_size,
+            "1..=65535",
+        )?;
+        field(
+            (1..=1_000_000).contains(&self.epochs),
+            "train.epochs",
+            self.epochs,
+            "1..=1000000",
+        )?;
+        field(
+            self.size
+                .is_none_or(|(w, h)| (1..=4096).contains(&w) && (1..=4096).contains(&h)),
+            "train.size",
+            self.size,
+            "null or [width, height] in 1..=4096",
+        )?;
+        field(
+            matches!(self.channels, None | Some(1 | 3)),
+            "train.channels",
+            self.channels,
+            "null, 1 or 3",
+        )?;
+        field(
+            self.limit.is_none_or(|n| n >= 1),
+            "train.limit",
+            self.limit,
+            "null or at least 1",
+        )?;
+        field(positive(a.lr), "train.adam.lr", a.lr, "a positive number")?;
+        field(
+            (0.0..1.0).contains(&a.beta1),
+            "train.adam.beta1",
+            a.beta1,
+            "0 <= beta1 < 1",
+        )?;
+        field(
+            (0.0..1.0).contains(&a.beta2),
+            "train.adam.beta2",
+            a.beta2,
+            "0 <= beta2 < 1",
+        )?;
+        field(
+            positive(a.eps),
+            "train.adam.eps",
+            a.eps,
+            "a positive number",
+        )?;
+        field(
+            non_negative(a.weight_decay),
+            "train.adam.weight_decay",
+            a.weight_decay,
+            "a non-negative number",
+        )
     }
 }

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod model;
 pub mod params;
 pub mod probe;
+pub mod rundir;
 pub mod train;
 
 pub use config::{ModelConfig, TrainConfig};
@@ -21,6 +22,10 @@ pub struct RunState {
     pub epoch: usize,
     /// Optimizer steps taken (also the position of the training noise).
     pub step: u64,
+    /// The training loss first observed in the run (at its initial weights): the scale of
+    /// the divergence guard.
+    #[serde(default)]
+    pub init_loss: Option<f64>,
 }
 
 /// Losses in nats per sample: reconstruction, KL and their beta-weighted total.

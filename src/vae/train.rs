@@ -1,14 +1,16 @@
 //! The training loop: one submit per step, losses summed on the GPU and read back without
-//! blocking every `REPORT_EVERY` steps and at epoch end, evaluation on the test split, an
-//! atomic checkpoint per epoch.
+//! blocking at an epoch's first step, every `REPORT_EVERY` steps and at its end; evaluation
+//! on the test split; a divergence guard; a checkpoint per epoch, published whole (see
+//! `rundir`), keeping the best and the last.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::checkpoint::{self, RunConfig};
+use super::checkpoint::{self, Pick, RunConfig};
 use super::model::{Batches, StepProgram, StepSpec};
+use super::rundir::{self, RunDir};
 use super::{Losses, ModelConfig, Params, RunState, TrainConfig};
 use crate::data::Images;
 use crate::gpu::{Gpu, Matrix, PendingRead};
@@ -16,7 +18,8 @@ use crate::ops::gather::GpuImages;
 use crate::ops::loss::LossSettings;
 use crate::rng::Rng;
 
-/// Steps between the non-blocking loss reads that feed the progress bar and NaN checks.
+/// Steps between the non-blocking loss reads that feed the progress bar and the divergence
+/// guard.
 const REPORT_EVERY: u64 = 50;
 
 /// One epoch's figures, as appended to metrics.jsonl.
@@ -96,6 +99,63 @@ pub fn evaluate(
     Ok(Losses::from_sums(&program.ws.accum.read(gpu)?))
 }
 
+/// Training stopped because a loss blew up (see `Guard`); the CLI exits with code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("training diverged: {0}")]
+pub struct Diverged(pub String);
+
+/// Stops a run whose loss has blown up. A loss has diverged when it is NaN/Inf, or when it
+/// exceeds `best + (ratio - 1) * max(|best|, init - best)`: `best` is the lowest loss seen
+/// so far (training and test losses each have their own), `init` the run's first training
+/// loss. For positive losses that is `ratio` times the best or back above the start,
+/// whichever is higher; the second term keeps it meaningful for losses near zero.
+#[derive(Debug)]
+pub struct Guard {
+    /// 0 checks NaN/Inf only.
+    pub ratio: f64,
+    pub init: Option<f64>,
+    best_train: Option<f64>,
+    best_test: Option<f64>,
+}
+
+impl Guard {
+    /// A guard that knows the run's history (when resuming).
+    pub fn new(ratio: f64, init: Option<f64>, history: &[EpochMetrics]) -> Guard {
+        let best = |f: fn(&EpochMetrics) -> f64| history.iter().map(f).reduce(f64::min);
+        Guard {
+            ratio,
+            init,
+            best_train: best(|m| m.train.total),
+            best_test: best(|m| m.test.total),
+        }
+    }
+
+    /// Records a loss; on divergence returns why (the bound it crossed, if finite).
+    pub fn check(&mut self, test: bool, loss: f64) -> Result<(), String> {
+        let which = if test { "test" } else { "training" };
+        if !loss.is_finite() {
+            return Err(format!("the {which} loss became NaN/Inf"));
+        }
+        let init = *self.init.get_or_insert(loss);
+        let best = if test {
+            &mut self.best_test
+        } else {
+            &mut self.best_train
+        };
+        if let (Some(b), true) = (*best, self.ratio > 0.0) {
+            let bound = b + (self.ratio - 1.0) * b.abs().max(init - b);
+            if loss > bound {
+                return Err(format!(
+                    "the {which} loss reached {loss:.5e} nats, over the bound {bound:.2} (best so far {b:.2}, --max-loss-ratio {})",
+                    self.ratio
+                ));
+            }
+        }
+        *best = Some(best.map_or(loss, |b| b.min(loss)));
+        Ok(())
+    }
+}
+
 /// Everything a training run needs.
 pub struct Run<'a> {
     pub gpu: &'a Gpu,
@@ -103,13 +163,18 @@ pub struct Run<'a> {
     pub train: TrainConfig,
     pub params: Params,
     pub state: RunState,
-    pub dir: &'a Path,
+    /// The run directory, locked.
+    pub dir: &'a RunDir,
+    /// Epochs already recorded (see `resumed_history`); empty for a new run.
+    pub history: Vec<EpochMetrics>,
+    /// The divergence guard's ratio (see `Guard`).
+    pub max_loss_ratio: f64,
     /// Stop after this many optimizer steps (benchmarks); None trains the full epochs.
     pub max_steps: Option<u64>,
     pub progress: bool,
 }
 
-/// Trains from `run.state` to `run.train.epochs`, checkpointing each epoch.
+/// Trains from `run.state` to `run.train.epochs`, publishing a checkpoint each epoch.
 pub fn train(
     mut run: Run<'_>,
     train_images: &Images,
@@ -122,43 +187,35 @@ pub fn train(
         GpuSplit::upload(gpu, train_images).context("uploading the training images")?;
     let test_split = GpuSplit::upload(gpu, test_images).context("uploading the test images")?;
     let rows = t.batch_size;
-    let mut trainer = StepProgram::new(
-        gpu,
-        &run.params,
-        c,
-        &Batches {
-            images: &train_split.images,
-            indices: &train_split.indices.buffer,
-            count: train_split.count,
-        },
-        &StepSpec {
-            rows,
-            settings: settings(c, t.beta, rows),
-            adam: Some(t.adam),
-            seed: t.seed,
-            corruption: t.corruption,
-        },
-    )?;
-    let mut tester = StepProgram::new(
-        gpu,
-        &run.params,
-        c,
-        &Batches {
-            images: &test_split.images,
-            indices: &test_split.indices.buffer,
-            count: test_split.count,
-        },
-        &StepSpec {
-            rows,
-            settings: settings(c, t.beta, rows),
-            adam: None,
-            seed: t.seed,
-            corruption: t.corruption,
-        },
-    )?;
-    let metrics_path = run.dir.join("metrics.jsonl");
-    let mut history = read_history(&metrics_path);
-    history.retain(|m| m.epoch <= run.state.epoch);
+    let program = |split: &GpuSplit, adam| {
+        StepProgram::new(
+            gpu,
+            &run.params,
+            c,
+            &Batches {
+                images: &split.images,
+                indices: &split.indices.buffer,
+                count: split.count,
+            },
+            &StepSpec {
+                rows,
+                settings: settings(c, t.beta, rows),
+                adam,
+                seed: t.seed,
+                corruption: t.corruption,
+            },
+        )
+    };
+    let mut trainer = program(&train_split, Some(t.adam))?;
+    let mut tester = program(&test_split, None)?;
+    let mut guard = Guard::new(run.max_loss_ratio, run.state.init_loss, &run.history);
+    let diverged = |why: String, epoch: usize, step: u64| {
+        Diverged(format!(
+            "{why} in epoch {} (step {step}); {}. Lower --lr, or raise --max-loss-ratio",
+            epoch + 1,
+            kept(run.dir)
+        ))
+    };
     let n = train_split.count;
     let mut new_metrics = Vec::new();
     while run.state.epoch < t.epochs {
@@ -178,7 +235,9 @@ pub fn train(
                 break;
             }
             trainer.prepare(gpu, offset, run.state.step, &settings(c, beta, n - offset));
-            let report = (i as u64 + 1).is_multiple_of(REPORT_EVERY) && pending.is_none();
+            // The first read of a new run is the loss at the initial weights.
+            let report =
+                (i == 0 || (i as u64 + 1).is_multiple_of(REPORT_EVERY)) && pending.is_none();
             trainer.submit(gpu, report.then_some(&mut pending))?;
             run.state.step += 1;
             done += 1;
@@ -186,9 +245,9 @@ pub fn train(
                 if let Some(bytes) = p.try_take(gpu)? {
                     pending = None;
                     let l = Losses::from_sums(bytemuck::cast_slice(&bytes));
-                    if !l.is_finite() {
-                        bail!("training diverged: loss became NaN/Inf in epoch {} before step {} (the last checkpoint in {} is intact)", epoch + 1, run.state.step, run.dir.display());
-                    }
+                    guard
+                        .check(false, l.total)
+                        .map_err(|why| diverged(why, epoch, run.state.step))?;
                     bar.set_message(format!("loss {:.2}", l.total));
                 }
             }
@@ -198,11 +257,15 @@ pub fn train(
         let elapsed = started.elapsed().as_secs_f64();
         let samples_per_sec = (done as usize * rows).min(n) as f64 / elapsed;
         bar.finish_and_clear();
-        if !train_loss.is_finite() {
-            bail!("training diverged: loss became NaN/Inf in epoch {} (steps up to {}); the last checkpoint in {} is intact", epoch + 1, run.state.step, run.dir.display());
-        }
+        guard
+            .check(false, train_loss.total)
+            .map_err(|why| diverged(why, epoch, run.state.step))?;
         let test_loss = evaluate(gpu, &mut tester, test_split.count, beta, c, |i| i)?;
+        guard
+            .check(true, test_loss.total)
+            .map_err(|why| diverged(why, epoch, run.state.step))?;
         run.state.epoch += 1;
+        run.state.init_loss = guard.init;
         let m = EpochMetrics {
             epoch: epoch + 1,
             step: run.state.step,
@@ -215,27 +278,58 @@ pub fn train(
             "epoch {:>3}/{}  train {:.2} (recon {:.2} + KL {:.2})  test {:.2} (recon {:.2} + KL {:.2})  {:.0} samples/s",
             m.epoch, t.epochs, m.train.total, m.train.recon, m.train.kl, m.test.total, m.test.recon, m.test.kl, samples_per_sec
         );
-        append_metrics(&metrics_path, &m)?;
-        history.push(m.clone());
+        save_epoch(&run, &m)?;
+        run.history.push(m.clone());
+        write_records(run.dir.path(), &run.history)?;
         new_metrics.push(m);
-        checkpoint::save(
-            gpu,
-            run.dir,
-            &run.params,
-            &RunConfig {
-                model: c.clone(),
-                train: Some(t.clone()),
-                state: run.state,
-            },
-        )?;
         if run.max_steps.is_some() {
             break;
         }
     }
+    Ok(new_metrics)
+}
+
+/// What a stopped run leaves: its last checkpoint, if any.
+fn kept(dir: &RunDir) -> String {
+    match rundir::checkpoints(dir.path()).last() {
+        Some((_, last)) => format!("the last checkpoint {} is intact", last.display()),
+        None => "no checkpoint was written".into(),
+    }
+}
+
+/// Publishes the epoch's checkpoint, then prunes all but it and the best.
+fn save_epoch(run: &Run<'_>, m: &EpochMetrics) -> anyhow::Result<()> {
+    let config = RunConfig {
+        model: run.model.clone(),
+        train: Some(run.train.clone()),
+        state: run.state,
+        metrics: Some(m.clone()),
+    };
+    let kept = kept(run.dir);
+    let published = run
+        .dir
+        .publish(run.state.epoch, |tmp| {
+            checkpoint::write(run.gpu, tmp, &run.params, &config)
+        })
+        .with_context(|| format!("saving epoch {} failed ({kept})", m.epoch))?;
+    let best = checkpoint::resolve(run.dir.path(), Pick::Best)?;
+    run.dir.prune(&[&published, &best])
+}
+
+/// Rewrites metrics.jsonl and loss.png from the recorded epochs (after each checkpoint, so
+/// they never name an epoch no checkpoint holds).
+fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()> {
+    let mut jsonl = String::new();
+    for m in history {
+        jsonl += &serde_json::to_string(m)?;
+        jsonl.push('\n');
+    }
+    let path = dir.join("metrics.jsonl");
+    crate::io::write_atomic(&path, jsonl.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     let train_curve: Vec<f64> = history.iter().map(|m| m.train.total).collect();
     let test_curve: Vec<f64> = history.iter().map(|m| m.test.total).collect();
-    crate::io::png::save_curves(&run.dir.join("loss.png"), &[&train_curve, &test_curve])?;
-    Ok(new_metrics)
+    crate::io::png::save_curves(&dir.join("loss.png"), &[&train_curve, &test_curve])
 }
 
 /// A bar over the epoch's images, so its rate reads in samples/s.
@@ -253,24 +347,21 @@ fn progress_bar(show: bool, images: u64, epoch: usize, epochs: usize) -> indicat
     bar
 }
 
-fn append_metrics(path: &Path, m: &EpochMetrics) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(f, "{}", serde_json::to_string(m)?)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Metrics already recorded in a run directory (for the loss curve of a resumed run).
-pub fn read_history(path: &Path) -> Vec<EpochMetrics> {
-    std::fs::read_to_string(path)
+/// The epochs recorded for a run resumed from `checkpoint`: metrics.jsonl up to its epoch,
+/// plus its own figures when a kill came between publishing it and rewriting metrics.jsonl.
+pub fn resumed_history(dir: &Path, checkpoint: &RunConfig) -> Vec<EpochMetrics> {
+    let mut history: Vec<EpochMetrics> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .map(|s| {
             s.lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    history.retain(|m: &EpochMetrics| m.epoch <= checkpoint.state.epoch);
+    if let Some(m) = &checkpoint.metrics {
+        if !history.iter().any(|h| h.epoch == m.epoch) {
+            history.push(m.clone());
+        }
+    }
+    history
 }

@@ -4,15 +4,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// Runs `vae-gpu args` (with the device chosen as a user's default would be), echoing its
-/// output into the test log.
-pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_vae-gpu"))
-        .args(args)
+/// `vae-gpu args` with the device chosen as a user's default would be.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vae-gpu"));
+    c.args(args)
         .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME")
-        .output()
-        .expect("runs");
+        .env_remove("WGPU_ADAPTER_NAME");
+    c
+}
+
+/// Runs `vae-gpu args`, echoing its output into the test log.
+pub fn run(args: &[&str]) -> Output {
+    finish(args, command(args).output().expect("runs"))
+}
+
+/// Echoes a finished run's output into the test log.
+pub fn finish(args: &[&str], out: Output) -> Output {
     eprintln!(
         "$ vae-gpu {}\n{}{}",
         args.join(" "),
@@ -42,6 +49,37 @@ pub fn fails(args: &[&str], needle: &str) {
         err.contains(needle),
         "stderr should mention '{needle}': {err}"
     );
+}
+
+/// Runs and expects exit code `code` with one `error:` line that mentions every needle, and
+/// no panic. Returns that line.
+pub fn fails_with(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code of vae-gpu {}",
+        args.join(" ")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "error should mention '{needle}': {}",
+            lines[0]
+        );
+    }
+    lines[0].to_string()
+}
+
+/// The model file of a run's last checkpoint.
+pub fn last_model(run: &str) -> PathBuf {
+    vae_gpu::vae::checkpoint::resolve(Path::new(run), vae_gpu::vae::checkpoint::Pick::Last)
+        .unwrap()
+        .join("model.safetensors")
 }
 
 /// The bundled Fashion-MNIST subset.

@@ -1,0 +1,193 @@
+//! A run directory and its checkpoints.
+//!
+//! ```text
+//! RUN/checkpoint-0007/   model.safetensors, optimizer.safetensors, config.json
+//! RUN/checkpoint-0010/   (the best and the last checkpoint are kept, older ones pruned)
+//! RUN/metrics.jsonl, RUN/loss.png, RUN/.lock
+//! ```
+//!
+//! A save writes a complete checkpoint into a fresh hidden directory, syncs every file and
+//! the directory, and publishes it with one rename to `checkpoint-NNNN` (NNNN = epochs
+//! done). Whatever dies when (a kill, a full disk), a reader sees whole checkpoints only:
+//! the last one is the highest-numbered directory. Pruning renames a checkpoint out of the
+//! way before deleting it, so a half-deleted one is never visible either. A process
+//! training in a run holds an OS lock on `RUN/.lock`; the next one to take the lock removes
+//! what dead processes left behind.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::io::sync_dir;
+
+const CHECKPOINT_PREFIX: &str = "checkpoint-";
+const TMP_PREFIX: &str = ".tmp-";
+const TRASH_PREFIX: &str = ".trash-";
+const LOCK_FILE: &str = ".lock";
+
+/// The name of the checkpoint holding `epoch` epochs of training.
+pub fn checkpoint_name(epoch: usize) -> String {
+    format!("{CHECKPOINT_PREFIX}{epoch:04}")
+}
+
+/// The published checkpoints of a run directory, (epochs, path), oldest first.
+pub fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let epoch = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(CHECKPOINT_PREFIX)?
+                .parse()
+                .ok()?;
+            Some((epoch, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A run directory in exclusive use by one training process: its lock is released when
+/// this is dropped, or by the OS when the process dies.
+pub struct RunDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl RunDir {
+    /// Creates `dir` if needed, takes its lock (failing at once if another process holds
+    /// it), and removes temporary and half-pruned directories left by dead processes.
+    pub fn lock(dir: &Path) -> anyhow::Result<RunDir> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                bail!(
+                    "{}: another vae-gpu process{} is training in this run directory; wait for it to finish or choose another --out",
+                    dir.display(),
+                    match holder.trim() {
+                        "" => String::new(),
+                        pid => format!(" (pid {pid})"),
+                    }
+                );
+            }
+            Err(TryLockError::Error(e)) => bail!("{}: cannot lock: {e}", path.display()),
+        }
+        // The holder's pid, for the message above; the lock itself is what counts.
+        file.set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(Result::ok)
+        {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+                log::info!("removing {} left by an interrupted run", name);
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        Ok(RunDir {
+            path: dir.to_path_buf(),
+            _lock: file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a checkpoint with `write` (which fills the directory it is given) and
+    /// publishes it as `checkpoint-NNNN`. On an error nothing is published and the partial
+    /// files are removed; the previous checkpoints stay as they were.
+    pub fn publish(
+        &self,
+        epoch: usize,
+        write: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<PathBuf> {
+        let dir = &self.path;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}-{epoch}", std::process::id()));
+        let written = (|| {
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp)?;
+            }
+            std::fs::create_dir(&tmp)?;
+            write(&tmp)?;
+            sync_dir(&tmp)?;
+            anyhow::Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        crash_point("publish");
+        let target = dir.join(checkpoint_name(epoch));
+        if target.exists() {
+            self.discard(&target)?;
+        }
+        std::fs::rename(&tmp, &target)
+            .and_then(|()| sync_dir(dir))
+            .with_context(|| format!("publishing {}", target.display()))?;
+        crash_point("published");
+        Ok(target)
+    }
+
+    /// Removes every checkpoint but those in `keep`.
+    pub fn prune(&self, keep: &[&Path]) -> anyhow::Result<()> {
+        for (_, path) in checkpoints(&self.path) {
+            if !keep.contains(&path.as_path()) {
+                self.discard(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames a checkpoint out of sight (one atomic step), then deletes it.
+    fn discard(&self, path: &Path) -> anyhow::Result<()> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let trash = self
+            .path
+            .join(format!("{TRASH_PREFIX}{}-{name}", std::process::id()));
+        std::fs::rename(path, &trash).with_context(|| format!("removing {}", path.display()))?;
+        crash_point("prune");
+        std::fs::remove_dir_all(&trash).with_context(|| format!("removing {}", trash.display()))
+    }
+}
+
+/// A test hook: `VAE_GPU_CRASH_AT=POINT[:N]` kills the process with SIGKILL the Nth time
+/// (default 1st) it reaches POINT (publish, published, prune), so tests can prove that a
+/// kill at any step of a save leaves a loadable run.
+fn crash_point(point: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("VAE_GPU_CRASH_AT") else {
+        return;
+    };
+    let (name, nth) = spec.split_once(':').unwrap_or((&spec, "1"));
+    if name != point {
+        return;
+    }
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth.parse().unwrap_or(1) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
