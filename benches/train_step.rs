@@ -76,10 +76,11 @@ fn main() -> anyhow::Result<()> {
             if !warm {
                 let per = t.elapsed().as_secs_f64() / steps as f64;
                 println!(
-                    "{} batch {rows}: {:.2} ms/step, {:.0} samples/s",
+                    "{} batch {rows}: {:.2} ms/step, {:.0} samples/s, {} launches per step",
                     c.arch,
                     per * 1e3,
-                    rows as f64 / per
+                    rows as f64 / per,
+                    p.launches().len()
                 );
             }
         }

@@ -7,7 +7,7 @@
 // entry points). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
 // checkpoints convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
 //   conv forward:      cols = im2col(x);  y = cols W^T          (W [Cout, C*K*K])
-//   conv backward:     dx = col2im(dY W)
+//   conv backward:     dx = col2im(dY W) (* act'(x) when x is an activation's output)
 //   transposed conv:   y = col2im(x W) + bias                    (W [Cin, Cout*K*K])
 //   its backward:      dcols = im2col(dy); dx = dcols W^T
 
@@ -120,8 +120,13 @@ fn col2im_main(
         }
         oy -= 1;
     }
+    let out = at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y;
+    if ((p.flags & 4u) != 0u) {
+        dst[out] = v * act_grad_from_output(bias[out], p.act, p.slope);
+        return;
+    }
     if ((p.flags & 2u) != 0u) { v += bias[pc.y]; }
-    dst[at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y] = act_forward(v, p.act, p.slope);
+    dst[out] = act_forward(v, p.act, p.slope);
 }
 
 @compute @workgroup_size(256)
@@ -149,7 +154,12 @@ fn col2im_vec4_main(
         }
         oy -= 1;
     }
+    let out = (at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y;
+    if ((p.flags & 4u) != 0u) {
+        let y = bias4[out];
+        dst4[out] = v * vec4<f32>(act_grad_from_output(y.x, p.act, p.slope), act_grad_from_output(y.y, p.act, p.slope), act_grad_from_output(y.z, p.act, p.slope), act_grad_from_output(y.w, p.act, p.slope));
+        return;
+    }
     if ((p.flags & 2u) != 0u) { v += bias4[pc.y]; }
-    let y = vec4<f32>(act_forward(v.x, p.act, p.slope), act_forward(v.y, p.act, p.slope), act_forward(v.z, p.act, p.slope), act_forward(v.w, p.act, p.slope));
-    dst4[(at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y] = y;
+    dst4[out] = vec4<f32>(act_forward(v.x, p.act, p.slope), act_forward(v.y, p.act, p.slope), act_forward(v.z, p.act, p.slope), act_forward(v.w, p.act, p.slope));
 }

@@ -17,7 +17,8 @@ struct ConvParams {
     ld_p: u32,
     ld_cols: u32,
     act: u32,
-    // bit 1: add bias (col2im)
+    // bit 1: add bias; bit 2: multiply by act'(Y), Y bound in the bias slot and laid out
+    // like the image (col2im)
     flags: u32,
     slope: f32,
     _pad0: u32,

@@ -1,5 +1,8 @@
-// Bindings and epilogue shared by both GEMM kernels.
-// C[m, n] = act(sum_k op(A)[m, k] * op(B)[k, n] + bias[n] (+ C[m, n] when accumulating)).
+// Bindings and epilogue shared by the GEMM kernels.
+// C[m, n] = act(sum_k op(A)[m, k] * op(B)[k, n] + bias[n] (+ C[m, n] when accumulating)),
+// or with ACT_GRAD, C[m, n] = (op(A) op(B))[m, n] * act'(Y[m, n]): the backward of an
+// activation fused into the product that makes its output gradient (Y, the activation's
+// output, is bound where the bias goes and shares C's shape and stride).
 // Matrices are row-major with a leading dimension (row stride) that is a multiple of 4 floats,
 // so rows can be read as vec4. op(A) = A when TRANS_A is false (A is [M, lda]), else A is
 // stored [K, lda] and read transposed; likewise B is [K, ldb] or, transposed, [N, ldb].
@@ -22,12 +25,13 @@ override TRANS_B: bool = false;
 override ACT: u32 = 0u;
 override ADD_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override ACT_GRAD: bool = false;
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
-// The bias row is zero-padded to a multiple of 4 like every matrix.
+// The bias row (zero-padded to a multiple of 4 like every matrix), or Y with ACT_GRAD.
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 
 // One scalar of op(A) or op(B), zero outside the matrix (used by the tiled kernel).
@@ -54,7 +58,15 @@ fn store4(row: u32, col: u32, v: vec4<f32>) {
     if (ADD_BIAS) { x += bias[col >> 2u]; }
     if (ACCUMULATE) { x += c[idx]; }
     var y = x;
-    if (ACT != 0u) {
+    if (ACT_GRAD) {
+        let out = bias[idx];
+        y = x * vec4<f32>(
+            act_grad_from_output(out.x, ACT, p.slope),
+            act_grad_from_output(out.y, ACT, p.slope),
+            act_grad_from_output(out.z, ACT, p.slope),
+            act_grad_from_output(out.w, ACT, p.slope),
+        );
+    } else if (ACT != 0u) {
         y = vec4<f32>(
             act_forward(x.x, ACT, p.slope),
             act_forward(x.y, ACT, p.slope),

@@ -13,6 +13,7 @@ use vae_gpu::ops::conv::{
     ConvGeom, ConvIo, Shape,
 };
 use vae_gpu::ops::elementwise::act_backward;
+use vae_gpu::ops::gemm::InputActivation;
 use vae_gpu::ops::Activation;
 
 struct Case {
@@ -81,6 +82,7 @@ fn run_gpu(
     b: &[f32],
     g: Option<&[f32]>,
     image_rows: bool,
+    x_act: Option<Activation>,
 ) -> (Vec<f32>, Option<(Vec<f32>, Vec<f32>, Vec<f32>)>) {
     let s = case.input;
     let (wr, wc) = if transposed {
@@ -162,11 +164,13 @@ fn run_gpu(
     let dx = Matrix::zeros(gpu, gx.rows, gx.cols, "dx").unwrap();
     let dcols = Matrix::zeros(gpu, geom.col_rows(), geom.col_cols(), "dcols").unwrap();
     ds.push(act_backward(gpu, &y, &dy, case.act).unwrap());
+    // With x_act, x is that activation's output and dx is taken through it, fused.
+    let fused = x_act.map(|act| InputActivation { act, output: &gx });
     ds.extend(
         if transposed {
-            conv_transpose2d_backward(gpu, &io, &gx, &dy, &dcols, (&dw, &db), Some(&dx))
+            conv_transpose2d_backward(gpu, &io, &gx, &dy, &dcols, (&dw, &db), Some(&dx), fused)
         } else {
-            conv2d_backward(gpu, &io, &dy, (&dw, &db), Some((&dcols, &dx)))
+            conv2d_backward(gpu, &io, &dy, (&dw, &db), Some((&dcols, &dx)), fused)
         }
         .unwrap(),
     );
@@ -254,7 +258,17 @@ fn parity(transposed: bool, seed: u64) {
             let (x32, x) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
             let (w32, w) = rng.vec(wlen, -1.0, 1.0);
             let (b32, b) = rng.vec(case.cout, -1.0, 1.0);
-            let (got, _) = run_gpu(gpu, case, transposed, &x32, &w32, &b32, None, i % 2 == 1);
+            let (got, _) = run_gpu(
+                gpu,
+                case,
+                transposed,
+                &x32,
+                &w32,
+                &b32,
+                None,
+                i % 2 == 1,
+                None,
+            );
             let want = cpu_forward(case, transposed, &x, &w, &b, case.act);
             let abs = |v: &[f64]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
             let scale = cpu_forward(
@@ -361,7 +375,17 @@ fn gradcheck(transposed: bool) {
         ];
         for (i, case) in cases.iter().enumerate() {
             let s = case.input;
-            let (x32, x) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
+            // Case 0's input is tanh(p), and its dx is taken through tanh in the fused
+            // col2im / GEMM epilogue: checked against d loss / d p.
+            let x_act = (i == 0).then_some(Activation::Tanh);
+            let (_, p) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
+            let input = |p: &[f64]| -> Vec<f64> {
+                p.iter()
+                    .map(|&v| x_act.map_or(v, |a| cpu::act_forward(v, a)))
+                    .collect()
+            };
+            let x = input(&p);
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let (w32, w) = rng.vec(s.c * case.cout * case.k * case.k, -1.0, 1.0);
             let (b32, b) = rng.vec(case.cout, -1.0, 1.0);
             let ylen = cpu_forward(case, transposed, &x, &w, &b, case.act).len();
@@ -375,6 +399,7 @@ fn gradcheck(transposed: bool) {
                 &b32,
                 Some(&g32),
                 i % 2 == 0,
+                x_act,
             );
             let (dx, dw, db) = grads.unwrap();
             let loss = |x: &[f64], w: &[f64], b: &[f64]| {
@@ -395,7 +420,7 @@ fn gradcheck(transposed: bool) {
             check(
                 &format!("{label} dx"),
                 &dx,
-                &numeric_grad(&x, |x| loss(x, &w, &b)),
+                &numeric_grad(&p, |p| loss(&input(p), &w, &b)),
             );
             check(
                 &format!("{label} dw"),

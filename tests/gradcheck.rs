@@ -8,7 +8,7 @@ use common::{for_each_gpu, Rng};
 use vae_gpu::cpu;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad};
-use vae_gpu::ops::gemm::{gemm, gemm_backward, GemmSpec};
+use vae_gpu::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
 use vae_gpu::ops::loss::{loss, Likelihood, LossBuffers, LossSettings};
 use vae_gpu::ops::sample::{sample_backward, sample_forward, Noise};
 use vae_gpu::ops::Activation;
@@ -70,10 +70,21 @@ fn gemm_bias_activation_gradients() {
                 trans_b: (case / 2) % 2 == 1,
                 accumulate: false,
                 act: acts[case % 5],
+                act_grad: false,
             };
             let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
             let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
-            let (a32, a) = rng.vec(ar * ac, -1.0, 1.0);
+            // Even cases: A = act_a(P), an earlier layer's output, and dA is taken through
+            // act_a in the same launch (checked against d L / d P).
+            let a_act = (case % 2 == 0).then_some(acts[3 + case % 4 / 2]);
+            let (_, p) = rng.vec(ar * ac, -1.0, 1.0);
+            let input = |p: &[f64]| -> Vec<f64> {
+                p.iter()
+                    .map(|&v| a_act.map_or(v, |f| cpu::act_forward(v, f)))
+                    .collect()
+            };
+            let a = input(&p);
+            let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
             let (b32, b) = rng.vec(br * bc, -1.0, 1.0);
             let (bias32, bias) = rng.vec(n, -0.5, 0.5);
             let (g32, g) = rng.vec(m * n, -1.0, 1.0);
@@ -99,13 +110,16 @@ fn gemm_bias_activation_gradients() {
                 act_backward(gpu, &gy, &gdy, spec.act).unwrap(),
                 bias_grad(gpu, &gdy, &gdbias).unwrap(),
             ];
-            ds.extend(gemm_backward(gpu, &ga, &gb, &gdy, Some(&gda), Some(&gdb), spec).unwrap());
+            let fused = a_act.map(|act| InputActivation { act, output: &ga });
+            ds.extend(
+                gemm_backward(gpu, &ga, &gb, &gdy, Some(&gda), Some(&gdb), spec, fused).unwrap(),
+            );
             gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
-            let label = format!("case {case} [{m}x{n}x{k}] {spec:?}");
+            let label = format!("case {case} [{m}x{n}x{k}] {spec:?} A = {a_act:?}(P)");
             check(
                 &format!("{label} dA"),
                 &gda.read(gpu).unwrap(),
-                &numeric_grad(&a, |a| forward(a, &b, &bias)),
+                &numeric_grad(&p, |p| forward(&input(p), &b, &bias)),
             );
             check(
                 &format!("{label} dB"),

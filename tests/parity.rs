@@ -39,8 +39,9 @@ fn gemm_shapes(rng: &mut Rng) -> Vec<(usize, usize, usize)> {
     shapes
 }
 
-/// GEMM: |gpu - cpu| <= 1e-5 * sum_k |a b| + 1e-5 (f32 accumulation over K terms), for both
-/// kernels, all four transpose combinations, with and without bias, accumulate and activation.
+/// GEMM: |gpu - cpu| <= 1e-5 * sum_k |a b| + 1e-5 (f32 accumulation over K terms), for every
+/// kernel, all four transpose combinations, with and without bias, accumulate, activation
+/// and the fused activation backward (act_grad, Y in the bias slot).
 #[test]
 fn gemm_matches_cpu() {
     for_each_gpu(|gpu| {
@@ -52,20 +53,23 @@ fn gemm_matches_cpu() {
                     trans_b: (case / 2) % 2 == 1,
                     accumulate: case % 3 == 0,
                     act: ACTS[case % 5],
+                    act_grad: case % 6 == 5,
                 };
-                let with_bias = case % 4 != 3;
+                let with_bias = case % 4 != 3 || spec.act_grad;
                 let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
                 let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
                 let (a32, a) = rng.vec(ar * ac, -1.0, 1.0);
                 let (b32, b) = rng.vec(br * bc, -1.0, 1.0);
                 let (c32, c0) = rng.vec(m * n, -1.0, 1.0);
-                let (bias32, bias) = rng.vec(n, -1.0, 1.0);
+                // A bias row, or for act_grad the activation output Y shaped like C.
+                let side_rows = if spec.act_grad { m } else { 1 };
+                let (bias32, bias) = rng.vec(side_rows * n, -1.0, 1.0);
                 let (ga, gb, gc) = (
                     upload(gpu, ar, ac, &a32),
                     upload(gpu, br, bc, &b32),
                     upload(gpu, m, n, &c32),
                 );
-                let gbias = upload(gpu, 1, n, &bias32);
+                let gbias = upload(gpu, side_rows, n, &bias32);
                 let d =
                     gemm_with(gpu, path, &ga, &gb, &gc, with_bias.then_some(&gbias), spec).unwrap();
                 gpu.run(&[&d]).unwrap();
@@ -87,6 +91,7 @@ fn gemm_matches_cpu() {
                 let plain = GemmSpec {
                     act: Activation::Identity,
                     accumulate: false,
+                    act_grad: false,
                     ..spec
                 };
                 cpu::gemm::gemm(&abs(&a), &abs(&b), &mut scale, None, m, n, k, &plain);

@@ -1,7 +1,9 @@
 //! `vae-gpu info`: the adapters wgpu sees and the one vae-gpu would pick.
 
 use super::DeviceArgs;
-use crate::gpu::{adapters, all_adapters, supports_subgroup_gemm, GpuOptions};
+use crate::gpu::shaders::Shader;
+use crate::gpu::tune::Tuner;
+use crate::gpu::{adapters, all_adapters, default_gemm, GpuOptions};
 
 pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
     let chosen = adapters(&device.options())
@@ -40,17 +42,30 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
         );
         let f = adapter.features();
         println!(
-            "    features: subgroups {} (size {}..{}), timestamp queries {}; GEMM kernel: {}",
+            "    features: subgroups {} (size {}..{}), timestamp queries {}",
             yes(f.contains(wgpu::Features::SUBGROUP)),
             info.subgroup_min_size,
             info.subgroup_max_size,
             yes(f.contains(wgpu::Features::TIMESTAMP_QUERY)),
-            if supports_subgroup_gemm(adapter) {
-                "subgroup"
+        );
+        let tuner = Tuner::new(&info, &Shader::gemm_sources());
+        println!(
+            "    GEMM kernels: {} measured shape(s) cached{}; {:?} for the rest{}",
+            tuner.all().len(),
+            tuner
+                .cache_path()
+                .map(|p| format!(" in {}", p.display()))
+                .unwrap_or_default(),
+            default_gemm(adapter),
+            if tuner.all().is_empty() {
+                " until measured (`vae-gpu tune`, or on first use)"
             } else {
-                "tiled"
+                ""
             }
         );
+        for (shape, m) in tuner.all() {
+            println!("      {shape}: {:?}", m.pick);
+        }
     }
     match chosen {
         Some(info) => println!(

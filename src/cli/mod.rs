@@ -14,6 +14,7 @@ pub mod sample;
 pub mod score;
 pub mod train;
 pub mod traverse;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -188,8 +189,10 @@ pub enum Command {
     /// Test accuracy of a softmax classifier on latent means vs raw pixels, few labels.
     Probe(probe::ProbeArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
-    /// the one that would be used.
+    /// the one that would be used, and the GEMM kernels measured on it.
     Info,
+    /// Time every GEMM kernel on a model's shapes, cache the fastest, print the table.
+    Tune(tune::TuneArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -210,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Impute(a) => impute::run(&cli.device, a),
         Command::Probe(a) => probe::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
+        Command::Tune(a) => tune::run(&cli.device, a),
     }
 }
 

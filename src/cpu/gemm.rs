@@ -1,15 +1,16 @@
-//! GEMM twin: C = act(op(A) op(B) + bias (+ C)).
+//! GEMM twin: C = act(op(A) op(B) + bias (+ C)), or op(A) op(B) * act'(Y) (`act_grad`).
 
 use crate::ops::gemm::GemmSpec;
 
 /// `a` is [M, K] (or [K, M] with trans_a), `b` is [K, N] (or [N, K] with trans_b);
-/// `c` is [M, N] and is read when accumulating.
+/// `c` is [M, N] and is read when accumulating. `side` is the bias [N], or with
+/// `spec.act_grad` the activation output Y [M, N].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     a: &[f64],
     b: &[f64],
     c: &mut [f64],
-    bias: Option<&[f64]>,
+    side: Option<&[f64]>,
     m: usize,
     n: usize,
     k: usize,
@@ -31,13 +32,17 @@ pub fn gemm(
                 };
                 s += av * bv;
             }
-            if let Some(bias) = bias {
-                s += bias[j];
+            match side {
+                Some(bias) if !spec.act_grad => s += bias[j],
+                _ => {}
             }
             if spec.accumulate {
                 s += c[i * n + j];
             }
-            c[i * n + j] = super::act_forward(s, spec.act);
+            c[i * n + j] = match side {
+                Some(y) if spec.act_grad => s * super::act_grad_from_output(y[i * n + j], spec.act),
+                _ => super::act_forward(s, spec.act),
+            };
         }
     }
 }

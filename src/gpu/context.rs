@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
+use super::tune::{self, GemmShape, Measured, TuneMode, Tuner};
 use super::GpuError;
 
 /// Which wgpu back end to use.
@@ -45,8 +46,10 @@ pub struct GpuOptions {
     pub validation: bool,
 }
 
-/// Which GEMM kernel a device runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A GEMM kernel.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum GemmPath {
     /// Workgroup-memory tiles with register blocks: portable, the right shape for real GPUs.
     Tiled,
@@ -71,8 +74,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    /// The GEMM kernel launches use unless told otherwise.
-    pub gemm_path: GemmPath,
+    /// The GEMM kernel for shapes the tuner has not measured (with `VAE_GPU_TUNE=off`).
+    pub default_gemm: GemmPath,
+    tuner: Mutex<Tuner>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -142,6 +146,18 @@ pub fn supports_subgroup_gemm(adapter: &wgpu::Adapter) -> bool {
         && info.subgroup_max_size == 8
 }
 
+/// The GEMM kernel for shapes not measured yet: subgroup broadcast where subgroups are 8
+/// wide, register blocks on other CPU drivers, workgroup tiles on real GPUs.
+pub fn default_gemm(adapter: &wgpu::Adapter) -> GemmPath {
+    if supports_subgroup_gemm(adapter) {
+        GemmPath::Subgroup
+    } else if adapter.get_info().device_type == wgpu::DeviceType::Cpu {
+        GemmPath::Register
+    } else {
+        GemmPath::Tiled
+    }
+}
+
 impl Gpu {
     /// Opens the adapter the options pick.
     pub fn new(opts: &GpuOptions) -> Result<Gpu, GpuError> {
@@ -186,13 +202,7 @@ impl Gpu {
                 .unwrap()
                 .push(format!("device lost ({reason:?}): {msg}"));
         });
-        let gemm_path = if supports_subgroup_gemm(&adapter) {
-            GemmPath::Subgroup
-        } else if info.device_type == wgpu::DeviceType::Cpu {
-            GemmPath::Register
-        } else {
-            GemmPath::Tiled
-        };
+        let default_gemm = default_gemm(&adapter);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -206,19 +216,21 @@ impl Gpu {
             mapped_at_creation: false,
         });
         log::info!(
-            "using {} ({:?}, {:?}), GEMM kernel {:?}",
+            "using {} ({:?}, {:?}), default GEMM kernel {:?}",
             info.name,
             info.backend,
             info.device_type,
-            gemm_path
+            default_gemm
         );
+        let tuner = Mutex::new(Tuner::new(&info, &Shader::gemm_sources()));
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
             features,
-            gemm_path,
+            default_gemm,
+            tuner,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -232,13 +244,49 @@ impl Gpu {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
-    /// The GEMM kernels this device can run.
+    /// The GEMM kernels this device can run, its default first.
     pub fn gemm_paths(&self) -> Vec<GemmPath> {
-        let mut paths = vec![GemmPath::Tiled, GemmPath::Register];
-        if self.gemm_path == GemmPath::Subgroup {
-            paths.push(GemmPath::Subgroup);
+        let mut paths = vec![self.default_gemm];
+        for p in [GemmPath::Subgroup, GemmPath::Register, GemmPath::Tiled] {
+            let runs = p != GemmPath::Subgroup || self.default_gemm == GemmPath::Subgroup;
+            if runs && !paths.contains(&p) {
+                paths.push(p);
+            }
         }
         paths
+    }
+
+    /// The GEMM kernel for `shape` on this device: the one function that decides. The
+    /// first time a device meets a shape, every kernel it runs is timed on it and the
+    /// fastest is cached (see `tune`); with `VAE_GPU_TUNE=off`, unmeasured shapes get the
+    /// default kernel.
+    pub fn gemm_kernel(&self, shape: GemmShape) -> Result<GemmPath, GpuError> {
+        let candidates = self.gemm_paths();
+        let mut tuner = self.tuner.lock().unwrap();
+        let first = tuner.seen.insert(shape);
+        let fresh = !(tuner.remeasure && first);
+        if let Some(m) = tuner
+            .get(&shape)
+            .filter(|m| fresh && candidates.contains(&m.pick))
+        {
+            return Ok(m.pick);
+        }
+        if tuner.mode() == TuneMode::Off || candidates.len() == 1 {
+            return Ok(self.default_gemm);
+        }
+        let micros = tune::measure(self, &shape, &candidates)?;
+        let pick = micros
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(self.default_gemm, |(p, _)| *p);
+        log::info!("{shape}: {pick:?} ({micros:?} us)");
+        tuner.insert(&shape, Measured { pick, micros });
+        Ok(pick)
+    }
+
+    /// The tuner's state for this device (for `vae-gpu info` and `tune`).
+    pub fn tuner(&self) -> std::sync::MutexGuard<'_, Tuner> {
+        self.tuner.lock().unwrap()
     }
 
     /// Returns the first validation error or device loss seen since the last check.

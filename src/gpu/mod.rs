@@ -4,9 +4,11 @@ mod context;
 mod readback;
 pub mod shaders;
 mod tensor;
+pub mod tune;
 
 pub use context::{
-    adapters, all_adapters, supports_subgroup_gemm, BackendChoice, GemmPath, Gpu, GpuOptions,
+    adapters, all_adapters, default_gemm, supports_subgroup_gemm, BackendChoice, GemmPath, Gpu,
+    GpuOptions,
 };
 pub use readback::{read_buffer, PendingRead};
 pub use tensor::{round_up4, Matrix};

@@ -38,6 +38,13 @@ impl Shader {
         Shader::Softmax,
     ];
 
+    /// The sources of every GEMM kernel, which the tuner's cache is keyed by.
+    pub fn gemm_sources() -> String {
+        [Shader::Gemm, Shader::GemmSubgroup, Shader::GemmRegister]
+            .map(Shader::source)
+            .concat()
+    }
+
     /// The file under shaders/ that holds this family's kernels.
     pub fn file(self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@
 //! Square kernels.
 
 use super::elementwise::bias_grad;
-use super::gemm::{gemm, gemm_backward, GemmSpec};
+use super::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
 use super::{shape_err, Activation};
 use crate::gpu::shaders::Shader;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
@@ -159,12 +159,14 @@ fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
     }
 }
 
-/// Which way data moves: image to columns, or columns to image (with bias and activation).
+/// Which way data moves: image to columns, or columns to image (with bias and
+/// activation, or times the derivative of the activation whose output is `grad_of`).
 enum Move<'a> {
     Im2col,
     Col2im {
         bias: Option<&'a Matrix>,
         act: Activation,
+        grad_of: Option<&'a Matrix>,
     },
 }
 
@@ -190,12 +192,20 @@ fn launch(
     }
     // Whole vec4 runs of channels when every stride allows it.
     let vec4 = [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4));
-    let (entry, bias, act) = match (&mv, vec4) {
-        (Move::Im2col, false) => ("im2col_main", None, Activation::Identity),
-        (Move::Im2col, true) => ("im2col_vec4_main", None, Activation::Identity),
-        (Move::Col2im { bias, act }, false) => ("col2im_main", *bias, *act),
-        (Move::Col2im { bias, act }, true) => ("col2im_vec4_main", *bias, *act),
+    let (entry, bias, act, grad_of) = match (&mv, vec4) {
+        (Move::Im2col, false) => ("im2col_main", None, Activation::Identity, None),
+        (Move::Im2col, true) => ("im2col_vec4_main", None, Activation::Identity, None),
+        (Move::Col2im { bias, act, grad_of }, false) => ("col2im_main", *bias, *act, *grad_of),
+        (Move::Col2im { bias, act, grad_of }, true) => ("col2im_vec4_main", *bias, *act, *grad_of),
     };
+    if let Some(y) = grad_of {
+        if bias.is_some() || (y.rows, y.cols, y.ld) != (image.rows, image.cols, image.ld) {
+            return Err(shape_err(
+                "conv",
+                "the activation output must be shaped like the image, without a bias".into(),
+            ));
+        }
+    }
     if bias.is_some_and(|b| b.rows * b.cols != g.image.c) {
         return Err(shape_err(
             "conv",
@@ -207,7 +217,7 @@ fn launch(
     let params = ConvParams {
         ld_cols: cols.ld as u32,
         act: code,
-        flags: u32::from(bias.is_some()) << 1,
+        flags: (u32::from(bias.is_some()) << 1) | (u32::from(grad_of.is_some()) << 2),
         slope,
         ..ConvParams::new(g, ld_b, ld_p)
     };
@@ -221,6 +231,7 @@ fn launch(
         Move::Im2col => cols.rows * g.image.c / lanes,
         Move::Col2im { .. } => {
             let b = bias
+                .or(grad_of)
                 .map(Matrix::binding)
                 .unwrap_or_else(|| gpu.dummy.as_entire_binding());
             bindings.push((bias_at, b));
@@ -255,7 +266,25 @@ pub fn col2im(
     bias: Option<&Matrix>,
     act: Activation,
 ) -> Result<Dispatch, GpuError> {
-    launch(gpu, g, image, cols, Move::Col2im { bias, act })
+    let grad_of = None;
+    launch(gpu, g, image, cols, Move::Col2im { bias, act, grad_of })
+}
+
+/// image = col2im(cols) * act'(Y): a convolution's input gradient through the activation
+/// whose output Y (shaped like the image) the convolution read.
+pub fn col2im_act_grad(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    cols: &Matrix,
+    image: &Matrix,
+    a: InputActivation<'_>,
+) -> Result<Dispatch, GpuError> {
+    let mv = Move::Col2im {
+        bias: None,
+        act: a.act,
+        grad_of: Some(a.output),
+    };
+    launch(gpu, g, image, cols, mv)
 }
 
 /// The matrices of one convolution layer: weight, bias, the column scratch (shared by the
@@ -287,13 +316,15 @@ pub fn conv2d(
 }
 
 /// Gradients of conv2d given dy (already multiplied by the activation's derivative):
-/// dW, db, and dx when asked (dcols is scratch shaped like the columns).
+/// dW, db, and dx when asked (dcols is scratch shaped like the columns), through `x_act`'s
+/// derivative when x is an activation's output.
 pub fn conv2d_backward(
     gpu: &Gpu,
     io: &ConvIo<'_>,
     dy: &Matrix,
     grads: (&Matrix, &Matrix),
     dx: Option<(&Matrix, &Matrix)>,
+    x_act: Option<InputActivation<'_>>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (dw, db) = grads;
     let spec = GemmSpec {
@@ -308,17 +339,14 @@ pub fn conv2d_backward(
         dx.map(|(dcols, _)| dcols),
         Some(dw),
         spec,
+        None,
     )?;
     out.push(bias_grad(gpu, dy, db)?);
     if let Some((dcols, dx)) = dx {
-        out.push(col2im(
-            gpu,
-            &io.geom,
-            dcols,
-            dx,
-            None,
-            Activation::Identity,
-        )?);
+        out.push(match x_act {
+            Some(a) => col2im_act_grad(gpu, &io.geom, dcols, dx, a)?,
+            None => col2im(gpu, &io.geom, dcols, dx, None, Activation::Identity)?,
+        });
     }
     Ok(out)
 }
@@ -339,6 +367,7 @@ pub fn conv_transpose2d(
 
 /// Gradients of conv_transpose2d given dy (image side, already through the activation):
 /// dW, db, and dx when asked. `dy_rows` is dy viewed as [B*H*W, Cout] for the bias sum.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_backward(
     gpu: &Gpu,
     io: &ConvIo<'_>,
@@ -347,6 +376,7 @@ pub fn conv_transpose2d_backward(
     dcols: &Matrix,
     grads: (&Matrix, &Matrix),
     dx: Option<&Matrix>,
+    x_act: Option<InputActivation<'_>>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (dw, db) = grads;
     let g = &io.geom;
@@ -372,6 +402,7 @@ pub fn conv_transpose2d_backward(
         dx,
         Some(dw),
         GemmSpec::default(),
+        x_act,
     )?);
     out.push(bias_grad(gpu, &dy_rows, db)?);
     Ok(out)
@@ -391,7 +422,7 @@ pub fn conv2d_implicit(
 ) -> Result<Option<Dispatch>, GpuError> {
     let g = &io.geom;
     let (ld_b, ld_p) = image_strides(x, g)?;
-    if gpu.gemm_path != crate::gpu::GemmPath::Subgroup
+    if !gpu.gemm_paths().contains(&crate::gpu::GemmPath::Subgroup)
         || ![g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4))
     {
         return Ok(None);

@@ -1,4 +1,4 @@
-//! GEMM launcher: C = act(op(A) op(B) + bias (+ C)).
+//! GEMM launcher: C = act(op(A) op(B) + bias (+ C)), or op(A) op(B) * act'(Y).
 
 use super::{shape_err, Activation};
 use crate::gpu::shaders::Shader;
@@ -14,6 +14,10 @@ pub struct GemmSpec {
     /// Add into C instead of overwriting it.
     pub accumulate: bool,
     pub act: Activation,
+    /// Instead of applying `act`, multiply the product by its derivative at Y, the
+    /// activation's output, passed as the `side` matrix (shaped like C): an activation's
+    /// backward fused into the GEMM that makes its output gradient.
+    pub act_grad: bool,
 }
 
 #[repr(C)]
@@ -29,12 +33,12 @@ struct GemmParams {
     pad: u32,
 }
 
-/// (M, N, K) of op(A) op(B), checked against C and the bias.
+/// (M, N, K) of op(A) op(B), checked against C and the side matrix (bias or Y).
 fn dims(
     a: &Matrix,
     b: &Matrix,
     c: &Matrix,
-    bias: Option<&Matrix>,
+    side: Option<&Matrix>,
     spec: &GemmSpec,
 ) -> Result<(usize, usize, usize), GpuError> {
     let (m, k) = if spec.trans_a {
@@ -68,13 +72,29 @@ fn dims(
     if m == 0 || n == 0 || k == 0 {
         return Err(shape_err("gemm", format!("empty product {}", shapes())));
     }
-    if let Some(bias) = bias {
-        if bias.rows * bias.cols != n {
+    match (side, spec.act_grad) {
+        (Some(y), true) if (y.rows, y.cols, y.ld) != (c.rows, c.cols, c.ld) => {
+            return Err(shape_err(
+                "gemm",
+                format!(
+                    "activation output [{}, {}] (stride {}) must match C [{}, {}] (stride {})",
+                    y.rows, y.cols, y.ld, c.rows, c.cols, c.ld
+                ),
+            ))
+        }
+        (None, true) => {
+            return Err(shape_err(
+                "gemm",
+                "act_grad needs the activation output".into(),
+            ))
+        }
+        (Some(bias), false) if bias.rows * bias.cols != n => {
             return Err(shape_err(
                 "gemm",
                 format!("bias has {} values for {n} columns", bias.rows * bias.cols),
-            ));
+            ))
         }
+        _ => {}
     }
     spec.act.check()?;
     Ok((m, n, k))
@@ -86,10 +106,18 @@ pub fn gemm(
     a: &Matrix,
     b: &Matrix,
     c: &Matrix,
-    bias: Option<&Matrix>,
+    side: Option<&Matrix>,
     spec: GemmSpec,
 ) -> Result<Dispatch, GpuError> {
-    gemm_with(gpu, gpu.gemm_path, a, b, c, bias, spec)
+    let (m, n, k) = dims(a, b, c, side, &spec)?;
+    let shape = crate::gpu::tune::GemmShape {
+        m,
+        n,
+        k,
+        trans_a: spec.trans_a,
+        trans_b: spec.trans_b,
+    };
+    gemm_with(gpu, gpu.gemm_kernel(shape)?, a, b, c, side, spec)
 }
 
 /// Builds the launch on a chosen kernel (tests and benches compare both).
@@ -99,10 +127,10 @@ pub fn gemm_with(
     a: &Matrix,
     b: &Matrix,
     c: &Matrix,
-    bias: Option<&Matrix>,
+    side: Option<&Matrix>,
     spec: GemmSpec,
 ) -> Result<Dispatch, GpuError> {
-    let (m, n, k) = dims(a, b, c, bias, &spec)?;
+    let (m, n, k) = dims(a, b, c, side, &spec)?;
     build(
         gpu,
         path,
@@ -111,7 +139,7 @@ pub fn gemm_with(
             a,
             b,
             c,
-            bias,
+            side,
             implicit: None,
         },
         spec,
@@ -124,7 +152,8 @@ struct Operands<'a> {
     a: &'a Matrix,
     b: &'a Matrix,
     c: &'a Matrix,
-    bias: Option<&'a Matrix>,
+    /// The bias, or Y with `act_grad`.
+    side: Option<&'a Matrix>,
     implicit: Option<wgpu::Buffer>,
 }
 
@@ -155,7 +184,8 @@ fn build(
         ("TRANS_A", u32::from(spec.trans_a)),
         ("TRANS_B", u32::from(spec.trans_b)),
         ("ACT", act),
-        ("ADD_BIAS", u32::from(ops.bias.is_some())),
+        ("ADD_BIAS", u32::from(ops.side.is_some() && !spec.act_grad)),
+        ("ACT_GRAD", u32::from(spec.act_grad)),
         ("ACCUMULATE", u32::from(spec.accumulate)),
     ];
     if path == GemmPath::Subgroup {
@@ -169,15 +199,15 @@ fn build(
             "gemm [{m}, {n}] needs {groups:?} workgroups"
         )));
     }
-    let bias = ops
-        .bias
+    let side = ops
+        .side
         .map(Matrix::binding)
         .unwrap_or_else(|| gpu.dummy.as_entire_binding());
     let mut bindings = vec![
         (1, ops.a.binding()),
         (2, ops.b.binding()),
         (3, ops.c.binding()),
-        (4, bias),
+        (4, side),
     ];
     if path == GemmPath::Subgroup {
         // The subgroup kernel always declares the convolution uniform.
@@ -242,15 +272,24 @@ pub(crate) fn gemm_implicit_conv(
             a: image,
             b,
             c,
-            bias: Some(bias),
+            side: Some(bias),
             implicit: Some(conv),
         },
         spec,
     )
 }
 
+/// The activation whose output is a GEMM's input A: the backward multiplies dA by its
+/// derivative at `output` (shaped like A) in the same launch.
+#[derive(Clone, Copy, Debug)]
+pub struct InputActivation<'a> {
+    pub act: Activation,
+    pub output: &'a Matrix,
+}
+
 /// Launches for the gradients of C = op(A) op(B) given dC: dA and dB, written into the
-/// given matrices shaped like A and B.
+/// given matrices shaped like A and B; dA through `a_act`'s derivative when given.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_backward(
     gpu: &Gpu,
     a: &Matrix,
@@ -259,6 +298,7 @@ pub fn gemm_backward(
     da: Option<&Matrix>,
     db: Option<&Matrix>,
     spec: GemmSpec,
+    a_act: Option<InputActivation<'_>>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
     let plain = |trans_a, trans_b| GemmSpec {
@@ -267,11 +307,20 @@ pub fn gemm_backward(
         ..GemmSpec::default()
     };
     if let Some(da) = da {
+        let fused = |s: GemmSpec| match a_act {
+            Some(f) => GemmSpec {
+                act: f.act,
+                act_grad: true,
+                ..s
+            },
+            None => s,
+        };
+        let y = a_act.map(|f| f.output);
         // d op(A) = dC op(B)^T; stored transposed, dA = op(B) dC^T.
         out.push(if spec.trans_a {
-            gemm(gpu, b, dc, da, None, plain(spec.trans_b, true))?
+            gemm(gpu, b, dc, da, y, fused(plain(spec.trans_b, true)))?
         } else {
-            gemm(gpu, dc, b, da, None, plain(false, !spec.trans_b))?
+            gemm(gpu, dc, b, da, y, fused(plain(false, !spec.trans_b)))?
         });
     }
     if let Some(db) = db {

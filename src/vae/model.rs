@@ -9,7 +9,7 @@ use crate::ops::conv::{
 };
 use crate::ops::elementwise::{act_backward, bias_grad};
 use crate::ops::gather::{gather, GatherDispatch, GpuImages};
-use crate::ops::gemm::{gemm, gemm_backward, GemmSpec};
+use crate::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
 use crate::ops::loss::{loss, LossBuffers, LossDispatch, LossSettings};
 use crate::ops::sample::{
     corrupt, sample_forward, set_corruption_noise, set_noise, Corruption, Noise,
@@ -235,12 +235,22 @@ fn conv_io<'a>(
 /// douts[heads] (loss KL part plus the sampling path), the decoder's first layer writes dz.
 fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
-    for i in (0..params.layers.len()).rev() {
+    let n = params.layers.len();
+    for i in (0..n).rev() {
         let l = &params.layers[i];
         let d = &l.def;
-        if d.act != Activation::Identity {
+        // Layer i + 1 makes douts[i] and multiplies it by this activation's derivative in
+        // the same launch, except across the sampling step and after the last layer.
+        let fused_by_next = i + 1 < n && i != ws.heads;
+        if d.act != Activation::Identity && !fused_by_next {
             out.push(act_backward(gpu, &ws.outs[i], &ws.douts[i], d.act)?);
         }
+        // The activation that produced this layer's input, fused into its input gradient.
+        let input_act = match i {
+            0 => None,
+            i if i == ws.heads + 1 => None,
+            i => Some(params.layers[i - 1].def.act).filter(|a| *a != Activation::Identity),
+        };
         let w = params.view(&params.values, &l.weight);
         let grads = (
             params.view(&params.grads, &l.weight),
@@ -250,6 +260,7 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
             LayerKind::Linear => {
                 let dy = as_rows(&ws.douts[i], ws.rows)?;
                 let d_in = ws.d_input(i).map(|m| as_rows(m, ws.rows)).transpose()?;
+                let y = as_rows(ws.input(i), ws.rows)?;
                 let spec = GemmSpec {
                     trans_b: true,
                     ..Default::default()
@@ -262,6 +273,7 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     d_in.as_ref(),
                     Some(&grads.0),
                     spec,
+                    input_act.map(|act| InputActivation { act, output: &y }),
                 )?);
                 out.push(bias_grad(gpu, &dy, &grads.1)?);
             }
@@ -275,6 +287,10 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     &ws.douts[i],
                     (&grads.0, &grads.1),
                     ws.d_input(i).map(|m| (dcols, m)),
+                    input_act.map(|act| InputActivation {
+                        act,
+                        output: ws.input(i),
+                    }),
                 )?);
             }
             LayerKind::ConvT { .. } => {
@@ -294,6 +310,7 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     dcols,
                     (&grads.0, &grads.1),
                     d_in.as_ref(),
+                    input_act.map(|act| InputActivation { act, output: &x }),
                 )?);
             }
         }

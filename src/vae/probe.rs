@@ -70,6 +70,7 @@ pub fn train_and_test(
         None,
         Some(&dw),
         linear,
+        None,
     )?);
     step.push(bias_grad(gpu, &dlogits, &db)?);
     let opt = adam(

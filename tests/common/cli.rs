@@ -4,12 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// `vae-gpu args` with the device chosen as a user's default would be.
+/// `vae-gpu args` with the device chosen as a user's default would be, and the default
+/// GEMM kernels: a run's kernels must not depend on timings taken by a neighbouring test
+/// process, or runs compared bit for bit could differ (tests/tune.rs covers the tuner).
 pub fn command(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vae-gpu"));
     c.args(args)
         .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME");
+        .env_remove("WGPU_ADAPTER_NAME")
+        .env("VAE_GPU_TUNE", "off")
+        .env("VAE_GPU_CACHE_DIR", tmp().join("kernel-cache"));
     c
 }
 

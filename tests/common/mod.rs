@@ -38,6 +38,9 @@ fn devices() -> &'static [Gpu] {
         if log::set_logger(&ErrorRecorder).is_ok() {
             log::set_max_level(log::LevelFilter::Warn);
         }
+        // Launches get the default GEMM kernel: nothing is timed or cached by these tests
+        // (tests/tune.rs covers the tuner, the parity tests every kernel).
+        std::env::set_var("VAE_GPU_TUNE", "off");
         let backend = match std::env::var("VAE_GPU_TEST_BACKEND").as_deref() {
             Ok("vulkan") => BackendChoice::Vulkan,
             Ok("gl") => BackendChoice::Gl,

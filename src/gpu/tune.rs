@@ -1,0 +1,277 @@
+//! Kernels chosen by measurement. The fastest GEMM kernel depends on the adapter and the
+//! CPU under a CPU driver far more than on its name (lavapipe's subgroup kernel runs 5x
+//! slower without AVX-512), so the first time a device meets a GEMM shape, every kernel it
+//! can run is timed on that shape (outputs checked against the first candidate's) and the
+//! fastest is kept in a cache file keyed by adapter, driver, back end, kernel sources and
+//! shape. `Gpu::gemm_kernel` is the one function that decides; `vae-gpu tune` and `vae-gpu
+//! info` ask it. Burn/CubeCL's autotune is the public model for this.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{GemmPath, Gpu, GpuError, Matrix};
+
+/// A GEMM problem as the tuner keys it (the product alone; epilogues cost the same on
+/// every kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl std::fmt::Display for GemmShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |b| if b { "T" } else { "N" };
+        write!(
+            f,
+            "gemm {}x{}x{} {}{}",
+            self.m,
+            self.n,
+            self.k,
+            t(self.trans_a),
+            t(self.trans_b)
+        )
+    }
+}
+
+/// What the tuner measured for one shape.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Measured {
+    pub pick: GemmPath,
+    /// Median microseconds per launch of each candidate that ran correctly.
+    pub micros: BTreeMap<GemmPath, f64>,
+}
+
+/// Whether unmeasured shapes are measured (`VAE_GPU_TUNE=off` uses the built-in choice:
+/// for tests that compare runs bit for bit, and for users who want no measuring at all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneMode {
+    Measure,
+    Off,
+}
+
+/// The cache file: one table of measured shapes per device identity.
+#[derive(Default, Serialize, Deserialize)]
+struct CacheFile {
+    format: u32,
+    devices: BTreeMap<String, BTreeMap<String, Measured>>,
+}
+
+const FORMAT: u32 = 1;
+
+/// The picks of one device, loaded from and saved to the cache file.
+pub struct Tuner {
+    mode: TuneMode,
+    path: Option<PathBuf>,
+    /// Adapter, driver, back end and a hash of the GEMM kernels' sources: a new driver or
+    /// an edited kernel is a new device to the cache.
+    identity: String,
+    picks: BTreeMap<String, Measured>,
+    /// Shapes decided in this process, and whether to measure each of them again once.
+    pub(crate) seen: std::collections::BTreeSet<GemmShape>,
+    pub(crate) remeasure: bool,
+}
+
+/// `$VAE_GPU_CACHE_DIR`, else `$XDG_CACHE_HOME/vae-gpu`, else `~/.cache/vae-gpu`.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("VAE_GPU_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("vae-gpu")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/vae-gpu")))
+        .or_else(|| env("LOCALAPPDATA").map(|d| d.join("vae-gpu")))
+}
+
+/// FNV-1a: a stable hash of the kernel sources (std's hasher may change between releases).
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Tuner {
+    pub fn new(info: &wgpu::AdapterInfo, sources: &str) -> Tuner {
+        let mode = match std::env::var("VAE_GPU_TUNE").as_deref() {
+            Ok("off" | "0") => TuneMode::Off,
+            _ => TuneMode::Measure,
+        };
+        let identity = format!(
+            "{} | {} {} | {:?} | kernels {:016x}",
+            info.name,
+            info.driver,
+            info.driver_info,
+            info.backend,
+            fnv(sources)
+        );
+        let path = cache_dir().map(|d| d.join("kernels.json"));
+        let picks = path
+            .as_ref()
+            .and_then(Self::read)
+            .and_then(|mut c| c.devices.remove(&identity))
+            .unwrap_or_default();
+        Tuner {
+            mode,
+            path,
+            identity,
+            picks,
+            seen: Default::default(),
+            remeasure: false,
+        }
+    }
+
+    /// The cache file's contents; a missing, corrupt or foreign-format file is ignored (and
+    /// rewritten at the next save).
+    fn read(path: &PathBuf) -> Option<CacheFile> {
+        let text = std::fs::read_to_string(path).ok()?;
+        match serde_json::from_str::<CacheFile>(&text) {
+            Ok(c) if c.format == FORMAT => Some(c),
+            Ok(_) | Err(_) => {
+                log::warn!(
+                    "{}: unreadable kernel cache, measuring again",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    pub fn mode(&self) -> TuneMode {
+        self.mode
+    }
+
+    pub fn cache_path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    /// What is known for `shape`.
+    pub fn get(&self, shape: &GemmShape) -> Option<&Measured> {
+        self.picks.get(&shape.to_string())
+    }
+
+    /// Measure every shape again the first time this process meets it (`tune --force`).
+    pub fn remeasure(&mut self) {
+        self.remeasure = true;
+    }
+
+    /// The shapes decided in this process.
+    pub fn seen(&self) -> &std::collections::BTreeSet<GemmShape> {
+        &self.seen
+    }
+
+    /// Every measured shape of this device.
+    pub fn all(&self) -> &BTreeMap<String, Measured> {
+        &self.picks
+    }
+
+    /// Records a measurement and saves the cache (merged with what other devices or
+    /// processes wrote meanwhile). A cache that cannot be written only costs a warning.
+    pub fn insert(&mut self, shape: &GemmShape, measured: Measured) {
+        self.picks.insert(shape.to_string(), measured);
+        let Some(path) = &self.path else { return };
+        let mut file = Self::read(path).unwrap_or_default();
+        file.format = FORMAT;
+        file.devices
+            .entry(self.identity.clone())
+            .or_default()
+            .extend(self.picks.clone());
+        let saved = std::fs::create_dir_all(crate::io::parent_dir(path)).and_then(|()| {
+            let json = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+            crate::io::write_atomic(path, &json)
+        });
+        if let Err(e) = saved {
+            log::warn!("{}: cannot save the kernel cache: {e}", path.display());
+        }
+    }
+}
+
+/// Times each candidate on `shape` with random operands: median microseconds per launch,
+/// about 30 ms of measuring per candidate at most. Candidates whose output differs from
+/// the first candidate's are dropped with a warning.
+pub fn measure(
+    gpu: &Gpu,
+    shape: &GemmShape,
+    candidates: &[GemmPath],
+) -> Result<BTreeMap<GemmPath, f64>, GpuError> {
+    let (a_rows, a_cols) = if shape.trans_a {
+        (shape.k, shape.m)
+    } else {
+        (shape.m, shape.k)
+    };
+    let (b_rows, b_cols) = if shape.trans_b {
+        (shape.n, shape.k)
+    } else {
+        (shape.k, shape.n)
+    };
+    let mut rng = crate::rng::Rng::new(0x7475_6e65);
+    let mut random = |rows: usize, cols: usize, label: &str| {
+        let m = Matrix::zeros(gpu, rows, cols, label)?;
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.uniform(-1.0, 1.0) as f32)
+            .collect();
+        m.write(gpu, &values)?;
+        Ok::<_, GpuError>(m)
+    };
+    let a = random(a_rows, a_cols, "tune a")?;
+    let b = random(b_rows, b_cols, "tune b")?;
+    let c = Matrix::zeros(gpu, shape.m, shape.n, "tune c")?;
+    let spec = crate::ops::gemm::GemmSpec {
+        trans_a: shape.trans_a,
+        trans_b: shape.trans_b,
+        ..Default::default()
+    };
+    let mut reference: Option<Vec<f32>> = None;
+    let mut out = BTreeMap::new();
+    for &path in candidates {
+        let launch = crate::ops::gemm::gemm_with(gpu, path, &a, &b, &c, None, spec)?;
+        // The first run compiles the pipeline; it is checked, not timed.
+        gpu.run(&[&launch])?;
+        let result = c.read(gpu)?;
+        match &reference {
+            None => reference = Some(result),
+            Some(want) => {
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let worst = want
+                    .iter()
+                    .zip(&result)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                let agrees = worst <= 1e-4 * scale * (shape.k as f32).sqrt();
+                if !agrees {
+                    log::warn!(
+                        "{shape}: {path:?} kernel disagrees with {:?} by {worst}, skipped",
+                        candidates[0]
+                    );
+                    continue;
+                }
+            }
+        }
+        let mut times = Vec::new();
+        let started = Instant::now();
+        let best = out.values().copied().fold(f64::INFINITY, f64::min);
+        loop {
+            let t = Instant::now();
+            gpu.run(&[&launch])?;
+            gpu.wait()?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            // A candidate far behind the best so far is not worth more runs.
+            let hopeless = times[0] > 4.0 * best;
+            let enough = times.len() >= 3
+                && (times.len() >= 15 || started.elapsed() > Duration::from_millis(30));
+            if hopeless || enough {
+                break;
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        out.insert(path, times[times.len() / 2]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,76 @@
+//! The kernel tuner end to end: `vae-gpu tune` times every GEMM kernel on the model's
+//! shapes, caches the picks, `info` and later runs read them, and a corrupt cache is
+//! measured again and rewritten.
+
+mod common;
+
+use common::cli::{command, finish, tmp};
+
+/// `vae-gpu args` with the tuner on and its cache in `cache`.
+fn tuned(args: &[&str], cache: &std::path::Path) -> String {
+    let out = finish(
+        args,
+        command(args)
+            .env("VAE_GPU_TUNE", "on")
+            .env("VAE_GPU_CACHE_DIR", cache)
+            .output()
+            .unwrap(),
+    );
+    assert!(out.status.success(), "vae-gpu {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rows of `tune`'s table: (shape, pick).
+fn picks(table: &str) -> Vec<(String, String)> {
+    table
+        .lines()
+        .filter(|l| l.starts_with("gemm "))
+        .map(|l| {
+            let shape = l.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            (shape, l.split_whitespace().last().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn tune_measures_caches_and_reuses() {
+    let cache = tmp().join("tune-cache");
+    let first = picks(&tuned(&["tune", "--batch-size", "64"], &cache));
+    // The default MLP: 11 distinct products in its training and evaluation steps.
+    assert_eq!(first.len(), 11, "{first:?}");
+    let file = cache.join("kernels.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let devices = json["devices"].as_object().unwrap();
+    assert_eq!(devices.len(), 1);
+    let table = devices.values().next().unwrap().as_object().unwrap();
+    for (shape, pick) in &first {
+        let entry = &table[shape.as_str()];
+        assert_eq!(entry["pick"].as_str(), Some(pick.as_str()), "{shape}");
+        // Every candidate that ran has a time, and the pick is the fastest.
+        let micros = entry["micros"].as_object().unwrap();
+        let best = micros
+            .iter()
+            .min_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+            .unwrap();
+        assert_eq!(best.0, pick, "{shape}: {micros:?}");
+    }
+    // A second run reads the cache: the same picks, and info lists them.
+    assert_eq!(
+        picks(&tuned(&["tune", "--batch-size", "64"], &cache)),
+        first
+    );
+    let info = tuned(&["info"], &cache);
+    assert!(info.contains("11 measured shape(s) cached"), "{info}");
+    // A corrupt cache is ignored, measured again and rewritten whole.
+    std::fs::write(&file, b"{ not json").unwrap();
+    assert_eq!(
+        picks(&tuned(&["tune", "--batch-size", "64"], &cache)).len(),
+        11
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+        "{text}"
+    );
+}
