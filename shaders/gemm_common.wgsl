@@ -6,6 +6,8 @@
 // Matrices are row-major with a leading dimension (row stride) that is a multiple of 4 floats,
 // so rows can be read as vec4. op(A) = A when TRANS_A is false (A is [M, lda]), else A is
 // stored [K, lda] and read transposed; likewise B is [K, ldb] or, transposed, [N, ldb].
+// A and B are bound at 1 and 2 as storage buffers (gemm_buffers.wgsl) or textures
+// (gemm_textures.wgsl); C, the bias and the epilogue are the same for every kernel.
 
 struct GemmParams {
     m: u32,
@@ -28,26 +30,9 @@ override ACCUMULATE: bool = false;
 override ACT_GRAD: bool = false;
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 // The bias row (zero-padded to a multiple of 4 like every matrix), or Y with ACT_GRAD.
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
-
-// One scalar of op(A) or op(B), zero outside the matrix (used by the tiled kernel).
-fn a_at(row: u32, kk: u32) -> f32 {
-    if (row >= p.m || kk >= p.k) { return 0.0; }
-    var idx: u32;
-    if (TRANS_A) { idx = kk * p.lda + row; } else { idx = row * p.lda + kk; }
-    return a[idx >> 2u][idx & 3u];
-}
-
-fn b_at(kk: u32, col: u32) -> f32 {
-    if (kk >= p.k || col >= p.n) { return 0.0; }
-    var idx: u32;
-    if (TRANS_B) { idx = col * p.ldb + kk; } else { idx = kk * p.ldb + col; }
-    return b[idx >> 2u][idx & 3u];
-}
 
 // Writes outputs (row, col..col+3), col a multiple of 4, as one vec4. Columns past N are
 // row padding: they get zero, which keeps the padding invariant.

@@ -91,7 +91,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
     let candidates = gpu.gemm_paths();
     let mut header = format!("{:<28}", "GEMM shape (M x N x K, op)");
     for p in &candidates {
-        header += &format!("{:>14}", format!("{p:?} us"));
+        header += &format!("{:>16}", format!("{p:?} us"));
     }
     println!("{header}  pick");
     for shape in tuner.seen() {
@@ -99,7 +99,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
         let m = tuner.get(shape);
         for p in &candidates {
             let us = m.and_then(|m| m.micros.get(p));
-            line += &us.map_or(format!("{:>14}", "-"), |us| format!("{us:>14.0}"));
+            line += &us.map_or(format!("{:>16}", "-"), |us| format!("{us:>16.0}"));
         }
         let pick = m.map_or(format!("{:?} (default)", gpu.default_gemm), |m| {
             format!("{:?}", m.pick)

@@ -58,6 +58,22 @@ pub enum GemmPath {
     /// 8x8 register blocks read straight from global memory: CPU drivers without subgroups
     /// (GL on llvmpipe, SwiftShader).
     Register,
+    /// Subgroup broadcast, 32x8 register blocks, A and B copied into textures: lavapipe,
+    /// where texture reads avoid the per-lane loops of storage-buffer reads.
+    SubgroupTex,
+    /// 8x8 register blocks with A and B in textures, for drivers without subgroups.
+    RegisterTex,
+}
+
+impl GemmPath {
+    /// Whether the kernel reads A and B from textures.
+    pub fn textures(self) -> bool {
+        matches!(self, GemmPath::SubgroupTex | GemmPath::RegisterTex)
+    }
+
+    fn needs_subgroups(self) -> bool {
+        matches!(self, GemmPath::Subgroup | GemmPath::SubgroupTex)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -76,6 +92,10 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// The GEMM kernel for shapes the tuner has not measured (with `VAE_GPU_TUNE=off`).
     pub default_gemm: GemmPath,
+    /// Whether the subgroup kernels run here (8-wide subgroups).
+    subgroup_gemm: bool,
+    /// A driver that runs shaders on the CPU (lavapipe, llvmpipe, SwiftShader).
+    cpu_driver: bool,
     tuner: Mutex<Tuner>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
@@ -203,6 +223,7 @@ impl Gpu {
                 .push(format!("device lost ({reason:?}): {msg}"));
         });
         let default_gemm = default_gemm(&adapter);
+        let cpu_driver = info.device_type == wgpu::DeviceType::Cpu;
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -230,6 +251,8 @@ impl Gpu {
             limits,
             features,
             default_gemm,
+            subgroup_gemm: supports_subgroup_gemm(&adapter),
+            cpu_driver,
             tuner,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
@@ -247,8 +270,14 @@ impl Gpu {
     /// The GEMM kernels this device can run, its default first.
     pub fn gemm_paths(&self) -> Vec<GemmPath> {
         let mut paths = vec![self.default_gemm];
-        for p in [GemmPath::Subgroup, GemmPath::Register, GemmPath::Tiled] {
-            let runs = p != GemmPath::Subgroup || self.default_gemm == GemmPath::Subgroup;
+        for p in [
+            GemmPath::SubgroupTex,
+            GemmPath::Subgroup,
+            GemmPath::RegisterTex,
+            GemmPath::Register,
+            GemmPath::Tiled,
+        ] {
+            let runs = !p.needs_subgroups() || self.subgroup_gemm;
             if runs && !paths.contains(&p) {
                 paths.push(p);
             }
@@ -261,7 +290,14 @@ impl Gpu {
     /// fastest is cached (see `tune`); with `VAE_GPU_TUNE=off`, unmeasured shapes get the
     /// default kernel.
     pub fn gemm_kernel(&self, shape: GemmShape) -> Result<GemmPath, GpuError> {
-        let candidates = self.gemm_paths();
+        let candidates: Vec<GemmPath> = self
+            .gemm_paths()
+            .into_iter()
+            .filter(|p| !p.textures() || shape.fits_textures(self))
+            // Workgroup-memory tiles measured 20-40x slower than the rest on every CPU
+            // driver tried (lavapipe, llvmpipe GL, SwiftShader): not worth timing there.
+            .filter(|p| *p != GemmPath::Tiled || !self.cpu_driver)
+            .collect();
         let mut tuner = self.tuner.lock().unwrap();
         let first = tuner.seen.insert(shape);
         let fresh = !(tuner.remeasure && first);
@@ -272,13 +308,13 @@ impl Gpu {
             return Ok(m.pick);
         }
         if tuner.mode() == TuneMode::Off || candidates.len() == 1 {
-            return Ok(self.default_gemm);
+            return Ok(candidates[0]);
         }
         let micros = tune::measure(self, &shape, &candidates)?;
         let pick = micros
             .iter()
             .min_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(self.default_gemm, |(p, _)| *p);
+            .map_or(candidates[0], |(p, _)| *p);
         log::info!("{shape}: {pick:?} ({micros:?} us)");
         tuner.insert(&shape, Measured { pick, micros });
         Ok(pick)

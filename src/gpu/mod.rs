@@ -4,6 +4,7 @@ mod context;
 mod readback;
 pub mod shaders;
 mod tensor;
+pub mod texture;
 pub mod tune;
 
 pub use context::{
@@ -46,6 +47,8 @@ pub struct Dispatch {
     pub(crate) workgroups: [u32; 3],
     /// The launch's parameter block, rewritten with `queue.write_buffer` when it changes.
     pub params: wgpu::Buffer,
+    /// Textures the launch reads, copied from their matrices just before it runs.
+    pub(crate) textures: Vec<texture::TextureOperand>,
 }
 
 impl Dispatch {
@@ -57,18 +60,35 @@ impl Dispatch {
     }
 }
 
+/// Records launches in order: runs of launches share a compute pass; a launch that reads
+/// textures starts a new pass after the copies that fill them (a pass boundary orders the
+/// copies after the launches that wrote their source matrices).
+pub fn encode(encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
+    let mut rest = dispatches;
+    while let Some((first, _)) = rest.split_first() {
+        for t in &first.textures {
+            t.record_copy(encoder);
+        }
+        let run = 1 + rest[1..]
+            .iter()
+            .take_while(|d| d.textures.is_empty())
+            .count();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        for d in &rest[..run] {
+            d.record(&mut pass);
+        }
+        drop(pass);
+        rest = &rest[run..];
+    }
+}
+
 impl Gpu {
-    /// Records the launches in order into one pass and submits them as one command buffer.
+    /// Records the launches in order (see `encode`) and submits them as one command buffer.
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<(), GpuError> {
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
+        encode(&mut encoder, dispatches);
         self.queue.submit([encoder.finish()]);
         self.check()
     }
@@ -141,6 +161,7 @@ impl Gpu {
             bind_group,
             workgroups,
             params,
+            textures: Vec::new(),
         }
     }
 }

@@ -13,6 +13,8 @@ pub enum Shader {
     Gemm,
     GemmSubgroup,
     GemmRegister,
+    GemmSubgroupTex,
+    GemmRegisterTex,
     Elementwise,
     Conv,
     Sample,
@@ -24,10 +26,12 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
+        Shader::GemmSubgroupTex,
+        Shader::GemmRegisterTex,
         Shader::Elementwise,
         Shader::Conv,
         Shader::Sample,
@@ -40,9 +44,15 @@ impl Shader {
 
     /// The sources of every GEMM kernel, which the tuner's cache is keyed by.
     pub fn gemm_sources() -> String {
-        [Shader::Gemm, Shader::GemmSubgroup, Shader::GemmRegister]
-            .map(Shader::source)
-            .concat()
+        [
+            Shader::Gemm,
+            Shader::GemmSubgroup,
+            Shader::GemmRegister,
+            Shader::GemmSubgroupTex,
+            Shader::GemmRegisterTex,
+        ]
+        .map(Shader::source)
+        .concat()
     }
 
     /// The file under shaders/ that holds this family's kernels.
@@ -51,6 +61,8 @@ impl Shader {
             Shader::Gemm => "gemm.wgsl",
             Shader::GemmSubgroup => "gemm_subgroup.wgsl",
             Shader::GemmRegister => "gemm_register.wgsl",
+            Shader::GemmSubgroupTex => "gemm_subgroup_tex.wgsl",
+            Shader::GemmRegisterTex => "gemm_register_tex.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Conv => "conv.wgsl",
             Shader::Sample => "sample.wgsl",
@@ -65,18 +77,37 @@ impl Shader {
     /// The complete module source, shared pieces included.
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Gemm => shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm.wgsl"),
-            Shader::GemmSubgroup => {
-                shader_source!(
-                    "activation.wgsl",
-                    "gemm_common.wgsl",
-                    "conv_params.wgsl",
-                    "gemm_subgroup.wgsl"
-                )
-            }
-            Shader::GemmRegister => {
-                shader_source!("activation.wgsl", "gemm_common.wgsl", "gemm_register.wgsl")
-            }
+            Shader::Gemm => shader_source!(
+                "activation.wgsl",
+                "gemm_common.wgsl",
+                "gemm_buffers.wgsl",
+                "gemm.wgsl"
+            ),
+            Shader::GemmSubgroup => shader_source!(
+                "activation.wgsl",
+                "gemm_common.wgsl",
+                "gemm_buffers.wgsl",
+                "conv_params.wgsl",
+                "gemm_subgroup.wgsl"
+            ),
+            Shader::GemmRegister => shader_source!(
+                "activation.wgsl",
+                "gemm_common.wgsl",
+                "gemm_buffers.wgsl",
+                "gemm_register.wgsl"
+            ),
+            Shader::GemmSubgroupTex => shader_source!(
+                "activation.wgsl",
+                "gemm_common.wgsl",
+                "gemm_textures.wgsl",
+                "gemm_subgroup_tex.wgsl"
+            ),
+            Shader::GemmRegisterTex => shader_source!(
+                "activation.wgsl",
+                "gemm_common.wgsl",
+                "gemm_textures.wgsl",
+                "gemm_register_tex.wgsl"
+            ),
             Shader::Elementwise => {
                 shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")
             }
@@ -97,6 +128,6 @@ impl Shader {
 
     /// Whether the module needs the adapter's subgroup feature.
     pub fn needs_subgroups(self) -> bool {
-        self == Shader::GemmSubgroup
+        matches!(self, Shader::GemmSubgroup | Shader::GemmSubgroupTex)
     }
 }

@@ -25,6 +25,25 @@ pub struct GemmShape {
     pub trans_b: bool,
 }
 
+impl GemmShape {
+    /// Whether A and B fit the texture kernels' textures (stored sizes, rows padded to 4).
+    pub fn fits_textures(&self, gpu: &Gpu) -> bool {
+        let up4 = super::round_up4;
+        let (a_rows, a_ld) = if self.trans_a {
+            (self.k, up4(self.m))
+        } else {
+            (self.m, up4(self.k))
+        };
+        let (b_rows, b_ld) = if self.trans_b {
+            (self.n, up4(self.k))
+        } else {
+            (self.k, up4(self.n))
+        };
+        super::texture::TextureOperand::fits(gpu, a_rows * a_ld)
+            && super::texture::TextureOperand::fits(gpu, b_rows * b_ld)
+    }
+}
+
 impl std::fmt::Display for GemmShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = |b| if b { "T" } else { "N" };
@@ -91,6 +110,20 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| env("LOCALAPPDATA").map(|d| d.join("vae-gpu")))
 }
 
+/// The CPU's model name (Linux), for keying CPU drivers' measurements.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 /// FNV-1a: a stable hash of the kernel sources (std's hasher may change between releases).
 fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -104,7 +137,7 @@ impl Tuner {
             Ok("off" | "0") => TuneMode::Off,
             _ => TuneMode::Measure,
         };
-        let identity = format!(
+        let mut identity = format!(
             "{} | {} {} | {:?} | kernels {:016x}",
             info.name,
             info.driver,
@@ -112,6 +145,14 @@ impl Tuner {
             info.backend,
             fnv(sources)
         );
+        if info.device_type == wgpu::DeviceType::Cpu {
+            // A CPU driver's speed is the CPU's (a home directory may move between machines),
+            // and Mesa's llvmpipe can be told to use fewer of its features.
+            identity += &format!(" | cpu {}", cpu_model());
+            if let Ok(caps) = std::env::var("GALLIUM_OVERRIDE_CPU_CAPS") {
+                identity += &format!(" ({caps})");
+            }
+        }
         let path = cache_dir().map(|d| d.join("kernels.json"));
         let picks = path
             .as_ref()

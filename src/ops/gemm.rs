@@ -2,6 +2,7 @@
 
 use super::{shape_err, Activation};
 use crate::gpu::shaders::Shader;
+use crate::gpu::texture::TextureOperand;
 use crate::gpu::{Dispatch, GemmPath, Gpu, GpuError, Matrix};
 
 /// What to compute besides the plain product.
@@ -175,10 +176,13 @@ fn build(
         slope,
         pad: 0,
     };
-    let (shader, tile) = match path {
-        GemmPath::Tiled => (Shader::Gemm, 64),
-        GemmPath::Subgroup => (Shader::GemmSubgroup, 32),
-        GemmPath::Register => (Shader::GemmRegister, 64),
+    // (shader, output tile rows, tile columns)
+    let (shader, tile_m, tile_n) = match path {
+        GemmPath::Tiled => (Shader::Gemm, 64, 64),
+        GemmPath::Subgroup => (Shader::GemmSubgroup, 32, 32),
+        GemmPath::Register => (Shader::GemmRegister, 64, 64),
+        GemmPath::SubgroupTex => (Shader::GemmSubgroupTex, 32, 64),
+        GemmPath::RegisterTex => (Shader::GemmRegisterTex, 64, 64),
     };
     let mut constants = vec![
         ("TRANS_A", u32::from(spec.trans_a)),
@@ -192,7 +196,7 @@ fn build(
         constants.push(("IMPLICIT_A", u32::from(ops.implicit.is_some())));
     }
     let pipeline = gpu.pipeline(shader, "main", &constants)?;
-    let groups = [n.div_ceil(tile) as u64, m.div_ceil(tile) as u64];
+    let groups = [n.div_ceil(tile_n) as u64, m.div_ceil(tile_m) as u64];
     let max = u64::from(gpu.limits.max_compute_workgroups_per_dimension);
     if groups.iter().any(|&g| g > max) {
         return Err(GpuError::Limit(format!(
@@ -203,12 +207,19 @@ fn build(
         .side
         .map(Matrix::binding)
         .unwrap_or_else(|| gpu.dummy.as_entire_binding());
-    let mut bindings = vec![
-        (1, ops.a.binding()),
-        (2, ops.b.binding()),
-        (3, ops.c.binding()),
-        (4, side),
-    ];
+    let textures = if path.textures() {
+        vec![
+            TextureOperand::new(gpu, ops.a, "gemm a")?,
+            TextureOperand::new(gpu, ops.b, "gemm b")?,
+        ]
+    } else {
+        Vec::new()
+    };
+    let mut bindings = match &textures[..] {
+        [a, b] => vec![(1, a.binding()), (2, b.binding())],
+        _ => vec![(1, ops.a.binding()), (2, ops.b.binding())],
+    };
+    bindings.extend([(3, ops.c.binding()), (4, side)]);
     if path == GemmPath::Subgroup {
         // The subgroup kernel always declares the convolution uniform.
         bindings.push((
@@ -220,7 +231,7 @@ fn build(
         ));
     }
     let label = format!(
-        "gemm {m}x{n}x{k}{}{}{}",
+        "gemm {m}x{n}x{k}{}{}{} {path:?}",
         if spec.trans_a { " A^T" } else { "" },
         if spec.trans_b { " B^T" } else { "" },
         if ops.implicit.is_some() {
@@ -229,13 +240,16 @@ fn build(
             ""
         }
     );
-    Ok(gpu.dispatch(
+    let mut dispatch = gpu.dispatch(
         label,
         pipeline,
         gpu.uniform("gemm params", &params),
         &bindings,
         [groups[0] as u32, groups[1] as u32, 1],
-    ))
+    );
+    drop(bindings);
+    dispatch.textures = textures;
+    Ok(dispatch)
 }
 
 /// C [M, N] = act(im2col(image) B^T + bias) without materializing the columns: the

@@ -70,11 +70,6 @@ pub struct LossDispatch {
 }
 
 impl LossDispatch {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.per_sample.record(pass);
-        self.reduce.record(pass);
-    }
-
     /// Rewrites the settings that change between steps (beta, valid rows).
     pub fn update(&mut self, gpu: &Gpu, s: &LossSettings) {
         self.params = params_with(self.params, s);

@@ -237,11 +237,9 @@ pub fn iwae_log_px(
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("iwae"),
                 });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                program.record(&mut pass);
-                merge.dispatch.record(&mut pass);
-            }
+            let mut launches = program.launches();
+            launches.push(&merge.dispatch);
+            crate::gpu::encode(&mut encoder, &launches);
             gpu.queue.submit([encoder.finish()]);
             step += 1;
             bar.inc(valid as u64);

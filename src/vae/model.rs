@@ -505,11 +505,9 @@ impl StepProgram {
         all
     }
 
-    /// Records the whole step into one pass.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in self.launches() {
-            d.record(pass);
-        }
+    /// Records the whole step (see `gpu::encode`).
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        crate::gpu::encode(encoder, &self.launches());
     }
 
     /// Uses another RNG stream (e.g. for the IWAE samples).
@@ -529,10 +527,7 @@ impl StepProgram {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("step"),
             });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            self.record(&mut pass);
-        }
+        self.record(&mut encoder);
         let pending = read.map(|slot| {
             let a = &self.ws.accum;
             (
