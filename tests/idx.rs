@@ -87,6 +87,22 @@ fn rejects_every_malformed_case() {
             gz(&images_bytes(2, 3, 4, 24))[..30].to_vec(),
             "corrupt gzip",
         ),
+        (
+            "garbage-after-gz",
+            [gz(&images_bytes(2, 3, 4, 24)), b"garbage!".to_vec()].concat(),
+            "after the gzip stream",
+        ),
+        (
+            "second-gz-member",
+            [gz(&images_bytes(2, 3, 4, 24)), gz(b"more")].concat(),
+            "after the gzip stream",
+        ),
+        // 64 MiB of zeros in ~64 KiB: decompression stops one byte past the 24 announced.
+        (
+            "gz-bomb",
+            gz(&images_bytes(2, 3, 4, 64 << 20)),
+            "trailing data",
+        ),
     ];
     for (name, bytes, needle) in cases {
         let p = d.join(name);

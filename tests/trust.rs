@@ -95,7 +95,9 @@ fn resume_matches_straight(run: &str) {
 #[test]
 fn a_kill_at_any_step_of_a_save_leaves_a_resumable_run() {
     let d = data();
-    for point in ["publish:2", "published:2", "prune:1"] {
+    // published:3 dies after the last checkpoint, before metrics.jsonl: the resume that
+    // has nothing left to train still brings the records up to date.
+    for point in ["publish:2", "published:2", "prune:1", "published:3"] {
         let dir = tmp().join(format!("kill-{}", point.replace(':', "-")));
         let run = dir.display().to_string();
         let args = train_args(&d, "--out", &run, EPOCHS);
@@ -112,6 +114,8 @@ fn a_kill_at_any_step_of_a_save_leaves_a_resumable_run() {
             "{point}: the hook should kill the process"
         );
         ok(&["eval", "--model", &run, "--data", &d, "--limit", "64"]);
+        // As an interrupted write of metrics.jsonl would leave it.
+        std::fs::write(dir.join(".vae-gpu-AbC123.tmp"), b"partial").unwrap();
         resume_matches_straight(&run);
     }
 }
@@ -399,12 +403,12 @@ fn malformed_model_files_are_clear_errors() {
         (
             "offsets-past-end",
             safetensors_bytes("F32", "[2, 2]", [0, 1 << 40], 16),
-            "does not fit",
+            "does not fit its shape",
         ),
         (
             "offsets-reversed",
             safetensors_bytes("F32", "[2, 2]", [16, 0], 16),
-            "does not fit",
+            "out of order or overlapping",
         ),
         (
             "header-too-long",
@@ -412,12 +416,16 @@ fn malformed_model_files_are_clear_errors() {
             "runs past the end",
         ),
         ("too-short", b"abc".to_vec(), "too short"),
-        ("truncated", good[..good.len() / 2].to_vec(), "does not fit"),
+        (
+            "truncated",
+            good[..good.len() / 2].to_vec(),
+            "do not cover the file",
+        ),
         ("flipped-header", flipped, "bad header"),
         (
             "f64",
             safetensors_bytes("F64", "[2]", [0, 16], 16),
-            "only F32",
+            "F32, F16 and BF16 are supported",
         ),
         (
             "foreign",
@@ -498,21 +506,27 @@ fn flags_out_of_range_are_refused() {
         let out = cli::run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
-    fails_with(
-        &["train", "--data", &d, "--max-loss-ratio", "0.5", "--quiet"],
-        1,
-        &["--max-loss-ratio"],
-    );
-    fails_with(
-        &["train", "--data", &d, "--gauss-var", "0", "--quiet"],
-        1,
-        &["--gauss-var"],
-    );
-    fails_with(
-        &["sample", "--model", &run, "--temperature=-1"],
-        1,
-        &["--temperature"],
-    );
+    // Numbers out of range are usage errors too, naming the flag.
+    for (args, flag) in [
+        (
+            vec!["train", "--data", &d, "--max-loss-ratio", "0.5"],
+            "--max-loss-ratio",
+        ),
+        (
+            vec!["train", "--data", &d, "--gauss-var", "0"],
+            "--gauss-var",
+        ),
+        (vec!["train", "--data", &d, "--lr", "nan"], "--lr"),
+        (vec!["train", "--data", &d, "--beta=-1"], "--beta"),
+        (
+            vec!["sample", "--model", &run, "--temperature=-1"],
+            "--temperature",
+        ),
+        (vec!["probe", "--model", &run, "--lr", "inf"], "--lr"),
+        (vec!["traverse", "--model", &run, "--range", "0"], "--range"),
+    ] {
+        fails_with(&args, 2, &[flag]);
+    }
 }
 
 /// --resume keeps the run's settings: a conflicting flag is an error, --lr and --epochs
@@ -533,6 +547,7 @@ fn resume_refuses_conflicts_and_applies_changes() {
         ("--likelihood", "gaussian"),
         ("--limit", "100"),
         ("--noise", "gaussian:0.3"),
+        ("--classes", "0-8"),
     ] {
         fails_with(
             &["train", "--resume", &run, flag, value, "--quiet"],
@@ -569,7 +584,10 @@ fn a_diverging_run_keeps_the_good_checkpoint() {
         line.contains("over the bound") || line.contains("NaN/Inf"),
         "{line}"
     );
-    assert_eq!(std::fs::read(last_model(&run)).unwrap(), before);
+    assert!(
+        std::fs::read(last_model(&run)).unwrap() == before,
+        "the checkpoint changed"
+    );
     // A new run that diverges at once claims no checkpoint.
     let fresh = tmp().join("diverge-fresh").display().to_string();
     let mut args = vec![
@@ -629,4 +647,146 @@ fn a_failing_command_leaves_earlier_outputs_alone() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 3, "{names:?}");
+}
+
+/// A benchmark (--bench-steps) measures speed and leaves the run it resumes untouched.
+#[test]
+fn a_benchmark_leaves_the_run_alone() {
+    let d = data();
+    let dir = tmp().join("bench-resume");
+    let run = dir.display().to_string();
+    ok(&train_args(&d, "--out", &run, "1"));
+    let before = std::fs::read(last_model(&run)).unwrap();
+    let stdout = ok(&[
+        "train",
+        "--resume",
+        &run,
+        "--epochs",
+        "3",
+        "--bench-steps",
+        "2",
+        "--quiet",
+    ]);
+    assert!(stdout.contains("2 steps at batch 64"), "{stdout}");
+    let names: Vec<(usize, PathBuf)> = vae_gpu::vae::rundir::checkpoints(&dir);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        std::fs::read(last_model(&run)).unwrap() == before,
+        "the benchmark changed the checkpoint"
+    );
+}
+
+/// Corrupt numbers inside well-formed files: a NaN in the Adam state, a flipped bit in the
+/// weights (caught by the checksum), non-finite codes scales.
+#[test]
+fn corrupt_values_are_caught() {
+    let d = data();
+    let (run, path) = {
+        let mut t: Vec<safetensors::Tensor> =
+            safetensors::load(&good_run().join("checkpoint-0001/optimizer.safetensors"))
+                .unwrap()
+                .into_values()
+                .collect();
+        t[1].data[10] = f32::NAN;
+        corrupted(
+            "opt-nan",
+            "optimizer.safetensors",
+            &safetensors::to_bytes(&t),
+        )
+    };
+    fails_with(
+        &[
+            "train", "--data", &d, "--resume", &run, "--epochs", "2", "--quiet",
+        ],
+        1,
+        &[&path, "holds NaN"],
+    );
+    let mut flipped = std::fs::read(good_run().join("checkpoint-0001/model.safetensors")).unwrap();
+    let at = flipped.len() - 1000;
+    flipped[at] ^= 0x10;
+    let (run, path) = corrupted("model-flip", "model.safetensors", &flipped);
+    fails_with(&["sample", "--model", &run], 1, &[&path, "checksum"]);
+    let model = good_run().display().to_string();
+    let codes = tmp().join("corpus-codes.vae");
+    let c = codes.display().to_string();
+    ok(&[
+        "encode", "--model", &model, "--data", &d, "--limit", "5", "--out", &c,
+    ]);
+    let mut bytes = std::fs::read(&codes).unwrap();
+    bytes[24..28].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&codes, &bytes).unwrap();
+    fails_with(&["decode", &c, "--model", &model], 1, &[&c, "dimension 0"]);
+}
+
+/// Outputs never replace what is not a regular file, and follow symlinks to their target.
+#[test]
+fn outputs_follow_links_and_spare_devices() {
+    let run = good_run().display().to_string();
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            &run,
+            "--count",
+            "4",
+            "--out",
+            "/dev/null",
+        ],
+        1,
+        &["/dev/null", "not a regular file"],
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let target = tmp().join("link-target.png");
+    let link = tmp().join("link.png");
+    std::fs::write(&target, b"old").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    ok(&[
+        "sample",
+        "--model",
+        &run,
+        "--count",
+        "4",
+        "--out",
+        &link.display().to_string(),
+    ]);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        image::open(&target).is_ok(),
+        "the link's target holds the new PNG"
+    );
+}
+
+/// A dangling symlink in an image folder counts as an unreadable image.
+#[test]
+fn a_dangling_image_link_is_reported() {
+    let dir = tmp().join("dangling");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..10u8 {
+            image::GrayImage::from_pixel(8, 8, image::Luma([i * 20]))
+                .save(dir.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(dir.join("nowhere.png"), dir.join("a/dangle.png")).unwrap();
+    let d = dir.display().to_string();
+    let out = tmp().join("dangling-run").display().to_string();
+    let args = [
+        "train", "--data", &d, "--epochs", "1", "--hidden", "8", "--latent", "2", "--quiet",
+    ];
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    fails_with(&strict, 1, &["dangle.png"]);
+    let mut lenient = args.to_vec();
+    lenient.extend(["--out", &out]);
+    let o = cli::run(&lenient);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped 1 unreadable"));
 }

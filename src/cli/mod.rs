@@ -290,6 +290,30 @@ pub fn pick_images(
     })
 }
 
+/// A finite number above 0 (a flag's value parser).
+pub fn positive(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// A finite number of at least 0 (a flag's value parser).
+pub fn non_negative(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a non-negative number")),
+    }
+}
+
+/// The divergence guard's ratio: 0 (off) or a finite number above 1.
+pub fn loss_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v == 0.0 || (v.is_finite() && v > 1.0) => Ok(v),
+        _ => Err(format!("'{s}' is not 0 or a number above 1")),
+    }
+}
+
 /// A set of class labels, as parsed by `parse_classes`.
 #[derive(Clone, Debug)]
 pub struct Classes(pub Vec<u8>);

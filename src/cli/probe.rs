@@ -23,7 +23,8 @@ pub struct ProbeArgs {
     /// Full-batch Adam steps of each classifier.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub steps: u32,
-    #[arg(long, default_value_t = 0.01)]
+    /// Adam learning rate of the classifiers.
+    #[arg(long, default_value_t = 0.01, value_parser = super::positive)]
     pub lr: f32,
     /// Evaluate on the first N test images [default: all]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

@@ -19,7 +19,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::non_negative)]
     pub temperature: f32,
     /// Output PNG grid [default: RUN/samples.png]
     #[arg(long)]
@@ -33,12 +33,6 @@ pub struct SampleArgs {
 }
 
 pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
-    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
-        anyhow::bail!(
-            "--temperature must be a non-negative number, got {}",
-            a.temperature
-        );
-    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;

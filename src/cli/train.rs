@@ -49,20 +49,20 @@ pub struct TrainArgs {
     pub likelihood: Option<Likelihood>,
     /// Variance of the Gaussian likelihood (0.5 makes its data term the summed squared
     /// error) [default: 0.5]
-    #[arg(long)]
+    #[arg(long, value_parser = super::positive)]
     pub gauss_var: Option<f32>,
     /// Weight of the KL term (beta-VAE) [default: 1]
-    #[arg(long)]
+    #[arg(long, value_parser = super::non_negative)]
     pub beta: Option<f32>,
     /// Ramp beta linearly from 0 over this many epochs (against posterior collapse)
     /// [default: 0]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub kl_warmup: Option<u32>,
     /// Adam learning rate [default: 0.001]
-    #[arg(long)]
+    #[arg(long, value_parser = super::positive)]
     pub lr: Option<f32>,
     /// Decoupled weight decay (AdamW); 0 is plain Adam [default: 0]
-    #[arg(long)]
+    #[arg(long, value_parser = super::non_negative)]
     pub weight_decay: Option<f32>,
     /// Images per optimizer step [default: 128]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
@@ -87,7 +87,7 @@ pub struct TrainArgs {
     /// Stop (exit code 3, keeping the last good checkpoint) when a loss exceeds
     /// best + (R - 1) x max(|best|, initial - best), i.e. R times the best so far or back
     /// above the initial loss; NaN/Inf always stop. 0 checks NaN/Inf only [default: 2]
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = super::loss_ratio)]
     pub max_loss_ratio: Option<f64>,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -131,6 +131,21 @@ fn keep<T: PartialEq + Debug>(
     }
 }
 
+/// An optional setting a resumed run keeps (None is a setting: no --limit, all classes):
+/// its saved value; a flag asking for another is an error.
+fn same<T: PartialEq + Debug>(
+    flag: &str,
+    given: Option<T>,
+    saved: Option<T>,
+) -> anyhow::Result<Option<T>> {
+    match given {
+        Some(g) if Some(&g) != saved.as_ref() => bail!(
+            "--{flag} {g:?} differs from the run being resumed ({flag} {saved:?}); a resumed run keeps its settings (start a new run with --out to change them)"
+        ),
+        _ => Ok(saved),
+    }
+}
+
 /// A setting a resumed run may change: applied and said.
 fn change<T: PartialEq + Debug + Copy>(flag: &str, given: Option<T>, saved: &mut T) {
     if let Some(g) = given.filter(|g| g != saved) {
@@ -152,29 +167,30 @@ struct DataChoice {
 
 impl DataChoice {
     fn new(a: &TrainArgs, saved: Option<&TrainConfig>) -> anyhow::Result<DataChoice> {
+        let limit = a.limit.map(|n| n as usize);
+        let classes = a.classes.as_ref().map(|c| c.0.clone());
+        let Some(t) = saved else {
+            return Ok(DataChoice {
+                args: a.data.clone(),
+                limit,
+                classes,
+            });
+        };
         let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-        let data_dir = keep(
-            "data",
-            a.data.data.as_deref().map(canonical),
-            saved.and_then(|t| t.data_dir.as_deref()).map(canonical),
-        )?;
         Ok(DataChoice {
             args: DataArgs {
-                data: data_dir,
-                size: keep("size", a.data.size, saved.and_then(|t| t.size))?,
-                channels: keep("channels", a.data.channels, saved.and_then(|t| t.channels))?,
+                // Runs saved before the data directory was recorded take --data.
+                data: keep(
+                    "data",
+                    a.data.data.as_deref().map(canonical),
+                    t.data_dir.as_deref().map(canonical),
+                )?,
+                size: same("size", a.data.size, t.size)?,
+                channels: same("channels", a.data.channels, t.channels)?,
                 strict: a.data.strict,
             },
-            limit: keep(
-                "limit",
-                a.limit.map(|n| n as usize),
-                saved.and_then(|t| t.limit),
-            )?,
-            classes: keep(
-                "classes",
-                a.classes.as_ref().map(|c| c.0.clone()),
-                saved.and_then(|t| t.classes.clone()),
-            )?,
+            limit: same("limit", limit, t.limit)?,
+            classes: same("classes", classes, t.classes.clone())?,
         })
     }
 
@@ -248,6 +264,7 @@ fn new_run(
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
+        max_loss_ratio: a.max_loss_ratio.unwrap_or(2.0),
     };
     (model, t)
 }
@@ -288,10 +305,11 @@ fn resumed_run(
         Some(t.batch_size),
     )?;
     keep("seed", a.seed, Some(t.seed))?;
-    keep("noise", a.noise.map(Some), Some(t.corruption))?;
+    same("noise", a.noise, t.corruption)?;
     change("lr", a.lr, &mut t.adam.lr);
     change("weight-decay", a.weight_decay, &mut t.adam.weight_decay);
     change("epochs", a.epochs.map(|e| e as usize), &mut t.epochs);
+    change("max-loss-ratio", a.max_loss_ratio, &mut t.max_loss_ratio);
     if (m.height, m.width, m.channels) != (train.height, train.width, train.channels) {
         bail!(
             "the model was trained on {}x{}x{} images, the data has {}x{}x{}",
@@ -306,27 +324,7 @@ fn resumed_run(
     Ok((m, t))
 }
 
-/// `Err` unless the flag, when given, is a finite number above (or with `zero_ok`, at
-/// least) 0.
-fn check_number(flag: &str, v: Option<f32>, zero_ok: bool) -> anyhow::Result<()> {
-    match v {
-        Some(v) if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) => {
-            let want = if zero_ok { "non-negative" } else { "positive" };
-            bail!("--{flag} must be a {want} number, got {v}")
-        }
-        _ => Ok(()),
-    }
-}
-
 pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
-    check_number("lr", a.lr, false)?;
-    check_number("gauss-var", a.gauss_var, false)?;
-    check_number("beta", a.beta, true)?;
-    check_number("weight-decay", a.weight_decay, true)?;
-    let ratio = a.max_loss_ratio.unwrap_or(2.0);
-    if !(ratio == 0.0 || (ratio.is_finite() && ratio > 1.0)) {
-        bail!("--max-loss-ratio must be above 1 (or 0 to check NaN/Inf only), got {ratio}");
-    }
     let dir_path = match (&a.resume, &a.out) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => next_run_dir(),
@@ -391,6 +389,10 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     }
     eprintln!("run directory: {}", dir_path.display());
     if state.epoch >= train_cfg.epochs {
+        // The records may lag the checkpoint after a kill: bring them up to date.
+        if !history.is_empty() {
+            crate::vae::train::write_records(&dir_path, &history)?;
+        }
         eprintln!(
             "{} already trained {} of {} epochs; nothing to do (raise --epochs)",
             dir_path.display(),
@@ -399,6 +401,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let batch = train_cfg.batch_size;
     let metrics = train(
         Run {
             gpu: &gpu,
@@ -408,7 +411,6 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
             state,
             dir: &dir,
             history,
-            max_loss_ratio: ratio,
             max_steps: a.bench_steps,
             progress: !a.quiet,
         },
@@ -417,8 +419,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     )?;
     if let (Some(steps), Some(m)) = (a.bench_steps, metrics.last()) {
         println!(
-            "bench: {steps} steps at batch {} on {}: {:.0} samples/s",
-            a.batch_size.unwrap_or(128),
+            "bench: {steps} steps at batch {batch} on {}: {:.0} samples/s",
             gpu.describe(),
             m.samples_per_sec
         );

@@ -20,7 +20,7 @@ pub struct TraverseArgs {
     #[arg(long, default_value = "all")]
     pub dims: String,
     /// Each dimension goes from -range to +range around the code.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = super::positive)]
     pub range: f32,
     /// Columns per row.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(2..=100))]
@@ -46,9 +46,6 @@ pub fn parse_dims(s: &str, latent: usize) -> anyhow::Result<Vec<usize>> {
 }
 
 pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
-    if !(a.range.is_finite() && a.range > 0.0) {
-        anyhow::bail!("--range must be a positive number, got {}", a.range);
-    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;

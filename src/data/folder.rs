@@ -34,7 +34,8 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>, DataError> {
                 .map_err(|_| DataError::new(dir, "more than 256 class subfolders"))?;
             classes += 1;
             for f in sorted_entries(&entry)? {
-                if f.is_file() && is_image(&f) {
+                // Not is_file(): a dangling link must count as an unreadable image.
+                if !f.is_dir() && is_image(&f) {
                     files.push((f, Some(label)));
                 }
             }
@@ -56,6 +57,8 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
     }
     let channels = opts.channels.unwrap_or(1);
     let mut size = opts.size;
+    // The first image read: it fixes the size when --size is absent.
+    let mut first: Option<&Path> = None;
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     let mut bad = Vec::new();
@@ -71,6 +74,7 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
             }
         };
         let (w, h) = *size.get_or_insert((img.width() as usize, img.height() as usize));
+        let first = *first.get_or_insert(path);
         let img = if (img.width() as usize, img.height() as usize) == (w, h) {
             img
         } else if opts.size.is_some() {
@@ -79,9 +83,10 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
             return Err(DataError::new(
                 path,
                 format!(
-                    "is {}x{}, earlier images are {w}x{h}; pass --size to resize them all",
+                    "is {}x{}, but {} is {w}x{h}; pass --size to resize them all",
                     img.width(),
-                    img.height()
+                    img.height(),
+                    first.display()
                 ),
             ));
         };

@@ -27,18 +27,56 @@ impl DataError {
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 
-/// The file's bytes, gunzipped when it starts with the gzip magic.
+/// The file's bytes, gunzipped when it starts with the gzip magic. Decompression stops one
+/// byte past the size the header announces (a small file can expand to gigabytes), and
+/// data after the gzip stream is an error; `parse` checks the rest.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::new(path, e.to_string()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::new(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let corrupt = |e: std::io::Error| DataError::new(path, format!("corrupt gzip data: {e}"));
+    let mut dec = flate2::bufread::GzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    // The magic's low byte is the number of dimensions, 4 bytes each.
+    (&mut dec).take(4).read_to_end(&mut out).map_err(corrupt)?;
+    let ndims = out.get(3).map_or(0, |&n| u64::from(n));
+    (&mut dec)
+        .take(4 * ndims)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    let payload = out[4.min(out.len())..]
+        .chunks_exact(4)
+        .try_fold(1u64, |acc, d| {
+            acc.checked_mul(u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
+        });
+    let Some(payload) = payload.filter(|_| out.len() as u64 == 4 + 4 * ndims) else {
+        return Ok(out); // parse reports the short or overflowing header
+    };
+    (&mut dec)
+        .take(payload.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    let announced = 4 + 4 * ndims + payload;
+    if out.len() as u64 > announced {
+        return Err(DataError::new(
+            path,
+            format!(
+                "decompresses to more than the {announced} bytes its header announces (trailing data)"
+            ),
+        ));
+    }
+    if out.len() as u64 == announced {
+        let mut more = [0u8; 1];
+        let extra = dec.read(&mut more).map_err(corrupt)?;
+        if extra > 0 || !dec.into_inner().is_empty() {
+            return Err(DataError::new(
+                path,
+                "data after the announced payload or after the gzip stream",
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// (dimensions, payload) of an IDX file whose magic must be `magic`.

@@ -124,13 +124,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// FNV-1a: a stable hash of the kernel sources (std's hasher may change between releases).
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl Tuner {
     pub fn new(info: &wgpu::AdapterInfo, sources: &str) -> Tuner {
         let mode = match std::env::var("VAE_GPU_TUNE").as_deref() {
@@ -143,7 +136,7 @@ impl Tuner {
             info.driver,
             info.driver_info,
             info.backend,
-            fnv(sources)
+            crate::io::fnv1a64(sources.as_bytes())
         );
         if info.device_type == wgpu::DeviceType::Cpu {
             // A CPU driver's speed is the CPU's (a home directory may move between machines),

@@ -165,13 +165,21 @@ impl CodesFile {
             )));
         }
         let f32_at = |o: usize| f32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-        let min = (0..latent.min(scales))
+        let min: Vec<f32> = (0..latent.min(scales))
             .map(|j| f32_at(24 + 4 * j))
             .collect();
-        let step = (0..latent.min(scales))
+        let step: Vec<f32> = (0..latent.min(scales))
             .map(|j| f32_at(24 + 4 * (latent + j)))
             .collect();
-        let data = bytes[24 + 4 * scales..]
+        if let Some(j) = (0..latent.min(scales))
+            .find(|&j| !(min[j].is_finite() && step[j].is_finite() && step[j] > 0.0))
+        {
+            return Err(err(format!(
+                "dimension {j} has minimum {} and step {} (need finite values and a positive step)",
+                min[j], step[j]
+            )));
+        }
+        let data: Vec<u32> = bytes[24 + 4 * scales..]
             .chunks(width)
             .map(|c| match width {
                 1 => u32::from(c[0]),
@@ -179,6 +187,17 @@ impl CodesFile {
                 _ => u32::from_le_bytes(c.try_into().expect("4 bytes")),
             })
             .collect();
+        if bits == 32 {
+            if let Some(i) = data
+                .iter()
+                .position(|&b: &u32| !f32::from_bits(b).is_finite())
+            {
+                return Err(err(format!(
+                    "code value {i} is {}",
+                    f32::from_bits(data[i])
+                )));
+            }
+        }
         Ok(CodesFile {
             latent,
             bits,

@@ -9,6 +9,14 @@ pub mod safetensors;
 use std::io::Write;
 use std::path::Path;
 
+/// FNV-1a, 64 bits: a stable hash (std's hasher may change between releases) for
+/// checksums and cache keys.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The directory a file path lives in ("." for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
@@ -21,6 +29,24 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// Readers see the old file or the new one, never part of one; on an error (a full disk)
 /// the temporary file is removed and the old file stays as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // A symlink is followed (its target is replaced); anything but a regular file (a device,
+    // a directory, a FIFO) is refused rather than replaced.
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(path)?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(std::io::Error::other(
+                "exists and is not a regular file (a directory or a device); choose a file path",
+            ))
+        }
+        _ => {}
+    }
     let dir = parent_dir(path);
     let mut builder = tempfile::Builder::new();
     builder.prefix(".vae-gpu-").suffix(".tmp");

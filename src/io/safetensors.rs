@@ -1,11 +1,13 @@
-//! The safetensors format (an 8-byte little-endian header length, a JSON header naming each
-//! tensor's dtype, shape and byte range, then the raw data), F32 tensors only. PyTorch and
-//! JAX read it with the `safetensors` package.
+//! Checkpoint tensors in the safetensors format, through the `safetensors` crate (which
+//! checks that the header's byte ranges are in order, non-overlapping and cover the file
+//! exactly). vae-gpu writes F32 with its version and a checksum of the data in the
+//! metadata; it reads F32, F16 and BF16 (converted to f32), and rejects NaN/Inf values and
+//! data whose checksum does not match. PyTorch and JAX read the files with `safetensors`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 /// A named f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,38 +31,43 @@ fn err(path: &Path, problem: impl Into<String>) -> CheckpointError {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [usize; 2],
-}
+/// Metadata key of the FNV-1a checksum of the data section.
+const CHECKSUM: &str = "vae-gpu.fnv1a64";
 
-/// Serialises tensors in the given order.
+/// Serialises tensors (F32) with vae-gpu's version and the data's checksum as metadata.
 pub fn to_bytes(tensors: &[Tensor]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0;
-    for t in tensors {
-        let end = offset + t.data.len() * 4;
-        let entry = Entry {
-            dtype: "F32".into(),
-            shape: t.shape.clone(),
-            data_offsets: [offset, end],
-        };
-        header.insert(
-            t.name.clone(),
-            serde_json::to_value(entry).expect("entry serialises"),
-        );
-        offset = end;
-    }
-    let mut json = serde_json::to_vec(&header).expect("header serialises");
-    // Pad the header with spaces so the data starts 8-byte aligned.
-    json.resize(json.len().div_ceil(8) * 8, b' ');
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    for t in tensors {
-        out.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
-    }
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| bytemuck::cast_slice(&t.data).to_vec())
+        .collect();
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            let view = TensorView::new(Dtype::F32, t.shape.clone(), b).expect("shape matches data");
+            (t.name.as_str(), view)
+        })
+        .collect();
+    // The checksum covers the data as the crate lays it out: written as a placeholder of
+    // the same length, then filled in.
+    let placeholder = "0".repeat(16);
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("vae-gpu".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (CHECKSUM.to_string(), placeholder.clone()),
+    ]);
+    let mut out = safetensors::serialize(views, Some(metadata)).expect("f32 tensors serialise");
+    let header = u64::from_le_bytes(out[..8].try_into().expect("8 bytes")) as usize;
+    let sum = format!("{:016x}", super::fnv1a64(&out[8 + header..]));
+    let key = format!("\"{CHECKSUM}\":\"{placeholder}\"");
+    let at = out[8..8 + header]
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .expect("the placeholder is in the header")
+        + 8
+        + key.len()
+        - 17;
+    out[at..at + 16].copy_from_slice(sum.as_bytes());
     out
 }
 
@@ -69,61 +76,86 @@ pub fn save(path: &Path, tensors: &[Tensor]) -> Result<(), CheckpointError> {
     super::write_atomic(path, &to_bytes(tensors)).map_err(|e| err(path, e.to_string()))
 }
 
-/// Reads every tensor (F32 only), checking the header against the file's length.
+/// What a parse error means for a user.
+fn explain(e: SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall => "too short to be a safetensors file".into(),
+        SafeTensorError::InvalidHeaderLength | SafeTensorError::HeaderTooLarge => {
+            "header length runs past the end of the file (truncated or not safetensors)".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensors do not cover the file exactly (truncated, or data after them)".into()
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor {name}: byte range out of order or overlapping another tensor")
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's shape overflows".into(),
+        SafeTensorError::TensorInvalidInfo => "a tensor's byte range does not fit its shape".into(),
+        other => format!("bad header: {other}"),
+    }
+}
+
+/// A tensor's values as f32: F32 as is, F16 and BF16 converted.
+fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let b = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Reads every tensor, checking the layout, the checksum when the file has one, the dtype
+/// (F32, F16 or BF16) and that every value is finite.
 pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
-    let n = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-        .ok_or_else(|| err(path, "too short to be a safetensors file"))?;
-    let header = bytes.get(8..8usize.saturating_add(n)).ok_or_else(|| {
-        err(
-            path,
-            format!(
-                "header of {n} bytes runs past the end of the file (truncated or not safetensors)"
-            ),
-        )
-    })?;
-    let map: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| err(path, format!("bad header: {e}")))?;
-    let data = &bytes[8 + n..];
-    let mut out = BTreeMap::new();
-    for (name, value) in map {
-        if name == "__metadata__" {
-            continue;
-        }
-        let e: Entry =
-            serde_json::from_value(value).map_err(|e| err(path, format!("tensor {name}: {e}")))?;
-        if e.dtype != "F32" {
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| err(path, explain(e)))?;
+    let (header, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, explain(e)))?;
+    if let Some(want) = meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM)) {
+        let got = format!("{:016x}", super::fnv1a64(&bytes[8 + header..]));
+        if &got != want {
             return Err(err(
                 path,
-                format!("tensor {name} is {}, only F32 is supported", e.dtype),
+                format!("checksum {got} does not match the recorded {want}: the data is corrupt"),
             ));
         }
-        let [start, end] = e.data_offsets;
-        let bytes = e
-            .shape
-            .iter()
-            .try_fold(4usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| {
-                err(
-                    path,
-                    format!("tensor {name}: shape {:?} overflows", e.shape),
-                )
-            })?;
-        if end < start || end - start != bytes || end > data.len() {
-            return Err(err(path, format!("tensor {name}: byte range {start}..{end} does not fit shape {:?} in {} data bytes", e.shape, data.len())));
+    }
+    let mut out = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let data = to_f32(&view).ok_or_else(|| {
+            err(
+                path,
+                format!(
+                    "tensor {name} is {:?}; F32, F16 and BF16 are supported",
+                    view.dtype()
+                ),
+            )
+        })?;
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(err(
+                path,
+                format!(
+                    "tensor {name} holds {} at index {i} (a diverged or corrupt checkpoint)",
+                    data[i]
+                ),
+            ));
         }
-        let values = data[start..end]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
         out.insert(
             name.clone(),
             Tensor {
                 name,
-                shape: e.shape,
-                data: values,
+                shape: view.shape().to_vec(),
+                data,
             },
         );
     }

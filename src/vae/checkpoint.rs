@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::arch::LayerKind;
 use super::params::{Layer, Params};
-use super::train::EpochMetrics;
+use super::train::{Diverged, EpochMetrics};
 use super::{rundir, ModelConfig, RunState, TrainConfig};
 use crate::gpu::{read_buffer, Gpu};
 use crate::io::safetensors::{self, Tensor};
@@ -25,7 +25,6 @@ pub const CONFIG_FILE: &str = "config.json";
 pub struct RunConfig {
     pub model: ModelConfig,
     pub train: Option<TrainConfig>,
-    #[serde(default)]
     pub state: RunState,
     /// The figures of the epoch this checkpoint ends (what `Pick::Best` compares).
     #[serde(default)]
@@ -152,7 +151,16 @@ pub fn write(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyh
         let path = dir.join(name);
         crate::io::write_synced(&path, bytes).with_context(|| format!("writing {}", path.display()))
     };
-    file(MODEL_FILE, &safetensors::to_bytes(&tensors(gpu, params)?))?;
+    let model = tensors(gpu, params)?;
+    // ReLU can hide a NaN weight from the loss; a checkpoint must never hold one.
+    if let Some(t) = model.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+        return Err(Diverged(format!(
+            "tensor {} became NaN/Inf; it was not saved",
+            t.name
+        ))
+        .into());
+    }
+    file(MODEL_FILE, &safetensors::to_bytes(&model))?;
     let moments: Vec<Tensor> = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
         .into_iter()
         .map(|(name, buf)| {
@@ -328,16 +336,22 @@ pub fn load(
             let t = opt
                 .remove(name)
                 .with_context(|| format!("{}: missing {name}", opt_path.display()))?;
-            if t.data.len() != params.len {
+            if t.shape != [params.len] {
                 bail!(
-                    "{}: {name} holds {} values, the model has {}",
+                    "{}: {name} has shape {:?}, the model needs [{}]",
                     opt_path.display(),
-                    t.data.len(),
+                    t.shape,
                     params.len
                 );
             }
             gpu.queue
                 .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));
+        }
+        if let Some(extra) = opt.keys().next() {
+            bail!(
+                "{}: unexpected tensor {extra} (expected exp_avg and exp_avg_sq)",
+                opt_path.display()
+            );
         }
     }
     Ok((checkpoint, config, params))

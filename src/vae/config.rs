@@ -56,6 +56,13 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     #[serde(default)]
     pub classes: Option<Vec<u8>>,
+    /// The divergence guard's ratio (see `train::Guard`).
+    #[serde(default = "default_max_loss_ratio")]
+    pub max_loss_ratio: f64,
+}
+
+fn default_max_loss_ratio() -> f64 {
+    2.0
 }
 
 impl TrainConfig {
@@ -198,6 +205,13 @@ impl TrainConfig {
             "train.limit",
             self.limit,
             "null or at least 1",
+        )?;
+        field(
+            self.max_loss_ratio == 0.0
+                || (self.max_loss_ratio.is_finite() && self.max_loss_ratio > 1.0),
+            "train.max_loss_ratio",
+            self.max_loss_ratio,
+            "0 (off) or a number above 1",
         )?;
         field(positive(a.lr), "train.adam.lr", a.lr, "a positive number")?;
         field(

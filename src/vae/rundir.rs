@@ -98,11 +98,17 @@ impl RunDir {
         {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
-                log::info!("removing {} left by an interrupted run", name);
-                std::fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
-            }
+            let path = entry.path();
+            let removed = if name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+                std::fs::remove_dir_all(&path)
+            } else if name.starts_with(".vae-gpu-") && name.ends_with(".tmp") {
+                // An interrupted write_atomic of metrics.jsonl or loss.png.
+                std::fs::remove_file(&path)
+            } else {
+                continue;
+            };
+            log::info!("removing {name}, left by an interrupted run");
+            removed.with_context(|| format!("removing {}", path.display()))?;
         }
         Ok(RunDir {
             path: dir.to_path_buf(),

@@ -167,8 +167,6 @@ pub struct Run<'a> {
     pub dir: &'a RunDir,
     /// Epochs already recorded (see `resumed_history`); empty for a new run.
     pub history: Vec<EpochMetrics>,
-    /// The divergence guard's ratio (see `Guard`).
-    pub max_loss_ratio: f64,
     /// Stop after this many optimizer steps (benchmarks); None trains the full epochs.
     pub max_steps: Option<u64>,
     pub progress: bool,
@@ -208,7 +206,7 @@ pub fn train(
     };
     let mut trainer = program(&train_split, Some(t.adam))?;
     let mut tester = program(&test_split, None)?;
-    let mut guard = Guard::new(run.max_loss_ratio, run.state.init_loss, &run.history);
+    let mut guard = Guard::new(t.max_loss_ratio, run.state.init_loss, &run.history);
     let diverged = |why: String, epoch: usize, step: u64| {
         Diverged(format!(
             "{why} in epoch {} (step {step}); {}. Lower --lr, or raise --max-loss-ratio",
@@ -278,13 +276,15 @@ pub fn train(
             "epoch {:>3}/{}  train {:.2} (recon {:.2} + KL {:.2})  test {:.2} (recon {:.2} + KL {:.2})  {:.0} samples/s",
             m.epoch, t.epochs, m.train.total, m.train.recon, m.train.kl, m.test.total, m.test.recon, m.test.kl, samples_per_sec
         );
+        // A benchmark (max_steps) measures speed and leaves the run as it was.
+        if run.max_steps.is_some() {
+            new_metrics.push(m);
+            break;
+        }
         save_epoch(&run, &m)?;
         run.history.push(m.clone());
         write_records(run.dir.path(), &run.history)?;
         new_metrics.push(m);
-        if run.max_steps.is_some() {
-            break;
-        }
     }
     Ok(new_metrics)
 }
@@ -305,20 +305,27 @@ fn save_epoch(run: &Run<'_>, m: &EpochMetrics) -> anyhow::Result<()> {
         state: run.state,
         metrics: Some(m.clone()),
     };
-    let kept = kept(run.dir);
     let published = run
         .dir
         .publish(run.state.epoch, |tmp| {
             checkpoint::write(run.gpu, tmp, &run.params, &config)
         })
-        .with_context(|| format!("saving epoch {} failed ({kept})", m.epoch))?;
+        .map_err(|e| match e.downcast::<Diverged>() {
+            Ok(d) => Diverged(format!("{} in epoch {}; {}", d.0, m.epoch, kept(run.dir))).into(),
+            // Described after the failure: a rename may have gone through before a sync failed.
+            Err(e) => e.context(format!(
+                "saving epoch {} failed ({})",
+                m.epoch,
+                kept(run.dir)
+            )),
+        })?;
     let best = checkpoint::resolve(run.dir.path(), Pick::Best)?;
     run.dir.prune(&[&published, &best])
 }
 
 /// Rewrites metrics.jsonl and loss.png from the recorded epochs (after each checkpoint, so
 /// they never name an epoch no checkpoint holds).
-fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()> {
+pub fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()> {
     let mut jsonl = String::new();
     for m in history {
         jsonl += &serde_json::to_string(m)?;
