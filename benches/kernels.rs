@@ -157,6 +157,41 @@ fn main() -> anyhow::Result<()> {
         "per dispatch (1000 in one submit): {:8.1} us",
         t.elapsed().as_secs_f64() * 1e3
     );
+    // A launch reading a 4-float texture: each is its own pass after a copy.
+    let a = Matrix::zeros(&gpu, 4, 4, "a")?;
+    let tex = gemm_with(
+        &gpu,
+        vae_gpu::gpu::GemmPath::RegisterTex,
+        &a,
+        &a,
+        &Matrix::zeros(&gpu, 4, 4, "c")?,
+        None,
+        GemmSpec::default(),
+    )?;
+    let plain = gemm_with(
+        &gpu,
+        vae_gpu::gpu::GemmPath::Register,
+        &a,
+        &a,
+        &Matrix::zeros(&gpu, 4, 4, "c")?,
+        None,
+        GemmSpec::default(),
+    )?;
+    for (label, launch) in [
+        ("buffer GEMM 4x4x4", &plain),
+        ("texture GEMM 4x4x4 (2 copies + pass)", &tex),
+    ] {
+        let many: Vec<_> = std::iter::repeat_n(launch, 200).collect();
+        gpu.run(&many)?;
+        gpu.wait()?;
+        let t = Instant::now();
+        gpu.run(&many)?;
+        gpu.wait()?;
+        println!(
+            "per {label} (200 in one submit): {:8.1} us",
+            t.elapsed().as_secs_f64() * 1e6 / 200.0
+        );
+    }
     let t = Instant::now();
     for _ in 0..100 {
         gpu.run(&[&tiny])?;

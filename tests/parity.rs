@@ -5,8 +5,9 @@ mod common;
 
 use common::{assert_close, for_each_gpu, Rng};
 use vae_gpu::cpu;
+use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
-use vae_gpu::ops::adam::{adam, AdamConfig};
+use vae_gpu::ops::adam::{adam_with, AdamConfig};
 use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad};
 use vae_gpu::ops::gather::{gather, GpuImages};
 use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
@@ -322,11 +323,15 @@ fn loss_matches_cpu() {
 }
 
 /// Adam: 100 steps on a small problem (a quadratic with noisy gradients computed on the
-/// host) equal the f64 twin to 1e-5 relative.
+/// host) equal the f64 twin to 1e-5 relative, reading from buffers and from textures (sizes
+/// below and above one texture row of 4096 floats).
 #[test]
 fn adam_matches_cpu_over_100_steps() {
     for_each_gpu(|gpu| {
-        for (case, len) in [4usize, 36, 1028, 4100].into_iter().enumerate() {
+        let cases = [4usize, 36, 1028, 4100, 12292]
+            .into_iter()
+            .flat_map(|len| [(len, Reads::Buffers), (len, Reads::Textures)]);
+        for (case, (len, reads)) in cases.enumerate() {
             let mut rng = Rng::new(19 + case as u64);
             let config = AdamConfig {
                 weight_decay: [0.0, 0.01][case % 2],
@@ -340,10 +345,8 @@ fn adam_matches_cpu_over_100_steps() {
                 Matrix::zeros(gpu, 1, len, "v").unwrap(),
             );
             let (mut m, mut v) = (vec![0.0; len], vec![0.0; len]);
-            let step = adam(
-                gpu, &gp.buffer, &gg.buffer, &gm.buffer, &gv.buffer, len, config,
-            )
-            .unwrap();
+            let buffers = [&gp.buffer, &gg.buffer, &gm.buffer, &gv.buffer];
+            let step = adam_with(gpu, reads, buffers, len, config).unwrap();
             for t in 1..=100u64 {
                 // gradient of 0.5 |p|^2 evaluated at the CPU's p, plus noise
                 let g: Vec<f64> = p
@@ -357,7 +360,7 @@ fn adam_matches_cpu_over_100_steps() {
                 cpu::adam::adam_step(&mut p, &g, &mut m, &mut v, &config, t);
             }
             assert_close(
-                &format!("adam len {len} {config:?}"),
+                &format!("adam len {len} {reads:?} {config:?}"),
                 &gp.read(gpu).unwrap(),
                 &p,
                 |i| 1e-5 * p[i].abs() + 1e-6,

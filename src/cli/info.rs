@@ -50,7 +50,7 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
         );
         let tuner = Tuner::new(&info, &Shader::gemm_sources());
         println!(
-            "    GEMM kernels: {} measured shape(s) cached{}; {:?} for the rest{}",
+            "    kernels: {} measured choice(s) cached{}; GEMM {:?} for unmeasured shapes{}",
             tuner.all().len(),
             tuner
                 .cache_path()
@@ -64,7 +64,7 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
             }
         );
         for (shape, m) in tuner.all() {
-            println!("      {shape}: {:?}", m.pick);
+            println!("      {shape}: {}", m.pick);
         }
     }
     match chosen {

@@ -88,26 +88,23 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
         )?;
     }
     let tuner = gpu.tuner();
-    let candidates = gpu.gemm_paths();
-    let mut header = format!("{:<28}", "GEMM shape (M x N x K, op)");
-    for p in &candidates {
-        header += &format!("{:>16}", format!("{p:?} us"));
-    }
-    println!("{header}  pick");
-    for shape in tuner.seen() {
-        let mut line = format!("{:<28}", shape.to_string());
-        let m = tuner.get(shape);
-        for p in &candidates {
-            let us = m.and_then(|m| m.micros.get(p));
-            line += &us.map_or(format!("{:>16}", "-"), |us| format!("{us:>16.0}"));
-        }
-        let pick = m.map_or(format!("{:?} (default)", gpu.default_gemm), |m| {
-            format!("{:?}", m.pick)
-        });
-        println!("{line}  {pick}");
+    for key in tuner.seen() {
+        let line = match tuner.get(key) {
+            Some(m) => {
+                let mut times: Vec<(&String, &f64)> = m.micros.iter().collect();
+                times.sort_by(|a, b| a.1.total_cmp(b.1));
+                let times: Vec<String> = times
+                    .iter()
+                    .map(|(k, us)| format!("{k} {us:.0} us"))
+                    .collect();
+                format!("{key:<28} -> {:<12} ({})", m.pick, times.join(", "))
+            }
+            None => format!("{key:<28} -> default (one candidate, or VAE_GPU_TUNE=off)"),
+        };
+        println!("{line}");
     }
     println!(
-        "{} shapes of the {} model at batch {rows} in {:.1} s; cache: {}",
+        "{} kernel choices for the {} model at batch {rows} in {:.1} s; cache: {}",
         tuner.seen().len(),
         c.arch,
         started.elapsed().as_secs_f64(),

@@ -298,25 +298,46 @@ impl Gpu {
             // driver tried (lavapipe, llvmpipe GL, SwiftShader): not worth timing there.
             .filter(|p| *p != GemmPath::Tiled || !self.cpu_driver)
             .collect();
+        self.choose(&shape.to_string(), &candidates, |gpu| {
+            tune::measure_gemm(gpu, &shape, &candidates)
+        })
+    }
+
+    /// Which of `candidates` (variants of one kernel, the default first) runs for the problem
+    /// `key`: the one function that decides. The first time a device meets a problem,
+    /// `measure` times the candidates (µs each) and the fastest is cached (see `tune`);
+    /// with `VAE_GPU_TUNE=off`, unmeasured problems get the default.
+    pub fn choose<K: Copy + std::fmt::Debug>(
+        &self,
+        key: &str,
+        candidates: &[K],
+        measure: impl FnOnce(&Gpu) -> Result<Vec<(K, f64)>, GpuError>,
+    ) -> Result<K, GpuError> {
+        let name = |k: &K| format!("{k:?}");
         let mut tuner = self.tuner.lock().unwrap();
-        let first = tuner.seen.insert(shape);
+        let first = tuner.seen.insert(key.to_string());
         let fresh = !(tuner.remeasure && first);
-        if let Some(m) = tuner
-            .get(&shape)
-            .filter(|m| fresh && candidates.contains(&m.pick))
-        {
-            return Ok(m.pick);
+        let known = tuner
+            .get(key)
+            .filter(|_| fresh)
+            .and_then(|m| candidates.iter().find(|c| name(c) == m.pick));
+        if let Some(k) = known {
+            return Ok(*k);
         }
         if tuner.mode() == TuneMode::Off || candidates.len() == 1 {
             return Ok(candidates[0]);
         }
-        let micros = tune::measure(self, &shape, &candidates)?;
+        let micros = measure(self)?;
         let pick = micros
             .iter()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(candidates[0], |(p, _)| *p);
-        log::info!("{shape}: {pick:?} ({micros:?} us)");
-        tuner.insert(&shape, Measured { pick, micros });
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(candidates[0], |(k, _)| *k);
+        log::info!("{key}: {pick:?} ({micros:?} us)");
+        let measured = Measured {
+            pick: name(&pick),
+            micros: micros.iter().map(|(k, us)| (name(k), *us)).collect(),
+        };
+        tuner.insert(key, measured);
         Ok(pick)
     }
 

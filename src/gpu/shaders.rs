@@ -99,12 +99,14 @@ impl Shader {
             Shader::GemmSubgroupTex => shader_source!(
                 "activation.wgsl",
                 "gemm_common.wgsl",
+                "texel.wgsl",
                 "gemm_textures.wgsl",
                 "gemm_subgroup_tex.wgsl"
             ),
             Shader::GemmRegisterTex => shader_source!(
                 "activation.wgsl",
                 "gemm_common.wgsl",
+                "texel.wgsl",
                 "gemm_textures.wgsl",
                 "gemm_register_tex.wgsl"
             ),
@@ -120,7 +122,7 @@ impl Shader {
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
             Shader::Loss => shader_source!("loss.wgsl"),
             Shader::Iwae => shader_source!("iwae.wgsl"),
-            Shader::Adam => shader_source!("index.wgsl", "adam.wgsl"),
+            Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),
         }

@@ -8,8 +8,16 @@
 
 use super::{Gpu, GpuError, Matrix};
 
-/// Texels per texture row; shaders/gemm_textures.wgsl folds indices with TEX_SHIFT = 10.
+/// Texels per texture row; shaders/texel.wgsl folds indices with TEX_SHIFT = 10.
 pub const TEX_WIDTH: u32 = 1024;
+
+/// Where a kernel reads its read-only inputs: storage buffers, or textures copied from them
+/// before the launch. Chosen per device by measurement (`Gpu::choose`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    Buffers,
+    Textures,
+}
 
 /// Bytes of one rgba32float texel.
 const TEXEL: u64 = 16;
@@ -32,6 +40,23 @@ impl TextureOperand {
     /// Whether a matrix of `floats` stored floats fits the adapter's texture size.
     pub fn fits(gpu: &Gpu, floats: usize) -> bool {
         texture_rows(floats) <= gpu.limits.max_texture_dimension_2d as usize
+    }
+
+    /// A texture for the first `len` floats of `buffer`.
+    pub fn for_buffer(
+        gpu: &Gpu,
+        buffer: &wgpu::Buffer,
+        len: usize,
+        label: &str,
+    ) -> Result<TextureOperand, GpuError> {
+        let m = Matrix {
+            buffer: buffer.clone(),
+            offset: 0,
+            rows: 1,
+            cols: len,
+            ld: len,
+        };
+        TextureOperand::new(gpu, &m, label)
     }
 
     /// A texture for `m`'s stored floats (rows x ld, from its offset).

@@ -59,12 +59,13 @@ impl std::fmt::Display for GemmShape {
     }
 }
 
-/// What the tuner measured for one shape.
+/// What the tuner measured for one problem (a GEMM shape, an Adam size...): the variants
+/// by name.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Measured {
-    pub pick: GemmPath,
+    pub pick: String,
     /// Median microseconds per launch of each candidate that ran correctly.
-    pub micros: BTreeMap<GemmPath, f64>,
+    pub micros: BTreeMap<String, f64>,
 }
 
 /// Whether unmeasured shapes are measured (`VAE_GPU_TUNE=off` uses the built-in choice:
@@ -92,8 +93,8 @@ pub struct Tuner {
     /// an edited kernel is a new device to the cache.
     identity: String,
     picks: BTreeMap<String, Measured>,
-    /// Shapes decided in this process, and whether to measure each of them again once.
-    pub(crate) seen: std::collections::BTreeSet<GemmShape>,
+    /// Problems decided in this process, and whether to measure each of them again once.
+    pub(crate) seen: std::collections::BTreeSet<String>,
     pub(crate) remeasure: bool,
 }
 
@@ -186,9 +187,9 @@ impl Tuner {
         self.path.as_ref()
     }
 
-    /// What is known for `shape`.
-    pub fn get(&self, shape: &GemmShape) -> Option<&Measured> {
-        self.picks.get(&shape.to_string())
+    /// What is known for a problem.
+    pub fn get(&self, key: &str) -> Option<&Measured> {
+        self.picks.get(key)
     }
 
     /// Measure every shape again the first time this process meets it (`tune --force`).
@@ -196,8 +197,8 @@ impl Tuner {
         self.remeasure = true;
     }
 
-    /// The shapes decided in this process.
-    pub fn seen(&self) -> &std::collections::BTreeSet<GemmShape> {
+    /// The problems decided in this process.
+    pub fn seen(&self) -> &std::collections::BTreeSet<String> {
         &self.seen
     }
 
@@ -208,8 +209,8 @@ impl Tuner {
 
     /// Records a measurement and saves the cache (merged with what other devices or
     /// processes wrote meanwhile). A cache that cannot be written only costs a warning.
-    pub fn insert(&mut self, shape: &GemmShape, measured: Measured) {
-        self.picks.insert(shape.to_string(), measured);
+    pub fn insert(&mut self, key: &str, measured: Measured) {
+        self.picks.insert(key.to_string(), measured);
         let Some(path) = &self.path else { return };
         let mut file = Self::read(path).unwrap_or_default();
         file.format = FORMAT;
@@ -227,14 +228,34 @@ impl Tuner {
     }
 }
 
-/// Times each candidate on `shape` with random operands: median microseconds per launch,
-/// about 30 ms of measuring per candidate at most. Candidates whose output differs from
-/// the first candidate's are dropped with a warning.
-pub fn measure(
+/// Median microseconds per run of `launch` (compiled and run once already): about 30 ms of
+/// runs at most, and a single one when it is more than 4x behind `best`.
+pub fn time(gpu: &Gpu, launch: &super::Dispatch, best: f64) -> Result<f64, GpuError> {
+    let mut times = Vec::new();
+    let started = Instant::now();
+    loop {
+        let t = Instant::now();
+        gpu.run(&[launch])?;
+        gpu.wait()?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        let hopeless = times[0] > 4.0 * best;
+        let enough = times.len() >= 3
+            && (times.len() >= 15 || started.elapsed() > Duration::from_millis(30));
+        if hopeless || enough {
+            break;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Times each GEMM kernel on `shape` with random operands. Candidates whose output differs
+/// from the first candidate's are dropped with a warning.
+pub fn measure_gemm(
     gpu: &Gpu,
     shape: &GemmShape,
     candidates: &[GemmPath],
-) -> Result<BTreeMap<GemmPath, f64>, GpuError> {
+) -> Result<Vec<(GemmPath, f64)>, GpuError> {
     let (a_rows, a_cols) = if shape.trans_a {
         (shape.k, shape.m)
     } else {
@@ -263,7 +284,7 @@ pub fn measure(
         ..Default::default()
     };
     let mut reference: Option<Vec<f32>> = None;
-    let mut out = BTreeMap::new();
+    let mut out: Vec<(GemmPath, f64)> = Vec::new();
     for &path in candidates {
         let launch = crate::ops::gemm::gemm_with(gpu, path, &a, &b, &c, None, spec)?;
         // The first run compiles the pipeline; it is checked, not timed.
@@ -288,24 +309,8 @@ pub fn measure(
                 }
             }
         }
-        let mut times = Vec::new();
-        let started = Instant::now();
-        let best = out.values().copied().fold(f64::INFINITY, f64::min);
-        loop {
-            let t = Instant::now();
-            gpu.run(&[&launch])?;
-            gpu.wait()?;
-            times.push(t.elapsed().as_secs_f64() * 1e6);
-            // A candidate far behind the best so far is not worth more runs.
-            let hopeless = times[0] > 4.0 * best;
-            let enough = times.len() >= 3
-                && (times.len() >= 15 || started.elapsed() > Duration::from_millis(30));
-            if hopeless || enough {
-                break;
-            }
-        }
-        times.sort_by(f64::total_cmp);
-        out.insert(path, times[times.len() / 2]);
+        let best = out.iter().map(|o| o.1).fold(f64::INFINITY, f64::min);
+        out.push((path, time(gpu, &launch, best)?));
     }
     Ok(out)
 }

@@ -2,7 +2,8 @@
 
 use super::shape_err;
 use crate::gpu::shaders::Shader;
-use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::gpu::texture::{Reads, TextureOperand};
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
 /// Adam's hyper-parameters, PyTorch's defaults.
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
@@ -73,36 +74,82 @@ impl AdamDispatch {
     }
 }
 
+/// One Adam launch over `len` floats, reading from buffers or textures, whichever this
+/// device runs faster (measured once per device and size).
 pub fn adam(
     gpu: &Gpu,
-    param: &wgpu::Buffer,
-    grad: &wgpu::Buffer,
-    m: &wgpu::Buffer,
-    v: &wgpu::Buffer,
+    buffers: [&wgpu::Buffer; 4],
+    len: usize,
+    config: AdamConfig,
+) -> Result<AdamDispatch, GpuError> {
+    let candidates: &[Reads] = if TextureOperand::fits(gpu, len) {
+        &[Reads::Buffers, Reads::Textures]
+    } else {
+        &[Reads::Buffers]
+    };
+    let reads = gpu.choose(&format!("adam {len}"), candidates, |gpu| {
+        let scratch: Vec<Matrix> = (0..4)
+            .map(|i| Matrix::zeros(gpu, 1, len, &format!("adam scratch {i}")))
+            .collect::<Result<_, _>>()?;
+        let [p, g, m, v] = [0, 1, 2, 3].map(|i| &scratch[i].buffer);
+        candidates
+            .iter()
+            .map(|&r| {
+                let launch = adam_with(gpu, r, [p, g, m, v], len, config)?;
+                gpu.run(&[&launch.dispatch])?;
+                Ok((
+                    r,
+                    crate::gpu::tune::time(gpu, &launch.dispatch, f64::INFINITY)?,
+                ))
+            })
+            .collect()
+    })?;
+    adam_with(gpu, reads, buffers, len, config)
+}
+
+/// One Adam launch over `len` floats (a multiple of 4) of [param, grad, m, v].
+pub fn adam_with(
+    gpu: &Gpu,
+    reads: Reads,
+    buffers: [&wgpu::Buffer; 4],
     len: usize,
     config: AdamConfig,
 ) -> Result<AdamDispatch, GpuError> {
     let bytes = (len * 4) as u64;
-    if !len.is_multiple_of(4) || [param, grad, m, v].iter().any(|b| b.size() < bytes) {
+    if !len.is_multiple_of(4) || buffers.iter().any(|b| b.size() < bytes) {
         return Err(shape_err(
             "adam",
             format!("{len} values (need a multiple of 4 within every buffer)"),
         ));
     }
+    let textures = match reads {
+        Reads::Buffers => Vec::new(),
+        Reads::Textures => buffers
+            .iter()
+            .map(|b| TextureOperand::for_buffer(gpu, b, len, "adam input"))
+            .collect::<Result<_, _>>()?,
+    };
     let p = params(len, &config, 1);
-    let pipeline = gpu.pipeline(Shader::Adam, "adam_main", &[])?;
-    let dispatch = gpu.dispatch(
+    let entry = match reads {
+        Reads::Buffers => "adam_main",
+        Reads::Textures => "adam_tex_main",
+    };
+    let mut bindings: Vec<_> = [1, 2, 3, 4]
+        .into_iter()
+        .zip(buffers)
+        .filter(|&(binding, _)| reads == Reads::Buffers || binding != 2)
+        .map(|(binding, b)| (binding, b.as_entire_binding()))
+        .collect();
+    bindings.extend((5..).zip(textures.iter().map(TextureOperand::binding)));
+    let mut dispatch = gpu.dispatch(
         "adam".into(),
-        pipeline,
+        gpu.pipeline(Shader::Adam, entry, &[])?,
         gpu.uniform("adam params", &p),
-        &[
-            (1, param.as_entire_binding()),
-            (2, grad.as_entire_binding()),
-            (3, m.as_entire_binding()),
-            (4, v.as_entire_binding()),
-        ],
+        &bindings,
         gpu.grid((len / 4).div_ceil(256) as u64)?,
     );
+    drop(bindings);
+    dispatch.textures = textures;
     Ok(AdamDispatch {
         dispatch,
         len,

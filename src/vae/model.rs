@@ -435,10 +435,7 @@ impl StepProgram {
                 backward_layers(gpu, params, &ws)?,
                 Some(adam(
                     gpu,
-                    &params.values,
-                    &params.grads,
-                    &params.m,
-                    &params.v,
+                    [&params.values, &params.grads, &params.m, &params.v],
                     params.len,
                     a,
                 )?),

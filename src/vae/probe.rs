@@ -75,10 +75,7 @@ pub fn train_and_test(
     step.push(bias_grad(gpu, &dlogits, &db)?);
     let opt = adam(
         gpu,
-        &values.buffer,
-        &grads.buffer,
-        &m.buffer,
-        &v.buffer,
+        [&values.buffer, &grads.buffer, &m.buffer, &v.buffer],
         len,
         config,
     )?;
