@@ -7,7 +7,9 @@ mod common;
 
 use common::{assert_close, for_each_gpu, Rng};
 use vae_gpu::cpu;
+use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::ops::conv::{col2im_with, im2col_with};
 use vae_gpu::ops::conv::{
     conv2d, conv2d_backward, conv2d_implicit, conv_transpose2d, conv_transpose2d_backward, gpu_col,
     ConvGeom, ConvIo, Shape,
@@ -444,4 +446,41 @@ fn conv2d_gradients() {
 #[test]
 fn conv_transpose2d_gradients() {
     gradcheck(true);
+}
+
+/// im2col and col2im reading their source from a texture equal the buffer reads exactly
+/// (the buffer kernels are checked against the CPU above), where channels allow vec4.
+#[test]
+fn texture_reads_equal_buffer_reads() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(59);
+        let mut checked = 0;
+        for case in cases(&mut rng, false) {
+            let s = case.input;
+            if s.c % 4 != 0 {
+                continue;
+            }
+            let g = ConvGeom::new(case.batch, s, case.k, case.stride, case.pad).unwrap();
+            let (x32, _) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
+            let (c32, _) = rng.vec(g.col_rows() * g.col_cols(), -1.0, 1.0);
+            let image = upload(gpu, case.batch, s.numel(), &x32);
+            let cols = upload(gpu, g.col_rows(), g.col_cols(), &c32);
+            let run = |reads| {
+                let out_cols = Matrix::zeros(gpu, g.col_rows(), g.col_cols(), "c").unwrap();
+                let out_image = Matrix::zeros(gpu, case.batch, s.numel(), "i").unwrap();
+                let a = im2col_with(gpu, &g, &image, &out_cols, reads).unwrap();
+                let b = col2im_with(gpu, &g, &cols, &out_image, reads).unwrap();
+                gpu.run(&[&a, &b]).unwrap();
+                (out_cols.read(gpu).unwrap(), out_image.read(gpu).unwrap())
+            };
+            assert_eq!(
+                run(Reads::Buffers),
+                run(Reads::Textures),
+                "{s:?} k {}",
+                case.k
+            );
+            checked += 1;
+        }
+        assert!(checked >= 3, "too few vec4 cases ({checked})");
+    });
 }

@@ -17,6 +17,7 @@ pub enum Shader {
     GemmRegisterTex,
     Elementwise,
     Conv,
+    ConvTex,
     Sample,
     Loss,
     Iwae,
@@ -26,7 +27,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -34,6 +35,7 @@ impl Shader {
         Shader::GemmRegisterTex,
         Shader::Elementwise,
         Shader::Conv,
+        Shader::ConvTex,
         Shader::Sample,
         Shader::Loss,
         Shader::Iwae,
@@ -65,6 +67,7 @@ impl Shader {
             Shader::GemmRegisterTex => "gemm_register_tex.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Conv => "conv.wgsl",
+            Shader::ConvTex => "conv_reads_texture.wgsl",
             Shader::Sample => "sample.wgsl",
             Shader::Loss => "loss.wgsl",
             Shader::Iwae => "iwae.wgsl",
@@ -117,6 +120,15 @@ impl Shader {
                 "index.wgsl",
                 "activation.wgsl",
                 "conv_params.wgsl",
+                "conv_reads_buffer.wgsl",
+                "conv.wgsl"
+            ),
+            Shader::ConvTex => shader_source!(
+                "index.wgsl",
+                "activation.wgsl",
+                "conv_params.wgsl",
+                "texel.wgsl",
+                "conv_reads_texture.wgsl",
                 "conv.wgsl"
             ),
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),

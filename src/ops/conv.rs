@@ -8,6 +8,7 @@ use super::elementwise::bias_grad;
 use super::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
 use super::{shape_err, Activation};
 use crate::gpu::shaders::Shader;
+use crate::gpu::texture::{Reads, TextureOperand};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
 /// Height, width, channels of one image.
@@ -161,6 +162,7 @@ fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
 
 /// Which way data moves: image to columns, or columns to image (with bias and
 /// activation, or times the derivative of the activation whose output is `grad_of`).
+#[derive(Clone, Copy)]
 enum Move<'a> {
     Im2col,
     Col2im {
@@ -170,12 +172,54 @@ enum Move<'a> {
     },
 }
 
+/// The launch, its vec4 kernels reading the source (image or columns) from the buffer or
+/// from a texture copy, whichever this device runs faster for this geometry (measured once
+/// on the launch's own matrices, which every use overwrites anyway).
 fn launch(
     gpu: &Gpu,
     g: &ConvGeom,
     image: &Matrix,
     cols: &Matrix,
     mv: Move<'_>,
+) -> Result<Dispatch, GpuError> {
+    let source = match mv {
+        Move::Im2col => image,
+        Move::Col2im { .. } => cols,
+    };
+    let (ld_b, ld_p) = image_strides(image, g)?;
+    let vec4 = [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4));
+    if !vec4 || !TextureOperand::fits(gpu, source.rows * source.ld) {
+        return launch_with(gpu, g, image, cols, mv, Reads::Buffers);
+    }
+    let kind = match mv {
+        Move::Im2col => "im2col",
+        Move::Col2im { .. } => "col2im",
+    };
+    let key = format!(
+        "{kind} b{} {}x{}x{} k{} s{} p{}",
+        g.batch, g.image.h, g.image.w, g.image.c, g.k, g.stride, g.pad
+    );
+    let candidates = [Reads::Buffers, Reads::Textures];
+    let reads = gpu.choose(&key, &candidates, |gpu| {
+        candidates
+            .iter()
+            .map(|&r| {
+                let d = launch_with(gpu, g, image, cols, mv, r)?;
+                gpu.run(&[&d])?;
+                Ok((r, crate::gpu::tune::time(gpu, &d, f64::INFINITY)?))
+            })
+            .collect()
+    })?;
+    launch_with(gpu, g, image, cols, mv, reads)
+}
+
+fn launch_with(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    image: &Matrix,
+    cols: &Matrix,
+    mv: Move<'_>,
+    reads: Reads,
 ) -> Result<Dispatch, GpuError> {
     let (ld_b, ld_p) = image_strides(image, g)?;
     if cols.rows != g.col_rows() || cols.cols != g.col_cols() {
@@ -222,10 +266,19 @@ fn launch(
         ..ConvParams::new(g, ld_b, ld_p)
     };
     let (src, dst, bias_at) = if vec4 { (4, 5, 6) } else { (1, 2, 3) };
-    let mut bindings = match mv {
-        Move::Im2col => vec![(src, image.binding()), (dst, cols.binding())],
-        Move::Col2im { .. } => vec![(src, cols.binding()), (dst, image.binding())],
+    let (source, target) = match mv {
+        Move::Im2col => (image, cols),
+        Move::Col2im { .. } => (cols, image),
     };
+    let textures = match reads {
+        Reads::Textures if vec4 => vec![TextureOperand::new(gpu, source, "conv source")?],
+        _ => Vec::new(),
+    };
+    let mut bindings = vec![(dst, target.binding())];
+    bindings.push(match textures.first() {
+        Some(t) => (7, t.binding()),
+        None => (src, source.binding()),
+    });
     let lanes = if vec4 { 4 } else { 1 };
     let threads = match mv {
         Move::Im2col => cols.rows * g.image.c / lanes,
@@ -238,13 +291,48 @@ fn launch(
             g.batch * g.image.numel() / lanes
         }
     };
-    Ok(gpu.dispatch(
+    let shader = if textures.is_empty() {
+        Shader::Conv
+    } else {
+        Shader::ConvTex
+    };
+    let mut dispatch = gpu.dispatch(
         entry.into(),
-        gpu.pipeline(Shader::Conv, entry, &[])?,
+        gpu.pipeline(shader, entry, &[])?,
         gpu.uniform(entry, &params),
         &bindings,
         gpu.grid(threads.div_ceil(256) as u64)?,
-    ))
+    );
+    drop(bindings);
+    dispatch.textures = textures;
+    Ok(dispatch)
+}
+
+/// The data movement of one convolution on chosen reads (tests compare both ways).
+pub fn im2col_with(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    image: &Matrix,
+    cols: &Matrix,
+    reads: Reads,
+) -> Result<Dispatch, GpuError> {
+    launch_with(gpu, g, image, cols, Move::Im2col, reads)
+}
+
+/// col2im (no bias, identity) on chosen reads.
+pub fn col2im_with(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    cols: &Matrix,
+    image: &Matrix,
+    reads: Reads,
+) -> Result<Dispatch, GpuError> {
+    let mv = Move::Col2im {
+        bias: None,
+        act: Activation::Identity,
+        grad_of: None,
+    };
+    launch_with(gpu, g, image, cols, mv, reads)
 }
 
 /// cols = im2col(image).
