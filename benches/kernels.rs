@@ -159,24 +159,10 @@ fn main() -> anyhow::Result<()> {
     );
     // A launch reading a 4-float texture: each is its own pass after a copy.
     let a = Matrix::zeros(&gpu, 4, 4, "a")?;
-    let tex = gemm_with(
-        &gpu,
-        vae_gpu::gpu::GemmPath::RegisterTex,
-        &a,
-        &a,
-        &Matrix::zeros(&gpu, 4, 4, "c")?,
-        None,
-        GemmSpec::default(),
-    )?;
-    let plain = gemm_with(
-        &gpu,
-        vae_gpu::gpu::GemmPath::Register,
-        &a,
-        &a,
-        &Matrix::zeros(&gpu, 4, 4, "c")?,
-        None,
-        GemmSpec::default(),
-    )?;
+    let c = Matrix::zeros(&gpu, 4, 4, "c")?;
+    let tiny_gemm = |path| gemm_with(&gpu, path, &a, &a, &c, None, GemmSpec::default());
+    let plain = tiny_gemm(vae_gpu::gpu::GemmPath::Register)?;
+    let tex = tiny_gemm(vae_gpu::gpu::GemmPath::RegisterTex)?;
     for (label, launch) in [
         ("buffer GEMM 4x4x4", &plain),
         ("texture GEMM 4x4x4 (2 copies + pass)", &tex),

@@ -17,3 +17,12 @@ fn b_at(kk: u32, col: u32) -> f32 {
     if (TRANS_B) { idx = col * p.ldb + kk; } else { idx = kk * p.ldb + col; }
     return b[idx >> 2u][idx & 3u];
 }
+
+// Floats 4 c4 .. 4 c4 + 3 of stored row `row` of A, and of B.
+fn lda4(row: u32, c4: u32) -> vec4<f32> {
+    return a[row * (p.lda >> 2u) + c4];
+}
+
+fn ldb4(row: u32, c4: u32) -> vec4<f32> {
+    return b[row * (p.ldb >> 2u) + c4];
+}

@@ -64,7 +64,7 @@ impl Shader {
             Shader::GemmSubgroup => "gemm_subgroup.wgsl",
             Shader::GemmRegister => "gemm_register.wgsl",
             Shader::GemmSubgroupTex => "gemm_subgroup_tex.wgsl",
-            Shader::GemmRegisterTex => "gemm_register_tex.wgsl",
+            Shader::GemmRegisterTex => "gemm_register.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Conv => "conv.wgsl",
             Shader::ConvTex => "conv_reads_texture.wgsl",
@@ -111,7 +111,7 @@ impl Shader {
                 "gemm_common.wgsl",
                 "texel.wgsl",
                 "gemm_textures.wgsl",
-                "gemm_register_tex.wgsl"
+                "gemm_register.wgsl"
             ),
             Shader::Elementwise => {
                 shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")
