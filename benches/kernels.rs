@@ -15,6 +15,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Seconds per run of `launch`: the median of 5 batches, each about 20 ms long (at most 20
+/// runs), or a single run for a kernel slower than 50 ms, so that the slow kernels (CPU
+/// drivers run some 100x slower than others) keep the bench short.
+fn time_launch(gpu: &Gpu, launch: &vae_gpu::gpu::Dispatch) -> anyhow::Result<f64> {
+    let once = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        gpu.run(&[launch])?;
+        gpu.wait()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let first = once()?;
+    if first > 0.05 {
+        return once();
+    }
+    let reps = ((0.02 / first) as usize).clamp(1, 20);
+    let batch: Vec<_> = std::iter::repeat_n(launch, reps).collect();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        gpu.run(&batch)?;
+        gpu.wait()?;
+        times.push(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    Ok(median(times))
+}
+
 fn options() -> GpuOptions {
     let backend = match std::env::var("VAE_GPU_BACKEND").as_deref() {
         Ok("vulkan") => BackendChoice::Vulkan,
@@ -58,7 +84,6 @@ fn main() -> anyhow::Result<()> {
             false,
         ),
     ];
-    let reps = 20;
     for path in gpu.gemm_paths() {
         for &(label, m, n, k, ta, tb) in &shapes {
             let a = if ta {
@@ -80,17 +105,7 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             let d = gemm_with(&gpu, path, &a, &b, &c, None, spec)?;
-            let batch: Vec<_> = std::iter::repeat_n(&d, reps).collect();
-            gpu.run(&batch)?;
-            gpu.wait()?;
-            let mut times = Vec::new();
-            for _ in 0..5 {
-                let t = Instant::now();
-                gpu.run(&batch)?;
-                gpu.wait()?;
-                times.push(t.elapsed().as_secs_f64() / reps as f64);
-            }
-            let t = median(times);
+            let t = time_launch(&gpu, &d)?;
             let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
             println!(
                 "gemm {path:?} {label:32} {:8.3} ms  {gflops:6.1} GFLOP/s",

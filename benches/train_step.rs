@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
                 corruption: None,
             },
         )?;
-        let steps = 20;
+        let steps = if c.arch == "conv" { 10 } else { 20 };
         for warm in [true, false] {
             let t = Instant::now();
             for i in 0..if warm { 3 } else { steps } {

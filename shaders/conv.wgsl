@@ -4,8 +4,8 @@
 // [B*H*W, C] one. A column matrix has one row per output position (b, oy, ox) of the
 // convolution and one column per (ky, kx, ch), channel fastest, so that both sides move
 // runs of channels: contiguous, and vec4 wide when C is a multiple of 4 (the *_vec4
-// entry points, which read the source through `src_vec4`: from the buffer, or from a
-// texture copy of it, conv_reads_*.wgsl). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
+// entry points, which read the source through `read_a`: from the buffer, or from a
+// texture copy of it, reads_*.wgsl). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
 // checkpoints convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
 //   conv forward:      cols = im2col(x);  y = cols W^T          (W [Cout, C*K*K])
 //   conv backward:     dx = col2im(dY W) (* act'(x) when x is an activation's output)
@@ -16,7 +16,6 @@
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> bias4: array<vec4<f32>>;
 
@@ -75,7 +74,7 @@ fn im2col_vec4_main(
     for (var ky = 0; ky < i32(p.k); ky++) {
         for (var kx = 0; kx < i32(p.k); kx++) {
             let o = pixel_offset(u32(at.x), at.y + ky, at.z + kx);
-            dst4[out] = select(vec4<f32>(0.0), src_vec4(u32(max(o, 0)) / 4u + rc.y), o >= 0);
+            dst4[out] = select(vec4<f32>(0.0), read_a(u32(max(o, 0)) / 4u + rc.y), o >= 0);
             out += c4;
         }
     }
@@ -149,7 +148,7 @@ fn col2im_vec4_main(
         for (var kx = t.y; kx < i32(p.k); kx += i32(p.stride)) {
             if (oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
                 let row = (at.x * p.oh + u32(oy)) * p.ow + u32(ox);
-                v += src_vec4((row * p.ld_cols + u32(ky * i32(p.k) + kx) * p.c) / 4u + pc.y);
+                v += read_a((row * p.ld_cols + u32(ky * i32(p.k) + kx) * p.c) / 4u + pc.y);
             }
             ox -= 1;
         }

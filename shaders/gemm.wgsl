@@ -45,7 +45,8 @@ fn main(
         }
         workgroupBarrier();
     }
+    let b = bias4(col0 + lid.x * 4u);
     for (var r = 0u; r < 4u; r++) {
-        store4(row0 + lid.y * 4u + r, col0 + lid.x * 4u, acc[r]);
+        store4(row0 + lid.y * 4u + r, col0 + lid.x * 4u, acc[r], b);
     }
 }

@@ -34,13 +34,19 @@ override ACT_GRAD: bool = false;
 // The bias row (zero-padded to a multiple of 4 like every matrix), or Y with ACT_GRAD.
 @group(0) @binding(4) var<storage, read> bias: array<vec4<f32>>;
 
-// Writes outputs (row, col..col+3), col a multiple of 4, as one vec4. Columns past N are
-// row padding: they get zero, which keeps the padding invariant.
-fn store4(row: u32, col: u32, v: vec4<f32>) {
+// The bias of columns col..col+3 (zero without ADD_BIAS). Kernels read it once per column
+// block, not per stored row: on CPU drivers every storage-buffer read is a per-lane loop.
+fn bias4(col: u32) -> vec4<f32> {
+    if (!ADD_BIAS) { return vec4<f32>(0.0); }
+    return bias[min(col, p.n - 1u) >> 2u];
+}
+
+// Writes outputs (row, col..col+3), col a multiple of 4, as one vec4; `b` is bias4(col).
+// Columns past N are row padding: they get zero, which keeps the padding invariant.
+fn store4(row: u32, col: u32, v: vec4<f32>, b: vec4<f32>) {
     if (row >= p.m || col >= p.n) { return; }
     let idx = (row * p.ldc + col) >> 2u;
-    var x = v;
-    if (ADD_BIAS) { x += bias[col >> 2u]; }
+    var x = v + b;
     if (ACCUMULATE) { x += c[idx]; }
     var y = x;
     if (ACT_GRAD) {

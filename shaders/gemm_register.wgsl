@@ -95,12 +95,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             update(&acc, 7u, mask_k(lda4(min(m0 + 7u, mmax), kt), k0), lo, hi);
         }
     }
-    store4(m0, n0, acc[0]); store4(m0, n0 + 4u, acc[1]);
-    store4(m0 + 1u, n0, acc[2]); store4(m0 + 1u, n0 + 4u, acc[3]);
-    store4(m0 + 2u, n0, acc[4]); store4(m0 + 2u, n0 + 4u, acc[5]);
-    store4(m0 + 3u, n0, acc[6]); store4(m0 + 3u, n0 + 4u, acc[7]);
-    store4(m0 + 4u, n0, acc[8]); store4(m0 + 4u, n0 + 4u, acc[9]);
-    store4(m0 + 5u, n0, acc[10]); store4(m0 + 5u, n0 + 4u, acc[11]);
-    store4(m0 + 6u, n0, acc[12]); store4(m0 + 6u, n0 + 4u, acc[13]);
-    store4(m0 + 7u, n0, acc[14]); store4(m0 + 7u, n0 + 4u, acc[15]);
+    let b0 = bias4(n0);
+    let b1 = bias4(n0 + 4u);
+    store4(m0, n0, acc[0], b0); store4(m0, n0 + 4u, acc[1], b1);
+    store4(m0 + 1u, n0, acc[2], b0); store4(m0 + 1u, n0 + 4u, acc[3], b1);
+    store4(m0 + 2u, n0, acc[4], b0); store4(m0 + 2u, n0 + 4u, acc[5], b1);
+    store4(m0 + 3u, n0, acc[6], b0); store4(m0 + 3u, n0 + 4u, acc[7], b1);
+    store4(m0 + 4u, n0, acc[8], b0); store4(m0 + 4u, n0 + 4u, acc[9], b1);
+    store4(m0 + 5u, n0, acc[10], b0); store4(m0 + 5u, n0 + 4u, acc[11], b1);
+    store4(m0 + 6u, n0, acc[12], b0); store4(m0 + 6u, n0 + 4u, acc[13], b1);
+    store4(m0 + 7u, n0, acc[14], b0); store4(m0 + 7u, n0 + 4u, acc[15], b1);
 }

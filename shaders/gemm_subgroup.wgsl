@@ -146,12 +146,13 @@ fn main(
             rows_normal(&acc, 24u, a3, bk);
         }
     }
-    store4(m0 + 0u, n0, acc[0]); store4(m0 + 1u, n0, acc[1]); store4(m0 + 2u, n0, acc[2]); store4(m0 + 3u, n0, acc[3]);
-    store4(m0 + 4u, n0, acc[4]); store4(m0 + 5u, n0, acc[5]); store4(m0 + 6u, n0, acc[6]); store4(m0 + 7u, n0, acc[7]);
-    store4(m0 + 8u, n0, acc[8]); store4(m0 + 9u, n0, acc[9]); store4(m0 + 10u, n0, acc[10]); store4(m0 + 11u, n0, acc[11]);
-    store4(m0 + 12u, n0, acc[12]); store4(m0 + 13u, n0, acc[13]); store4(m0 + 14u, n0, acc[14]); store4(m0 + 15u, n0, acc[15]);
-    store4(m0 + 16u, n0, acc[16]); store4(m0 + 17u, n0, acc[17]); store4(m0 + 18u, n0, acc[18]); store4(m0 + 19u, n0, acc[19]);
-    store4(m0 + 20u, n0, acc[20]); store4(m0 + 21u, n0, acc[21]); store4(m0 + 22u, n0, acc[22]); store4(m0 + 23u, n0, acc[23]);
-    store4(m0 + 24u, n0, acc[24]); store4(m0 + 25u, n0, acc[25]); store4(m0 + 26u, n0, acc[26]); store4(m0 + 27u, n0, acc[27]);
-    store4(m0 + 28u, n0, acc[28]); store4(m0 + 29u, n0, acc[29]); store4(m0 + 30u, n0, acc[30]); store4(m0 + 31u, n0, acc[31]);
+    let b = bias4(n0);
+    store4(m0 + 0u, n0, acc[0], b); store4(m0 + 1u, n0, acc[1], b); store4(m0 + 2u, n0, acc[2], b); store4(m0 + 3u, n0, acc[3], b);
+    store4(m0 + 4u, n0, acc[4], b); store4(m0 + 5u, n0, acc[5], b); store4(m0 + 6u, n0, acc[6], b); store4(m0 + 7u, n0, acc[7], b);
+    store4(m0 + 8u, n0, acc[8], b); store4(m0 + 9u, n0, acc[9], b); store4(m0 + 10u, n0, acc[10], b); store4(m0 + 11u, n0, acc[11], b);
+    store4(m0 + 12u, n0, acc[12], b); store4(m0 + 13u, n0, acc[13], b); store4(m0 + 14u, n0, acc[14], b); store4(m0 + 15u, n0, acc[15], b);
+    store4(m0 + 16u, n0, acc[16], b); store4(m0 + 17u, n0, acc[17], b); store4(m0 + 18u, n0, acc[18], b); store4(m0 + 19u, n0, acc[19], b);
+    store4(m0 + 20u, n0, acc[20], b); store4(m0 + 21u, n0, acc[21], b); store4(m0 + 22u, n0, acc[22], b); store4(m0 + 23u, n0, acc[23], b);
+    store4(m0 + 24u, n0, acc[24], b); store4(m0 + 25u, n0, acc[25], b); store4(m0 + 26u, n0, acc[26], b); store4(m0 + 27u, n0, acc[27], b);
+    store4(m0 + 28u, n0, acc[28], b); store4(m0 + 29u, n0, acc[29], b); store4(m0 + 30u, n0, acc[30], b); store4(m0 + 31u, n0, acc[31], b);
 }

@@ -80,24 +80,25 @@ fn rows_trans(acc: ptr<function, Acc>, base: u32, av: vec4<f32>, lo: BBlock, hi:
     row_update(acc, base + 7u, vec4<f32>(k4.w, k5.w, k6.w, k7.w), lo, hi);
 }
 
-// Stores rows base..base+7 of the lane's block.
-fn store8(acc: ptr<function, Acc>, m0: u32, base: u32, n0: u32) {
-    store4(m0 + base + 0u, n0, (*acc)[2u * base + 0u]);
-    store4(m0 + base + 0u, n0 + 32u, (*acc)[2u * base + 1u]);
-    store4(m0 + base + 1u, n0, (*acc)[2u * base + 2u]);
-    store4(m0 + base + 1u, n0 + 32u, (*acc)[2u * base + 3u]);
-    store4(m0 + base + 2u, n0, (*acc)[2u * base + 4u]);
-    store4(m0 + base + 2u, n0 + 32u, (*acc)[2u * base + 5u]);
-    store4(m0 + base + 3u, n0, (*acc)[2u * base + 6u]);
-    store4(m0 + base + 3u, n0 + 32u, (*acc)[2u * base + 7u]);
-    store4(m0 + base + 4u, n0, (*acc)[2u * base + 8u]);
-    store4(m0 + base + 4u, n0 + 32u, (*acc)[2u * base + 9u]);
-    store4(m0 + base + 5u, n0, (*acc)[2u * base + 10u]);
-    store4(m0 + base + 5u, n0 + 32u, (*acc)[2u * base + 11u]);
-    store4(m0 + base + 6u, n0, (*acc)[2u * base + 12u]);
-    store4(m0 + base + 6u, n0 + 32u, (*acc)[2u * base + 13u]);
-    store4(m0 + base + 7u, n0, (*acc)[2u * base + 14u]);
-    store4(m0 + base + 7u, n0 + 32u, (*acc)[2u * base + 15u]);
+// Stores rows base..base+7 of the lane's block; blo and bhi are the bias of its two column
+// blocks.
+fn store8(acc: ptr<function, Acc>, m0: u32, base: u32, n0: u32, blo: vec4<f32>, bhi: vec4<f32>) {
+    store4(m0 + base + 0u, n0, (*acc)[2u * base + 0u], blo);
+    store4(m0 + base + 0u, n0 + 32u, (*acc)[2u * base + 1u], bhi);
+    store4(m0 + base + 1u, n0, (*acc)[2u * base + 2u], blo);
+    store4(m0 + base + 1u, n0 + 32u, (*acc)[2u * base + 3u], bhi);
+    store4(m0 + base + 2u, n0, (*acc)[2u * base + 4u], blo);
+    store4(m0 + base + 2u, n0 + 32u, (*acc)[2u * base + 5u], bhi);
+    store4(m0 + base + 3u, n0, (*acc)[2u * base + 6u], blo);
+    store4(m0 + base + 3u, n0 + 32u, (*acc)[2u * base + 7u], bhi);
+    store4(m0 + base + 4u, n0, (*acc)[2u * base + 8u], blo);
+    store4(m0 + base + 4u, n0 + 32u, (*acc)[2u * base + 9u], bhi);
+    store4(m0 + base + 5u, n0, (*acc)[2u * base + 10u], blo);
+    store4(m0 + base + 5u, n0 + 32u, (*acc)[2u * base + 11u], bhi);
+    store4(m0 + base + 6u, n0, (*acc)[2u * base + 12u], blo);
+    store4(m0 + base + 6u, n0 + 32u, (*acc)[2u * base + 13u], bhi);
+    store4(m0 + base + 7u, n0, (*acc)[2u * base + 14u], blo);
+    store4(m0 + base + 7u, n0 + 32u, (*acc)[2u * base + 15u], bhi);
 }
 
 @compute @workgroup_size(8)
@@ -139,8 +140,10 @@ fn main(
             rows_normal(&acc, 24u, a3, lo, hi);
         }
     }
-    store8(&acc, m0, 0u, n0);
-    store8(&acc, m0, 8u, n0);
-    store8(&acc, m0, 16u, n0);
-    store8(&acc, m0, 24u, n0);
+    let blo = bias4(n0);
+    let bhi = bias4(n0 + 32u);
+    store8(&acc, m0, 0u, n0, blo, bhi);
+    store8(&acc, m0, 8u, n0, blo, bhi);
+    store8(&acc, m0, 16u, n0, blo, bhi);
+    store8(&acc, m0, 24u, n0, blo, bhi);
 }

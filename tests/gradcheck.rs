@@ -108,8 +108,8 @@ fn gemm_bias_activation_gradients() {
             let mut ds = vec![
                 gemm(gpu, &ga, &gb, &gy, Some(&gbias), spec).unwrap(),
                 act_backward(gpu, &gy, &gdy, spec.act).unwrap(),
-                bias_grad(gpu, &gdy, &gdbias).unwrap(),
             ];
+            ds.extend(bias_grad(gpu, &gdy, &gdbias).unwrap());
             let fused = a_act.map(|act| InputActivation { act, output: &ga });
             ds.extend(
                 gemm_backward(gpu, &ga, &gb, &gdy, Some(&gda), Some(&gdb), spec, fused).unwrap(),
@@ -248,7 +248,7 @@ fn loss_gradients() {
                 accum: &gacc,
             };
             let ld = loss(gpu, &bufs, &s).unwrap();
-            gpu.run(&[&ld.per_sample]).unwrap();
+            gpu.run(&ld.per_sample()).unwrap();
             let total = |l: &[f64], m: &[f64]| {
                 let out = cpu::loss::loss(l, &x, m, rows, d, z, &s);
                 f64::from(s.grad_scale) * (0..rows).map(|r| out.per_sample[r * 3 + 2]).sum::<f64>()

@@ -8,10 +8,10 @@ use vae_gpu::cpu;
 use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::adam::{adam_with, AdamConfig};
-use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad};
+use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad_with};
 use vae_gpu::ops::gather::{gather, GpuImages};
 use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
-use vae_gpu::ops::loss::{loss, Likelihood, LossBuffers, LossSettings};
+use vae_gpu::ops::loss::{loss_with, Likelihood, LossBuffers, LossSettings};
 use vae_gpu::ops::sample::{sample_backward, sample_forward, sample_prior, Noise};
 use vae_gpu::ops::Activation;
 
@@ -123,10 +123,11 @@ fn elementwise_matches_cpu() {
             let gdb = Matrix::zeros(gpu, 1, cols, "db").unwrap();
             let f = act_forward(gpu, &gx, &gy, act).unwrap();
             let b = act_backward(gpu, &gy, &gg, act).unwrap();
-            let r = bias_grad(gpu, &gg, &gdb).unwrap();
-            gpu.run(&[&f, &b, &r]).unwrap();
+            let reads = [Reads::Buffers, Reads::Textures][case % 2];
+            let r = bias_grad_with(gpu, reads, &gg, &gdb).unwrap();
+            gpu.run(&[&f, &b, &r[0], &r[1]]).unwrap();
             let y: Vec<f64> = x.iter().map(|&v| cpu::act_forward(v, act)).collect();
-            let label = format!("case {case} [{rows}x{cols}] {act:?}");
+            let label = format!("case {case} [{rows}x{cols}] {act:?} bias reads {reads:?}");
             assert_close(
                 &format!("{label} forward"),
                 &gy.read(gpu).unwrap(),
@@ -167,18 +168,24 @@ fn elementwise_matches_cpu() {
             .map(|i| g[i] * cpu::act_grad_from_output(y[i], Activation::Relu))
             .collect();
         assert_close("vec4 act backward", &gg.read(gpu).unwrap(), &want, |_| 1e-7);
-        // Few columns of many rows: the bias gradient's workgroup-per-column path.
+        // Few columns of many rows (conv layers): many row chunks per column, both reads.
         let (rows, cols) = (5000, 7);
         let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);
         let (gg, gdb) = (
             upload(gpu, rows, cols, &g32),
             Matrix::zeros(gpu, 1, cols, "db").unwrap(),
         );
-        gpu.run(&[&bias_grad(gpu, &gg, &gdb).unwrap()]).unwrap();
         let want = cpu::bias_grad(&g, rows, cols);
-        assert_close("tall bias grad", &gdb.read(gpu).unwrap(), &want, |_| {
-            1e-6 * rows as f64
-        });
+        for reads in [Reads::Buffers, Reads::Textures] {
+            let r = bias_grad_with(gpu, reads, &gg, &gdb).unwrap();
+            gpu.run(&r.iter().collect::<Vec<_>>()).unwrap();
+            assert_close(
+                &format!("tall bias grad, {reads:?}"),
+                &gdb.read(gpu).unwrap(),
+                &want,
+                |_| 1e-6 * rows as f64,
+            );
+        }
     });
 }
 
@@ -285,11 +292,13 @@ fn loss_matches_cpu() {
                 per_sample: &gps,
                 accum: &gacc,
             };
-            let ld = loss(gpu, &bufs, &s).unwrap();
-            gpu.run(&[&ld.per_sample, &ld.reduce, &ld.per_sample, &ld.reduce])
-                .unwrap();
+            // Both reads for both likelihoods (case % 2).
+            let reads = [Reads::Buffers, Reads::Textures][(case / 2) % 2];
+            let ld = loss_with(gpu, reads, &bufs, &s).unwrap();
+            let twice: Vec<_> = [ld.launches(), ld.launches()].concat();
+            gpu.run(&twice).unwrap();
             let want = cpu::loss::loss(&l, &x, &m, rows, d, z, &s);
-            let label = format!("case {case} [{rows}x{d}, z {z}] {s:?}");
+            let label = format!("case {case} [{rows}x{d}, z {z}] {s:?} {reads:?}");
             let rel = |w: &[f64]| {
                 let w = w.to_vec();
                 move |i: usize| 1e-5 * w[i].abs() + 1e-5

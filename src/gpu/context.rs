@@ -295,8 +295,11 @@ impl Gpu {
             .into_iter()
             .filter(|p| !p.textures() || shape.fits_textures(self))
             // Workgroup-memory tiles measured 20-40x slower than the rest on every CPU
-            // driver tried (lavapipe, llvmpipe GL, SwiftShader): not worth timing there.
+            // driver tried (lavapipe, llvmpipe GL, SwiftShader), and buffer reads 3-10x
+            // slower than texture reads where the operands fit a texture: not worth
+            // compiling and timing there.
             .filter(|p| *p != GemmPath::Tiled || !self.cpu_driver)
+            .filter(|p| !self.cpu_driver || p.textures() || !shape.fits_textures(self))
             .collect();
         self.choose(&shape.to_string(), &candidates, |gpu| {
             tune::measure_gemm(gpu, &shape, &candidates)

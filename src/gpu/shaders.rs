@@ -16,10 +16,13 @@ pub enum Shader {
     GemmSubgroupTex,
     GemmRegisterTex,
     Elementwise,
+    BiasGrad,
+    BiasGradTex,
     Conv,
     ConvTex,
     Sample,
     Loss,
+    LossTex,
     Iwae,
     Adam,
     Gather,
@@ -27,17 +30,20 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 14] = [
+    pub const ALL: [Shader; 17] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
         Shader::GemmSubgroupTex,
         Shader::GemmRegisterTex,
         Shader::Elementwise,
+        Shader::BiasGrad,
+        Shader::BiasGradTex,
         Shader::Conv,
         Shader::ConvTex,
         Shader::Sample,
         Shader::Loss,
+        Shader::LossTex,
         Shader::Iwae,
         Shader::Adam,
         Shader::Gather,
@@ -66,10 +72,12 @@ impl Shader {
             Shader::GemmSubgroupTex => "gemm_subgroup_tex.wgsl",
             Shader::GemmRegisterTex => "gemm_register.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::BiasGrad | Shader::BiasGradTex => "bias_grad.wgsl",
             Shader::Conv => "conv.wgsl",
-            Shader::ConvTex => "conv_reads_texture.wgsl",
+            Shader::ConvTex => "conv.wgsl",
             Shader::Sample => "sample.wgsl",
             Shader::Loss => "loss.wgsl",
+            Shader::LossTex => "loss.wgsl",
             Shader::Iwae => "iwae.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
@@ -116,11 +124,20 @@ impl Shader {
             Shader::Elementwise => {
                 shader_source!("index.wgsl", "activation.wgsl", "elementwise.wgsl")
             }
+            Shader::BiasGrad => {
+                shader_source!("index.wgsl", "reads_buffer.wgsl", "bias_grad.wgsl")
+            }
+            Shader::BiasGradTex => shader_source!(
+                "index.wgsl",
+                "texel.wgsl",
+                "reads_texture.wgsl",
+                "bias_grad.wgsl"
+            ),
             Shader::Conv => shader_source!(
                 "index.wgsl",
                 "activation.wgsl",
                 "conv_params.wgsl",
-                "conv_reads_buffer.wgsl",
+                "reads_buffer.wgsl",
                 "conv.wgsl"
             ),
             Shader::ConvTex => shader_source!(
@@ -128,11 +145,17 @@ impl Shader {
                 "activation.wgsl",
                 "conv_params.wgsl",
                 "texel.wgsl",
-                "conv_reads_texture.wgsl",
+                "reads_texture.wgsl",
                 "conv.wgsl"
             ),
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
-            Shader::Loss => shader_source!("loss.wgsl"),
+            Shader::Loss => shader_source!("index.wgsl", "reads_buffer.wgsl", "loss.wgsl"),
+            Shader::LossTex => shader_source!(
+                "index.wgsl",
+                "texel.wgsl",
+                "reads_texture.wgsl",
+                "loss.wgsl"
+            ),
             Shader::Iwae => shader_source!("iwae.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),

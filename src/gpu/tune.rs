@@ -228,14 +228,14 @@ impl Tuner {
     }
 }
 
-/// Median microseconds per run of `launch` (compiled and run once already): about 30 ms of
-/// runs at most, and a single one when it is more than 4x behind `best`.
-pub fn time(gpu: &Gpu, launch: &super::Dispatch, best: f64) -> Result<f64, GpuError> {
+/// Median microseconds per run of `launches` (compiled and run once already): about 30 ms
+/// of runs at most, and a single one when it is more than 4x behind `best`.
+pub fn time(gpu: &Gpu, launches: &[&super::Dispatch], best: f64) -> Result<f64, GpuError> {
     let mut times = Vec::new();
     let started = Instant::now();
     loop {
         let t = Instant::now();
-        gpu.run(&[launch])?;
+        gpu.run(launches)?;
         gpu.wait()?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
         let hopeless = times[0] > 4.0 * best;
@@ -310,7 +310,7 @@ pub fn measure_gemm(
             }
         }
         let best = out.iter().map(|o| o.1).fold(f64::INFINITY, f64::min);
-        out.push((path, time(gpu, &launch, best)?));
+        out.push((path, time(gpu, &[&launch], best)?));
     }
     Ok(out)
 }

@@ -99,7 +99,7 @@ pub fn adam(
                 gpu.run(&[&launch.dispatch])?;
                 Ok((
                     r,
-                    crate::gpu::tune::time(gpu, &launch.dispatch, f64::INFINITY)?,
+                    crate::gpu::tune::time(gpu, &[&launch.dispatch], f64::INFINITY)?,
                 ))
             })
             .collect()

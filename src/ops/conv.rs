@@ -206,7 +206,7 @@ fn launch(
             .map(|&r| {
                 let d = launch_with(gpu, g, image, cols, mv, r)?;
                 gpu.run(&[&d])?;
-                Ok((r, crate::gpu::tune::time(gpu, &d, f64::INFINITY)?))
+                Ok((r, crate::gpu::tune::time(gpu, &[&d], f64::INFINITY)?))
             })
             .collect()
     })?;
@@ -265,7 +265,9 @@ fn launch_with(
         slope,
         ..ConvParams::new(g, ld_b, ld_p)
     };
-    let (src, dst, bias_at) = if vec4 { (4, 5, 6) } else { (1, 2, 3) };
+    // The vec4 kernels read their source through reads_*.wgsl (bindings 16, or 18 for
+    // the texture).
+    let (src, dst, bias_at) = if vec4 { (16, 5, 6) } else { (1, 2, 3) };
     let (source, target) = match mv {
         Move::Im2col => (image, cols),
         Move::Col2im { .. } => (cols, image),
@@ -276,7 +278,7 @@ fn launch_with(
     };
     let mut bindings = vec![(dst, target.binding())];
     bindings.push(match textures.first() {
-        Some(t) => (7, t.binding()),
+        Some(t) => (18, t.binding()),
         None => (src, source.binding()),
     });
     let lanes = if vec4 { 4 } else { 1 };
@@ -429,7 +431,7 @@ pub fn conv2d_backward(
         spec,
         None,
     )?;
-    out.push(bias_grad(gpu, dy, db)?);
+    out.extend(bias_grad(gpu, dy, db)?);
     if let Some((dcols, dx)) = dx {
         out.push(match x_act {
             Some(a) => col2im_act_grad(gpu, &io.geom, dcols, dx, a)?,
@@ -492,7 +494,7 @@ pub fn conv_transpose2d_backward(
         GemmSpec::default(),
         x_act,
     )?);
-    out.push(bias_grad(gpu, &dy_rows, db)?);
+    out.extend(bias_grad(gpu, &dy_rows, db)?);
     Ok(out)
 }
 

@@ -2,6 +2,7 @@
 
 use super::{shape_err, Activation};
 use crate::gpu::shaders::Shader;
+use crate::gpu::texture::{Reads, TextureOperand};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
 #[repr(C)]
@@ -87,37 +88,92 @@ pub fn act_backward(
     }
 }
 
-/// db[n] = sum over rows of dy[r, n]; db holds dy.cols values.
-pub fn bias_grad(gpu: &Gpu, dy: &Matrix, db: &Matrix) -> Result<Dispatch, GpuError> {
+/// Rows summed per invocation of the first bias-gradient launch (ROWS in
+/// shaders/bias_grad.wgsl).
+const BIAS_ROWS: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BiasParams {
+    rows: u32,
+    cols: u32,
+    ld: u32,
+    chunks: u32,
+}
+
+/// db[n] = sum over rows of dy[r, n] (db holds dy.cols values): two launches, reading dy
+/// from its buffer or a texture copy, whichever this device runs faster (measured once per
+/// device and shape).
+pub fn bias_grad(gpu: &Gpu, dy: &Matrix, db: &Matrix) -> Result<Vec<Dispatch>, GpuError> {
+    let candidates: &[Reads] = if TextureOperand::fits(gpu, dy.rows * dy.ld) {
+        &[Reads::Buffers, Reads::Textures]
+    } else {
+        &[Reads::Buffers]
+    };
+    let key = format!("bias_grad {}x{}", dy.rows, dy.cols);
+    let reads = gpu.choose(&key, candidates, |gpu| {
+        let dy = Matrix::zeros(gpu, dy.rows, dy.cols, "bias scratch dy")?;
+        let db = Matrix::zeros(gpu, 1, dy.cols, "bias scratch db")?;
+        candidates
+            .iter()
+            .map(|&r| {
+                let launches = bias_grad_with(gpu, r, &dy, &db)?;
+                let all: Vec<&Dispatch> = launches.iter().collect();
+                gpu.run(&all)?;
+                Ok((r, crate::gpu::tune::time(gpu, &all, f64::INFINITY)?))
+            })
+            .collect()
+    })?;
+    bias_grad_with(gpu, reads, dy, db)
+}
+
+/// The bias gradient on chosen reads (tests compare both).
+pub fn bias_grad_with(
+    gpu: &Gpu,
+    reads: Reads,
+    dy: &Matrix,
+    db: &Matrix,
+) -> Result<Vec<Dispatch>, GpuError> {
     if db.rows * db.cols != dy.cols {
         return Err(shape_err(
             "bias_grad",
             format!("{} bias values for {} columns", db.rows * db.cols, dy.cols),
         ));
     }
-    // A thread per column leaves most of the device idle when columns are few and rows
-    // many (conv layers); then a workgroup shares each column.
-    let tall = dy.cols < 256 && dy.rows >= 4096;
-    if tall && dy.ld == dy.cols && dy.cols.is_multiple_of(4) {
-        let n = dy.cols;
-        launch(
-            gpu,
-            "bias_grad_tall_vec4_main",
-            dy,
-            db,
-            Activation::Identity,
-            n / 4 * 256,
-        )
-    } else if tall {
-        launch(
-            gpu,
-            "bias_grad_tall_main",
-            dy,
-            db,
-            Activation::Identity,
-            dy.cols * 256,
-        )
-    } else {
-        launch(gpu, "bias_grad_main", dy, db, Activation::Identity, dy.cols)
-    }
+    let params = BiasParams {
+        rows: dy.rows as u32,
+        cols: dy.cols as u32,
+        ld: dy.ld as u32,
+        chunks: dy.rows.div_ceil(BIAS_ROWS) as u32,
+    };
+    let cols4 = dy.ld / 4;
+    let partial = Matrix::zeros(gpu, params.chunks as usize, dy.ld, "bias partial sums")?;
+    let uniform = gpu.uniform("bias_grad params", &params);
+    let (shader, textures) = match reads {
+        Reads::Buffers => (Shader::BiasGrad, Vec::new()),
+        Reads::Textures => (
+            Shader::BiasGradTex,
+            vec![TextureOperand::new(gpu, dy, "bias_grad dy")?],
+        ),
+    };
+    let input = match textures.first() {
+        Some(t) => (18, t.binding()),
+        None => (16, dy.binding()),
+    };
+    let mut sums = gpu.dispatch(
+        "bias_grad partial".into(),
+        gpu.pipeline(shader, "bias_partial_main", &[])?,
+        uniform.clone(),
+        &[input, (1, partial.binding())],
+        gpu.grid((params.chunks as usize * cols4).div_ceil(256) as u64)?,
+    );
+    sums.textures = textures;
+    let total = gpu.dispatch(
+        "bias_grad sum".into(),
+        gpu.pipeline(shader, "bias_sum_main", &[])?,
+        uniform,
+        &[(1, partial.binding()), (2, db.binding())],
+        gpu.grid(cols4.div_ceil(256) as u64)?,
+    );
+    Ok(vec![sums, total])
 }

@@ -2,7 +2,11 @@
 
 use super::shape_err;
 use crate::gpu::shaders::Shader;
+use crate::gpu::texture::{Reads, TextureOperand};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+/// Texels per invocation of the pixel launch (CHUNK in shaders/loss.wgsl).
+const CHUNK: usize = 8;
 
 /// The decoder's likelihood p(x | z).
 #[derive(
@@ -45,7 +49,7 @@ struct LossParams {
     beta: f32,
     grad_scale: f32,
     gauss_var: f32,
-    pad: u32,
+    chunks: u32,
 }
 
 /// The matrices one loss launch reads and writes.
@@ -62,9 +66,11 @@ pub struct LossBuffers<'a> {
     pub accum: &'a Matrix,
 }
 
-/// The two launches: per-sample loss and gradients, then the batch sums into `accum`.
+/// The three launches: the logits' gradient and per-chunk reconstruction sums, then the
+/// per-sample losses and the KL gradient, then the batch sums into `accum`.
 pub struct LossDispatch {
-    pub per_sample: Dispatch,
+    pub pixels: Dispatch,
+    pub rows: Dispatch,
     pub reduce: Dispatch,
     params: LossParams,
 }
@@ -73,9 +79,19 @@ impl LossDispatch {
     /// Rewrites the settings that change between steps (beta, valid rows).
     pub fn update(&mut self, gpu: &Gpu, s: &LossSettings) {
         self.params = params_with(self.params, s);
-        // Both launches share the parameter buffer.
+        // The launches share the parameter buffer.
         gpu.queue
-            .write_buffer(&self.per_sample.params, 0, bytemuck::bytes_of(&self.params));
+            .write_buffer(&self.pixels.params, 0, bytemuck::bytes_of(&self.params));
+    }
+
+    /// The launches that compute per-sample losses and all gradients.
+    pub fn per_sample(&self) -> [&Dispatch; 2] {
+        [&self.pixels, &self.rows]
+    }
+
+    /// Every launch, in order.
+    pub fn launches(&self) -> [&Dispatch; 3] {
+        [&self.pixels, &self.rows, &self.reduce]
     }
 }
 
@@ -91,9 +107,62 @@ fn params_with(mut p: LossParams, s: &LossSettings) -> LossParams {
     p
 }
 
+/// The loss launches, reading logits and targets from buffers or textures, whichever this
+/// device runs faster (measured once per device and shape).
 pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDispatch, GpuError> {
+    let floats = b.logits.rows * b.logits.ld;
+    let candidates: &[Reads] = if TextureOperand::fits(gpu, floats) {
+        &[Reads::Buffers, Reads::Textures]
+    } else {
+        &[Reads::Buffers]
+    };
+    let key = format!("loss {}x{}", b.logits.rows, b.logits.cols);
+    let reads = gpu.choose(&key, candidates, |gpu| {
+        let like = |m: &Matrix, label: &str| Matrix::zeros(gpu, m.rows, m.cols, label);
+        let scratch = [
+            like(b.logits, "loss scratch logits")?,
+            like(b.x, "loss scratch x")?,
+            like(b.mulv, "loss scratch mulv")?,
+            like(b.dlogits, "loss scratch dlogits")?,
+            like(b.dmulv, "loss scratch dmulv")?,
+            like(b.per_sample, "loss scratch per sample")?,
+            like(b.accum, "loss scratch accum")?,
+        ];
+        let [logits, x, mulv, dlogits, dmulv, per_sample, accum] = &scratch;
+        let bufs = LossBuffers {
+            logits,
+            x,
+            mulv,
+            dlogits,
+            dmulv,
+            per_sample,
+            accum,
+        };
+        candidates
+            .iter()
+            .map(|&r| {
+                let launch = loss_with(gpu, r, &bufs, s)?;
+                gpu.run(&launch.per_sample())?;
+                Ok((
+                    r,
+                    crate::gpu::tune::time(gpu, &launch.per_sample(), f64::INFINITY)?,
+                ))
+            })
+            .collect()
+    })?;
+    loss_with(gpu, reads, b, s)
+}
+
+/// The loss launches on chosen reads (tests compare both).
+pub fn loss_with(
+    gpu: &Gpu,
+    reads: Reads,
+    b: &LossBuffers<'_>,
+    s: &LossSettings,
+) -> Result<LossDispatch, GpuError> {
     let rows = b.logits.rows;
     let ok = b.x.same_shape(b.logits)
+        && b.x.ld == b.logits.ld
         && b.dlogits.same_shape(b.logits)
         && b.mulv.rows == rows
         && b.mulv.cols.is_multiple_of(2)
@@ -135,33 +204,57 @@ pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDisp
         beta: 0.0,
         grad_scale: 0.0,
         gauss_var: 1.0,
-        pad: 0,
+        chunks: b.logits.ld.div_ceil(4 * CHUNK) as u32,
     };
     let params = params_with(base, s);
     let uniform = gpu.uniform("loss params", &params);
-    let per_sample = gpu.dispatch(
-        "loss".into(),
-        gpu.pipeline(Shader::Loss, "loss_main", &[])?,
+    let partial = Matrix::zeros(gpu, rows, params.chunks as usize, "loss partial sums")?;
+    let (shader, textures) = match reads {
+        Reads::Buffers => (Shader::Loss, Vec::new()),
+        Reads::Textures => (
+            Shader::LossTex,
+            vec![
+                TextureOperand::new(gpu, b.logits, "loss logits")?,
+                TextureOperand::new(gpu, b.x, "loss x")?,
+            ],
+        ),
+    };
+    let mut inputs = match &textures[..] {
+        [l, x] => vec![(18, l.binding()), (19, x.binding())],
+        _ => vec![(16, b.logits.binding()), (17, b.x.binding())],
+    };
+    inputs.extend([(4, b.dlogits.binding()), (8, partial.binding())]);
+    let mut pixels = gpu.dispatch(
+        "loss pixels".into(),
+        gpu.pipeline(shader, "loss_pixels_main", &[])?,
+        uniform.clone(),
+        &inputs,
+        gpu.grid((rows * params.chunks as usize).div_ceil(256) as u64)?,
+    );
+    drop(inputs);
+    pixels.textures = textures;
+    let rows_launch = gpu.dispatch(
+        "loss rows".into(),
+        gpu.pipeline(shader, "loss_rows_main", &[])?,
         uniform.clone(),
         &[
-            (1, b.logits.binding()),
-            (2, b.x.binding()),
             (3, b.mulv.binding()),
-            (4, b.dlogits.binding()),
             (5, b.dmulv.binding()),
             (6, b.per_sample.binding()),
+            (8, partial.binding()),
         ],
-        gpu.grid(rows as u64)?,
+        gpu.grid(rows.div_ceil(256) as u64)?,
     );
     let reduce = gpu.dispatch(
-        "loss_reduce".into(),
-        gpu.pipeline(Shader::Loss, "loss_reduce_main", &[])?,
+        "loss reduce".into(),
+        gpu.pipeline(shader, "loss_reduce_main", &[])?,
         uniform,
         &[(6, b.per_sample.binding()), (7, b.accum.binding())],
         [1, 1, 1],
     );
     Ok(LossDispatch {
-        per_sample,
+        pixels,
+        rows: rows_launch,
         reduce,
         params,
     })

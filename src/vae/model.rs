@@ -275,7 +275,7 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     spec,
                     input_act.map(|act| InputActivation { act, output: &y }),
                 )?);
-                out.push(bias_grad(gpu, &dy, &grads.1)?);
+                out.extend(bias_grad(gpu, &dy, &grads.1)?);
             }
             LayerKind::Conv { .. } => {
                 let b = params.view(&params.values, &l.bias);
@@ -496,7 +496,7 @@ impl StepProgram {
         all.extend(&self.encoder);
         all.push(&self.sample);
         all.extend(&self.decoder);
-        all.extend([&self.loss.per_sample, &self.loss.reduce]);
+        all.extend(self.loss.launches());
         all.extend(&self.backward);
         all.extend(self.adam.as_ref().map(|a| &a.dispatch));
         all

@@ -72,7 +72,7 @@ pub fn train_and_test(
         linear,
         None,
     )?);
-    step.push(bias_grad(gpu, &dlogits, &db)?);
+    step.extend(bias_grad(gpu, &dlogits, &db)?);
     let opt = adam(
         gpu,
         [&values.buffer, &grads.buffer, &m.buffer, &v.buffer],
