@@ -4,8 +4,8 @@
 // [B*H*W, C] one. A column matrix has one row per output position (b, oy, ox) of the
 // convolution and one column per (ky, kx, ch), channel fastest, so that both sides move
 // runs of channels: contiguous, and vec4 wide when C is a multiple of 4 (the *_vec4
-// entry points, which read the source through `read_a`: from the buffer, or from a
-// texture copy of it, reads_*.wgsl). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
+// entry points, which read the source through `read_a` and col2im's bias or activation
+// output through `read_b`: from the buffers, or from texture copies, reads_*.wgsl). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
 // checkpoints convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
 //   conv forward:      cols = im2col(x);  y = cols W^T          (W [Cout, C*K*K])
 //   conv backward:     dx = col2im(dY W) (* act'(x) when x is an activation's output)
@@ -17,19 +17,21 @@
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> bias4: array<vec4<f32>>;
 
 // Position of the invocation handling channel group `g` (of `groups`) of one row or pixel:
-// (row or pixel, g). Integer division is slow on CPU drivers, so it happens here once.
+// (row or pixel, g).
 fn split(i: u32, groups: u32) -> vec2<u32> {
-    return vec2<u32>(i / groups, i % groups);
+    let q = udiv(i, groups);
+    return vec2<u32>(q, i - q * groups);
 }
 
 // Top-left image corner read by column row `row`.
 fn corner(row: u32) -> vec3<i32> {
-    let b = row / (p.oh * p.ow);
-    let pos = row % (p.oh * p.ow);
-    return vec3<i32>(i32(b), i32((pos / p.ow) * p.stride) - i32(p.pad), i32((pos % p.ow) * p.stride) - i32(p.pad));
+    let by = udiv(row, p.ow);
+    let b = udiv(by, p.oh);
+    let oy = by - b * p.oh;
+    let ox = row - by * p.ow;
+    return vec3<i32>(i32(b), i32(oy * p.stride) - i32(p.pad), i32(ox * p.stride) - i32(p.pad));
 }
 
 // The im2col element offset of image pixel (y, x) of batch b, or -1 outside the image.
@@ -84,14 +86,18 @@ fn im2col_vec4_main(
 // + s, ... with output row oy stepping down by one, so the loops need no division.
 // Returns (ky0, kx0, oy0, ox0).
 fn first_tap(y: u32, x: u32) -> vec4<i32> {
-    let ky0 = (y + p.pad) % p.stride;
-    let kx0 = (x + p.pad) % p.stride;
-    return vec4<i32>(i32(ky0), i32(kx0), i32((y + p.pad - ky0) / p.stride), i32((x + p.pad - kx0) / p.stride));
+    let oy = udiv(y + p.pad, p.stride);
+    let ox = udiv(x + p.pad, p.stride);
+    let ky0 = y + p.pad - oy * p.stride;
+    let kx0 = x + p.pad - ox * p.stride;
+    return vec4<i32>(i32(ky0), i32(kx0), i32(oy), i32(ox));
 }
 
 // (b, y, x) of an image pixel index.
 fn pixel_at(pix: u32) -> vec3<u32> {
-    return vec3<u32>(pix / (p.h * p.w), (pix % (p.h * p.w)) / p.w, pix % p.w);
+    let by = udiv(pix, p.w);
+    let b = udiv(by, p.h);
+    return vec3<u32>(b, by - b * p.h, pix - by * p.w);
 }
 
 // image(b, y, x, ch) = act(sum of every column entry that im2col would read from it
@@ -156,10 +162,10 @@ fn col2im_vec4_main(
     }
     let out = (at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y;
     if ((p.flags & 4u) != 0u) {
-        let y = bias4[out];
+        let y = read_b(out);
         dst4[out] = v * vec4<f32>(act_grad_from_output(y.x, p.act, p.slope), act_grad_from_output(y.y, p.act, p.slope), act_grad_from_output(y.z, p.act, p.slope), act_grad_from_output(y.w, p.act, p.slope));
         return;
     }
-    if ((p.flags & 2u) != 0u) { v += bias4[pc.y]; }
+    if ((p.flags & 2u) != 0u) { v += read_b(pc.y); }
     dst4[out] = vec4<f32>(act_forward(v.x, p.act, p.slope), act_forward(v.y, p.act, p.slope), act_forward(v.z, p.act, p.slope), act_forward(v.w, p.act, p.slope));
 }

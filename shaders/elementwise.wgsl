@@ -17,11 +17,12 @@ struct EwParams {
 @group(0) @binding(3) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst4: array<vec4<f32>>;
 
-// Storage offset of element i of the row-major [rows, cols] view; division is slow on CPU
-// drivers, so rows without padding skip it.
+// Storage offset of element i of the row-major [rows, cols] view; rows without padding skip
+// the division.
 fn offset(i: u32) -> u32 {
     if (p.ld == p.cols) { return i; }
-    return (i / p.cols) * p.ld + i % p.cols;
+    let r = udiv(i, p.cols);
+    return r * p.ld + i - r * p.cols;
 }
 
 // dst = act(src)

@@ -40,11 +40,12 @@ fn gather_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.d) { return; }
-    let r = i / p.d;
-    let j = i % p.d;
+    let r = udiv(i, p.d);
+    let j = i - r * p.d;
     let image = indices[min(p.offset + r, p.count - 1u)];
-    let byte = (image % p.per_chunk) * p.d + j;
-    let v = (pixel_word(image / p.per_chunk, byte >> 2u) >> ((byte & 3u) * 8u)) & 0xffu;
+    let chunk = udiv(image, p.per_chunk);
+    let byte = (image - chunk * p.per_chunk) * p.d + j;
+    let v = (pixel_word(chunk, byte >> 2u) >> ((byte & 3u) * 8u)) & 0xffu;
     x[r * p.ld_x + j] = f32(v) * (1.0 / 255.0);
 }
 
@@ -59,10 +60,11 @@ fn gather_vec4_main(
     let words = p.d / 4u;
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * words) { return; }
-    let r = i / words;
-    let w = i % words;
+    let r = udiv(i, words);
+    let w = i - r * words;
     let image = indices[min(p.offset + r, p.count - 1u)];
-    let v = pixel_word(image / p.per_chunk, (image % p.per_chunk) * words + w);
+    let chunk = udiv(image, p.per_chunk);
+    let v = pixel_word(chunk, (image - chunk * p.per_chunk) * words + w);
     let bytes = vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
     x4[r * (p.ld_x / 4u) + w] = vec4<f32>(bytes) * (1.0 / 255.0);
 }

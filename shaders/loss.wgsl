@@ -61,8 +61,8 @@ fn loss_pixels_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.chunks) { return; }
-    let row = i / p.chunks;
-    let chunk = i % p.chunks;
+    let row = udiv(i, p.chunks);
+    let chunk = i - row * p.chunks;
     let live = row < p.valid;
     let ld4 = p.ld_logits >> 2u;
     var recon4 = vec4<f32>(0.0);

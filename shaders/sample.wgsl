@@ -78,8 +78,8 @@ fn sample_forward_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.z) { return; }
-    let r = i / p.z;
-    let j = i % p.z;
+    let r = udiv(i, p.z);
+    let j = i - r * p.z;
     let mu = mulv[r * p.ld_mulv + j];
     let lv = clamp(mulv[r * p.ld_mulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
     let eps = normal_at(i);
@@ -96,7 +96,8 @@ fn sample_prior_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.z) { return; }
-    z_out[(i / p.z) * p.ld_z + i % p.z] = p.temperature * normal_at(i);
+    let r = udiv(i, p.z);
+    z_out[r * p.ld_z + i - r * p.z] = p.temperature * normal_at(i);
 }
 
 // dmu += dz, dlogvar += dz * eps * 0.5 * exp(0.5 logvar) (added to the KL gradients already there).
@@ -108,8 +109,8 @@ fn sample_backward_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.z) { return; }
-    let r = i / p.z;
-    let j = i % p.z;
+    let r = udiv(i, p.z);
+    let j = i - r * p.z;
     let g = dz[r * p.ld_z + j];
     let lv = mulv[r * p.ld_mulv + p.z + j];
     let inside = lv >= LOGVAR_MIN && lv <= LOGVAR_MAX;
@@ -129,7 +130,8 @@ fn corrupt_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.z) { return; }
-    let idx = (i / p.z) * p.ld_z + i % p.z;
+    let r = udiv(i, p.z);
+    let idx = r * p.ld_z + i - r * p.z;
     let x = clean[idx];
     let amount = p.temperature;
     var y = x;

@@ -9,7 +9,7 @@ use common::{assert_close, for_each_gpu, Rng};
 use vae_gpu::cpu;
 use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
-use vae_gpu::ops::conv::{col2im_with, im2col_with};
+use vae_gpu::ops::conv::{col2im_with, im2col_with, Col2imEpilogue};
 use vae_gpu::ops::conv::{
     conv2d, conv2d_backward, conv2d_implicit, conv_transpose2d, conv_transpose2d_backward, gpu_col,
     ConvGeom, ConvIo, Shape,
@@ -463,22 +463,36 @@ fn texture_reads_equal_buffer_reads() {
             let g = ConvGeom::new(case.batch, s, case.k, case.stride, case.pad).unwrap();
             let (x32, _) = rng.vec(case.batch * s.numel(), -1.0, 1.0);
             let (c32, _) = rng.vec(g.col_rows() * g.col_cols(), -1.0, 1.0);
+            let (b32, _) = rng.vec(s.c, -1.0, 1.0);
             let image = upload(gpu, case.batch, s.numel(), &x32);
             let cols = upload(gpu, g.col_rows(), g.col_cols(), &c32);
-            let run = |reads| {
-                let out_cols = Matrix::zeros(gpu, g.col_rows(), g.col_cols(), "c").unwrap();
-                let out_image = Matrix::zeros(gpu, case.batch, s.numel(), "i").unwrap();
-                let a = im2col_with(gpu, &g, &image, &out_cols, reads).unwrap();
-                let b = col2im_with(gpu, &g, &cols, &out_image, reads).unwrap();
-                gpu.run(&[&a, &b]).unwrap();
-                (out_cols.read(gpu).unwrap(), out_image.read(gpu).unwrap())
-            };
-            assert_eq!(
-                run(Reads::Buffers),
-                run(Reads::Textures),
-                "{s:?} k {}",
-                case.k
-            );
+            let bias = upload(gpu, 1, s.c, &b32);
+            // col2im plain, with a bias and an activation, and times an activation's
+            // derivative at `image` (its output).
+            let epilogues = [
+                Col2imEpilogue::Bias(None, Activation::Identity),
+                Col2imEpilogue::Bias(Some(&bias), Activation::LeakyRelu(0.1)),
+                Col2imEpilogue::ActGrad(InputActivation {
+                    act: Activation::Relu,
+                    output: &image,
+                }),
+            ];
+            for (e, epilogue) in epilogues.into_iter().enumerate() {
+                let run = |reads| {
+                    let out_cols = Matrix::zeros(gpu, g.col_rows(), g.col_cols(), "c").unwrap();
+                    let out_image = Matrix::zeros(gpu, case.batch, s.numel(), "i").unwrap();
+                    let a = im2col_with(gpu, &g, &image, &out_cols, reads).unwrap();
+                    let b = col2im_with(gpu, &g, &cols, &out_image, epilogue, reads).unwrap();
+                    gpu.run(&[&a, &b]).unwrap();
+                    (out_cols.read(gpu).unwrap(), out_image.read(gpu).unwrap())
+                };
+                assert_eq!(
+                    run(Reads::Buffers),
+                    run(Reads::Textures),
+                    "{s:?} k {} epilogue {e}",
+                    case.k
+                );
+            }
             checked += 1;
         }
         assert!(checked >= 3, "too few vec4 cases ({checked})");

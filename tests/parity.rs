@@ -171,20 +171,36 @@ fn elementwise_matches_cpu() {
         // Few columns of many rows (conv layers): many row chunks per column, both reads.
         let (rows, cols) = (5000, 7);
         let (g32, g) = rng.vec(rows * cols, -1.0, 1.0);
-        let (gg, gdb) = (
-            upload(gpu, rows, cols, &g32),
-            Matrix::zeros(gpu, 1, cols, "db").unwrap(),
-        );
+        let gg = upload(gpu, rows, cols, &g32);
         let want = cpu::bias_grad(&g, rows, cols);
-        for reads in [Reads::Buffers, Reads::Textures] {
-            let r = bias_grad_with(gpu, reads, &gg, &gdb).unwrap();
-            gpu.run(&r.iter().collect::<Vec<_>>()).unwrap();
-            assert_close(
-                &format!("tall bias grad, {reads:?}"),
-                &gdb.read(gpu).unwrap(),
-                &want,
-                |_| 1e-6 * rows as f64,
-            );
+        // Unpadded rows of 1 and 3 columns (the last transposed conv's channels), read as
+        // runs of whole rows.
+        let mut narrow = |c: usize| {
+            let (v32, v) = rng.vec(4000 * c, -1.0, 1.0);
+            let m = upload(gpu, 1, 4000 * c, &v32);
+            (
+                Matrix {
+                    rows: 4000,
+                    cols: c,
+                    ld: c,
+                    ..m
+                },
+                cpu::bias_grad(&v, 4000, c),
+            )
+        };
+        let cases = [(gg, want), narrow(1), narrow(3)];
+        for (dy, want) in &cases {
+            let db = Matrix::zeros(gpu, 1, dy.cols, "db").unwrap();
+            for reads in [Reads::Buffers, Reads::Textures] {
+                let r = bias_grad_with(gpu, reads, dy, &db).unwrap();
+                gpu.run(&r.iter().collect::<Vec<_>>()).unwrap();
+                assert_close(
+                    &format!("tall bias grad [{}, {}], {reads:?}", dy.rows, dy.cols),
+                    &db.read(gpu).unwrap(),
+                    want,
+                    |_| 1e-6 * dy.rows as f64,
+                );
+            }
         }
     });
 }
@@ -563,6 +579,111 @@ fn corruption_matches_cpu() {
                 &want,
                 |_| tol,
             );
+        }
+    });
+}
+
+/// `udiv` (shaders/index.wgsl), the float-based division the index kernels use instead of
+/// integer division: exact against u32 division on edge and random pairs across its range
+/// (a < 2^29, b < 2^23).
+#[test]
+fn udiv_matches_integer_division() {
+    use wgpu::util::DeviceExt;
+    let src = format!(
+        "{}\n{}",
+        include_str!("../shaders/index.wgsl"),
+        r#"
+@group(0) @binding(0) var<storage, read> ab: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read_write> q: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < arrayLength(&q)) { q[id.x] = udiv(ab[id.x].x, ab[id.x].y); }
+}"#
+    );
+    let mut rng = Rng::new(71);
+    let mut pairs: Vec<[u32; 2]> = Vec::new();
+    let divisors = [
+        1u32,
+        2,
+        3,
+        4,
+        7,
+        28,
+        196,
+        784,
+        4095,
+        65537,
+        131_071,
+        (1 << 23) - 1,
+    ];
+    for &b in &divisors {
+        let top = (1u32 << 29) - 1;
+        let near = |k: u32| [k.saturating_mul(b).saturating_sub(1), k.saturating_mul(b)];
+        for a in [0, 1, b - 1, b, b + 1, top, top - top % b, top - top % b - 1]
+            .into_iter()
+            .chain(near(3))
+            .chain(near(top / b))
+            .chain((0..200).map(|_| rng.below(1 << 29) as u32))
+        {
+            pairs.push([a.min(top), b]);
+        }
+    }
+    for_each_gpu(|gpu| {
+        let module = gpu
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("udiv test"),
+                source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+            });
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let input = gpu
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: bytemuck::cast_slice(&pairs),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let out = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 4 * pairs.len() as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: input.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: out.as_entire_binding(),
+                },
+            ],
+        });
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(pairs.len().div_ceil(64) as u32, 1, 1);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let got = vae_gpu::gpu::read_buffer(gpu, &out, 0, out.size()).unwrap();
+        let got: &[u32] = bytemuck::cast_slice(&got);
+        for (&[a, b], &q) in pairs.iter().zip(got) {
+            assert_eq!(q, a / b, "udiv({a}, {b})");
         }
     });
 }

@@ -48,7 +48,7 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
             info.subgroup_max_size,
             yes(f.contains(wgpu::Features::TIMESTAMP_QUERY)),
         );
-        let tuner = Tuner::new(&info, &Shader::gemm_sources());
+        let tuner = Tuner::new(&info, &Shader::all_sources());
         println!(
             "    kernels: {} measured choice(s) cached{}; GEMM {:?} for unmeasured shapes{}",
             tuner.all().len(),

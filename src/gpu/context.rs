@@ -243,7 +243,7 @@ impl Gpu {
             info.device_type,
             default_gemm
         );
-        let tuner = Mutex::new(Tuner::new(&info, &Shader::gemm_sources()));
+        let tuner = Mutex::new(Tuner::new(&info, &Shader::all_sources()));
         Ok(Gpu {
             device,
             queue,

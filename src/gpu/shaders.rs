@@ -50,17 +50,10 @@ impl Shader {
         Shader::Softmax,
     ];
 
-    /// The sources of every GEMM kernel, which the tuner's cache is keyed by.
-    pub fn gemm_sources() -> String {
-        [
-            Shader::Gemm,
-            Shader::GemmSubgroup,
-            Shader::GemmRegister,
-            Shader::GemmSubgroupTex,
-            Shader::GemmRegisterTex,
-        ]
-        .map(Shader::source)
-        .concat()
+    /// Every module's source, which the tuner's cache is keyed by: a change to any kernel
+    /// invalidates the measured choices.
+    pub fn all_sources() -> String {
+        Shader::ALL.map(Shader::source).concat()
     }
 
     /// The file under shaders/ that holds this family's kernels.

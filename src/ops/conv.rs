@@ -160,16 +160,20 @@ fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
     }
 }
 
-/// Which way data moves: image to columns, or columns to image (with bias and
-/// activation, or times the derivative of the activation whose output is `grad_of`).
+/// What col2im does with its sums: add a bias (or none) and apply an activation, or
+/// multiply by the derivative of the activation whose output (shaped like the image) the
+/// convolution read.
+#[derive(Clone, Copy)]
+pub enum Col2imEpilogue<'a> {
+    Bias(Option<&'a Matrix>, Activation),
+    ActGrad(InputActivation<'a>),
+}
+
+/// Which way data moves: image to columns, or columns to image.
 #[derive(Clone, Copy)]
 enum Move<'a> {
     Im2col,
-    Col2im {
-        bias: Option<&'a Matrix>,
-        act: Activation,
-        grad_of: Option<&'a Matrix>,
-    },
+    Col2im(Col2imEpilogue<'a>),
 }
 
 /// The launch, its vec4 kernels reading the source (image or columns) from the buffer or
@@ -184,7 +188,7 @@ fn launch(
 ) -> Result<Dispatch, GpuError> {
     let source = match mv {
         Move::Im2col => image,
-        Move::Col2im { .. } => cols,
+        Move::Col2im(_) => cols,
     };
     let (ld_b, ld_p) = image_strides(image, g)?;
     let vec4 = [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4));
@@ -193,7 +197,7 @@ fn launch(
     }
     let kind = match mv {
         Move::Im2col => "im2col",
-        Move::Col2im { .. } => "col2im",
+        Move::Col2im(_) => "col2im",
     };
     let key = format!(
         "{kind} b{} {}x{}x{} k{} s{} p{}",
@@ -236,11 +240,16 @@ fn launch_with(
     }
     // Whole vec4 runs of channels when every stride allows it.
     let vec4 = [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4));
-    let (entry, bias, act, grad_of) = match (&mv, vec4) {
-        (Move::Im2col, false) => ("im2col_main", None, Activation::Identity, None),
-        (Move::Im2col, true) => ("im2col_vec4_main", None, Activation::Identity, None),
-        (Move::Col2im { bias, act, grad_of }, false) => ("col2im_main", *bias, *act, *grad_of),
-        (Move::Col2im { bias, act, grad_of }, true) => ("col2im_vec4_main", *bias, *act, *grad_of),
+    let entry = match (&mv, vec4) {
+        (Move::Im2col, false) => "im2col_main",
+        (Move::Im2col, true) => "im2col_vec4_main",
+        (Move::Col2im(_), false) => "col2im_main",
+        (Move::Col2im(_), true) => "col2im_vec4_main",
+    };
+    let (bias, act, grad_of) = match mv {
+        Move::Im2col => (None, Activation::Identity, None),
+        Move::Col2im(Col2imEpilogue::Bias(bias, act)) => (bias, act, None),
+        Move::Col2im(Col2imEpilogue::ActGrad(a)) => (None, a.act, Some(a.output)),
     };
     if let Some(y) = grad_of {
         if bias.is_some() || (y.rows, y.cols, y.ld) != (image.rows, image.cols, image.ld) {
@@ -265,38 +274,43 @@ fn launch_with(
         slope,
         ..ConvParams::new(g, ld_b, ld_p)
     };
-    // The vec4 kernels read their source through reads_*.wgsl (bindings 16, or 18 for
-    // the texture).
-    let (src, dst, bias_at) = if vec4 { (16, 5, 6) } else { (1, 2, 3) };
     let (source, target) = match mv {
         Move::Im2col => (image, cols),
-        Move::Col2im { .. } => (cols, image),
+        Move::Col2im(_) => (cols, image),
     };
-    let textures = match reads {
-        Reads::Textures if vec4 => vec![TextureOperand::new(gpu, source, "conv source")?],
-        _ => Vec::new(),
+    // col2im's bias, or the activation output whose derivative it multiplies by.
+    let side = bias.or(grad_of);
+    // The vec4 kernels read the source and the side matrix through reads_*.wgsl
+    // (bindings 16 and 17, or 18 and 19 for textures); the scalar ones bind them at 1 and 3.
+    let textured = reads == Reads::Textures && vec4;
+    let texture = |m: &Matrix| TextureOperand::new(gpu, m, "conv input");
+    let src_tex = textured.then(|| texture(source)).transpose()?;
+    let side_tex = side.filter(|_| textured).map(texture).transpose()?;
+    let [src_at, side_at] = match (textured, vec4) {
+        (false, false) => [1, 3],
+        (false, true) => [16, 17],
+        (true, _) => [18, 19],
     };
-    let mut bindings = vec![(dst, target.binding())];
-    bindings.push(match textures.first() {
-        Some(t) => (18, t.binding()),
-        None => (src, source.binding()),
-    });
+    // Without a side matrix col2im never reads its binding; the source fills it.
+    let (src_binding, side_binding) = match (&src_tex, &side_tex) {
+        (Some(t), Some(side)) => (t.binding(), side.binding()),
+        (Some(t), None) => (t.binding(), t.binding()),
+        _ => (source.binding(), side.unwrap_or(source).binding()),
+    };
+    let dst = if vec4 { 5 } else { 2 };
+    let mut bindings = vec![(dst, target.binding()), (src_at, src_binding)];
+    if matches!(mv, Move::Col2im(_)) {
+        bindings.push((side_at, side_binding));
+    }
     let lanes = if vec4 { 4 } else { 1 };
     let threads = match mv {
         Move::Im2col => cols.rows * g.image.c / lanes,
-        Move::Col2im { .. } => {
-            let b = bias
-                .or(grad_of)
-                .map(Matrix::binding)
-                .unwrap_or_else(|| gpu.dummy.as_entire_binding());
-            bindings.push((bias_at, b));
-            g.batch * g.image.numel() / lanes
-        }
+        Move::Col2im(_) => g.batch * g.image.numel() / lanes,
     };
-    let shader = if textures.is_empty() {
-        Shader::Conv
-    } else {
+    let shader = if textured {
         Shader::ConvTex
+    } else {
+        Shader::Conv
     };
     let mut dispatch = gpu.dispatch(
         entry.into(),
@@ -306,7 +320,7 @@ fn launch_with(
         gpu.grid(threads.div_ceil(256) as u64)?,
     );
     drop(bindings);
-    dispatch.textures = textures;
+    dispatch.textures = src_tex.into_iter().chain(side_tex).collect();
     Ok(dispatch)
 }
 
@@ -321,20 +335,16 @@ pub fn im2col_with(
     launch_with(gpu, g, image, cols, Move::Im2col, reads)
 }
 
-/// col2im (no bias, identity) on chosen reads.
+/// col2im on chosen reads.
 pub fn col2im_with(
     gpu: &Gpu,
     g: &ConvGeom,
     cols: &Matrix,
     image: &Matrix,
+    epilogue: Col2imEpilogue<'_>,
     reads: Reads,
 ) -> Result<Dispatch, GpuError> {
-    let mv = Move::Col2im {
-        bias: None,
-        act: Activation::Identity,
-        grad_of: None,
-    };
-    launch_with(gpu, g, image, cols, mv, reads)
+    launch_with(gpu, g, image, cols, Move::Col2im(epilogue), reads)
 }
 
 /// cols = im2col(image).
@@ -356,8 +366,8 @@ pub fn col2im(
     bias: Option<&Matrix>,
     act: Activation,
 ) -> Result<Dispatch, GpuError> {
-    let grad_of = None;
-    launch(gpu, g, image, cols, Move::Col2im { bias, act, grad_of })
+    let mv = Move::Col2im(Col2imEpilogue::Bias(bias, act));
+    launch(gpu, g, image, cols, mv)
 }
 
 /// image = col2im(cols) * act'(Y): a convolution's input gradient through the activation
@@ -369,12 +379,13 @@ pub fn col2im_act_grad(
     image: &Matrix,
     a: InputActivation<'_>,
 ) -> Result<Dispatch, GpuError> {
-    let mv = Move::Col2im {
-        bias: None,
-        act: a.act,
-        grad_of: Some(a.output),
-    };
-    launch(gpu, g, image, cols, mv)
+    launch(
+        gpu,
+        g,
+        image,
+        cols,
+        Move::Col2im(Col2imEpilogue::ActGrad(a)),
+    )
 }
 
 /// The matrices of one convolution layer: weight, bias, the column scratch (shared by the

@@ -97,8 +97,16 @@ const BIAS_ROWS: usize = 64;
 struct BiasParams {
     rows: u32,
     cols: u32,
-    ld: u32,
+    width: u32,
     chunks: u32,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// db[n] = sum over rows of dy[r, n] (db holds dy.cols values): two launches, reading dy
@@ -140,25 +148,49 @@ pub fn bias_grad_with(
             format!("{} bias values for {} columns", db.rows * db.cols, dy.cols),
         ));
     }
-    let params = BiasParams {
-        rows: dy.rows as u32,
-        cols: dy.cols as u32,
-        ld: dy.ld as u32,
-        chunks: dy.rows.div_ceil(BIAS_ROWS) as u32,
+    // dy as rows of `width` floats: its own padded rows, or whole unpadded rows run together
+    // into widths of a multiple of 4 (see shaders/bias_grad.wgsl).
+    let (rows, width) = if dy.ld.is_multiple_of(4) {
+        (dy.rows, dy.ld)
+    } else {
+        let width = dy.cols * 4 / gcd(dy.cols, 4);
+        let total = dy.rows * dy.cols;
+        if dy.ld != dy.cols || !total.is_multiple_of(width) {
+            return Err(shape_err(
+                "bias_grad",
+                format!(
+                    "[{}, {}] with row stride {} is neither padded to 4 nor whole in runs of {width}",
+                    dy.rows, dy.cols, dy.ld
+                ),
+            ));
+        }
+        (total / width, width)
     };
-    let cols4 = dy.ld / 4;
-    let partial = Matrix::zeros(gpu, params.chunks as usize, dy.ld, "bias partial sums")?;
+    let params = BiasParams {
+        rows: rows as u32,
+        cols: dy.cols as u32,
+        width: width as u32,
+        chunks: rows.div_ceil(BIAS_ROWS) as u32,
+    };
+    let cols4 = width / 4;
+    let partial = Matrix::zeros(gpu, params.chunks as usize, width, "bias partial sums")?;
     let uniform = gpu.uniform("bias_grad params", &params);
+    let view = Matrix {
+        rows,
+        cols: width,
+        ld: width,
+        ..dy.clone()
+    };
     let (shader, textures) = match reads {
         Reads::Buffers => (Shader::BiasGrad, Vec::new()),
         Reads::Textures => (
             Shader::BiasGradTex,
-            vec![TextureOperand::new(gpu, dy, "bias_grad dy")?],
+            vec![TextureOperand::new(gpu, &view, "bias_grad dy")?],
         ),
     };
     let input = match textures.first() {
         Some(t) => (18, t.binding()),
-        None => (16, dy.binding()),
+        None => (16, view.binding()),
     };
     let mut sums = gpu.dispatch(
         "bias_grad partial".into(),
@@ -172,8 +204,8 @@ pub fn bias_grad_with(
         "bias_grad sum".into(),
         gpu.pipeline(shader, "bias_sum_main", &[])?,
         uniform,
-        &[(1, partial.binding()), (2, db.binding())],
-        gpu.grid(cols4.div_ceil(256) as u64)?,
+        &[(3, partial.binding()), (2, db.binding())],
+        gpu.grid(dy.cols.div_ceil(256) as u64)?,
     );
     Ok(vec![sums, total])
 }
