@@ -12,6 +12,14 @@
 //   transposed conv:   y = col2im(x W) + bias                    (W [Cin, Cout*K*K])
 //   its backward:      dcols = im2col(dy); dx = dcols W^T
 
+// col2im's epilogue, fixed per pipeline (a runtime choice would run every branch on CPU
+// drivers, which execute both sides of an if under a mask): the activation, whether to add
+// the bias, or whether to multiply by act'(Y) instead, Y (laid out like the image) bound in
+// the bias slot.
+override ACT: u32 = 0u;
+override ADD_BIAS: bool = false;
+override ACT_GRAD: bool = false;
+
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -127,12 +135,12 @@ fn col2im_main(
         oy -= 1;
     }
     let out = at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y;
-    if ((p.flags & 4u) != 0u) {
-        dst[out] = v * act_grad_from_output(bias[out], p.act, p.slope);
+    if (ACT_GRAD) {
+        dst[out] = v * act_grad_from_output(bias[out], ACT, p.slope);
         return;
     }
-    if ((p.flags & 2u) != 0u) { v += bias[pc.y]; }
-    dst[out] = act_forward(v, p.act, p.slope);
+    if (ADD_BIAS) { v += bias[pc.y]; }
+    dst[out] = act_forward(v, ACT, p.slope);
 }
 
 @compute @workgroup_size(256)
@@ -161,11 +169,11 @@ fn col2im_vec4_main(
         oy -= 1;
     }
     let out = (at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y;
-    if ((p.flags & 4u) != 0u) {
+    if (ACT_GRAD) {
         let y = read_b(out);
-        dst4[out] = v * vec4<f32>(act_grad_from_output(y.x, p.act, p.slope), act_grad_from_output(y.y, p.act, p.slope), act_grad_from_output(y.z, p.act, p.slope), act_grad_from_output(y.w, p.act, p.slope));
+        dst4[out] = v * vec4<f32>(act_grad_from_output(y.x, ACT, p.slope), act_grad_from_output(y.y, ACT, p.slope), act_grad_from_output(y.z, ACT, p.slope), act_grad_from_output(y.w, ACT, p.slope));
         return;
     }
-    if ((p.flags & 2u) != 0u) { v += read_b(pc.y); }
-    dst4[out] = vec4<f32>(act_forward(v.x, p.act, p.slope), act_forward(v.y, p.act, p.slope), act_forward(v.z, p.act, p.slope), act_forward(v.w, p.act, p.slope));
+    if (ADD_BIAS) { v += read_b(pc.y); }
+    dst4[out] = vec4<f32>(act_forward(v.x, ACT, p.slope), act_forward(v.y, ACT, p.slope), act_forward(v.z, ACT, p.slope), act_forward(v.w, ACT, p.slope));
 }

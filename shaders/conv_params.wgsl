@@ -16,10 +16,9 @@ struct ConvParams {
     ld_b: u32,
     ld_p: u32,
     ld_cols: u32,
-    act: u32,
-    // bit 1: add bias; bit 2: multiply by act'(Y), Y bound in the bias slot and laid out
-    // like the image (col2im)
-    flags: u32,
+    // LeakyReLU's slope (col2im; the activation itself is the ACT constant)
     slope: f32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }

@@ -4,12 +4,13 @@ struct EwParams {
     rows: u32,
     cols: u32,
     ld: u32,
-    act: u32,
+    // LeakyReLU's slope
     slope: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
+
+// The activation, fixed per pipeline: a runtime choice would run every case on CPU
+// drivers, which execute all branches under masks.
+override ACT: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: EwParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -35,7 +36,7 @@ fn act_forward_main(
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
     let idx = offset(i);
-    dst[idx] = act_forward(src[idx], p.act, p.slope);
+    dst[idx] = act_forward(src[idx], ACT, p.slope);
 }
 
 // dst (the gradient wrt the output, in place) *= act'(.) evaluated from src = the output.
@@ -48,7 +49,7 @@ fn act_backward_main(
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
     let idx = offset(i);
-    dst[idx] *= act_grad_from_output(src[idx], p.act, p.slope);
+    dst[idx] *= act_grad_from_output(src[idx], ACT, p.slope);
 }
 
 // The same four elements at a time, for matrices whose rows are unpadded and a multiple of
@@ -63,9 +64,9 @@ fn act_backward_vec4_main(
     if (i >= p.rows * p.cols / 4u) { return; }
     let y = src4[i];
     dst4[i] *= vec4<f32>(
-        act_grad_from_output(y.x, p.act, p.slope),
-        act_grad_from_output(y.y, p.act, p.slope),
-        act_grad_from_output(y.z, p.act, p.slope),
-        act_grad_from_output(y.w, p.act, p.slope),
+        act_grad_from_output(y.x, ACT, p.slope),
+        act_grad_from_output(y.y, ACT, p.slope),
+        act_grad_from_output(y.z, ACT, p.slope),
+        act_grad_from_output(y.w, ACT, p.slope),
     );
 }

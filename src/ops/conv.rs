@@ -105,14 +105,12 @@ struct ConvParams {
     ld_b: u32,
     ld_p: u32,
     ld_cols: u32,
-    act: u32,
-    flags: u32,
     slope: f32,
-    pad0: u32,
+    padding: [u32; 3],
 }
 
 impl ConvParams {
-    /// The geometry and image strides; the column stride, activation and bias flag at 0.
+    /// The geometry and image strides; the column stride and slope at 0.
     fn new(g: &ConvGeom, ld_b: usize, ld_p: usize) -> ConvParams {
         ConvParams {
             batch: g.batch as u32,
@@ -127,10 +125,8 @@ impl ConvParams {
             ld_b: ld_b as u32,
             ld_p: ld_p as u32,
             ld_cols: 0,
-            act: 0,
-            flags: 0,
             slope: 0.0,
-            pad0: 0,
+            padding: [0; 3],
         }
     }
 }
@@ -269,8 +265,6 @@ fn launch_with(
     let (code, slope) = act.code();
     let params = ConvParams {
         ld_cols: cols.ld as u32,
-        act: code,
-        flags: (u32::from(bias.is_some()) << 1) | (u32::from(grad_of.is_some()) << 2),
         slope,
         ..ConvParams::new(g, ld_b, ld_p)
     };
@@ -314,7 +308,15 @@ fn launch_with(
     };
     let mut dispatch = gpu.dispatch(
         entry.into(),
-        gpu.pipeline(shader, entry, &[])?,
+        gpu.pipeline(
+            shader,
+            entry,
+            &[
+                ("ACT", code),
+                ("ADD_BIAS", u32::from(bias.is_some())),
+                ("ACT_GRAD", u32::from(grad_of.is_some())),
+            ],
+        )?,
         gpu.uniform(entry, &params),
         &bindings,
         gpu.grid(threads.div_ceil(256) as u64)?,

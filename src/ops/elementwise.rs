@@ -11,9 +11,7 @@ struct EwParams {
     rows: u32,
     cols: u32,
     ld: u32,
-    act: u32,
     slope: f32,
-    pad: [u32; 3],
 }
 
 fn launch(
@@ -30,11 +28,9 @@ fn launch(
         rows: src.rows as u32,
         cols: src.cols as u32,
         ld: src.ld as u32,
-        act: code,
         slope,
-        pad: [0; 3],
     };
-    let pipeline = gpu.pipeline(Shader::Elementwise, entry, &[])?;
+    let pipeline = gpu.pipeline(Shader::Elementwise, entry, &[("ACT", code)])?;
     let grid = gpu.grid(threads.div_ceil(256) as u64)?;
     // The vec4 entry points bind the same matrices as arrays of vec4.
     let (s, d) = if entry.contains("vec4") {
