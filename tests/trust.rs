@@ -352,6 +352,32 @@ fn malformed_configs_are_clear_errors() {
             "not a vae-gpu config",
         ),
         ("empty", Vec::new(), "not a vae-gpu config"),
+        // The progress fields, each alone and against the others.
+        (
+            "step-wrapped",
+            config_with("/state/step", serde_json::json!(u64::MAX)),
+            "state.step",
+        ),
+        (
+            "epoch-zero",
+            config_with("/state/epoch", serde_json::json!(0)),
+            "state.step",
+        ),
+        (
+            "init-loss-null",
+            config_with("/state/init_loss", serde_json::Value::Null),
+            "state.init_loss",
+        ),
+        (
+            "test-loss-absurd",
+            config_with("/metrics/test/total", serde_json::json!(-1e30)),
+            "metrics.test",
+        ),
+        (
+            "corruption",
+            config_with("/train/corruption", serde_json::json!({"SaltPepper": 5.0})),
+            "train.corruption",
+        ),
         (
             "missing-field",
             br#"{"model": {"arch": "mlp"}}"#.to_vec(),
@@ -716,6 +742,111 @@ fn corrupt_values_are_caught() {
     bytes[24..28].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&codes, &bytes).unwrap();
     fails_with(&["decode", &c, "--model", &model], 1, &[&c, "dimension 0"]);
+    // A negative second moment would reach Adam's square root.
+    let (run, path) = {
+        let mut t: Vec<safetensors::Tensor> =
+            safetensors::load(&good_run().join("checkpoint-0001/optimizer.safetensors"))
+                .unwrap()
+                .into_values()
+                .collect();
+        let v = t.iter_mut().find(|t| t.name == "exp_avg_sq").unwrap();
+        v.data[3] = -1.0;
+        corrupted(
+            "opt-negative",
+            "optimizer.safetensors",
+            &safetensors::to_bytes(&t),
+        )
+    };
+    fails_with(
+        &[
+            "train", "--data", &d, "--resume", &run, "--epochs", "2", "--quiet",
+        ],
+        1,
+        &[&path, "exp_avg_sq[3]", "negative"],
+    );
+    // Devices are no input files, even behind a link: reading one would never end.
+    let zero = tmp().join("zero-codes.vae");
+    let _ = std::fs::remove_file(&zero);
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let z = zero.display().to_string();
+    fails_with(
+        &["decode", &z, "--model", &model],
+        1,
+        &[&z, "not a regular file"],
+    );
+}
+
+/// --resume resumes runs, not their checkpoints; the step counter must fit the epoch and
+/// the data; a path where a run should be that is a file, or a planted .lock link, is
+/// refused; the default --channels is the saved one.
+#[test]
+fn resume_checks_what_it_continues() {
+    let d = data();
+    let dir = tmp().join("resume-checks");
+    let run = dir.display().to_string();
+    ok(&train_args(&d, "--out", &run, "1"));
+    let checkpoint = dir.join("checkpoint-0001").display().to_string();
+    fails_with(
+        &["train", "--resume", &checkpoint, "--epochs", "2", "--quiet"],
+        1,
+        &[
+            "a checkpoint, not a run directory",
+            &format!("--resume {run}"),
+        ],
+    );
+    assert!(!dir.join("checkpoint-0001/.lock").exists());
+    // An explicit --channels 1 is what the run was trained with.
+    ok(&[
+        "train",
+        "--resume",
+        &run,
+        "--epochs",
+        "1",
+        "--channels",
+        "1",
+        "--quiet",
+    ]);
+    // state.step and metrics.step agree with each other, not with 1 epoch of 10 steps.
+    let mut json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(good_run().join("checkpoint-0001/config.json")).unwrap(),
+    )
+    .unwrap();
+    *json.pointer_mut("/state/step").unwrap() = serde_json::json!(5);
+    *json.pointer_mut("/metrics/step").unwrap() = serde_json::json!(5);
+    let (bad, path) = corrupted(
+        "step-consistent",
+        "config.json",
+        &serde_json::to_vec(&json).unwrap(),
+    );
+    fails_with(
+        &[
+            "train", "--data", &d, "--resume", &bad, "--epochs", "2", "--quiet",
+        ],
+        1,
+        &[&path, "state.step = 5", "10 steps"],
+    );
+    // A file where the run directory should be.
+    let file = tmp().join("not-a-run.txt");
+    std::fs::write(&file, "notes").unwrap();
+    let f = file.display().to_string();
+    fails_with(
+        &["train", "--data", &d, "--out", &f, "--quiet"],
+        1,
+        &[&f, "not a directory"],
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "notes");
+    // A .lock planted as a link: its target is never written.
+    let victim = tmp().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let lock = dir.join(".lock");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    fails_with(
+        &["train", "--resume", &run, "--epochs", "2", "--quiet"],
+        1,
+        &[".lock", "not a regular file"],
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }
 
 /// Outputs never replace what is not a regular file, and follow symlinks to their target.

@@ -95,17 +95,7 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
         let cols = (images.len() as f64).sqrt().ceil() as usize;
         crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, cols)?;
     } else {
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        for (i, img) in images.iter().enumerate() {
-            crate::io::png::save_grid(
-                &out.join(format!("decoded_{i:05}.png")),
-                std::slice::from_ref(img),
-                c.height,
-                c.width,
-                c.channels,
-                1,
-            )?;
-        }
+        crate::io::png::save_each(&out, "decoded", &images, c.height, c.width, c.channels)?;
     }
     println!(
         "decoded {} images ({} bits per value) to {}",

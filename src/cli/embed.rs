@@ -135,11 +135,12 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
             .map(|r| (r[0], *r.get(1).unwrap_or(&0.0)))
             .collect()
     };
+    let labelled = imgs.labels.is_some();
     let labels = imgs.labels.clone().unwrap_or_else(|| vec![0; imgs.count]);
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
     crate::io::png::save_scatter(&out, &points, &labels)?;
     println!(
-        "wrote {}: {} latent means, {} coloured by label",
+        "wrote {}: {} latent means, {}{}",
         out.display(),
         points.len(),
         if a.pca && z > 2 {
@@ -148,6 +149,11 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
             "dimension 0 (against 0: the latent has one dimension)"
         } else {
             "dimensions 0 and 1"
+        },
+        if labelled {
+            ", coloured by label"
+        } else {
+            " (the data has no labels to colour them by)"
         }
     );
     Ok(())

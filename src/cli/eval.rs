@@ -21,6 +21,7 @@ pub struct EvalArgs {
     /// Evaluate only the first N test images.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
+    /// Images per GPU pass (memory against launch count; the figures do not change).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub batch_size: u32,
 }

@@ -191,7 +191,8 @@ pub enum Command {
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used, and the GEMM kernels measured on it.
     Info,
-    /// Time every GEMM kernel on a model's shapes, cache the fastest, print the table.
+    /// Time every kernel variant on a model's shapes (GEMMs, Adam, loss, bias gradient,
+    /// convolution data movement), cache the fastest, print the table.
     Tune(tune::TuneArgs),
 }
 

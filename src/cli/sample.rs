@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
@@ -38,17 +37,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let images = generate(&gpu, &params, c, a.count as usize, a.seed, a.temperature)?;
     if let Some(sep) = &a.separate {
-        std::fs::create_dir_all(sep).with_context(|| format!("creating {}", sep.display()))?;
-        for (i, img) in images.iter().enumerate() {
-            crate::io::png::save_grid(
-                &sep.join(format!("sample_{i:05}.png")),
-                std::slice::from_ref(img),
-                c.height,
-                c.width,
-                c.channels,
-                1,
-            )?;
-        }
+        crate::io::png::save_each(sep, "sample", &images, c.height, c.width, c.channels)?;
         println!("wrote {} images to {}", images.len(), sep.display());
     } else {
         let out = a.out.clone().unwrap_or_else(|| dir.join("samples.png"));

@@ -19,6 +19,7 @@ pub struct ScoreArgs {
     /// estimated with --iwae-k samples. All in nats; higher is more anomalous.
     #[arg(long, default_value = "elbo", value_parser = ["elbo", "recon", "iwae"])]
     pub metric: String,
+    /// Importance samples per image for --metric iwae (more: a tighter bound, slower).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub iwae_k: u32,
     /// Labels of the normal classes (e.g. 0-8); the others count as anomalies for the AUROC.

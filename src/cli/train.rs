@@ -13,7 +13,7 @@ use crate::ops::loss::Likelihood;
 use crate::ops::sample::Corruption;
 use crate::vae::checkpoint::{self, Pick, RunConfig, CONFIG_FILE, MODEL_FILE};
 use crate::vae::rundir::{self, RunDir};
-use crate::vae::train::{resumed_history, train, Run};
+use crate::vae::train::{keep_best_and_last, resumed_history, train, Run};
 use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -97,23 +97,36 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// runs/run-N with N one past the highest existing.
-fn next_run_dir() -> PathBuf {
-    let n = std::fs::read_dir(RUNS_DIR)
-        .map(|d| {
-            d.filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix("run-")?
-                    .parse::<u32>()
-                    .ok()
-            })
-            .max()
-            .unwrap_or(0)
+/// A new runs/run-N, N one past the highest existing, created here: `create_dir` fails on
+/// a directory another process has just taken, and the next N is tried.
+fn new_run_dir() -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(RUNS_DIR).with_context(|| format!("creating {RUNS_DIR}"))?;
+    let highest = std::fs::read_dir(RUNS_DIR)
+        .with_context(|| format!("reading {RUNS_DIR}"))?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("run-")?
+                .parse::<u32>()
+                .ok()
         })
+        .max()
         .unwrap_or(0);
-    PathBuf::from(RUNS_DIR).join(format!("run-{}", n + 1))
+    for n in highest + 1.. {
+        let dir = PathBuf::from(RUNS_DIR).join(format!("run-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("run numbers run out only after u32::MAX runs")
+}
+
+/// An optional setting as the messages show it.
+fn shown<T: Debug>(v: &Option<T>) -> String {
+    v.as_ref().map_or("none".into(), |v| format!("{v:?}"))
 }
 
 /// A setting a resumed run keeps: the flag's value if the run has none, the run's value if
@@ -125,7 +138,9 @@ fn keep<T: PartialEq + Debug>(
 ) -> anyhow::Result<Option<T>> {
     match (given, saved) {
         (Some(g), Some(s)) if g != s => bail!(
-            "--{flag} {g:?} differs from the run being resumed ({flag} {s:?}); a resumed run keeps its settings (start a new run with --out to change them)"
+            "--{flag} {} differs from the run being resumed ({flag} {}); a resumed run keeps its settings (start a new run with --out to change them)",
+            shown(&Some(g)),
+            shown(&Some(s))
         ),
         (g, s) => Ok(s.or(g)),
     }
@@ -140,7 +155,9 @@ fn same<T: PartialEq + Debug>(
 ) -> anyhow::Result<Option<T>> {
     match given {
         Some(g) if Some(&g) != saved.as_ref() => bail!(
-            "--{flag} {g:?} differs from the run being resumed ({flag} {saved:?}); a resumed run keeps its settings (start a new run with --out to change them)"
+            "--{flag} {} differs from the run being resumed ({flag} {}); a resumed run keeps its settings (start a new run with --out to change them)",
+            shown(&Some(g)),
+            shown(&saved)
         ),
         _ => Ok(saved),
     }
@@ -186,7 +203,8 @@ impl DataChoice {
                     t.data_dir.as_deref().map(canonical),
                 )?,
                 size: same("size", a.data.size, t.size)?,
-                channels: same("channels", a.data.channels, t.channels)?,
+                // No --channels means 1 (grayscale).
+                channels: same("channels", a.data.channels, t.channels.or(Some(1)))?,
                 strict: a.data.strict,
             },
             limit: same("limit", limit, t.limit)?,
@@ -259,7 +277,8 @@ fn new_run(
         },
         data: source,
         corruption: a.noise,
-        data_dir: Some(dir),
+        // Absolute, so that a resume from another working directory reads the same data.
+        data_dir: Some(dir.canonicalize().unwrap_or(dir)),
         size: data.args.size,
         channels: data.args.channels,
         limit: data.limit,
@@ -325,40 +344,91 @@ fn resumed_run(
 }
 
 pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
-    let dir_path = match (&a.resume, &a.out) {
-        (Some(d), _) | (None, Some(d)) => d.clone(),
-        (None, None) => next_run_dir(),
+    if let Some(d) = &a.resume {
+        // A checkpoint inside a run, or a model file: resuming it as a run would write
+        // checkpoints inside it, next to the run's own.
+        if d.is_file() || d.join(CONFIG_FILE).is_file() {
+            let run = d.parent().filter(|p| !rundir::checkpoints(p).is_empty());
+            bail!(
+                "--resume {}: a checkpoint, not a run directory{}",
+                d.display(),
+                run.map_or(String::new(), |r| format!(
+                    "; resume its run with --resume {}",
+                    r.display()
+                ))
+            );
+        }
+    }
+    let (dir_path, fresh) = match (&a.resume, &a.out) {
+        (Some(d), _) | (None, Some(d)) => (d.clone(), false),
+        (None, None) => (new_run_dir()?, true),
     };
     // Locked before anything is read from it, so no second process can interleave.
     let dir = RunDir::lock(&dir_path)?;
+    let result = train_in(device, a, &dir);
+    // A new run that failed before its first checkpoint leaves nothing behind.
+    if result.is_err() && (fresh || dir.created()) && rundir::checkpoints(&dir_path).is_empty() {
+        let _ = std::fs::remove_dir_all(&dir_path);
+    }
+    result
+}
+
+fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<()> {
+    let dir_path = dir.path();
     let saved = match &a.resume {
         Some(d) => {
             let at = checkpoint::resolve(d, Pick::Last)
                 .with_context(|| format!("resuming {}", d.display()))?;
-            let config_dir = if at.is_dir() {
-                at.clone()
-            } else {
-                crate::io::parent_dir(&at).to_path_buf()
-            };
-            Some(
-                checkpoint::read_config(&config_dir.join(CONFIG_FILE))
-                    .with_context(|| format!("resuming {}", d.display()))?,
-            )
+            let config_path = at.join(CONFIG_FILE);
+            let cfg = checkpoint::read_config(&config_path)
+                .with_context(|| format!("resuming {}", d.display()))?;
+            // The directory name says how many epochs its checkpoint holds.
+            if at.file_name() != Some(rundir::checkpoint_name(cfg.state.epoch).as_ref()) {
+                bail!(
+                    "{}: state.epoch = {} does not match the checkpoint's name",
+                    config_path.display(),
+                    cfg.state.epoch
+                );
+            }
+            Some((config_path, cfg))
         }
         None => {
-            if !rundir::checkpoints(&dir_path).is_empty() || dir_path.join(MODEL_FILE).exists() {
+            if !rundir::checkpoints(dir_path).is_empty() || dir_path.join(MODEL_FILE).exists() {
                 bail!("{} already holds a model; use --resume {} to continue it or choose another --out", dir_path.display(), dir_path.display());
             }
             None
         }
     };
-    let data = DataChoice::new(a, saved.as_ref().and_then(|s| s.train.as_ref()))
+    let data = DataChoice::new(a, saved.as_ref().and_then(|(_, s)| s.train.as_ref()))
         .with_context(|| format!("resuming {}", dir_path.display()))?;
     let (train_images, test_images, data_dir, source) = data.load()?;
     let (model, mut train_cfg) = match &saved {
-        Some(s) => resumed_run(a, s, &train_images)
-            .with_context(|| format!("resuming {}", dir_path.display()))?,
-        None => new_run(a, &data, &train_images, data_dir, source),
+        Some((config_path, s)) => {
+            let run = resumed_run(a, s, &train_images)
+                .with_context(|| format!("resuming {}", dir_path.display()))?;
+            // Every epoch takes the same steps, so the step counter follows from the epoch.
+            let per_epoch = train_images.count.div_ceil(run.1.batch_size) as u64;
+            if s.state.step != s.state.epoch as u64 * per_epoch {
+                bail!(
+                    "{}: state.step = {} does not match {} epochs of {per_epoch} steps ({} training images at batch {})",
+                    config_path.display(),
+                    s.state.step,
+                    s.state.epoch,
+                    train_images.count,
+                    run.1.batch_size
+                );
+            }
+            run
+        }
+        None => {
+            if a.hidden.is_some() && a.arch.as_deref() == Some("conv") {
+                bail!("--hidden sets the MLP's widths; the conv VAE takes --conv-channels");
+            }
+            if a.conv_channels.is_some() && a.arch.as_deref() != Some("conv") {
+                bail!("--conv-channels sets the conv VAE's widths (with --arch conv); the MLP takes --hidden");
+            }
+            new_run(a, &data, &train_images, data_dir, source)
+        }
     };
     model
         .validate()
@@ -375,7 +445,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
                 cfg.state.epoch,
                 cfg.state.step
             );
-            let history = resumed_history(&dir_path, &cfg);
+            let history = resumed_history(dir_path, &cfg);
             (params, cfg.state, history)
         }
         None => (
@@ -389,10 +459,11 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     }
     eprintln!("run directory: {}", dir_path.display());
     if state.epoch >= train_cfg.epochs {
-        // The records may lag the checkpoint after a kill: bring them up to date.
+        // A kill may have come between a save and its records or pruning: finish those.
         if !history.is_empty() {
-            crate::vae::train::write_records(&dir_path, &history)?;
+            crate::vae::train::write_records(dir_path, &history)?;
         }
+        keep_best_and_last(dir)?;
         eprintln!(
             "{} already trained {} of {} epochs; nothing to do (raise --epochs)",
             dir_path.display(),
@@ -401,6 +472,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let start_step = state.step;
     let batch = train_cfg.batch_size;
     let metrics = train(
         Run {
@@ -409,7 +481,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
             train: train_cfg,
             params,
             state,
-            dir: &dir,
+            dir,
             history,
             max_steps: a.bench_steps,
             progress: !a.quiet,
@@ -417,9 +489,10 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         &train_images,
         &test_images,
     )?;
-    if let (Some(steps), Some(m)) = (a.bench_steps, metrics.last()) {
+    if let (Some(_), Some(m)) = (a.bench_steps, metrics.last()) {
         println!(
-            "bench: {steps} steps at batch {batch} on {}: {:.0} samples/s",
+            "bench: {} steps at batch {batch} on {}: {:.0} samples/s",
+            m.step - start_step,
             gpu.describe(),
             m.samples_per_sec
         );

@@ -20,6 +20,7 @@ pub struct TuneArgs {
     /// 28x28 grayscale images.
     #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
     pub arch: String,
+    /// The batch size to measure the model's shapes at (as `train --batch-size`).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub batch_size: u32,
     /// Measure again shapes already in the cache.

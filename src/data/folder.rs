@@ -63,7 +63,13 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
     let mut labels = Vec::new();
     let mut bad = Vec::new();
     for (path, label) in &files {
-        let img = match image::open(path) {
+        let decoded = crate::io::read_input(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let format = image::ImageFormat::from_path(path).map_err(|e| e.to_string())?;
+                image::load_from_memory_with_format(&bytes, format).map_err(|e| e.to_string())
+            });
+        let img = match decoded {
             Ok(img) => img,
             Err(e) => {
                 if opts.strict {

@@ -31,7 +31,7 @@ const LABELS_MAGIC: u32 = 0x0000_0801;
 /// byte past the size the header announces (a small file can expand to gigabytes), and
 /// data after the gzip stream is an error; `parse` checks the rest.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    let raw = crate::io::read_input(path).map_err(|e| DataError::new(path, e.to_string()))?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }

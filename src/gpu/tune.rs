@@ -7,7 +7,7 @@
 //! info` ask it. Burn/CubeCL's autotune is the public model for this.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -150,7 +150,7 @@ impl Tuner {
         let path = cache_dir().map(|d| d.join("kernels.json"));
         let picks = path
             .as_ref()
-            .and_then(Self::read)
+            .and_then(|p| Self::read(p))
             .and_then(|mut c| c.devices.remove(&identity))
             .unwrap_or_default();
         Tuner {
@@ -165,15 +165,19 @@ impl Tuner {
 
     /// The cache file's contents; a missing, corrupt or foreign-format file is ignored (and
     /// rewritten at the next save).
-    fn read(path: &PathBuf) -> Option<CacheFile> {
-        let text = std::fs::read_to_string(path).ok()?;
+    fn read(path: &Path) -> Option<CacheFile> {
+        let text = crate::io::read_input_text(path).ok()?;
         match serde_json::from_str::<CacheFile>(&text) {
             Ok(c) if c.format == FORMAT => Some(c),
             Ok(_) | Err(_) => {
-                log::warn!(
-                    "{}: unreadable kernel cache, measuring again",
-                    path.display()
-                );
+                // Once per process, however many devices read it.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    log::warn!(
+                        "{}: unreadable kernel cache, measuring again",
+                        path.display()
+                    )
+                });
                 None
             }
         }

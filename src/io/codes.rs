@@ -208,7 +208,7 @@ impl CodesFile {
     }
 
     pub fn load(path: &Path) -> Result<CodesFile, CodesError> {
-        let bytes = std::fs::read(path).map_err(|e| CodesError {
+        let bytes = crate::io::read_input(path).map_err(|e| CodesError {
             path: path.display().to_string(),
             problem: e.to_string(),
         })?;

@@ -6,7 +6,7 @@ pub mod font;
 pub mod png;
 pub mod safetensors;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// FNV-1a, 64 bits: a stable hash (std's hasher may change between releases) for
@@ -15,6 +15,28 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Reads a whole input file. Anything but a regular file (a device such as /dev/zero, a
+/// FIFO), even behind a symlink, is refused: reading it might never end or might exhaust
+/// memory.
+pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a directory, a device or a pipe)",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `read_input` for text files.
+pub fn read_input_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// The directory a file path lives in ("." for a bare file name).

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use image::{Rgb, RgbImage};
+use image::{ImageEncoder, Rgb, RgbImage};
 
 /// Lays `images` (u8, `height * width * channels` each, channels 1 or 3) out in a grid with
 /// `cols` columns and a 2-pixel gap, and saves it.
@@ -37,6 +37,37 @@ pub fn save_grid(
         }
     }
     save(path, &out)
+}
+
+/// Saves each image (u8, `height * width * channels`, channels 1 or 3) at its own size as
+/// `dir/{prefix}_{i:05}.png`, grayscale or RGB like the data.
+pub fn save_each(
+    dir: &Path,
+    prefix: &str,
+    images: &[Vec<u8>],
+    height: usize,
+    width: usize,
+    channels: usize,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let color = if channels == 3 {
+        image::ExtendedColorType::Rgb8
+    } else {
+        image::ExtendedColorType::L8
+    };
+    for (i, img) in images.iter().enumerate() {
+        let path = dir.join(format!("{prefix}_{i:05}.png"));
+        let mut bytes = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut bytes).write_image(
+            img,
+            width as u32,
+            height as u32,
+            color,
+        )?;
+        super::write_atomic(&path, &bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn save(path: &Path, img: &RgbImage) -> anyhow::Result<()> {

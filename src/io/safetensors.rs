@@ -118,7 +118,7 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
 /// Reads every tensor, checking the layout, the checksum when the file has one, the dtype
 /// (F32, F16 or BF16) and that every value is finite.
 pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    let bytes = super::read_input(path).map_err(|e| err(path, e.to_string()))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| err(path, explain(e)))?;
     let (header, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, explain(e)))?;
     if let Some(want) = meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM)) {

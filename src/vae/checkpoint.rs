@@ -254,15 +254,62 @@ pub enum Pick {
 /// Reads and validates a checkpoint's config.json.
 pub fn read_config(path: &Path) -> anyhow::Result<RunConfig> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        crate::io::read_input_text(path).with_context(|| format!("reading {}", path.display()))?;
     let config: RunConfig = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a vae-gpu config", path.display()))?;
     config
-        .model
         .validate()
-        .and_then(|()| config.train.as_ref().map_or(Ok(()), TrainConfig::validate))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(config)
+}
+
+impl RunConfig {
+    /// Every field against its range, and the progress fields against each other (the step
+    /// against the data happens at resume, which knows the data).
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        if let Some(t) = &self.train {
+            t.validate()?;
+        }
+        let s = &self.state;
+        if s.epoch > 1_000_000 {
+            return Err(format!("state.epoch = {}, expected 0..=1000000", s.epoch));
+        }
+        if s.epoch == 0 && s.step != 0 {
+            return Err(format!(
+                "state.step = {}, expected 0 before the first epoch",
+                s.step
+            ));
+        }
+        if s.epoch > 0 && !s.init_loss.is_some_and(f64::is_finite) {
+            return Err(format!(
+                "state.init_loss = {:?}, expected the run's first training loss once an epoch is done",
+                s.init_loss
+            ));
+        }
+        let Some(m) = &self.metrics else {
+            return Ok(());
+        };
+        if (m.epoch, m.step) != (s.epoch, s.step) {
+            return Err(format!(
+                "metrics.epoch, metrics.step = {}, {} do not match state.epoch, state.step = {}, {}",
+                m.epoch, m.step, s.epoch, s.step
+            ));
+        }
+        for (name, l) in [("train", &m.train), ("test", &m.test)] {
+            // Nats per image: finite, a KL that is not negative, and the total the parts give.
+            let total = l.recon + f64::from(m.beta) * l.kl;
+            let ok = [l.recon, l.kl, l.total].iter().all(|v| v.is_finite())
+                && l.kl >= -1e-3
+                && (l.total - total).abs() <= 1e-3 * (1.0 + total.abs());
+            if !ok {
+                return Err(format!(
+                    "metrics.{name} = {l:?}, expected finite losses with total = recon + beta x KL"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The checkpoint `path` names: a bare model file, a checkpoint directory, or a run
@@ -343,6 +390,17 @@ pub fn load(
                     t.shape,
                     params.len
                 );
+            }
+            // A second moment is a running mean of squares: a negative one would reach a
+            // square root in Adam.
+            if name == "exp_avg_sq" {
+                if let Some(i) = t.data.iter().position(|&v| v < 0.0) {
+                    bail!(
+                        "{}: exp_avg_sq[{i}] = {} is negative (a mean of squares cannot be)",
+                        opt_path.display(),
+                        t.data[i]
+                    );
+                }
             }
             gpu.queue
                 .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));

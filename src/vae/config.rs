@@ -213,6 +213,12 @@ impl TrainConfig {
             self.max_loss_ratio,
             "0 (off) or a number above 1",
         )?;
+        if let Some(c) = self.corruption {
+            // The rules of --noise, by parsing what the flag would have been.
+            c.to_string()
+                .parse::<crate::ops::sample::Corruption>()
+                .map_err(|e| format!("train.corruption = {c}: {e}"))?;
+        }
         field(positive(a.lr), "train.adam.lr", a.lr, "a positive number")?;
         field(
             (0.0..1.0).contains(&a.beta1),

@@ -58,14 +58,36 @@ pub fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
 pub struct RunDir {
     path: PathBuf,
     _lock: File,
+    created: bool,
 }
 
 impl RunDir {
     /// Creates `dir` if needed, takes its lock (failing at once if another process holds
     /// it), and removes temporary and half-pruned directories left by dead processes.
     pub fn lock(dir: &Path) -> anyhow::Result<RunDir> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if dir.exists() && !dir.is_dir() {
+            bail!(
+                "{}: not a directory (a run directory is expected)",
+                dir.display()
+            );
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let created = match std::fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        };
         let path = dir.join(LOCK_FILE);
+        // Never follow a link planted in place of the lock file: its target would be truncated.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            bail!(
+                "{}: not a regular file; remove it if no vae-gpu process is training here",
+                path.display()
+            );
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -113,11 +135,17 @@ impl RunDir {
         Ok(RunDir {
             path: dir.to_path_buf(),
             _lock: file,
+            created,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this process created the directory when it took the lock.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// Writes a checkpoint with `write` (which fills the directory it is given) and

@@ -305,8 +305,7 @@ fn save_epoch(run: &Run<'_>, m: &EpochMetrics) -> anyhow::Result<()> {
         state: run.state,
         metrics: Some(m.clone()),
     };
-    let published = run
-        .dir
+    run.dir
         .publish(run.state.epoch, |tmp| {
             checkpoint::write(run.gpu, tmp, &run.params, &config)
         })
@@ -319,8 +318,7 @@ fn save_epoch(run: &Run<'_>, m: &EpochMetrics) -> anyhow::Result<()> {
                 kept(run.dir)
             )),
         })?;
-    let best = checkpoint::resolve(run.dir.path(), Pick::Best)?;
-    run.dir.prune(&[&published, &best])
+    keep_best_and_last(run.dir)
 }
 
 /// Rewrites metrics.jsonl and loss.png from the recorded epochs (after each checkpoint, so
@@ -357,7 +355,7 @@ fn progress_bar(show: bool, images: u64, epoch: usize, epochs: usize) -> indicat
 /// The epochs recorded for a run resumed from `checkpoint`: metrics.jsonl up to its epoch,
 /// plus its own figures when a kill came between publishing it and rewriting metrics.jsonl.
 pub fn resumed_history(dir: &Path, checkpoint: &RunConfig) -> Vec<EpochMetrics> {
-    let mut history: Vec<EpochMetrics> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+    let mut history: Vec<EpochMetrics> = crate::io::read_input_text(&dir.join("metrics.jsonl"))
         .map(|s| {
             s.lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
@@ -371,4 +369,11 @@ pub fn resumed_history(dir: &Path, checkpoint: &RunConfig) -> Vec<EpochMetrics> 
         }
     }
     history
+}
+
+/// Prunes every checkpoint of the run but its best and its last.
+pub fn keep_best_and_last(dir: &RunDir) -> anyhow::Result<()> {
+    let last = checkpoint::resolve(dir.path(), Pick::Last)?;
+    let best = checkpoint::resolve(dir.path(), Pick::Best)?;
+    dir.prune(&[&last, &best])
 }
