@@ -707,25 +707,28 @@ fn a_benchmark_leaves_the_run_alone() {
 #[test]
 fn corrupt_values_are_caught() {
     let d = data();
-    let (run, path) = {
+    // The good run's Adam state with one value of `tensor` replaced: resuming it fails.
+    let resume_with_moment = |name: &str, tensor: &str, at: usize, value: f32, needles: &[&str]| {
         let mut t: Vec<safetensors::Tensor> =
             safetensors::load(&good_run().join("checkpoint-0001/optimizer.safetensors"))
                 .unwrap()
                 .into_values()
                 .collect();
-        t[1].data[10] = f32::NAN;
-        corrupted(
-            "opt-nan",
-            "optimizer.safetensors",
-            &safetensors::to_bytes(&t),
-        )
-    };
-    fails_with(
-        &[
+        t.iter_mut().find(|t| t.name == tensor).unwrap().data[at] = value;
+        let (run, path) = corrupted(name, "optimizer.safetensors", &safetensors::to_bytes(&t));
+        let args = [
             "train", "--data", &d, "--resume", &run, "--epochs", "2", "--quiet",
-        ],
-        1,
-        &[&path, "holds NaN"],
+        ];
+        fails_with(&args, 1, &[&[path.as_str()], needles].concat());
+    };
+    resume_with_moment("opt-nan", "exp_avg_sq", 10, f32::NAN, &["holds NaN"]);
+    // A negative second moment would reach Adam's square root.
+    resume_with_moment(
+        "opt-negative",
+        "exp_avg_sq",
+        3,
+        -1.0,
+        &["exp_avg_sq[3]", "negative"],
     );
     let mut flipped = std::fs::read(good_run().join("checkpoint-0001/model.safetensors")).unwrap();
     let at = flipped.len() - 1000;
@@ -742,28 +745,6 @@ fn corrupt_values_are_caught() {
     bytes[24..28].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&codes, &bytes).unwrap();
     fails_with(&["decode", &c, "--model", &model], 1, &[&c, "dimension 0"]);
-    // A negative second moment would reach Adam's square root.
-    let (run, path) = {
-        let mut t: Vec<safetensors::Tensor> =
-            safetensors::load(&good_run().join("checkpoint-0001/optimizer.safetensors"))
-                .unwrap()
-                .into_values()
-                .collect();
-        let v = t.iter_mut().find(|t| t.name == "exp_avg_sq").unwrap();
-        v.data[3] = -1.0;
-        corrupted(
-            "opt-negative",
-            "optimizer.safetensors",
-            &safetensors::to_bytes(&t),
-        )
-    };
-    fails_with(
-        &[
-            "train", "--data", &d, "--resume", &run, "--epochs", "2", "--quiet",
-        ],
-        1,
-        &[&path, "exp_avg_sq[3]", "negative"],
-    );
     // Devices are no input files, even behind a link: reading one would never end.
     let zero = tmp().join("zero-codes.vae");
     let _ = std::fs::remove_file(&zero);
