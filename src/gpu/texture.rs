@@ -19,6 +19,17 @@ pub enum Reads {
     Textures,
 }
 
+impl Reads {
+    /// The ways a kernel can read an input of `floats` floats: textures only where it fits.
+    pub fn candidates(gpu: &Gpu, floats: usize) -> &'static [Reads] {
+        if TextureOperand::fits(gpu, floats) {
+            &[Reads::Buffers, Reads::Textures]
+        } else {
+            &[Reads::Buffers]
+        }
+    }
+}
+
 /// Bytes of one rgba32float texel.
 const TEXEL: u64 = 16;
 

@@ -232,6 +232,24 @@ impl Tuner {
     }
 }
 
+/// Each candidate with the median microseconds per run of the launches `build` makes for
+/// it (run once first, which compiles them).
+pub fn time_each<K: Copy>(
+    gpu: &Gpu,
+    candidates: &[K],
+    build: impl Fn(K) -> Result<Vec<super::Dispatch>, GpuError>,
+) -> Result<Vec<(K, f64)>, GpuError> {
+    candidates
+        .iter()
+        .map(|&k| {
+            let launches = build(k)?;
+            let all: Vec<&super::Dispatch> = launches.iter().collect();
+            gpu.run(&all)?;
+            Ok((k, time(gpu, &all, f64::INFINITY)?))
+        })
+        .collect()
+}
+
 /// Median microseconds per run of `launches` (compiled and run once already): about 30 ms
 /// of runs at most, and a single one when it is more than 4x behind `best`.
 pub fn time(gpu: &Gpu, launches: &[&super::Dispatch], best: f64) -> Result<f64, GpuError> {

@@ -82,27 +82,15 @@ pub fn adam(
     len: usize,
     config: AdamConfig,
 ) -> Result<AdamDispatch, GpuError> {
-    let candidates: &[Reads] = if TextureOperand::fits(gpu, len) {
-        &[Reads::Buffers, Reads::Textures]
-    } else {
-        &[Reads::Buffers]
-    };
+    let candidates = Reads::candidates(gpu, len);
     let reads = gpu.choose(&format!("adam {len}"), candidates, |gpu| {
         let scratch: Vec<Matrix> = (0..4)
             .map(|i| Matrix::zeros(gpu, 1, len, &format!("adam scratch {i}")))
             .collect::<Result<_, _>>()?;
         let [p, g, m, v] = [0, 1, 2, 3].map(|i| &scratch[i].buffer);
-        candidates
-            .iter()
-            .map(|&r| {
-                let launch = adam_with(gpu, r, [p, g, m, v], len, config)?;
-                gpu.run(&[&launch.dispatch])?;
-                Ok((
-                    r,
-                    crate::gpu::tune::time(gpu, &[&launch.dispatch], f64::INFINITY)?,
-                ))
-            })
-            .collect()
+        crate::gpu::tune::time_each(gpu, candidates, |r| {
+            Ok(vec![adam_with(gpu, r, [p, g, m, v], len, config)?.dispatch])
+        })
     })?;
     adam_with(gpu, reads, buffers, len, config)
 }

@@ -201,14 +201,9 @@ fn launch(
     );
     let candidates = [Reads::Buffers, Reads::Textures];
     let reads = gpu.choose(&key, &candidates, |gpu| {
-        candidates
-            .iter()
-            .map(|&r| {
-                let d = launch_with(gpu, g, image, cols, mv, r)?;
-                gpu.run(&[&d])?;
-                Ok((r, crate::gpu::tune::time(gpu, &[&d], f64::INFINITY)?))
-            })
-            .collect()
+        crate::gpu::tune::time_each(gpu, &candidates, |r| {
+            Ok(vec![launch_with(gpu, g, image, cols, mv, r)?])
+        })
     })?;
     launch_with(gpu, g, image, cols, mv, reads)
 }

@@ -109,24 +109,12 @@ fn gcd(a: usize, b: usize) -> usize {
 /// from its buffer or a texture copy, whichever this device runs faster (measured once per
 /// device and shape).
 pub fn bias_grad(gpu: &Gpu, dy: &Matrix, db: &Matrix) -> Result<Vec<Dispatch>, GpuError> {
-    let candidates: &[Reads] = if TextureOperand::fits(gpu, dy.rows * dy.ld) {
-        &[Reads::Buffers, Reads::Textures]
-    } else {
-        &[Reads::Buffers]
-    };
+    let candidates = Reads::candidates(gpu, dy.rows * dy.ld);
     let key = format!("bias_grad {}x{}", dy.rows, dy.cols);
     let reads = gpu.choose(&key, candidates, |gpu| {
         let dy = Matrix::zeros(gpu, dy.rows, dy.cols, "bias scratch dy")?;
         let db = Matrix::zeros(gpu, 1, dy.cols, "bias scratch db")?;
-        candidates
-            .iter()
-            .map(|&r| {
-                let launches = bias_grad_with(gpu, r, &dy, &db)?;
-                let all: Vec<&Dispatch> = launches.iter().collect();
-                gpu.run(&all)?;
-                Ok((r, crate::gpu::tune::time(gpu, &all, f64::INFINITY)?))
-            })
-            .collect()
+        crate::gpu::tune::time_each(gpu, candidates, |r| bias_grad_with(gpu, r, &dy, &db))
     })?;
     bias_grad_with(gpu, reads, dy, db)
 }

@@ -110,12 +110,7 @@ fn params_with(mut p: LossParams, s: &LossSettings) -> LossParams {
 /// The loss launches, reading logits and targets from buffers or textures, whichever this
 /// device runs faster (measured once per device and shape).
 pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDispatch, GpuError> {
-    let floats = b.logits.rows * b.logits.ld;
-    let candidates: &[Reads] = if TextureOperand::fits(gpu, floats) {
-        &[Reads::Buffers, Reads::Textures]
-    } else {
-        &[Reads::Buffers]
-    };
+    let candidates = Reads::candidates(gpu, b.logits.rows * b.logits.ld);
     let key = format!("loss {}x{}", b.logits.rows, b.logits.cols);
     let reads = gpu.choose(&key, candidates, |gpu| {
         let like = |m: &Matrix, label: &str| Matrix::zeros(gpu, m.rows, m.cols, label);
@@ -138,17 +133,10 @@ pub fn loss(gpu: &Gpu, b: &LossBuffers<'_>, s: &LossSettings) -> Result<LossDisp
             per_sample,
             accum,
         };
-        candidates
-            .iter()
-            .map(|&r| {
-                let launch = loss_with(gpu, r, &bufs, s)?;
-                gpu.run(&launch.per_sample())?;
-                Ok((
-                    r,
-                    crate::gpu::tune::time(gpu, &launch.per_sample(), f64::INFINITY)?,
-                ))
-            })
-            .collect()
+        crate::gpu::tune::time_each(gpu, candidates, |r| {
+            let l = loss_with(gpu, r, &bufs, s)?;
+            Ok(vec![l.pixels, l.rows])
+        })
     })?;
     loss_with(gpu, reads, b, s)
 }
