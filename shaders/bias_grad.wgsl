@@ -20,9 +20,10 @@ struct BiasParams {
 const ROWS: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: BiasParams;
+// [chunks, width], written as vec4 by the first launch and read as floats by the second
 @group(0) @binding(1) var<storage, read_write> partial: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> partial_sums: array<f32>;
 @group(0) @binding(2) var<storage, read_write> db: array<f32>;
+@group(0) @binding(3) var<storage, read> partial_sums: array<f32>;
 
 @compute @workgroup_size(256)
 fn bias_partial_main(

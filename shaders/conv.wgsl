@@ -5,8 +5,9 @@
 // convolution and one column per (ky, kx, ch), channel fastest, so that both sides move
 // runs of channels: contiguous, and vec4 wide when C is a multiple of 4 (the *_vec4
 // entry points, which read the source through `read_a` and col2im's bias or activation
-// output through `read_b`: from the buffers, or from texture copies, reads_*.wgsl). Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]);
-// checkpoints convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
+// output through `read_b`: from the buffers, or from texture copies, reads_*.wgsl).
+// Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]); checkpoints
+// convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
 //   conv forward:      cols = im2col(x);  y = cols W^T          (W [Cout, C*K*K])
 //   conv backward:     dx = col2im(dY W) (* act'(x) when x is an activation's output)
 //   transposed conv:   y = col2im(x W) + bias                    (W [Cin, Cout*K*K])

@@ -149,8 +149,8 @@ impl Tuner {
         }
         let path = cache_dir().map(|d| d.join("kernels.json"));
         let picks = path
-            .as_ref()
-            .and_then(|p| Self::read(p))
+            .as_deref()
+            .and_then(Self::read)
             .and_then(|mut c| c.devices.remove(&identity))
             .unwrap_or_default();
         Tuner {
