@@ -1,11 +1,65 @@
-//! vae-gpu: Variational Autoencoders trained and used entirely on the GPU, every tensor
-//! operation a WGSL compute shader run through wgpu.
+//! Variational Autoencoders trained and used entirely on the GPU: every tensor operation is
+//! a WGSL compute shader run through wgpu, on Vulkan, Metal, DX12 or GL, and headless on a
+//! CPU Vulkan driver (lavapipe).
+//!
+//! [`Trainer`] trains a model on [`Images`]; [`Vae`] loads one (from a run of the
+//! `vae-gpu` program or a [`Vae::save`]) to encode, decode, sample, reconstruct and score
+//! images. Images go in as flat `f32` values in [0, 1], `image` buffers or [`Images`]; every
+//! failure is an [`Error`] naming what failed and where.
+//!
+//! ```
+//! use vae_gpu::{Images, Trainer, Vae};
+//!
+//! // The Fashion-MNIST subset that ships with the crate (or the full set, if installed).
+//! let data = vae_gpu::load_data(None, &vae_gpu::DataOptions::default())?;
+//! let (train, test) = (data.train.take(512), data.test.take(128));
+//!
+//! let dir = tempfile::tempdir()?;
+//! Trainer::new().mlp(&[64]).latent(4).epochs(1).fit(&train, &test)?.save(dir.path().join("model"))?;
+//!
+//! let vae = Vae::load(dir.path().join("model"))?;
+//! let scores = vae.elbo(&test.take(3))?; // nats per image; low: anomalous
+//! let new_images = vae.sample(8, 1)?; // 8 x 28 x 28 values in [0, 1]
+//! assert_eq!((scores.len(), new_images.len()), (3, 8 * vae.image_len()));
+//! vae.to_images(&new_images)?[0].save(dir.path().join("sample.png"))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The `cli` feature (on by default) builds the `vae-gpu` program; `default-features =
+//! false` gives the library alone, without clap, indicatif and env_logger.
+//!
+//! On a headless Linux machine without `XDG_RUNTIME_DIR`, Mesa prints "XDG_RUNTIME_DIR is
+//! invalid or not set" while adapters are listed; the `vae-gpu` program sets
+//! `NODEVICE_SELECT=1` and `EGL_PLATFORM=surfaceless` to keep it quiet, and a program using
+//! the library can do the same before its first call.
 
+#![warn(missing_docs)]
+
+mod api;
+
+pub use api::{Codes, Error, Input, Result, Trainer, Vae};
+pub use data::{load as load_data, DataOptions, Images, Splits};
+pub use gpu::{BackendChoice, GpuError, GpuOptions};
+pub use ops::loss::Likelihood;
+pub use vae::train::{Diverged, EpochMetrics};
+pub use vae::{Losses, ModelConfig, TrainConfig};
+
+// The modules below are the program's internals: public for the command-line front end,
+// the tests and the benches, hidden from the documentation and free to change.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod cpu;
+#[doc(hidden)]
 pub mod data;
+#[doc(hidden)]
 pub mod gpu;
+#[doc(hidden)]
 pub mod io;
+#[doc(hidden)]
 pub mod ops;
+#[doc(hidden)]
 pub mod rng;
+#[doc(hidden)]
 pub mod vae;

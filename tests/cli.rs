@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::cli::{data, fails, last_model, ok, run, tmp};
+use common::cli::{data, fails, json, last_model, number, ok, run, tmp};
 
 use vae_gpu::io::safetensors;
 
@@ -33,8 +33,9 @@ fn trained() -> String {
         let d = data();
         let mut args = vec!["train", "--data", &d, "--epochs", "2", "--out", &out];
         args.extend(TINY);
-        let stdout = ok(&args);
-        assert!(stdout.contains("epoch   2/2"), "{stdout}");
+        let epochs = json(&args);
+        assert_eq!(epochs.len(), 2, "one result per epoch: {epochs:?}");
+        assert_eq!(number(&epochs[1], &["epoch"]), 2.0);
         out
     })
     .clone()
@@ -122,19 +123,13 @@ fn sample_reconstruct_eval() {
     let d = data();
     ok(&["reconstruct", "--model", &run, "--data", &d, "--count", "4"]);
     assert!(Path::new(&run).join("reconstruction.png").exists());
-    let stdout = ok(&[
-        "eval", "--model", &run, "--data", &d, "--iwae", "8", "--limit", "20",
-    ]);
-    let number = |key: &str| -> f64 {
-        let line = stdout
-            .lines()
-            .find(|l| l.contains(key))
-            .unwrap_or_else(|| panic!("no '{key}' in {stdout}"));
-        line.split_whitespace()
-            .find_map(|w| w.parse().ok())
-            .unwrap()
-    };
-    let (elbo, iwae) = (number("test loss"), number("IWAE"));
+    let result = &json(&[
+        "eval", "--model", &run, "--data", &d, "--iwae-k", "8", "--limit", "20",
+    ])[0];
+    let (elbo, iwae) = (
+        number(result, &["test", "total"]),
+        number(result, &["iwae_bound"]),
+    );
     assert!(
         iwae < elbo + 1.0 && iwae > 0.5 * elbo,
         "IWAE {iwae} should be at most about the loss {elbo}"
@@ -250,7 +245,7 @@ fn trains_on_an_rgb_image_folder() {
 fn conv_model_end_to_end() {
     let d = data();
     let out = tmp().join("conv").display().to_string();
-    let stdout = ok(&[
+    let epochs = json(&[
         "train",
         "--arch",
         "conv",
@@ -270,7 +265,7 @@ fn conv_model_end_to_end() {
         &out,
         "--quiet",
     ]);
-    assert!(stdout.contains("epoch   2/2"), "{stdout}");
+    assert_eq!(number(&epochs[1], &["epoch"]), 2.0, "{epochs:?}");
     let names: Vec<String> = tensors(&out)
         .into_iter()
         .map(|t| format!("{} {:?}", t.name, t.shape))
@@ -293,10 +288,10 @@ fn conv_model_end_to_end() {
     let img = image::open(&grid).unwrap();
     assert_eq!((img.width(), img.height()), (3 * 30 + 2, 2 * 30 + 2));
     ok(&["reconstruct", "--model", &out, "--data", &d, "--count", "5"]);
-    let stdout = ok(&[
-        "eval", "--model", &out, "--data", &d, "--iwae", "4", "--limit", "10",
-    ]);
-    assert!(stdout.contains("IWAE"), "{stdout}");
+    let result = &json(&[
+        "eval", "--model", &out, "--data", &d, "--iwae-k", "4", "--limit", "10",
+    ])[0];
+    assert!(number(result, &["iwae_bound"]) > 0.0, "{result}");
     // Resuming continues the conv run.
     ok(&[
         "train", "--resume", &out, "--data", &d, "--limit", "256", "--epochs", "3", "--quiet",
@@ -373,5 +368,123 @@ fn a_checkpoint_with_nan_weights_is_refused_and_left_alone() {
             .lines()
             .count(),
         1
+    );
+}
+
+/// Every command that reports something prints one JSON object per line with --json, with
+/// the figures scripts need.
+#[test]
+fn every_command_speaks_json() {
+    let run = trained();
+    let d = data();
+    let dir = tmp().join("json");
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = |name: &str| dir.join(name).display().to_string();
+    let (codes, png, csv) = (at("c.vae"), at("x.png"), at("e.csv"));
+    let m = ["--model", run.as_str(), "--data", d.as_str()];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["info"], "adapters"),
+        (vec!["sample", "--count", "4", "--out", &png], "images"),
+        (vec!["reconstruct", "--count", "3", "--out", &png], "images"),
+        (vec!["eval", "--limit", "20"], "test"),
+        (
+            vec!["interpolate", "--from", "0", "--to", "1", "--out", &png],
+            "latent_distance",
+        ),
+        (vec!["traverse", "--count", "3", "--out", &png], "dims"),
+        (vec!["manifold", "--side", "3", "--out", &png], "z_range"),
+        (vec!["embed", "--limit", "10", "--out", &csv], "latent"),
+        (vec!["scatter", "--limit", "10", "--out", &png], "points"),
+        (
+            vec![
+                "score",
+                "--limit",
+                "30",
+                "--normal-classes",
+                "0-8",
+                "--out",
+                &csv,
+            ],
+            "auroc",
+        ),
+        (vec!["encode", "--limit", "5", "--out", &codes], "psnr_db"),
+        (vec!["decode", &codes, "--out", &png], "bits"),
+        (
+            vec![
+                "denoise", "--noise", "mask:0.3", "--limit", "10", "--out", &png,
+            ],
+            "psnr_denoised_db",
+        ),
+        (
+            vec![
+                "impute",
+                "--mask",
+                "random:0.3",
+                "--iters",
+                "2",
+                "--limit",
+                "10",
+                "--out",
+                &png,
+            ],
+            "psnr_imputed_db",
+        ),
+        (
+            vec![
+                "probe",
+                "--labels-per-class",
+                "3",
+                "--steps",
+                "5",
+                "--limit",
+                "50",
+            ],
+            "rows",
+        ),
+    ];
+    for (args, key) in cases {
+        let mut all = args.clone();
+        // Every command but info and decode reads a model and data.
+        match args[0] {
+            "info" => {}
+            "decode" => all.extend(&m[..2]),
+            _ => all.extend(m),
+        }
+        let results = json(&all);
+        assert_eq!(results.len(), 1, "vae-gpu --json {all:?}: {results:?}");
+        assert!(!results[0][key].is_null(), "no '{key}' in {}", results[0]);
+    }
+}
+
+/// Exit codes by kind: 1 bad input, 2 usage, 4 no adapter; `--quiet` leaves stderr empty on
+/// success; completions come from the same definitions as the parser.
+#[test]
+fn exit_codes_quiet_and_completions() {
+    let code = |args: &[&str]| run(args).status.code();
+    assert_eq!(code(&["sample", "--model", "/nonexistent/run"]), Some(1));
+    assert_eq!(code(&["sample", "--no-such-flag"]), Some(2));
+    assert_eq!(code(&["--backend", "metal", "sample"]), Some(4));
+    let run_dir = trained();
+    let out = run(&[
+        "-q",
+        "eval",
+        "--model",
+        &run_dir,
+        "--data",
+        &data(),
+        "--limit",
+        "10",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "--quiet prints nothing on stderr"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test loss"));
+    let bash = ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("--iwae-k") && bash.contains("complete -F"),
+        "{bash}"
     );
 }

@@ -581,9 +581,8 @@ fn resume_refuses_conflicts_and_applies_changes() {
             &[flag, "differs from the run being resumed"],
         );
     }
-    let out = cli::run(&[
-        "train", "--resume", &run, "--epochs", "2", "--lr", "5e-4", "--quiet",
-    ]);
+    // Without --quiet: the notes on stderr are what is checked.
+    let out = cli::run(&["train", "--resume", &run, "--epochs", "2", "--lr", "5e-4"]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--lr: 0.001 -> 0.0005"), "{err}");
@@ -683,7 +682,7 @@ fn a_benchmark_leaves_the_run_alone() {
     let run = dir.display().to_string();
     ok(&train_args(&d, "--out", &run, "1"));
     let before = std::fs::read(last_model(&run)).unwrap();
-    let stdout = ok(&[
+    let result = &cli::json(&[
         "train",
         "--resume",
         &run,
@@ -692,8 +691,12 @@ fn a_benchmark_leaves_the_run_alone() {
         "--bench-steps",
         "2",
         "--quiet",
-    ]);
-    assert!(stdout.contains("2 steps at batch 64"), "{stdout}");
+    ])[0];
+    assert_eq!(
+        (result["steps"].as_u64(), result["batch_size"].as_u64()),
+        (Some(2), Some(64)),
+        "{result}"
+    );
     let names: Vec<(usize, PathBuf)> = vae_gpu::vae::rundir::checkpoints(&dir);
     assert_eq!(names.len(), 1, "{names:?}");
     assert!(

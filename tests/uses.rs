@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use common::cli::{data, fails, ok, tmp};
+use common::cli::{data, fails, json, number, ok, tmp};
 
 /// A small model with a 2-D latent space, trained once per test binary.
 fn model() -> String {
@@ -29,19 +29,6 @@ fn png_size(path: &str) -> (u32, u32) {
 }
 
 /// A number following `key` in a line of `text`.
-fn number_after(text: &str, key: &str) -> f64 {
-    let at = text
-        .find(key)
-        .unwrap_or_else(|| panic!("no '{key}' in {text}"))
-        + key.len();
-    text[at..]
-        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .find(|t| !t.is_empty())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn interpolate_traverse_manifold() {
     let (m, d) = (model(), data());
@@ -130,7 +117,7 @@ fn anomaly_scores_and_auroc() {
     ]);
     let csv = format!("{out}/scores.csv");
     for metric in ["elbo", "recon", "iwae"] {
-        let stdout = ok(&[
+        let result = &json(&[
             "score",
             "--model",
             &out,
@@ -146,9 +133,9 @@ fn anomaly_scores_and_auroc() {
             "400",
             "--out",
             &csv,
-        ]);
-        let auroc = number_after(&stdout, "AUROC");
-        assert!((0.0..=1.0).contains(&auroc), "{stdout}");
+        ])[0];
+        let auroc = number(result, &["auroc"]);
+        assert!((0.0..=1.0).contains(&auroc), "{result}");
         assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 401);
     }
 }
@@ -172,7 +159,7 @@ fn denoising() {
         "--quiet",
     ]);
     let png = format!("{out}/d.png");
-    let stdout = ok(&[
+    let result = &json(&[
         "denoise",
         "--model",
         &out,
@@ -186,10 +173,10 @@ fn denoising() {
         "200",
         "--out",
         &png,
-    ]);
+    ])[0];
     let (noisy, denoised) = (
-        number_after(&stdout, "PSNR noisy"),
-        number_after(&stdout, "denoised"),
+        number(result, &["psnr_noisy_db"]),
+        number(result, &["psnr_denoised_db"]),
     );
     assert!(
         denoised > noisy + 1.0,
@@ -206,7 +193,7 @@ fn denoising() {
 fn imputation_beats_mean_filling() {
     let (m, d) = (model(), data());
     let png = format!("{m}/imp.png");
-    let stdout = ok(&[
+    let result = &json(&[
         "impute",
         "--model",
         &m,
@@ -222,14 +209,14 @@ fn imputation_beats_mean_filling() {
         "4",
         "--out",
         &png,
-    ]);
+    ])[0];
     let (imputed, mean) = (
-        number_after(&stdout, "missing pixels"),
-        number_after(&stdout, "imputed vs"),
+        number(result, &["psnr_imputed_db"]),
+        number(result, &["psnr_mean_fill_db"]),
     );
     assert!(
         imputed > mean,
-        "imputation {imputed} dB should beat mean filling {mean} dB: {stdout}"
+        "imputation {imputed} dB should beat mean filling {mean} dB: {result}"
     );
     assert_eq!(png_size(&png), (4 * 30 + 2, 3 * 30 + 2));
     fails(
@@ -245,7 +232,7 @@ fn compression_round_trip() {
     ok(&[
         "encode", "--model", &m, "--data", &d, "--limit", "20", "--bits", "32", "--out", &codes32,
     ]);
-    let stdout = ok(&[
+    let result = &json(&[
         "encode",
         "--model",
         &m,
@@ -257,11 +244,10 @@ fn compression_round_trip() {
         "8",
         "--out",
         &format!("{m}/c8.vae"),
-    ]);
-    assert!(
-        number_after(&stdout, "smaller than") > 0.0 && stdout.contains("bytes/image"),
-        "{stdout}"
-    );
+    ])[0];
+    // 8-bit codes of 2 latent values (and a header) against 784 pixel bytes.
+    assert!(number(result, &["bytes_per_image"]) >= 2.0, "{result}");
+    assert!(number(result, &["compression"]) > 20.0, "{result}");
     // At 32 bits the codes are the means exactly, so decoding them equals decoding the means.
     let dir = format!("{m}/decoded");
     ok(&["decode", &codes32, "--model", &m, "--out", &dir]);
@@ -297,7 +283,7 @@ fn compression_round_trip() {
 #[test]
 fn probe_accuracy() {
     let (m, d) = (model(), data());
-    let stdout = ok(&[
+    let result = &json(&[
         "probe",
         "--model",
         &m,
@@ -309,22 +295,14 @@ fn probe_accuracy() {
         "100",
         "--limit",
         "500",
-    ]);
-    let rows: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .collect();
-    assert_eq!(rows.len(), 2, "{stdout}");
+    ])[0];
+    let rows = result["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{result}");
     for row in rows {
-        let accs: Vec<f64> = row
-            .split_whitespace()
-            .filter_map(|t| t.strip_suffix('%'))
-            .map(|t| t.parse().unwrap())
-            .collect();
         // Ten classes: chance is 10%.
-        assert!(
-            accs.len() == 2 && accs.iter().all(|&a| a > 20.0 && a <= 100.0),
-            "{row}"
-        );
+        for key in ["latent_accuracy", "pixel_accuracy"] {
+            let acc = number(row, &[key]);
+            assert!(acc > 0.2 && acc <= 1.0, "{key} {acc}: {row}");
+        }
     }
 }

@@ -62,13 +62,24 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
         .sum::<f64>()
         / imgs.count as f64;
     let per_image = bytes.len() as f64 / imgs.count as f64;
-    println!(
-        "wrote {} codes to {}: {} bytes, {per_image:.1} bytes/image ({:.1}x smaller than {} raw pixel bytes), PSNR {mean_psnr:.2} dB",
-        imgs.count,
-        a.out.display(),
-        bytes.len(),
-        c.input_dim() as f64 / per_image,
-        c.input_dim()
+    let ratio = c.input_dim() as f64 / per_image;
+    super::report(
+        &format!(
+            "wrote {} codes to {}: {} bytes, {per_image:.1} bytes/image ({ratio:.1}x smaller than {} raw pixel bytes), PSNR {mean_psnr:.2} dB",
+            imgs.count,
+            a.out.display(),
+            bytes.len(),
+            c.input_dim()
+        ),
+        serde_json::json!({
+            "images": imgs.count,
+            "out": a.out,
+            "bytes": bytes.len(),
+            "bytes_per_image": per_image,
+            "compression": ratio,
+            "bits": a.bits,
+            "psnr_db": mean_psnr,
+        }),
     );
     Ok(())
 }
@@ -97,11 +108,14 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
     } else {
         crate::io::png::save_each(&out, "decoded", &images, c.height, c.width, c.channels)?;
     }
-    println!(
-        "decoded {} images ({} bits per value) to {}",
-        images.len(),
-        file.bits,
-        out.display()
+    super::report(
+        &format!(
+            "decoded {} images ({} bits per value) to {}",
+            images.len(),
+            file.bits,
+            out.display()
+        ),
+        serde_json::json!({"images": images.len(), "bits": file.bits, "out": out}),
     );
     Ok(())
 }

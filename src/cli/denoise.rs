@@ -106,12 +106,20 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
     let cols = shown[0].len();
     let out = a.out.clone().unwrap_or_else(|| dir.join("denoise.png"));
     crate::io::png::save_grid(&out, &shown.concat(), c.height, c.width, c.channels, cols)?;
-    println!(
-        "{} on {n} test images: PSNR noisy {:.2} dB -> denoised {:.2} dB; rows noisy / denoised / clean in {}",
-        a.noise,
-        before / n as f64,
-        after / n as f64,
-        out.display()
+    let (noisy, denoised) = (before / n as f64, after / n as f64);
+    super::report(
+        &format!(
+            "{} on {n} test images: PSNR noisy {noisy:.2} dB -> denoised {denoised:.2} dB; rows noisy / denoised / clean in {}",
+            a.noise,
+            out.display()
+        ),
+        serde_json::json!({
+            "images": n,
+            "noise": a.noise.to_string(),
+            "psnr_noisy_db": noisy,
+            "psnr_denoised_db": denoised,
+            "out": out,
+        }),
     );
     Ok(())
 }

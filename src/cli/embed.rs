@@ -54,12 +54,15 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     }
     crate::io::write_atomic(&out, csv.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
-    println!(
-        "wrote {} codes ({} dimensions, mu and logvar) of the {} split to {}",
-        imgs.count,
-        z,
-        a.images.split,
-        out.display()
+    super::report(
+        &format!(
+            "wrote {} codes ({} dimensions, mu and logvar) of the {} split to {}",
+            imgs.count,
+            z,
+            a.images.split,
+            out.display()
+        ),
+        serde_json::json!({"images": imgs.count, "latent": z, "split": a.images.split, "out": out}),
     );
     Ok(())
 }
@@ -139,22 +142,25 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let labels = imgs.labels.clone().unwrap_or_else(|| vec![0; imgs.count]);
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
     crate::io::png::save_scatter(&out, &points, &labels)?;
-    println!(
-        "wrote {}: {} latent means, {}{}",
-        out.display(),
-        points.len(),
-        if a.pca && z > 2 {
-            "first two principal components"
-        } else if z == 1 {
-            "dimension 0 (against 0: the latent has one dimension)"
-        } else {
-            "dimensions 0 and 1"
-        },
-        if labelled {
-            ", coloured by label"
-        } else {
-            " (the data has no labels to colour them by)"
-        }
+    let axes = if a.pca && z > 2 {
+        "first two principal components"
+    } else if z == 1 {
+        "dimension 0 (against 0: the latent has one dimension)"
+    } else {
+        "dimensions 0 and 1"
+    };
+    super::report(
+        &format!(
+            "wrote {}: {} latent means, {axes}{}",
+            out.display(),
+            points.len(),
+            if labelled {
+                ", coloured by label"
+            } else {
+                " (the data has no labels to colour them by)"
+            }
+        ),
+        serde_json::json!({"points": points.len(), "axes": axes, "labelled": labelled, "out": out}),
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
+use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::model::{Batches, StepProgram, StepSpec};
 use crate::vae::train::{evaluate, GpuSplit};
@@ -16,8 +16,8 @@ pub struct EvalArgs {
     pub data: DataArgs,
     /// Also compute the IWAE bound with K importance samples per image (0 = off; K x images
     /// decoder passes, so 1000 on 1000 images is a million).
-    #[arg(long, value_name = "K", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    pub iwae: u32,
+    #[arg(long, alias = "iwae", value_name = "K", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub iwae_k: u32,
     /// Evaluate only the first N test images.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
@@ -65,20 +65,32 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         },
     )?;
     let l = evaluate(&gpu, &mut program, n, beta, c, |i| i)?;
-    println!(
+    say!(
         "model {}: {n} test images from {}",
         dir.display(),
         splits.source
     );
-    println!(
+    let mut line = format!(
         "test loss {:.3} nats/image (reconstruction {:.3} + KL {:.3}, beta {beta})",
         l.total, l.recon, l.kl
     );
-    if a.iwae > 0 {
-        let k = a.iwae as usize;
-        let log_px = crate::vae::codec::iwae_log_px(&gpu, &params, c, &test, k)?;
+    let mut iwae = None;
+    if a.iwae_k > 0 {
+        let k = a.iwae_k as usize;
+        let log_px = super::iwae_log_px(&gpu, &params, c, &test, k)?;
         let bound = -log_px.iter().sum::<f64>() / log_px.len() as f64;
-        println!("IWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/image");
+        line += &format!("\nIWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/image");
+        iwae = Some(bound);
     }
+    super::report(
+        &line,
+        serde_json::json!({
+            "images": n,
+            "beta": beta,
+            "test": l,
+            "iwae_k": a.iwae_k,
+            "iwae_bound": iwae,
+        }),
+    );
     Ok(())
 }

@@ -160,14 +160,28 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     }
     let out = a.out.clone().unwrap_or_else(|| dir.join("impute.png"));
     crate::io::png::save_grid(&out, &cells, c.height, c.width, c.channels, shown)?;
-    println!(
-        "{} missing ({:.0}% of pixels), {} rounds on {n} test images: PSNR on the missing pixels {:.2} dB imputed vs {:.2} dB mean-image filling; rows masked / imputed / truth in {}",
-        match a.mask { MaskSpec::Rect(x, y, w, h) => format!("rect {x},{y} {w}x{h}"), MaskSpec::Random(p) => format!("random {p}") },
-        100.0 * miss.iter().filter(|&&m| m).count() as f64 / miss.len() as f64,
-        a.iters,
-        score(&current),
-        score(&baseline),
-        out.display()
+    let mask = match a.mask {
+        MaskSpec::Rect(x, y, w, h) => format!("rect {x},{y} {w}x{h}"),
+        MaskSpec::Random(p) => format!("random {p}"),
+    };
+    let missing = miss.iter().filter(|&&m| m).count() as f64 / miss.len() as f64;
+    let (imputed, mean_fill) = (score(&current), score(&baseline));
+    super::report(
+        &format!(
+            "{mask} missing ({:.0}% of pixels), {} rounds on {n} test images: PSNR on the missing pixels {imputed:.2} dB imputed vs {mean_fill:.2} dB mean-image filling; rows masked / imputed / truth in {}",
+            100.0 * missing,
+            a.iters,
+            out.display()
+        ),
+        serde_json::json!({
+            "images": n,
+            "mask": mask,
+            "missing_fraction": missing,
+            "iters": a.iters,
+            "psnr_imputed_db": imputed,
+            "psnr_mean_fill_db": mean_fill,
+            "out": out,
+        }),
     );
     Ok(())
 }

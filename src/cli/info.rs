@@ -18,39 +18,45 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
              apt-get install mesa-vulkan-drivers) or a GL driver"
         );
     }
+    let mut text = String::new();
+    let mut listed = Vec::new();
     for adapter in &all {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let mark = if chosen.as_ref() == Some(&info) {
-            "*"
-        } else {
-            " "
-        };
-        println!(
-            "{mark} {} ({:?}, {:?})",
-            info.name, info.backend, info.device_type
+        let is_chosen = chosen.as_ref() == Some(&info);
+        let f = adapter.features();
+        let (subgroups, timestamps) = (
+            f.contains(wgpu::Features::SUBGROUP),
+            f.contains(wgpu::Features::TIMESTAMP_QUERY),
         );
-        println!("    driver: {} {}", info.driver, info.driver_info);
-        println!(
+        let tuner = Tuner::new(&info, &Shader::all_sources());
+        text += &format!(
+            "{} {} ({:?}, {:?})\n    driver: {} {}\n",
+            if is_chosen { "*" } else { " " },
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        text += &format!(
             "    limits: storage binding {} MiB, buffer {} MiB, workgroup storage {} KiB, \
-             invocations/workgroup {}, storage buffers/stage {}",
+             invocations/workgroup {}, storage buffers/stage {}\n",
             limits.max_storage_buffer_binding_size >> 20,
             limits.max_buffer_size >> 20,
             limits.max_compute_workgroup_storage_size >> 10,
             limits.max_compute_invocations_per_workgroup,
             limits.max_storage_buffers_per_shader_stage
         );
-        let f = adapter.features();
-        println!(
-            "    features: subgroups {} (size {}..{}), timestamp queries {}",
-            yes(f.contains(wgpu::Features::SUBGROUP)),
+        text += &format!(
+            "    features: subgroups {} (size {}..{}), timestamp queries {}\n",
+            yes(subgroups),
             info.subgroup_min_size,
             info.subgroup_max_size,
-            yes(f.contains(wgpu::Features::TIMESTAMP_QUERY)),
+            yes(timestamps),
         );
-        let tuner = Tuner::new(&info, &Shader::all_sources());
-        println!(
-            "    kernels: {} measured choice(s) cached{}; GEMM {:?} for unmeasured shapes{}",
+        text += &format!(
+            "    kernels: {} measured choice(s) cached{}; GEMM {:?} for unmeasured shapes{}\n",
             tuner.all().len(),
             tuner
                 .cache_path()
@@ -64,19 +70,41 @@ pub fn run(device: &DeviceArgs) -> anyhow::Result<()> {
             }
         );
         for (shape, m) in tuner.all() {
-            println!("      {shape}: {}", m.pick);
+            text += &format!("      {shape}: {}\n", m.pick);
         }
+        listed.push(serde_json::json!({
+            "name": info.name,
+            "backend": format!("{:?}", info.backend),
+            "device_type": format!("{:?}", info.device_type),
+            "driver": info.driver,
+            "driver_info": info.driver_info,
+            "chosen": is_chosen,
+            "storage_binding_bytes": limits.max_storage_buffer_binding_size,
+            "buffer_bytes": limits.max_buffer_size,
+            "subgroups": subgroups,
+            "subgroup_size": [info.subgroup_min_size, info.subgroup_max_size],
+            "timestamp_queries": timestamps,
+            "default_gemm": format!("{:?}", default_gemm(adapter)),
+            "kernels": tuner.all().iter().map(|(shape, m)| (shape.clone(), m.pick.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        }));
     }
-    match chosen {
-        Some(info) => println!(
+    text += &match &chosen {
+        Some(info) => format!(
             "* = used with these options: {} ({:?})",
             info.name, info.backend
         ),
-        None => println!(
+        None => format!(
             "no adapter matches --backend {:?} --adapter {:?}",
             device.backend, device.adapter
         ),
-    }
+    };
+    super::report(
+        &text,
+        serde_json::json!({
+            "adapters": listed,
+            "chosen": chosen.map(|i| format!("{} ({:?})", i.name, i.backend)),
+        }),
+    );
     Ok(())
 }
 

@@ -20,8 +20,8 @@ pub struct InterpolateArgs {
     #[arg(long)]
     pub to: String,
     /// Decoded images between the two ends (inclusive).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=200))]
-    pub steps: u32,
+    #[arg(long, alias = "steps", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=200))]
+    pub count: u32,
     /// Spherical instead of linear interpolation (stays at the prior's typical radius).
     #[arg(long)]
     pub slerp: bool,
@@ -52,7 +52,7 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let ends = pick_images(&a.data, c, &[&a.from, &a.to])?;
     let codes = encode(&gpu, &params, c, &ends, 1.0)?.codes;
-    let n = a.steps as usize;
+    let n = a.count as usize;
     let path: Vec<f32> = (0..n)
         .flat_map(|i| {
             interpolate(
@@ -68,19 +68,29 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     strip.push(ends.image(1).to_vec());
     let out = a.out.clone().unwrap_or_else(|| dir.join("interpolate.png"));
     crate::io::png::save_grid(&out, &strip, c.height, c.width, c.channels, strip.len())?;
-    println!(
-        "wrote {}: {} -> {} in {n} {} steps (ends shown as originals), latent distance {:.3}",
-        out.display(),
-        a.from,
-        a.to,
-        if a.slerp { "spherical" } else { "linear" },
-        codes
-            .mu_of(0)
-            .iter()
-            .zip(codes.mu_of(1))
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f32>()
-            .sqrt()
+    let distance = codes
+        .mu_of(0)
+        .iter()
+        .zip(codes.mu_of(1))
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f32>()
+        .sqrt();
+    let path = if a.slerp { "spherical" } else { "linear" };
+    super::report(
+        &format!(
+            "wrote {}: {} -> {} in {n} {path} steps (ends shown as originals), latent distance {distance:.3}",
+            out.display(),
+            a.from,
+            a.to,
+        ),
+        serde_json::json!({
+            "from": a.from,
+            "to": a.to,
+            "count": n,
+            "path": path,
+            "latent_distance": distance,
+            "out": out,
+        }),
     );
     Ok(())
 }

@@ -17,9 +17,9 @@ pub struct ManifoldArgs {
     /// The two dimensions that span the grid.
     #[arg(long, default_value = "0,1")]
     pub dims: String,
-    /// Grid side.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=100))]
-    pub n: u32,
+    /// Images per side of the square grid.
+    #[arg(long, alias = "n", default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub side: u32,
     /// Output PNG [default: RUN/manifold.png]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -83,7 +83,7 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
     if dx == dy {
         anyhow::bail!("--dims needs two different dimensions");
     }
-    let n = a.n as usize;
+    let n = a.side as usize;
     // Quantiles 0.05 .. 0.95, rows top to bottom with the second dimension decreasing.
     let q = |i: usize| normal_quantile(0.05 + 0.9 * i as f64 / (n - 1) as f64) as f32;
     let mut codes = Vec::with_capacity(n * n * c.latent);
@@ -98,6 +98,14 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
     let images = decode_pixels(&gpu, &params, c, &codes)?;
     let out = a.out.clone().unwrap_or_else(|| dir.join("manifold.png"));
     crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, n)?;
-    println!("wrote {}: {n} x {n} grid over dimensions {dx} (across) and {dy} (down), z in [{:.2}, {:.2}]", out.display(), q(0), q(n - 1));
+    super::report(
+        &format!(
+            "wrote {}: {n} x {n} grid over dimensions {dx} (across) and {dy} (down), z in [{:.2}, {:.2}]",
+            out.display(),
+            q(0),
+            q(n - 1)
+        ),
+        serde_json::json!({"side": n, "dims": [dx, dy], "z_range": [q(0), q(n - 1)], "out": out}),
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Command-line front end: one module per subcommand.
 
 pub mod codes;
+pub mod completions;
 pub mod denoise;
 pub mod embed;
 pub mod eval;
@@ -17,6 +18,7 @@ pub mod traverse;
 pub mod tune;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -34,13 +36,82 @@ pub const RUNS_DIR: &str = "runs";
     name = "vae-gpu",
     version,
     about = "Variational Autoencoders trained and used entirely on the GPU (WGSL compute shaders via wgpu)",
-    long_about = None
+    long_about = None,
+    after_help = "Exit codes: 0 success, 1 bad input (data, checkpoint, flag value, I/O), 2 usage, \
+                  3 training diverged (the last good checkpoint is kept), 4 no GPU adapter or a \
+                  device failure."
 )]
 pub struct Cli {
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How results and notes are shown; shared by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Print results on stdout as JSON (one object per line) instead of prose, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only results and errors: no progress bars, no notes on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail in the log on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+static OUTPUT: OnceLock<OutputArgs> = OnceLock::new();
+
+fn output() -> &'static OutputArgs {
+    OUTPUT.get_or_init(|| OutputArgs {
+        json: false,
+        quiet: false,
+        verbose: 0,
+    })
+}
+
+/// Whether notes and progress bars are off (`--quiet`).
+pub fn quiet() -> bool {
+    output().quiet
+}
+
+/// A note on stderr (what was loaded, where things go), unless `--quiet`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::cli::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use say;
+
+/// A result on stdout: the prose line, or with `--json` the value as one JSON line.
+pub fn report(human: &str, value: impl serde::Serialize) {
+    if output().json {
+        println!(
+            "{}",
+            serde_json::to_string(&value).expect("results serialise to JSON")
+        );
+    } else {
+        println!("{human}");
+    }
+}
+
+/// A progress bar on stderr over `len` items (hidden with `--quiet` or off a terminal).
+pub fn progress_bar(len: u64, prefix: &str, unit: &str) -> indicatif::ProgressBar {
+    if quiet() {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{prefix} {{bar:30}} {{human_pos}}/{{human_len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}"
+        ))
+        .expect("valid template"),
+    )
 }
 
 /// Which GPU to use; shared by every subcommand.
@@ -115,7 +186,7 @@ impl DataArgs {
             strict: self.strict,
         };
         let splits = crate::data::load(self.data.as_deref(), &opts)?;
-        eprintln!("data: {}", splits.source);
+        say!("data: {}", splits.source);
         Ok(splits)
     }
 }
@@ -194,9 +265,14 @@ pub enum Command {
     /// Time every kernel variant on a model's shapes (GEMMs, Adam, loss, bias gradient,
     /// convolution data movement), cache the fastest, print the table.
     Tune(tune::TuneArgs),
+    /// Print a shell completion script, e.g. `vae-gpu completions bash > /etc/bash_completion.d/vae-gpu`.
+    Completions(completions::CompletionsArgs),
 }
 
+/// Runs the parsed command line (after `main` has set up logging).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Set once, before anything prints.
+    let _ = OUTPUT.set(cli.output.clone());
     match &cli.command {
         Command::Train(a) => train::run(&cli.device, a),
         Command::Sample(a) => sample::run(&cli.device, a),
@@ -215,13 +291,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe(a) => probe::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
         Command::Tune(a) => tune::run(&cli.device, a),
+        Command::Completions(a) => completions::run(a),
     }
+}
+
+/// Per image, the IWAE estimate of log p(x) with `k` samples, under a progress bar.
+pub fn iwae_log_px(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    images: &crate::data::Images,
+    k: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let bar = progress_bar((images.count * k) as u64, "IWAE", "importance samples");
+    let log_px = crate::vae::codec::iwae_log_px(gpu, params, c, images, k, &mut |done| {
+        bar.set_position(done)
+    })?;
+    bar.finish_and_clear();
+    Ok(log_px)
 }
 
 /// Opens the device the flags choose and says which it is.
 pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Gpu> {
     let gpu = Gpu::new(&device.options())?;
-    eprintln!("device: {}", gpu.describe());
+    say!("device: {}", gpu.describe());
     Ok(gpu)
 }
 
@@ -234,7 +327,7 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
     };
     let (at, cfg, params) = checkpoint::load(gpu, &path, Pick::Best, false)
         .with_context(|| format!("loading model {}", path.display()))?;
-    eprintln!("model: {}", at.display());
+    say!("model: {}", at.display());
     let dir = if path.is_dir() {
         path
     } else {

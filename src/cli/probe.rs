@@ -83,7 +83,8 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
     };
     let test_mu = encode(&gpu, &params, c, &test, 1.0)?.codes.mu;
     let test_px = pixels(&test);
-    println!("labels/class  train images  latent-means accuracy  raw-pixel accuracy  ({} test images, {classes} classes)", test.count);
+    let mut table = format!("labels/class  train images  latent-means accuracy  raw-pixel accuracy  ({} test images, {classes} classes)", test.count);
+    let mut rows = Vec::new();
     for &per_class in &a.labels_per_class {
         let sub = labelled_subset(&splits.train, per_class as usize, a.seed);
         let labels = sub.labels.as_deref().expect("subset keeps labels");
@@ -108,12 +109,22 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
         };
         let latent_acc = on(&mu, &test_mu, c.latent)?;
         let pixel_acc = on(&pixels(&sub), &test_px, c.input_dim())?;
-        println!(
-            "{per_class:>12}  {:>12}  {:>20.2}%  {:>17.2}%",
+        table += &format!(
+            "\n{per_class:>12}  {:>12}  {:>20.2}%  {:>17.2}%",
             sub.count,
             100.0 * latent_acc,
             100.0 * pixel_acc
         );
+        rows.push(serde_json::json!({
+            "labels_per_class": per_class,
+            "train_images": sub.count,
+            "latent_accuracy": latent_acc,
+            "pixel_accuracy": pixel_acc,
+        }));
     }
+    super::report(
+        &table,
+        serde_json::json!({"test_images": test.count, "classes": classes, "rows": rows}),
+    );
     Ok(())
 }

@@ -82,9 +82,12 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| dir.join("reconstruction.png"));
     crate::io::png::save_grid(&out, &cells, c.height, c.width, c.channels, cols)?;
-    println!(
-        "wrote {n} originals over their reconstructions to {}",
-        out.display()
+    super::report(
+        &format!(
+            "wrote {n} originals over their reconstructions to {}",
+            out.display()
+        ),
+        serde_json::json!({"images": n, "out": out}),
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
-use crate::vae::decode::generate;
+use crate::vae::decode::{generate, to_u8};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -35,10 +35,16 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let images = generate(&gpu, &params, c, a.count as usize, a.seed, a.temperature)?;
+    let images: Vec<Vec<u8>> = generate(&gpu, &params, c, a.count as usize, a.seed, a.temperature)?
+        .iter()
+        .map(|v| to_u8(v))
+        .collect();
     if let Some(sep) = &a.separate {
         crate::io::png::save_each(sep, "sample", &images, c.height, c.width, c.channels)?;
-        println!("wrote {} images to {}", images.len(), sep.display());
+        super::report(
+            &format!("wrote {} images to {}", images.len(), sep.display()),
+            serde_json::json!({"images": images.len(), "out": sep}),
+        );
     } else {
         let out = a.out.clone().unwrap_or_else(|| dir.join("samples.png"));
         let cols = a
@@ -46,7 +52,10 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             .map(|c| c as usize)
             .unwrap_or_else(|| (images.len() as f64).sqrt().ceil() as usize);
         crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, cols)?;
-        println!("wrote {} samples to {}", images.len(), out.display());
+        super::report(
+            &format!("wrote {} samples to {}", images.len(), out.display()),
+            serde_json::json!({"images": images.len(), "out": out}),
+        );
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{load_model, open_gpu, parse_classes, DataArgs, DeviceArgs, ModelArg, SplitArgs};
-use crate::vae::codec::{encode, iwae_log_px};
+use crate::vae::codec::encode;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -70,7 +70,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let imgs = a.images.images(&a.data, c)?;
     let scores: Vec<f64> = match a.metric.as_str() {
-        "iwae" => iwae_log_px(&gpu, &params, c, &imgs, a.iwae_k as usize)?
+        "iwae" => super::iwae_log_px(&gpu, &params, c, &imgs, a.iwae_k as usize)?
             .iter()
             .map(|l| -l)
             .collect(),
@@ -110,8 +110,11 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         a.metric,
         out.display()
     );
-    if let Some(anomalous) = anomalous {
-        match auroc(&scores, &anomalous) {
+    let auroc = anomalous
+        .as_ref()
+        .map(|anomalous| auroc(&scores, anomalous));
+    if let Some(anomalous) = &anomalous {
+        match auroc.flatten() {
             Some(v) => {
                 line += &format!(
                     "; AUROC {v:.4} ({} anomalies among {})",
@@ -124,6 +127,16 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("{line}");
+    super::report(
+        &line,
+        serde_json::json!({
+            "images": scores.len(),
+            "metric": a.metric,
+            "mean": mean,
+            "out": out,
+            "anomalies": anomalous.as_ref().map(|x| x.iter().filter(|&&x| x).count()),
+            "auroc": auroc.flatten(),
+        }),
+    );
     Ok(())
 }

@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::{open_gpu, DataArgs, DeviceArgs, RUNS_DIR};
+use super::{open_gpu, say, DataArgs, DeviceArgs, RUNS_DIR};
 use crate::data::Images;
 use crate::ops::adam::AdamConfig;
-use crate::ops::loss::Likelihood;
 use crate::ops::sample::Corruption;
 use crate::vae::checkpoint::{self, Pick, RunConfig, CONFIG_FILE, MODEL_FILE};
 use crate::vae::rundir::{self, RunDir};
-use crate::vae::train::{keep_best_and_last, resumed_history, train, Run};
+use crate::vae::train::{keep_best_and_last, resumed_history, train, Run, TrainEvent};
 use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -46,7 +45,7 @@ pub struct TrainArgs {
     /// Decoder likelihood: bernoulli (binary cross-entropy on logits) or gaussian
     /// [default: bernoulli]
     #[arg(long, value_enum)]
-    pub likelihood: Option<Likelihood>,
+    pub likelihood: Option<crate::ops::loss::Likelihood>,
     /// Variance of the Gaussian likelihood (0.5 makes its data term the summed squared
     /// error) [default: 0.5]
     #[arg(long, value_parser = super::positive)]
@@ -92,9 +91,6 @@ pub struct TrainArgs {
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 /// A new runs/run-N, N one past the highest existing, created here: `create_dir` fails on
@@ -166,7 +162,7 @@ fn same<T: PartialEq + Debug>(
 /// A setting a resumed run may change: applied and said.
 fn change<T: PartialEq + Debug + Copy>(flag: &str, given: Option<T>, saved: &mut T) {
     if let Some(g) = given.filter(|g| g != saved) {
-        eprintln!("--{flag}: {saved:?} -> {g:?} from here on");
+        say!("--{flag}: {saved:?} -> {g:?} from here on");
         *saved = g;
     }
 }
@@ -222,16 +218,17 @@ impl DataChoice {
                     "--classes {classes:?}: the data has no labels or no images of those classes"
                 );
             };
-            eprintln!(
+            say!(
                 "classes {classes:?}: {} train, {} test images",
-                train.count, test.count
+                train.count,
+                test.count
             );
             (splits.train, splits.test) = (train, test);
         }
         let mut train = splits.train;
         if let Some(n) = self.limit {
             train = train.take(n);
-            eprintln!("using the first {} training images", train.count);
+            say!("using the first {} training images", train.count);
         }
         Ok((train, splits.test, splits.dir, splits.source))
     }
@@ -245,35 +242,34 @@ fn new_run(
     dir: PathBuf,
     source: String,
 ) -> (ModelConfig, TrainConfig) {
-    let arch = a.arch.clone().unwrap_or_else(|| "mlp".into());
-    let model = ModelConfig {
-        height: train.height,
-        width: train.width,
-        channels: train.channels,
-        hidden: match arch.as_str() {
-            "mlp" => widths(&a.hidden).unwrap_or_else(|| vec![400]),
-            _ => Vec::new(),
-        },
-        conv_channels: match arch.as_str() {
-            "conv" => widths(&a.conv_channels).unwrap_or_else(|| vec![32, 64]),
-            _ => Vec::new(),
-        },
-        arch,
-        latent: a.latent.unwrap_or(20) as usize,
-        likelihood: a.likelihood.unwrap_or(Likelihood::Bernoulli),
-        gauss_var: a.gauss_var.unwrap_or(0.5),
+    let (h, w, ch) = (train.height, train.width, train.channels);
+    let base = match a.arch.as_deref() {
+        Some("conv") => ModelConfig::conv(h, w, ch),
+        _ => ModelConfig::mlp(h, w, ch),
     };
-    let defaults = AdamConfig::default();
+    let model = ModelConfig {
+        hidden: widths(&a.hidden)
+            .filter(|_| base.arch == "mlp")
+            .unwrap_or(base.hidden),
+        conv_channels: widths(&a.conv_channels)
+            .filter(|_| base.arch == "conv")
+            .unwrap_or(base.conv_channels),
+        latent: a.latent.map_or(base.latent, |l| l as usize),
+        likelihood: a.likelihood.unwrap_or(base.likelihood),
+        gauss_var: a.gauss_var.unwrap_or(base.gauss_var),
+        ..base
+    };
+    let d = TrainConfig::default();
     let t = TrainConfig {
-        beta: a.beta.unwrap_or(1.0),
-        kl_warmup: a.kl_warmup.unwrap_or(0) as usize,
-        batch_size: a.batch_size.unwrap_or(128) as usize,
-        epochs: a.epochs.unwrap_or(10) as usize,
-        seed: a.seed.unwrap_or(1),
+        beta: a.beta.unwrap_or(d.beta),
+        kl_warmup: a.kl_warmup.map_or(d.kl_warmup, |k| k as usize),
+        batch_size: a.batch_size.map_or(d.batch_size, |b| b as usize),
+        epochs: a.epochs.map_or(d.epochs, |e| e as usize),
+        seed: a.seed.unwrap_or(d.seed),
         adam: AdamConfig {
-            lr: a.lr.unwrap_or(defaults.lr),
-            weight_decay: a.weight_decay.unwrap_or(defaults.weight_decay),
-            ..defaults
+            lr: a.lr.unwrap_or(d.adam.lr),
+            weight_decay: a.weight_decay.unwrap_or(d.adam.weight_decay),
+            ..d.adam
         },
         data: source,
         corruption: a.noise,
@@ -283,7 +279,7 @@ fn new_run(
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
-        max_loss_ratio: a.max_loss_ratio.unwrap_or(2.0),
+        max_loss_ratio: a.max_loss_ratio.unwrap_or(d.max_loss_ratio),
     };
     (model, t)
 }
@@ -439,7 +435,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         Some(d) => {
             let (at, cfg, params) = checkpoint::load(&gpu, d, Pick::Last, true)
                 .with_context(|| format!("resuming {}", d.display()))?;
-            eprintln!(
+            say!(
                 "resuming {} at epoch {}, step {}",
                 at.display(),
                 cfg.state.epoch,
@@ -457,14 +453,14 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     if a.bench_steps.is_some() {
         train_cfg.epochs = state.epoch + 1;
     }
-    eprintln!("run directory: {}", dir_path.display());
+    say!("run directory: {}", dir_path.display());
     if state.epoch >= train_cfg.epochs {
         // A kill may have come between a save and its records or pruning: finish those.
         if !history.is_empty() {
             crate::vae::train::write_records(dir_path, &history)?;
         }
         keep_best_and_last(dir)?;
-        eprintln!(
+        say!(
             "{} already trained {} of {} epochs; nothing to do (raise --epochs)",
             dir_path.display(),
             state.epoch,
@@ -474,27 +470,59 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     }
     let start_step = state.step;
     let batch = train_cfg.batch_size;
-    let metrics = train(
-        Run {
-            gpu: &gpu,
-            model,
-            train: train_cfg,
-            params,
-            state,
-            dir,
-            history,
-            max_steps: a.bench_steps,
-            progress: !a.quiet,
-        },
-        &train_images,
-        &test_images,
-    )?;
+    let epochs = train_cfg.epochs;
+    let mut bar = indicatif::ProgressBar::hidden();
+    let mut observer = |event: TrainEvent<'_>| match event {
+        TrainEvent::EpochStart {
+            epoch,
+            epochs,
+            images,
+        } => {
+            bar = super::progress_bar(images as u64, &format!("epoch {epoch}/{epochs}"), "images");
+        }
+        TrainEvent::Progress { images, loss } => {
+            bar.set_position(images as u64);
+            if let Some(l) = loss {
+                bar.set_message(format!("loss {l:.2}"));
+            }
+        }
+        TrainEvent::EpochEnd(m) => {
+            bar.finish_and_clear();
+            if a.bench_steps.is_none() {
+                super::report(&format!(
+                    "epoch {:>3}/{epochs}  train {:.2} (recon {:.2} + KL {:.2})  test {:.2} (recon {:.2} + KL {:.2})  {:.0} samples/s",
+                    m.epoch, m.train.total, m.train.recon, m.train.kl, m.test.total, m.test.recon, m.test.kl, m.samples_per_sec
+                ), m);
+            }
+        }
+    };
+    let mut run = Run {
+        gpu: &gpu,
+        model,
+        train: train_cfg,
+        params,
+        state,
+        dir: Some(dir),
+        history,
+        max_steps: a.bench_steps,
+        observer: &mut observer,
+    };
+    let metrics = train(&mut run, &train_images, &test_images)?;
     if let (Some(_), Some(m)) = (a.bench_steps, metrics.last()) {
-        println!(
-            "bench: {} steps at batch {batch} on {}: {:.0} samples/s",
-            m.step - start_step,
-            gpu.describe(),
-            m.samples_per_sec
+        let steps = m.step - start_step;
+        super::report(
+            &format!(
+                "bench: {steps} steps at batch {batch} on {}: {:.0} samples/s",
+                gpu.describe(),
+                m.samples_per_sec
+            ),
+            serde_json::json!({
+                "steps": steps,
+                "batch_size": batch,
+                "device": gpu.describe(),
+                "samples_per_sec": m.samples_per_sec,
+                "train": m.train,
+            }),
         );
     }
     Ok(())

@@ -22,9 +22,9 @@ pub struct TraverseArgs {
     /// Each dimension goes from -range to +range around the code.
     #[arg(long, default_value_t = 3.0, value_parser = super::positive)]
     pub range: f32,
-    /// Columns per row.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(2..=100))]
-    pub steps: u32,
+    /// Images per dimension (the columns of each row).
+    #[arg(long, alias = "steps", default_value_t = 9, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub count: u32,
     /// Output PNG [default: RUN/traverse.png]
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -58,7 +58,7 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
         }
         None => vec![0.0; c.latent],
     };
-    let n = a.steps as usize;
+    let n = a.count as usize;
     let mut codes = Vec::with_capacity(dims.len() * n * c.latent);
     for &d in &dims {
         for i in 0..n {
@@ -70,14 +70,18 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
     let images = decode_pixels(&gpu, &params, c, &codes)?;
     let out = a.out.clone().unwrap_or_else(|| dir.join("traverse.png"));
     crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, n)?;
-    println!(
-        "wrote {}: {} dimension(s) x {n} values in [-{r}, {r}] around {}",
-        out.display(),
-        dims.len(),
-        a.index
-            .as_deref()
-            .map_or("the origin".to_string(), |i| format!("the code of {i}")),
-        r = a.range
+    let around = a
+        .index
+        .as_deref()
+        .map_or("the origin".to_string(), |i| format!("the code of {i}"));
+    super::report(
+        &format!(
+            "wrote {}: {} dimension(s) x {n} values in [-{r}, {r}] around {around}",
+            out.display(),
+            dims.len(),
+            r = a.range
+        ),
+        serde_json::json!({"dims": dims, "count": n, "range": a.range, "around": around, "out": out}),
     );
     Ok(())
 }

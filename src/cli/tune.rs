@@ -89,6 +89,8 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
         )?;
     }
     let tuner = gpu.tuner();
+    let mut table = String::new();
+    let mut choices = Vec::new();
     for key in tuner.seen() {
         let line = match tuner.get(key) {
             Some(m) => {
@@ -102,18 +104,33 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
             }
             None => format!("{key:<28} -> default (one candidate, or VAE_GPU_TUNE=off)"),
         };
-        println!("{line}");
+        table += &line;
+        table.push('\n');
+        choices.push(serde_json::json!({
+            "op": key,
+            "pick": tuner.get(key).map(|m| &m.pick),
+            "micros": tuner.get(key).map(|m| &m.micros),
+        }));
     }
-    println!(
-        "{} kernel choices for the {} model at batch {rows} in {:.1} s; cache: {}",
-        tuner.seen().len(),
-        c.arch,
-        started.elapsed().as_secs_f64(),
-        tuner
-            .cache_path()
-            .map_or("none (no cache directory)".into(), |p| p
+    let seconds = started.elapsed().as_secs_f64();
+    let cache = tuner.cache_path();
+    super::report(
+        &format!(
+            "{table}{} kernel choices for the {} model at batch {rows} in {seconds:.1} s; cache: {}",
+            choices.len(),
+            c.arch,
+            cache.as_ref().map_or("none (no cache directory)".into(), |p| p
                 .display()
                 .to_string())
+        ),
+        serde_json::json!({
+            "device": gpu.describe(),
+            "arch": c.arch,
+            "batch_size": rows,
+            "seconds": seconds,
+            "cache": cache,
+            "choices": choices,
+        }),
     );
     Ok(())
 }

@@ -104,7 +104,12 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
     }
     if !bad.is_empty() {
         let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
-        eprintln!("warning: skipped {} unreadable image file(s) in {} (first: {}); --strict makes this an error", bad.len(), dir.display(), shown[0]);
+        log::warn!(
+            "skipped {} unreadable image file(s) in {} (first: {}); --strict makes this an error",
+            bad.len(),
+            dir.display(),
+            shown[0]
+        );
     }
     let count = labels.len();
     if count == 0 {

@@ -8,7 +8,8 @@ use super::tune::{self, GemmShape, Measured, TuneMode, Tuner};
 use super::GpuError;
 
 /// Which wgpu back end to use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BackendChoice {
     /// A real GPU if there is one, then a CPU Vulkan driver, then GL.
     #[default]
@@ -20,7 +21,7 @@ pub enum BackendChoice {
     /// Direct3D 12: Windows.
     Dx12,
     /// OpenGL / GLES: the fallback (Mesa's llvmpipe on the CPU); no subgroups, slower.
-    #[value(alias = "gles", alias = "opengl")]
+    #[cfg_attr(feature = "cli", value(alias = "gles", alias = "opengl"))]
     Gl,
 }
 

@@ -37,6 +37,21 @@ pub enum GpuError {
     Config(String),
 }
 
+impl GpuError {
+    /// Whether the GPU or its driver failed (no adapter, a lost device, a shader the driver
+    /// rejects), as opposed to a request it cannot serve.
+    pub fn is_device_failure(&self) -> bool {
+        matches!(
+            self,
+            GpuError::NoAdapter(_)
+                | GpuError::Device(_)
+                | GpuError::Shader(_)
+                | GpuError::Validation(_)
+                | GpuError::Readback(_)
+        )
+    }
+}
+
 /// One recorded kernel launch: pipeline, bindings and grid, ready to go into a pass.
 /// Model code builds these once and records them every step.
 pub struct Dispatch {

@@ -9,9 +9,8 @@ use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 const CHUNK: usize = 8;
 
 /// The decoder's likelihood p(x | z).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Likelihood {
     /// Bernoulli on logits: binary cross-entropy, for pixels in [0, 1].

@@ -163,13 +163,15 @@ pub fn psnr(a: &[f32], b: &[f32], mask: Option<&[bool]>) -> f64 {
 
 /// Per image, the importance-weighted estimate of log p(x) with K samples (log-mean-exp of
 /// the K importance weights), all on the GPU: every image's K samples run in batches of up
-/// to 512 copies of it and a log-sum-exp per image accumulates across batches.
+/// to 512 copies of it and a log-sum-exp per image accumulates across batches. `progress`
+/// hears the importance samples drawn so far (of `test.count * k`).
 pub fn iwae_log_px(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
     test: &Images,
     k: usize,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<f64>, GpuError> {
     let rows = k.min(512);
     let n = test.count;
@@ -220,12 +222,6 @@ pub fn iwae_log_px(
         &program.ws.eps,
         &state,
     )?;
-    let bar = indicatif::ProgressBar::new((n * k) as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "IWAE {bar:30} {human_pos}/{human_len} importance samples, eta {eta}",
-        )
-        .expect("valid template"),
-    );
     let mut step = 0u64;
     for i in 0..n {
         for start in (0..k).step_by(rows) {
@@ -242,10 +238,9 @@ pub fn iwae_log_px(
             crate::gpu::encode(&mut encoder, &launches);
             gpu.queue.submit([encoder.finish()]);
             step += 1;
-            bar.inc(valid as u64);
+            progress((i * k + start + valid) as u64);
         }
     }
-    bar.finish_and_clear();
     let s = state.read(gpu)?;
     let log_k = (k as f64).ln();
     Ok((0..n)

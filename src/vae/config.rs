@@ -25,6 +25,34 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The default fully connected model for images of this size: one hidden layer of 400,
+    /// a latent of 20, the Bernoulli likelihood (PyTorch's VAE example).
+    pub fn mlp(height: usize, width: usize, channels: usize) -> ModelConfig {
+        ModelConfig {
+            arch: "mlp".into(),
+            height,
+            width,
+            channels,
+            hidden: vec![400],
+            conv_channels: Vec::new(),
+            latent: 20,
+            likelihood: Likelihood::Bernoulli,
+            gauss_var: 0.5,
+        }
+    }
+
+    /// The default convolutional model: stride-2 convolutions of 32 and 64 channels (the
+    /// decoder mirrors them), otherwise as `mlp`.
+    pub fn conv(height: usize, width: usize, channels: usize) -> ModelConfig {
+        ModelConfig {
+            arch: "conv".into(),
+            hidden: Vec::new(),
+            conv_channels: vec![32, 64],
+            ..ModelConfig::mlp(height, width, channels)
+        }
+    }
+
+    /// Values per image: height x width x channels.
     pub fn input_dim(&self) -> usize {
         self.height * self.width * self.channels
     }
@@ -63,6 +91,28 @@ pub struct TrainConfig {
 
 fn default_max_loss_ratio() -> f64 {
     2.0
+}
+
+impl Default for TrainConfig {
+    /// `vae-gpu train`'s defaults: beta 1, batch 128, 10 epochs, seed 1, Adam at 1e-3.
+    fn default() -> TrainConfig {
+        TrainConfig {
+            beta: 1.0,
+            kl_warmup: 0,
+            batch_size: 128,
+            epochs: 10,
+            seed: 1,
+            adam: AdamConfig::default(),
+            data: String::new(),
+            corruption: None,
+            data_dir: None,
+            size: None,
+            channels: None,
+            limit: None,
+            classes: None,
+            max_loss_ratio: default_max_loss_ratio(),
+        }
+    }
 }
 
 impl TrainConfig {

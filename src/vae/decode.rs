@@ -30,7 +30,8 @@ pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Draws `count` images: z ~ N(0, temperature^2 I) from the seed, decoded in batches.
+/// Draws `count` images: z ~ N(0, temperature^2 I) from the seed, decoded in batches into
+/// values in [0, 1] (see `unit`).
 pub fn generate(
     gpu: &Gpu,
     params: &Params,
@@ -38,7 +39,7 @@ pub fn generate(
     count: usize,
     seed: u64,
     temperature: f32,
-) -> Result<Vec<Vec<u8>>, GpuError> {
+) -> Result<Vec<Vec<f32>>, GpuError> {
     let rows = count.clamp(1, 256);
     let ws = Workspace::new(gpu, params, c, rows)?;
     let heads = ws.heads;
@@ -71,7 +72,12 @@ pub fn generate(
         all.extend(decoder.iter());
         gpu.run(&all)?;
         let logits = ws.logits().read(gpu)?;
-        out.extend(to_pixels(c, &logits).into_iter().take(count - start));
+        out.extend(
+            logits
+                .chunks(c.input_dim())
+                .take(count - start)
+                .map(|row| row.iter().map(|&l| unit(c, l)).collect()),
+        );
     }
     Ok(out)
 }

@@ -156,6 +156,21 @@ impl Guard {
     }
 }
 
+/// What the training loop reports as it goes; the caller decides what to show.
+pub enum TrainEvent<'a> {
+    /// An epoch begins (numbered from 1) over this many images.
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        images: usize,
+    },
+    /// Images trained so far in the epoch, with the latest training loss when one was read
+    /// (without blocking, every `REPORT_EVERY` steps).
+    Progress { images: usize, loss: Option<f64> },
+    /// An epoch has ended (and its checkpoint, if the run has a directory, is saved).
+    EpochEnd(&'a EpochMetrics),
+}
+
 /// Everything a training run needs.
 pub struct Run<'a> {
     pub gpu: &'a Gpu,
@@ -163,18 +178,18 @@ pub struct Run<'a> {
     pub train: TrainConfig,
     pub params: Params,
     pub state: RunState,
-    /// The run directory, locked.
-    pub dir: &'a RunDir,
+    /// The run directory, locked; None trains in memory without checkpoints.
+    pub dir: Option<&'a RunDir>,
     /// Epochs already recorded (see `resumed_history`); empty for a new run.
     pub history: Vec<EpochMetrics>,
     /// Stop after this many optimizer steps (benchmarks); None trains the full epochs.
     pub max_steps: Option<u64>,
-    pub progress: bool,
+    pub observer: &'a mut dyn FnMut(TrainEvent<'_>),
 }
 
 /// Trains from `run.state` to `run.train.epochs`, publishing a checkpoint each epoch.
 pub fn train(
-    mut run: Run<'_>,
+    run: &mut Run<'_>,
     train_images: &Images,
     test_images: &Images,
 ) -> anyhow::Result<Vec<EpochMetrics>> {
@@ -224,10 +239,15 @@ pub fn train(
             .permutation(n);
         train_split.set_order(gpu, &order);
         trainer.reset_sums(gpu);
-        let bar = progress_bar(run.progress, n as u64, epoch + 1, t.epochs);
+        (run.observer)(TrainEvent::EpochStart {
+            epoch: epoch + 1,
+            epochs: t.epochs,
+            images: n,
+        });
         let started = Instant::now();
         let mut pending: Option<PendingRead> = None;
         let mut done = 0u64;
+        let mut loss = None;
         for (i, offset) in (0..n).step_by(rows).enumerate() {
             if run.max_steps.is_some_and(|m| done >= m) {
                 break;
@@ -246,15 +266,17 @@ pub fn train(
                     guard
                         .check(false, l.total)
                         .map_err(|why| diverged(why, epoch, run.state.step))?;
-                    bar.set_message(format!("loss {:.2}", l.total));
+                    loss = Some(l.total);
                 }
             }
-            bar.inc(rows.min(n - offset) as u64);
+            (run.observer)(TrainEvent::Progress {
+                images: (offset + rows).min(n),
+                loss: loss.take(),
+            });
         }
         let train_loss = Losses::from_sums(&trainer.ws.accum.read(gpu)?);
         let elapsed = started.elapsed().as_secs_f64();
         let samples_per_sec = (done as usize * rows).min(n) as f64 / elapsed;
-        bar.finish_and_clear();
         guard
             .check(false, train_loss.total)
             .map_err(|why| diverged(why, epoch, run.state.step))?;
@@ -272,25 +294,30 @@ pub fn train(
             test: test_loss,
             samples_per_sec,
         };
-        println!(
-            "epoch {:>3}/{}  train {:.2} (recon {:.2} + KL {:.2})  test {:.2} (recon {:.2} + KL {:.2})  {:.0} samples/s",
-            m.epoch, t.epochs, m.train.total, m.train.recon, m.train.kl, m.test.total, m.test.recon, m.test.kl, samples_per_sec
-        );
         // A benchmark (max_steps) measures speed and leaves the run as it was.
         if run.max_steps.is_some() {
+            (run.observer)(TrainEvent::EpochEnd(&m));
             new_metrics.push(m);
             break;
         }
-        save_epoch(&run, &m)?;
+        if let Some(dir) = run.dir {
+            save_epoch(run, dir, &m)?;
+        }
         run.history.push(m.clone());
-        write_records(run.dir.path(), &run.history)?;
+        if let Some(dir) = run.dir {
+            write_records(dir.path(), &run.history)?;
+        }
+        (run.observer)(TrainEvent::EpochEnd(&m));
         new_metrics.push(m);
     }
     Ok(new_metrics)
 }
 
 /// What a stopped run leaves: its last checkpoint, if any.
-fn kept(dir: &RunDir) -> String {
+fn kept(dir: Option<&RunDir>) -> String {
+    let Some(dir) = dir else {
+        return "the run keeps no checkpoints".into();
+    };
     match rundir::checkpoints(dir.path()).last() {
         Some((_, last)) => format!("the last checkpoint {} is intact", last.display()),
         None => "no checkpoint was written".into(),
@@ -298,27 +325,26 @@ fn kept(dir: &RunDir) -> String {
 }
 
 /// Publishes the epoch's checkpoint, then prunes all but it and the best.
-fn save_epoch(run: &Run<'_>, m: &EpochMetrics) -> anyhow::Result<()> {
+fn save_epoch(run: &Run<'_>, dir: &RunDir, m: &EpochMetrics) -> anyhow::Result<()> {
     let config = RunConfig {
         model: run.model.clone(),
         train: Some(run.train.clone()),
         state: run.state,
         metrics: Some(m.clone()),
     };
-    run.dir
-        .publish(run.state.epoch, |tmp| {
-            checkpoint::write(run.gpu, tmp, &run.params, &config)
-        })
-        .map_err(|e| match e.downcast::<Diverged>() {
-            Ok(d) => Diverged(format!("{} in epoch {}; {}", d.0, m.epoch, kept(run.dir))).into(),
-            // Described after the failure: a rename may have gone through before a sync failed.
-            Err(e) => e.context(format!(
-                "saving epoch {} failed ({})",
-                m.epoch,
-                kept(run.dir)
-            )),
-        })?;
-    keep_best_and_last(run.dir)
+    dir.publish(run.state.epoch, |tmp| {
+        checkpoint::write(run.gpu, tmp, &run.params, &config)
+    })
+    .map_err(|e| match e.downcast::<Diverged>() {
+        Ok(d) => Diverged(format!("{} in epoch {}; {}", d.0, m.epoch, kept(Some(dir)))).into(),
+        // Described after the failure: a rename may have gone through before a sync failed.
+        Err(e) => e.context(format!(
+            "saving epoch {} failed ({})",
+            m.epoch,
+            kept(Some(dir))
+        )),
+    })?;
+    keep_best_and_last(dir)
 }
 
 /// Rewrites metrics.jsonl and loss.png from the recorded epochs (after each checkpoint, so
@@ -335,21 +361,6 @@ pub fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
     let train_curve: Vec<f64> = history.iter().map(|m| m.train.total).collect();
     let test_curve: Vec<f64> = history.iter().map(|m| m.test.total).collect();
     crate::io::png::save_curves(&dir.join("loss.png"), &[&train_curve, &test_curve])
-}
-
-/// A bar over the epoch's images, so its rate reads in samples/s.
-fn progress_bar(show: bool, images: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(images);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "epoch {epoch}/{epochs} {{bar:30}} {{human_pos}}/{{human_len}} images, {{per_sec}}, eta {{eta}} {{msg}}"
-        ))
-            .expect("valid template"),
-    );
-    bar
 }
 
 /// The epochs recorded for a run resumed from `checkpoint`: metrics.jsonl up to its epoch,

@@ -40,6 +40,25 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `vae-gpu --json args`, expects success and returns its results: one JSON value per
+/// line of stdout.
+pub fn json(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut with = vec!["--json"];
+    with.extend_from_slice(args);
+    ok(&with)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// A number in a JSON result, found by its path of keys.
+pub fn number(value: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(value, |v, key| &v[key])
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number at {path:?} in {value}"))
+}
+
 /// Runs and expects a non-zero exit whose stderr mentions `needle`.
 pub fn fails(args: &[&str], needle: &str) {
     let out = run(args);

@@ -1,0 +1,233 @@
+//! [`Trainer`]: settings for a training run, and the run itself.
+
+use std::path::PathBuf;
+
+use super::{Error, Result, Vae};
+use crate::data::Images;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::ops::loss::Likelihood;
+use crate::vae::checkpoint::{RunConfig, MODEL_FILE};
+use crate::vae::rundir::{self, RunDir};
+use crate::vae::train::{train, EpochMetrics, Run, TrainEvent};
+use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
+
+/// What `Trainer::on_epoch` calls.
+type EpochCallback<'a> = Box<dyn FnMut(&EpochMetrics) + 'a>;
+
+/// Trains a VAE: the settings of `vae-gpu train` as builder methods (the same defaults),
+/// then [`Trainer::fit`] on training and test images. The library prints nothing; pass
+/// [`Trainer::on_epoch`] to see each epoch's figures.
+///
+/// ```
+/// use vae_gpu::{Images, Trainer};
+///
+/// // 64 training and 16 test images of 8x8 gray: a bright square on a dark ground.
+/// let square: Vec<f32> = (0..64).map(|i| if (i / 8) % 6 > 1 && (i % 8) % 6 > 1 { 0.9 } else { 0.1 }).collect();
+/// let train = Images::from_f32(&square.repeat(64), 8, 8, 1)?;
+/// let test = Images::from_f32(&square.repeat(16), 8, 8, 1)?;
+///
+/// let mut losses = Vec::new();
+/// let vae = Trainer::new()
+///     .mlp(&[32])
+///     .latent(2)
+///     .epochs(3)
+///     .batch_size(16)
+///     .on_epoch(|m| losses.push(m.test.total))
+///     .fit(&train, &test)?;
+/// assert_eq!(losses.len(), 3);
+/// assert!(losses[2] < losses[0], "the test loss falls: {losses:?}");
+/// assert_eq!(vae.config().latent, 2);
+/// # Ok::<(), vae_gpu::Error>(())
+/// ```
+pub struct Trainer<'a> {
+    model: ModelConfig,
+    train: TrainConfig,
+    device: GpuOptions,
+    checkpoints: Option<PathBuf>,
+    on_epoch: Option<EpochCallback<'a>>,
+}
+
+impl Default for Trainer<'_> {
+    fn default() -> Self {
+        Trainer::new()
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// The defaults of `vae-gpu train`: an MLP with one hidden layer of 400, a latent of 20,
+    /// Bernoulli likelihood, beta 1, Adam at 1e-3, batch 128, 10 epochs, seed 1, no
+    /// checkpoints, the GPU `auto` picks.
+    pub fn new() -> Trainer<'a> {
+        Trainer {
+            // The image size is the data's, filled in by `fit`.
+            model: ModelConfig::mlp(0, 0, 0),
+            train: TrainConfig::default(),
+            device: GpuOptions::default(),
+            checkpoints: None,
+            on_epoch: None,
+        }
+    }
+
+    /// A fully connected model with these hidden widths (the decoder mirrors them).
+    pub fn mlp(mut self, hidden: &[usize]) -> Self {
+        self.model.arch = "mlp".into();
+        self.model.hidden = hidden.to_vec();
+        self.model.conv_channels.clear();
+        self
+    }
+
+    /// A convolutional model: stride-2 convolutions of these channel widths (multiples of
+    /// 4; the image sides must divide by 2 per layer), transposed in the decoder.
+    pub fn conv(mut self, channels: &[usize]) -> Self {
+        self.model.arch = "conv".into();
+        self.model.conv_channels = channels.to_vec();
+        self.model.hidden.clear();
+        self
+    }
+
+    /// Size of the latent code.
+    pub fn latent(mut self, size: usize) -> Self {
+        self.model.latent = size;
+        self
+    }
+
+    /// The decoder's likelihood: Bernoulli for values in [0, 1], or Gaussian.
+    pub fn likelihood(mut self, likelihood: Likelihood) -> Self {
+        self.model.likelihood = likelihood;
+        self
+    }
+
+    /// Weight of the KL term (a beta-VAE above 1).
+    pub fn beta(mut self, beta: f32) -> Self {
+        self.train.beta = beta;
+        self
+    }
+
+    /// Ramps beta linearly from 0 over this many epochs.
+    pub fn kl_warmup(mut self, epochs: usize) -> Self {
+        self.train.kl_warmup = epochs;
+        self
+    }
+
+    /// Adam's learning rate.
+    pub fn learning_rate(mut self, lr: f32) -> Self {
+        self.train.adam.lr = lr;
+        self
+    }
+
+    /// Decoupled weight decay (AdamW); 0 is plain Adam.
+    pub fn weight_decay(mut self, decay: f32) -> Self {
+        self.train.adam.weight_decay = decay;
+        self
+    }
+
+    /// Images per optimizer step.
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.train.batch_size = size;
+        self
+    }
+
+    /// Epochs to train.
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.train.epochs = epochs;
+        self
+    }
+
+    /// Fixes weight init, shuffling and sampling noise: the same seed, the same run.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.train.seed = seed;
+        self
+    }
+
+    /// Stops with [`Error::Diverged`] when a loss exceeds `ratio` times the best so far or
+    /// climbs back above the initial loss (0: only on NaN/Inf).
+    pub fn max_loss_ratio(mut self, ratio: f64) -> Self {
+        self.train.max_loss_ratio = ratio;
+        self
+    }
+
+    /// The adapter to train on.
+    pub fn device(mut self, device: GpuOptions) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Publishes a checkpoint per epoch into this run directory (created; it must not hold
+    /// a model yet), keeping the best and the last, as `vae-gpu train --out` does. The CLI
+    /// reads it with `--model DIR` and continues it with `--resume DIR`.
+    pub fn checkpoints(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpoints = Some(dir.into());
+        self
+    }
+
+    /// Called after every epoch with its figures (losses in nats per image, samples/s).
+    pub fn on_epoch(mut self, f: impl FnMut(&EpochMetrics) + 'a) -> Self {
+        self.on_epoch = Some(Box::new(f));
+        self
+    }
+
+    /// Trains on `train`, measuring `test` after each epoch, and returns the model as it is
+    /// after the last epoch.
+    pub fn fit(mut self, train_images: &Images, test_images: &Images) -> Result<Vae> {
+        self.model.height = train_images.height;
+        self.model.width = train_images.width;
+        self.model.channels = train_images.channels;
+        if test_images.dim() != train_images.dim() {
+            return Err(Error::Input(format!(
+                "training images are {}x{}x{}, test images {}x{}x{}",
+                train_images.height,
+                train_images.width,
+                train_images.channels,
+                test_images.height,
+                test_images.width,
+                test_images.channels
+            )));
+        }
+        self.model
+            .validate()
+            .and_then(|()| self.train.validate())
+            .map_err(|e| Error::Input(format!("invalid settings: {e}")))?;
+        let gpu = Gpu::new(&self.device)?;
+        let params = Params::new(&gpu, &self.model, self.train.seed)?;
+        let dir = match &self.checkpoints {
+            Some(path) => {
+                let dir = RunDir::lock(path)?;
+                if !rundir::checkpoints(path).is_empty() || path.join(MODEL_FILE).exists() {
+                    return Err(Error::Input(format!(
+                        "{} already holds a run; continue it with `vae-gpu train --resume` or choose another directory",
+                        path.display()
+                    )));
+                }
+                Some(dir)
+            }
+            None => None,
+        };
+        let mut on_epoch = self.on_epoch.take();
+        let mut observer = |event: TrainEvent<'_>| {
+            if let (TrainEvent::EpochEnd(m), Some(f)) = (event, on_epoch.as_mut()) {
+                f(m);
+            }
+        };
+        let mut run = Run {
+            gpu: &gpu,
+            model: self.model,
+            train: self.train,
+            params,
+            state: RunState::default(),
+            dir: dir.as_ref(),
+            history: Vec::new(),
+            max_steps: None,
+            observer: &mut observer,
+        };
+        train(&mut run, train_images, test_images)?;
+        let config = RunConfig {
+            model: run.model,
+            train: Some(run.train),
+            state: run.state,
+            metrics: run.history.last().cloned(),
+        };
+        let params = run.params;
+        drop(dir);
+        Ok(Vae::new(gpu, params, config))
+    }
+}

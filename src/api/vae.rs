@@ -1,0 +1,205 @@
+//! [`Vae`]: a trained model on a GPU, and what it does.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{Error, Input, Result};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::vae::checkpoint::{self, Pick, RunConfig};
+use crate::vae::{codec, decode, ModelConfig, Params};
+
+/// Posterior parameters of each image: `mu` and `logvar`, `latent` values per image each.
+pub use crate::vae::codec::Codes;
+
+/// A trained VAE on a GPU: encode, decode, sample, reconstruct, score, save.
+///
+/// Images go in as anything [`Input`] takes (flat `f32` values in [0, 1] at the model's
+/// size, `image` buffers, or [`Images`](crate::Images)) and come out as flat `f32` values in
+/// [0, 1], `height * width * channels` per image (see [`Vae::to_images`] for `image`
+/// buffers). Every call runs on the GPU in batches.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # vae_gpu::Trainer::new().mlp(&[32]).latent(4).epochs(1)
+/// #     .fit(&vae_gpu::Images::from_f32(&[0.5; 64 * 64], 8, 8, 1)?,
+/// #          &vae_gpu::Images::from_f32(&[0.5; 64 * 4], 8, 8, 1)?)?
+/// #     .save(dir.path().join("run"))?;
+/// # let path = dir.path().join("run");
+/// let vae = vae_gpu::Vae::load(&path)?;
+/// let images = vae.sample(4, 7)?;
+/// let codes = vae.encode(&images)?;
+/// assert_eq!((codes.count(), codes.latent), (4, vae.config().latent));
+/// let again = vae.decode(&codes.mu)?;
+/// assert_eq!(again.len(), images.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Vae {
+    gpu: Gpu,
+    params: Params,
+    config: RunConfig,
+}
+
+impl Vae {
+    pub(crate) fn new(gpu: Gpu, params: Params, config: RunConfig) -> Vae {
+        Vae {
+            gpu,
+            params,
+            config,
+        }
+    }
+
+    /// Loads a model onto the GPU that `auto` picks (a real GPU first, then a CPU Vulkan
+    /// driver, then GL). `path` is a run directory (its best checkpoint is taken), a
+    /// checkpoint directory, or a `model.safetensors` file (F32, F16 or BF16; with its
+    /// `config.json` beside it, or the architecture inferred from the tensors).
+    pub fn load(path: impl AsRef<Path>) -> Result<Vae> {
+        Vae::load_on(path, &GpuOptions::default())
+    }
+
+    /// [`Vae::load`] on the adapter the options pick.
+    pub fn load_on(path: impl AsRef<Path>, device: &GpuOptions) -> Result<Vae> {
+        let path = path.as_ref();
+        let gpu = Gpu::new(device)?;
+        let (_, config, params) = checkpoint::load(&gpu, path, Pick::Best, false)
+            .with_context(|| format!("loading model {}", path.display()))?;
+        Ok(Vae::new(gpu, params, config))
+    }
+
+    /// The architecture: image size, layer widths, latent size, likelihood.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config.model
+    }
+
+    /// The figures of the epoch the model was saved at (None for a bare model file).
+    pub fn metrics(&self) -> Option<&crate::EpochMetrics> {
+        self.config.metrics.as_ref()
+    }
+
+    /// The adapter the model runs on, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    pub fn device(&self) -> String {
+        self.gpu.describe()
+    }
+
+    /// Values per image: `height * width * channels`.
+    pub fn image_len(&self) -> usize {
+        self.config.model.input_dim()
+    }
+
+    /// The posterior `q(z | x)` of each image: its mean and log-variance.
+    pub fn encode<I: Input + ?Sized>(&self, images: &I) -> Result<Codes> {
+        Ok(self.passes(images)?.codes)
+    }
+
+    /// Decodes latent codes (`latent` values each, flat) into images.
+    pub fn decode(&self, codes: &[f32]) -> Result<Vec<f32>> {
+        let z = self.config.model.latent;
+        if !codes.len().is_multiple_of(z) {
+            return Err(Error::Input(format!(
+                "{} values are not a whole number of codes of {z}",
+                codes.len()
+            )));
+        }
+        if let Some(i) = codes.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Input(format!("code value {i} is {}", codes[i])));
+        }
+        let rows = codec::decode(&self.gpu, &self.params, &self.config.model, codes)?;
+        Ok(rows.concat())
+    }
+
+    /// Draws `count` new images: codes from the prior N(0, I) fixed by `seed`, decoded.
+    pub fn sample(&self, count: usize, seed: u64) -> Result<Vec<f32>> {
+        let rows = decode::generate(
+            &self.gpu,
+            &self.params,
+            &self.config.model,
+            count,
+            seed,
+            1.0,
+        )?;
+        Ok(rows.concat())
+    }
+
+    /// Each image decoded from the mean of its code.
+    pub fn reconstruct<I: Input + ?Sized>(&self, images: &I) -> Result<Vec<f32>> {
+        self.decode(&self.encode(images)?.mu)
+    }
+
+    /// The evidence lower bound of each image in nats (higher: the model explains the
+    /// image better; its negative is an anomaly score): `log p(x | z) - KL(q(z | x) || p(z))`
+    /// with one sample of z.
+    pub fn elbo<I: Input + ?Sized>(&self, images: &I) -> Result<Vec<f64>> {
+        let losses = self.passes(images)?.losses;
+        Ok(losses
+            .chunks(3)
+            .map(|l| -(f64::from(l[0]) + f64::from(l[1])))
+            .collect())
+    }
+
+    /// Saves the model as a checkpoint directory (model.safetensors with PyTorch's names and
+    /// layouts, the optimizer's moments, config.json) at `dir`, which must not exist yet or
+    /// be empty. The files are written in a temporary directory beside it and renamed into
+    /// place, so `dir` is either absent or complete.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let write = || -> anyhow::Result<()> {
+            let parent = crate::io::parent_dir(dir);
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".vae-gpu-save-")
+                .tempdir_in(parent)
+                .with_context(|| format!("creating a directory in {}", parent.display()))?;
+            checkpoint::write(&self.gpu, tmp.path(), &self.params, &self.config)?;
+            std::fs::rename(tmp.path(), dir).with_context(|| {
+                format!("{}: exists and is not an empty directory", dir.display())
+            })?;
+            // Renamed away: nothing left for the guard to delete.
+            let _ = tmp.keep();
+            crate::io::sync_dir(parent).with_context(|| format!("syncing {}", parent.display()))
+        };
+        write().with_context(|| format!("saving the model to {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// Flat values in [0, 1] (as the calls above return) as `image` buffers: grayscale for
+    /// one channel, RGB for three.
+    pub fn to_images(&self, values: &[f32]) -> Result<Vec<image::DynamicImage>> {
+        let c = &self.config.model;
+        if !values.len().is_multiple_of(c.input_dim()) {
+            return Err(Error::Input(format!(
+                "{} values are not a whole number of {}x{}x{} images",
+                values.len(),
+                c.height,
+                c.width,
+                c.channels
+            )));
+        }
+        Ok(values
+            .chunks(c.input_dim())
+            .map(|v| {
+                let (w, h, px) = (c.width as u32, c.height as u32, decode::to_u8(v));
+                match c.channels {
+                    3 => image::RgbImage::from_raw(w, h, px).map(image::DynamicImage::from),
+                    _ => image::GrayImage::from_raw(w, h, px).map(image::DynamicImage::from),
+                }
+                .expect("one image's values fill its buffer")
+            })
+            .collect())
+    }
+
+    /// The encoder pass with the per-image losses (beta 1).
+    fn passes<I: Input + ?Sized>(&self, images: &I) -> Result<codec::Passes> {
+        let images = images.to_images(&self.config.model)?;
+        if images.count == 0 {
+            return Err(Error::Input("no images given".into()));
+        }
+        Ok(codec::encode(
+            &self.gpu,
+            &self.params,
+            &self.config.model,
+            &images,
+            1.0,
+        )?)
+    }
+}
