@@ -7,6 +7,7 @@
 use vae_gpu::{DataOptions, Vae};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    vae_gpu::quiet_headless_probes();
     let mut args = std::env::args().skip(1);
     let model = args.next().ok_or("usage: encode MODEL [IMAGE_FILE...]")?;
     let files: Vec<String> = args.collect();

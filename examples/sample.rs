@@ -6,6 +6,7 @@ use image::GenericImage;
 use vae_gpu::Vae;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    vae_gpu::quiet_headless_probes();
     let mut args = std::env::args().skip(1);
     let (Some(model), Some(out)) = (args.next(), args.next()) else {
         return Err("usage: sample MODEL OUT.png [COUNT]".into());

@@ -7,6 +7,7 @@
 use vae_gpu::{DataOptions, Trainer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    vae_gpu::quiet_headless_probes();
     let mut args = std::env::args().skip(1);
     let out = args.next().unwrap_or_else(|| "runs/example".into());
     let epochs: usize = args.next().map_or(Ok(3), |e| e.parse())?;

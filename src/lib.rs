@@ -28,10 +28,8 @@
 //! The `cli` feature (on by default) builds the `vae-gpu` program; `default-features =
 //! false` gives the library alone, without clap, indicatif and env_logger.
 //!
-//! On a headless Linux machine without `XDG_RUNTIME_DIR`, Mesa prints "XDG_RUNTIME_DIR is
-//! invalid or not set" while adapters are listed; the `vae-gpu` program sets
-//! `NODEVICE_SELECT=1` and `EGL_PLATFORM=surfaceless` to keep it quiet, and a program using
-//! the library can do the same before its first call.
+//! On a headless Linux machine, call [`quiet_headless_probes`] first thing in `main` to keep
+//! Mesa from printing "XDG_RUNTIME_DIR is invalid or not set" while adapters are listed.
 
 #![warn(missing_docs)]
 
@@ -43,6 +41,24 @@ pub use gpu::{BackendChoice, GpuError, GpuOptions};
 pub use ops::loss::Likelihood;
 pub use vae::train::{Diverged, EpochMetrics};
 pub use vae::{Losses, ModelConfig, TrainConfig};
+
+/// Keeps Mesa quiet on headless machines: its Vulkan device-select layer and its EGL look
+/// for a display server while adapters are listed, and print "XDG_RUNTIME_DIR is invalid or
+/// not set" when that variable is unset. vae-gpu picks the adapter itself and never draws,
+/// so then this sets `NODEVICE_SELECT=1` and `EGL_PLATFORM=surfaceless` (each only if unset).
+///
+/// It changes the process environment: call it at the start of `main`, before any thread
+/// starts (the `vae-gpu` program does).
+pub fn quiet_headless_probes() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    for (var, value) in [("NODEVICE_SELECT", "1"), ("EGL_PLATFORM", "surfaceless")] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, value);
+        }
+    }
+}
 
 // The modules below are the program's internals: public for the command-line front end,
 // the tests and the benches, hidden from the documentation and free to change.

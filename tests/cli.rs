@@ -444,10 +444,10 @@ fn every_command_speaks_json() {
     ];
     for (args, key) in cases {
         let mut all = args.clone();
-        // Every command but info and decode reads a model and data.
+        // Commands take a model and data, but info neither and these no data.
         match args[0] {
             "info" => {}
-            "decode" => all.extend(&m[..2]),
+            "decode" | "sample" | "manifold" => all.extend(&m[..2]),
             _ => all.extend(m),
         }
         let results = json(&all);

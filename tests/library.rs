@@ -10,7 +10,7 @@ use vae_gpu::{DataOptions, Error, Images, Trainer, Vae};
 fn splits() -> (Images, Images) {
     let s = vae_gpu::load_data(Some(&vae_gpu::data::bundled_dir()), &DataOptions::default())
         .expect("the bundled data loads");
-    (s.train.take(1024), s.test.take(200))
+    (s.train.take(4096), s.test.take(200))
 }
 
 /// A model trained once per test binary and saved; its directory.
@@ -24,6 +24,7 @@ fn saved() -> &'static Path {
             .latent(4)
             .epochs(2)
             .batch_size(64)
+            .learning_rate(3e-3)
             .seed(5)
             .on_epoch(|m| epochs.push(m.clone()))
             .fit(&train, &test)
@@ -65,7 +66,9 @@ fn calls_return_what_they_promise() {
             .map(|i| (recon[a * dim + i] - x[b * dim + i]).powi(2))
             .sum()
     };
-    assert!((0..5).all(|i| err(i, i) < err(i, (i + 1) % 5)));
+    let own: f32 = (0..5).map(|i| err(i, i)).sum();
+    let other: f32 = (0..5).map(|i| err(i, (i + 1) % 5)).sum();
+    assert!(own < 0.7 * other, "own {own} vs another's {other}");
     // The same images as f32 values and as `image` buffers give the same codes.
     let as_f32 = vae.encode(&x).unwrap();
     let buffers = vae.to_images(&x).unwrap();

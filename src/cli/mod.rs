@@ -56,7 +56,7 @@ pub struct OutputArgs {
     /// Print results on stdout as JSON (one object per line) instead of prose, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Only results and errors: no progress bars, no notes on stderr.
+    /// Only results, warnings and errors: no progress bars, no notes on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail in the log on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
