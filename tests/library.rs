@@ -210,3 +210,36 @@ fn float16_checkpoint_matches_float32() {
         "float16 ELBO {b} should be the float32 {a} within rounding"
     );
 }
+
+/// The model file carries its config: a bare model.safetensors of a non-square Gaussian
+/// model (which no inference from shapes could recover) loads as it was; next to the
+/// config.json of another model it is refused.
+#[test]
+fn a_model_file_carries_its_config() {
+    let values: Vec<f32> = (0..40 * 32).map(|i| (i % 7) as f32 / 7.0).collect();
+    let images = Images::from_f32(&values, 4, 8, 1).unwrap();
+    let vae = Trainer::new()
+        .mlp(&[8])
+        .latent(3)
+        .likelihood(vae_gpu::Likelihood::Gaussian)
+        .epochs(1)
+        .batch_size(8)
+        .fit(&images, &images)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    vae.save(dir.path().join("full")).unwrap();
+    let bare = dir.path().join("bare.safetensors");
+    std::fs::copy(dir.path().join("full/model.safetensors"), &bare).unwrap();
+    let loaded = Vae::load(&bare).unwrap();
+    assert_eq!(loaded.config(), vae.config());
+    assert_eq!((loaded.config().height, loaded.config().width), (4, 8));
+
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    std::fs::copy(&bare, mixed.join("model.safetensors")).unwrap();
+    std::fs::copy(model_dir().join("config.json"), mixed.join("config.json")).unwrap();
+    match Vae::load(&mixed) {
+        Err(Error::Input(m)) => assert!(m.contains("written for another model"), "{m}"),
+        other => panic!("{:?}", other.err()),
+    }
+}

@@ -718,7 +718,11 @@ fn corrupt_values_are_caught() {
                 .into_values()
                 .collect();
         t.iter_mut().find(|t| t.name == tensor).unwrap().data[at] = value;
-        let (run, path) = corrupted(name, "optimizer.safetensors", &safetensors::to_bytes(&t));
+        let (run, path) = corrupted(
+            name,
+            "optimizer.safetensors",
+            &safetensors::to_bytes(&t, &[]),
+        );
         let args = [
             "train", "--data", &d, "--resume", &run, "--epochs", "2", "--quiet",
         ];

@@ -31,11 +31,18 @@ fn err(path: &Path, problem: impl Into<String>) -> CheckpointError {
     }
 }
 
+/// Tensors by name and the file's metadata.
+pub type Loaded = (BTreeMap<String, Tensor>, HashMap<String, String>);
+
 /// Metadata key of the FNV-1a checksum of the data section.
 const CHECKSUM: &str = "vae-gpu.fnv1a64";
 
-/// Serialises tensors (F32) with vae-gpu's version and the data's checksum as metadata.
-pub fn to_bytes(tensors: &[Tensor]) -> Vec<u8> {
+/// Metadata key of the model's configuration (JSON) in a model file.
+pub const MODEL_CONFIG: &str = "vae-gpu.model";
+
+/// Serialises tensors (F32) with vae-gpu's version, the data's checksum and `extra` as
+/// metadata.
+pub fn to_bytes(tensors: &[Tensor], extra: &[(&str, String)]) -> Vec<u8> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| bytemuck::cast_slice(&t.data).to_vec())
@@ -51,11 +58,12 @@ pub fn to_bytes(tensors: &[Tensor]) -> Vec<u8> {
     // The checksum covers the data as the crate lays it out: written as a placeholder of
     // the same length, then filled in.
     let placeholder = "0".repeat(16);
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("vae-gpu".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         (CHECKSUM.to_string(), placeholder.clone()),
     ]);
+    metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let mut out = safetensors::serialize(views, Some(metadata)).expect("f32 tensors serialise");
     let header = u64::from_le_bytes(out[..8].try_into().expect("8 bytes")) as usize;
     let sum = format!("{:016x}", super::fnv1a64(&out[8 + header..]));
@@ -73,7 +81,7 @@ pub fn to_bytes(tensors: &[Tensor]) -> Vec<u8> {
 
 /// Writes the file atomically.
 pub fn save(path: &Path, tensors: &[Tensor]) -> Result<(), CheckpointError> {
-    super::write_atomic(path, &to_bytes(tensors)).map_err(|e| err(path, e.to_string()))
+    super::write_atomic(path, &to_bytes(tensors, &[])).map_err(|e| err(path, e.to_string()))
 }
 
 /// What a parse error means for a user.
@@ -118,6 +126,11 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
 /// Reads every tensor, checking the layout, the checksum when the file has one, the dtype
 /// (F32, F16 or BF16) and that every value is finite.
 pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
+    Ok(load_with_metadata(path)?.0)
+}
+
+/// `load`, with the file's metadata (empty when it has none).
+pub fn load_with_metadata(path: &Path) -> Result<Loaded, CheckpointError> {
     let bytes = super::read_input(path).map_err(|e| err(path, e.to_string()))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| err(path, explain(e)))?;
     let (header, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, explain(e)))?;
@@ -130,6 +143,7 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
             ));
         }
     }
+    let metadata = meta.metadata().clone().unwrap_or_default();
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
         let data = to_f32(&view).ok_or_else(|| {
@@ -159,5 +173,5 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
             },
         );
     }
-    Ok(out)
+    Ok((out, metadata))
 }

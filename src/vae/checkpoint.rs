@@ -160,7 +160,12 @@ pub fn write(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyh
         ))
         .into());
     }
-    file(MODEL_FILE, &safetensors::to_bytes(&model))?;
+    // The model's config also travels inside the model file, for a file used on its own.
+    let meta = [(
+        safetensors::MODEL_CONFIG,
+        serde_json::to_string(&config.model)?,
+    )];
+    file(MODEL_FILE, &safetensors::to_bytes(&model, &meta))?;
     let moments: Vec<Tensor> = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
         .into_iter()
         .map(|(name, buf)| {
@@ -171,7 +176,7 @@ pub fn write(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyh
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    file(OPTIMIZER_FILE, &safetensors::to_bytes(&moments))?;
+    file(OPTIMIZER_FILE, &safetensors::to_bytes(&moments, &[]))?;
     file(CONFIG_FILE, &serde_json::to_vec_pretty(config)?)
 }
 
@@ -361,13 +366,40 @@ pub fn load(
             checkpoint.clone(),
         )
     };
-    let map = safetensors::load(&model_path)?;
+    let (map, meta) = safetensors::load_with_metadata(&model_path)?;
+    // The config the model file carries (vae-gpu writes one), checked as config.json is.
+    let carried = match meta.get(safetensors::MODEL_CONFIG) {
+        Some(json) => {
+            let c: ModelConfig = serde_json::from_str(json).with_context(|| {
+                format!(
+                    "{}: metadata {}",
+                    model_path.display(),
+                    safetensors::MODEL_CONFIG
+                )
+            })?;
+            c.validate()
+                .map_err(|e| anyhow::anyhow!("{}: metadata {e}", model_path.display()))?;
+            Some(c)
+        }
+        None => None,
+    };
     let config_path = dir.join(CONFIG_FILE);
     let config: RunConfig = if config_path.exists() {
-        read_config(&config_path)?
+        let config = read_config(&config_path)?;
+        if carried.as_ref().is_some_and(|c| *c != config.model) {
+            bail!(
+                "{} was written for another model than {} describes (files from two checkpoints?)",
+                model_path.display(),
+                config_path.display()
+            );
+        }
+        config
     } else {
         RunConfig {
-            model: infer_config(&map, &model_path)?,
+            model: match carried {
+                Some(c) => c,
+                None => infer_config(&map, &model_path)?,
+            },
             train: None,
             state: RunState::default(),
             metrics: None,
