@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             grad_scale: 1.0,
             gauss_var: 1.0,
             valid: rows,
+            free_bits: 0.0,
         };
         let mut p = StepProgram::new(
             &gpu,

@@ -2,8 +2,8 @@
 //   recon = sum over pixels of -log p(x | logits)
 //     Bernoulli: binary cross-entropy from logits, max(l, 0) - l x + log(1 + exp(-|l|))
 //     Gaussian:  (x - l)^2 / (2 var) + 0.5 log(2 pi var), mean l, fixed variance var
-//   kl = -0.5 * sum_j (1 + logvar - mu^2 - exp(logvar))
-//   total = recon + beta * kl
+//   kl = sum_j kl_j, kl_j = -0.5 * (1 + logvar_j - mu_j^2 - exp(logvar_j))
+//   total = recon + beta * sum_j max(kl_j, free_bits)   (free bits: no gradient below the floor)
 // with d(grad_scale * total)/d(logits, mu, logvar). Rows at or past `valid` (batch padding)
 // get zero loss and zero gradient. Three launches, none with a workgroup barrier (on CPU
 // drivers a barrier switches between coroutines, one per 8 invocations):
@@ -31,6 +31,7 @@ struct LossParams {
     gauss_var: f32,
     // chunks per row: ceil(ld_logits / (4 CHUNK))
     chunks: u32,
+    free_bits: f32,
 }
 
 const LOGVAR_MIN: f32 = -30.0;
@@ -103,22 +104,27 @@ fn loss_rows_main(
         recon += partial[row * p.chunks + c];
     }
     var kl = 0.0;
+    var kl_floored = 0.0;
     let s = select(0.0, p.beta * p.grad_scale, live);
     for (var j = 0u; j < p.z; j++) {
         let mu = mulv[row * p.ld_mulv + j];
         let lv_raw = mulv[row * p.ld_mulv + p.z + j];
         let lv = clamp(lv_raw, LOGVAR_MIN, LOGVAR_MAX);
         let var_ = exp(lv);
-        kl += -0.5 * (1.0 + lv - mu * mu - var_);
+        let kl_j = -0.5 * (1.0 + lv - mu * mu - var_);
+        kl += kl_j;
+        kl_floored += max(kl_j, p.free_bits);
         let inside = lv_raw >= LOGVAR_MIN && lv_raw <= LOGVAR_MAX;
-        dmulv[row * p.ld_mulv + j] = s * mu;
-        dmulv[row * p.ld_mulv + p.z + j] = select(0.0, s * 0.5 * (var_ - 1.0), inside);
+        // Below the floor the term is the constant free_bits.
+        let sj = select(s, 0.0, kl_j < p.free_bits);
+        dmulv[row * p.ld_mulv + j] = sj * mu;
+        dmulv[row * p.ld_mulv + p.z + j] = select(0.0, sj * 0.5 * (var_ - 1.0), inside);
     }
     let r = select(0.0, recon, live);
     let k = select(0.0, kl, live);
     per_sample[row * 4u] = r;
     per_sample[row * 4u + 1u] = k;
-    per_sample[row * 4u + 2u] = r + p.beta * k;
+    per_sample[row * 4u + 2u] = r + p.beta * select(0.0, kl_floored, live);
 }
 
 var<workgroup> red: array<vec3<f32>, 256>;

@@ -221,10 +221,23 @@ fn loss_gradients() {
                 grad_scale: [1.0, 0.25][case / 2],
                 gauss_var: 0.5,
                 valid: rows - case / 2,
+                free_bits: [0.0, 0.4][case % 2],
             };
             let (l32, l) = rng.vec(rows * d, -5.0, 5.0);
             let (x32, x) = rng.vec(rows * d, 0.0, 1.0);
             let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
+            // The free-bits kink must lie clear of every term, or differences straddle it.
+            for r in 0..rows {
+                for j in 0..z {
+                    let (mu, lv) = (m[r * 2 * z + j], m[r * 2 * z + z + j]);
+                    let kl = -0.5 * (1.0 + lv - mu * mu - lv.exp());
+                    let gap = (kl - f64::from(s.free_bits)).abs();
+                    assert!(
+                        s.free_bits == 0.0 || gap > 1e-2,
+                        "case {case}: KL {kl} at the floor"
+                    );
+                }
+            }
             let (gl, gx, gm) = (
                 upload(gpu, rows, d, &l32),
                 upload(gpu, rows, d, &x32),

@@ -253,6 +253,7 @@ fn composed_vae_backward_matches_finite_differences() {
                 grad_scale: 1.0,
                 gauss_var: 0.5,
                 valid,
+                free_bits: 0.0,
             };
             let params = Params::new(gpu, &c, 3).unwrap();
             // lr 0: Adam leaves the parameters alone, the gradients stay readable.

@@ -285,6 +285,7 @@ fn loss_matches_cpu() {
                 grad_scale: [1.0, 1.0 / 128.0][case % 2],
                 gauss_var: [1.0, 0.1][case % 2],
                 valid: rows - rows / 3,
+                free_bits: [0.0, 0.0, 0.0, 0.3, 2.0][case % 5],
             };
             // Logits wide enough to reach the saturated regions of the Bernoulli loss.
             let (l32, l) = rng.vec(rows * d, -30.0, 30.0);

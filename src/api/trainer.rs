@@ -109,6 +109,20 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Cyclical KL annealing over this many cycles (instead of a warm-up): beta ramps from
+    /// 0 over the first half of each cycle, then holds.
+    pub fn kl_cycles(mut self, cycles: usize) -> Self {
+        self.train.kl_cycles = cycles;
+        self
+    }
+
+    /// Free bits: each latent dimension's KL counts in the loss as at least `nats` per
+    /// image.
+    pub fn free_bits(mut self, nats: f32) -> Self {
+        self.train.free_bits = nats;
+        self
+    }
+
     /// Adam's learning rate.
     pub fn learning_rate(mut self, lr: f32) -> Self {
         self.train.adam.lr = lr;

@@ -104,7 +104,20 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
     {
         let cols = (images.len() as f64).sqrt().ceil() as usize;
-        crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, cols)?;
+        let title = format!(
+            "{} images decoded from {} ({}-bit codes)",
+            images.len(),
+            a.codes.display(),
+            file.bits
+        );
+        let shape = (c.height, c.width, c.channels);
+        crate::io::png::save_grid(
+            &out,
+            &images,
+            shape,
+            cols,
+            &crate::io::png::Labels::title(title),
+        )?;
     } else {
         crate::io::png::save_each(&out, "decoded", &images, c.height, c.width, c.channels)?;
     }

@@ -51,6 +51,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         grad_scale: 1.0,
         gauss_var: c.gauss_var,
         valid: rows,
+        free_bits: 0.0,
     };
     let spec = StepSpec {
         rows,
@@ -74,6 +75,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
     let d = c.input_dim();
     let (mut before, mut after) = (0.0, 0.0);
     let mut shown: [Vec<Vec<u8>>; 3] = Default::default();
+    let mut shown_psnr = Vec::new();
     for (i, offset) in (0..n).step_by(rows).enumerate() {
         let valid = (n - offset).min(rows);
         program.prepare(&gpu, offset, i as u64, &LossSettings { valid, ..settings });
@@ -95,8 +97,10 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         for r in 0..valid {
             let s = r * d..(r + 1) * d;
             before += psnr(&noisy[s.clone()], &clean[s.clone()], None).min(100.0);
-            after += psnr(&denoised[s.clone()], &clean[s.clone()], None).min(100.0);
+            let gain = psnr(&denoised[s.clone()], &clean[s.clone()], None).min(100.0);
+            after += gain;
             if offset + r < a.count as usize {
+                shown_psnr.push(format!("{gain:.1} dB"));
                 for (row, v) in shown.iter_mut().zip([&noisy, &denoised, &clean]) {
                     row.push(to_u8(&v[s.clone()]));
                 }
@@ -105,8 +109,17 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
     }
     let cols = shown[0].len();
     let out = a.out.clone().unwrap_or_else(|| dir.join("denoise.png"));
-    crate::io::png::save_grid(&out, &shown.concat(), c.height, c.width, c.channels, cols)?;
     let (noisy, denoised) = (before / n as f64, after / n as f64);
+    let labels = crate::io::png::Labels {
+        title: format!(
+            "{}: PSNR noisy {noisy:.2} dB -> denoised {denoised:.2} dB (mean of {n} test images)",
+            a.noise
+        ),
+        rows: vec!["noisy".into(), "denoised".into(), "clean".into()],
+        cols: shown_psnr,
+    };
+    let shape = (c.height, c.width, c.channels);
+    crate::io::png::save_grid(&out, &shown.concat(), shape, cols, &labels)?;
     super::report(
         &format!(
             "{} on {n} test images: PSNR noisy {noisy:.2} dB -> denoised {denoised:.2} dB; rows noisy / denoised / clean in {}",

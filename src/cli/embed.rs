@@ -139,16 +139,35 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
             .collect()
     };
     let labelled = imgs.labels.is_some();
-    let labels = imgs.labels.clone().unwrap_or_else(|| vec![0; imgs.count]);
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
-    crate::io::png::save_scatter(&out, &points, &labels)?;
-    let axes = if a.pca && z > 2 {
-        "first two principal components"
+    let names = crate::data::class_names(&a.data.dir());
+    let (axes, axis_names) = if a.pca && z > 2 {
+        (
+            "first two principal components",
+            (
+                "principal component 1 of the latent means",
+                "principal component 2",
+            ),
+        )
     } else if z == 1 {
-        "dimension 0 (against 0: the latent has one dimension)"
+        (
+            "dimension 0 (against 0: the latent has one dimension)",
+            ("latent dimension 0 (mean)", "0"),
+        )
     } else {
-        "dimensions 0 and 1"
+        (
+            "dimensions 0 and 1",
+            ("latent dimension 0 (mean)", "latent dimension 1 (mean)"),
+        )
     };
+    crate::io::chart::save_scatter(
+        &out,
+        &format!("Latent means of {} {} images", imgs.count, a.images.split),
+        axis_names,
+        &points,
+        imgs.labels.as_deref(),
+        &|l| crate::data::class_name(&names, l),
+    )?;
     super::report(
         &format!(
             "wrote {}: {} latent means, {axes}{}",

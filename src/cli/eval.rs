@@ -46,6 +46,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         grad_scale: 1.0,
         gauss_var: c.gauss_var,
         valid: rows,
+        free_bits: 0.0,
     };
     let mut program = StepProgram::new(
         &gpu,
@@ -64,7 +65,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
             corruption: None,
         },
     )?;
-    let l = evaluate(&gpu, &mut program, n, beta, c, |i| i)?;
+    let l = evaluate(&gpu, &mut program, n, &settings, |i| i)?;
     say!(
         "model {}: {n} test images from {}",
         dir.display(),

@@ -159,13 +159,32 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
         cells.extend(v.chunks(d).map(to_u8));
     }
     let out = a.out.clone().unwrap_or_else(|| dir.join("impute.png"));
-    crate::io::png::save_grid(&out, &cells, c.height, c.width, c.channels, shown)?;
     let mask = match a.mask {
         MaskSpec::Rect(x, y, w, h) => format!("rect {x},{y} {w}x{h}"),
         MaskSpec::Random(p) => format!("random {p}"),
     };
     let missing = miss.iter().filter(|&&m| m).count() as f64 / miss.len() as f64;
     let (imputed, mean_fill) = (score(&current), score(&baseline));
+    let labels = crate::io::png::Labels {
+        title: format!(
+            "Missing pixels ({mask}): PSNR {imputed:.2} dB imputed vs {mean_fill:.2} dB mean filling"
+        ),
+        rows: vec!["masked".into(), "imputed".into(), "truth".into()],
+        cols: (0..shown)
+            .map(|i| {
+                let r = i * d..(i + 1) * d;
+                let p = psnr(&current[r.clone()], &truth[r.clone()], Some(&miss[r])).min(100.0);
+                format!("{p:.1} dB")
+            })
+            .collect(),
+    };
+    crate::io::png::save_grid(
+        &out,
+        &cells,
+        (c.height, c.width, c.channels),
+        shown,
+        &labels,
+    )?;
     super::report(
         &format!(
             "{mask} missing ({:.0}% of pixels), {} rounds on {n} test images: PSNR on the missing pixels {imputed:.2} dB imputed vs {mean_fill:.2} dB mean-image filling; rows masked / imputed / truth in {}",

@@ -67,7 +67,21 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     strip.extend(decode_pixels(&gpu, &params, c, &path)?);
     strip.push(ends.image(1).to_vec());
     let out = a.out.clone().unwrap_or_else(|| dir.join("interpolate.png"));
-    crate::io::png::save_grid(&out, &strip, c.height, c.width, c.channels, strip.len())?;
+    let mut cols = vec![format!("from {}", a.from)];
+    cols.extend((0..n).map(|i| format!("t={:.2}", i as f32 / (n - 1) as f32)));
+    cols.push(format!("to {}", a.to));
+    let labels = crate::io::png::Labels {
+        title: format!(
+            "{} interpolation of the latent means: image {} (left), decoded path, image {} (right)",
+            if a.slerp { "Spherical" } else { "Linear" },
+            a.from,
+            a.to
+        ),
+        rows: Vec::new(),
+        cols,
+    };
+    let shape = (c.height, c.width, c.channels);
+    crate::io::png::save_grid(&out, &strip, shape, strip.len(), &labels)?;
     let distance = codes
         .mu_of(0)
         .iter()

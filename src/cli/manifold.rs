@@ -97,7 +97,16 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
     }
     let images = decode_pixels(&gpu, &params, c, &codes)?;
     let out = a.out.clone().unwrap_or_else(|| dir.join("manifold.png"));
-    crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, n)?;
+    let labels = crate::io::png::Labels {
+        title: format!(
+            "Decoded over z{dx} (across) and z{dy} (down) at the prior's quantiles 5%..95%"
+        ),
+        rows: (0..n)
+            .map(|r| format!("z{dy}={:+.2}", q(n - 1 - r)))
+            .collect(),
+        cols: (0..n).map(|col| format!("{:+.1}", q(col))).collect(),
+    };
+    crate::io::png::save_grid(&out, &images, (c.height, c.width, c.channels), n, &labels)?;
     super::report(
         &format!(
             "wrote {}: {n} x {n} grid over dimensions {dx} (across) and {dy} (down), z in [{:.2}, {:.2}]",

@@ -2,7 +2,9 @@
 
 pub mod codes;
 pub mod completions;
+pub mod coverage;
 pub mod denoise;
+pub mod edit;
 pub mod embed;
 pub mod eval;
 pub mod impute;
@@ -11,6 +13,7 @@ pub mod interpolate;
 pub mod manifold;
 pub mod probe;
 pub mod reconstruct;
+pub mod report;
 pub mod sample;
 pub mod score;
 pub mod train;
@@ -179,6 +182,11 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 impl DataArgs {
+    /// The directory the data comes from (`--data` or the default).
+    pub fn dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(crate::data::default_dir)
+    }
+
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
         let opts = crate::data::DataOptions {
             size: self.size,
@@ -259,6 +267,13 @@ pub enum Command {
     Impute(impute::ImputeArgs),
     /// Test accuracy of a softmax classifier on latent means vs raw pixels, few labels.
     Probe(probe::ProbeArgs),
+    /// Move images along an attribute vector (mean code of one class minus another's).
+    Edit(edit::EditArgs),
+    /// Class histogram of prior samples (by a classifier trained on the data) against the
+    /// data's: which modes the model generates and which it misses.
+    Coverage(coverage::CoverageArgs),
+    /// One self-contained HTML page about a run: settings, curves, samples, latent space.
+    Report(report::ReportArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
     /// the one that would be used, and the GEMM kernels measured on it.
     Info,
@@ -289,6 +304,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Denoise(a) => denoise::run(&cli.device, a),
         Command::Impute(a) => impute::run(&cli.device, a),
         Command::Probe(a) => probe::run(&cli.device, a),
+        Command::Edit(a) => edit::run(&cli.device, a),
+        Command::Coverage(a) => coverage::run(&cli.device, a),
+        Command::Report(a) => report::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
         Command::Tune(a) => tune::run(&cli.device, a),
         Command::Completions(a) => completions::run(a),

@@ -39,6 +39,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
         grad_scale: 1.0,
         gauss_var: c.gauss_var,
         valid: n,
+        free_bits: 0.0,
     };
     let mut program = StepProgram::new(
         &gpu,
@@ -61,10 +62,21 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     program.prepare(&gpu, 0, 0, &settings);
     program.submit(&gpu, None)?;
     let recon = to_pixels(c, &program.ws.logits().read(&gpu)?);
+    let unit = |p: &[u8]| {
+        p.iter()
+            .map(|&v| f32::from(v) / 255.0)
+            .collect::<Vec<f32>>()
+    };
+    let psnr: f64 = (0..n)
+        .map(|i| crate::vae::codec::psnr(&unit(test.image(i)), &unit(&recon[i]), None).min(100.0))
+        .sum::<f64>()
+        / n as f64;
     // Pairs of rows: originals, then their reconstructions.
     let cols = n.min(16);
     let mut cells = Vec::new();
+    let mut rows = Vec::new();
     for start in (0..n).step_by(cols) {
+        rows.extend(["test images".to_string(), "reconstructions".into()]);
         let end = (start + cols).min(n);
         cells.extend((start..end).map(|i| test.image(i).to_vec()));
         cells.extend(std::iter::repeat_n(
@@ -81,13 +93,20 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| dir.join("reconstruction.png"));
-    crate::io::png::save_grid(&out, &cells, c.height, c.width, c.channels, cols)?;
+    let labels = crate::io::png::Labels {
+        title: format!(
+            "Test images over their reconstructions (from the mean code): PSNR {psnr:.2} dB"
+        ),
+        rows,
+        cols: Vec::new(),
+    };
+    crate::io::png::save_grid(&out, &cells, (c.height, c.width, c.channels), cols, &labels)?;
     super::report(
         &format!(
-            "wrote {n} originals over their reconstructions to {}",
+            "wrote {n} originals over their reconstructions to {} (PSNR {psnr:.2} dB)",
             out.display()
         ),
-        serde_json::json!({"images": n, "out": out}),
+        serde_json::json!({"images": n, "psnr_db": psnr, "out": out}),
     );
     Ok(())
 }

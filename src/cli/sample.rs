@@ -51,7 +51,20 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             .cols
             .map(|c| c as usize)
             .unwrap_or_else(|| (images.len() as f64).sqrt().ceil() as usize);
-        crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, cols)?;
+        let title = format!(
+            "{} samples from the prior N(0, {}² I), seed {}",
+            images.len(),
+            a.temperature,
+            a.seed
+        );
+        let shape = (c.height, c.width, c.channels);
+        crate::io::png::save_grid(
+            &out,
+            &images,
+            shape,
+            cols,
+            &crate::io::png::Labels::title(title),
+        )?;
         super::report(
             &format!("wrote {} samples to {}", images.len(), out.display()),
             serde_json::json!({"images": images.len(), "out": out}),

@@ -57,6 +57,14 @@ pub struct TrainArgs {
     /// [default: 0]
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub kl_warmup: Option<u32>,
+    /// Cyclical KL annealing: cut the run into N cycles; beta ramps from 0 over the first
+    /// half of each, then holds (Fu et al., 2019; against posterior collapse) [default: 0]
+    #[arg(long, value_name = "N", conflicts_with = "kl_warmup", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub kl_cycles: Option<u32>,
+    /// Free bits: each latent dimension's KL counts in the loss as at least NATS per image,
+    /// so the model gains nothing by shutting a dimension off [default: 0]
+    #[arg(long, value_name = "NATS", value_parser = super::non_negative)]
+    pub free_bits: Option<f32>,
     /// Adam learning rate [default: 0.001]
     #[arg(long, value_parser = super::positive)]
     pub lr: Option<f32>,
@@ -263,6 +271,8 @@ fn new_run(
     let t = TrainConfig {
         beta: a.beta.unwrap_or(d.beta),
         kl_warmup: a.kl_warmup.map_or(d.kl_warmup, |k| k as usize),
+        kl_cycles: a.kl_cycles.map_or(d.kl_cycles, |k| k as usize),
+        free_bits: a.free_bits.unwrap_or(d.free_bits),
         batch_size: a.batch_size.map_or(d.batch_size, |b| b as usize),
         epochs: a.epochs.map_or(d.epochs, |e| e as usize),
         seed: a.seed.unwrap_or(d.seed),
@@ -314,6 +324,12 @@ fn resumed_run(
         a.kl_warmup.map(|k| k as usize),
         Some(t.kl_warmup),
     )?;
+    keep(
+        "kl-cycles",
+        a.kl_cycles.map(|k| k as usize),
+        Some(t.kl_cycles),
+    )?;
+    keep("free-bits", a.free_bits, Some(t.free_bits))?;
     keep(
         "batch-size",
         a.batch_size.map(|b| b as usize),

@@ -69,11 +69,22 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
     }
     let images = decode_pixels(&gpu, &params, c, &codes)?;
     let out = a.out.clone().unwrap_or_else(|| dir.join("traverse.png"));
-    crate::io::png::save_grid(&out, &images, c.height, c.width, c.channels, n)?;
-    let around = a
-        .index
-        .as_deref()
-        .map_or("the origin".to_string(), |i| format!("the code of {i}"));
+    let around = a.index.as_deref().map_or("the origin".to_string(), |i| {
+        format!("the code of image {i}")
+    });
+    let labels = crate::io::png::Labels {
+        title: format!("Each latent dimension varied around {around}"),
+        rows: dims.iter().map(|d| format!("z{d}")).collect(),
+        cols: (0..n)
+            .map(|i| {
+                format!(
+                    "{:+.1}",
+                    -a.range + 2.0 * a.range * i as f32 / (n - 1) as f32
+                )
+            })
+            .collect(),
+    };
+    crate::io::png::save_grid(&out, &images, (c.height, c.width, c.channels), n, &labels)?;
     super::report(
         &format!(
             "wrote {}: {} dimension(s) x {n} values in [-{r}, {r}] around {around}",

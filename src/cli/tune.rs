@@ -81,6 +81,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
                     grad_scale: 1.0,
                     gauss_var: c.gauss_var,
                     valid: rows,
+                    free_bits: 0.0,
                 },
                 adam,
                 seed: 1,

@@ -45,20 +45,25 @@ pub fn loss(
             };
             out.dlogits[r * d + j] = g * gs;
         }
-        let mut kl = 0.0;
+        let (mut kl, mut kl_floored) = (0.0, 0.0);
+        let floor = f64::from(s.free_bits);
         for j in 0..z {
             let mu = mulv[r * 2 * z + j];
             let lv_raw = mulv[r * 2 * z + z + j];
             let lv = lv_raw.clamp(LOGVAR_MIN, LOGVAR_MAX);
-            kl += -0.5 * (1.0 + lv - mu * mu - lv.exp());
-            out.dmulv[r * 2 * z + j] = beta * gs * mu;
+            let kl_j = -0.5 * (1.0 + lv - mu * mu - lv.exp());
+            kl += kl_j;
+            kl_floored += kl_j.max(floor);
+            // Below the free-bits floor the term is a constant.
+            let w = if kl_j < floor { 0.0 } else { beta * gs };
+            out.dmulv[r * 2 * z + j] = w * mu;
             if (LOGVAR_MIN..=LOGVAR_MAX).contains(&lv_raw) {
-                out.dmulv[r * 2 * z + z + j] = beta * gs * 0.5 * (lv.exp() - 1.0);
+                out.dmulv[r * 2 * z + z + j] = w * 0.5 * (lv.exp() - 1.0);
             }
         }
         out.per_sample[r * 3] = recon;
         out.per_sample[r * 3 + 1] = kl;
-        out.per_sample[r * 3 + 2] = recon + beta * kl;
+        out.per_sample[r * 3 + 2] = recon + beta * kl_floored;
     }
     out
 }

@@ -23,6 +23,16 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(v)
 }
 
+/// The class subfolders of `dir` in label order (empty when it has none or cannot be read).
+pub fn class_folders(dir: &Path) -> Vec<String> {
+    sorted_entries(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.is_dir())
+        .filter_map(|e| Some(e.file_name()?.to_string_lossy().into_owned()))
+        .collect()
+}
+
 /// (path, label) of every image: files directly in `dir` have no label; files in a
 /// subfolder get the subfolder's index in sorted order.
 fn list(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>, DataError> {

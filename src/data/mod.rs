@@ -123,6 +123,51 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+/// Fashion-MNIST's ten classes, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// The names of the classes of the data in `dir`, by label: an image folder's class
+/// subfolders (of train/ when it has one), Fashion-MNIST's names for a directory whose name
+/// says Fashion-MNIST; empty when unknown.
+pub fn class_names(dir: &Path) -> Vec<String> {
+    let root = if dir.join("train").is_dir() {
+        dir.join("train")
+    } else {
+        dir.to_path_buf()
+    };
+    let folders = folder::class_folders(&root);
+    if !folders.is_empty() {
+        return folders;
+    }
+    let name = dir.to_string_lossy().to_lowercase();
+    if name.contains("fashion") {
+        return FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    Vec::new()
+}
+
+/// Label `l`'s name in `names`, or "class l".
+pub fn class_name(names: &[String], l: u8) -> String {
+    names
+        .get(usize::from(l))
+        .cloned()
+        .unwrap_or_else(|| format!("class {l}"))
+}
+
 /// How to read image folders (IDX files ignore these).
 #[derive(Clone, Debug, Default)]
 pub struct DataOptions {

@@ -1,8 +1,8 @@
 //! Files vae-gpu writes and reads: safetensors checkpoints, PNG grids and charts, and
 //! atomic, durable replacement so a crash or a full disk never leaves a half-written file.
 
+pub mod chart;
 pub mod codes;
-pub mod font;
 pub mod png;
 pub mod safetensors;
 

@@ -32,6 +32,23 @@ pub struct LossSettings {
     pub gauss_var: f32,
     /// Rows that are real samples; later rows are padding.
     pub valid: usize,
+    /// Free bits: each latent dimension's KL enters the total as max(KL_j, free_bits), per
+    /// image (its gradient is zero below the floor). The reported KL stays the true one.
+    pub free_bits: f32,
+}
+
+impl Default for LossSettings {
+    /// Bernoulli, beta 1, gradient of the batch sum, no free bits, no valid rows.
+    fn default() -> LossSettings {
+        LossSettings {
+            likelihood: Likelihood::Bernoulli,
+            beta: 1.0,
+            grad_scale: 1.0,
+            gauss_var: 0.5,
+            valid: 0,
+            free_bits: 0.0,
+        }
+    }
 }
 
 #[repr(C)]
@@ -49,6 +66,8 @@ struct LossParams {
     grad_scale: f32,
     gauss_var: f32,
     chunks: u32,
+    free_bits: f32,
+    _pad: [u32; 3],
 }
 
 /// The matrices one loss launch reads and writes.
@@ -103,6 +122,7 @@ fn params_with(mut p: LossParams, s: &LossSettings) -> LossParams {
     p.beta = s.beta;
     p.grad_scale = s.grad_scale;
     p.gauss_var = s.gauss_var;
+    p.free_bits = s.free_bits;
     p
 }
 
@@ -192,6 +212,8 @@ pub fn loss_with(
         grad_scale: 0.0,
         gauss_var: 1.0,
         chunks: b.logits.ld.div_ceil(4 * CHUNK) as u32,
+        free_bits: 0.0,
+        _pad: [0; 3],
     };
     let params = params_with(base, s);
     let uniform = gpu.uniform("loss params", &params);

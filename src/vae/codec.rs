@@ -15,19 +15,52 @@ use crate::ops::loss::LossSettings;
 const BATCH: usize = 256;
 
 /// Posterior parameters of every image: mu and logvar, [count, latent] each.
+#[derive(Clone, Debug)]
 pub struct Codes {
+    /// Means, `latent` per image.
     pub mu: Vec<f32>,
+    /// Log-variances, `latent` per image.
     pub logvar: Vec<f32>,
+    /// Values per image.
     pub latent: usize,
 }
 
 impl Codes {
+    /// Images encoded.
     pub fn count(&self) -> usize {
         self.mu.len() / self.latent.max(1)
     }
 
+    /// The mean of image `i`.
     pub fn mu_of(&self, i: usize) -> &[f32] {
         &self.mu[i * self.latent..(i + 1) * self.latent]
+    }
+
+    /// KL(q(z_j | x) || N(0, 1)) of each dimension j, averaged over the images (nats).
+    pub fn kl_per_dim(&self) -> Vec<f64> {
+        let z = self.latent;
+        let n = self.count().max(1) as f64;
+        let mut kl = vec![0.0; z];
+        for (i, (&mu, &lv)) in self.mu.iter().zip(&self.logvar).enumerate() {
+            let (mu, lv) = (f64::from(mu), f64::from(lv).clamp(-30.0, 20.0));
+            kl[i % z] += -0.5 * (1.0 + lv - mu * mu - lv.exp()) / n;
+        }
+        kl
+    }
+
+    /// Dimensions whose mean varies over the images by more than `threshold` (variance):
+    /// the active units of Burda et al. (2016).
+    pub fn active_units(&self, threshold: f64) -> usize {
+        let z = self.latent;
+        let n = self.count().max(1) as f64;
+        let (mut sum, mut sq) = (vec![0.0; z], vec![0.0; z]);
+        for (i, &mu) in self.mu.iter().enumerate() {
+            sum[i % z] += f64::from(mu);
+            sq[i % z] += f64::from(mu) * f64::from(mu);
+        }
+        (0..z)
+            .filter(|&j| sq[j] / n - (sum[j] / n).powi(2) > threshold)
+            .count()
     }
 }
 
@@ -55,6 +88,7 @@ pub fn encode(
         grad_scale: 1.0,
         gauss_var: c.gauss_var,
         valid,
+        free_bits: 0.0,
     };
     let mut program = StepProgram::new(
         gpu,
@@ -193,6 +227,7 @@ pub fn iwae_log_px(
         grad_scale: 1.0,
         gauss_var: c.gauss_var,
         valid: rows,
+        free_bits: 0.0,
     };
     let mut program = StepProgram::new(
         gpu,

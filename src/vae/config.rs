@@ -63,6 +63,14 @@ pub struct TrainConfig {
     pub beta: f32,
     /// Epochs over which beta ramps linearly from 0 (0 = no warm-up).
     pub kl_warmup: usize,
+    /// Cyclical annealing (Fu et al., 2019): the run is cut into this many cycles; in the
+    /// first half of each, beta ramps linearly from 0, then it holds (0 = off).
+    #[serde(default)]
+    pub kl_cycles: usize,
+    /// Free bits: each latent dimension's KL counts in the loss as at least this many nats
+    /// (per image), so the optimizer gains nothing by pushing it lower (0 = off).
+    #[serde(default)]
+    pub free_bits: f32,
     pub batch_size: usize,
     pub epochs: usize,
     pub seed: u64,
@@ -89,6 +97,9 @@ pub struct TrainConfig {
     pub max_loss_ratio: f64,
 }
 
+/// The part of each annealing cycle over which beta rises (Fu et al.'s R).
+const CYCLE_RAMP: f64 = 0.5;
+
 fn default_max_loss_ratio() -> f64 {
     2.0
 }
@@ -99,6 +110,8 @@ impl Default for TrainConfig {
         TrainConfig {
             beta: 1.0,
             kl_warmup: 0,
+            kl_cycles: 0,
+            free_bits: 0.0,
             batch_size: 128,
             epochs: 10,
             seed: 1,
@@ -116,12 +129,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// beta for a 0-based epoch under the warm-up schedule.
-    pub fn beta_at(&self, epoch: usize) -> f32 {
-        if self.kl_warmup == 0 {
-            self.beta
+    /// beta at a fraction `frac` (0..1) of a 0-based epoch: the warm-up ramps per epoch,
+    /// cyclical annealing per step.
+    pub fn beta_at(&self, epoch: usize, frac: f64) -> f32 {
+        let ramp = |u: f64| (f64::from(self.beta) * u.clamp(0.0, 1.0)) as f32;
+        if self.kl_cycles > 0 {
+            let progress = (epoch as f64 + frac) / self.epochs as f64;
+            ramp((progress * self.kl_cycles as f64).fract() / CYCLE_RAMP)
+        } else if self.kl_warmup > 0 {
+            ramp((epoch + 1) as f64 / self.kl_warmup as f64)
         } else {
-            self.beta * ((epoch + 1) as f32 / self.kl_warmup as f32).min(1.0)
+            self.beta
         }
     }
 }
@@ -224,6 +242,18 @@ impl TrainConfig {
             "train.kl_warmup",
             self.kl_warmup,
             "0..=1000000",
+        )?;
+        field(
+            self.kl_cycles <= 1_000_000 && (self.kl_cycles == 0 || self.kl_warmup == 0),
+            "train.kl_cycles",
+            self.kl_cycles,
+            "0..=1000000, and 0 when kl_warmup is set (one schedule at a time)",
+        )?;
+        field(
+            non_negative(self.free_bits) && self.free_bits <= 100.0,
+            "train.free_bits",
+            self.free_bits,
+            "0..=100 nats",
         )?;
         field(
             (1..=65535).contains(&self.batch_size),

@@ -14,8 +14,7 @@ pub struct Features<'a> {
     pub features: usize,
 }
 
-/// Trains logits = x W^T + b on `train` with full-batch Adam for `steps` steps (one submit
-/// each, nothing read back), then returns the accuracy on `test`.
+/// Trains on `train` (see `Classifier::fit`) and returns the accuracy on `test`.
 pub fn train_and_test(
     gpu: &Gpu,
     train: &Features<'_>,
@@ -24,83 +23,125 @@ pub fn train_and_test(
     steps: usize,
     config: AdamConfig,
 ) -> Result<f64, GpuError> {
-    let f = train.features;
-    let n = train.labels.len();
-    // W [classes, f] then b [classes], each 256-byte aligned, in one flat buffer per role.
-    let w_len = (classes * round_up4(f)).div_ceil(64) * 64;
-    let len = w_len + classes.div_ceil(64) * 64;
-    let flat = |label: &str| Matrix::zeros(gpu, 1, len, label);
-    let (values, grads, m, v) = (
-        flat("probe params")?,
-        flat("probe grads")?,
-        flat("probe m")?,
-        flat("probe v")?,
-    );
-    let view = |buf: &Matrix, offset: usize, rows: usize, cols: usize| Matrix {
-        buffer: buf.buffer.clone(),
-        offset: (offset * 4) as u64,
-        rows,
-        cols,
-        ld: round_up4(cols),
-    };
-    let (w, b) = (
-        view(&values, 0, classes, f),
-        view(&values, w_len, 1, classes),
-    );
-    let (dw, db) = (view(&grads, 0, classes, f), view(&grads, w_len, 1, classes));
-    let x = Matrix::from_slice(gpu, n, f, train.x, "probe x")?;
-    let labels: Vec<u32> = train.labels.iter().map(|&l| u32::from(l)).collect();
-    let y = Matrix::from_slice(gpu, 1, n, bytemuck::cast_slice(&labels), "probe labels")?;
-    let logits = Matrix::zeros(gpu, n, classes, "probe logits")?;
-    let dlogits = Matrix::zeros(gpu, n, classes, "probe dlogits")?;
-    let loss = Matrix::zeros(gpu, 1, n, "probe loss")?;
-    let linear = GemmSpec {
-        trans_b: true,
-        ..Default::default()
-    };
-    let mut step = vec![
-        gemm(gpu, &x, &w, &logits, Some(&b), linear)?,
-        softmax_xent(gpu, &logits, &y.buffer, &dlogits, &loss, n, 1.0 / n as f32)?,
-    ];
-    step.extend(gemm_backward(
-        gpu,
-        &x,
-        &w,
-        &dlogits,
-        None,
-        Some(&dw),
-        linear,
-        None,
-    )?);
-    step.extend(bias_grad(gpu, &dlogits, &db)?);
-    let opt = adam(
-        gpu,
-        [&values.buffer, &grads.buffer, &m.buffer, &v.buffer],
-        len,
-        config,
-    )?;
-    for t in 1..=steps as u64 {
-        opt.set_step(gpu, t);
-        let mut all: Vec<_> = step.iter().collect();
-        all.push(&opt.dispatch);
-        gpu.run(&all)?;
-    }
-    let tn = test.labels.len();
-    let tx = Matrix::from_slice(gpu, tn, f, test.x, "probe test x")?;
-    let tlogits = Matrix::zeros(gpu, tn, classes, "probe test logits")?;
-    gpu.run(&[&gemm(gpu, &tx, &w, &tlogits, Some(&b), linear)?])?;
-    let out = tlogits.read(gpu)?;
-    let correct = out
-        .chunks(classes)
+    let predicted = Classifier::fit(gpu, train, classes, steps, config)?.predict(gpu, test.x)?;
+    let correct = predicted
+        .iter()
         .zip(test.labels)
-        .filter(|(row, &l)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(k, _)| k);
-            best == Some(usize::from(l))
-        })
+        .filter(|(&p, &l)| p == usize::from(l))
         .count();
-    Ok(correct as f64 / tn.max(1) as f64)
+    Ok(correct as f64 / test.labels.len().max(1) as f64)
+}
+
+/// A trained softmax regression: logits = x W^T + b.
+pub struct Classifier {
+    w: Matrix,
+    b: Matrix,
+    features: usize,
+    classes: usize,
+}
+
+/// Rows per prediction launch (bounds the size of its buffers).
+const PREDICT_ROWS: usize = 8192;
+
+impl Classifier {
+    /// Trains W and b on `train` with full-batch Adam for `steps` steps (one submit each,
+    /// nothing read back).
+    pub fn fit(
+        gpu: &Gpu,
+        train: &Features<'_>,
+        classes: usize,
+        steps: usize,
+        config: AdamConfig,
+    ) -> Result<Classifier, GpuError> {
+        let f = train.features;
+        let n = train.labels.len();
+        // W [classes, f] then b [classes], each 256-byte aligned, in one flat buffer per role.
+        let w_len = (classes * round_up4(f)).div_ceil(64) * 64;
+        let len = w_len + classes.div_ceil(64) * 64;
+        let flat = |label: &str| Matrix::zeros(gpu, 1, len, label);
+        let (values, grads, m, v) = (
+            flat("probe params")?,
+            flat("probe grads")?,
+            flat("probe m")?,
+            flat("probe v")?,
+        );
+        let view = |buf: &Matrix, offset: usize, rows: usize, cols: usize| Matrix {
+            buffer: buf.buffer.clone(),
+            offset: (offset * 4) as u64,
+            rows,
+            cols,
+            ld: round_up4(cols),
+        };
+        let (w, b) = (
+            view(&values, 0, classes, f),
+            view(&values, w_len, 1, classes),
+        );
+        let (dw, db) = (view(&grads, 0, classes, f), view(&grads, w_len, 1, classes));
+        let x = Matrix::from_slice(gpu, n, f, train.x, "probe x")?;
+        let labels: Vec<u32> = train.labels.iter().map(|&l| u32::from(l)).collect();
+        let y = Matrix::from_slice(gpu, 1, n, bytemuck::cast_slice(&labels), "probe labels")?;
+        let logits = Matrix::zeros(gpu, n, classes, "probe logits")?;
+        let dlogits = Matrix::zeros(gpu, n, classes, "probe dlogits")?;
+        let loss = Matrix::zeros(gpu, 1, n, "probe loss")?;
+        let linear = GemmSpec {
+            trans_b: true,
+            ..Default::default()
+        };
+        let mut step = vec![
+            gemm(gpu, &x, &w, &logits, Some(&b), linear)?,
+            softmax_xent(gpu, &logits, &y.buffer, &dlogits, &loss, n, 1.0 / n as f32)?,
+        ];
+        step.extend(gemm_backward(
+            gpu,
+            &x,
+            &w,
+            &dlogits,
+            None,
+            Some(&dw),
+            linear,
+            None,
+        )?);
+        step.extend(bias_grad(gpu, &dlogits, &db)?);
+        let opt = adam(
+            gpu,
+            [&values.buffer, &grads.buffer, &m.buffer, &v.buffer],
+            len,
+            config,
+        )?;
+        for t in 1..=steps as u64 {
+            opt.set_step(gpu, t);
+            let mut all: Vec<_> = step.iter().collect();
+            all.push(&opt.dispatch);
+            gpu.run(&all)?;
+        }
+        Ok(Classifier {
+            w,
+            b,
+            features: f,
+            classes,
+        })
+    }
+
+    /// The most likely class of each row of `x` ([n, features]).
+    pub fn predict(&self, gpu: &Gpu, x: &[f32]) -> Result<Vec<usize>, GpuError> {
+        let (f, classes) = (self.features, self.classes);
+        let linear = GemmSpec {
+            trans_b: true,
+            ..Default::default()
+        };
+        let mut out = Vec::with_capacity(x.len() / f.max(1));
+        for chunk in x.chunks(PREDICT_ROWS * f) {
+            let n = chunk.len() / f;
+            let tx = Matrix::from_slice(gpu, n, f, chunk, "classifier x")?;
+            let logits = Matrix::zeros(gpu, n, classes, "classifier logits")?;
+            gpu.run(&[&gemm(gpu, &tx, &self.w, &logits, Some(&self.b), linear)?])?;
+            out.extend(logits.read(gpu)?.chunks(classes).map(|row| {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(k, _)| k)
+            }));
+        }
+        Ok(out)
+    }
 }

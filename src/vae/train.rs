@@ -18,6 +18,10 @@ use crate::ops::gather::GpuImages;
 use crate::ops::loss::LossSettings;
 use crate::rng::Rng;
 
+/// A latent dimension is active when the variance of its mean over the data exceeds this
+/// (Burda et al., 2016).
+pub const ACTIVE_VARIANCE: f64 = 0.01;
+
 /// Steps between the non-blocking loss reads that feed the progress bar and the divergence
 /// guard.
 const REPORT_EVERY: u64 = 50;
@@ -25,12 +29,29 @@ const REPORT_EVERY: u64 = 50;
 /// One epoch's figures, as appended to metrics.jsonl.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EpochMetrics {
+    /// Epochs completed, from 1.
     pub epoch: usize,
+    /// Optimizer steps taken in the run so far.
     pub step: u64,
+    /// The KL weight at the epoch's last step.
     pub beta: f32,
+    /// Mean losses over the epoch's training steps (nats per image).
     pub train: Losses,
+    /// Mean losses on the test split after the epoch.
     pub test: Losses,
+    /// Training images per second over the epoch.
     pub samples_per_sec: f64,
+    /// (step, training loss so far in the epoch), read every few dozen steps.
+    #[serde(default)]
+    pub step_losses: Vec<(u64, f64)>,
+    /// KL of each latent dimension on the test split (nats per image): a dimension near 0
+    /// carries no information (posterior collapse).
+    #[serde(default)]
+    pub kl_per_dim: Vec<f64>,
+    /// Latent dimensions in use: the variance over test images of their mean above 0.01
+    /// (Burda et al., 2016).
+    #[serde(default)]
+    pub active_units: Option<usize>,
 }
 
 /// Images on the GPU plus an index buffer over them.
@@ -65,13 +86,14 @@ impl GpuSplit {
     }
 }
 
-fn settings(c: &ModelConfig, beta: f32, valid: usize) -> LossSettings {
+fn settings(c: &ModelConfig, t: &TrainConfig, beta: f32, valid: usize) -> LossSettings {
     LossSettings {
         likelihood: c.likelihood,
         beta,
         grad_scale: 1.0,
         gauss_var: c.gauss_var,
         valid,
+        free_bits: t.free_bits,
     }
 }
 
@@ -81,8 +103,7 @@ pub fn evaluate(
     gpu: &Gpu,
     program: &mut StepProgram,
     count: usize,
-    beta: f32,
-    c: &ModelConfig,
+    settings: &LossSettings,
     step_of: impl Fn(u64) -> u64,
 ) -> anyhow::Result<Losses> {
     program.reset_sums(gpu);
@@ -92,7 +113,10 @@ pub fn evaluate(
             gpu,
             offset,
             step_of(i as u64),
-            &settings(c, beta, count - offset),
+            &LossSettings {
+                valid: count - offset,
+                ..*settings
+            },
         );
         program.submit(gpu, None)?;
     }
@@ -212,7 +236,7 @@ pub fn train(
             },
             &StepSpec {
                 rows,
-                settings: settings(c, t.beta, rows),
+                settings: settings(c, t, t.beta, rows),
                 adam,
                 seed: t.seed,
                 corruption: t.corruption,
@@ -233,7 +257,6 @@ pub fn train(
     let mut new_metrics = Vec::new();
     while run.state.epoch < t.epochs {
         let epoch = run.state.epoch;
-        let beta = t.beta_at(epoch);
         // The shuffle depends only on (seed, epoch), so a resumed run sees the same order.
         let order = Rng::new(t.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .permutation(n);
@@ -245,24 +268,38 @@ pub fn train(
             images: n,
         });
         let started = Instant::now();
-        let mut pending: Option<PendingRead> = None;
+        // The step a pending loss read was recorded at.
+        let mut pending: Option<(PendingRead, u64)> = None;
         let mut done = 0u64;
         let mut loss = None;
+        let mut beta = t.beta;
+        let mut step_losses = Vec::new();
         for (i, offset) in (0..n).step_by(rows).enumerate() {
             if run.max_steps.is_some_and(|m| done >= m) {
                 break;
             }
-            trainer.prepare(gpu, offset, run.state.step, &settings(c, beta, n - offset));
+            beta = t.beta_at(epoch, offset as f64 / n as f64);
+            trainer.prepare(
+                gpu,
+                offset,
+                run.state.step,
+                &settings(c, t, beta, n - offset),
+            );
             // The first read of a new run is the loss at the initial weights.
             let report =
                 (i == 0 || (i as u64 + 1).is_multiple_of(REPORT_EVERY)) && pending.is_none();
-            trainer.submit(gpu, report.then_some(&mut pending))?;
+            let mut read = None;
+            trainer.submit(gpu, report.then_some(&mut read))?;
             run.state.step += 1;
             done += 1;
-            if let Some(p) = &pending {
+            if let Some(r) = read {
+                pending = Some((r, run.state.step));
+            }
+            if let Some((p, at)) = &pending {
                 if let Some(bytes) = p.try_take(gpu)? {
-                    pending = None;
                     let l = Losses::from_sums(bytemuck::cast_slice(&bytes));
+                    step_losses.push((*at, l.total));
+                    pending = None;
                     guard
                         .check(false, l.total)
                         .map_err(|why| diverged(why, epoch, run.state.step))?;
@@ -280,10 +317,12 @@ pub fn train(
         guard
             .check(false, train_loss.total)
             .map_err(|why| diverged(why, epoch, run.state.step))?;
-        let test_loss = evaluate(gpu, &mut tester, test_split.count, beta, c, |i| i)?;
+        let test_settings = settings(c, t, beta, test_split.count);
+        let test_loss = evaluate(gpu, &mut tester, test_split.count, &test_settings, |i| i)?;
         guard
             .check(true, test_loss.total)
             .map_err(|why| diverged(why, epoch, run.state.step))?;
+        let (kl_per_dim, active_units) = posterior_use(gpu, &run.params, c, test_images)?;
         run.state.epoch += 1;
         run.state.init_loss = guard.init;
         let m = EpochMetrics {
@@ -293,7 +332,17 @@ pub fn train(
             train: train_loss,
             test: test_loss,
             samples_per_sec,
+            step_losses,
+            kl_per_dim,
+            active_units: Some(active_units),
         };
+        if active_units * 4 < c.latent {
+            log::warn!(
+                "epoch {}: only {active_units} of {} latent dimensions are active (posterior collapse?); try --kl-warmup, --kl-cycles or --free-bits",
+                epoch + 1,
+                c.latent
+            );
+        }
         // A benchmark (max_steps) measures speed and leaves the run as it was.
         if run.max_steps.is_some() {
             (run.observer)(TrainEvent::EpochEnd(&m));
@@ -306,11 +355,72 @@ pub fn train(
         run.history.push(m.clone());
         if let Some(dir) = run.dir {
             write_records(dir.path(), &run.history)?;
+            write_pictures(gpu, &run.params, c, test_images, dir.path(), epoch + 1)?;
         }
         (run.observer)(TrainEvent::EpochEnd(&m));
         new_metrics.push(m);
     }
     Ok(new_metrics)
+}
+
+/// Rewrites samples.png (64 images from the prior, seed 1) and reconstructions.png (the
+/// first 8 test images over their reconstructions) in the run directory, so each epoch's
+/// progress can be seen.
+fn write_pictures(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    test: &Images,
+    dir: &Path,
+    epoch: usize,
+) -> anyhow::Result<()> {
+    use crate::io::png::{save_grid, Labels};
+    let shape = (c.height, c.width, c.channels);
+    let to_u8 = |rows: Vec<Vec<f32>>| {
+        rows.iter()
+            .map(|v| super::decode::to_u8(v))
+            .collect::<Vec<_>>()
+    };
+    let samples = to_u8(super::decode::generate(gpu, params, c, 64, 1, 1.0)?);
+    let title = format!("64 samples from the prior after epoch {epoch} (seed 1)");
+    save_grid(
+        &dir.join("samples.png"),
+        &samples,
+        shape,
+        8,
+        &Labels::title(title),
+    )?;
+    let shown = test.take(8);
+    let codes = super::codec::encode(gpu, params, c, &shown, 1.0)?.codes;
+    let mut cells: Vec<Vec<u8>> = (0..shown.count).map(|i| shown.image(i).to_vec()).collect();
+    cells.extend(to_u8(super::codec::decode(gpu, params, c, &codes.mu)?));
+    let labels = Labels {
+        title: format!("Test images over their reconstructions after epoch {epoch}"),
+        rows: vec!["test images".into(), "reconstructions".into()],
+        cols: Vec::new(),
+    };
+    save_grid(
+        &dir.join("reconstructions.png"),
+        &cells,
+        shape,
+        shown.count,
+        &labels,
+    )
+}
+
+/// Test images the posterior diagnostics of each epoch look at.
+const DIAGNOSTIC_IMAGES: usize = 1000;
+
+/// The KL of each latent dimension and the number of active units over (up to
+/// `DIAGNOSTIC_IMAGES`) test images.
+fn posterior_use(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    test: &Images,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let codes = super::codec::encode(gpu, params, c, &test.take(DIAGNOSTIC_IMAGES), 1.0)?.codes;
+    Ok((codes.kl_per_dim(), codes.active_units(ACTIVE_VARIANCE)))
 }
 
 /// What a stopped run leaves: its last checkpoint, if any.
@@ -358,9 +468,7 @@ pub fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
     let path = dir.join("metrics.jsonl");
     crate::io::write_atomic(&path, jsonl.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    let train_curve: Vec<f64> = history.iter().map(|m| m.train.total).collect();
-    let test_curve: Vec<f64> = history.iter().map(|m| m.test.total).collect();
-    crate::io::png::save_curves(&dir.join("loss.png"), &[&train_curve, &test_curve])
+    crate::io::chart::save_loss_chart(&dir.join("loss.png"), history)
 }
 
 /// The epochs recorded for a run resumed from `checkpoint`: metrics.jsonl up to its epoch,

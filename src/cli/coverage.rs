@@ -1,0 +1,129 @@
+//! `vae-gpu coverage`: does the model generate every kind of image the data holds? Prior
+//! samples are classified by a classifier trained on the labelled training images, and
+//! their class histogram is set beside the data's.
+
+use clap::Args;
+
+use super::{check_dims, load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
+use crate::data::{class_name, class_names};
+use crate::ops::adam::AdamConfig;
+use crate::vae::decode::generate;
+use crate::vae::probe::{Classifier, Features};
+
+#[derive(Args, Debug)]
+pub struct CoverageArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Prior samples to decode and classify.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+    /// Seed of the prior noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Full-batch Adam steps of the classifier (softmax regression on pixels).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub steps: u32,
+    /// A class counts as covered when it gets at least this fraction of its share in the
+    /// data.
+    #[arg(long, default_value_t = 0.1, value_parser = super::positive)]
+    pub min_share: f32,
+}
+
+fn histogram(labels: impl Iterator<Item = usize>, classes: usize) -> Vec<f64> {
+    let mut h = vec![0.0; classes];
+    let mut n = 0.0;
+    for l in labels {
+        h[l.min(classes - 1)] += 1.0;
+        n += 1.0;
+    }
+    h.iter().map(|c| c / f64::max(n, 1.0)).collect()
+}
+
+pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (_, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let splits = a.data.load()?;
+    check_dims(c, &splits.train)?;
+    let (Some(train_labels), Some(test_labels)) = (&splits.train.labels, &splits.test.labels)
+    else {
+        anyhow::bail!("coverage needs labelled data (IDX label files or class subfolders) to train its classifier");
+    };
+    let classes = usize::from(*train_labels.iter().max().unwrap_or(&0)) + 1;
+    say!(
+        "training the classifier on {} labelled images",
+        splits.train.count
+    );
+    let classifier = Classifier::fit(
+        &gpu,
+        &Features {
+            x: &splits.train.to_f32(),
+            labels: train_labels,
+            features: c.input_dim(),
+        },
+        classes,
+        a.steps as usize,
+        AdamConfig {
+            lr: 0.01,
+            ..AdamConfig::default()
+        },
+    )?;
+    let test_pred = classifier.predict(&gpu, &splits.test.to_f32())?;
+    let accuracy = test_pred
+        .iter()
+        .zip(test_labels)
+        .filter(|(&p, &l)| p == usize::from(l))
+        .count() as f64
+        / test_labels.len().max(1) as f64;
+    let samples: Vec<f32> = generate(&gpu, &params, c, a.count as usize, a.seed, 1.0)?.concat();
+    let sample_pred = classifier.predict(&gpu, &samples)?;
+    let data = histogram(train_labels.iter().map(|&l| usize::from(l)), classes);
+    let model = histogram(sample_pred.iter().copied(), classes);
+    let tv = 0.5
+        * data
+            .iter()
+            .zip(&model)
+            .map(|(p, q)| (p - q).abs())
+            .sum::<f64>();
+    let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
+    let names = class_names(&a.data.dir());
+    let mut table = format!("{:<16} {:>8} {:>9}\n", "class", "data %", "samples %");
+    let mut rows = Vec::new();
+    for k in 0..classes {
+        let name = class_name(&names, k as u8);
+        table += &format!(
+            "{:<16} {:>8.2} {:>9.2}{}\n",
+            name,
+            100.0 * data[k],
+            100.0 * model[k],
+            if covered(k) || data[k] == 0.0 {
+                ""
+            } else {
+                "  (missed)"
+            }
+        );
+        rows.push(serde_json::json!({"class": k, "name": name, "data": data[k], "samples": model[k], "covered": covered(k)}));
+    }
+    let n_covered = (0..classes).filter(|&k| covered(k)).count();
+    let in_data = data.iter().filter(|&&p| p > 0.0).count();
+    table += &format!(
+        "{} samples: {n_covered} of {in_data} classes covered (at least {:.0}% of their share), total variation distance {tv:.3}; classifier test accuracy {:.1}%",
+        a.count,
+        100.0 * a.min_share,
+        100.0 * accuracy
+    );
+    super::report(
+        &table,
+        serde_json::json!({
+            "samples": a.count,
+            "classes": rows,
+            "covered": n_covered,
+            "classes_in_data": in_data,
+            "total_variation": tv,
+            "classifier_accuracy": accuracy,
+        }),
+    );
+    Ok(())
+}

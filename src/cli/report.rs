@@ -1,0 +1,284 @@
+//! `vae-gpu report`: one self-contained HTML page about a run (figures inlined as base64
+//! PNGs, no scripts, nothing fetched): settings, curves, samples, reconstructions, the latent
+//! space, a traversal of its busiest dimensions and the KL of each dimension.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Args;
+
+use super::{check_dims, load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
+use crate::data::{class_name, class_names};
+use crate::io::chart;
+use crate::io::png::{save_grid, Labels};
+use crate::vae::codec::{decode_pixels, encode};
+use crate::vae::train::{EpochMetrics, ACTIVE_VARIANCE};
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test images the latent figures use.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..))]
+    pub limit: u32,
+    /// Output HTML file [default: RUN/report.html]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A figure: the PNG at `path` inlined, with a caption.
+fn figure(path: &Path, caption: &str) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok(format!(
+        "<figure><img alt=\"{c}\" src=\"data:image/png;base64,{data}\"><figcaption>{c}</figcaption></figure>\n",
+        c = esc(caption)
+    ))
+}
+
+/// Rows of a two-column table.
+fn table(rows: &[(String, String)]) -> String {
+    let mut t = String::from("<table>\n");
+    for (k, v) in rows {
+        t += &format!("<tr><th>{}</th><td>{}</td></tr>\n", esc(k), esc(v));
+    }
+    t + "</table>\n"
+}
+
+fn metrics_table(history: &[EpochMetrics]) -> String {
+    let mut t = String::from(
+        "<table class=\"metrics\"><tr><th>epoch</th><th>beta</th><th>train total</th><th>train recon</th><th>train KL</th><th>test total</th><th>test recon</th><th>test KL</th><th>active units</th><th>samples/s</th></tr>\n",
+    );
+    for m in history {
+        t += &format!(
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{:.0}</td></tr>\n",
+            m.epoch,
+            m.beta,
+            m.train.total,
+            m.train.recon,
+            m.train.kl,
+            m.test.total,
+            m.test.recon,
+            m.test.kl,
+            m.active_units.map_or("-".into(), |a| a.to_string()),
+            m.samples_per_sec
+        );
+    }
+    t + "</table>\n"
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}\
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}\
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}\
+table.metrics td{text-align:right}figure{margin:1em 0}img{max-width:100%}\
+figcaption{color:#555;font-size:.9em}";
+
+pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    let splits = a.data.load()?;
+    check_dims(c, &splits.test)?;
+    let test = splits.test.take(a.limit as usize);
+    let history = crate::vae::train::resumed_history(&dir, &cfg);
+    let shape = (c.height, c.width, c.channels);
+
+    // Figures are drawn into a scratch directory (the run is left as it is), except the
+    // samples and reconstructions its training wrote.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let fig = |name: &str| scratch.path().join(name);
+    if !history.is_empty() {
+        chart::save_loss_chart(&fig("loss.png"), &history)?;
+    }
+    let codes = encode(&gpu, &params, c, &test, 1.0)?.codes;
+    let kl = codes.kl_per_dim();
+    let active = codes.active_units(ACTIVE_VARIANCE);
+    chart::save_bars(
+        &fig("kl.png"),
+        &format!(
+            "KL of each latent dimension ({active} of {} active)",
+            c.latent
+        ),
+        "latent dimension",
+        "nats per image",
+        &kl,
+    )?;
+    // The two dimensions with the most KL carry the most information: plot and walk them.
+    let mut busiest: Vec<usize> = (0..c.latent).collect();
+    busiest.sort_by(|&i, &j| kl[j].total_cmp(&kl[i]));
+    let (dx, dy) = (busiest[0], *busiest.get(1).unwrap_or(&busiest[0]));
+    let points: Vec<(f32, f32)> = codes
+        .mu
+        .chunks(c.latent)
+        .map(|r| (r[dx], if dy == dx { 0.0 } else { r[dy] }))
+        .collect();
+    let names = class_names(&a.data.dir());
+    chart::save_scatter(
+        &fig("scatter.png"),
+        &format!("Latent means of {} test images", test.count),
+        (
+            &format!("latent dimension {dx} (mean)"),
+            &format!("latent dimension {dy} (mean)"),
+        ),
+        &points,
+        test.labels.as_deref(),
+        &|l| class_name(&names, l),
+    )?;
+    let walked: Vec<usize> = busiest.iter().copied().take(6).collect();
+    let steps = 9;
+    let value = |i: usize| -3.0 + 6.0 * i as f32 / (steps - 1) as f32;
+    let mut z = Vec::new();
+    for &d in &walked {
+        for i in 0..steps {
+            let mut code = vec![0.0; c.latent];
+            code[d] = value(i);
+            z.extend(code);
+        }
+    }
+    save_grid(
+        &fig("traverse.png"),
+        &decode_pixels(&gpu, &params, c, &z)?,
+        shape,
+        steps,
+        &Labels {
+            title: "The busiest latent dimensions varied around the origin".into(),
+            rows: walked.iter().map(|d| format!("z{d}")).collect(),
+            cols: (0..steps).map(|i| format!("{:+.1}", value(i))).collect(),
+        },
+    )?;
+    let (samples_png, recons_png) = if dir.join("samples.png").exists()
+        && dir.join("reconstructions.png").exists()
+    {
+        (dir.join("samples.png"), dir.join("reconstructions.png"))
+    } else {
+        let samples: Vec<Vec<u8>> = crate::vae::decode::generate(&gpu, &params, c, 64, 1, 1.0)?
+            .iter()
+            .map(|v| crate::vae::decode::to_u8(v))
+            .collect();
+        save_grid(
+            &fig("samples.png"),
+            &samples,
+            shape,
+            8,
+            &Labels::title("64 samples from the prior (seed 1)"),
+        )?;
+        let shown = test.take(8);
+        let mut cells: Vec<Vec<u8>> = (0..shown.count).map(|i| shown.image(i).to_vec()).collect();
+        cells.extend(decode_pixels(
+            &gpu,
+            &params,
+            c,
+            &codes.mu[..shown.count * c.latent],
+        )?);
+        save_grid(
+            &fig("reconstructions.png"),
+            &cells,
+            shape,
+            shown.count,
+            &Labels {
+                title: "Test images over their reconstructions".into(),
+                rows: vec!["test images".into(), "reconstructions".into()],
+                cols: Vec::new(),
+            },
+        )?;
+        (fig("samples.png"), fig("reconstructions.png"))
+    };
+
+    let mut settings = vec![
+        ("model".to_string(), dir.display().to_string()),
+        (
+            "architecture".into(),
+            match c.arch.as_str() {
+                "conv" => format!("convolutional, channels {:?}", c.conv_channels),
+                _ => format!("fully connected, hidden widths {:?}", c.hidden),
+            },
+        ),
+        (
+            "images".into(),
+            format!("{}x{}x{}", c.height, c.width, c.channels),
+        ),
+        ("latent dimensions".into(), c.latent.to_string()),
+        ("likelihood".into(), format!("{:?}", c.likelihood)),
+        (
+            "active units".into(),
+            format!(
+                "{active} of {} (variance of the mean above {ACTIVE_VARIANCE})",
+                c.latent
+            ),
+        ),
+        ("device".into(), gpu.describe()),
+    ];
+    if let Some(t) = &cfg.train {
+        settings.extend([
+            ("data".to_string(), t.data.clone()),
+            (
+                "epochs".into(),
+                format!("{} of {}", cfg.state.epoch, t.epochs),
+            ),
+            ("batch size".into(), t.batch_size.to_string()),
+            ("learning rate".into(), t.adam.lr.to_string()),
+            (
+                "beta".into(),
+                format!(
+                    "{} (warm-up {} epochs, {} cycles, free bits {})",
+                    t.beta, t.kl_warmup, t.kl_cycles, t.free_bits
+                ),
+            ),
+            ("seed".into(), t.seed.to_string()),
+        ]);
+    }
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>vae-gpu report: {t}</title><style>{STYLE}</style></head><body>\n<h1>vae-gpu report: {t}</h1>\n",
+        t = esc(&dir.display().to_string())
+    );
+    html += "<h2>Settings</h2>\n";
+    html += &table(&settings);
+    if !history.is_empty() {
+        html += "<h2>Training</h2>\n";
+        html += &metrics_table(&history);
+        html += &figure(
+            &fig("loss.png"),
+            "Losses per epoch and during the steps, in nats per image",
+        )?;
+    }
+    html += "<h2>Samples and reconstructions</h2>\n";
+    html += &figure(
+        &samples_png,
+        "New images decoded from codes drawn from the prior",
+    )?;
+    html += &figure(&recons_png, "Test images over their reconstructions")?;
+    html += "<h2>Latent space</h2>\n";
+    html += &figure(
+        &fig("scatter.png"),
+        "The latent means of test images in the two dimensions with the most KL, coloured by class",
+    )?;
+    html += &figure(
+        &fig("traverse.png"),
+        "Each of the busiest dimensions varied from -3 to +3 with the others at 0",
+    )?;
+    html += &figure(&fig("kl.png"), "KL of each dimension on the test images: near 0, a dimension carries nothing (posterior collapse)")?;
+    html += "</body></html>\n";
+    let out = a.out.clone().unwrap_or_else(|| dir.join("report.html"));
+    crate::io::write_atomic(&out, html.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    say!(
+        "open it in a browser: file://{}",
+        out.canonicalize().unwrap_or(out.clone()).display()
+    );
+    super::report(
+        &format!("wrote {} ({} KiB)", out.display(), html.len() / 1024),
+        serde_json::json!({"out": out, "bytes": html.len(), "active_units": active, "kl_per_dim": kl}),
+    );
+    Ok(())
+}
