@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::cli::{data, fails, json, last_model, number, ok, run, tmp};
+use common::cli::{assert_grid, data, fails, json, last_model, number, ok, run, tmp};
 
 use vae_gpu::io::safetensors;
 
@@ -107,8 +107,7 @@ fn sample_reconstruct_eval() {
     ok(&[
         "sample", "--model", &run, "--count", "10", "--cols", "5", "--out", &grid,
     ]);
-    let img = image::open(&grid).unwrap();
-    assert_eq!((img.width(), img.height()), (5 * 30 + 2, 2 * 30 + 2));
+    assert_grid(&grid, 5, 2, 56);
     let sep = format!("{run}/separate");
     ok(&[
         "sample",
@@ -228,8 +227,7 @@ fn trains_on_an_rgb_image_folder() {
     );
     let grid = format!("{out}/s.png");
     ok(&["sample", "--model", &out, "--count", "4", "--out", &grid]);
-    let img = image::open(&grid).unwrap();
-    assert_eq!((img.width(), img.height()), (2 * 10 + 2, 2 * 10 + 2));
+    assert_grid(&grid, 2, 2, 56);
     // An image of another size needs --size.
     image::RgbImage::new(5, 7)
         .save(dir.join("circles/odd.png"))
@@ -285,8 +283,7 @@ fn conv_model_end_to_end() {
     ok(&[
         "sample", "--model", &out, "--count", "6", "--cols", "3", "--out", &grid,
     ]);
-    let img = image::open(&grid).unwrap();
-    assert_eq!((img.width(), img.height()), (3 * 30 + 2, 2 * 30 + 2));
+    assert_grid(&grid, 3, 2, 56);
     ok(&["reconstruct", "--model", &out, "--data", &d, "--count", "5"]);
     let result = &json(&[
         "eval", "--model", &out, "--data", &d, "--iwae-k", "4", "--limit", "10",

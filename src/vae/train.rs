@@ -355,7 +355,15 @@ pub fn train(
         run.history.push(m.clone());
         if let Some(dir) = run.dir {
             write_records(dir.path(), &run.history)?;
-            write_pictures(gpu, &run.params, c, test_images, dir.path(), epoch + 1)?;
+            // Pictures are for looking at: failing to write them (a full disk) does not stop
+            // the run, whose next checkpoint reports the problem if it persists.
+            if let Err(e) = write_pictures(gpu, &run.params, c, test_images, dir.path(), epoch + 1)
+            {
+                log::warn!(
+                    "epoch {}: samples.png / reconstructions.png not written: {e:#}",
+                    epoch + 1
+                );
+            }
         }
         (run.observer)(TrainEvent::EpochEnd(&m));
         new_metrics.push(m);

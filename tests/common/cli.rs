@@ -59,6 +59,29 @@ pub fn number(value: &serde_json::Value, path: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no number at {path:?} in {value}"))
 }
 
+/// Asserts that the PNG at `path` is a labelled grid of `cols` x `rows` cells of `cell`
+/// pixels (small images are scaled up to at least 56 pixels): below its title and column
+/// labels (0, 26 or 44 pixels), with 2-pixel gaps.
+pub fn assert_grid(path: &str, cols: u32, rows: u32, cell: u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let (w, h) = (img.width(), img.height());
+    let grid_h = rows * (cell + 2) + 2;
+    assert!(
+        [0, 26, 44].contains(&h.saturating_sub(grid_h)) && h >= grid_h,
+        "{path}: height {h} is not {rows} rows of {cell} pixels under a title"
+    );
+    assert!(
+        w >= cols * (cell + 2) + 2,
+        "{path}: width {w} holds fewer than {cols} columns of {cell}"
+    );
+    // The last column ends at the right edge unless the title is wider.
+    let right = img.to_rgb8().get_pixel(w - 1, h - 1).0;
+    assert!(
+        right == [40, 40, 40] || right == [255, 255, 255],
+        "{path}: corner {right:?}"
+    );
+}
+
 /// Runs and expects a non-zero exit whose stderr mentions `needle`.
 pub fn fails(args: &[&str], needle: &str) {
     let out = run(args);
