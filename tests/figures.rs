@@ -254,9 +254,24 @@ fn edit_coverage_and_report() {
     );
     assert!(number(cov, &["classifier_accuracy"]) > 0.5, "{cov}");
 
+    let scatter = &json(&[
+        "scatter", "--model", &run, "--data", &d, "--limit", "500", "--pca",
+    ])[0];
+    let explained: Vec<f64> = scatter["explained_variance"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default();
+    assert!(
+        explained.len() == 2
+            && explained[0] >= explained[1]
+            && explained[1] > 0.0
+            && explained[0] + explained[1] <= 1.0 + 1e-9,
+        "{scatter}"
+    );
+
     let html = format!("{run}/report.html");
     ok(&[
-        "report", "--model", &run, "--data", &d, "--limit", "500", "--out", &html,
+        "report", &run, "--data", &d, "--limit", "500", "--out", &html,
     ]);
     let text = std::fs::read_to_string(&html).unwrap();
     assert_eq!(text.matches("<img").count(), 6, "six figures");

@@ -24,7 +24,7 @@ pub struct CoverageArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Prior samples to decode and classify.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
     /// Seed of the prior noise.
     #[arg(long, default_value_t = 1)]
@@ -32,6 +32,10 @@ pub struct CoverageArgs {
     /// Full-batch Adam steps of the classifier (softmax regression on pixels).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub steps: u32,
+    /// Labelled training images the classifier learns from (the first N; all of them must
+    /// fit one GPU buffer).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(10..))]
+    pub limit: u32,
     /// A class counts as covered when it gets at least this fraction of its share in the
     /// data.
     #[arg(long, default_value_t = 0.1, value_parser = super::positive)]
@@ -70,15 +74,16 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         anyhow::bail!("coverage needs labelled data (IDX label files or class subfolders) to train its classifier");
     };
     let classes = usize::from(*train_labels.iter().max().unwrap_or(&0)) + 1;
+    let learn = splits.train.take(a.limit as usize);
     say!(
         "training the classifier on the reconstructions of {} labelled images",
-        splits.train.count
+        learn.count
     );
     let classifier = Classifier::fit(
         &gpu,
         &Features {
-            x: &reconstructions(&gpu, &params, c, &splits.train)?,
-            labels: train_labels,
+            x: &reconstructions(&gpu, &params, c, &learn)?,
+            labels: learn.labels.as_deref().expect("labelled above"),
             features: c.input_dim(),
         },
         classes,

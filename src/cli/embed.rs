@@ -67,9 +67,16 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The top two principal directions of the rows of `x` ([n, d]) by power iteration on the
-/// covariance, returned with the mean.
-pub fn pca2(x: &[f32], d: usize) -> (Vec<f64>, [Vec<f64>; 2]) {
+/// The top two principal directions of the rows of `x` ([n, d]).
+pub struct Pca {
+    pub mean: Vec<f64>,
+    pub dirs: [Vec<f64>; 2],
+    /// The fraction of the total variance along each direction.
+    pub explained: [f64; 2],
+}
+
+/// `Pca` by power iteration on the covariance.
+pub fn pca2(x: &[f32], d: usize) -> Pca {
     let n = (x.len() / d).max(1);
     let mean: Vec<f64> = (0..d)
         .map(|j| {
@@ -107,7 +114,19 @@ pub fn pca2(x: &[f32], d: usize) -> (Vec<f64>, [Vec<f64>; 2]) {
         }
         dirs[k] = v;
     }
-    (mean, dirs)
+    // Variance along a unit direction: v^T C v; the total is C's trace.
+    let along = |v: &[f64]| -> f64 {
+        (0..d)
+            .map(|a| v[a] * (0..d).map(|b| cov[a * d + b] * v[b]).sum::<f64>())
+            .sum()
+    };
+    let total = (0..d).map(|a| cov[a * d + a]).sum::<f64>().max(1e-300);
+    let explained = [along(&dirs[0]) / total, along(&dirs[1]) / total];
+    Pca {
+        mean,
+        dirs,
+        explained,
+    }
 }
 
 pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
@@ -117,19 +136,19 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let z = c.latent;
-    let points: Vec<(f32, f32)> = if a.pca && z > 2 {
-        let (mean, [u, v]) = pca2(&codes.mu, z);
+    let pca = (a.pca && z > 2).then(|| pca2(&codes.mu, z));
+    let points: Vec<(f32, f32)> = if let Some(p) = &pca {
         let proj = |row: &[f32], dir: &[f64]| {
             row.iter()
                 .zip(dir)
-                .zip(&mean)
+                .zip(&p.mean)
                 .map(|((&x, d), m)| (f64::from(x) - m) * d)
                 .sum::<f64>() as f32
         };
         codes
             .mu
             .chunks(z)
-            .map(|r| (proj(r, &u), proj(r, &v)))
+            .map(|r| (proj(r, &p.dirs[0]), proj(r, &p.dirs[1])))
             .collect()
     } else {
         codes
@@ -141,29 +160,38 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let labelled = imgs.labels.is_some();
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
     let names = crate::data::class_names(&a.data.dir());
-    let (axes, axis_names) = if a.pca && z > 2 {
+    let (axes, axis_names) = if let Some(p) = &pca {
         (
             "first two principal components",
             (
-                "principal component 1 of the latent means",
-                "principal component 2",
+                format!(
+                    "principal component 1 of the latent means ({:.0}% of the variance)",
+                    100.0 * p.explained[0]
+                ),
+                format!(
+                    "principal component 2 ({:.0}% of the variance)",
+                    100.0 * p.explained[1]
+                ),
             ),
         )
     } else if z == 1 {
         (
             "dimension 0 (against 0: the latent has one dimension)",
-            ("latent dimension 0 (mean)", "0"),
+            ("latent dimension 0 (mean)".into(), "0".into()),
         )
     } else {
         (
             "dimensions 0 and 1",
-            ("latent dimension 0 (mean)", "latent dimension 1 (mean)"),
+            (
+                "latent dimension 0 (mean)".into(),
+                "latent dimension 1 (mean)".into(),
+            ),
         )
     };
     crate::io::chart::save_scatter(
         &out,
         &format!("Latent means of {} {} images", imgs.count, a.images.split),
-        axis_names,
+        (&axis_names.0, &axis_names.1),
         &points,
         imgs.labels.as_deref(),
         &|l| crate::data::class_name(&names, l),
@@ -179,7 +207,13 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
                 " (the data has no labels to colour them by)"
             }
         ),
-        serde_json::json!({"points": points.len(), "axes": axes, "labelled": labelled, "out": out}),
+        serde_json::json!({
+            "points": points.len(),
+            "axes": axes,
+            "explained_variance": pca.as_ref().map(|p| p.explained),
+            "labelled": labelled,
+            "out": out,
+        }),
     );
     Ok(())
 }

@@ -17,6 +17,9 @@ use crate::vae::train::{EpochMetrics, ACTIVE_VARIANCE};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
+    /// The run to report on (the same as --model) [default: the newest run under runs/]
+    #[arg(value_name = "RUN", conflicts_with = "model")]
+    pub run: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArg,
     #[command(flatten)]
@@ -86,7 +89,10 @@ figcaption{color:#555;font-size:.9em}";
 
 pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
-    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let model = ModelArg {
+        model: a.run.clone().or_else(|| a.model.model.clone()),
+    };
+    let (dir, cfg, params) = load_model(&gpu, &model)?;
     let c = &cfg.model;
     let splits = a.data.load()?;
     check_dims(c, &splits.test)?;
