@@ -158,3 +158,84 @@ fn idx_data_resizes_and_repeats_channels() {
         "gray repeated over the channels"
     );
 }
+
+/// EMNIST as shipped: its file names, images stored transposed, `letters` labelled from 1,
+/// class names from the mapping file; a directory of several splits names them.
+#[test]
+fn emnist_as_shipped() {
+    let dir = std::env::temp_dir().join(format!("vae-gpu-emnist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Image i has a bright pixel at row 1, column 3 (stored transposed: at 3 * 28 + 1).
+    let images = |n: usize| {
+        let mut bytes = vec![0, 0, 8, 3];
+        for d in [n as u32, 28, 28] {
+            bytes.extend(d.to_be_bytes());
+        }
+        for _ in 0..n {
+            let mut img = vec![0u8; 784];
+            img[3 * 28 + 1] = 255;
+            bytes.extend(img);
+        }
+        bytes
+    };
+    let labels = |l: &[u8]| {
+        let mut bytes = vec![0, 0, 8, 1];
+        bytes.extend((l.len() as u32).to_be_bytes());
+        bytes.extend(l);
+        bytes
+    };
+    for (part, n) in [("train", 3), ("test", 2)] {
+        let p = |kind: &str| dir.join(format!("emnist-letters-{part}-{kind}"));
+        std::fs::write(p("images-idx3-ubyte"), images(n)).unwrap();
+        std::fs::write(p("labels-idx1-ubyte"), labels(&[1, 26, 2][..n])).unwrap();
+    }
+    std::fs::write(
+        dir.join("emnist-letters-mapping.txt"),
+        "1 65 97\n2 66 98\n26 90 122\n",
+    )
+    .unwrap();
+    let s = vae_gpu::data::load(Some(&dir), &Default::default()).unwrap();
+    assert_eq!((s.train.count, s.test.count), (3, 2));
+    assert_eq!(
+        s.train.image(0)[28 + 3],
+        255,
+        "untransposed: row 1, column 3"
+    );
+    assert_eq!(
+        s.train.labels.as_deref(),
+        Some(&[0, 25, 1][..]),
+        "letters count from 0"
+    );
+    let names = vae_gpu::data::class_names(&dir);
+    assert_eq!(&names[..2], ["A/a", "B/b"]);
+
+    // A second split in the same directory: --data DIR is ambiguous, DIR/emnist-<split> is not.
+    for part in ["train", "test"] {
+        let p = |kind: &str| dir.join(format!("emnist-digits-{part}-{kind}"));
+        std::fs::write(p("images-idx3-ubyte"), images(1)).unwrap();
+        std::fs::write(p("labels-idx1-ubyte"), labels(&[7])).unwrap();
+    }
+    let err = vae_gpu::data::load(Some(&dir), &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("digits, letters") && err.contains("emnist-<split>"),
+        "{err}"
+    );
+    let digits =
+        vae_gpu::data::load(Some(&dir.join("emnist-digits")), &Default::default()).unwrap();
+    assert_eq!(
+        digits.train.labels.as_deref(),
+        Some(&[7][..]),
+        "digits keep their labels"
+    );
+    let bad = dir.join("emnist-letters-test-labels-idx1-ubyte");
+    std::fs::write(&bad, labels(&[0, 3])).unwrap();
+    let err = vae_gpu::data::load(Some(&dir.join("emnist-letters")), &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("outside 1..=26"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -83,7 +83,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     let mean_code = |class: u8| -> anyhow::Result<Vec<f32>> {
         let imgs = of_class(&splits.train, class).ok_or_else(|| {
             anyhow::anyhow!(
-                "the training split has no images of class {} (or no labels)",
+                "the training split has no images of {} (or the data has no labels)",
                 class_name(&names, class)
             )
         })?;
@@ -103,7 +103,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
         None => of_class(&splits.test, from)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "the test split has no images of class {}",
+                    "the test split has no images of {}",
                     class_name(&names, from)
                 )
             })?

@@ -1,6 +1,7 @@
 //! Datasets: IDX files (MNIST family) read strictly, image folders, and where the default
 //! data lives.
 
+pub mod emnist;
 pub mod folder;
 pub mod idx;
 
@@ -141,6 +142,9 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 /// subfolders (of train/ when it has one), Fashion-MNIST's names for a directory whose name
 /// says Fashion-MNIST; empty when unknown.
 pub fn class_names(dir: &Path) -> Vec<String> {
+    if let Ok(Some((dir, split))) = emnist::resolve(dir) {
+        return emnist::class_names(&dir, &split);
+    }
     let root = if dir.join("train").is_dir() {
         dir.join("train")
     } else {
@@ -206,13 +210,15 @@ fn holdout(all: Images) -> (Images, Images) {
 /// is held out for testing).
 pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
-    if !dir.is_dir() {
+    let emnist = emnist::resolve(&dir)?;
+    if !dir.is_dir() && emnist.is_none() {
         return Err(DataError::new(&dir, "not a directory (expected IDX files such as train-images-idx3-ubyte[.gz], or an image folder)"));
     }
-    let is_idx = std::fs::read_dir(&dir)
-        .map_err(|e| DataError::new(&dir, e.to_string()))?
-        .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().contains("-idx3-ubyte"));
+    let is_idx = emnist.is_some()
+        || std::fs::read_dir(&dir)
+            .map_err(|e| DataError::new(&dir, e.to_string()))?
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("-idx3-ubyte"));
     if !is_idx {
         let (train, test) = if dir.join("train").is_dir() && dir.join("test").is_dir() {
             (
@@ -264,8 +270,25 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
             _ => imgs,
         }
     };
-    let train = resize(idx::load_split(&dir, "train")?);
-    let test = resize(idx::load_split(&dir, "t10k")?);
+    let (train, test) = match &emnist {
+        Some((root, split)) => (
+            emnist::load(root, split, "train")?,
+            emnist::load(root, split, "test")?,
+        ),
+        None => (
+            idx::load_split(&dir, "train")?,
+            idx::load_split(&dir, "t10k")?,
+        ),
+    };
+    let (train, test) = (resize(train), resize(test));
+    // An EMNIST split is named by its prefix path, made absolute for the run's record.
+    let dir = match &emnist {
+        Some((root, split)) => root
+            .canonicalize()
+            .unwrap_or_else(|_| root.clone())
+            .join(format!("emnist-{split}")),
+        None => dir,
+    };
     if train.dim() != test.dim() {
         return Err(DataError::new(
             &dir,
