@@ -51,8 +51,8 @@ impl Vae {
 
     /// Loads a model onto the GPU that `auto` picks (a real GPU first, then a CPU Vulkan
     /// driver, then GL). `path` is a run directory (its best checkpoint is taken), a
-    /// checkpoint directory, or a `model.safetensors` file (F32, F16 or BF16; with its
-    /// `config.json` beside it, or the architecture inferred from the tensors).
+    /// checkpoint directory, or a `model.safetensors` file (F32, F16 or BF16; its config
+    /// from `config.json` beside it, from the file's metadata, or inferred from the tensors).
     pub fn load(path: impl AsRef<Path>) -> Result<Vae> {
         Vae::load_on(path, &GpuOptions::default())
     }
@@ -87,6 +87,19 @@ impl Vae {
     }
 
     /// The posterior `q(z | x)` of each image: its mean and log-variance.
+    ///
+    /// Walking between two images through the latent space:
+    /// ```
+    /// # let bright: Vec<f32> = (0..64 * 64).map(|i| if i % 64 < 32 { 0.9 } else { 0.1 }).collect();
+    /// # let data = vae_gpu::Images::from_f32(&bright, 8, 8, 1)?;
+    /// # let vae = vae_gpu::Trainer::new().mlp(&[16]).latent(2).epochs(30).batch_size(16).learning_rate(1e-2).fit(&data, &data)?;
+    /// let codes = vae.encode(&data.take(2))?;
+    /// let (a, b) = (codes.mu_of(0), codes.mu_of(1));
+    /// let halfway: Vec<f32> = a.iter().zip(b).map(|(x, y)| 0.5 * (x + y)).collect();
+    /// let image = vae.decode(&halfway)?;
+    /// assert_eq!(image.len(), vae.image_len());
+    /// # Ok::<(), vae_gpu::Error>(())
+    /// ```
     pub fn encode<I: Input + ?Sized>(&self, images: &I) -> Result<Codes> {
         Ok(self.passes(images)?.codes)
     }
@@ -108,6 +121,17 @@ impl Vae {
     }
 
     /// Draws `count` new images: codes from the prior N(0, I) fixed by `seed`, decoded.
+    ///
+    /// ```
+    /// # let bright: Vec<f32> = (0..64 * 64).map(|i| if i % 64 < 32 { 0.9 } else { 0.1 }).collect();
+    /// # let data = vae_gpu::Images::from_f32(&bright, 8, 8, 1)?;
+    /// # let vae = vae_gpu::Trainer::new().mlp(&[16]).latent(2).epochs(30).batch_size(16).learning_rate(1e-2).fit(&data, &data)?;
+    /// let images = vae.sample(16, 42)?;
+    /// assert_eq!(images.len(), 16 * vae.image_len());
+    /// assert_eq!(images, vae.sample(16, 42)?, "the seed fixes the draw");
+    /// vae.to_images(&images)?[0].save(std::env::temp_dir().join("vae-gpu-doc-sample.png")).unwrap();
+    /// # Ok::<(), vae_gpu::Error>(())
+    /// ```
     pub fn sample(&self, count: usize, seed: u64) -> Result<Vec<f32>> {
         let rows = decode::generate(
             &self.gpu,
@@ -128,6 +152,19 @@ impl Vae {
     /// The evidence lower bound of each image in nats (higher: the model explains the
     /// image better; its negative is an anomaly score): `log p(x | z) - KL(q(z | x) || p(z))`
     /// with one sample of z.
+    ///
+    /// Finding the image the model explains worst:
+    /// ```
+    /// # let bright: Vec<f32> = (0..64 * 64).map(|i| if i % 64 < 32 { 0.9 } else { 0.1 }).collect();
+    /// # let data = vae_gpu::Images::from_f32(&bright, 8, 8, 1)?;
+    /// # let vae = vae_gpu::Trainer::new().mlp(&[16]).latent(2).epochs(30).batch_size(16).learning_rate(1e-2).fit(&data, &data)?;
+    /// let mut images = data.take(4).to_f32();
+    /// images[64 * 3..].iter_mut().enumerate().for_each(|(i, v)| *v = (i % 2) as f32); // noise
+    /// let elbo = vae.elbo(&images)?;
+    /// let worst = (0..4).min_by(|&i, &j| elbo[i].total_cmp(&elbo[j])).unwrap();
+    /// assert_eq!(worst, 3);
+    /// # Ok::<(), vae_gpu::Error>(())
+    /// ```
     pub fn elbo<I: Input + ?Sized>(&self, images: &I) -> Result<Vec<f64>> {
         let losses = self.passes(images)?.losses;
         Ok(losses
