@@ -84,9 +84,39 @@ fn embed_and_scatter() {
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "index,label,mu_0,mu_1,logvar_0,logvar_1");
+    assert_eq!(lines[0], "index,label,mu_0,mu_1,logvar_0,logvar_1,class");
     assert_eq!(lines.len(), 51);
-    assert_eq!(lines[1].split(',').count(), 6);
+    assert_eq!(lines[1].split(',').count(), 7);
+    // Fashion-MNIST's names, and the run's own once saved with it.
+    assert!(lines[1].ends_with(",Ankle boot"), "{}", lines[1]);
+    let config =
+        std::fs::read_to_string(Path::new(&m).join("checkpoint-0003/config.json")).unwrap();
+    assert!(
+        config.contains("\"Ankle boot\""),
+        "class names saved with the run"
+    );
+    // --class-names overrides, and a name with a comma is quoted.
+    let names = format!("{m}/names.txt");
+    let mine: Vec<String> = (0..10).map(|i| format!("kind {i}, mine")).collect();
+    std::fs::write(&names, mine.join("\n")).unwrap();
+    ok(&[
+        "embed",
+        "--model",
+        &m,
+        "--data",
+        &d,
+        "--limit",
+        "5",
+        "--class-names",
+        &names,
+        "--out",
+        &csv,
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.lines().nth(1).unwrap().ends_with(",\"kind 9, mine\""),
+        "{text}"
+    );
     let out = format!("{m}/s.png");
     ok(&[
         "scatter", "--model", &m, "--data", &d, "--limit", "500", "--out", &out,

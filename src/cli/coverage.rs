@@ -8,8 +8,8 @@
 use clap::Args;
 
 use super::{check_dims, load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
+use crate::data::class_name;
 use crate::data::Images;
-use crate::data::{class_name, class_names};
 use crate::gpu::Gpu;
 use crate::ops::adam::AdamConfig;
 use crate::vae::codec::{decode, encode};
@@ -111,7 +111,9 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
             .map(|(p, q)| (p - q).abs())
             .sum::<f64>();
     let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
-    let names = class_names(&a.data.dir());
+    let names = a
+        .data
+        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
     let mut table = format!("{:<16} {:>8} {:>9}\n", "class", "data %", "samples %");
     let mut rows = Vec::new();
     for k in 0..classes {

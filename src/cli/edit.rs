@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{check_dims, load_model, open_gpu, pick_images, DataArgs, DeviceArgs, ModelArg};
-use crate::data::{class_name, class_names, Images};
+use crate::data::{class_name, Images};
 use crate::vae::codec::{decode_pixels, encode};
 
 #[derive(Args, Debug)]
@@ -78,7 +78,9 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let splits = a.data.load()?;
     check_dims(c, &splits.train)?;
-    let names = class_names(&a.data.dir());
+    let names = a
+        .data
+        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
     let (from, to) = (parse_class(&a.from, &names)?, parse_class(&a.to, &names)?);
     let mean_code = |class: u8| -> anyhow::Result<Vec<f32>> {
         let imgs = of_class(&splits.train, class).ok_or_else(|| {

@@ -33,24 +33,34 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
     let z = c.latent;
+    let names = a
+        .data
+        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
     let header: Vec<String> = ["index".into(), "label".into()]
         .into_iter()
         .chain((0..z).map(|j| format!("mu_{j}")))
         .chain((0..z).map(|j| format!("logvar_{j}")))
+        .chain(["class".into()])
         .collect();
     let mut csv = header.join(",") + "\n";
     for i in 0..imgs.count {
-        let label = imgs
+        let (label, class) = imgs
             .labels
             .as_ref()
-            .map_or(String::new(), |l| l[i].to_string());
+            .map_or((String::new(), String::new()), |l| {
+                (l[i].to_string(), crate::data::class_name(&names, l[i]))
+            });
         let nums: Vec<String> = codes
             .mu_of(i)
             .iter()
             .chain(&codes.logvar[i * z..(i + 1) * z])
             .map(|v| v.to_string())
             .collect();
-        csv += &format!("{i},{label},{}\n", nums.join(","));
+        csv += &format!(
+            "{i},{label},{},{}\n",
+            nums.join(","),
+            super::csv_field(&class)
+        );
     }
     crate::io::write_atomic(&out, csv.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -159,7 +169,9 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     };
     let labelled = imgs.labels.is_some();
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
-    let names = crate::data::class_names(&a.data.dir());
+    let names = a
+        .data
+        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
     let (axes, axis_names) = if let Some(p) = &pca {
         (
             "first two principal components",

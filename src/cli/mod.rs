@@ -165,6 +165,10 @@ pub struct DataArgs {
     /// Fail on unreadable image files instead of skipping them with a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Class names, one per line in label order [default: image folders' subfolder names,
+    /// Fashion-MNIST's and EMNIST's own, or those saved with the run]
+    #[arg(long, value_name = "FILE")]
+    pub class_names: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -185,6 +189,35 @@ impl DataArgs {
     /// The directory the data comes from (`--data` or the default).
     pub fn dir(&self) -> PathBuf {
         self.data.clone().unwrap_or_else(crate::data::default_dir)
+    }
+
+    /// The names of the classes, by label: `--class-names`, else what the data says
+    /// (`data::class_names`), else `saved` (the run's).
+    pub fn class_names(&self, saved: &[String]) -> anyhow::Result<Vec<String>> {
+        if let Some(path) = &self.class_names {
+            let text = crate::io::read_input_text(path)
+                .with_context(|| format!("reading --class-names {}", path.display()))?;
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() || names.len() > 256 {
+                anyhow::bail!(
+                    "{}: {} class names; expected 1 to 256, one per line",
+                    path.display(),
+                    names.len()
+                );
+            }
+            return Ok(names);
+        }
+        let found = crate::data::class_names(&self.dir());
+        Ok(if found.is_empty() {
+            saved.to_vec()
+        } else {
+            found
+        })
     }
 
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
@@ -400,6 +433,15 @@ pub fn pick_images(
         channels: c.channels,
         labels: None,
     })
+}
+
+/// A CSV field: quoted (with its quotes doubled) when it holds a comma, quote or newline.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// A finite number above 0 (a flag's value parser).

@@ -9,7 +9,7 @@ use base64::Engine;
 use clap::Args;
 
 use super::{check_dims, load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
-use crate::data::{class_name, class_names};
+use crate::data::class_name;
 use crate::io::chart;
 use crate::io::png::{save_grid, Labels};
 use crate::vae::codec::{decode_pixels, encode};
@@ -129,7 +129,9 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         .chunks(c.latent)
         .map(|r| (r[dx], if dy == dx { 0.0 } else { r[dy] }))
         .collect();
-    let names = class_names(&a.data.dir());
+    let names = a
+        .data
+        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
     chart::save_scatter(
         &fig("scatter.png"),
         &format!("Latent means of {} test images", test.count),

@@ -93,13 +93,18 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         None => None,
     };
     let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
-    let mut csv = format!("index,label,{}\n", a.metric);
+    let names = a
+        .data
+        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let mut csv = format!("index,label,{},class\n", a.metric);
     for (i, sc) in scores.iter().enumerate() {
-        let label = imgs
+        let (label, class) = imgs
             .labels
             .as_ref()
-            .map_or(String::new(), |l| l[i].to_string());
-        csv += &format!("{i},{label},{sc}\n");
+            .map_or((String::new(), String::new()), |l| {
+                (l[i].to_string(), crate::data::class_name(&names, l[i]))
+            });
+        csv += &format!("{i},{label},{sc},{}\n", super::csv_field(&class));
     }
     crate::io::write_atomic(&out, csv.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;

@@ -210,6 +210,7 @@ impl DataChoice {
                 // No --channels means 1 (grayscale).
                 channels: same("channels", a.data.channels, t.channels.or(Some(1)))?,
                 strict: a.data.strict,
+                class_names: a.data.class_names.clone(),
             },
             limit: same("limit", limit, t.limit)?,
             classes: same("classes", classes, t.classes.clone())?,
@@ -289,6 +290,7 @@ fn new_run(
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
+        class_names: Vec::new(),
         max_loss_ratio: a.max_loss_ratio.unwrap_or(d.max_loss_ratio),
     };
     (model, t)
@@ -442,6 +444,8 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             new_run(a, &data, &train_images, data_dir, source)
         }
     };
+    // Names are labels for people: a resumed run takes new ones from --class-names.
+    train_cfg.class_names = a.data.class_names(&train_cfg.class_names)?;
     model
         .validate()
         .and_then(|()| train_cfg.validate())

@@ -92,6 +92,9 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     #[serde(default)]
     pub classes: Option<Vec<u8>>,
+    /// The names of the classes by label, shown wherever classes are (empty: unknown).
+    #[serde(default)]
+    pub class_names: Vec<String>,
     /// The divergence guard's ratio (see `train::Guard`).
     #[serde(default = "default_max_loss_ratio")]
     pub max_loss_ratio: f64,
@@ -123,6 +126,7 @@ impl Default for TrainConfig {
             channels: None,
             limit: None,
             classes: None,
+            class_names: Vec::new(),
             max_loss_ratio: default_max_loss_ratio(),
         }
     }
