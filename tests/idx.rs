@@ -144,7 +144,7 @@ fn idx_data_resizes_and_repeats_channels() {
     let opts = data::DataOptions {
         size: Some((16, 12)),
         channels: Some(3),
-        strict: false,
+        ..Default::default()
     };
     let s = data::load(Some(&data::bundled_dir()), &opts).unwrap();
     assert_eq!(
@@ -237,5 +237,54 @@ fn emnist_as_shipped() {
         .unwrap()
         .to_string();
     assert!(err.contains("outside 1..=26"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Image folders decode in parallel into one buffer, in the listing's order, skipping an
+/// unreadable file (and naming it with --strict), reporting progress.
+#[test]
+fn folder_decodes_in_order_on_all_cores() {
+    let dir = std::env::temp_dir().join(format!("vae-gpu-folder-{}", std::process::id()));
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+    }
+    for i in 0..60u8 {
+        let class = if i < 30 { "a" } else { "b" };
+        image::GrayImage::from_pixel(4, 3, image::Luma([i]))
+            .save(dir.join(class).join(format!("{i:03}.png")))
+            .unwrap();
+    }
+    std::fs::write(dir.join("a/015x.png"), b"not a png").unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let opts = vae_gpu::DataOptions {
+        progress: Some(vae_gpu::data::Progress(std::sync::Arc::new(
+            move |_, total| {
+                assert_eq!(total, 61);
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+        ))),
+        ..Default::default()
+    };
+    let imgs = vae_gpu::data::folder::read_folder(&dir, &opts).unwrap();
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Relaxed),
+        61,
+        "progress per file"
+    );
+    assert_eq!((imgs.count, imgs.height, imgs.width), (60, 3, 4));
+    let firsts: Vec<u8> = (0..60).map(|i| imgs.image(i)[0]).collect();
+    assert_eq!(firsts, (0..60).collect::<Vec<u8>>(), "listing order kept");
+    let labels = imgs.labels.unwrap();
+    assert_eq!((labels[29], labels[30]), (0, 1));
+    let strict = vae_gpu::DataOptions {
+        strict: true,
+        ..Default::default()
+    };
+    let err = vae_gpu::data::folder::read_folder(&dir, &strict)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("015x.png"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -221,12 +221,23 @@ impl DataArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
+        // A bar over an image folder's files (shown once decoding takes a moment).
+        let bar = progress_bar(0, "decoding", "images");
+        let shown = bar.clone();
         let opts = crate::data::DataOptions {
             size: self.size,
             channels: self.channels,
             strict: self.strict,
+            progress: Some(crate::data::Progress(std::sync::Arc::new(
+                move |done, total| {
+                    shown.set_length(total as u64);
+                    shown.set_position(done as u64);
+                },
+            ))),
         };
-        let splits = crate::data::load(self.data.as_deref(), &opts)?;
+        let splits = crate::data::load(self.data.as_deref(), &opts);
+        bar.finish_and_clear();
+        let splits = splits?;
         say!("data: {}", splits.source);
         Ok(splits)
     }

@@ -56,8 +56,19 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>, DataError> {
     Ok(files)
 }
 
-/// Reads every image under `dir`.
+/// Decodes one image file, converted to `channels`; None when it cannot be read.
+fn decode(path: &Path) -> Result<image::DynamicImage, String> {
+    let bytes = crate::io::read_input(path).map_err(|e| e.to_string())?;
+    let format = image::ImageFormat::from_path(path).map_err(|e| e.to_string())?;
+    image::load_from_memory_with_format(&bytes, format).map_err(|e| e.to_string())
+}
+
+/// Reads every image under `dir`, decoding on all cores straight into one pixel buffer
+/// (the only copy held), in the listing's order.
 pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     let files = list(dir)?;
     if files.is_empty() {
         return Err(DataError::new(
@@ -66,52 +77,85 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
         ));
     }
     let channels = opts.channels.unwrap_or(1);
-    let mut size = opts.size;
-    // The first image read: it fixes the size when --size is absent.
-    let mut first: Option<&Path> = None;
-    let mut pixels = Vec::new();
+    // The size: --size, or that of the first readable image (named when others differ).
+    let (size, first) = match opts.size {
+        Some(size) => (size, None),
+        None => {
+            let found = files.iter().find_map(|(p, _)| {
+                decode(p)
+                    .ok()
+                    .map(|img| ((img.width() as usize, img.height() as usize), p))
+            });
+            match found {
+                Some((size, p)) => (size, Some(p.as_path())),
+                None if opts.strict => {
+                    let (p, _) = &files[0];
+                    let e = decode(p).err().unwrap_or_default();
+                    return Err(DataError::new(p, format!("unreadable image: {e}")));
+                }
+                None => return Err(DataError::new(dir, "no readable images")),
+            }
+        }
+    };
+    let (w, h) = size;
+    let dim = w * h * channels;
+    let mut pixels = vec![0u8; files.len() * dim];
+    let done = AtomicUsize::new(0);
+    // Per file: Ok(true) decoded, Ok(false) skipped as unreadable, Err a stop.
+    let outcomes: Vec<Result<bool, DataError>> = files
+        .par_iter()
+        .zip(pixels.par_chunks_mut(dim))
+        .map(|((path, _), slot)| {
+            let outcome = match decode(path) {
+                Err(e) if opts.strict => {
+                    Err(DataError::new(path, format!("unreadable image: {e}")))
+                }
+                Err(_) => Ok(false),
+                Ok(img) => {
+                    let img = if (img.width() as usize, img.height() as usize) == (w, h) {
+                        img
+                    } else if opts.size.is_some() {
+                        img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+                    } else {
+                        return Err(DataError::new(
+                            path,
+                            format!(
+                                "is {}x{}, but {} is {w}x{h}; pass --size to resize them all",
+                                img.width(),
+                                img.height(),
+                                first.map_or(String::new(), |f| f.display().to_string())
+                            ),
+                        ));
+                    };
+                    match channels {
+                        1 => slot.copy_from_slice(img.to_luma8().as_raw()),
+                        _ => slot.copy_from_slice(img.to_rgb8().as_raw()),
+                    }
+                    Ok(true)
+                }
+            };
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(progress) = &opts.progress {
+                (progress.0)(n, files.len());
+            }
+            outcome
+        })
+        .collect();
+    // The first failure in listing order, as a sequential read would report it.
     let mut labels = Vec::new();
     let mut bad = Vec::new();
-    for (path, label) in &files {
-        let decoded = crate::io::read_input(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let format = image::ImageFormat::from_path(path).map_err(|e| e.to_string())?;
-                image::load_from_memory_with_format(&bytes, format).map_err(|e| e.to_string())
-            });
-        let img = match decoded {
-            Ok(img) => img,
-            Err(e) => {
-                if opts.strict {
-                    return Err(DataError::new(path, format!("unreadable image: {e}")));
-                }
-                bad.push(path.display().to_string());
-                continue;
-            }
-        };
-        let (w, h) = *size.get_or_insert((img.width() as usize, img.height() as usize));
-        let first = *first.get_or_insert(path);
-        let img = if (img.width() as usize, img.height() as usize) == (w, h) {
-            img
-        } else if opts.size.is_some() {
-            img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle)
+    let mut kept = 0;
+    for (i, ((path, label), outcome)) in files.iter().zip(outcomes).enumerate() {
+        if outcome? {
+            pixels.copy_within(i * dim..(i + 1) * dim, kept * dim);
+            kept += 1;
+            labels.push(label.unwrap_or(0));
         } else {
-            return Err(DataError::new(
-                path,
-                format!(
-                    "is {}x{}, but {} is {w}x{h}; pass --size to resize them all",
-                    img.width(),
-                    img.height(),
-                    first.display()
-                ),
-            ));
-        };
-        match channels {
-            1 => pixels.extend_from_slice(img.to_luma8().as_raw()),
-            _ => pixels.extend_from_slice(img.to_rgb8().as_raw()),
+            bad.push(path.display().to_string());
         }
-        labels.push(label.unwrap_or(0));
     }
+    pixels.truncate(kept * dim);
+    pixels.shrink_to_fit();
     if !bad.is_empty() {
         let shown: Vec<&str> = bad.iter().take(5).map(String::as_str).collect();
         log::warn!(
@@ -125,7 +169,7 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
     if count == 0 {
         return Err(DataError::new(dir, "no readable images"));
     }
-    let (width, height) = size.expect("set by the first image");
+    let (width, height) = size;
     let labelled = files.iter().all(|(_, l)| l.is_some());
     Ok(Images {
         pixels,

@@ -172,6 +172,16 @@ pub fn class_name(names: &[String], l: u8) -> String {
         .unwrap_or_else(|| format!("class {l}"))
 }
 
+/// Called as images are decoded with (done, total).
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// How to read image folders (IDX files ignore these).
 #[derive(Clone, Debug, Default)]
 pub struct DataOptions {
@@ -181,6 +191,8 @@ pub struct DataOptions {
     pub channels: Option<usize>,
     /// Unreadable files are an error instead of a warning.
     pub strict: bool,
+    /// Hears how many of an image folder's files are decoded.
+    pub progress: Option<Progress>,
 }
 
 /// Splits an image set into train and test: every tenth image goes to test, so the split
