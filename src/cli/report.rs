@@ -165,43 +165,20 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
             cols: (0..steps).map(|i| format!("{:+.1}", value(i))).collect(),
         },
     )?;
-    let (samples_png, recons_png) = if dir.join("samples.png").exists()
-        && dir.join("reconstructions.png").exists()
-    {
-        (dir.join("samples.png"), dir.join("reconstructions.png"))
-    } else {
-        let samples: Vec<Vec<u8>> = crate::vae::decode::generate(&gpu, &params, c, 64, 1, 1.0)?
-            .iter()
-            .map(|v| crate::vae::decode::to_u8(v))
-            .collect();
-        save_grid(
-            &fig("samples.png"),
-            &samples,
-            shape,
-            8,
-            &Labels::title("64 samples from the prior (seed 1)"),
-        )?;
-        let shown = test.take(8);
-        let mut cells: Vec<Vec<u8>> = (0..shown.count).map(|i| shown.image(i).to_vec()).collect();
-        cells.extend(decode_pixels(
-            &gpu,
-            &params,
-            c,
-            &codes.mu[..shown.count * c.latent],
-        )?);
-        save_grid(
-            &fig("reconstructions.png"),
-            &cells,
-            shape,
-            shown.count,
-            &Labels {
-                title: "Test images over their reconstructions".into(),
-                rows: vec!["test images".into(), "reconstructions".into()],
-                cols: Vec::new(),
-            },
-        )?;
-        (fig("samples.png"), fig("reconstructions.png"))
-    };
+    let (samples_png, recons_png) =
+        if dir.join("samples.png").exists() && dir.join("reconstructions.png").exists() {
+            (dir.join("samples.png"), dir.join("reconstructions.png"))
+        } else {
+            crate::vae::train::write_pictures(
+                &gpu,
+                &params,
+                c,
+                &test,
+                scratch.path(),
+                cfg.state.epoch,
+            )?;
+            (fig("samples.png"), fig("reconstructions.png"))
+        };
 
     let mut settings = vec![
         ("model".to_string(), dir.display().to_string()),

@@ -155,36 +155,24 @@ pub fn save_loss_chart(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<
     let img = canvas(1100, 760, |root| {
         root.fill(&WHITE)?;
         let panels = root.split_evenly((2, 2));
-        panel(
-            &panels[0],
-            "Loss per epoch (reconstruction + beta x KL)",
-            "epoch",
-            "nats per image",
-            &[
-                per_epoch("train", &|m| m.train.total),
-                per_epoch("test", &|m| m.test.total),
-            ],
-        )?;
-        panel(
-            &panels[1],
-            "Reconstruction per epoch",
-            "epoch",
-            "nats per image",
-            &[
-                per_epoch("train", &|m| m.train.recon),
-                per_epoch("test", &|m| m.test.recon),
-            ],
-        )?;
-        panel(
-            &panels[2],
-            "KL divergence per epoch",
-            "epoch",
-            "nats per image",
-            &[
-                per_epoch("train", &|m| m.train.kl),
-                per_epoch("test", &|m| m.test.kl),
-            ],
-        )?;
+        type Part = fn(&crate::vae::Losses) -> f64;
+        let parts: [(&str, Part); 3] = [
+            ("Loss per epoch (reconstruction + beta x KL)", |l| l.total),
+            ("Reconstruction per epoch", |l| l.recon),
+            ("KL divergence per epoch", |l| l.kl),
+        ];
+        for (area, (title, part)) in panels.iter().zip(parts) {
+            panel(
+                area,
+                title,
+                "epoch",
+                "nats per image",
+                &[
+                    per_epoch("train", &|m| part(&m.train)),
+                    per_epoch("test", &|m| part(&m.test)),
+                ],
+            )?;
+        }
         panel(
             &panels[3],
             "Training loss during the steps",

@@ -372,9 +372,9 @@ pub fn train(
 }
 
 /// Rewrites samples.png (64 images from the prior, seed 1) and reconstructions.png (the
-/// first 8 test images over their reconstructions) in the run directory, so each epoch's
-/// progress can be seen.
-fn write_pictures(
+/// first 8 test images over their reconstructions) in `dir`, so each epoch's progress can
+/// be seen.
+pub fn write_pictures(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
