@@ -485,3 +485,59 @@ fn exit_codes_quiet_and_completions() {
         "{bash}"
     );
 }
+
+/// Found by attacking the commands: no `--out` can replace part of a run, a closed or full
+/// stdout is not a panic, a FIFO is refused instead of blocking, and `--json` never lets a
+/// shell script through.
+#[test]
+fn outputs_and_stdout_failures() {
+    let run = trained();
+    let d = data();
+    let checkpoint = format!("{run}/checkpoint-0002");
+    for out in [
+        format!("{checkpoint}/config.json"),
+        format!("{run}/metrics.jsonl"),
+    ] {
+        let o = common::cli::run(&[
+            "embed", "--model", &run, "--data", &d, "--limit", "3", "--out", &out,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--out {out}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("would write into a checkpoint"));
+    }
+    assert_eq!(tensors(&run).len(), 10, "the run is intact");
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let o = common::cli::command(&["completions", "bash"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("No space left") && !err.contains("panicked"),
+        "{err}"
+    );
+    let o = common::cli::run(&["--json", "completions", "bash"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty(), "no script under --json");
+    let fifo = tmp().join("names.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.display().to_string();
+    fails(
+        &[
+            "embed",
+            "--model",
+            &run,
+            "--data",
+            &d,
+            "--limit",
+            "3",
+            "--class-names",
+            &fifo,
+        ],
+        "not a regular file",
+    );
+}

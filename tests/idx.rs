@@ -237,6 +237,20 @@ fn emnist_as_shipped() {
         .unwrap()
         .to_string();
     assert!(err.contains("outside 1..=26"), "{err}");
+    // Labels beyond the split's classes are an error, not phantom classes.
+    std::fs::write(
+        dir.join("emnist-digits-train-labels-idx1-ubyte"),
+        labels(&[200]),
+    )
+    .unwrap();
+    let err = vae_gpu::data::load(Some(&dir.join("emnist-digits")), &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("label 200 is outside the split's 10 classes"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

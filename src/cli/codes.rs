@@ -23,7 +23,7 @@ pub struct EncodeArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::builder::PossibleValuesParser::new(["8", "16", "32"]).map(|s| s.parse::<u32>().expect("8, 16 or 32")))]
     pub bits: u32,
     /// The codes file to write.
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: PathBuf,
 }
 
@@ -34,7 +34,7 @@ pub struct DecodeArgs {
     /// A codes file written by `vae-gpu encode`.
     pub codes: PathBuf,
     /// A .png grid, or a directory for one PNG per image [default: RUN/decoded.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

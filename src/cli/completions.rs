@@ -11,7 +11,13 @@ pub struct CompletionsArgs {
 }
 
 pub fn run(a: &CompletionsArgs) -> anyhow::Result<()> {
+    if super::output().json {
+        anyhow::bail!("--json does not apply to completions (they are a shell script)");
+    }
     let mut command = super::Cli::command();
-    clap_complete::generate(a.shell, &mut command, "vae-gpu", &mut std::io::stdout());
+    // Generated in memory, so a closed pipe or a full disk is handled, not a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut command, "vae-gpu", &mut script);
+    super::write_stdout(&script);
     Ok(())
 }

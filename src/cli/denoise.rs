@@ -32,7 +32,7 @@ pub struct DenoiseArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Output PNG [default: RUN/denoise.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

@@ -39,7 +39,7 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub count: u32,
     /// Output PNG [default: RUN/edit.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 
@@ -70,8 +70,14 @@ fn of_class(split: &Images, class: u8) -> Option<Images> {
 }
 
 pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
-    if let Some(s) = a.strength.iter().find(|s| !s.is_finite()) {
-        anyhow::bail!("--strength {s} is not a finite number");
+    if a.strength.len() > 32 {
+        anyhow::bail!(
+            "--strength: {} values; at most 32 columns",
+            a.strength.len()
+        );
+    }
+    if let Some(s) = a.strength.iter().find(|s| !(-1000.0..=1000.0).contains(*s)) {
+        anyhow::bail!("--strength {s} is out of range (-1000..=1000)");
     }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;

@@ -18,7 +18,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub images: SplitArgs,
     /// Output file [default: RUN/latents.csv for embed, RUN/scatter.png for scatter]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
     /// scatter: plot the first two principal components instead of dimensions 0 and 1.
     #[arg(long)]

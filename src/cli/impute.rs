@@ -70,7 +70,7 @@ pub struct ImputeArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Output PNG [default: RUN/impute.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

@@ -26,7 +26,7 @@ pub struct InterpolateArgs {
     #[arg(long)]
     pub slerp: bool,
     /// Output PNG [default: RUN/interpolate.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

@@ -21,7 +21,7 @@ pub struct ManifoldArgs {
     #[arg(long, alias = "n", default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=100))]
     pub side: u32,
     /// Output PNG [default: RUN/manifold.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

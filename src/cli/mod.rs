@@ -69,7 +69,7 @@ pub struct OutputArgs {
 
 static OUTPUT: OnceLock<OutputArgs> = OnceLock::new();
 
-fn output() -> &'static OutputArgs {
+pub(crate) fn output() -> &'static OutputArgs {
     OUTPUT.get_or_init(|| OutputArgs {
         json: false,
         quiet: false,
@@ -94,13 +94,25 @@ pub(crate) use say;
 
 /// A result on stdout: the prose line, or with `--json` the value as one JSON line.
 pub fn report(human: &str, value: impl serde::Serialize) {
-    if output().json {
-        println!(
-            "{}",
-            serde_json::to_string(&value).expect("results serialise to JSON")
-        );
+    let text = if output().json {
+        serde_json::to_string(&value).expect("results serialise to JSON")
     } else {
-        println!("{human}");
+        human.to_string()
+    };
+    write_stdout(format!("{text}\n").as_bytes());
+}
+
+/// Writes to stdout. A reader that has gone (`| head`) ends the program quietly, as a
+/// closed pipe ends any Unix tool; any other failure (a full disk) is an error, not a panic.
+pub fn write_stdout(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -197,12 +209,16 @@ impl DataArgs {
         if let Some(path) = &self.class_names {
             let text = crate::io::read_input_text(path)
                 .with_context(|| format!("reading --class-names {}", path.display()))?;
-            let names: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
+            let lines: Vec<&str> = text.trim_end().lines().map(str::trim).collect();
+            // A blank line would shift every later name onto the wrong label.
+            if let Some(i) = lines.iter().position(|l| l.is_empty()) {
+                anyhow::bail!(
+                    "{}: line {} is empty; give one name per label, in label order",
+                    path.display(),
+                    i + 1
+                );
+            }
+            let names: Vec<String> = lines.into_iter().map(String::from).collect();
             if names.is_empty() || names.len() > 256 {
                 anyhow::bail!(
                     "{}: {} class names; expected 1 to 256, one per line",
@@ -423,7 +439,9 @@ pub fn pick_images(
             }
             pixels.extend_from_slice(t.image(i));
         } else {
-            let img = image::open(pick)
+            let img = crate::io::read_input(Path::new(pick))
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(image::load_from_memory(&bytes)?))
                 .with_context(|| format!("{pick}: not an image index or a readable image file"))?;
             let img = img.resize_exact(
                 c.width as u32,
@@ -444,6 +462,25 @@ pub fn pick_images(
         channels: c.channels,
         labels: None,
     })
+}
+
+/// An output path (a flag's value parser): never inside a checkpoint directory, never a
+/// run's own record (metrics.jsonl, .lock), so no command can overwrite part of a run.
+pub fn out_path(s: &str) -> Result<PathBuf, String> {
+    use crate::vae::checkpoint::{CONFIG_FILE, MODEL_FILE};
+    let path = PathBuf::from(s);
+    let parent = crate::io::parent_dir(&path);
+    let in_checkpoint = parent.join(MODEL_FILE).is_file() || parent.join(CONFIG_FILE).is_file();
+    let in_run =
+        parent.join(".lock").exists() || !crate::vae::rundir::checkpoints(parent).is_empty();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let record = matches!(name.as_deref(), Some("metrics.jsonl" | ".lock"));
+    if in_checkpoint || (in_run && record) {
+        return Err(format!(
+            "'{s}' would write into a checkpoint or over a run's record; choose another path"
+        ));
+    }
+    Ok(path)
 }
 
 /// A CSV field: quoted (with its quotes doubled) when it holds a comma, quote or newline.

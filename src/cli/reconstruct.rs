@@ -20,7 +20,7 @@ pub struct ReconstructArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub count: u32,
     /// Output PNG [default: RUN/reconstruction.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

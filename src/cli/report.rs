@@ -28,7 +28,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..))]
     pub limit: u32,
     /// Output HTML file [default: RUN/report.html]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

@@ -21,7 +21,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1.0, value_parser = super::non_negative)]
     pub temperature: f32,
     /// Output PNG grid [default: RUN/samples.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
     /// Columns of the grid [default: square-ish]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

@@ -28,7 +28,7 @@ pub struct ScoreArgs {
     #[command(flatten)]
     pub images: SplitArgs,
     /// Output CSV [default: RUN/scores.csv]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

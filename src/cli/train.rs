@@ -23,8 +23,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue a run from its last checkpoint (Adam state, step counter, noise position) up
-    /// to --epochs. The run keeps its settings: --epochs, --lr, --weight-decay and
-    /// --max-loss-ratio may change; any other flag that differs from the run is an error.
+    /// to --epochs. The run keeps its settings: --epochs, --lr, --weight-decay,
+    /// --max-loss-ratio and --class-names may change; any other flag that differs from the
+    /// run is an error.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Architecture: mlp (fully connected) or conv (strided convolutions, transposed
@@ -445,7 +446,11 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         }
     };
     // Names are labels for people: a resumed run takes new ones from --class-names.
-    train_cfg.class_names = a.data.class_names(&train_cfg.class_names)?;
+    let names = a.data.class_names(&train_cfg.class_names)?;
+    if saved.is_some() && names != train_cfg.class_names {
+        say!("--class-names: the run's class names are replaced");
+    }
+    train_cfg.class_names = names;
     model
         .validate()
         .and_then(|()| train_cfg.validate())

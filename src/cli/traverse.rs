@@ -26,7 +26,7 @@ pub struct TraverseArgs {
     #[arg(long, alias = "steps", default_value_t = 9, value_parser = clap::value_parser!(u32).range(2..=100))]
     pub count: u32,
     /// Output PNG [default: RUN/traverse.png]
-    #[arg(long)]
+    #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 

@@ -74,6 +74,25 @@ pub fn load(dir: &Path, split: &str, part: &str) -> Result<Images, DataError> {
             }
         }
     }
+    // Labels per split (EMNIST's paper); letters count from 1.
+    let classes = match split {
+        "byclass" => 62,
+        "bymerge" | "balanced" => 47,
+        "letters" => 27,
+        "digits" | "mnist" => 10,
+        _ => 256,
+    };
+    if let Some(bad) = images
+        .labels
+        .iter()
+        .flatten()
+        .find(|&&l| usize::from(l) >= classes)
+    {
+        return Err(DataError::new(
+            dir,
+            format!("emnist-{split}-{part}: label {bad} is outside the split's {classes} classes"),
+        ));
+    }
     if split == "letters" {
         if let Some(labels) = images.labels.as_mut() {
             if let Some(bad) = labels.iter().find(|&&l| !(1..=26).contains(&l)) {
@@ -91,8 +110,16 @@ pub fn load(dir: &Path, split: &str, part: &str) -> Result<Images, DataError> {
 /// The class names of a split from its mapping file ("label code [code...]" per line),
 /// each the characters of its codes joined by "/" ("A/a"); empty when there is none.
 pub fn class_names(dir: &Path, split: &str) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(dir.join(format!("emnist-{split}-mapping.txt"))) else {
+    let path = dir.join(format!("emnist-{split}-mapping.txt"));
+    if !path.exists() {
         return Vec::new();
+    }
+    let text = match crate::io::read_input_text(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            log::warn!("{}: {e}; classes go unnamed", path.display());
+            return Vec::new();
+        }
     };
     let offset = u32::from(split == "letters");
     let mut names: Vec<(u32, String)> = text
@@ -108,10 +135,18 @@ pub fn class_names(dir: &Path, split: &str) -> Vec<String> {
         .collect();
     names.sort();
     // Names by label; a gap in the mapping leaves the rest unnamed ("class N").
-    names
+    let named: Vec<String> = names
         .iter()
         .enumerate()
         .take_while(|(i, (label, _))| *label as usize == *i)
         .map(|(_, (_, name))| name.clone())
-        .collect()
+        .collect();
+    if named.len() < text.lines().filter(|l| !l.trim().is_empty()).count() {
+        log::warn!(
+            "{}: only the first {} lines read as \"label code...\"; later classes go unnamed",
+            path.display(),
+            named.len()
+        );
+    }
+    named
 }

@@ -21,6 +21,12 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// FIFO), even behind a symlink, is refused: reading it might never end or might exhaust
 /// memory.
 pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    // Checked before opening too: opening a FIFO blocks until a writer appears.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a directory, a device or a pipe)",
+        ));
+    }
     let mut file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
