@@ -115,6 +115,21 @@ fn bad_input_is_an_input_error() {
     assert!(input(vae.decode(&[f32::NAN; 4])).contains("NaN"));
     let small = Images::from_f32(&[0.5; 16], 4, 4, 1).unwrap();
     assert!(input(vae.reconstruct(&small)).contains("28x28x1"));
+    // Images' fields are public: a set that contradicts itself is an input error.
+    let liar = Images {
+        count: 3,
+        ..Images::from_f32(&[0.5; 784], 28, 28, 1).unwrap()
+    };
+    assert!(input(vae.reconstruct(&liar)).contains("784 pixel bytes for 3 images"));
+    let (train, test) = splits();
+    let mislabelled = Images {
+        labels: Some(vec![0; 2]),
+        ..test.take(5)
+    };
+    match Trainer::new().fit(&train.take(64), &mislabelled) {
+        Err(Error::Input(m)) => assert!(m.contains("2 labels for 5 images"), "{m}"),
+        other => panic!("{:?}", other.err()),
+    }
     match Vae::load(saved().join("missing")) {
         Err(Error::Input(m)) => assert!(m.contains("missing"), "{m}"),
         other => panic!("{:?}", other.err()),

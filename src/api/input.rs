@@ -83,6 +83,38 @@ impl Images {
         })
     }
 
+    /// Checks that the fields agree (they are public, so a caller can build any): pixels
+    /// for `count` images of the stated size, channels 1 or 3, a label per image.
+    pub fn check(&self) -> Result<()> {
+        let want = self.count.checked_mul(self.dim());
+        if self.dim() == 0 || want != Some(self.pixels.len()) {
+            return Err(Error::Input(format!(
+                "Images: {} pixel bytes for {} images of {}x{}x{}",
+                self.pixels.len(),
+                self.count,
+                self.height,
+                self.width,
+                self.channels
+            )));
+        }
+        if !matches!(self.channels, 1 | 3) {
+            return Err(Error::Input(format!(
+                "Images: {} channels; 1 or 3 are supported",
+                self.channels
+            )));
+        }
+        if let Some(labels) = &self.labels {
+            if labels.len() != self.count {
+                return Err(Error::Input(format!(
+                    "Images: {} labels for {} images",
+                    labels.len(),
+                    self.count
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The values of every image in [0, 1] (pixels / 255), flat.
     pub fn to_f32(&self) -> Vec<f32> {
         self.pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
@@ -110,6 +142,7 @@ impl Input for Vec<f32> {
 
 impl Input for Images {
     fn to_images(&self, c: &ModelConfig) -> Result<Images> {
+        self.check()?;
         if (self.height, self.width, self.channels) != (c.height, c.width, c.channels) {
             return Err(Error::Input(format!(
                 "the model takes {}x{}x{} images, these are {}x{}x{}",

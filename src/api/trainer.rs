@@ -183,6 +183,8 @@ impl<'a> Trainer<'a> {
     /// Trains on `train`, measuring `test` after each epoch, and returns the model as it is
     /// after the last epoch.
     pub fn fit(mut self, train_images: &Images, test_images: &Images) -> Result<Vae> {
+        train_images.check()?;
+        test_images.check()?;
         self.model.height = train_images.height;
         self.model.width = train_images.width;
         self.model.channels = train_images.channels;
