@@ -309,7 +309,7 @@ pub enum Command {
     Interpolate(interpolate::InterpolateArgs),
     /// One row per latent dimension, varied around an image's code or the origin.
     Traverse(traverse::TraverseArgs),
-    /// An n x n grid decoded over two latent dimensions (through the Gaussian quantiles).
+    /// A square grid decoded over two latent dimensions (through the Gaussian quantiles).
     Manifold(manifold::ManifoldArgs),
     /// Write every image's latent code (mu, logvar, label) as CSV.
     Embed(embed::EmbedArgs),
@@ -329,8 +329,7 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Move images along an attribute vector (mean code of one class minus another's).
     Edit(edit::EditArgs),
-    /// Class histogram of prior samples (by a classifier trained on the data) against the
-    /// data's: which modes the model generates and which it misses.
+    /// Mode coverage: each class's share among prior samples against its share in the data.
     Coverage(coverage::CoverageArgs),
     /// One self-contained HTML page about a run: settings, curves, samples, latent space.
     Report(report::ReportArgs),
