@@ -505,6 +505,18 @@ fn outputs_and_stdout_failures() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("would write into a checkpoint"));
     }
     assert_eq!(tensors(&run).len(), 10, "the run is intact");
+    // An image is written in the format its name says, and a name no image format has fails.
+    let jpg = tmp().join("s.jpg").display().to_string();
+    ok(&["sample", "--model", &run, "--count", "4", "--out", &jpg]);
+    assert!(
+        std::fs::read(&jpg).unwrap().starts_with(&[0xff, 0xd8]),
+        "JPEG bytes"
+    );
+    let txt = tmp().join("s.txt").display().to_string();
+    fails(
+        &["sample", "--model", &run, "--count", "4", "--out", &txt],
+        "not an image file name",
+    );
     let full = std::fs::File::create("/dev/full").unwrap();
     let o = common::cli::command(&["completions", "bash"])
         .stdout(full)

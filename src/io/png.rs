@@ -111,12 +111,21 @@ pub fn save_each(
     Ok(())
 }
 
-/// Encodes `img` as PNG and replaces `path` with it atomically.
+/// Encodes `img` in the format its extension names (PNG, JPEG or BMP; PNG without an
+/// extension) and replaces `path` with it atomically.
 pub fn save(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
+    use image::ImageFormat;
+    let format = match path.extension() {
+        None => ImageFormat::Png,
+        Some(_) => match ImageFormat::from_path(path) {
+            Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp)) => f,
+            _ => anyhow::bail!(
+                "{}: not an image file name (use .png, .jpg or .bmp)",
+                path.display()
+            ),
+        },
+    };
     let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), format)?;
     super::write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
