@@ -50,14 +50,15 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", a.out.display()))?;
     // How well the stored codes reproduce the images.
     let decoded = decode(&gpu, &params, c, &file.values())?;
+    let originals = imgs.to_f32();
     let mean_psnr = (0..imgs.count)
         .map(|i| {
-            let orig: Vec<f32> = imgs
-                .image(i)
-                .iter()
-                .map(|&p| f32::from(p) / 255.0)
-                .collect();
-            psnr(&orig, &decoded[i], None).min(100.0)
+            psnr(
+                &originals[i * c.input_dim()..(i + 1) * c.input_dim()],
+                &decoded[i],
+                None,
+            )
+            .min(100.0)
         })
         .sum::<f64>()
         / imgs.count as f64;

@@ -442,15 +442,8 @@ pub fn pick_images(
                 .map_err(anyhow::Error::from)
                 .and_then(|bytes| Ok(image::load_from_memory(&bytes)?))
                 .with_context(|| format!("{pick}: not an image index or a readable image file"))?;
-            let img = img.resize_exact(
-                c.width as u32,
-                c.height as u32,
-                image::imageops::FilterType::Triangle,
-            );
-            match c.channels {
-                3 => pixels.extend_from_slice(img.to_rgb8().as_raw()),
-                _ => pixels.extend_from_slice(img.to_luma8().as_raw()),
-            }
+            let one = crate::data::Images::from_dynamic(&[img], c.height, c.width, c.channels)?;
+            pixels.extend_from_slice(&one.pixels);
         }
     }
     Ok(crate::data::Images {

@@ -59,10 +59,6 @@ fn labelled_subset(imgs: &Images, per_class: usize, seed: u64) -> Images {
     }
 }
 
-fn pixels(imgs: &Images) -> Vec<f32> {
-    imgs.pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
-}
-
 pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
@@ -82,7 +78,7 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
         ..AdamConfig::default()
     };
     let test_mu = encode(&gpu, &params, c, &test, 1.0)?.codes.mu;
-    let test_px = pixels(&test);
+    let test_px = test.to_f32();
     let mut table = format!("labels/class  train images  latent-means accuracy  raw-pixel accuracy  ({} test images, {classes} classes)", test.count);
     let mut rows = Vec::new();
     for &per_class in &a.labels_per_class {
@@ -108,7 +104,7 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
             )
         };
         let latent_acc = on(&mu, &test_mu, c.latent)?;
-        let pixel_acc = on(&pixels(&sub), &test_px, c.input_dim())?;
+        let pixel_acc = on(&sub.to_f32(), &test_px, c.input_dim())?;
         table += &format!(
             "\n{per_class:>12}  {:>12}  {:>20.2}%  {:>17.2}%",
             sub.count,
