@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use super::{Error, Result, Vae};
-use crate::data::Images;
+use crate::data::{Images, TrainSet};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::ops::loss::Likelihood;
 use crate::vae::checkpoint::{RunConfig, MODEL_FILE};
 use crate::vae::rundir::{self, RunDir};
-use crate::vae::train::{train, EpochMetrics, Run, TrainEvent};
+use crate::vae::train::{train, EpochMetrics, Run, TrainEvent, DEFAULT_GPU_DATA_BYTES};
 use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
 
 /// What `Trainer::on_epoch` calls.
@@ -233,9 +233,11 @@ impl<'a> Trainer<'a> {
             dir: dir.as_ref(),
             history: Vec::new(),
             max_steps: None,
+            gpu_data_bytes: DEFAULT_GPU_DATA_BYTES,
             observer: &mut observer,
         };
-        train(&mut run, train_images, test_images)?;
+        let set = TrainSet::Memory(std::borrow::Cow::Borrowed(train_images));
+        train(&mut run, &set, test_images)?;
         let config = RunConfig {
             model: run.model,
             train: Some(run.train),

@@ -237,6 +237,24 @@ impl DataArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
+        self.read(|path, opts| crate::data::load(path, opts))
+    }
+
+    /// As `load`, with a training split over `budget` bytes left on disk (see
+    /// `data::load_for_training`).
+    pub fn load_for_training(&self, budget: u64) -> anyhow::Result<crate::data::TrainingData> {
+        self.read(|path, opts| crate::data::load_for_training(path, opts, budget))
+    }
+
+    /// Runs a loader with these options and a bar over the images it decodes, then says
+    /// what was read.
+    fn read<T: Described>(
+        &self,
+        loader: impl FnOnce(
+            Option<&std::path::Path>,
+            &crate::data::DataOptions,
+        ) -> Result<T, crate::data::DataError>,
+    ) -> anyhow::Result<T> {
         // A bar over an image folder's files (shown once decoding takes a moment).
         let bar = progress_bar(0, "decoding", "images");
         let shown = bar.clone();
@@ -251,11 +269,28 @@ impl DataArgs {
                 },
             ))),
         };
-        let splits = crate::data::load(self.data.as_deref(), &opts);
+        let data = loader(self.data.as_deref(), &opts);
         bar.finish_and_clear();
-        let splits = splits?;
-        say!("data: {}", splits.source);
-        Ok(splits)
+        let data = data?;
+        say!("data: {}", data.source());
+        Ok(data)
+    }
+}
+
+/// Loaded data that says where it came from.
+trait Described {
+    fn source(&self) -> &str;
+}
+
+impl Described for crate::data::Splits {
+    fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl Described for crate::data::TrainingData {
+    fn source(&self) -> &str {
+        &self.source
     }
 }
 

@@ -7,12 +7,14 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::{open_gpu, say, DataArgs, DeviceArgs, RUNS_DIR};
-use crate::data::Images;
+use crate::data::{Images, TrainSet};
 use crate::ops::adam::AdamConfig;
 use crate::ops::sample::Corruption;
 use crate::vae::checkpoint::{self, Pick, RunConfig, CONFIG_FILE, MODEL_FILE};
 use crate::vae::rundir::{self, RunDir};
-use crate::vae::train::{keep_best_and_last, resumed_history, train, Run, TrainEvent};
+use crate::vae::train::{
+    keep_best_and_last, resumed_history, train, Run, TrainEvent, DEFAULT_GPU_DATA_BYTES,
+};
 use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -97,6 +99,10 @@ pub struct TrainArgs {
     /// above the initial loss; NaN/Inf always stop. 0 checks NaN/Inf only [default: 2]
     #[arg(long, value_name = "R", value_parser = super::loss_ratio)]
     pub max_loss_ratio: Option<f64>,
+    /// Most training data held on the GPU, in MiB; a larger training split is streamed a
+    /// batch at a time (an image folder from a decoded cache on disk) with the same batches
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_GPU_DATA_BYTES >> 20)]
+    pub gpu_data_mib: u64,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
@@ -218,19 +224,21 @@ impl DataChoice {
         })
     }
 
-    /// (train, test, the directory read, its description)
-    fn load(&self) -> anyhow::Result<(Images, Images, PathBuf, String)> {
-        let mut splits = self.args.load()?;
+    /// (train, test, the directory read, its description); a training split over `budget`
+    /// bytes stays on disk when it comes from an image folder.
+    fn load(&self, budget: u64) -> anyhow::Result<(TrainSet<'static>, Images, PathBuf, String)> {
+        let mut splits = self.args.load_for_training(budget)?;
         if let Some(classes) = &self.classes {
-            let pick = |imgs: &Images| imgs.with_classes(classes).filter(|i| i.count > 0);
-            let (Some(train), Some(test)) = (pick(&splits.train), pick(&splits.test)) else {
+            let train = splits.train.with_classes(classes).filter(|t| t.count() > 0);
+            let test = splits.test.with_classes(classes).filter(|i| i.count > 0);
+            let (Some(train), Some(test)) = (train, test) else {
                 bail!(
                     "--classes {classes:?}: the data has no labels or no images of those classes"
                 );
             };
             say!(
                 "classes {classes:?}: {} train, {} test images",
-                train.count,
+                train.count(),
                 test.count
             );
             (splits.train, splits.test) = (train, test);
@@ -238,7 +246,7 @@ impl DataChoice {
         let mut train = splits.train;
         if let Some(n) = self.limit {
             train = train.take(n);
-            say!("using the first {} training images", train.count);
+            say!("using the first {} training images", train.count());
         }
         Ok((train, splits.test, splits.dir, splits.source))
     }
@@ -248,11 +256,11 @@ impl DataChoice {
 fn new_run(
     a: &TrainArgs,
     data: &DataChoice,
-    train: &Images,
+    train: &TrainSet<'_>,
     dir: PathBuf,
     source: String,
 ) -> (ModelConfig, TrainConfig) {
-    let (h, w, ch) = (train.height, train.width, train.channels);
+    let (h, w, ch) = train.shape();
     let base = match a.arch.as_deref() {
         Some("conv") => ModelConfig::conv(h, w, ch),
         _ => ModelConfig::mlp(h, w, ch),
@@ -301,7 +309,7 @@ fn new_run(
 fn resumed_run(
     a: &TrainArgs,
     saved: &RunConfig,
-    train: &Images,
+    train: &TrainSet<'_>,
 ) -> anyhow::Result<(ModelConfig, TrainConfig)> {
     let m = saved.model.clone();
     let mut t = saved
@@ -344,15 +352,13 @@ fn resumed_run(
     change("weight-decay", a.weight_decay, &mut t.adam.weight_decay);
     change("epochs", a.epochs.map(|e| e as usize), &mut t.epochs);
     change("max-loss-ratio", a.max_loss_ratio, &mut t.max_loss_ratio);
-    if (m.height, m.width, m.channels) != (train.height, train.width, train.channels) {
+    let (h, w, c) = train.shape();
+    if (m.height, m.width, m.channels) != (h, w, c) {
         bail!(
-            "the model was trained on {}x{}x{} images, the data has {}x{}x{}",
+            "the model was trained on {}x{}x{} images, the data has {h}x{w}x{c}",
             m.height,
             m.width,
             m.channels,
-            train.height,
-            train.width,
-            train.channels
         );
     }
     Ok((m, t))
@@ -416,20 +422,20 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     };
     let data = DataChoice::new(a, saved.as_ref().and_then(|(_, s)| s.train.as_ref()))
         .with_context(|| format!("resuming {}", dir_path.display()))?;
-    let (train_images, test_images, data_dir, source) = data.load()?;
+    let (train_images, test_images, data_dir, source) = data.load(a.gpu_data_mib << 20)?;
     let (model, mut train_cfg) = match &saved {
         Some((config_path, s)) => {
             let run = resumed_run(a, s, &train_images)
                 .with_context(|| format!("resuming {}", dir_path.display()))?;
             // Every epoch takes the same steps, so the step counter follows from the epoch.
-            let per_epoch = train_images.count.div_ceil(run.1.batch_size) as u64;
+            let per_epoch = train_images.count().div_ceil(run.1.batch_size) as u64;
             if s.state.step != s.state.epoch as u64 * per_epoch {
                 bail!(
                     "{}: state.step = {} does not match {} epochs of {per_epoch} steps ({} training images at batch {})",
                     config_path.display(),
                     s.state.step,
                     s.state.epoch,
-                    train_images.count,
+                    train_images.count(),
                     run.1.batch_size
                 );
             }
@@ -530,6 +536,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         dir: Some(dir),
         history,
         max_steps: a.bench_steps,
+        gpu_data_bytes: a.gpu_data_mib << 20,
         observer: &mut observer,
     };
     let metrics = train(&mut run, &train_images, &test_images)?;

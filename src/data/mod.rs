@@ -1,13 +1,16 @@
 //! Datasets: IDX files (MNIST family) read strictly, image folders, and where the default
 //! data lives.
 
+pub mod cache;
 pub mod emnist;
 pub mod folder;
 pub mod idx;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
 pub use idx::DataError;
+pub use store::{DiskImages, TrainSet};
 
 /// Images as u8 pixels, `height * width * channels` per image (channel-last per pixel for
 /// colour, which is what the PNG writer and the MLP expect), with optional labels.
@@ -217,20 +220,73 @@ fn holdout(all: Images) -> (Images, Images) {
     (pick(false), pick(true))
 }
 
+/// Whether `dir` is an image folder (not IDX files or an EMNIST split); an error when it is
+/// neither a directory nor an EMNIST split.
+fn is_image_folder(dir: &Path) -> Result<bool, DataError> {
+    if emnist::resolve(dir)?.is_some() {
+        return Ok(false);
+    }
+    if !dir.is_dir() {
+        return Err(DataError::new(dir, "not a directory (expected IDX files such as train-images-idx3-ubyte[.gz], or an image folder)"));
+    }
+    let has_idx = std::fs::read_dir(dir)
+        .map_err(|e| DataError::new(dir, e.to_string()))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("-idx3-ubyte"));
+    Ok(!has_idx)
+}
+
+/// The data of a training run: the training split, held in memory or, for an image folder
+/// whose training images decode to more than `budget` bytes, read from its on-disk cache
+/// (see `cache`); the test split in memory.
+pub struct TrainingData {
+    pub train: TrainSet<'static>,
+    pub test: Images,
+    pub dir: PathBuf,
+    pub source: String,
+}
+
+/// Loads a training run's data (see `TrainingData`).
+pub fn load_for_training(
+    path: Option<&Path>,
+    opts: &DataOptions,
+    budget: u64,
+) -> Result<TrainingData, DataError> {
+    let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
+    if is_image_folder(&dir)? && folder::decoded_bytes(&cache::folders(&dir).0, opts)? > budget {
+        let (train, test) = cache::open(&dir, opts)?;
+        return Ok(TrainingData {
+            source: format!(
+                "{} (image folder: {} train images of {}x{}x{} read from the cache {} as they are needed, {} test)",
+                dir.display(),
+                train.count,
+                train.height,
+                train.width,
+                train.channels,
+                train.path.display(),
+                test.count
+            ),
+            train: TrainSet::Disk(train),
+            test,
+            dir,
+        });
+    }
+    let s = load(path, opts)?;
+    Ok(TrainingData {
+        train: TrainSet::Memory(std::borrow::Cow::Owned(s.train)),
+        test: s.test,
+        dir: s.dir,
+        source: s.source,
+    })
+}
+
 /// Loads the splits from a directory of IDX files (train-* and t10k-*, raw or .gz) or an
 /// image folder (with train/ and test/ subfolders, or one set of which every tenth image
 /// is held out for testing).
 pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
     let emnist = emnist::resolve(&dir)?;
-    if !dir.is_dir() && emnist.is_none() {
-        return Err(DataError::new(&dir, "not a directory (expected IDX files such as train-images-idx3-ubyte[.gz], or an image folder)"));
-    }
-    let is_idx = emnist.is_some()
-        || std::fs::read_dir(&dir)
-            .map_err(|e| DataError::new(&dir, e.to_string()))?
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().contains("-idx3-ubyte"));
+    let is_idx = !is_image_folder(&dir)?;
     if !is_idx {
         let (train, test) = if dir.join("train").is_dir() && dir.join("test").is_dir() {
             (

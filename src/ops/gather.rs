@@ -62,28 +62,46 @@ impl GpuImages {
                 pixels.len()
             )));
         }
-        let buffers = pixels
+        let chunks = pixels
             .chunks((per_chunk * d).max(1))
             .map(|part| {
-                let size = part.len().div_ceil(4) * 4;
-                let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("dataset"),
-                    size: size.max(4) as u64,
+                    size: (part.len().div_ceil(4) * 4).max(4) as u64,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
-                });
-                let mut padded = part.to_vec();
-                padded.resize(size, 0);
-                gpu.queue.write_buffer(&buffer, 0, &padded);
-                buffer
+                })
             })
             .collect();
-        Ok(GpuImages {
-            chunks: buffers,
+        let images = GpuImages {
+            chunks,
             per_chunk,
             count,
             d,
-        })
+        };
+        images.write(gpu, pixels);
+        Ok(images)
+    }
+
+    /// Replaces the images' pixels (as many bytes as were uploaded); the copy runs before
+    /// the next submitted command buffer.
+    pub fn write(&self, gpu: &Gpu, pixels: &[u8]) {
+        for (buffer, part) in self
+            .chunks
+            .iter()
+            .zip(pixels.chunks(self.per_chunk * self.d))
+        {
+            // Buffer copies move whole words: the tail is padded.
+            let whole = part.len() / 4 * 4;
+            if whole > 0 {
+                gpu.queue.write_buffer(buffer, 0, &part[..whole]);
+            }
+            if whole < part.len() {
+                let mut tail = [0u8; 4];
+                tail[..part.len() - whole].copy_from_slice(&part[whole..]);
+                gpu.queue.write_buffer(buffer, whole as u64, &tail);
+            }
+        }
     }
 }
 

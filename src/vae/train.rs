@@ -12,7 +12,7 @@ use super::checkpoint::{self, Pick, RunConfig};
 use super::model::{Batches, StepProgram, StepSpec};
 use super::rundir::{self, RunDir};
 use super::{Losses, ModelConfig, Params, RunState, TrainConfig};
-use crate::data::Images;
+use crate::data::{Images, TrainSet};
 use crate::gpu::{Gpu, Matrix, PendingRead};
 use crate::ops::gather::GpuImages;
 use crate::ops::loss::LossSettings;
@@ -63,26 +63,141 @@ pub struct GpuSplit {
 
 impl GpuSplit {
     pub fn upload(gpu: &Gpu, images: &Images) -> anyhow::Result<GpuSplit> {
-        if images.count == 0 {
+        GpuSplit::from_pixels(gpu, &images.pixels, images.dim())
+    }
+
+    /// `pixels` (whole images of `d` bytes) on the GPU, in order.
+    pub fn from_pixels(gpu: &Gpu, pixels: &[u8], d: usize) -> anyhow::Result<GpuSplit> {
+        let count = pixels.len() / d.max(1);
+        if count == 0 {
             bail!("the dataset has no images");
         }
-        let order: Vec<u32> = (0..images.count as u32).collect();
+        let order: Vec<u32> = (0..count as u32).collect();
         Ok(GpuSplit {
-            images: GpuImages::upload(gpu, &images.pixels, images.dim())?,
-            indices: Matrix::from_slice(
-                gpu,
-                1,
-                images.count,
-                bytemuck::cast_slice(&order),
-                "indices",
-            )?,
-            count: images.count,
+            images: GpuImages::upload(gpu, pixels, d)?,
+            indices: Matrix::from_slice(gpu, 1, count, bytemuck::cast_slice(&order), "indices")?,
+            count,
         })
     }
 
     pub fn set_order(&self, gpu: &Gpu, order: &[u32]) {
         gpu.queue
             .write_buffer(&self.indices.buffer, 0, bytemuck::cast_slice(order));
+    }
+}
+
+/// Most training data held on the GPU by default; more is streamed (see `Feed`).
+pub const DEFAULT_GPU_DATA_BYTES: u64 = 2 << 30;
+
+/// Gathered batches waiting for the GPU: enough to cover a slow read, few enough to keep
+/// memory small.
+const FEED_DEPTH: usize = 4;
+
+/// Where the training steps' batches come from.
+enum Feed {
+    /// The whole split on the GPU; each epoch's order is its index buffer.
+    Resident(GpuSplit),
+    /// One batch on the GPU, refilled before each step with the next batch that a
+    /// background thread has gathered from memory or disk in the epoch's order. The copy
+    /// is queued before the step's submit, so the step never waits on a read.
+    Streamed {
+        batch: GpuSplit,
+        orders: std::sync::mpsc::Sender<Vec<u32>>,
+        batches: std::sync::mpsc::Receiver<Result<Vec<u8>, crate::data::DataError>>,
+        spare: std::sync::mpsc::Sender<Vec<u8>>,
+    },
+}
+
+impl Feed {
+    /// Resident when the split fits in `budget` bytes and the adapter's buffers, else
+    /// streamed by a thread of `scope`.
+    fn new<'s>(
+        gpu: &Gpu,
+        set: &'s TrainSet<'_>,
+        rows: usize,
+        budget: u64,
+        scope: &'s std::thread::Scope<'s, '_>,
+    ) -> anyhow::Result<Feed> {
+        if let (TrainSet::Memory(images), true) = (set, set.bytes() <= budget) {
+            match GpuSplit::upload(gpu, images) {
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<crate::gpu::GpuError>(),
+                        Some(crate::gpu::GpuError::Limit(_))
+                    ) =>
+                {
+                    log::info!("streaming the training images: {e}");
+                }
+                split => return Ok(Feed::Resident(split?)),
+            }
+        }
+        let d = set.dim();
+        let batch = GpuSplit::from_pixels(gpu, &vec![0u8; rows * d], d)?;
+        let (orders, order_rx) = std::sync::mpsc::channel::<Vec<u32>>();
+        let (batch_tx, batches) = std::sync::mpsc::sync_channel(FEED_DEPTH);
+        let (spare, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || {
+            for order in order_rx {
+                for first in (0..order.len()).step_by(rows) {
+                    let mut buf = spare_rx.try_recv().unwrap_or_else(|_| vec![0u8; rows * d]);
+                    let gathered = set.gather(&order, first, &mut buf).map(|()| buf);
+                    let failed = gathered.is_err();
+                    // A closed channel means training stopped.
+                    if batch_tx.send(gathered).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Feed::Streamed {
+            batch,
+            orders,
+            batches,
+            spare,
+        })
+    }
+
+    /// The index buffer and image buffers the step program gathers from.
+    fn batches(&self) -> Batches<'_> {
+        let split = match self {
+            Feed::Resident(s) | Feed::Streamed { batch: s, .. } => s,
+        };
+        Batches {
+            images: &split.images,
+            indices: &split.indices.buffer,
+            count: split.count,
+        }
+    }
+
+    fn start_epoch(&self, gpu: &Gpu, order: Vec<u32>) -> anyhow::Result<()> {
+        match self {
+            Feed::Resident(split) => split.set_order(gpu, &order),
+            Feed::Streamed { orders, .. } => orders
+                .send(order)
+                .map_err(|_| anyhow::anyhow!("the batch reader stopped"))?,
+        }
+        Ok(())
+    }
+
+    /// Readies the batch starting at `offset` of the epoch's order; returns the offset the
+    /// gather reads it from.
+    fn next(&self, gpu: &Gpu, offset: usize) -> anyhow::Result<usize> {
+        match self {
+            Feed::Resident(_) => Ok(offset),
+            Feed::Streamed {
+                batch,
+                batches,
+                spare,
+                ..
+            } => {
+                let pixels = batches
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("the batch reader stopped"))??;
+                batch.images.write(gpu, &pixels);
+                let _ = spare.send(pixels);
+                Ok(0)
+            }
+        }
     }
 }
 
@@ -208,32 +323,40 @@ pub struct Run<'a> {
     pub history: Vec<EpochMetrics>,
     /// Stop after this many optimizer steps (benchmarks); None trains the full epochs.
     pub max_steps: Option<u64>,
+    /// Most bytes of training images held on the GPU; a larger split is streamed a batch
+    /// at a time (the same batches, so the same run).
+    pub gpu_data_bytes: u64,
     pub observer: &'a mut dyn FnMut(TrainEvent<'_>),
 }
 
 /// Trains from `run.state` to `run.train.epochs`, publishing a checkpoint each epoch.
 pub fn train(
     run: &mut Run<'_>,
-    train_images: &Images,
+    train_set: &TrainSet<'_>,
+    test_images: &Images,
+) -> anyhow::Result<Vec<EpochMetrics>> {
+    std::thread::scope(|scope| train_with(scope, run, train_set, test_images))
+}
+
+fn train_with<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    run: &mut Run<'_>,
+    train_set: &'s TrainSet<'_>,
     test_images: &Images,
 ) -> anyhow::Result<Vec<EpochMetrics>> {
     let gpu = run.gpu;
     let c = &run.model;
     let t = &run.train;
-    let train_split =
-        GpuSplit::upload(gpu, train_images).context("uploading the training images")?;
-    let test_split = GpuSplit::upload(gpu, test_images).context("uploading the test images")?;
     let rows = t.batch_size;
-    let program = |split: &GpuSplit, adam| {
+    let feed = Feed::new(gpu, train_set, rows, run.gpu_data_bytes, scope)
+        .context("uploading the training images")?;
+    let test_split = GpuSplit::upload(gpu, test_images).context("uploading the test images")?;
+    let program = |batches: &Batches<'_>, adam| {
         StepProgram::new(
             gpu,
             &run.params,
             c,
-            &Batches {
-                images: &split.images,
-                indices: &split.indices.buffer,
-                count: split.count,
-            },
+            batches,
             &StepSpec {
                 rows,
                 settings: settings(c, t, t.beta, rows),
@@ -243,8 +366,15 @@ pub fn train(
             },
         )
     };
-    let mut trainer = program(&train_split, Some(t.adam))?;
-    let mut tester = program(&test_split, None)?;
+    let mut trainer = program(&feed.batches(), Some(t.adam))?;
+    let mut tester = program(
+        &Batches {
+            images: &test_split.images,
+            indices: &test_split.indices.buffer,
+            count: test_split.count,
+        },
+        None,
+    )?;
     let mut guard = Guard::new(t.max_loss_ratio, run.state.init_loss, &run.history);
     let diverged = |why: String, epoch: usize, step: u64| {
         Diverged(format!(
@@ -253,14 +383,14 @@ pub fn train(
             kept(run.dir)
         ))
     };
-    let n = train_split.count;
+    let n = train_set.count();
     let mut new_metrics = Vec::new();
     while run.state.epoch < t.epochs {
         let epoch = run.state.epoch;
         // The shuffle depends only on (seed, epoch), so a resumed run sees the same order.
         let order = Rng::new(t.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
             .permutation(n);
-        train_split.set_order(gpu, &order);
+        feed.start_epoch(gpu, order)?;
         trainer.reset_sums(gpu);
         (run.observer)(TrainEvent::EpochStart {
             epoch: epoch + 1,
@@ -279,12 +409,8 @@ pub fn train(
                 break;
             }
             beta = t.beta_at(epoch, offset as f64 / n as f64);
-            trainer.prepare(
-                gpu,
-                offset,
-                run.state.step,
-                &settings(c, t, beta, n - offset),
-            );
+            let at = feed.next(gpu, offset)?;
+            trainer.prepare(gpu, at, run.state.step, &settings(c, t, beta, n - offset));
             // The first read of a new run is the loss at the initial weights.
             let report =
                 (i == 0 || (i as u64 + 1).is_multiple_of(REPORT_EVERY)) && pending.is_none();
