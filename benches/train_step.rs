@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let mut rng = Rng::new(1);
     let n = 2048;
     let pixels: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
-    let images = GpuImages::upload(&gpu, &pixels, 784)?;
+    let images = GpuImages::upload(&gpu, &pixels, 784, vae_gpu::data::Dtype::U8)?;
     let order: Vec<u32> = (0..n as u32).collect();
     let indices = Matrix::from_slice(&gpu, 1, n, bytemuck::cast_slice(&order), "indices")?;
     let base = ModelConfig {

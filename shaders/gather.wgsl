@@ -1,5 +1,5 @@
 // Gathers a batch x[r, j] = pixel / 255 from a dataset held on the GPU as u8 (packed four
-// to a u32), picking image indices[offset + r]. Rows past the end of `indices` repeat its
+// to a u32), or x[r, j] = value from one held as f32, picking image indices[offset + r]. Rows past the end of `indices` repeat its
 // last entry; the loss masks them out. A dataset larger than one storage binding is split
 // into up to four chunks of `per_chunk` whole images each.
 
@@ -67,4 +67,20 @@ fn gather_vec4_main(
     let v = pixel_word(chunk, (image - chunk * p.per_chunk) * words + w);
     let bytes = vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
     x4[r * (p.ld_x / 4u) + w] = vec4<f32>(bytes) * (1.0 / 255.0);
+}
+
+// The same for f32 data: one value per word, taken as it is.
+@compute @workgroup_size(256)
+fn gather_f32_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.d) { return; }
+    let r = udiv(i, p.d);
+    let j = i - r * p.d;
+    let image = indices[min(p.offset + r, p.count - 1u)];
+    let chunk = udiv(image, p.per_chunk);
+    x[r * p.ld_x + j] = bitcast<f32>(pixel_word(chunk, (image - chunk * p.per_chunk) * p.d + j));
 }

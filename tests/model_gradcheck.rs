@@ -243,7 +243,7 @@ fn composed_vae_backward_matches_finite_differences() {
             };
             let (rows, valid, seed, d) = (4, 3, 77, c.input_dim());
             let pixels: Vec<u8> = (0..4 * d).map(|i| (i * 37 % 256) as u8).collect();
-            let images = GpuImages::upload(gpu, &pixels, d).unwrap();
+            let images = GpuImages::upload(gpu, &pixels, d, vae_gpu::data::Dtype::U8).unwrap();
             let order: Vec<u32> = vec![2, 0, 3, 1];
             let indices =
                 Matrix::from_slice(gpu, 1, 4, bytemuck::cast_slice(&order), "idx").unwrap();
@@ -283,7 +283,7 @@ fn composed_vae_backward_matches_finite_differences() {
             program.submit(gpu, None).unwrap();
             let grads = tensors_of(gpu, &params, &params.grads).unwrap();
             let values = tensors(gpu, &params).unwrap();
-            let x = cpu::gather(&pixels, d, &order, 0, rows);
+            let x = cpu::gather(&pixels, d, vae_gpu::data::Dtype::U8, &order, 0, rows);
             let noise = Noise {
                 seed,
                 step: 5,

@@ -9,6 +9,7 @@ use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::adam::{adam_with, AdamConfig};
 use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad_with};
+use vae_gpu::data::Dtype;
 use vae_gpu::ops::gather::{gather, GpuImages};
 use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
 use vae_gpu::ops::loss::{loss_with, Likelihood, LossBuffers, LossSettings};
@@ -395,27 +396,37 @@ fn adam_matches_cpu_over_100_steps() {
     });
 }
 
-/// Gather: exact (k / 255 in f32 against f64: 1e-7), from one buffer and from a dataset
-/// split into several chunks.
+/// Gather: exact (k / 255 in f32 against f64: 1e-7; f32 data bit for bit), from one buffer
+/// and from a dataset split into several chunks.
 #[test]
 fn gather_matches_cpu() {
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(23);
-        for case in 0..20 {
+        for case in 0..40 {
             let d = [1, 3, 7, 33, 784][case % 5];
+            let dtype = if case < 20 { Dtype::U8 } else { Dtype::F32 };
             let count = 1 + rng.below(50);
-            let pixels: Vec<u8> = (0..count * d).map(|_| rng.below(256) as u8).collect();
+            let pixels: Vec<u8> = match dtype {
+                Dtype::U8 => (0..count * d).map(|_| rng.below(256) as u8).collect(),
+                // Values no 8-bit pixel holds, of any sign and scale.
+                Dtype::F32 => dtype.bytes(
+                    &(0..count * d)
+                        .map(|_| (rng.uniform(-1.0, 1.0) * 1e3_f64.powf(rng.uniform(-1.0, 1.0))) as f32)
+                        .collect::<Vec<_>>(),
+                ),
+            };
             let indices: Vec<u32> = (0..1 + rng.below(40))
                 .map(|_| rng.below(count) as u32)
                 .collect();
             let rows = 1 + rng.below(indices.len() + 5);
             let offset = rng.below(indices.len());
             let images = if case % 2 == 0 {
-                GpuImages::upload(gpu, &pixels, d).unwrap()
+                GpuImages::upload(gpu, &pixels, d, dtype).unwrap()
             } else {
                 // Chunks of 1 to 13 images, as many as the kernel binds.
                 let per_chunk = count.div_ceil(4).max(1 + case % 13);
-                GpuImages::upload_chunked(gpu, &pixels, d, per_chunk * d).unwrap()
+                GpuImages::upload_chunked(gpu, &pixels, d, dtype, per_chunk * d * dtype.size())
+                    .unwrap()
             };
             assert!(case % 2 == 0 || images.chunks.len() > 1 || count <= images.per_chunk);
             let ibuf = upload(gpu, 1, indices.len(), bytemuck::cast_slice(&indices));
@@ -423,12 +434,16 @@ fn gather_matches_cpu() {
             let mut g = gather(gpu, &images, &ibuf.buffer, indices.len(), &x).unwrap();
             g.set_offset(gpu, offset);
             gpu.run(&[&g.dispatch]).unwrap();
-            let want = cpu::gather(&pixels, d, &indices, offset, rows);
+            let want = cpu::gather(&pixels, d, dtype, &indices, offset, rows);
+            let tol = match dtype {
+                Dtype::U8 => 1e-7,
+                Dtype::F32 => 0.0,
+            };
             assert_close(
-                &format!("case {case} d {d} rows {rows}"),
+                &format!("case {case} {dtype:?} d {d} rows {rows}"),
                 &x.read(gpu).unwrap(),
                 &want,
-                |_| 1e-7,
+                |_| tol,
             );
         }
     });

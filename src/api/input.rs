@@ -45,6 +45,7 @@ impl Images {
             width,
             channels,
             labels: None,
+            dtype: crate::data::Dtype::U8,
         })
     }
 
@@ -80,13 +81,14 @@ impl Images {
             width,
             channels,
             labels: None,
+            dtype: crate::data::Dtype::U8,
         })
     }
 
     /// Checks that the fields agree (they are public, so a caller can build any): pixels
     /// for `count` images of the stated size, channels 1 or 3, a label per image.
     pub fn check(&self) -> Result<()> {
-        let want = self.count.checked_mul(self.dim());
+        let want = self.count.checked_mul(self.image_bytes());
         if self.dim() == 0 || want != Some(self.pixels.len()) {
             return Err(Error::Input(format!(
                 "Images: {} pixel bytes for {} images of {}x{}x{}",
@@ -115,9 +117,9 @@ impl Images {
         Ok(())
     }
 
-    /// The values of every image in [0, 1] (pixels / 255), flat.
+    /// The values of every image, flat: pixels / 255 for u8 images, f32 data as stored.
     pub fn to_f32(&self) -> Vec<f32> {
-        self.pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
+        self.dtype.values(&self.pixels)
     }
 }
 

@@ -128,7 +128,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     let per_row = a.strength.len() + 1;
     let mut cells = Vec::with_capacity(images.count * per_row);
     for i in 0..images.count {
-        cells.push(images.image(i).to_vec());
+        cells.push(images.image_u8(i).into_owned());
         cells.extend(
             decoded[i * a.strength.len()..(i + 1) * a.strength.len()]
                 .iter()

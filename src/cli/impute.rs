@@ -109,15 +109,11 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     check_dims(c, &test)?;
     let (n, d) = (test.count, test.dim());
     let miss = missing(&a.mask, &test, a.seed)?;
-    let truth: Vec<f32> = test.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    let train = &splits.train;
+    let truth = test.to_f32();
+    let train = splits.train.to_f32();
+    let count = splits.train.count;
     let mean: Vec<f32> = (0..d)
-        .map(|j| {
-            (0..train.count)
-                .map(|i| f32::from(train.image(i)[j]))
-                .sum::<f32>()
-                / (255.0 * train.count as f32)
-        })
+        .map(|j| (0..count).map(|i| train[i * d + j]).sum::<f32>() / count as f32)
         .collect();
     // Start from the mean image in the holes, then let the model refine them.
     let baseline: Vec<f32> = (0..n * d)
@@ -126,7 +122,7 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     let mut current = baseline.clone();
     for _ in 0..a.iters {
         let imgs = Images {
-            pixels: to_u8(&current),
+            pixels: test.dtype.bytes(&current),
             ..test.clone()
         };
         let mu = encode(&gpu, &params, c, &imgs, 1.0)?.codes.mu;

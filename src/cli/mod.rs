@@ -162,9 +162,10 @@ impl DeviceArgs {
 /// Where the data comes from, shared by the commands that read data.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// IDX directory (train-images-idx3-ubyte[.gz], t10k-...) or image folder (PNG/JPEG/BMP;
+    /// IDX directory (train-images-idx3-ubyte[.gz], t10k-...), image folder (PNG/JPEG/BMP;
     /// subfolders are classes; train/ and test/ subfolders are the splits, else every 10th
-    /// image is held out). Default: the full Fashion-MNIST if installed
+    /// image is held out) or NumPy array (.npy: uint8 or float32, [N, H, W], [N, H, W, C]
+    /// or [N, D]). Default: the full Fashion-MNIST if installed
     /// (/usr/share/datasets/fashion-mnist), else the bundled subset.
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -181,6 +182,19 @@ pub struct DataArgs {
     /// Fashion-MNIST's and EMNIST's own, or those saved with the run]
     #[arg(long, value_name = "FILE")]
     pub class_names: Option<PathBuf>,
+    /// Labels of a .npy --data array: a 1-D integer .npy file, one label (0-255) per row.
+    #[arg(long, value_name = "FILE.npy")]
+    pub labels: Option<PathBuf>,
+    /// Fraction of a .npy array's rows held out for testing (a fixed shuffle) [default: 0.1]
+    #[arg(long, value_name = "F", value_parser = fraction)]
+    pub test_fraction: Option<f64>,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| *f > 0.0 && *f < 1.0)
+        .ok_or_else(|| format!("'{s}' is not a fraction strictly between 0 and 1"))
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -262,6 +276,8 @@ impl DataArgs {
             size: self.size,
             channels: self.channels,
             strict: self.strict,
+            labels: self.labels.clone(),
+            test_fraction: self.test_fraction,
             progress: Some(crate::data::Progress(std::sync::Arc::new(
                 move |done, total| {
                     shown.set_length(total as u64);
@@ -456,7 +472,7 @@ pub fn pick_images(
     picks: &[&str],
 ) -> anyhow::Result<crate::data::Images> {
     let mut test: Option<crate::data::Images> = None;
-    let mut pixels = Vec::new();
+    let mut values = Vec::new();
     for pick in picks {
         if let Ok(i) = pick.parse::<usize>() {
             if test.is_none() {
@@ -471,23 +487,26 @@ pub fn pick_images(
                     t.count
                 );
             }
-            pixels.extend_from_slice(t.image(i));
+            values.extend(t.dtype.values(t.image(i)));
         } else {
             let img = crate::io::read_input(Path::new(pick))
                 .map_err(anyhow::Error::from)
                 .and_then(|bytes| Ok(image::load_from_memory(&bytes)?))
                 .with_context(|| format!("{pick}: not an image index or a readable image file"))?;
             let one = crate::data::Images::from_dynamic(&[img], c.height, c.width, c.channels)?;
-            pixels.extend_from_slice(&one.pixels);
+            values.extend(one.to_f32());
         }
     }
+    // Stored as the data is (image files among f32 data become f32 values).
+    let dtype = test.map_or(crate::data::Dtype::U8, |t| t.dtype);
     Ok(crate::data::Images {
-        pixels,
+        pixels: dtype.bytes(&values),
         count: picks.len(),
         height: c.height,
         width: c.width,
         channels: c.channels,
         labels: None,
+        dtype,
     })
 }
 

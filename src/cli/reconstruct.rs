@@ -68,7 +68,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
             .collect::<Vec<f32>>()
     };
     let psnr: f64 = (0..n)
-        .map(|i| crate::vae::codec::psnr(&unit(test.image(i)), &unit(&recon[i]), None).min(100.0))
+        .map(|i| crate::vae::codec::psnr(&unit(&test.image_u8(i)), &unit(&recon[i]), None).min(100.0))
         .sum::<f64>()
         / n as f64;
     // Pairs of rows: originals, then their reconstructions.
@@ -78,7 +78,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     for start in (0..n).step_by(cols) {
         rows.extend(["test images".to_string(), "reconstructions".into()]);
         let end = (start + cols).min(n);
-        cells.extend((start..end).map(|i| test.image(i).to_vec()));
+        cells.extend((start..end).map(|i| test.image_u8(i).into_owned()));
         cells.extend(std::iter::repeat_n(
             vec![0; c.input_dim()],
             cols - (end - start),

@@ -218,6 +218,12 @@ impl DataChoice {
                 channels: same("channels", a.data.channels, t.channels.or(Some(1)))?,
                 strict: a.data.strict,
                 class_names: a.data.class_names.clone(),
+                labels: keep(
+                    "labels",
+                    a.data.labels.as_deref().map(canonical),
+                    t.labels.as_deref().map(canonical),
+                )?,
+                test_fraction: same("test-fraction", a.data.test_fraction, t.test_fraction)?,
             },
             limit: same("limit", limit, t.limit)?,
             classes: same("classes", classes, t.classes.clone())?,
@@ -273,7 +279,11 @@ fn new_run(
             .filter(|_| base.arch == "conv")
             .unwrap_or(base.conv_channels),
         latent: a.latent.map_or(base.latent, |l| l as usize),
-        likelihood: a.likelihood.unwrap_or(base.likelihood),
+        // Real-valued data takes the Gaussian likelihood unless told otherwise.
+        likelihood: a.likelihood.unwrap_or(match train.dtype() {
+            crate::data::Dtype::F32 => crate::ops::loss::Likelihood::Gaussian,
+            crate::data::Dtype::U8 => base.likelihood,
+        }),
         gauss_var: a.gauss_var.unwrap_or(base.gauss_var),
         ..base
     };
@@ -299,6 +309,8 @@ fn new_run(
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
+        labels: data.args.labels.as_ref().map(|l| l.canonicalize().unwrap_or(l.clone())),
+        test_fraction: data.args.test_fraction,
         class_names: Vec::new(),
         max_loss_ratio: a.max_loss_ratio.unwrap_or(d.max_loss_ratio),
     };

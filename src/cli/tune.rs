@@ -59,7 +59,12 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
         gpu.tuner().remeasure();
     }
     let rows = a.batch_size as usize;
-    let images = GpuImages::upload(&gpu, &vec![0; c.input_dim()], c.input_dim())?;
+    let images = GpuImages::upload(
+        &gpu,
+        &vec![0; c.input_dim()],
+        c.input_dim(),
+        crate::data::Dtype::U8,
+    )?;
     let indices = Matrix::zeros(&gpu, 1, 1, "indices")?;
     let started = std::time::Instant::now();
     // Building the training and the evaluation step decides the kernel of every product.

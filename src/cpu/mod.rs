@@ -51,14 +51,23 @@ pub fn bias_grad(dy: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 
 /// x = pixels / 255 for the images `indices[offset..offset + rows]` (the last index repeats
 /// past the end), as the gather kernel builds a batch.
-pub fn gather(pixels: &[u8], d: usize, indices: &[u32], offset: usize, rows: usize) -> Vec<f64> {
+pub fn gather(
+    pixels: &[u8],
+    d: usize,
+    dtype: crate::data::Dtype,
+    indices: &[u32],
+    offset: usize,
+    rows: usize,
+) -> Vec<f64> {
+    let b = d * dtype.size();
     let mut x = Vec::with_capacity(rows * d);
     for r in 0..rows {
         let image = indices[(offset + r).min(indices.len() - 1)] as usize;
         x.extend(
-            pixels[image * d..(image + 1) * d]
-                .iter()
-                .map(|&p| f64::from(p) / 255.0),
+            dtype
+                .values(&pixels[image * b..(image + 1) * b])
+                .into_iter()
+                .map(f64::from),
         );
     }
     x

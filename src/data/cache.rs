@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::folder::{self, Decoded};
 use super::store::DiskImages;
-use super::{DataError, DataOptions, Images};
+use super::{DataError, DataOptions, Dtype, Images};
 
 const MAGIC: &[u8; 8] = b"VAEGPUD1";
 const HEADER: u64 = 48;
@@ -171,12 +171,20 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
         None
     };
     let split = |l: &Option<Vec<u8>>, r: std::ops::Range<usize>| l.as_ref().map(|l| l[r].to_vec());
-    let train_set = DiskImages::open(path, HEADER, train, h.shape, split(&labels, 0..train))?;
+    let train_set = DiskImages::open(
+        path,
+        HEADER,
+        train,
+        h.shape,
+        Dtype::U8,
+        split(&labels, 0..train),
+    )?;
     let test_set = DiskImages::open(
         path,
         HEADER + (train * d) as u64,
         test,
         h.shape,
+        Dtype::U8,
         split(&labels, train..train + test),
     )?;
     let all: Vec<usize> = (0..test).collect();

@@ -247,5 +247,6 @@ pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> 
         width: found.width,
         channels: found.channels,
         labels: found.labelled.then_some(labels),
+        dtype: crate::data::Dtype::U8,
     })
 }

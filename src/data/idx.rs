@@ -156,6 +156,7 @@ pub fn read_images(path: &Path) -> Result<Images, DataError> {
         width: dims[2],
         channels: 1,
         labels: None,
+        dtype: crate::data::Dtype::U8,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod emnist;
 pub mod folder;
 pub mod idx;
+pub mod npy;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -12,16 +13,60 @@ use std::path::{Path, PathBuf};
 pub use idx::DataError;
 pub use store::{DiskImages, TrainSet};
 
-/// Images as u8 pixels, `height * width * channels` per image (channel-last per pixel for
-/// colour, which is what the PNG writer and the MLP expect), with optional labels.
+/// How an image's values are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// u8 pixels, value = pixel / 255.
+    #[default]
+    U8,
+    /// Little-endian f32 values as they are (real-valued data such as a float .npy array),
+    /// kept at full precision on the GPU.
+    F32,
+}
+
+impl Dtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::U8 => 1,
+            Dtype::F32 => 4,
+        }
+    }
+
+    /// The values of `bytes` (see the variants).
+    pub fn values(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Dtype::U8 => bytes.iter().map(|&p| f32::from(p) / 255.0).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        }
+    }
+
+    /// `values` stored as this type (u8 rounds to the nearest 1/255, clamped to [0, 1]).
+    pub fn bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Dtype::U8 => crate::vae::decode::to_u8(values),
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Images (or records) of `height * width * channels` values each (channel-last per pixel
+/// for colour, which is what the PNG writer and the MLP expect), stored as `dtype`, with
+/// optional labels.
 #[derive(Clone, Debug)]
 pub struct Images {
+    /// `dtype.size()` bytes per value.
     pub pixels: Vec<u8>,
     pub count: usize,
     pub height: usize,
     pub width: usize,
     pub channels: usize,
     pub labels: Option<Vec<u8>>,
+    pub dtype: Dtype,
 }
 
 impl Images {
@@ -30,8 +75,23 @@ impl Images {
         self.height * self.width * self.channels
     }
 
+    /// Bytes per image.
+    pub fn image_bytes(&self) -> usize {
+        self.dim() * self.dtype.size()
+    }
+
+    /// Image `i`'s stored bytes.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.pixels[i * self.dim()..(i + 1) * self.dim()]
+        let b = self.image_bytes();
+        &self.pixels[i * b..(i + 1) * b]
+    }
+
+    /// Image `i` as u8 pixels for pictures (f32 values clamped to [0, 1]).
+    pub fn image_u8(&self, i: usize) -> std::borrow::Cow<'_, [u8]> {
+        match self.dtype {
+            Dtype::U8 => std::borrow::Cow::Borrowed(self.image(i)),
+            Dtype::F32 => std::borrow::Cow::Owned(Dtype::U8.bytes(&self.dtype.values(self.image(i)))),
+        }
     }
 
     /// The images whose label is in `classes` (labels required).
@@ -91,7 +151,7 @@ impl Images {
     pub fn take(&self, n: usize) -> Images {
         let n = n.min(self.count);
         Images {
-            pixels: self.pixels[..n * self.dim()].to_vec(),
+            pixels: self.pixels[..n * self.image_bytes()].to_vec(),
             count: n,
             labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
             ..*self
@@ -196,12 +256,48 @@ pub struct DataOptions {
     pub strict: bool,
     /// Hears how many of an image folder's files are decoded.
     pub progress: Option<Progress>,
+    /// Labels of a .npy array: a 1-D integer .npy file.
+    pub labels: Option<PathBuf>,
+    /// The fraction of a .npy array's rows held out for testing [default: 0.1].
+    pub test_fraction: Option<f64>,
+}
+
+/// Whether `path` names a NumPy array (by its extension).
+pub fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
+/// The training rows of a .npy array on disk and its test rows in memory; an error for the
+/// options that apply to images only.
+fn open_npy(path: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), DataError> {
+    if opts.size.is_some() || opts.channels.is_some() {
+        return Err(DataError::new(
+            path,
+            "--size and --channels apply to image folders and IDX files; a .npy array is used at its own shape",
+        ));
+    }
+    let (train, test) = npy::open_splits(path, opts.labels.as_deref(), opts.test_fraction.unwrap_or(0.1))?;
+    npy::check_finite(path, &test, "test")?;
+    Ok((train, test))
+}
+
+/// How a .npy array's splits are described.
+fn npy_source(path: &Path, train: usize, test: &Images, where_: &str) -> String {
+    format!(
+        "{} (NumPy {:?} array: {train} train rows{where_}, {} test, of {}x{}x{})",
+        path.display(),
+        test.dtype,
+        test.count,
+        test.height,
+        test.width,
+        test.channels
+    )
 }
 
 /// Splits an image set into train and test: every tenth image goes to test, so the split
 /// is fixed and spread over the classes.
 fn holdout(all: Images) -> (Images, Images) {
-    let d = all.dim();
+    let d = all.image_bytes();
     let pick = |keep: bool| {
         let idx: Vec<usize> = (0..all.count).filter(|i| (i % 10 == 9) == keep).collect();
         Images {
@@ -253,7 +349,19 @@ pub fn load_for_training(
     budget: u64,
 ) -> Result<TrainingData, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
-    if is_image_folder(&dir)? && folder::decoded_bytes(&cache::folders(&dir).0, opts)? > budget {
+    if is_npy(&dir) {
+        let (train, test) = open_npy(&dir, opts)?;
+        if train.count as u64 * train.image_bytes() as u64 > budget {
+            return Ok(TrainingData {
+                source: npy_source(&dir, train.count, &test, " read as they are needed"),
+                train: TrainSet::Disk(train),
+                test,
+                dir,
+            });
+        }
+    } else if is_image_folder(&dir)?
+        && folder::decoded_bytes(&cache::folders(&dir).0, opts)? > budget
+    {
         let (train, test) = cache::open(&dir, opts)?;
         return Ok(TrainingData {
             source: format!(
@@ -285,6 +393,17 @@ pub fn load_for_training(
 /// is held out for testing).
 pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
+    if is_npy(&dir) {
+        let (disk, test) = open_npy(&dir, opts)?;
+        let train = disk.load(&(0..disk.count).collect::<Vec<_>>())?;
+        npy::check_finite(&dir, &train, "training")?;
+        return Ok(Splits {
+            source: npy_source(&dir, train.count, &test, ""),
+            train,
+            test,
+            dir,
+        });
+    }
     let emnist = emnist::resolve(&dir)?;
     let is_idx = !is_image_folder(&dir)?;
     if !is_idx {

@@ -10,9 +10,9 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{DataError, Images};
+use super::{DataError, Dtype, Images};
 
-/// Images in `file` from byte `offset` on, `dim` bytes each, of which this set holds
+/// Images in `file` from byte `offset` on, `image_bytes` each, of which this set holds
 /// `rows` (or the first `count`).
 #[derive(Debug)]
 pub struct DiskImages {
@@ -24,18 +24,20 @@ pub struct DiskImages {
     pub width: usize,
     pub channels: usize,
     pub labels: Option<Vec<u8>>,
+    pub dtype: Dtype,
     /// The file's images this set holds, in order; None: the first `count`.
     rows: Option<Vec<u32>>,
 }
 
 impl DiskImages {
-    /// Opens `count` images of `height x width x channels` bytes at `offset` in `path`,
-    /// checking that the file holds them all.
+    /// Opens `count` images of `height x width x channels` values of `dtype` at `offset`
+    /// in `path`, checking that the file holds them all.
     pub fn open(
         path: &Path,
         offset: u64,
         count: usize,
         (height, width, channels): (usize, usize, usize),
+        dtype: Dtype,
         labels: Option<Vec<u8>>,
     ) -> Result<DiskImages, DataError> {
         let file = File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
@@ -44,7 +46,7 @@ impl DiskImages {
             .map_err(|e| DataError::new(path, e.to_string()))?
             .len();
         let need = (count as u64)
-            .checked_mul((height * width * channels) as u64)
+            .checked_mul((height * width * channels * dtype.size()) as u64)
             .and_then(|b| b.checked_add(offset));
         match need {
             Some(need) if need <= len => {}
@@ -52,7 +54,7 @@ impl DiskImages {
                 return Err(DataError::new(
                     path,
                     format!(
-                        "truncated: {len} bytes, but {count} images of {height}x{width}x{channels} need {}",
+                        "truncated: {len} bytes, but {count} images of {height}x{width}x{channels} {dtype:?} need {}",
                         need.map_or("more than 2^64".into(), |n| n.to_string())
                     ),
                 ))
@@ -67,18 +69,20 @@ impl DiskImages {
             width,
             channels,
             labels,
+            dtype,
             rows: None,
         })
     }
 
-    pub fn dim(&self) -> usize {
-        self.height * self.width * self.channels
+    /// Bytes per image.
+    pub fn image_bytes(&self) -> usize {
+        self.height * self.width * self.channels * self.dtype.size()
     }
 
-    /// Image `i` of this set into `out` (`dim` bytes).
+    /// Image `i` of this set into `out` (`image_bytes`).
     pub fn read(&self, i: usize, out: &mut [u8]) -> Result<(), DataError> {
         let row = self.rows.as_ref().map_or(i, |r| r[i] as usize);
-        let at = self.offset + (row * self.dim()) as u64;
+        let at = self.offset + (row * self.image_bytes()) as u64;
         read_at(&self.file, out, at).map_err(|e| {
             DataError::new(&self.path, format!("reading image {row} at byte {at}: {e}"))
         })
@@ -100,7 +104,7 @@ impl DiskImages {
 
     /// The images `keep` read into memory.
     pub fn load(&self, keep: &[usize]) -> Result<Images, DataError> {
-        let d = self.dim();
+        let d = self.image_bytes();
         let mut pixels = vec![0u8; keep.len() * d];
         for (&i, out) in keep.iter().zip(pixels.chunks_mut(d.max(1))) {
             self.read(i, out)?;
@@ -115,6 +119,7 @@ impl DiskImages {
                 .labels
                 .as_ref()
                 .map(|l| keep.iter().map(|&i| l[i]).collect()),
+            dtype: self.dtype,
         })
     }
 }
@@ -162,9 +167,22 @@ impl TrainSet<'_> {
         }
     }
 
+    /// Values per image.
     pub fn dim(&self) -> usize {
         let (h, w, c) = self.shape();
         h * w * c
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            TrainSet::Memory(m) => m.dtype,
+            TrainSet::Disk(d) => d.dtype,
+        }
+    }
+
+    /// Bytes per image.
+    pub fn image_bytes(&self) -> usize {
+        self.dim() * self.dtype().size()
     }
 
     pub fn labels(&self) -> Option<&[u8]> {
@@ -174,15 +192,15 @@ impl TrainSet<'_> {
         }
     }
 
-    /// Bytes of pixels.
+    /// Bytes of all images.
     pub fn bytes(&self) -> u64 {
-        self.count() as u64 * self.dim() as u64
+        self.count() as u64 * self.image_bytes() as u64
     }
 
     /// The images `order[first..]` (the last one repeated past the end, as the GPU gather
-    /// does) into `out`, `dim` bytes each.
+    /// does) into `out`, `image_bytes` each.
     pub fn gather(&self, order: &[u32], first: usize, out: &mut [u8]) -> Result<(), DataError> {
-        let d = self.dim();
+        let d = self.image_bytes();
         let last = order.len() - 1;
         for (r, slot) in out.chunks_exact_mut(d).enumerate() {
             let i = order[(first + r).min(last)] as usize;

@@ -2,6 +2,7 @@
 
 use super::shape_err;
 use crate::gpu::shaders::Shader;
+use crate::data::Dtype;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
 #[repr(C)]
@@ -19,22 +20,29 @@ struct GatherParams {
 /// Most chunks a dataset may be split into (the gather kernel's pixel bindings).
 const MAX_CHUNKS: usize = 4;
 
-/// u8 pixels on the GPU, `d` per image, packed four to a u32, in up to four buffers of
-/// `per_chunk` whole images each when the dataset exceeds one storage binding.
+/// Images on the GPU, `d` values per image: u8 pixels packed four to a u32, or f32 values,
+/// in up to four buffers of `per_chunk` whole images each when the dataset exceeds one
+/// storage binding.
 pub struct GpuImages {
     pub chunks: Vec<wgpu::Buffer>,
     pub per_chunk: usize,
     pub count: usize,
     pub d: usize,
+    pub dtype: Dtype,
 }
 
 impl GpuImages {
-    pub fn upload(gpu: &Gpu, pixels: &[u8], d: usize) -> Result<GpuImages, GpuError> {
+    pub fn upload(
+        gpu: &Gpu,
+        pixels: &[u8],
+        d: usize,
+        dtype: Dtype,
+    ) -> Result<GpuImages, GpuError> {
         let limit = gpu
             .limits
             .max_storage_buffer_binding_size
             .min(gpu.limits.max_buffer_size);
-        GpuImages::upload_chunked(gpu, pixels, d, limit as usize)
+        GpuImages::upload_chunked(gpu, pixels, d, dtype, limit as usize)
     }
 
     /// As `upload`, with chunks of at most `limit` bytes (tests use small limits).
@@ -42,28 +50,31 @@ impl GpuImages {
         gpu: &Gpu,
         pixels: &[u8],
         d: usize,
+        dtype: Dtype,
         limit: usize,
     ) -> Result<GpuImages, GpuError> {
-        if d == 0 || !pixels.len().is_multiple_of(d) {
+        let image = d * dtype.size();
+        if d == 0 || !pixels.len().is_multiple_of(image) {
             return Err(shape_err(
                 "dataset upload",
                 format!(
-                    "{} bytes is not a whole number of {d}-pixel images",
+                    "{} bytes is not a whole number of {d}-value {dtype:?} images",
                     pixels.len()
                 ),
             ));
         }
-        let count = pixels.len() / d;
-        let per_chunk = (limit / d).min(u32::MAX as usize / d).max(1);
+        let count = pixels.len() / image;
+        // Whole images per chunk, each indexable in u32 words.
+        let per_chunk = (limit / image).min(u32::MAX as usize / d).max(1);
         let chunks = count.div_ceil(per_chunk).max(1);
-        if chunks > MAX_CHUNKS || d > limit {
+        if chunks > MAX_CHUNKS || image > limit {
             return Err(GpuError::Limit(format!(
                 "dataset of {} bytes needs {chunks} buffers of at most {limit} bytes; this adapter takes {MAX_CHUNKS} (use fewer or smaller images)",
                 pixels.len()
             )));
         }
         let chunks = pixels
-            .chunks((per_chunk * d).max(1))
+            .chunks(per_chunk * image)
             .map(|part| {
                 gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("dataset"),
@@ -78,6 +89,7 @@ impl GpuImages {
             per_chunk,
             count,
             d,
+            dtype,
         };
         images.write(gpu, pixels);
         Ok(images)
@@ -154,10 +166,10 @@ pub fn gather(
             .as_entire_binding()
     };
     // Whole packed words per invocation when images are a multiple of 4 pixels.
-    let (entry, out, threads) = if images.d.is_multiple_of(4) {
-        ("gather_vec4_main", 7, x.rows * x.cols / 4)
-    } else {
-        ("gather_main", 3, x.rows * x.cols)
+    let (entry, out, threads) = match images.dtype {
+        Dtype::F32 => ("gather_f32_main", 3, x.rows * x.cols),
+        Dtype::U8 if images.d.is_multiple_of(4) => ("gather_vec4_main", 7, x.rows * x.cols / 4),
+        Dtype::U8 => ("gather_main", 3, x.rows * x.cols),
     };
     let dispatch = gpu.dispatch(
         "gather".into(),

@@ -213,7 +213,7 @@ pub fn iwae_log_px(
     let repeated: Vec<u32> = (0..n as u32)
         .flat_map(|i| std::iter::repeat_n(i, rows))
         .collect();
-    let images = GpuImages::upload(gpu, &test.pixels, test.dim())?;
+    let images = GpuImages::upload(gpu, &test.pixels, test.dim(), test.dtype)?;
     let indices = Matrix::from_slice(
         gpu,
         1,

@@ -92,6 +92,11 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     #[serde(default)]
     pub classes: Option<Vec<u8>>,
+    /// A .npy array's labels file and held-out fraction.
+    #[serde(default)]
+    pub labels: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub test_fraction: Option<f64>,
     /// The names of the classes by label, shown wherever classes are (empty: unknown).
     #[serde(default)]
     pub class_names: Vec<String>,
@@ -122,6 +127,8 @@ impl Default for TrainConfig {
             data: String::new(),
             corruption: None,
             data_dir: None,
+            labels: None,
+            test_fraction: None,
             size: None,
             channels: None,
             limit: None,

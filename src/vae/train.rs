@@ -12,7 +12,7 @@ use super::checkpoint::{self, Pick, RunConfig};
 use super::model::{Batches, StepProgram, StepSpec};
 use super::rundir::{self, RunDir};
 use super::{Losses, ModelConfig, Params, RunState, TrainConfig};
-use crate::data::{Images, TrainSet};
+use crate::data::{Dtype, Images, TrainSet};
 use crate::gpu::{Gpu, Matrix, PendingRead};
 use crate::ops::gather::GpuImages;
 use crate::ops::loss::LossSettings;
@@ -63,18 +63,23 @@ pub struct GpuSplit {
 
 impl GpuSplit {
     pub fn upload(gpu: &Gpu, images: &Images) -> anyhow::Result<GpuSplit> {
-        GpuSplit::from_pixels(gpu, &images.pixels, images.dim())
+        GpuSplit::from_pixels(gpu, &images.pixels, images.dim(), images.dtype)
     }
 
-    /// `pixels` (whole images of `d` bytes) on the GPU, in order.
-    pub fn from_pixels(gpu: &Gpu, pixels: &[u8], d: usize) -> anyhow::Result<GpuSplit> {
-        let count = pixels.len() / d.max(1);
+    /// `pixels` (whole images of `d` values of `dtype`) on the GPU, in order.
+    pub fn from_pixels(
+        gpu: &Gpu,
+        pixels: &[u8],
+        d: usize,
+        dtype: Dtype,
+    ) -> anyhow::Result<GpuSplit> {
+        let count = pixels.len() / (d * dtype.size()).max(1);
         if count == 0 {
             bail!("the dataset has no images");
         }
         let order: Vec<u32> = (0..count as u32).collect();
         Ok(GpuSplit {
-            images: GpuImages::upload(gpu, pixels, d)?,
+            images: GpuImages::upload(gpu, pixels, d, dtype)?,
             indices: Matrix::from_slice(gpu, 1, count, bytemuck::cast_slice(&order), "indices")?,
             count,
         })
@@ -131,8 +136,8 @@ impl Feed {
                 split => return Ok(Feed::Resident(split?)),
             }
         }
-        let d = set.dim();
-        let batch = GpuSplit::from_pixels(gpu, &vec![0u8; rows * d], d)?;
+        let d = set.image_bytes();
+        let batch = GpuSplit::from_pixels(gpu, &vec![0u8; rows * d], set.dim(), set.dtype())?;
         let (orders, order_rx) = std::sync::mpsc::channel::<Vec<u32>>();
         let (batch_tx, batches) = std::sync::mpsc::sync_channel(FEED_DEPTH);
         let (spare, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -526,7 +531,9 @@ pub fn write_pictures(
     )?;
     let shown = test.take(8);
     let codes = super::codec::encode(gpu, params, c, &shown, 1.0)?.codes;
-    let mut cells: Vec<Vec<u8>> = (0..shown.count).map(|i| shown.image(i).to_vec()).collect();
+    let mut cells: Vec<Vec<u8>> = (0..shown.count)
+        .map(|i| shown.image_u8(i).into_owned())
+        .collect();
     cells.extend(to_u8(super::codec::decode(gpu, params, c, &codes.mu)?));
     let labels = Labels {
         title: format!("Test images over their reconstructions after epoch {epoch}"),

@@ -1,0 +1,169 @@
+//! NumPy arrays as data: every layout trains; f32 data reaches the model unquantized;
+//! labels and the held-out fraction; a truncated or malformed array is a one-line error
+//! naming the file; past the GPU budget the array is streamed from disk with the same run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::cli::{data, fails_with, json, number, tmp};
+use vae_gpu::data::Dtype;
+
+/// Writes a version 1 .npy file.
+fn write_npy(name: &str, descr: &str, shape: &[usize], payload: &[u8]) -> PathBuf {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Data starts on a multiple of 64 bytes, the header ends with a newline.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(payload);
+    let path = tmp().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// 300 real images of the bundled test split.
+fn images() -> vae_gpu::Images {
+    vae_gpu::data::load(Some(Path::new(&data())), &Default::default())
+        .unwrap()
+        .test
+        .take(300)
+}
+
+fn train(data: &Path, out: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = tmp().join(out);
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--hidden",
+        "32",
+        "--latent",
+        "4",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--seed",
+        "5",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    json(&args)
+}
+
+#[test]
+fn every_layout_trains() {
+    let imgs = images();
+    let n = imgs.count;
+    let values = imgs.to_f32();
+    let u8_3d = write_npy("u8.npy", "|u1", &[n, 28, 28], &imgs.pixels);
+    let u8_4d = write_npy("u8c.npy", "|u1", &[n, 28, 28, 1], &imgs.pixels);
+    let f32_2d = write_npy("f32.npy", "<f4", &[n, 784], &Dtype::F32.bytes(&values));
+    // Standardized values: real-valued, negative, no 8-bit pixel holds them.
+    let mean = values.iter().sum::<f32>() / values.len() as f32;
+    let z: Vec<f32> = values.iter().map(|v| (v - mean) * 3.0).collect();
+    let f32_3d = write_npy("z.npy", "<f4", &[n, 28, 28], &Dtype::F32.bytes(&z));
+    let labels: Vec<u8> = imgs
+        .labels
+        .as_ref()
+        .unwrap()
+        .iter()
+        .flat_map(|&l| i64::from(l).to_le_bytes())
+        .collect();
+    let labels = write_npy("labels.npy", "<i8", &[n], &labels);
+
+    let a = train(&u8_3d, "u8", &[]);
+    let b = train(&u8_4d, "u8c", &[]);
+    assert_eq!(a[0]["train"], b[0]["train"], "[N,H,W] and [N,H,W,1] are the same data");
+    train(&f32_2d, "f32", &[]);
+    // f32 data is not quantized: the same values as u8 pixels / 255 would give the same
+    // run, but standardized values train under the Gaussian likelihood as they are.
+    let zrun = train(&f32_3d, "z", &["--test-fraction", "0.2", "--labels", labels.to_str().unwrap()]);
+    assert!(number(&zrun[0], &["test", "total"]).is_finite());
+    let last = common::cli::last_model(tmp().join("z").to_str().unwrap());
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(last.with_file_name("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["model"]["likelihood"], "gaussian", "{cfg}");
+    assert_eq!(cfg["train"]["test_fraction"], 0.2);
+    // The labels reach the codes: embed writes them per row of the test split (60 rows).
+    let csv = tmp().join("z.csv");
+    let model = tmp().join("z");
+    json(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        f32_3d.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--test-fraction",
+        "0.2",
+        "--out",
+        csv.to_str().unwrap(),
+        "-q",
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 1 + 60, "{}", &text[..200.min(text.len())]);
+    assert!(text.lines().next().unwrap().contains("label"), "{text:.200}");
+}
+
+#[test]
+fn streamed_array_equals_resident() {
+    let imgs = images();
+    let path = write_npy("stream.npy", "|u1", &[imgs.count, 28, 28], &imgs.pixels);
+    let resident = train(&path, "resident", &[]);
+    let streamed = train(&path, "streamed", &["--gpu-data-mib", "0"]);
+    assert_eq!(resident[0]["train"], streamed[0]["train"]);
+    assert_eq!(resident[0]["test"], streamed[0]["test"]);
+}
+
+#[test]
+fn bad_arrays_are_one_line_errors() {
+    let imgs = images();
+    let whole = write_npy("whole.npy", "|u1", &[imgs.count, 28, 28], &imgs.pixels);
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = tmp().join("cut.npy");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let out = tmp().join("bad");
+    let run = |path: &Path, extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["train", "--data", path.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        fails_with(&args, 1, needles);
+    };
+    run(&cut, &[], &["cut.npy", "truncated"]);
+    run(&cut, &["--gpu-data-mib", "0"], &["cut.npy", "truncated"]);
+    let header_only = tmp().join("header.npy");
+    std::fs::write(&header_only, &bytes[..20]).unwrap();
+    run(&header_only, &[], &["header.npy", "truncated in its header"]);
+    let text = tmp().join("text.npy");
+    std::fs::write(&text, "1,2,3\n").unwrap();
+    run(&text, &[], &["text.npy", "not a NumPy .npy file"]);
+    let f64s = write_npy("f64.npy", "<f8", &[2, 3], &[0u8; 48]);
+    run(&f64s, &[], &["f64.npy", "<f8", "uint8 or float32"]);
+    let cube = write_npy("cube.npy", "|u1", &[2, 2, 2, 2, 2], &[0u8; 32]);
+    run(&cube, &[], &["cube.npy", "shape [2, 2, 2, 2, 2]"]);
+    let nan = write_npy("nan.npy", "<f4", &[3, 2], &Dtype::F32.bytes(&[0.0, 1.0, 2.0, f32::NAN, 4.0, 5.0]));
+    run(&nan, &["--test-fraction", "0.4"], &["nan.npy", "NaN"]);
+    let labels = write_npy("short-labels.npy", "<i8", &[3], &[0u8; 24]);
+    run(
+        &whole,
+        &["--labels", labels.to_str().unwrap()],
+        &["short-labels.npy", "expected [300]"],
+    );
+    run(&whole, &["--size", "14"], &["whole.npy", "--size"]);
+    assert!(!out.exists(), "failed runs leave no directory");
+}
