@@ -16,8 +16,7 @@ fn write_npy(name: &str, descr: &str, shape: &[usize], payload: &[u8]) -> PathBu
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
     // Data starts on a multiple of 64 bytes, the header ends with a newline.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -68,14 +67,19 @@ fn train(data: &Path, out: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 fn every_layout_trains() {
     let imgs = images();
     let n = imgs.count;
-    let values = imgs.to_f32();
+    // The values the GPU makes of u8 pixels (times the f32 reciprocal of 255).
+    let values: Vec<f32> = imgs
+        .pixels
+        .iter()
+        .map(|&p| f32::from(p) * (1.0 / 255.0))
+        .collect();
     let u8_3d = write_npy("u8.npy", "|u1", &[n, 28, 28], &imgs.pixels);
     let u8_4d = write_npy("u8c.npy", "|u1", &[n, 28, 28, 1], &imgs.pixels);
-    let f32_2d = write_npy("f32.npy", "<f4", &[n, 784], &Dtype::F32.bytes(&values));
+    let f32_3d = write_npy("f32.npy", "<f4", &[n, 28, 28], &Dtype::F32.bytes(&values));
     // Standardized values: real-valued, negative, no 8-bit pixel holds them.
     let mean = values.iter().sum::<f32>() / values.len() as f32;
     let z: Vec<f32> = values.iter().map(|v| (v - mean) * 3.0).collect();
-    let f32_3d = write_npy("z.npy", "<f4", &[n, 28, 28], &Dtype::F32.bytes(&z));
+    let f32_2d = write_npy("z.npy", "<f4", &[n, 784], &Dtype::F32.bytes(&z));
     let labels: Vec<u8> = imgs
         .labels
         .as_ref()
@@ -87,11 +91,25 @@ fn every_layout_trains() {
 
     let a = train(&u8_3d, "u8", &[]);
     let b = train(&u8_4d, "u8c", &[]);
-    assert_eq!(a[0]["train"], b[0]["train"], "[N,H,W] and [N,H,W,1] are the same data");
-    train(&f32_2d, "f32", &[]);
-    // f32 data is not quantized: the same values as u8 pixels / 255 would give the same
-    // run, but standardized values train under the Gaussian likelihood as they are.
-    let zrun = train(&f32_3d, "z", &["--test-fraction", "0.2", "--labels", labels.to_str().unwrap()]);
+    assert_eq!(
+        a[0]["train"], b[0]["train"],
+        "[N,H,W] and [N,H,W,1] are the same data"
+    );
+    // Every f32 value reaches the model as it is: the same values as the u8 pixels give
+    // the same run (under the same likelihood; f32 data defaults to the Gaussian).
+    let f = train(&f32_3d, "f32", &["--likelihood", "bernoulli"]);
+    assert_eq!(a[0]["train"], f[0]["train"], "f32 data as stored");
+    assert_eq!(a[0]["test"], f[0]["test"], "f32 data as stored");
+    let zrun = train(
+        &f32_2d,
+        "z",
+        &[
+            "--test-fraction",
+            "0.2",
+            "--labels",
+            labels.to_str().unwrap(),
+        ],
+    );
     assert!(number(&zrun[0], &["test", "total"]).is_finite());
     let last = common::cli::last_model(tmp().join("z").to_str().unwrap());
     let cfg: serde_json::Value =
@@ -107,7 +125,7 @@ fn every_layout_trains() {
         "--model",
         model.to_str().unwrap(),
         "--data",
-        f32_3d.to_str().unwrap(),
+        f32_2d.to_str().unwrap(),
         "--labels",
         labels.to_str().unwrap(),
         "--test-fraction",
@@ -117,8 +135,16 @@ fn every_layout_trains() {
         "-q",
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(text.lines().count(), 1 + 60, "{}", &text[..200.min(text.len())]);
-    assert!(text.lines().next().unwrap().contains("label"), "{text:.200}");
+    assert_eq!(
+        text.lines().count(),
+        1 + 60,
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    assert!(
+        text.lines().next().unwrap().contains("label"),
+        "{text:.200}"
+    );
 }
 
 #[test]
@@ -140,7 +166,13 @@ fn bad_arrays_are_one_line_errors() {
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let out = tmp().join("bad");
     let run = |path: &Path, extra: &[&str], needles: &[&str]| {
-        let mut args = vec!["train", "--data", path.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "train",
+            "--data",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         fails_with(&args, 1, needles);
     };
@@ -148,7 +180,11 @@ fn bad_arrays_are_one_line_errors() {
     run(&cut, &["--gpu-data-mib", "0"], &["cut.npy", "truncated"]);
     let header_only = tmp().join("header.npy");
     std::fs::write(&header_only, &bytes[..20]).unwrap();
-    run(&header_only, &[], &["header.npy", "truncated in its header"]);
+    run(
+        &header_only,
+        &[],
+        &["header.npy", "truncated in its header"],
+    );
     let text = tmp().join("text.npy");
     std::fs::write(&text, "1,2,3\n").unwrap();
     run(&text, &[], &["text.npy", "not a NumPy .npy file"]);
@@ -156,7 +192,12 @@ fn bad_arrays_are_one_line_errors() {
     run(&f64s, &[], &["f64.npy", "<f8", "uint8 or float32"]);
     let cube = write_npy("cube.npy", "|u1", &[2, 2, 2, 2, 2], &[0u8; 32]);
     run(&cube, &[], &["cube.npy", "shape [2, 2, 2, 2, 2]"]);
-    let nan = write_npy("nan.npy", "<f4", &[3, 2], &Dtype::F32.bytes(&[0.0, 1.0, 2.0, f32::NAN, 4.0, 5.0]));
+    let nan = write_npy(
+        "nan.npy",
+        "<f4",
+        &[3, 2],
+        &Dtype::F32.bytes(&[0.0, 1.0, 2.0, f32::NAN, 4.0, 5.0]),
+    );
     run(&nan, &["--test-fraction", "0.4"], &["nan.npy", "NaN"]);
     let labels = write_npy("short-labels.npy", "<i8", &[3], &[0u8; 24]);
     run(

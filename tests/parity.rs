@@ -5,11 +5,11 @@ mod common;
 
 use common::{assert_close, for_each_gpu, Rng};
 use vae_gpu::cpu;
+use vae_gpu::data::Dtype;
 use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::adam::{adam_with, AdamConfig};
 use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad_with};
-use vae_gpu::data::Dtype;
 use vae_gpu::ops::gather::{gather, GpuImages};
 use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
 use vae_gpu::ops::loss::{loss_with, Likelihood, LossBuffers, LossSettings};
@@ -411,7 +411,9 @@ fn gather_matches_cpu() {
                 // Values no 8-bit pixel holds, of any sign and scale.
                 Dtype::F32 => dtype.bytes(
                     &(0..count * d)
-                        .map(|_| (rng.uniform(-1.0, 1.0) * 1e3_f64.powf(rng.uniform(-1.0, 1.0))) as f32)
+                        .map(|_| {
+                            (rng.uniform(-1.0, 1.0) * 1e3_f64.powf(rng.uniform(-1.0, 1.0))) as f32
+                        })
                         .collect::<Vec<_>>(),
                 ),
             };

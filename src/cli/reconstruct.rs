@@ -68,7 +68,9 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
             .collect::<Vec<f32>>()
     };
     let psnr: f64 = (0..n)
-        .map(|i| crate::vae::codec::psnr(&unit(&test.image_u8(i)), &unit(&recon[i]), None).min(100.0))
+        .map(|i| {
+            crate::vae::codec::psnr(&unit(&test.image_u8(i)), &unit(&recon[i]), None).min(100.0)
+        })
         .sum::<f64>()
         / n as f64;
     // Pairs of rows: originals, then their reconstructions.

@@ -309,7 +309,11 @@ fn new_run(
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
-        labels: data.args.labels.as_ref().map(|l| l.canonicalize().unwrap_or(l.clone())),
+        labels: data
+            .args
+            .labels
+            .as_ref()
+            .map(|l| l.canonicalize().unwrap_or(l.clone())),
         test_fraction: data.args.test_fraction,
         class_names: Vec::new(),
         max_loss_ratio: a.max_loss_ratio.unwrap_or(d.max_loss_ratio),

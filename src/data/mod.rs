@@ -90,7 +90,9 @@ impl Images {
     pub fn image_u8(&self, i: usize) -> std::borrow::Cow<'_, [u8]> {
         match self.dtype {
             Dtype::U8 => std::borrow::Cow::Borrowed(self.image(i)),
-            Dtype::F32 => std::borrow::Cow::Owned(Dtype::U8.bytes(&self.dtype.values(self.image(i)))),
+            Dtype::F32 => {
+                std::borrow::Cow::Owned(Dtype::U8.bytes(&self.dtype.values(self.image(i))))
+            }
         }
     }
 
@@ -264,7 +266,8 @@ pub struct DataOptions {
 
 /// Whether `path` names a NumPy array (by its extension).
 pub fn is_npy(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
 /// The training rows of a .npy array on disk and its test rows in memory; an error for the
@@ -276,7 +279,11 @@ fn open_npy(path: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), Dat
             "--size and --channels apply to image folders and IDX files; a .npy array is used at its own shape",
         ));
     }
-    let (train, test) = npy::open_splits(path, opts.labels.as_deref(), opts.test_fraction.unwrap_or(0.1))?;
+    let (train, test) = npy::open_splits(
+        path,
+        opts.labels.as_deref(),
+        opts.test_fraction.unwrap_or(0.1),
+    )?;
     npy::check_finite(path, &test, "test")?;
     Ok((train, test))
 }

@@ -38,7 +38,9 @@ pub fn header(path: &Path) -> Result<Header, DataError> {
     let (len, at) = match start[6] {
         1 => (u64::from(u16::from_le_bytes([start[8], start[9]])), 10u64),
         2 | 3 if got == 12 => (
-            u64::from(u32::from_le_bytes([start[8], start[9], start[10], start[11]])),
+            u64::from(u32::from_le_bytes([
+                start[8], start[9], start[10], start[11],
+            ])),
             12,
         ),
         v => return Err(err(format!("unsupported .npy format version {v}"))),
@@ -132,7 +134,10 @@ pub fn open(path: &Path) -> Result<DiskImages, DataError> {
     };
     let (n, height, width, channels) = shape;
     if n == 0 || height * width == 0 {
-        return Err(DataError::new(path, format!("empty array of shape {:?}", h.shape)));
+        return Err(DataError::new(
+            path,
+            format!("empty array of shape {:?}", h.shape),
+        ));
     }
     DiskImages::open(path, h.offset, n, (height, width, channels), dtype, None)
 }
@@ -175,7 +180,10 @@ pub fn labels(path: &Path, count: usize) -> Result<Vec<u8>, DataError> {
     if h.shape != [count] {
         return Err(DataError::new(
             path,
-            format!("shape {:?}; expected [{count}], one label per row of the data", h.shape),
+            format!(
+                "shape {:?}; expected [{count}], one label per row of the data",
+                h.shape
+            ),
         ));
     }
     let all = DiskImages::open(path, h.offset, 1, (count, size, 1), Dtype::U8, None)?;
@@ -192,7 +200,10 @@ pub fn labels(path: &Path, count: usize) -> Result<Vec<u8>, DataError> {
             }
             let v = i64::from_le_bytes(le);
             u8::try_from(v).map_err(|_| {
-                DataError::new(path, format!("label {i} is {v}; labels must lie in 0..=255"))
+                DataError::new(
+                    path,
+                    format!("label {i} is {v}; labels must lie in 0..=255"),
+                )
             })
         })
         .collect()
@@ -221,7 +232,10 @@ pub fn open_splits(
 ) -> Result<(DiskImages, Images), DataError> {
     let mut all = open(path)?;
     if all.count < 2 {
-        return Err(DataError::new(path, "one row: too few to hold out a test split"));
+        return Err(DataError::new(
+            path,
+            "one row: too few to hold out a test split",
+        ));
     }
     if let Some(l) = labels_path {
         all.labels = Some(labels(l, all.count)?);

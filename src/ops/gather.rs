@@ -1,8 +1,8 @@
 //! Batch gather from a u8 dataset resident on the GPU (see shaders/gather.wgsl).
 
 use super::shape_err;
-use crate::gpu::shaders::Shader;
 use crate::data::Dtype;
+use crate::gpu::shaders::Shader;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
 #[repr(C)]
@@ -32,12 +32,7 @@ pub struct GpuImages {
 }
 
 impl GpuImages {
-    pub fn upload(
-        gpu: &Gpu,
-        pixels: &[u8],
-        d: usize,
-        dtype: Dtype,
-    ) -> Result<GpuImages, GpuError> {
+    pub fn upload(gpu: &Gpu, pixels: &[u8], d: usize, dtype: Dtype) -> Result<GpuImages, GpuError> {
         let limit = gpu
             .limits
             .max_storage_buffer_binding_size
@@ -98,11 +93,8 @@ impl GpuImages {
     /// Replaces the images' pixels (as many bytes as were uploaded); the copy runs before
     /// the next submitted command buffer.
     pub fn write(&self, gpu: &Gpu, pixels: &[u8]) {
-        for (buffer, part) in self
-            .chunks
-            .iter()
-            .zip(pixels.chunks(self.per_chunk * self.d))
-        {
+        let per_chunk = self.per_chunk * self.d * self.dtype.size();
+        for (buffer, part) in self.chunks.iter().zip(pixels.chunks(per_chunk)) {
             // Buffer copies move whole words: the tail is padded.
             let whole = part.len() / 4 * 4;
             if whole > 0 {
