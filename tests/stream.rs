@@ -29,9 +29,8 @@ fn folder() -> PathBuf {
         .unwrap()
         .test
         .take(200);
-    let labels = imgs.labels.clone().unwrap();
-    for i in 0..imgs.count {
-        let class = dir.join(format!("c{}", labels[i]));
+    for (i, label) in imgs.labels.iter().flatten().enumerate() {
+        let class = dir.join(format!("c{label}"));
         std::fs::create_dir_all(&class).unwrap();
         image::GrayImage::from_raw(28, 28, imgs.image(i).to_vec())
             .unwrap()

@@ -251,7 +251,7 @@ impl DataArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
-        self.read(|path, opts| crate::data::load(path, opts))
+        self.read(crate::data::load)
     }
 
     /// As `load`, with a training split over `budget` bytes left on disk (see

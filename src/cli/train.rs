@@ -99,8 +99,8 @@ pub struct TrainArgs {
     /// above the initial loss; NaN/Inf always stop. 0 checks NaN/Inf only [default: 2]
     #[arg(long, value_name = "R", value_parser = super::loss_ratio)]
     pub max_loss_ratio: Option<f64>,
-    /// Most training data held on the GPU, in MiB; a larger training split is streamed a
-    /// batch at a time (an image folder from a decoded cache on disk) with the same batches
+    /// Most training data held on the GPU, in MiB; a larger split is streamed from disk a
+    /// batch at a time (same batches, same run)
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_GPU_DATA_BYTES >> 20)]
     pub gpu_data_mib: u64,
     /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).

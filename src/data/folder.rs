@@ -99,12 +99,13 @@ pub struct Decoded {
 /// images are held in memory besides what the sink keeps.
 const CHUNK: usize = 4096;
 
-/// The image files under `dir` (see `list`) and the size every image is brought to: `--size`,
-/// or that of the first readable image (named when others differ).
-fn survey(
-    dir: &Path,
-    opts: &DataOptions,
-) -> Result<(Vec<(PathBuf, Option<u8>)>, (usize, usize), Option<PathBuf>), DataError> {
+/// An image folder's files with their labels (see `list`), the (width, height) every image
+/// is brought to, and the file that size was taken from (None: `--size`).
+type Survey = (Vec<(PathBuf, Option<u8>)>, (usize, usize), Option<PathBuf>);
+
+/// The image files under `dir` and the size every image is brought to: `--size`, or that of
+/// the first readable image (named when others differ).
+fn survey(dir: &Path, opts: &DataOptions) -> Result<Survey, DataError> {
     let files = list(dir)?;
     if files.is_empty() {
         return Err(DataError::new(
