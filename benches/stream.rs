@@ -14,18 +14,13 @@ use std::time::Duration;
 const SIDE: usize = 64;
 const IMAGE: usize = SIDE * SIDE * 3;
 
-/// Writes `n` images of smooth random colour blobs as a uint8 .npy, a batch at a time.
+/// Writes `n` images of random colour discs as a uint8 .npy, through a buffered writer.
 fn write_array(path: &Path, n: usize) -> std::io::Result<()> {
-    let mut header =
-        format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n}, {SIDE}, {SIDE}, 3), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    out.write_all(b"\x93NUMPY\x01\x00")?;
-    out.write_all(&(header.len() as u16).to_le_bytes())?;
-    out.write_all(header.as_bytes())?;
+    out.write_all(&vae_gpu::data::npy::header_bytes(
+        "|u1",
+        &[n, SIDE, SIDE, 3],
+    ))?;
     let mut rng = vae_gpu::rng::Rng::new(7);
     let mut image = vec![0u8; IMAGE];
     for _ in 0..n {

@@ -36,7 +36,10 @@
 mod api;
 
 pub use api::{Codes, Error, Input, Result, Trainer, Vae};
-pub use data::{load as load_data, DataOptions, Images, Splits};
+pub use data::{
+    load as load_data, load_for_training as load_training_data, DataOptions, Dtype, Images, Splits,
+    TrainSet, TrainingData,
+};
 pub use gpu::{BackendChoice, GpuError, GpuOptions};
 pub use ops::loss::Likelihood;
 pub use vae::train::{Diverged, EpochMetrics};

@@ -258,3 +258,46 @@ fn a_model_file_carries_its_config() {
         other => panic!("{:?}", other.err()),
     }
 }
+
+/// Data past the GPU budget: `fit` streaming from memory and `fit_data` streaming a .npy
+/// array from disk take the resident run's batches, so the same losses.
+#[test]
+fn streamed_fits_equal_resident() {
+    let (train, test) = splits();
+    let (train, test) = (train.take(300), test.take(100));
+    let fit = |mib: u64, data: Option<&vae_gpu::TrainingData>| {
+        let mut losses = Vec::new();
+        let t = Trainer::new()
+            .mlp(&[16])
+            .latent(2)
+            .epochs(1)
+            .batch_size(64)
+            .gpu_data_mib(mib)
+            .on_epoch(|m| losses.push((m.train.total, m.test.total)));
+        match data {
+            Some(d) => t.fit_data(d),
+            None => t.fit(&train, &test),
+        }
+        .unwrap();
+        losses
+    };
+    let resident = fit(2048, None);
+    assert_eq!(fit(0, None), resident, "streamed from memory");
+    // The same images as a .npy array (its test rows are picked by a fixed shuffle, so the
+    // disk run is compared with a resident fit_data of the same array).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.npy");
+    let mut bytes = vae_gpu::data::npy::header_bytes("|u1", &[400, 28, 28]);
+    bytes.extend_from_slice(&train.pixels);
+    bytes.extend_from_slice(&test.pixels);
+    std::fs::write(&path, bytes).unwrap();
+    let load = |budget| vae_gpu::load_training_data(Some(&path), &DataOptions::default(), budget);
+    let (in_memory, on_disk) = (load(u64::MAX).unwrap(), load(0).unwrap());
+    assert!(matches!(in_memory.train, vae_gpu::TrainSet::Memory(_)));
+    assert!(matches!(on_disk.train, vae_gpu::TrainSet::Disk(_)));
+    assert_eq!(
+        fit(0, Some(&on_disk)),
+        fit(2048, Some(&in_memory)),
+        "streamed from disk"
+    );
+}

@@ -11,20 +11,7 @@ use vae_gpu::data::Dtype;
 
 /// Writes a version 1 .npy file.
 fn write_npy(name: &str, descr: &str, shape: &[usize], payload: &[u8]) -> PathBuf {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
-    // Data starts on a multiple of 64 bytes, the header ends with a newline.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = vae_gpu::data::npy::header_bytes(descr, shape);
     bytes.extend_from_slice(payload);
     let path = tmp().join(name);
     std::fs::write(&path, bytes).unwrap();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{Error, Result, Vae};
-use crate::data::{Images, TrainSet};
+use crate::data::{Images, TrainSet, TrainingData};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::ops::loss::Likelihood;
 use crate::vae::checkpoint::{RunConfig, MODEL_FILE};
@@ -45,6 +45,9 @@ pub struct Trainer<'a> {
     device: GpuOptions,
     checkpoints: Option<PathBuf>,
     on_epoch: Option<EpochCallback<'a>>,
+    /// Whether `likelihood` was called (else float32 data takes the Gaussian).
+    likelihood_chosen: bool,
+    gpu_data_bytes: u64,
 }
 
 impl Default for Trainer<'_> {
@@ -55,7 +58,7 @@ impl Default for Trainer<'_> {
 
 impl<'a> Trainer<'a> {
     /// The defaults of `vae-gpu train`: an MLP with one hidden layer of 400, a latent of 20,
-    /// Bernoulli likelihood, beta 1, Adam at 1e-3, batch 128, 10 epochs, seed 1, no
+    /// Bernoulli likelihood (Gaussian for float32 data), beta 1, Adam at 1e-3, batch 128, 10 epochs, seed 1, no
     /// checkpoints, the GPU `auto` picks.
     pub fn new() -> Trainer<'a> {
         Trainer {
@@ -65,6 +68,8 @@ impl<'a> Trainer<'a> {
             device: GpuOptions::default(),
             checkpoints: None,
             on_epoch: None,
+            likelihood_chosen: false,
+            gpu_data_bytes: DEFAULT_GPU_DATA_BYTES,
         }
     }
 
@@ -94,6 +99,7 @@ impl<'a> Trainer<'a> {
     /// The decoder's likelihood: Bernoulli for values in [0, 1], or Gaussian.
     pub fn likelihood(mut self, likelihood: Likelihood) -> Self {
         self.model.likelihood = likelihood;
+        self.likelihood_chosen = true;
         self
     }
 
@@ -182,22 +188,55 @@ impl<'a> Trainer<'a> {
 
     /// Trains on `train`, measuring `test` after each epoch, and returns the model as it is
     /// after the last epoch.
-    pub fn fit(mut self, train_images: &Images, test_images: &Images) -> Result<Vae> {
+    pub fn fit(self, train_images: &Images, test_images: &Images) -> Result<Vae> {
         train_images.check()?;
+        self.fit_set(
+            &TrainSet::Memory(std::borrow::Cow::Borrowed(train_images)),
+            test_images,
+        )
+    }
+
+    /// Trains on data read with [`crate::load_training_data`]: a training split larger than
+    /// [`Trainer::gpu_data_mib`] stays on disk and is streamed a batch at a time, with the
+    /// batches (and so the run) the GPU-resident path would take.
+    ///
+    /// ```no_run
+    /// let data = vae_gpu::load_training_data(
+    ///     Some("faces/".as_ref()), // an image folder, a .npy array, IDX files
+    ///     &vae_gpu::DataOptions { size: Some((64, 64)), channels: Some(3), ..Default::default() },
+    ///     1 << 30, // training splits over 1 GiB stay on disk
+    /// )?;
+    /// let vae = vae_gpu::Trainer::new().gpu_data_mib(1024).fit_data(&data)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fit_data(self, data: &TrainingData) -> Result<Vae> {
+        self.fit_set(&data.train, &data.test)
+    }
+
+    /// Most training data held on the GPU, in MiB (default 2048); a larger training split
+    /// is streamed to it a batch at a time.
+    pub fn gpu_data_mib(mut self, mib: u64) -> Self {
+        self.gpu_data_bytes = mib << 20;
+        self
+    }
+
+    fn fit_set(mut self, train_set: &TrainSet<'_>, test_images: &Images) -> Result<Vae> {
         test_images.check()?;
-        self.model.height = train_images.height;
-        self.model.width = train_images.width;
-        self.model.channels = train_images.channels;
-        if test_images.dim() != train_images.dim() {
+        let (height, width, channels) = train_set.shape();
+        (self.model.height, self.model.width, self.model.channels) = (height, width, channels);
+        if test_images.dim() != train_set.dim() || test_images.dtype != train_set.dtype() {
             return Err(Error::Input(format!(
-                "training images are {}x{}x{}, test images {}x{}x{}",
-                train_images.height,
-                train_images.width,
-                train_images.channels,
+                "training images are {height}x{width}x{channels} {:?}, test images {}x{}x{} {:?}",
+                train_set.dtype(),
                 test_images.height,
                 test_images.width,
-                test_images.channels
+                test_images.channels,
+                test_images.dtype
             )));
+        }
+        // Real-valued data takes the Gaussian likelihood unless one was chosen.
+        if !self.likelihood_chosen && train_set.dtype() == crate::data::Dtype::F32 {
+            self.model.likelihood = Likelihood::Gaussian;
         }
         self.model
             .validate()
@@ -233,11 +272,10 @@ impl<'a> Trainer<'a> {
             dir: dir.as_ref(),
             history: Vec::new(),
             max_steps: None,
-            gpu_data_bytes: DEFAULT_GPU_DATA_BYTES,
+            gpu_data_bytes: self.gpu_data_bytes,
             observer: &mut observer,
         };
-        let set = TrainSet::Memory(std::borrow::Cow::Borrowed(train_images));
-        train(&mut run, &set, test_images)?;
+        train(&mut run, train_set, test_images)?;
         let config = RunConfig {
             model: run.model,
             train: Some(run.train),

@@ -191,6 +191,28 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
     Ok((train_set, test_set.load(&all)?))
 }
 
+/// A build's temporary file untouched this long was abandoned (its process was killed): a
+/// live build writes to it continuously.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the temporary files of builds that were killed.
+fn remove_abandoned(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED);
+        if stale && e.file_name().to_string_lossy().starts_with(".building-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Decodes the folder(s) into a new cache at `path`.
 fn build(
     path: &Path,
@@ -202,6 +224,7 @@ fn build(
     let io = |e: std::io::Error| DataError::new(path, format!("writing the image cache: {e}"));
     let dir = path.parent().expect("the cache path has a directory");
     std::fs::create_dir_all(dir).map_err(io)?;
+    remove_abandoned(dir);
     let tmp = tempfile::Builder::new()
         .prefix(".building-")
         .tempfile_in(dir)

@@ -343,9 +343,13 @@ fn is_image_folder(dir: &Path) -> Result<bool, DataError> {
 /// whose training images decode to more than `budget` bytes, read from its on-disk cache
 /// (see `cache`); the test split in memory.
 pub struct TrainingData {
+    /// The training split, in memory or on disk.
     pub train: TrainSet<'static>,
+    /// The test split, in memory.
     pub test: Images,
+    /// What was read (the default directory when none was named).
     pub dir: PathBuf,
+    /// A line saying what was read and how.
     pub source: String,
 }
 

@@ -20,6 +20,25 @@ pub struct Header {
     pub offset: u64,
 }
 
+/// The header of a version 1 .npy file of `shape` and element type `descr` (e.g. `|u1`,
+/// `<f4`), padded so that the data after it starts on a multiple of 64 bytes.
+pub fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut text = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
 /// Reads and checks the header of `path`.
 pub fn header(path: &Path) -> Result<Header, DataError> {
     let err = |m: String| DataError::new(path, m);

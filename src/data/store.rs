@@ -148,6 +148,7 @@ pub(super) fn read_at(file: &File, mut out: &mut [u8], mut at: u64) -> std::io::
 pub enum TrainSet<'a> {
     /// Borrowed from a caller who keeps the images (the library), or owned.
     Memory(Cow<'a, Images>),
+    /// Read from a file as they are needed.
     Disk(DiskImages),
 }
 
