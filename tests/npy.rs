@@ -104,6 +104,16 @@ fn every_layout_trains() {
             .unwrap();
     assert_eq!(cfg["model"]["likelihood"], "gaussian", "{cfg}");
     assert_eq!(cfg["train"]["test_fraction"], 0.2);
+    // A run on an array resumes with the array, its labels and its split.
+    let resumed = json(&[
+        "train",
+        "--resume",
+        tmp().join("z").to_str().unwrap(),
+        "--epochs",
+        "2",
+        "-q",
+    ]);
+    assert_eq!(number(&resumed[0], &["epoch"]), 2.0);
     // The labels reach the codes: embed writes them per row of the test split (60 rows).
     let csv = tmp().join("z.csv");
     let model = tmp().join("z");
@@ -179,13 +189,27 @@ fn bad_arrays_are_one_line_errors() {
     run(&f64s, &[], &["f64.npy", "<f8", "uint8 or float32"]);
     let cube = write_npy("cube.npy", "|u1", &[2, 2, 2, 2, 2], &[0u8; 32]);
     run(&cube, &[], &["cube.npy", "shape [2, 2, 2, 2, 2]"]);
-    let nan = write_npy(
-        "nan.npy",
-        "<f4",
-        &[3, 2],
-        &Dtype::F32.bytes(&[0.0, 1.0, 2.0, f32::NAN, 4.0, 5.0]),
+    // A non-finite value is named by its row of the file, resident or streamed.
+    let mut values = vec![0.5f32; 40 * 2];
+    values[2 * 33 + 1] = f32::NAN;
+    let nan = write_npy("nan.npy", "<f4", &[40, 2], &Dtype::F32.bytes(&values));
+    run(&nan, &[], &["nan.npy", "row 33, value 1 is NaN"]);
+    run(
+        &nan,
+        &["--gpu-data-mib", "0"],
+        &["nan.npy", "row 33, value 1 is NaN"],
     );
-    run(&nan, &["--test-fraction", "0.4"], &["nan.npy", "NaN"]);
+    let five = write_npy("five.npy", "<f4", &[40, 2], &Dtype::F32.bytes(&[5.0; 80]));
+    run(
+        &five,
+        &["--likelihood", "bernoulli"],
+        &["values in [0, 1]", "--likelihood gaussian"],
+    );
+    run(
+        Path::new(&data()),
+        &["--test-fraction", "0.5"],
+        &["apply to .npy arrays"],
+    );
     let labels = write_npy("short-labels.npy", "<i8", &[3], &[0u8; 24]);
     run(
         &whole,

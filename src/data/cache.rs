@@ -126,11 +126,19 @@ pub fn open(dir: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), Data
 /// without the magic is an error (not a cache vae-gpu wrote whole).
 fn read_header(path: &Path) -> Result<Option<Header>, DataError> {
     use std::io::Read;
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(DataError::new(path, e.to_string())),
-    };
+        // Not opened: opening a FIFO would wait for a writer.
+        Ok(m) if !m.is_file() => {
+            return Err(DataError::new(
+                path,
+                "not a regular file; remove it and the cache is rebuilt",
+            ))
+        }
+        Ok(_) => {}
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
     let mut b = Vec::new();
     (&mut file)
         .take(HEADER)
@@ -149,10 +157,12 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
         .map_err(|e| DataError::new(path, e.to_string()))?
         .len();
     if h.file_len() != Some(len) {
+        let short = h.file_len().is_none_or(|n| len < n);
         return Err(DataError::new(
             path,
             format!(
-                "truncated image cache: {len} bytes where its header announces {}; delete it and it is rebuilt",
+                "{} image cache: {len} bytes where its header announces {}; delete it and it is rebuilt",
+                if short { "truncated" } else { "damaged" },
                 h.file_len().map_or("more than 2^64".into(), |n| n.to_string())
             ),
         ));

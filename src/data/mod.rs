@@ -273,19 +273,34 @@ pub fn is_npy(path: &Path) -> bool {
 /// The training rows of a .npy array on disk and its test rows in memory; an error for the
 /// options that apply to images only.
 fn open_npy(path: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), DataError> {
-    if opts.size.is_some() || opts.channels.is_some() {
-        return Err(DataError::new(
-            path,
-            "--size and --channels apply to image folders and IDX files; a .npy array is used at its own shape",
-        ));
-    }
     let (train, test) = npy::open_splits(
         path,
         opts.labels.as_deref(),
         opts.test_fraction.unwrap_or(0.1),
     )?;
-    npy::check_finite(path, &test, "test")?;
+    // A run records --channels 1 by default, so the array's own channel count is accepted.
+    if opts.size.is_some() || opts.channels.is_some_and(|c| c != train.channels) {
+        return Err(DataError::new(
+            path,
+            format!(
+                "an array of {}x{}x{} is used at its own shape; --size and --channels apply to image folders and IDX files",
+                train.height, train.width, train.channels
+            ),
+        ));
+    }
     Ok((train, test))
+}
+
+/// `--labels` and `--test-fraction` are a .npy array's: an error for other data, which
+/// carries its labels and splits itself.
+fn npy_options_fit(path: &Path, opts: &DataOptions) -> Result<(), DataError> {
+    if !is_npy(path) && (opts.labels.is_some() || opts.test_fraction.is_some()) {
+        return Err(DataError::new(
+            path,
+            "--labels and --test-fraction apply to .npy arrays; IDX files and image folders carry their own labels and splits",
+        ));
+    }
+    Ok(())
 }
 
 /// How a .npy array's splits are described.
@@ -360,6 +375,7 @@ pub fn load_for_training(
     budget: u64,
 ) -> Result<TrainingData, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
+    npy_options_fit(&dir, opts)?;
     if is_npy(&dir) {
         let (train, test) = open_npy(&dir, opts)?;
         if train.count as u64 * train.image_bytes() as u64 > budget {
@@ -404,10 +420,10 @@ pub fn load_for_training(
 /// is held out for testing).
 pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
+    npy_options_fit(&dir, opts)?;
     if is_npy(&dir) {
         let (disk, test) = open_npy(&dir, opts)?;
         let train = disk.load(&(0..disk.count).collect::<Vec<_>>())?;
-        npy::check_finite(&dir, &train, "training")?;
         return Ok(Splits {
             source: npy_source(&dir, train.count, &test, ""),
             train,

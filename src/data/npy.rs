@@ -119,8 +119,9 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 /// The element type of image data.
 fn image_dtype(path: &Path, descr: &str) -> Result<Dtype, DataError> {
     match descr {
-        "|u1" | "<u1" | "u1" | "|b1" => Ok(Dtype::U8),
+        "|u1" | "<u1" | "=u1" | "u1" => Ok(Dtype::U8),
         "<f4" => Ok(Dtype::F32),
+        "=f4" if cfg!(target_endian = "little") => Ok(Dtype::F32),
         ">f4" => Err(DataError::new(
             path,
             "big-endian float32; save it with .astype('<f4')",
@@ -161,25 +162,6 @@ pub fn open(path: &Path) -> Result<DiskImages, DataError> {
     DiskImages::open(path, h.offset, n, (height, width, channels), dtype, None)
 }
 
-/// A NaN or infinite value would poison every step it is in: refused when the rows are
-/// read into memory (rows streamed from disk are not scanned; the divergence guard stops
-/// a run they poison).
-pub fn check_finite(path: &Path, images: &Images, split: &str) -> Result<(), DataError> {
-    let values = images.to_f32();
-    match values.iter().position(|v| !v.is_finite()) {
-        Some(at) => Err(DataError::new(
-            path,
-            format!(
-                "value {} of row {} of the {split} split is {}; the data must be finite",
-                at % images.dim(),
-                at / images.dim(),
-                values[at]
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// The labels of `path`: a 1-D integer array of `count` values in 0..=255.
 pub fn labels(path: &Path, count: usize) -> Result<Vec<u8>, DataError> {
     let h = header(path)?;
@@ -205,19 +187,27 @@ pub fn labels(path: &Path, count: usize) -> Result<Vec<u8>, DataError> {
             ),
         ));
     }
-    let all = DiskImages::open(path, h.offset, 1, (count, size, 1), Dtype::U8, None)?;
+    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
     let mut raw = vec![0u8; count * size];
-    all.read(0, &mut raw)?;
+    super::store::read_at(&file, &mut raw, h.offset).map_err(|_| {
+        DataError::new(
+            path,
+            format!(
+                "truncated: {count} labels of {size} bytes need {} bytes after the header",
+                raw.len()
+            ),
+        )
+    })?;
     raw.chunks_exact(size)
         .enumerate()
         .map(|(i, b)| {
-            let mut le = [0u8; 8];
+            let mut le = [0u8; 16];
             le[..size].copy_from_slice(b);
             // Sign-extend negative values so they are reported as such.
             if signed && b[size - 1] & 0x80 != 0 {
                 le[size..].fill(0xff);
             }
-            let v = i64::from_le_bytes(le);
+            let v = i128::from_le_bytes(le);
             u8::try_from(v).map_err(|_| {
                 DataError::new(
                     path,

@@ -79,13 +79,28 @@ impl DiskImages {
         self.height * self.width * self.channels * self.dtype.size()
     }
 
-    /// Image `i` of this set into `out` (`image_bytes`).
+    /// Image `i` of this set into `out` (`image_bytes`). A NaN or infinite f32 value is an
+    /// error naming its row of the file: it would poison every step it is in.
     pub fn read(&self, i: usize, out: &mut [u8]) -> Result<(), DataError> {
         let row = self.rows.as_ref().map_or(i, |r| r[i] as usize);
         let at = self.offset + (row * self.image_bytes()) as u64;
         read_at(&self.file, out, at).map_err(|e| {
-            DataError::new(&self.path, format!("reading image {row} at byte {at}: {e}"))
-        })
+            DataError::new(&self.path, format!("reading row {row} at byte {at}: {e}"))
+        })?;
+        if self.dtype == Dtype::F32 {
+            if let Some((j, v)) = Dtype::F32
+                .values(out)
+                .into_iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+            {
+                return Err(DataError::new(
+                    &self.path,
+                    format!("row {row}, value {j} is {v}; the data must be finite"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The set of the images `keep` (indices into this set), in that order.

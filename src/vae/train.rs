@@ -15,7 +15,7 @@ use super::{Losses, ModelConfig, Params, RunState, TrainConfig};
 use crate::data::{Dtype, Images, TrainSet};
 use crate::gpu::{Gpu, Matrix, PendingRead};
 use crate::ops::gather::GpuImages;
-use crate::ops::loss::LossSettings;
+use crate::ops::loss::{Likelihood, LossSettings};
 use crate::rng::Rng;
 
 /// A latent dimension is active when the variance of its mean over the data exceeds this
@@ -89,6 +89,23 @@ impl GpuSplit {
         gpu.queue
             .write_buffer(&self.indices.buffer, 0, bytemuck::cast_slice(order));
     }
+}
+
+/// The Bernoulli likelihood takes targets in [0, 1]: real-valued data outside that would
+/// make its loss fall without bound. (Rows streamed from disk are not scanned.)
+fn bernoulli_targets(images: &Images, split: &str) -> anyhow::Result<()> {
+    if images.dtype == Dtype::U8 {
+        return Ok(());
+    }
+    let values = images.to_f32();
+    if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        bail!(
+            "row {} of the {split} split holds {}: the Bernoulli likelihood needs values in [0, 1]; use --likelihood gaussian for real-valued data",
+            i / images.dim(),
+            values[i]
+        );
+    }
+    Ok(())
 }
 
 /// Most training data held on the GPU by default; more is streamed (see `Feed`).
@@ -353,6 +370,12 @@ fn train_with<'s>(
     let c = &run.model;
     let t = &run.train;
     let rows = t.batch_size;
+    if c.likelihood == Likelihood::Bernoulli {
+        if let TrainSet::Memory(images) = train_set {
+            bernoulli_targets(images, "training")?;
+        }
+        bernoulli_targets(test_images, "test")?;
+    }
     let feed = Feed::new(gpu, train_set, rows, run.gpu_data_bytes, scope)
         .context("uploading the training images")?;
     let test_split = GpuSplit::upload(gpu, test_images).context("uploading the test images")?;
