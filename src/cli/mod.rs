@@ -594,17 +594,19 @@ pub fn parse_classes(s: &str) -> Result<Classes, String> {
 /// The data must have the image size the model was trained on.
 pub fn check_dims(c: &ModelConfig, images: &crate::data::Images) -> anyhow::Result<()> {
     if (c.height, c.width, c.channels) != (images.height, images.width, images.channels) {
+        // Image folders and IDX files can be resized; an array has its shape.
+        let hint = format!(
+            "resize image folders and IDX data with --size {}x{} --channels {}; an array must have the model's shape",
+            c.width, c.height, c.channels
+        );
         anyhow::bail!(
-            "the model expects {}x{}x{} images, the data has {}x{}x{} (pass --size {}x{} --channels {})",
+            "the model expects {}x{}x{} images, the data has {}x{}x{} ({hint})",
             c.height,
             c.width,
             c.channels,
             images.height,
             images.width,
             images.channels,
-            c.width,
-            c.height,
-            c.channels
         );
     }
     Ok(())

@@ -147,7 +147,7 @@ impl Arch {
         let div = 1 << n;
         if n == 0 || !c.height.is_multiple_of(div) || !c.width.is_multiple_of(div) {
             return Err(format!(
-                "the conv architecture halves the image {n} times: {}x{} must divide by {div} (resize with --size)",
+                "the conv architecture halves the image {n} times: {}x{} must divide by {div} (resize image data with --size; an array must have such a shape)",
                 c.height, c.width
             ));
         }
