@@ -30,11 +30,13 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let splits = a.data.load()?;
-    super::check_dims(c, &splits.test)?;
+    let data = a
+        .data
+        .load_for_training(crate::vae::train::DEFAULT_GPU_DATA_BYTES)?;
+    super::check_dims(c, &data.test)?;
     let test = match a.limit {
-        Some(n) => splits.test.take(n as usize),
-        None => splits.test,
+        Some(n) => data.test.take(n as usize),
+        None => data.test,
     };
     let n = test.count;
     let beta = cfg.train.as_ref().map_or(1.0, |t| t.beta);
@@ -69,7 +71,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     say!(
         "model {}: {n} test images from {}",
         dir.display(),
-        splits.source
+        data.source
     );
     let mut line = format!(
         "test loss {:.3} nats/image (reconstruction {:.3} + KL {:.3}, beta {beta})",

@@ -254,6 +254,14 @@ impl DataArgs {
         self.read(crate::data::load)
     }
 
+    /// The test split only: the training split of large data stays on disk (an image
+    /// folder's through its cache), unread.
+    pub fn load_test(&self) -> anyhow::Result<crate::data::Images> {
+        Ok(self
+            .load_for_training(crate::vae::train::DEFAULT_GPU_DATA_BYTES)?
+            .test)
+    }
+
     /// As `load`, with a training split over `budget` bytes left on disk (see
     /// `data::load_for_training`).
     pub fn load_for_training(&self, budget: u64) -> anyhow::Result<crate::data::TrainingData> {
@@ -324,11 +332,10 @@ pub struct SplitArgs {
 impl SplitArgs {
     /// The chosen split of `data`, limited, checked against the model's image size.
     pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
-        let s = data.load()?;
         let imgs = if self.split == "train" {
-            s.train
+            data.load()?.train
         } else {
-            s.test
+            data.load_test()?
         };
         check_dims(c, &imgs)?;
         Ok(match self.limit {
@@ -476,7 +483,7 @@ pub fn pick_images(
     for pick in picks {
         if let Ok(i) = pick.parse::<usize>() {
             if test.is_none() {
-                let t = data.load()?.test;
+                let t = data.load_test()?;
                 check_dims(c, &t)?;
                 test = Some(t);
             }

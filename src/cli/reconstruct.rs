@@ -28,9 +28,9 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let splits = a.data.load()?;
-    super::check_dims(c, &splits.test)?;
-    let test = splits.test.take(a.count as usize);
+    let test = a.data.load_test()?;
+    super::check_dims(c, &test)?;
+    let test = test.take(a.count as usize);
     let n = test.count;
     let split = GpuSplit::upload(&gpu, &test)?;
     let settings = LossSettings {

@@ -94,9 +94,9 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     };
     let (dir, cfg, params) = load_model(&gpu, &model)?;
     let c = &cfg.model;
-    let splits = a.data.load()?;
-    check_dims(c, &splits.test)?;
-    let test = splits.test.take(a.limit as usize);
+    let test = a.data.load_test()?;
+    check_dims(c, &test)?;
+    let test = test.take(a.limit as usize);
     let history = crate::vae::train::resumed_history(&dir, &cfg);
     let shape = (c.height, c.width, c.channels);
 
