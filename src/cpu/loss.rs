@@ -108,3 +108,55 @@ pub fn softmax_xent(
     }
     (loss, grad)
 }
+
+/// Table reconstruction twin (shaders/table_loss.wgsl): per row, the masked sum over
+/// column blocks of the Gaussian (learned variance), Bernoulli and softmax terms, and the
+/// gradient times `scale`. `outputs` is [rows, o], `x` is [rows, 2e] ([values | mask]);
+/// rows at or past `valid` get zero.
+pub fn table_recon(
+    outputs: &[f64],
+    x: &[f64],
+    (rows, o, e): (usize, usize, usize),
+    blocks: &[[u32; 4]],
+    valid: usize,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    use crate::data::table::{BINARY, NUMERIC};
+    const LV: (f64, f64) = (-20.0, 20.0);
+    let mut recon = vec![0.0; rows];
+    let mut grad = vec![0.0; rows * o];
+    for r in 0..rows.min(valid) {
+        let out = &outputs[r * o..(r + 1) * o];
+        let (vals, mask) = x[r * 2 * e..(r + 1) * 2 * e].split_at(e);
+        let g = &mut grad[r * o..(r + 1) * o];
+        for &[kind, at, first, w] in blocks {
+            let (at, first, w) = (at as usize, first as usize, w as usize);
+            let seen = mask[at];
+            if kind == NUMERIC {
+                let (t, m, raw) = (vals[at], out[first], out[first + 1]);
+                let s = raw.clamp(LV.0, LV.1);
+                let d = t - m;
+                recon[r] += seen * 0.5 * ((std::f64::consts::TAU).ln() + s + d * d * (-s).exp());
+                g[first] = scale * seen * (-d * (-s).exp());
+                if (LV.0..=LV.1).contains(&raw) {
+                    g[first + 1] = scale * seen * 0.5 * (1.0 - d * d * (-s).exp());
+                }
+            } else if kind == BINARY {
+                let (t, l) = (vals[at], out[first]);
+                recon[r] += seen * (l.max(0.0) - l * t + (-l.abs()).exp().ln_1p());
+                g[first] = scale * seen * (1.0 / (1.0 + (-l).exp()) - t);
+            } else {
+                let l = &out[first..first + w];
+                let t = &vals[at..at + w];
+                let top = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = l.iter().map(|v| (v - top).exp()).sum();
+                let picked: f64 = l.iter().zip(t).map(|(l, t)| l * t).sum();
+                recon[r] += seen * (top + sum.ln() - picked);
+                for k in 0..w {
+                    g[first + k] = scale * seen * ((l[k] - top).exp() / sum - t[k]);
+                }
+            }
+        }
+    }
+    (recon, grad)
+}

@@ -27,10 +27,11 @@ pub enum Shader {
     Adam,
     Gather,
     Softmax,
+    TableLoss,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 18] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -48,6 +49,7 @@ impl Shader {
         Shader::Adam,
         Shader::Gather,
         Shader::Softmax,
+        Shader::TableLoss,
     ];
 
     /// Every module's source, which the tuner's cache is keyed by: a change to any kernel
@@ -75,6 +77,7 @@ impl Shader {
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
             Shader::Softmax => "softmax.wgsl",
+            Shader::TableLoss => "table_loss.wgsl",
         }
     }
 
@@ -153,6 +156,7 @@ impl Shader {
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),
+            Shader::TableLoss => shader_source!("table_loss.wgsl"),
         }
     }
 

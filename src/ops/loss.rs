@@ -67,7 +67,10 @@ struct LossParams {
     gauss_var: f32,
     chunks: u32,
     free_bits: f32,
-    _pad: [u32; 3],
+    /// Tables: encoded values per record and column blocks (see table_loss.wgsl).
+    table_e: u32,
+    table_blocks: u32,
+    _pad: u32,
 }
 
 /// The matrices one loss launch reads and writes.
@@ -213,7 +216,9 @@ pub fn loss_with(
         gauss_var: 1.0,
         chunks: b.logits.ld.div_ceil(4 * CHUNK) as u32,
         free_bits: 0.0,
-        _pad: [0; 3],
+        table_e: 0,
+        table_blocks: 0,
+        _pad: 0,
     };
     let params = params_with(base, s);
     let uniform = gpu.uniform("loss params", &params);
@@ -263,6 +268,123 @@ pub fn loss_with(
     );
     Ok(LossDispatch {
         pixels,
+        rows: rows_launch,
+        reduce,
+        params,
+    })
+}
+
+/// A table's column blocks on the GPU: (kind, first value, first output, width) each, for
+/// records of `e` encoded values (see `data::table::Schema::blocks`).
+pub struct TableBlocks {
+    pub buffer: wgpu::Buffer,
+    pub count: usize,
+    pub e: usize,
+}
+
+impl TableBlocks {
+    pub fn new(gpu: &Gpu, blocks: &[[u32; 4]], e: usize) -> Result<TableBlocks, GpuError> {
+        let flat: Vec<u32> = blocks.iter().flatten().copied().collect();
+        let m = Matrix::from_slice(
+            gpu,
+            1,
+            flat.len().max(4),
+            bytemuck::cast_slice(&flat),
+            "table blocks",
+        )?;
+        Ok(TableBlocks {
+            buffer: m.buffer,
+            count: blocks.len(),
+            e,
+        })
+    }
+}
+
+/// The loss launches of table records: table_loss.wgsl's per-column reconstruction and
+/// gradient (x is [values | mask], 2E wide; the outputs per column block), then the KL and
+/// batch sums of the image loss.
+pub fn table_loss(
+    gpu: &Gpu,
+    b: &LossBuffers<'_>,
+    table: &TableBlocks,
+    s: &LossSettings,
+) -> Result<LossDispatch, GpuError> {
+    let rows = b.logits.rows;
+    let ok = b.x.rows == rows
+        && b.x.cols == 2 * table.e
+        && b.dlogits.same_shape(b.logits)
+        && b.dlogits.ld == b.logits.ld
+        && b.mulv.rows == rows
+        && b.mulv.cols.is_multiple_of(2)
+        && b.dmulv.same_shape(b.mulv)
+        && b.per_sample.rows == rows
+        && b.per_sample.cols == 3
+        && b.per_sample.ld == 4
+        && b.accum.rows * b.accum.cols == 4;
+    if !ok {
+        return Err(shape_err(
+            "table loss",
+            format!(
+                "outputs [{rows}, {}], records [{}, {}] for {} encoded values, mu|logvar [{}, {}]",
+                b.logits.cols, b.x.rows, b.x.cols, table.e, b.mulv.rows, b.mulv.cols
+            ),
+        ));
+    }
+    let base = LossParams {
+        rows: rows as u32,
+        valid: 0,
+        d: b.logits.cols as u32,
+        z: (b.mulv.cols / 2) as u32,
+        ld_logits: b.logits.ld as u32,
+        ld_x: b.x.ld as u32,
+        ld_mulv: b.mulv.ld as u32,
+        likelihood: 0,
+        beta: 0.0,
+        grad_scale: 0.0,
+        gauss_var: 1.0,
+        chunks: 1,
+        free_bits: 0.0,
+        table_e: table.e as u32,
+        table_blocks: table.count as u32,
+        _pad: 0,
+    };
+    let params = params_with(base, s);
+    let uniform = gpu.uniform("table loss params", &params);
+    let partial = Matrix::zeros(gpu, rows, 1, "table loss partial sums")?;
+    let columns = gpu.dispatch(
+        "table loss".into(),
+        gpu.pipeline(Shader::TableLoss, "table_loss_main", &[])?,
+        uniform.clone(),
+        &[
+            (1, b.logits.binding()),
+            (2, b.x.binding()),
+            (3, table.buffer.as_entire_binding()),
+            (4, b.dlogits.binding()),
+            (8, partial.binding()),
+        ],
+        gpu.grid(rows.div_ceil(64) as u64)?,
+    );
+    let rows_launch = gpu.dispatch(
+        "loss rows".into(),
+        gpu.pipeline(Shader::Loss, "loss_rows_main", &[])?,
+        uniform.clone(),
+        &[
+            (3, b.mulv.binding()),
+            (5, b.dmulv.binding()),
+            (6, b.per_sample.binding()),
+            (8, partial.binding()),
+        ],
+        gpu.grid(rows.div_ceil(256) as u64)?,
+    );
+    let reduce = gpu.dispatch(
+        "loss reduce".into(),
+        gpu.pipeline(Shader::Loss, "loss_reduce_main", &[])?,
+        uniform,
+        &[(6, b.per_sample.binding()), (7, b.accum.binding())],
+        [1, 1, 1],
+    );
+    Ok(LossDispatch {
+        pixels: columns,
         rows: rows_launch,
         reduce,
         params,

@@ -1,0 +1,367 @@
+//! CSV tables: a header row, then one record per row. Every column is numeric, binary or
+//! categorical (inferred from the training rows, or set with `--categorical`), ignored
+//! (`--ignore`), or the label (`--label-column`). Empty, `NA` and `NaN` cells are missing.
+//!
+//! A record is encoded as `[values | mask]`, 2E floats: numeric columns standardized with
+//! the training rows' mean and deviation, binary ones 0/1, categorical ones one-hot; a
+//! missing cell is 0 with mask 0 (a categorical cell's mask covers its whole block). The
+//! schema, statistics included, is saved with the run so that later commands encode new
+//! rows exactly as the training rows were.
+
+use std::path::Path;
+
+use super::{DataError, Dtype, Images};
+
+/// One column's type and what its encoding needs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Kind {
+    /// Standardized with the training rows' statistics; a Gaussian with learned variance.
+    Numeric { mean: f64, std: f64 },
+    /// Two values, the first encoded 0; Bernoulli.
+    Binary { levels: [String; 2] },
+    /// One-hot over the levels; softmax.
+    Categorical { levels: Vec<String> },
+}
+
+/// A modelled column.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+impl Column {
+    /// Encoded values (one-hot width for categorical columns).
+    pub fn width(&self) -> usize {
+        match &self.kind {
+            Kind::Categorical { levels } => levels.len(),
+            _ => 1,
+        }
+    }
+
+    /// Decoder outputs: mean and log-variance for numeric columns, logits otherwise.
+    pub fn outputs(&self) -> usize {
+        match &self.kind {
+            Kind::Numeric { .. } => 2,
+            _ => self.width(),
+        }
+    }
+}
+
+/// How a table is read and encoded.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Schema {
+    pub columns: Vec<Column>,
+    /// The label column and its levels (label i is levels[i]).
+    pub label: Option<(String, Vec<String>)>,
+    pub ignored: Vec<String>,
+}
+
+/// The column choices a user makes (`--categorical`, `--ignore`, `--label-column`).
+#[derive(Clone, Debug, Default)]
+pub struct TableOptions {
+    pub categorical: Vec<String>,
+    pub ignore: Vec<String>,
+    pub label_column: Option<String>,
+}
+
+/// Kind codes of the loss kernel's column blocks (shaders/table_loss.wgsl).
+pub const NUMERIC: u32 = 0;
+pub const BINARY: u32 = 1;
+pub const CATEGORICAL: u32 = 2;
+
+impl Schema {
+    /// Encoded values per record (E; the record is 2E with its mask).
+    pub fn width(&self) -> usize {
+        self.columns.iter().map(Column::width).sum()
+    }
+
+    /// Decoder outputs per record.
+    pub fn outputs(&self) -> usize {
+        self.columns.iter().map(Column::outputs).sum()
+    }
+
+    /// Per column: (kind code, first encoded value, first output, width), as the loss
+    /// kernel reads them.
+    pub fn blocks(&self) -> Vec<[u32; 4]> {
+        let (mut at, mut out) = (0, 0);
+        self.columns
+            .iter()
+            .map(|c| {
+                let kind = match c.kind {
+                    Kind::Numeric { .. } => NUMERIC,
+                    Kind::Binary { .. } => BINARY,
+                    Kind::Categorical { .. } => CATEGORICAL,
+                };
+                let block = [kind, at as u32, out as u32, c.width() as u32];
+                at += c.width();
+                out += c.outputs();
+                block
+            })
+            .collect()
+    }
+}
+
+/// Whether `path` names a CSV table (by its extension).
+pub fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+fn missing(cell: &str) -> bool {
+    matches!(cell, "" | "NA" | "NaN" | "nan" | "N/A" | "na")
+}
+
+/// A table's header and cells (trimmed), with each record's line number; a record with
+/// another number of cells than the header is an error naming its line.
+pub struct Cells {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub lines: Vec<u64>,
+}
+
+/// Reads `path` whole.
+pub fn read_cells(path: &Path) -> Result<Cells, DataError> {
+    let bytes = crate::io::read_input(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(&bytes[..]);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| DataError::new(path, format!("unreadable header: {e}")))?
+        .iter()
+        .map(String::from)
+        .collect();
+    if header.is_empty() || header.iter().all(String::is_empty) {
+        return Err(DataError::new(path, "no header row"));
+    }
+    if let Some(dup) = header
+        .iter()
+        .enumerate()
+        .find(|(i, h)| header[..*i].contains(h))
+    {
+        return Err(DataError::new(
+            path,
+            format!("column '{}' appears twice in the header", dup.1),
+        ));
+    }
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = record.map_err(|e| DataError::new(path, e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != header.len() {
+            return Err(DataError::new(
+                path,
+                format!(
+                    "row {line}: {} cells where the header has {} columns",
+                    record.len(),
+                    header.len()
+                ),
+            ));
+        }
+        rows.push(record.iter().map(String::from).collect());
+        lines.push(line);
+    }
+    if rows.len() < 2 {
+        return Err(DataError::new(path, "fewer than 2 records"));
+    }
+    Ok(Cells {
+        header,
+        rows,
+        lines,
+    })
+}
+
+/// Integer-valued numeric columns with at most this many distinct values are categorical.
+const FEW_INTEGERS: usize = 10;
+
+/// Infers the schema from the rows `train` of `cells`: types from every row's values, the
+/// numeric statistics from the training rows only.
+pub fn infer(
+    path: &Path,
+    cells: &Cells,
+    train: &[usize],
+    opts: &TableOptions,
+) -> Result<Schema, DataError> {
+    for name in opts
+        .categorical
+        .iter()
+        .chain(&opts.ignore)
+        .chain(&opts.label_column)
+    {
+        if !cells.header.contains(name) {
+            return Err(DataError::new(
+                path,
+                format!(
+                    "no column '{name}' (the header has: {})",
+                    cells.header.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut schema = Schema::default();
+    for (j, name) in cells.header.iter().enumerate() {
+        let values: Vec<&str> = cells
+            .rows
+            .iter()
+            .map(|r| r[j].as_str())
+            .filter(|c| !missing(c))
+            .collect();
+        let mut levels: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        levels.sort();
+        levels.dedup();
+        if opts.ignore.contains(name) {
+            schema.ignored.push(name.clone());
+            continue;
+        }
+        if opts.label_column.as_ref() == Some(name) {
+            if levels.len() > 256 {
+                return Err(DataError::new(
+                    path,
+                    format!(
+                        "label column '{name}' has {} values; at most 256",
+                        levels.len()
+                    ),
+                ));
+            }
+            schema.label = Some((name.clone(), levels));
+            continue;
+        }
+        let numbers: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+        let kind = match numbers {
+            _ if levels.is_empty() => {
+                return Err(DataError::new(
+                    path,
+                    format!("column '{name}' has no values; --ignore it"),
+                ))
+            }
+            _ if opts.categorical.contains(name) => Kind::Categorical { levels },
+            _ if levels.len() == 2 => Kind::Binary {
+                levels: [levels[0].clone(), levels[1].clone()],
+            },
+            Some(numbers)
+                if !(numbers.iter().all(|v| v.fract() == 0.0) && levels.len() <= FEW_INTEGERS) =>
+            {
+                let stats: Vec<f64> = train
+                    .iter()
+                    .filter_map(|&i| cells.rows[i][j].parse::<f64>().ok())
+                    .filter(|v| v.is_finite())
+                    .collect();
+                let n = stats.len().max(1) as f64;
+                let mean = stats.iter().sum::<f64>() / n;
+                let var = stats.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                Kind::Numeric {
+                    mean,
+                    // A constant column is centred, not scaled.
+                    std: if var > 0.0 { var.sqrt() } else { 1.0 },
+                }
+            }
+            _ => Kind::Categorical { levels },
+        };
+        schema.columns.push(Column {
+            name: name.clone(),
+            kind,
+        });
+    }
+    if schema.columns.is_empty() {
+        return Err(DataError::new(path, "no columns left to model"));
+    }
+    Ok(schema)
+}
+
+/// Encodes every row of `cells` with `schema` as `[values | mask]` f32 records of shape
+/// 1 x 2E, with labels when the schema has a label column. A cell that does not fit its
+/// column (not a number, an unknown category) is an error naming its row and column.
+pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, DataError> {
+    let at = |name: &str| {
+        cells.header.iter().position(|h| h == name).ok_or_else(|| {
+            DataError::new(
+                path,
+                format!("no column '{name}', which the model was trained with"),
+            )
+        })
+    };
+    let cols: Vec<usize> = schema
+        .columns
+        .iter()
+        .map(|c| at(&c.name))
+        .collect::<Result<_, _>>()?;
+    // Rows to score may come without their label column.
+    let label = schema.label.as_ref().and_then(|(name, levels)| {
+        cells
+            .header
+            .iter()
+            .position(|h| h == name)
+            .map(|j| (j, levels))
+    });
+    let e = schema.width();
+    let mut values = Vec::with_capacity(cells.rows.len() * 2 * e);
+    let mut labels = Vec::new();
+    for (row, line) in cells.rows.iter().zip(&cells.lines) {
+        let bad = |name: &str, why: String| {
+            DataError::new(path, format!("row {line}, column '{name}': {why}"))
+        };
+        let mut v = vec![0f32; e];
+        let mut mask = vec![0f32; e];
+        let mut k = 0;
+        for (c, &j) in schema.columns.iter().zip(&cols) {
+            let cell = row[j].as_str();
+            if !missing(cell) {
+                match &c.kind {
+                    Kind::Numeric { mean, std } => {
+                        let x: f64 = cell
+                            .parse()
+                            .ok()
+                            .filter(|x: &f64| x.is_finite())
+                            .ok_or_else(|| bad(&c.name, format!("'{cell}' is not a number")))?;
+                        v[k] = ((x - mean) / std) as f32;
+                    }
+                    Kind::Binary { levels } => {
+                        let i = levels.iter().position(|l| l == cell).ok_or_else(|| {
+                            bad(
+                                &c.name,
+                                format!("'{cell}' is neither '{}' nor '{}'", levels[0], levels[1]),
+                            )
+                        })?;
+                        v[k] = i as f32;
+                    }
+                    Kind::Categorical { levels } => {
+                        let i = levels.iter().position(|l| l == cell).ok_or_else(|| {
+                            bad(
+                                &c.name,
+                                format!("unknown category '{cell}' (known: {})", levels.join(", ")),
+                            )
+                        })?;
+                        v[k + i] = 1.0;
+                    }
+                }
+                mask[k..k + c.width()].fill(1.0);
+            }
+            k += c.width();
+        }
+        if let Some((j, levels)) = label {
+            let cell = row[j].as_str();
+            let i = levels.iter().position(|l| l == cell).ok_or_else(|| {
+                bad(
+                    &cells.header[j],
+                    format!("unknown label '{cell}' (known: {})", levels.join(", ")),
+                )
+            })?;
+            labels.push(i as u8);
+        }
+        values.extend(v);
+        values.extend(mask);
+    }
+    Ok(Images {
+        pixels: Dtype::F32.bytes(&values),
+        count: cells.rows.len(),
+        height: 1,
+        width: 2 * e,
+        channels: 1,
+        labels: label.map(|_| labels),
+        dtype: Dtype::F32,
+    })
+}

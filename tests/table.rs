@@ -1,0 +1,341 @@
+//! Tables: the per-column loss kernel against its CPU twin (parity on awkward shapes, and
+//! finite differences), reading and encoding CSV files, and their errors.
+
+mod common;
+
+use common::{assert_close, for_each_gpu, Rng};
+use vae_gpu::cpu;
+use vae_gpu::data::table::{self, Column, Kind, Schema, TableOptions};
+use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::ops::loss::{table_loss, LossBuffers, LossSettings, TableBlocks};
+
+/// numeric, binary, categorical(3), numeric, categorical(5), binary
+fn schema() -> Schema {
+    let num = |name: &str| Column {
+        name: name.into(),
+        kind: Kind::Numeric {
+            mean: 0.0,
+            std: 1.0,
+        },
+    };
+    let bin = |name: &str| Column {
+        name: name.into(),
+        kind: Kind::Binary {
+            levels: ["a".into(), "b".into()],
+        },
+    };
+    let cat = |name: &str, k: usize| Column {
+        name: name.into(),
+        kind: Kind::Categorical {
+            levels: (0..k).map(|i| format!("l{i}")).collect(),
+        },
+    };
+    Schema {
+        columns: vec![
+            num("n1"),
+            bin("b1"),
+            cat("c3", 3),
+            num("n2"),
+            cat("c5", 5),
+            bin("b2"),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Random records of `schema`: values of each kind, about a third of the cells missing.
+fn records(rng: &mut Rng, s: &Schema, rows: usize) -> Vec<f64> {
+    let e = s.width();
+    let mut x = Vec::new();
+    for _ in 0..rows {
+        let mut v = vec![0.0; e];
+        let mut m = vec![0.0; e];
+        for [kind, at, _, w] in s.blocks() {
+            let (at, w) = (at as usize, w as usize);
+            match kind {
+                table::NUMERIC => v[at] = rng.uniform(-2.5, 2.5),
+                table::BINARY => v[at] = rng.below(2) as f64,
+                _ => v[at + rng.below(w)] = 1.0,
+            }
+            if rng.below(3) > 0 {
+                m[at..at + w].fill(1.0);
+            }
+        }
+        x.extend(v);
+        x.extend(m);
+    }
+    x
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Runs the table loss on the GPU: (per-sample recon, doutputs).
+fn gpu_table_loss(
+    gpu: &Gpu,
+    s: &Schema,
+    outputs: &[f32],
+    x: &[f32],
+    rows: usize,
+    set: &LossSettings,
+) -> (Vec<f32>, Vec<f32>) {
+    let (o, e) = (s.outputs(), s.width());
+    let up = |r, c, d: &[f32]| Matrix::from_slice(gpu, r, c, d, "t").unwrap();
+    let (go, gx) = (up(rows, o, outputs), up(rows, 2 * e, x));
+    let gm = Matrix::zeros(gpu, rows, 2, "mulv").unwrap();
+    let gdo = Matrix::zeros(gpu, rows, o, "dout").unwrap();
+    let gdm = Matrix::zeros(gpu, rows, 2, "dmulv").unwrap();
+    let gps = Matrix::zeros(gpu, rows, 3, "per sample").unwrap();
+    let gacc = Matrix::zeros(gpu, 1, 4, "accum").unwrap();
+    let blocks = TableBlocks::new(gpu, &s.blocks(), e).unwrap();
+    let bufs = LossBuffers {
+        logits: &go,
+        x: &gx,
+        mulv: &gm,
+        dlogits: &gdo,
+        dmulv: &gdm,
+        per_sample: &gps,
+        accum: &gacc,
+    };
+    let l = table_loss(gpu, &bufs, &blocks, set).unwrap();
+    gpu.run(&l.launches()).unwrap();
+    let ps = gps.read(gpu).unwrap();
+    (
+        (0..rows).map(|r| ps[r * 3]).collect(),
+        gdo.read(gpu).unwrap(),
+    )
+}
+
+/// Per-row reconstruction to 1e-5 relative, gradients to 1e-5 relative + 1e-6, on awkward
+/// row counts with padding rows, log-variances past the clamp included.
+#[test]
+fn table_loss_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let s = schema();
+        let mut rng = Rng::new(71);
+        for (case, rows) in [1usize, 2, 7, 33, 65, 129].into_iter().enumerate() {
+            let o = s.outputs();
+            let (out32, mut out) = rng.vec(rows * o, -4.0, 4.0);
+            let mut out32 = out32;
+            // One log-variance beyond the clamp per row: no gradient there.
+            for r in 0..rows {
+                out[r * o + 1] = 25.0;
+                out32[r * o + 1] = 25.0;
+            }
+            let x = records(&mut rng, &s, rows);
+            let set = LossSettings {
+                valid: rows - rows / 3,
+                grad_scale: [1.0, 0.25][case % 2],
+                ..Default::default()
+            };
+            let (recon, grad) = gpu_table_loss(gpu, &s, &out32, &f32s(&x), rows, &set);
+            let (want_recon, want_grad) = cpu::loss::table_recon(
+                &out,
+                &x,
+                (rows, o, s.width()),
+                &s.blocks(),
+                set.valid,
+                f64::from(set.grad_scale),
+            );
+            assert_close(&format!("{rows} rows recon"), &recon, &want_recon, |i| {
+                1e-5 * want_recon[i].abs() + 1e-5
+            });
+            assert_close(&format!("{rows} rows grad"), &grad, &want_grad, |i| {
+                1e-5 * want_grad[i].abs() + 1e-6
+            });
+        }
+    });
+}
+
+/// The GPU gradient against central differences of the f64 twin's loss.
+#[test]
+fn table_loss_gradients() {
+    for_each_gpu(|gpu| {
+        let s = schema();
+        let mut rng = Rng::new(73);
+        let (rows, o, e) = (3, s.outputs(), s.width());
+        let (out32, out) = rng.vec(rows * o, -2.0, 2.0);
+        let x = records(&mut rng, &s, rows);
+        let set = LossSettings {
+            valid: rows,
+            ..Default::default()
+        };
+        let (_, grad) = gpu_table_loss(gpu, &s, &out32, &f32s(&x), rows, &set);
+        let h = 1e-5;
+        let loss = |v: &[f64]| {
+            cpu::loss::table_recon(v, &x, (rows, o, e), &s.blocks(), rows, 1.0)
+                .0
+                .iter()
+                .sum::<f64>()
+        };
+        let mut v = out.clone();
+        for i in 0..v.len() {
+            let orig = v[i];
+            v[i] = orig + h;
+            let up = loss(&v);
+            v[i] = orig - h;
+            let down = loss(&v);
+            v[i] = orig;
+            let fd = (up - down) / (2.0 * h);
+            let g = f64::from(grad[i]);
+            assert!(
+                (g - fd).abs() <= 1e-4 * fd.abs() + 1e-4,
+                "output {i}: gpu {g} vs finite difference {fd}"
+            );
+        }
+    });
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vae-gpu-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Types are inferred (numeric, binary from two values, categorical from strings or few
+/// integers) and overridable; statistics come from the training rows; missing cells are
+/// masked; the label column becomes labels.
+#[test]
+fn csv_types_statistics_and_masks() {
+    let ages = [30, 50, 0, 70, 21, 34, 45, 62, 28, 39, 55, 48];
+    let mut text = String::from("id,age,smoker,city,children,income,outcome\n");
+    for (i, age) in ages.iter().enumerate() {
+        let age = if i == 2 {
+            String::new()
+        } else {
+            age.to_string()
+        };
+        let smoker = ["yes", "no"][i % 2];
+        let city = ["Oslo", "Rome", "Lima"][i % 3];
+        let income = if i == 1 {
+            "NA".to_string()
+        } else {
+            format!("{}.5", 1000 + 37 * i)
+        };
+        let outcome = if i == 1 { "bad" } else { "ok" };
+        text += &format!("{i},{age},{smoker},{city},{},{income},{outcome}\n", i % 4);
+    }
+    let path = write("people.csv", &text);
+    let cells = table::read_cells(&path).unwrap();
+    let opts = TableOptions {
+        ignore: vec!["id".into()],
+        label_column: Some("outcome".into()),
+        ..Default::default()
+    };
+    // Every row but row 2 trains: the statistics are theirs (row 2's age is missing anyway,
+    // row 5's is held out).
+    let train: Vec<usize> = (0..12).filter(|&i| i != 5).collect();
+    let s = table::infer(&path, &cells, &train, &opts).unwrap();
+    let mean = train
+        .iter()
+        .filter(|&&i| i != 2)
+        .map(|&i| f64::from(ages[i]))
+        .sum::<f64>()
+        / 10.0;
+    let kinds: Vec<(&str, &Kind)> = s
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), &c.kind))
+        .collect();
+    assert!(
+        matches!(kinds[0], ("age", Kind::Numeric { mean: m, .. }) if (*m - mean).abs() < 1e-9),
+        "{kinds:?} (mean {mean})"
+    );
+    assert!(
+        matches!(kinds[1], ("smoker", Kind::Binary { .. })),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(kinds[2], ("city", Kind::Categorical { levels }) if levels.len() == 3),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(kinds[3], ("children", Kind::Categorical { levels }) if levels.len() == 4),
+        "few integers: {kinds:?}"
+    );
+    assert!(
+        matches!(kinds[4], ("income", Kind::Numeric { .. })),
+        "{kinds:?}"
+    );
+    assert_eq!(s.ignored, ["id"]);
+    assert_eq!(s.label.as_ref().unwrap().1, ["bad", "ok"]);
+    let images = table::encode(&path, &cells, &s).unwrap();
+    let e = s.width();
+    assert_eq!((images.count, images.width), (12, 2 * e));
+    assert_eq!(&images.labels.as_deref().unwrap()[..4], &[1u8, 0, 1, 1][..]);
+    let rows = images.to_f32();
+    let row = |r: usize| &rows[r * 2 * e..(r + 1) * 2 * e];
+    // Row 2: age missing (value 0, mask 0); the rest observed.
+    assert_eq!((row(2)[0], row(2)[e]), (0.0, 0.0));
+    assert_eq!(row(2)[e + 1], 1.0);
+    // Row 1: income missing; smoker "no" is level 0, row 0's "yes" level 1.
+    assert_eq!(row(1)[e + e - 1], 0.0);
+    assert_eq!((row(1)[1], row(0)[1]), (0.0, 1.0));
+    // --categorical turns a numeric column into levels.
+    let forced = table::infer(
+        &path,
+        &cells,
+        &train,
+        &TableOptions {
+            categorical: vec!["age".into()],
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    assert!(matches!(&forced.columns[0].kind, Kind::Categorical { levels } if levels.len() == 11));
+}
+
+/// A ragged row, a word in a numeric column and a category unknown to the schema are
+/// one-line errors naming the file, the row and the column.
+#[test]
+fn csv_errors_name_file_row_and_column() {
+    let ragged = write("ragged.csv", "a,b\n1,2\n3\n4,5\n");
+    let err = table::read_cells(&ragged).err().unwrap().to_string();
+    assert!(err.contains("ragged.csv") && err.contains("row 3"), "{err}");
+    let good = write(
+        "good.csv",
+        "x,colour\n1.5,red\n2.5,blue\n3.5,green\n4.25,red\n",
+    );
+    let cells = table::read_cells(&good).unwrap();
+    let s = table::infer(&good, &cells, &[0, 1, 2, 3], &TableOptions::default()).unwrap();
+    let word = write("word.csv", "x,colour\n1.5,red\nlots,blue\n");
+    let err = table::encode(&word, &table::read_cells(&word).unwrap(), &s)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("word.csv")
+            && err.contains("row 3")
+            && err.contains("'x'")
+            && err.contains("'lots' is not a number"),
+        "{err}"
+    );
+    let unknown = write("unknown.csv", "x,colour\n1.5,purple\n2,red\n");
+    let err = table::encode(&unknown, &table::read_cells(&unknown).unwrap(), &s)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("unknown.csv")
+            && err.contains("row 2")
+            && err.contains("'colour'")
+            && err.contains("unknown category 'purple'"),
+        "{err}"
+    );
+    let missing = table::infer(
+        &good,
+        &cells,
+        &[0],
+        &TableOptions {
+            ignore: vec!["nope".into()],
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(missing.contains("no column 'nope'"), "{missing}");
+}
