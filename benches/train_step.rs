@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         latent: 20,
         likelihood: Likelihood::Bernoulli,
         gauss_var: 1.0,
+        table: None,
     };
     let conv = ModelConfig {
         arch: "conv".into(),

@@ -205,8 +205,68 @@ fn cpu_total(
     noise: Noise,
 ) -> f64 {
     let (mulv, logits) = cpu_model(t, x, rows, c, noise);
-    let out = cpu::loss::loss(&logits, x, &mulv, rows, c.input_dim(), c.latent, s);
-    (0..rows).map(|r| out.per_sample[r * 3 + 2]).sum()
+    // A table's reconstruction comes from its own twin; the KL is the image loss's with no
+    // pixels.
+    let (d, table) = match &c.table {
+        Some(t) => {
+            let dims = (rows, t.outputs(), t.width());
+            let recon = cpu::loss::table_recon(&logits, x, dims, &t.blocks(), s.valid, 1.0).0;
+            (0, recon.iter().sum::<f64>())
+        }
+        None => (c.input_dim(), 0.0),
+    };
+    let out = cpu::loss::loss(&logits, x, &mulv, rows, d, c.latent, s);
+    table + (0..rows).map(|r| out.per_sample[r * 3 + 2]).sum::<f64>()
+}
+
+/// A small table: numeric, binary and 3-level categorical columns (E = 5, 6 outputs).
+fn table_model(base: &ModelConfig) -> ModelConfig {
+    use vae_gpu::data::table::{Column, Kind, Schema};
+    let column = |name: &str, kind| Column {
+        name: name.into(),
+        kind,
+    };
+    let schema = Schema {
+        columns: vec![
+            column(
+                "n",
+                Kind::Numeric {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+            ),
+            column(
+                "b",
+                Kind::Binary {
+                    levels: ["x".into(), "y".into()],
+                },
+            ),
+            column(
+                "c",
+                Kind::Categorical {
+                    levels: vec!["p".into(), "q".into(), "r".into()],
+                },
+            ),
+        ],
+        ..Default::default()
+    };
+    ModelConfig {
+        height: 1,
+        width: 2 * schema.width(),
+        table: Some(schema),
+        ..base.clone()
+    }
+}
+
+/// Four records of the small table as f32 bytes: [values | mask], some cells missing.
+fn table_records() -> Vec<u8> {
+    let rows: [[f32; 10]; 4] = [
+        [0.7, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        [-1.2, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+        [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+        [2.1, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+    ];
+    vae_gpu::data::Dtype::F32.bytes(&rows.concat())
 }
 
 #[test]
@@ -222,7 +282,9 @@ fn composed_vae_backward_matches_finite_differences() {
             latent: 2,
             likelihood: Likelihood::Bernoulli,
             gauss_var: 0.5,
+            table: None,
         };
+        let table = table_model(&mlp);
         let conv = ModelConfig {
             arch: "conv".into(),
             height: 8,
@@ -236,14 +298,21 @@ fn composed_vae_backward_matches_finite_differences() {
             (&mlp, Likelihood::Bernoulli),
             (&mlp, Likelihood::Gaussian),
             (&conv, Likelihood::Bernoulli),
+            (&table, Likelihood::Bernoulli),
         ] {
             let c = ModelConfig {
                 likelihood,
                 ..c.clone()
             };
             let (rows, valid, seed, d) = (4, 3, 77, c.input_dim());
-            let pixels: Vec<u8> = (0..4 * d).map(|i| (i * 37 % 256) as u8).collect();
-            let images = GpuImages::upload(gpu, &pixels, d, vae_gpu::data::Dtype::U8).unwrap();
+            let (pixels, dtype) = match c.table {
+                Some(_) => (table_records(), vae_gpu::data::Dtype::F32),
+                None => (
+                    (0..4 * d).map(|i| (i * 37 % 256) as u8).collect(),
+                    vae_gpu::data::Dtype::U8,
+                ),
+            };
+            let images = GpuImages::upload(gpu, &pixels, d, dtype).unwrap();
             let order: Vec<u32> = vec![2, 0, 3, 1];
             let indices =
                 Matrix::from_slice(gpu, 1, 4, bytemuck::cast_slice(&order), "idx").unwrap();
@@ -283,7 +352,7 @@ fn composed_vae_backward_matches_finite_differences() {
             program.submit(gpu, None).unwrap();
             let grads = tensors_of(gpu, &params, &params.grads).unwrap();
             let values = tensors(gpu, &params).unwrap();
-            let x = cpu::gather(&pixels, d, vae_gpu::data::Dtype::U8, &order, 0, rows);
+            let x = cpu::gather(&pixels, d, dtype, &order, 0, rows);
             let noise = Noise {
                 seed,
                 step: 5,

@@ -339,3 +339,104 @@ fn csv_errors_name_file_row_and_column() {
     .to_string();
     assert!(missing.contains("no column 'nope'"), "{missing}");
 }
+
+/// The shipped WDBC table end to end: trained on benign rows only, the model scores the
+/// held-out rows; malignant ones stand out (AUROC well above chance), the class column
+/// carries the label names, the schema with its training statistics is saved and reused,
+/// and image commands refuse the model.
+#[test]
+fn wdbc_benign_vs_malignant() {
+    use common::cli::{fails_with, json, number, tmp};
+    let wdbc = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wdbc/wdbc.csv");
+    let run = tmp().join("wdbc").display().to_string();
+    let split = ["--data", wdbc, "--test-fraction", "0.3"];
+    let mut args = vec![
+        "train",
+        "--out",
+        &run,
+        "--label-column",
+        "diagnosis",
+        "--classes",
+        "0",
+    ];
+    args.extend_from_slice(&split);
+    args.extend_from_slice(&[
+        "--hidden",
+        "64",
+        "--latent",
+        "4",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "40",
+        "--lr",
+        "2e-3",
+        "-q",
+    ]);
+    let epochs = json(&args);
+    assert_eq!(epochs.len(), 40);
+    let first = number(&epochs[0], &["test", "total"]);
+    let last = number(&epochs[39], &["test", "total"]);
+    assert!(
+        last < first - 10.0,
+        "the test loss falls: {first} -> {last}"
+    );
+    let cfg = common::cli::last_model(&run).with_file_name("config.json");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg).unwrap()).unwrap();
+    let radius = &cfg["model"]["table"]["columns"][0];
+    assert_eq!(radius["name"], "mean radius");
+    assert_eq!(radius["kind"], "numeric");
+    assert_eq!(
+        cfg["train"]["class_names"],
+        serde_json::json!(["benign", "malignant"])
+    );
+
+    let out = tmp().join("wdbc-scores.csv").display().to_string();
+    let mut score = vec![
+        "score",
+        "--model",
+        &run,
+        "--normal-classes",
+        "0",
+        "--out",
+        &out,
+    ];
+    score.extend_from_slice(&split);
+    let s = &json(&score)[0];
+    let auroc = number(s, &["auroc"]);
+    assert!(auroc > 0.95, "benign vs malignant AUROC {auroc}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 1 + 171);
+    assert!(
+        text.contains(",malignant") && text.contains(",benign"),
+        "{text:.300}"
+    );
+
+    // A row whose value is not a number, at scoring time: one line naming row and column.
+    let bad = tmp().join("wdbc-bad.csv");
+    let original = std::fs::read_to_string(wdbc).unwrap();
+    let mut lines: Vec<String> = original.lines().map(String::from).collect();
+    lines[5] = lines[5].replacen("20.29", "twenty", 1);
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let bad = bad.display().to_string();
+    fails_with(
+        &[
+            "score",
+            "--model",
+            &run,
+            "--data",
+            &bad,
+            "--test-fraction",
+            "0.3",
+        ],
+        1,
+        &[
+            "wdbc-bad.csv",
+            "row 6",
+            "'mean radius'",
+            "'twenty' is not a number",
+        ],
+    );
+    fails_with(&["sample", "--model", &run], 1, &["trained on a table"]);
+}

@@ -42,6 +42,7 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let file = CodesFile::quantize(&codes.mu, c.latent, a.bits);
@@ -90,6 +91,7 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     if file.latent != c.latent {
         anyhow::bail!(
             "{}: codes have {} dimensions, the model's latent space has {}",

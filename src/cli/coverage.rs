@@ -67,6 +67,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let splits = a.data.load()?;
     check_dims(c, &splits.train)?;
     let (Some(train_labels), Some(test_labels)) = (&splits.train.labels, &splits.test.labels)

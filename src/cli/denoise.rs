@@ -40,6 +40,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let test = a.data.load_test()?.take(a.limit as usize);
     check_dims(c, &test)?;
     let n = test.count;

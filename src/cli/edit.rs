@@ -82,6 +82,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let splits = a.data.load()?;
     check_dims(c, &splits.train)?;
     let names = a

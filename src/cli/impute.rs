@@ -104,6 +104,7 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let splits = a.data.load()?;
     let test = splits.test.take(a.limit as usize);
     check_dims(c, &test)?;

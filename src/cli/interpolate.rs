@@ -50,6 +50,7 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let ends = pick_images(&a.data, c, &[&a.from, &a.to])?;
     let codes = encode(&gpu, &params, c, &ends, 1.0)?.codes;
     let n = a.count as usize;

@@ -76,6 +76,7 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let dims = parse_dims(&a.dims, c.latent)?;
     let [dx, dy] = dims[..] else {
         anyhow::bail!("--dims needs exactly two dimensions, got {}", a.dims);

@@ -185,9 +185,23 @@ pub struct DataArgs {
     /// Labels of a .npy --data array: a 1-D integer .npy file, one label (0-255) per row.
     #[arg(long, value_name = "FILE.npy")]
     pub labels: Option<PathBuf>,
-    /// Fraction of a .npy array's rows held out for testing (a fixed shuffle) [default: 0.1]
+    /// Fraction of a .npy array's or a table's rows held out for testing (a fixed shuffle)
+    /// [default: 0.1]
     #[arg(long, value_name = "F", value_parser = fraction)]
     pub test_fraction: Option<f64>,
+    /// Table columns to treat as categorical (comma-separated names)
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Table columns to leave out (comma-separated names), e.g. an id
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// The table column that holds each row's class (not modelled; used by score, probe,
+    /// scatter and embed)
+    #[arg(long, value_name = "COLUMN")]
+    pub label_column: Option<String>,
+    /// The columns of the table a model was trained on (set from the model, not a flag).
+    #[arg(skip)]
+    pub schema: Option<crate::data::table::Schema>,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -254,6 +268,15 @@ impl DataArgs {
         self.read(crate::data::load)
     }
 
+    /// These arguments reading data for model `c`: a table is encoded with the model's
+    /// columns and standardization.
+    pub fn for_model(&self, c: &ModelConfig) -> DataArgs {
+        DataArgs {
+            schema: c.table.clone(),
+            ..self.clone()
+        }
+    }
+
     /// The test split only: the training split of large data stays on disk (an image
     /// folder's through its cache), unread.
     pub fn load_test(&self) -> anyhow::Result<crate::data::Images> {
@@ -286,6 +309,12 @@ impl DataArgs {
             strict: self.strict,
             labels: self.labels.clone(),
             test_fraction: self.test_fraction,
+            table: crate::data::table::TableOptions {
+                categorical: self.categorical.clone(),
+                ignore: self.ignore.clone(),
+                label_column: self.label_column.clone(),
+            },
+            schema: self.schema.clone(),
             progress: Some(crate::data::Progress(std::sync::Arc::new(
                 move |done, total| {
                     shown.set_length(total as u64);
@@ -332,6 +361,7 @@ pub struct SplitArgs {
 impl SplitArgs {
     /// The chosen split of `data`, limited, checked against the model's image size.
     pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
+        let data = &data.for_model(c);
         let imgs = if self.split == "train" {
             data.load()?.train
         } else {
@@ -596,6 +626,17 @@ pub fn parse_classes(s: &str) -> Result<Classes, String> {
     out.sort_unstable();
     out.dedup();
     Ok(Classes(out))
+}
+
+/// Commands that draw or rebuild images refuse a model of table records (whose decoder
+/// outputs are per-column parameters, not values).
+pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {
+    if c.table.is_some() {
+        anyhow::bail!(
+            "this model was trained on a table; use train, eval, score, embed, scatter or probe with it"
+        );
+    }
+    Ok(())
 }
 
 /// The data must have the image size the model was trained on.

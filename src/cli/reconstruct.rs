@@ -28,6 +28,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let test = a.data.load_test()?;
     super::check_dims(c, &test)?;
     let test = test.take(a.count as usize);

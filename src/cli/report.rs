@@ -94,6 +94,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     };
     let (dir, cfg, params) = load_model(&gpu, &model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let test = a.data.load_test()?;
     check_dims(c, &test)?;
     let test = test.take(a.limit as usize);

@@ -35,6 +35,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let images: Vec<Vec<u8>> = generate(&gpu, &params, c, a.count as usize, a.seed, a.temperature)?
         .iter()
         .map(|v| to_u8(v))

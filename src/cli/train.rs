@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::{open_gpu, say, DataArgs, DeviceArgs, RUNS_DIR};
-use crate::data::{Images, TrainSet};
+use crate::data::{TrainSet, TrainingData};
 use crate::ops::adam::AdamConfig;
 use crate::ops::sample::Corruption;
 use crate::vae::checkpoint::{self, Pick, RunConfig, CONFIG_FILE, MODEL_FILE};
@@ -194,7 +194,12 @@ struct DataChoice {
 }
 
 impl DataChoice {
-    fn new(a: &TrainArgs, saved: Option<&TrainConfig>) -> anyhow::Result<DataChoice> {
+    /// `schema`: the table a resumed run was trained on, whose encoding it keeps.
+    fn new(
+        a: &TrainArgs,
+        saved: Option<&TrainConfig>,
+        schema: Option<crate::data::table::Schema>,
+    ) -> anyhow::Result<DataChoice> {
         let limit = a.limit.map(|n| n as usize);
         let classes = a.classes.as_ref().map(|c| c.0.clone());
         let Some(t) = saved else {
@@ -224,15 +229,19 @@ impl DataChoice {
                     t.labels.as_deref().map(canonical),
                 )?,
                 test_fraction: same("test-fraction", a.data.test_fraction, t.test_fraction)?,
+                categorical: a.data.categorical.clone(),
+                ignore: a.data.ignore.clone(),
+                label_column: a.data.label_column.clone(),
+                schema,
             },
             limit: same("limit", limit, t.limit)?,
             classes: same("classes", classes, t.classes.clone())?,
         })
     }
 
-    /// (train, test, the directory read, its description); a training split over `budget`
-    /// bytes stays on disk when it comes from an image folder.
-    fn load(&self, budget: u64) -> anyhow::Result<(TrainSet<'static>, Images, PathBuf, String)> {
+    /// The data, its classes picked and its training split limited; a training split over
+    /// `budget` bytes stays on disk when it comes from an image folder or an array.
+    fn load(&self, budget: u64) -> anyhow::Result<TrainingData> {
         let mut splits = self.args.load_for_training(budget)?;
         if let Some(classes) = &self.classes {
             let train = splits.train.with_classes(classes).filter(|t| t.count() > 0);
@@ -249,12 +258,11 @@ impl DataChoice {
             );
             (splits.train, splits.test) = (train, test);
         }
-        let mut train = splits.train;
         if let Some(n) = self.limit {
-            train = train.take(n);
-            say!("using the first {} training images", train.count());
+            splits.train = splits.train.take(n);
+            say!("using the first {} training images", splits.train.count());
         }
-        Ok((train, splits.test, splits.dir, splits.source))
+        Ok(splits)
     }
 }
 
@@ -436,9 +444,19 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             None
         }
     };
-    let data = DataChoice::new(a, saved.as_ref().and_then(|(_, s)| s.train.as_ref()))
-        .with_context(|| format!("resuming {}", dir_path.display()))?;
-    let (train_images, test_images, data_dir, source) = data.load(a.gpu_data_mib << 20)?;
+    let data = DataChoice::new(
+        a,
+        saved.as_ref().and_then(|(_, s)| s.train.as_ref()),
+        saved.as_ref().and_then(|(_, s)| s.model.table.clone()),
+    )
+    .with_context(|| format!("resuming {}", dir_path.display()))?;
+    let TrainingData {
+        train: train_images,
+        test: test_images,
+        dir: data_dir,
+        source,
+        schema,
+    } = data.load(a.gpu_data_mib << 20)?;
     let (model, mut train_cfg) = match &saved {
         Some((config_path, s)) => {
             let run = resumed_run(a, s, &train_images)
@@ -464,11 +482,22 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             if a.conv_channels.is_some() && a.arch.as_deref() != Some("conv") {
                 bail!("--conv-channels sets the conv VAE's widths (with --arch conv); the MLP takes --hidden");
             }
-            new_run(a, &data, &train_images, data_dir, source)
+            if schema.is_some() && a.arch.as_deref() == Some("conv") {
+                bail!("a table trains the MLP; --arch conv is for images");
+            }
+            let (mut model, t) = new_run(a, &data, &train_images, data_dir, source);
+            model.table = schema;
+            (model, t)
         }
     };
-    // Names are labels for people: a resumed run takes new ones from --class-names.
-    let names = a.data.class_names(&train_cfg.class_names)?;
+    // Names are labels for people: a resumed run takes new ones from --class-names; a
+    // table's label column names its classes by its values.
+    let levels = model.table.as_ref().and_then(|t| t.label.as_ref());
+    let known = match (&train_cfg.class_names[..], levels) {
+        ([], Some((_, levels))) => levels.clone(),
+        (names, _) => names.to_vec(),
+    };
+    let names = a.data.class_names(&known)?;
     if saved.is_some() && names != train_cfg.class_names {
         say!("--class-names: the run's class names are replaced");
     }

@@ -49,6 +49,7 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    super::images_only(c)?;
     let dims = parse_dims(&a.dims, c.latent)?;
     let base = match &a.index {
         Some(i) => {

@@ -50,6 +50,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
                 latent: 20,
                 likelihood: Likelihood::Bernoulli,
                 gauss_var: 1.0,
+                table: None,
             };
             let params = Params::new(&gpu, &c, 1)?;
             (c, params)

@@ -103,15 +103,23 @@ impl Images {
         let keep: Vec<usize> = (0..self.count)
             .filter(|&i| classes.contains(&labels[i]))
             .collect();
-        Some(Images {
+        Some(self.select(&keep))
+    }
+
+    /// The images `keep`, in that order.
+    pub fn select(&self, keep: &[usize]) -> Images {
+        Images {
             pixels: keep
                 .iter()
                 .flat_map(|&i| self.image(i).iter().copied())
                 .collect(),
-            labels: Some(keep.iter().map(|&i| labels[i]).collect()),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| keep.iter().map(|&i| l[i]).collect()),
             count: keep.len(),
             ..*self
-        })
+        }
     }
 
     /// Every image resized to (width, height) (bilinear), e.g. to fit the conv architecture.
@@ -166,6 +174,8 @@ impl Images {
 pub struct Splits {
     pub train: Images,
     pub test: Images,
+    /// A table's columns (CSV data), to save with the run.
+    pub schema: Option<table::Schema>,
     /// The directory read (the default one when none was named).
     pub dir: PathBuf,
     pub source: String,
@@ -261,8 +271,13 @@ pub struct DataOptions {
     pub progress: Option<Progress>,
     /// Labels of a .npy array: a 1-D integer .npy file.
     pub labels: Option<PathBuf>,
-    /// The fraction of a .npy array's rows held out for testing [default: 0.1].
+    /// The fraction of a .npy array's or a table's rows held out for testing [default: 0.1].
     pub test_fraction: Option<f64>,
+    /// A table's column choices.
+    pub table: table::TableOptions,
+    /// The columns of the table a model was trained on: new rows are encoded with them
+    /// (its standardization included) instead of inferring them again.
+    pub schema: Option<table::Schema>,
 }
 
 /// Whether `path` names a NumPy array (by its extension).
@@ -295,13 +310,47 @@ fn open_npy(path: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), Dat
 /// `--labels` and `--test-fraction` are a .npy array's: an error for other data, which
 /// carries its labels and splits itself.
 fn npy_options_fit(path: &Path, opts: &DataOptions) -> Result<(), DataError> {
-    if !is_npy(path) && (opts.labels.is_some() || opts.test_fraction.is_some()) {
+    let table = table::is_csv(path);
+    if !is_npy(path) && (opts.labels.is_some() || (opts.test_fraction.is_some() && !table)) {
         return Err(DataError::new(
             path,
-            "--labels and --test-fraction apply to .npy arrays; IDX files and image folders carry their own labels and splits",
+            "--labels and --test-fraction apply to .npy arrays (--test-fraction to tables too); IDX files and image folders carry their own labels and splits",
+        ));
+    }
+    let t = &opts.table;
+    if !table && (!t.categorical.is_empty() || !t.ignore.is_empty() || t.label_column.is_some()) {
+        return Err(DataError::new(
+            path,
+            "--categorical, --ignore and --label-column apply to CSV tables",
         ));
     }
     Ok(())
+}
+
+/// A CSV table's rows, encoded with the saved schema or one inferred from its training
+/// rows, split by `--test-fraction` as arrays are.
+fn load_csv(path: &Path, opts: &DataOptions) -> Result<Splits, DataError> {
+    let cells = table::read_cells(path)?;
+    let (train, test) = npy::split_rows(cells.rows.len(), opts.test_fraction.unwrap_or(0.1));
+    let schema = match &opts.schema {
+        Some(s) => s.clone(),
+        None => table::infer(path, &cells, &train, &opts.table)?,
+    };
+    let all = table::encode(path, &cells, &schema)?;
+    Ok(Splits {
+        source: format!(
+            "{} (table: {} train, {} test rows of {} columns, {} encoded values)",
+            path.display(),
+            train.len(),
+            test.len(),
+            schema.columns.len(),
+            schema.width()
+        ),
+        train: all.select(&train),
+        test: all.select(&test),
+        dir: path.to_path_buf(),
+        schema: Some(schema),
+    })
 }
 
 /// How a .npy array's splits are described.
@@ -320,21 +369,9 @@ fn npy_source(path: &Path, train: usize, test: &Images, where_: &str) -> String 
 /// Splits an image set into train and test: every tenth image goes to test, so the split
 /// is fixed and spread over the classes.
 fn holdout(all: Images) -> (Images, Images) {
-    let d = all.image_bytes();
-    let pick = |keep: bool| {
-        let idx: Vec<usize> = (0..all.count).filter(|i| (i % 10 == 9) == keep).collect();
-        Images {
-            pixels: idx
-                .iter()
-                .flat_map(|&i| all.pixels[i * d..(i + 1) * d].iter().copied())
-                .collect(),
-            labels: all
-                .labels
-                .as_ref()
-                .map(|l| idx.iter().map(|&i| l[i]).collect()),
-            count: idx.len(),
-            ..all
-        }
+    let pick = |test: bool| {
+        let keep: Vec<usize> = (0..all.count).filter(|i| (i % 10 == 9) == test).collect();
+        all.select(&keep)
     };
     (pick(false), pick(true))
 }
@@ -367,6 +404,8 @@ pub struct TrainingData {
     pub dir: PathBuf,
     /// A line saying what was read and how.
     pub source: String,
+    /// A table's columns (CSV data), to save with the run.
+    pub schema: Option<table::Schema>,
 }
 
 /// Loads a training run's data (see `TrainingData`).
@@ -385,9 +424,11 @@ pub fn load_for_training(
                 train: TrainSet::Disk(train),
                 test,
                 dir,
+                schema: None,
             });
         }
-    } else if is_image_folder(&dir)?
+    } else if !table::is_csv(&dir)
+        && is_image_folder(&dir)?
         && folder::decoded_bytes(&cache::folders(&dir).0, opts)? > budget
     {
         let (train, test) = cache::open(&dir, opts)?;
@@ -405,6 +446,7 @@ pub fn load_for_training(
             train: TrainSet::Disk(train),
             test,
             dir,
+            schema: None,
         });
     }
     let s = load(path, opts)?;
@@ -413,6 +455,7 @@ pub fn load_for_training(
         test: s.test,
         dir: s.dir,
         source: s.source,
+        schema: s.schema,
     })
 }
 
@@ -422,6 +465,9 @@ pub fn load_for_training(
 pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError> {
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
     npy_options_fit(&dir, opts)?;
+    if table::is_csv(&dir) {
+        return load_csv(&dir, opts);
+    }
     if is_npy(&dir) {
         let (disk, test) = open_npy(&dir, opts)?;
         let train = disk.load(&(0..disk.count).collect::<Vec<_>>())?;
@@ -430,6 +476,7 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
             train,
             test,
             dir,
+            schema: None,
         });
     }
     let emnist = emnist::resolve(&dir)?;
@@ -468,6 +515,7 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
             train,
             test,
             dir,
+            schema: None,
         });
     }
     // IDX images are grayscale: --channels 3 repeats the gray value.
@@ -522,5 +570,6 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
         train,
         test,
         dir,
+        schema: None,
     })
 }

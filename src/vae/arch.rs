@@ -135,9 +135,9 @@ impl Arch {
         }
         layers.push(linear(
             flat(width),
-            flat(c.input_dim()),
+            flat(c.output_dim()),
             Activation::Identity,
-            vec![("fc4".to_string(), c.input_dim())],
+            vec![("fc4".to_string(), c.output_dim())],
         ));
         Arch { layers, heads }
     }

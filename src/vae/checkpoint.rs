@@ -207,6 +207,7 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
         latent: 0,
         likelihood: Likelihood::Bernoulli,
         gauss_var: 1.0,
+        table: None,
     };
     let side = if shape("conv1.weight").is_some() {
         c.arch = "conv".into();

@@ -157,7 +157,7 @@ pub fn decode(
         let logits = ws.logits().read(gpu)?;
         out.extend(
             logits
-                .chunks(c.input_dim())
+                .chunks(c.output_dim())
                 .take(valid)
                 .map(|row| row.iter().map(|&l| unit(c, l)).collect()),
         );

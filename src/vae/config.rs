@@ -22,6 +22,10 @@ pub struct ModelConfig {
     pub likelihood: Likelihood,
     /// Variance of the Gaussian likelihood.
     pub gauss_var: f32,
+    /// A model of table records: their columns, whose likelihoods replace `likelihood`
+    /// (the records are [values | mask], 1 x 2E; see `data::table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<crate::data::table::Schema>,
 }
 
 impl ModelConfig {
@@ -38,6 +42,7 @@ impl ModelConfig {
             latent: 20,
             likelihood: Likelihood::Bernoulli,
             gauss_var: 0.5,
+            table: None,
         }
     }
 
@@ -55,6 +60,13 @@ impl ModelConfig {
     /// Values per image: height x width x channels.
     pub fn input_dim(&self) -> usize {
         self.height * self.width * self.channels
+    }
+
+    /// The decoder's outputs: one per input value, or a table's per-column parameters.
+    pub fn output_dim(&self) -> usize {
+        self.table
+            .as_ref()
+            .map_or(self.input_dim(), |t| t.outputs())
     }
 }
 
@@ -234,7 +246,17 @@ impl ModelConfig {
             "model.gauss_var",
             self.gauss_var,
             "a positive number",
-        )
+        )?;
+        if let Some(t) = &self.table {
+            field(!conv, "model.arch", &self.arch, "\"mlp\" for a table")?;
+            field(
+                (self.height, self.width, self.channels) == (1, 2 * t.width(), 1),
+                "model.width",
+                self.width,
+                "twice the table's encoded width (values and mask)",
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -25,7 +25,7 @@ pub fn to_u8(v: &[f32]) -> Vec<u8> {
 /// Pixels (u8) from decoder outputs, one image per `input_dim` logits.
 pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
     logits
-        .chunks(c.input_dim())
+        .chunks(c.output_dim())
         .map(|row| to_u8(&row.iter().map(|&l| unit(c, l)).collect::<Vec<_>>()))
         .collect()
 }
@@ -74,7 +74,7 @@ pub fn generate(
         let logits = ws.logits().read(gpu)?;
         out.extend(
             logits
-                .chunks(c.input_dim())
+                .chunks(c.output_dim())
                 .take(count - start)
                 .map(|row| row.iter().map(|&l| unit(c, l)).collect()),
         );

@@ -10,7 +10,7 @@ use crate::ops::conv::{
 use crate::ops::elementwise::{act_backward, bias_grad};
 use crate::ops::gather::{gather, GatherDispatch, GpuImages};
 use crate::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
-use crate::ops::loss::{loss, LossBuffers, LossDispatch, LossSettings};
+use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
 use crate::ops::sample::{
     corrupt, sample_forward, set_corruption_noise, set_noise, Corruption, Noise,
 };
@@ -417,19 +417,24 @@ impl StepProgram {
             1.0,
         )?;
         let decoder = forward_layers(gpu, params, &ws, heads + 1..n, inference)?;
-        let loss = loss(
-            gpu,
-            &LossBuffers {
-                logits: ws.logits(),
-                x: &ws.x,
-                mulv: &ws.outs[heads],
-                dlogits: &ws.douts[n - 1],
-                dmulv: &ws.douts[heads],
-                per_sample: &ws.per_sample,
-                accum: &ws.accum,
-            },
-            &spec.settings,
-        )?;
+        let buffers = LossBuffers {
+            logits: ws.logits(),
+            x: &ws.x,
+            mulv: &ws.outs[heads],
+            dlogits: &ws.douts[n - 1],
+            dmulv: &ws.douts[heads],
+            per_sample: &ws.per_sample,
+            accum: &ws.accum,
+        };
+        let loss = match &c.table {
+            Some(t) => table_loss(
+                gpu,
+                &buffers,
+                &TableBlocks::new(gpu, &t.blocks(), t.width())?,
+                &spec.settings,
+            )?,
+            None => loss(gpu, &buffers, &spec.settings)?,
+        };
         let (backward, adam) = match spec.adam {
             Some(a) => (
                 backward_layers(gpu, params, &ws)?,

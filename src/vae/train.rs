@@ -509,10 +509,13 @@ fn train_with<'s>(
         run.history.push(m.clone());
         if let Some(dir) = run.dir {
             write_records(dir.path(), &run.history)?;
-            // Pictures are for looking at: failing to write them (a full disk) does not stop
-            // the run, whose next checkpoint reports the problem if it persists.
-            if let Err(e) = write_pictures(gpu, &run.params, c, test_images, dir.path(), epoch + 1)
-            {
+            // Pictures are for looking at (images only): failing to write them (a full disk)
+            // does not stop the run, whose next checkpoint reports the problem if it persists.
+            let pictures = match c.table {
+                Some(_) => Ok(()),
+                None => write_pictures(gpu, &run.params, c, test_images, dir.path(), epoch + 1),
+            };
+            if let Err(e) = pictures {
                 log::warn!(
                     "epoch {}: samples.png / reconstructions.png not written: {e:#}",
                     epoch + 1
