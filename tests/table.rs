@@ -188,9 +188,7 @@ fn table_loss_gradients() {
 }
 
 fn write(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vae-gpu-table-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    let p = common::cli::tmp().join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -439,4 +437,107 @@ fn wdbc_benign_vs_malignant() {
         ],
     );
     fails_with(&["sample", "--model", &run], 1, &["trained on a table"]);
+}
+
+/// A missing cell's stored value changes neither the loss nor any gradient.
+#[test]
+fn masked_cells_change_nothing() {
+    for_each_gpu(|gpu| {
+        let s = schema();
+        let mut rng = Rng::new(79);
+        let (rows, o, e) = (5, s.outputs(), s.width());
+        let (out32, _) = rng.vec(rows * o, -2.0, 2.0);
+        let mut x = records(&mut rng, &s, rows);
+        // Row 0: the first numeric cell and the 3-level block are missing.
+        let [_, cat_at, _, cat_w] = s.blocks()[2];
+        x[e] = 0.0;
+        x[e + cat_at as usize..e + (cat_at + cat_w) as usize].fill(0.0);
+        let set = LossSettings {
+            valid: rows,
+            ..Default::default()
+        };
+        let before = gpu_table_loss(gpu, &s, &out32, &f32s(&x), rows, &set);
+        x[0] = 123.0;
+        x[cat_at as usize] = 7.0;
+        let after = gpu_table_loss(gpu, &s, &out32, &f32s(&x), rows, &set);
+        assert_eq!(before, after, "a masked value must not matter");
+    });
+}
+
+/// Records whose columns depend on each other, with missing cells: `impute` fills every
+/// one, and on hidden known cells beats mean and most-common filling.
+#[test]
+fn impute_fills_records_better_than_mean_and_mode() {
+    use common::cli::{json, number, tmp};
+    let mut rng = Rng::new(83);
+    let mut text = String::from("id,a,b,size,big,note\n");
+    for i in 0..600 {
+        let a = rng.uniform(-2.0, 2.0);
+        let b = 2.0 * a + rng.uniform(-0.3, 0.3);
+        let size = ["small", "medium", "large"][((a + 2.0) / 4.0 * 3.0).min(2.0) as usize];
+        let big = if a > 0.0 { "yes" } else { "no" };
+        let cell = |v: String, rng: &mut Rng| if rng.below(10) == 0 { String::new() } else { v };
+        text += &format!(
+            "{i},{},{},{},{},x\n",
+            cell(format!("{a:.4}"), &mut rng),
+            cell(format!("{b:.4}"), &mut rng),
+            cell(size.into(), &mut rng),
+            cell(big.into(), &mut rng)
+        );
+    }
+    let csv = write("related.csv", &text);
+    let csv = csv.to_str().unwrap();
+    let run = tmp().join("related").display().to_string();
+    json(&[
+        "train",
+        "--data",
+        csv,
+        "--ignore",
+        "id,note",
+        "--out",
+        &run,
+        "--hidden",
+        "32",
+        "--latent",
+        "2",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "40",
+        "--lr",
+        "3e-3",
+        "-q",
+    ]);
+    let out = tmp().join("related-filled.csv").display().to_string();
+    let r = &json(&[
+        "impute",
+        "--model",
+        &run,
+        "--data",
+        csv,
+        "--holdout",
+        "0.3",
+        "--out",
+        &out,
+        "-q",
+    ])[0];
+    let (rmse, rmse0) = (number(r, &["rmse_sd"]), number(r, &["rmse_sd_mean_fill"]));
+    let (acc, acc0) = (number(r, &["accuracy"]), number(r, &["accuracy_mode_fill"]));
+    assert!(rmse < 0.7 * rmse0, "RMSE {rmse} vs mean filling {rmse0}");
+    assert!(
+        acc > acc0 + 0.1,
+        "accuracy {acc} vs most-common filling {acc0}"
+    );
+    let filled = table::read_cells(std::path::Path::new(&out)).unwrap();
+    assert_eq!(filled.rows.len(), 600);
+    for row in &filled.rows {
+        assert!(
+            row[1..5].iter().all(|c| !c.is_empty()),
+            "a cell left empty: {row:?}"
+        );
+        assert!(
+            ["small", "medium", "large"].contains(&row[3].as_str()),
+            "{row:?}"
+        );
+    }
 }

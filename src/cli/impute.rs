@@ -57,9 +57,10 @@ pub struct ImputeArgs {
     /// The missing pixels: rect:X,Y,W,H or random:P
     #[arg(long, default_value = "rect:0,14,28,14")]
     pub mask: MaskSpec,
-    /// Encode -> decode rounds.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub iters: u32,
+    /// Encode -> decode rounds [default: 50 for images; 1 for tables, whose encoder sees
+    /// which cells are missing (more rounds re-encode the filled records and can drift)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub iters: Option<u32>,
     /// Images shown in the PNG (rows: masked, imputed, truth).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub count: u32,
@@ -69,9 +70,13 @@ pub struct ImputeArgs {
     /// Seed of random masks.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Output PNG [default: RUN/impute.png]
+    /// Output PNG, or for a table the filled CSV [default: RUN/impute.png, RUN/imputed.csv]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
+    /// Tables: hide this fraction of the known cells first and report how well they are
+    /// filled (RMSE, accuracy) next to mean and most-common filling.
+    #[arg(long, value_name = "F", value_parser = super::fraction)]
+    pub holdout: Option<f64>,
 }
 
 /// missing[i * d + j]: whether value j of image i is missing (all channels of a pixel alike).
@@ -104,7 +109,12 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    super::images_only(c)?;
+    if c.table.is_some() {
+        return super::impute_table::run(&gpu, a, &dir, c, &params);
+    }
+    if a.holdout.is_some() {
+        anyhow::bail!("--holdout measures filling in a table; for images, --mask hides the pixels");
+    }
     let splits = a.data.load()?;
     let test = splits.test.take(a.limit as usize);
     check_dims(c, &test)?;
@@ -121,7 +131,8 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
         .map(|i| if miss[i] { mean[i % d] } else { truth[i] })
         .collect();
     let mut current = baseline.clone();
-    for _ in 0..a.iters {
+    let iters = a.iters.unwrap_or(50);
+    for _ in 0..iters {
         let imgs = Images {
             pixels: test.dtype.bytes(&current),
             ..test.clone()
@@ -186,14 +197,14 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
         &format!(
             "{mask} missing ({:.0}% of pixels), {} rounds on {n} test images: PSNR on the missing pixels {imputed:.2} dB imputed vs {mean_fill:.2} dB mean-image filling; rows masked / imputed / truth in {}",
             100.0 * missing,
-            a.iters,
+            iters,
             out.display()
         ),
         serde_json::json!({
             "images": n,
             "mask": mask,
             "missing_fraction": missing,
-            "iters": a.iters,
+            "iters": iters,
             "psnr_imputed_db": imputed,
             "psnr_mean_fill_db": mean_fill,
             "out": out,

@@ -8,6 +8,7 @@ pub mod edit;
 pub mod embed;
 pub mod eval;
 pub mod impute;
+pub mod impute_table;
 pub mod info;
 pub mod interpolate;
 pub mod manifold;

@@ -104,6 +104,49 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// What the model expects for each encoded value given its decoder `outputs` for a
+    /// record: a numeric column's mean, a binary one's probability, a categorical one's
+    /// softmax (E values).
+    pub fn expected(&self, outputs: &[f32]) -> Vec<f32> {
+        let mut v = vec![0f32; self.width()];
+        for [kind, at, first, w] in self.blocks() {
+            let (at, first, w) = (at as usize, first as usize, w as usize);
+            match kind {
+                NUMERIC => v[at] = outputs[first],
+                BINARY => v[at] = 1.0 / (1.0 + (-outputs[first]).exp()),
+                _ => {
+                    let l = &outputs[first..first + w];
+                    let top = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f32 = l.iter().map(|x| (x - top).exp()).sum();
+                    for k in 0..w {
+                        v[at + k] = (l[k] - top).exp() / sum;
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Column `i`'s cell for encoded values `block` (its width): a numeric value in the
+    /// data's units, the likelier binary level, the likeliest category.
+    pub fn cell(&self, i: usize, block: &[f32]) -> String {
+        match &self.columns[i].kind {
+            Kind::Numeric { mean, std } => {
+                let x = f64::from(block[0]) * std + mean;
+                format!("{}", (x * 1e6).round() / 1e6)
+            }
+            Kind::Binary { levels } => levels[usize::from(block[0] >= 0.5)].clone(),
+            Kind::Categorical { levels } => {
+                let k = (0..block.len())
+                    .max_by(|&a, &b| block[a].total_cmp(&block[b]))
+                    .unwrap_or(0);
+                levels[k].clone()
+            }
+        }
+    }
+}
+
 /// Whether `path` names a CSV table (by its extension).
 pub fn is_csv(path: &Path) -> bool {
     path.extension()

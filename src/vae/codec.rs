@@ -142,6 +142,20 @@ pub fn decode(
     c: &ModelConfig,
     codes: &[f32],
 ) -> Result<Vec<Vec<f32>>, GpuError> {
+    Ok(decode_outputs(gpu, params, c, codes)?
+        .into_iter()
+        .map(|row| row.into_iter().map(|l| unit(c, l)).collect())
+        .collect())
+}
+
+/// The decoder's raw outputs (logits, means, a table's per-column parameters) for codes
+/// [n, latent], in batches.
+pub fn decode_outputs(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    codes: &[f32],
+) -> Result<Vec<Vec<f32>>, GpuError> {
     let n = codes.len() / c.latent;
     let rows = n.clamp(1, BATCH);
     let mut ws = Workspace::new(gpu, params, c, rows)?;
@@ -159,7 +173,7 @@ pub fn decode(
             logits
                 .chunks(c.output_dim())
                 .take(valid)
-                .map(|row| row.iter().map(|&l| unit(c, l)).collect()),
+                .map(<[f32]>::to_vec),
         );
     }
     Ok(out)
