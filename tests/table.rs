@@ -308,7 +308,7 @@ fn csv_errors_name_file_row_and_column() {
         err.contains("word.csv")
             && err.contains("row 3")
             && err.contains("'x'")
-            && err.contains("'lots' is not a number"),
+            && err.contains("'lots' is not a finite number"),
         "{err}"
     );
     let unknown = write("unknown.csv", "x,colour\n1.5,purple\n2,red\n");
@@ -433,7 +433,7 @@ fn wdbc_benign_vs_malignant() {
             "wdbc-bad.csv",
             "row 6",
             "'mean radius'",
-            "'twenty' is not a number",
+            "'twenty' is not a finite number",
         ],
     );
     fails_with(&["sample", "--model", &run], 1, &["trained on a table"]);

@@ -359,7 +359,9 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
                             .parse()
                             .ok()
                             .filter(|x: &f64| x.is_finite())
-                            .ok_or_else(|| bad(&c.name, format!("'{cell}' is not a number")))?;
+                            .ok_or_else(|| {
+                                bad(&c.name, format!("'{cell}' is not a finite number"))
+                            })?;
                         v[k] = ((x - mean) / std) as f32;
                     }
                     Kind::Binary { levels } => {
