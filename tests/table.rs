@@ -411,9 +411,55 @@ fn wdbc_benign_vs_malignant() {
         "{text:.300}"
     );
 
+    // The IWAE bound scores rows too, and agrees on which are anomalous.
+    let mut iwae = score.clone();
+    iwae.extend_from_slice(&["--metric", "iwae", "--iwae-k", "16"]);
+    let auroc_iwae = number(&json(&iwae)[0], &["auroc"]);
+    assert!(auroc_iwae > 0.95, "IWAE AUROC {auroc_iwae}");
+    // New rows are standardized with the run's statistics, not their own: the same rows
+    // with one column shifted by 100 (which standardizing afresh would undo) score far worse.
+    let original = std::fs::read_to_string(wdbc).unwrap();
+    let shifted: Vec<String> = original
+        .lines()
+        .enumerate()
+        .map(|(i, line)| match (i, line.split_once(',')) {
+            (0, _) | (_, None) => line.to_string(),
+            (_, Some((radius, rest))) => {
+                format!("{},{rest}", radius.parse::<f64>().unwrap() + 100.0)
+            }
+        })
+        .collect();
+    let moved = tmp().join("wdbc-shifted.csv");
+    std::fs::write(&moved, shifted.join("\n")).unwrap();
+    let moved = moved.display().to_string();
+    let mean = |data: &str| {
+        let mut args = vec![
+            "score",
+            "--model",
+            &run,
+            "--data",
+            data,
+            "--test-fraction",
+            "0.3",
+        ];
+        args.extend_from_slice(&["--out", &out]);
+        json(&args);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let scores: Vec<f64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect();
+        scores.iter().sum::<f64>() / scores.len() as f64
+    };
+    let (before, after) = (mean(wdbc), mean(&moved));
+    assert!(
+        after > before + 1000.0,
+        "mean score {before} -> {after} after the shift"
+    );
+
     // A row whose value is not a number, at scoring time: one line naming row and column.
     let bad = tmp().join("wdbc-bad.csv");
-    let original = std::fs::read_to_string(wdbc).unwrap();
     let mut lines: Vec<String> = original.lines().map(String::from).collect();
     lines[5] = lines[5].replacen("20.29", "twenty", 1);
     std::fs::write(&bad, lines.join("\n")).unwrap();
