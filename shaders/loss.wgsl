@@ -17,23 +17,6 @@
 // reads_texture.wgsl), four values at a time; rows are padded to a multiple of 4
 // with zeros and the lanes past D are masked.
 
-struct LossParams {
-    rows: u32,
-    valid: u32,
-    d: u32,
-    z: u32,
-    ld_logits: u32,
-    ld_x: u32,
-    ld_mulv: u32,
-    likelihood: u32,
-    beta: f32,
-    grad_scale: f32,
-    gauss_var: f32,
-    // chunks per row: ceil(ld_logits / (4 CHUNK))
-    chunks: u32,
-    free_bits: f32,
-}
-
 const LOGVAR_MIN: f32 = -30.0;
 const LOGVAR_MAX: f32 = 20.0;
 // Texels per invocation of loss_pixels_main: a constant loop, which the compiler unrolls.

@@ -10,25 +10,6 @@
 // `partial` [rows, 1], which loss.wgsl's loss_rows_main adds to the KL, as for images.
 // Rows at or past `valid` get zero loss and zero gradient.
 
-struct LossParams {
-    rows: u32,
-    valid: u32,
-    d: u32,
-    z: u32,
-    ld_logits: u32,
-    ld_x: u32,
-    ld_mulv: u32,
-    likelihood: u32,
-    beta: f32,
-    grad_scale: f32,
-    gauss_var: f32,
-    chunks: u32,
-    free_bits: f32,
-    // encoded values per record (E) and column blocks
-    table_e: u32,
-    table_blocks: u32,
-}
-
 const NUMERIC: u32 = 0u;
 const BINARY: u32 = 1u;
 const LOG_2PI: f32 = 1.8378770664093453;

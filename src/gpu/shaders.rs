@@ -145,18 +145,24 @@ impl Shader {
                 "conv.wgsl"
             ),
             Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
-            Shader::Loss => shader_source!("index.wgsl", "reads_buffer.wgsl", "loss.wgsl"),
+            Shader::Loss => shader_source!(
+                "index.wgsl",
+                "reads_buffer.wgsl",
+                "loss_params.wgsl",
+                "loss.wgsl"
+            ),
             Shader::LossTex => shader_source!(
                 "index.wgsl",
                 "texel.wgsl",
                 "reads_texture.wgsl",
+                "loss_params.wgsl",
                 "loss.wgsl"
             ),
             Shader::Iwae => shader_source!("iwae.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),
-            Shader::TableLoss => shader_source!("table_loss.wgsl"),
+            Shader::TableLoss => shader_source!("loss_params.wgsl", "table_loss.wgsl"),
         }
     }
 

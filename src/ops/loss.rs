@@ -174,13 +174,7 @@ pub fn loss_with(
     let ok = b.x.same_shape(b.logits)
         && b.x.ld == b.logits.ld
         && b.dlogits.same_shape(b.logits)
-        && b.mulv.rows == rows
-        && b.mulv.cols.is_multiple_of(2)
-        && b.dmulv.same_shape(b.mulv)
-        && b.per_sample.rows == rows
-        && b.per_sample.cols == 3
-        && b.per_sample.ld == 4
-        && b.accum.rows * b.accum.cols == 4;
+        && kl_buffers_fit(b);
     if !ok {
         return Err(shape_err(
             "loss",
@@ -202,25 +196,7 @@ pub fn loss_with(
             format!("Gaussian variance must be positive, got {}", s.gauss_var),
         ));
     }
-    let base = LossParams {
-        rows: rows as u32,
-        valid: 0,
-        d: b.logits.cols as u32,
-        z: (b.mulv.cols / 2) as u32,
-        ld_logits: b.logits.ld as u32,
-        ld_x: b.x.ld as u32,
-        ld_mulv: b.mulv.ld as u32,
-        likelihood: 0,
-        beta: 0.0,
-        grad_scale: 0.0,
-        gauss_var: 1.0,
-        chunks: b.logits.ld.div_ceil(4 * CHUNK) as u32,
-        free_bits: 0.0,
-        table_e: 0,
-        table_blocks: 0,
-        _pad: 0,
-    };
-    let params = params_with(base, s);
+    let params = params_with(base_params(b, b.logits.ld.div_ceil(4 * CHUNK), None), s);
     let uniform = gpu.uniform("loss params", &params);
     let partial = Matrix::zeros(gpu, rows, params.chunks as usize, "loss partial sums")?;
     let (shader, textures) = match reads {
@@ -247,28 +223,78 @@ pub fn loss_with(
     );
     drop(inputs);
     pixels.textures = textures;
-    let rows_launch = gpu.dispatch(
+    with_kl_and_sums(gpu, shader, b, &partial, pixels, params)
+}
+
+/// Whether the KL side of the buffers fits the logits' rows: mu|logvar [B, 2Z] and its
+/// gradient, per-sample [B, 3] with a row stride of 4, the [1, 4] accumulator.
+fn kl_buffers_fit(b: &LossBuffers<'_>) -> bool {
+    let rows = b.logits.rows;
+    b.mulv.rows == rows
+        && b.mulv.cols.is_multiple_of(2)
+        && b.dmulv.same_shape(b.mulv)
+        && b.per_sample.rows == rows
+        && b.per_sample.cols == 3
+        && b.per_sample.ld == 4
+        && b.accum.rows * b.accum.cols == 4
+}
+
+/// The shapes of the launches' parameters (the settings come from `params_with`);
+/// `table`: encoded values per record and column blocks.
+fn base_params(b: &LossBuffers<'_>, chunks: usize, table: Option<&TableBlocks>) -> LossParams {
+    LossParams {
+        rows: b.logits.rows as u32,
+        valid: 0,
+        d: b.logits.cols as u32,
+        z: (b.mulv.cols / 2) as u32,
+        ld_logits: b.logits.ld as u32,
+        ld_x: b.x.ld as u32,
+        ld_mulv: b.mulv.ld as u32,
+        likelihood: 0,
+        beta: 0.0,
+        grad_scale: 0.0,
+        gauss_var: 1.0,
+        chunks: chunks as u32,
+        free_bits: 0.0,
+        table_e: table.map_or(0, |t| t.e as u32),
+        table_blocks: table.map_or(0, |t| t.count as u32),
+        _pad: 0,
+    }
+}
+
+/// The loss launches after the reconstruction one (`pixels`, which wrote `partial` [B,
+/// chunks]): per-sample losses with the KL and its gradient, then the batch sums. All
+/// three share `pixels`' parameter buffer.
+fn with_kl_and_sums(
+    gpu: &Gpu,
+    shader: Shader,
+    b: &LossBuffers<'_>,
+    partial: &Matrix,
+    pixels: Dispatch,
+    params: LossParams,
+) -> Result<LossDispatch, GpuError> {
+    let rows = gpu.dispatch(
         "loss rows".into(),
         gpu.pipeline(shader, "loss_rows_main", &[])?,
-        uniform.clone(),
+        pixels.params.clone(),
         &[
             (3, b.mulv.binding()),
             (5, b.dmulv.binding()),
             (6, b.per_sample.binding()),
             (8, partial.binding()),
         ],
-        gpu.grid(rows.div_ceil(256) as u64)?,
+        gpu.grid(b.logits.rows.div_ceil(256) as u64)?,
     );
     let reduce = gpu.dispatch(
         "loss reduce".into(),
         gpu.pipeline(shader, "loss_reduce_main", &[])?,
-        uniform,
+        pixels.params.clone(),
         &[(6, b.per_sample.binding()), (7, b.accum.binding())],
         [1, 1, 1],
     );
     Ok(LossDispatch {
         pixels,
-        rows: rows_launch,
+        rows,
         reduce,
         params,
     })
@@ -314,13 +340,7 @@ pub fn table_loss(
         && b.x.cols == 2 * table.e
         && b.dlogits.same_shape(b.logits)
         && b.dlogits.ld == b.logits.ld
-        && b.mulv.rows == rows
-        && b.mulv.cols.is_multiple_of(2)
-        && b.dmulv.same_shape(b.mulv)
-        && b.per_sample.rows == rows
-        && b.per_sample.cols == 3
-        && b.per_sample.ld == 4
-        && b.accum.rows * b.accum.cols == 4;
+        && kl_buffers_fit(b);
     if !ok {
         return Err(shape_err(
             "table loss",
@@ -330,25 +350,7 @@ pub fn table_loss(
             ),
         ));
     }
-    let base = LossParams {
-        rows: rows as u32,
-        valid: 0,
-        d: b.logits.cols as u32,
-        z: (b.mulv.cols / 2) as u32,
-        ld_logits: b.logits.ld as u32,
-        ld_x: b.x.ld as u32,
-        ld_mulv: b.mulv.ld as u32,
-        likelihood: 0,
-        beta: 0.0,
-        grad_scale: 0.0,
-        gauss_var: 1.0,
-        chunks: 1,
-        free_bits: 0.0,
-        table_e: table.e as u32,
-        table_blocks: table.count as u32,
-        _pad: 0,
-    };
-    let params = params_with(base, s);
+    let params = params_with(base_params(b, 1, Some(table)), s);
     let uniform = gpu.uniform("table loss params", &params);
     let partial = Matrix::zeros(gpu, rows, 1, "table loss partial sums")?;
     let columns = gpu.dispatch(
@@ -364,29 +366,5 @@ pub fn table_loss(
         ],
         gpu.grid(rows.div_ceil(64) as u64)?,
     );
-    let rows_launch = gpu.dispatch(
-        "loss rows".into(),
-        gpu.pipeline(Shader::Loss, "loss_rows_main", &[])?,
-        uniform.clone(),
-        &[
-            (3, b.mulv.binding()),
-            (5, b.dmulv.binding()),
-            (6, b.per_sample.binding()),
-            (8, partial.binding()),
-        ],
-        gpu.grid(rows.div_ceil(256) as u64)?,
-    );
-    let reduce = gpu.dispatch(
-        "loss reduce".into(),
-        gpu.pipeline(Shader::Loss, "loss_reduce_main", &[])?,
-        uniform,
-        &[(6, b.per_sample.binding()), (7, b.accum.binding())],
-        [1, 1, 1],
-    );
-    Ok(LossDispatch {
-        pixels: columns,
-        rows: rows_launch,
-        reduce,
-        params,
-    })
+    with_kl_and_sums(gpu, Shader::Loss, b, &partial, columns, params)
 }
