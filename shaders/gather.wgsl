@@ -1,5 +1,6 @@
 // Gathers a batch x[r, j] = pixel / 255 from a dataset held on the GPU as u8 (packed four
-// to a u32), or x[r, j] = value from one held as f32, picking image indices[offset + r]. Rows past the end of `indices` repeat its
+// to a u32), or x[r, j] = value from one held as f32, picking image indices[offset + r].
+// Rows past the end of `indices` repeat its
 // last entry; the loss masks them out. A dataset larger than one storage binding is split
 // into up to four chunks of `per_chunk` whole images each.
 
@@ -32,6 +33,16 @@ fn pixel_word(chunk: u32, w: u32) -> u32 {
     }
 }
 
+// Where element i of the batch comes from: its row and column in x, its image's chunk,
+// and its value's index within that chunk.
+fn locate(i: u32) -> vec4<u32> {
+    let r = udiv(i, p.d);
+    let j = i - r * p.d;
+    let image = indices[min(p.offset + r, p.count - 1u)];
+    let chunk = udiv(image, p.per_chunk);
+    return vec4<u32>(r, j, chunk, (image - chunk * p.per_chunk) * p.d + j);
+}
+
 @compute @workgroup_size(256)
 fn gather_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -40,13 +51,9 @@ fn gather_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.d) { return; }
-    let r = udiv(i, p.d);
-    let j = i - r * p.d;
-    let image = indices[min(p.offset + r, p.count - 1u)];
-    let chunk = udiv(image, p.per_chunk);
-    let byte = (image - chunk * p.per_chunk) * p.d + j;
-    let v = (pixel_word(chunk, byte >> 2u) >> ((byte & 3u) * 8u)) & 0xffu;
-    x[r * p.ld_x + j] = f32(v) * (1.0 / 255.0);
+    let at = locate(i);
+    let v = (pixel_word(at.z, at.w >> 2u) >> ((at.w & 3u) * 8u)) & 0xffu;
+    x[at.x * p.ld_x + at.y] = f32(v) * (1.0 / 255.0);
 }
 
 // The same, one packed word (four pixels) per invocation, when images are a multiple of
@@ -78,9 +85,6 @@ fn gather_f32_main(
 ) {
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.d) { return; }
-    let r = udiv(i, p.d);
-    let j = i - r * p.d;
-    let image = indices[min(p.offset + r, p.count - 1u)];
-    let chunk = udiv(image, p.per_chunk);
-    x[r * p.ld_x + j] = bitcast<f32>(pixel_word(chunk, (image - chunk * p.per_chunk) * p.d + j));
+    let at = locate(i);
+    x[at.x * p.ld_x + at.y] = bitcast<f32>(pixel_word(at.z, at.w));
 }
