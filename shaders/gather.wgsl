@@ -1,8 +1,8 @@
 // Gathers a batch x[r, j] = pixel / 255 from a dataset held on the GPU as u8 (packed four
 // to a u32), or x[r, j] = value from one held as f32, picking image indices[offset + r].
-// Rows past the end of `indices` repeat its
-// last entry; the loss masks them out. A dataset larger than one storage binding is split
-// into up to four chunks of `per_chunk` whole images each.
+// Rows past the end of `indices` repeat its last entry; the loss masks them out. A dataset
+// larger than one storage binding is split into up to four chunks of `per_chunk` whole
+// images each.
 
 struct GatherParams {
     rows: u32,
