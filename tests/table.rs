@@ -336,6 +336,33 @@ fn csv_errors_name_file_row_and_column() {
     .unwrap()
     .to_string();
     assert!(missing.contains("no column 'nope'"), "{missing}");
+    let roles = table::infer(
+        &good,
+        &cells,
+        &[0],
+        &TableOptions {
+            ignore: vec!["colour".into()],
+            categorical: vec!["colour".into()],
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(roles.contains("two roles"), "{roles}");
+    let infer_err = |name: &str, text: &str| {
+        let p = write(name, text);
+        let cells = table::read_cells(&p).unwrap();
+        let rows: Vec<usize> = (0..cells.rows.len()).collect();
+        table::infer(&p, &cells, &rows, &TableOptions::default())
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let err = infer_err("huge.csv", "x,y\n1e300,1\n-1e300,2\n5e299,3\n");
+    assert!(err.contains("'x'") && err.contains("too large"), "{err}");
+    let err = infer_err("semi.csv", "a;b\n1;2\n3;4\n");
+    assert!(err.contains("comma-separated"), "{err}");
 }
 
 /// The shipped WDBC table end to end: trained on benign rows only, the model scores the
@@ -575,8 +602,9 @@ fn impute_fills_records_better_than_mean_and_mode() {
         "accuracy {acc} vs most-common filling {acc0}"
     );
     let filled = table::read_cells(std::path::Path::new(&out)).unwrap();
+    let given = table::read_cells(std::path::Path::new(csv)).unwrap();
     assert_eq!(filled.rows.len(), 600);
-    for row in &filled.rows {
+    for (row, known) in filled.rows.iter().zip(&given.rows) {
         assert!(
             row[1..5].iter().all(|c| !c.is_empty()),
             "a cell left empty: {row:?}"
@@ -585,5 +613,9 @@ fn impute_fills_records_better_than_mean_and_mode() {
             ["small", "medium", "large"].contains(&row[3].as_str()),
             "{row:?}"
         );
+        // Known cells, those hidden for --holdout included, are written as they were.
+        for (f, k) in row.iter().zip(known) {
+            assert!(k.is_empty() || f == k, "known cell {k} became {f}");
+        }
     }
 }

@@ -34,8 +34,20 @@ pub fn run(
         .data
         .clone()
         .context("--data FILE.csv: the records whose missing cells to fill")?;
+    let same = |o: &Path| o.canonicalize().ok() == path.canonicalize().ok() || o == path;
+    if a.out.as_deref().is_some_and(same) {
+        anyhow::bail!(
+            "--out {} is the input; write the filled table elsewhere",
+            path.display()
+        );
+    }
     let cells = table::read_cells(&path)?;
-    let records = table::encode(&path, &cells, schema)?;
+    // Filling needs no labels: rows without one are filled too.
+    let unlabelled = Schema {
+        label: None,
+        ..schema.clone()
+    };
+    let records = table::encode(&path, &cells, &unlabelled)?;
     let (n, e) = (records.count, schema.width());
     let blocks = schema.blocks();
     let truth = records.to_f32();
@@ -92,7 +104,13 @@ pub fn run(
         }
     }
     let out = a.out.clone().unwrap_or_else(|| dir.join("imputed.csv"));
-    write_filled(&out, &cells, schema, &current, e, &missing)?;
+    // Hidden cells were known: the output keeps them as they were.
+    let filled: Vec<Cell> = missing
+        .iter()
+        .copied()
+        .filter(|c| !hidden.contains(c))
+        .collect();
+    write_filled(&out, &cells, schema, &current, e, &filled)?;
     let what = format!(
         "{} missing cells of {n} records filled after {} rounds -> {}",
         missing.len() - hidden.len(),

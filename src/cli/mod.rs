@@ -165,8 +165,8 @@ impl DeviceArgs {
 pub struct DataArgs {
     /// IDX directory (train-images-idx3-ubyte[.gz], t10k-...), image folder (PNG/JPEG/BMP;
     /// subfolders are classes; train/ and test/ subfolders are the splits, else every 10th
-    /// image is held out) or NumPy array (.npy: uint8 or float32, [N, H, W], [N, H, W, C]
-    /// or [N, D]). Default: the full Fashion-MNIST if installed
+    /// image is held out), NumPy array (.npy: uint8 or float32, [N, H, W], [N, H, W, C]
+    /// or [N, D]) or CSV table (.csv, see --label-column). Default: the full Fashion-MNIST if installed
     /// (/usr/share/datasets/fashion-mnist), else the bundled subset.
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -271,11 +271,23 @@ impl DataArgs {
 
     /// These arguments reading data for model `c`: a table is encoded with the model's
     /// columns and standardization.
-    pub fn for_model(&self, c: &ModelConfig) -> DataArgs {
-        DataArgs {
+    pub fn for_model(&self, c: &ModelConfig) -> anyhow::Result<DataArgs> {
+        if c.table.is_some() {
+            self.no_table_choices("the model's columns were fixed when it was trained")?;
+        }
+        Ok(DataArgs {
             schema: c.table.clone(),
             ..self.clone()
+        })
+    }
+
+    /// An error when a table's column choices are given where the columns are already
+    /// fixed (`why`).
+    pub fn no_table_choices(&self, why: &str) -> anyhow::Result<()> {
+        if !self.categorical.is_empty() || !self.ignore.is_empty() || self.label_column.is_some() {
+            anyhow::bail!("--categorical, --ignore and --label-column apply to a new run: {why}");
         }
+        Ok(())
     }
 
     /// The test split only: the training split of large data stays on disk (an image
@@ -362,7 +374,7 @@ pub struct SplitArgs {
 impl SplitArgs {
     /// The chosen split of `data`, limited, checked against the model's image size.
     pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
-        let data = &data.for_model(c);
+        let data = &data.for_model(c)?;
         let imgs = if self.split == "train" {
             data.load()?.train
         } else {
@@ -558,7 +570,10 @@ pub fn out_path(s: &str) -> Result<PathBuf, String> {
     let in_run =
         parent.join(".lock").exists() || !crate::vae::rundir::checkpoints(parent).is_empty();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let record = matches!(name.as_deref(), Some("metrics.jsonl" | ".lock"));
+    let record = matches!(
+        name.as_deref(),
+        Some("metrics.jsonl" | ".lock" | "loss.png")
+    );
     if in_checkpoint || (in_run && record) {
         return Err(format!(
             "'{s}' would write into a checkpoint or over a run's record; choose another path"
@@ -634,7 +649,7 @@ pub fn parse_classes(s: &str) -> Result<Classes, String> {
 pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {
     if c.table.is_some() {
         anyhow::bail!(
-            "this model was trained on a table; use train, eval, score, embed, scatter or probe with it"
+            "this model was trained on a table; use train, eval, score, impute, embed, scatter or probe with it"
         );
     }
     Ok(())

@@ -63,7 +63,7 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    let splits = a.data.for_model(c).load()?;
+    let splits = a.data.for_model(c)?.load()?;
     check_dims(c, &splits.train)?;
     let test = match a.limit {
         Some(n) => splits.test.take(n as usize),

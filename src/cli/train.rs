@@ -209,6 +209,10 @@ impl DataChoice {
                 classes,
             });
         };
+        if schema.is_some() {
+            a.data
+                .no_table_choices("a resumed run keeps the columns it was trained with")?;
+        }
         let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         Ok(DataChoice {
             args: DataArgs {
@@ -228,7 +232,11 @@ impl DataChoice {
                     a.data.labels.as_deref().map(canonical),
                     t.labels.as_deref().map(canonical),
                 )?,
-                test_fraction: same("test-fraction", a.data.test_fraction, t.test_fraction)?,
+                // Runs record None for the default fraction, 0.1.
+                test_fraction: match a.data.test_fraction {
+                    Some(f) if f == t.test_fraction.unwrap_or(0.1) => t.test_fraction,
+                    given => same("test-fraction", given, t.test_fraction)?,
+                },
                 categorical: a.data.categorical.clone(),
                 ignore: a.data.ignore.clone(),
                 label_column: a.data.label_column.clone(),
@@ -497,7 +505,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         ([], Some((_, levels))) => levels.clone(),
         (names, _) => names.to_vec(),
     };
-    let names = a.data.class_names(&known)?;
+    let names = data.args.class_names(&known)?;
     if saved.is_some() && names != train_cfg.class_names {
         say!("--class-names: the run's class names are replaced");
     }

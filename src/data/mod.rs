@@ -317,6 +317,13 @@ fn npy_options_fit(path: &Path, opts: &DataOptions) -> Result<(), DataError> {
             "--labels and --test-fraction apply to .npy arrays (--test-fraction to tables too); IDX files and image folders carry their own labels and splits",
         ));
     }
+    // A run records --channels 1 by default.
+    if table && (opts.size.is_some() || opts.channels.is_some_and(|c| c != 1)) {
+        return Err(DataError::new(
+            path,
+            "--size and --channels apply to images; a table's records are its columns",
+        ));
+    }
     let t = &opts.table;
     if !table && (!t.categorical.is_empty() || !t.ignore.is_empty() || t.label_column.is_some()) {
         return Err(DataError::new(

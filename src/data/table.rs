@@ -133,8 +133,14 @@ impl Schema {
     pub fn cell(&self, i: usize, block: &[f32]) -> String {
         match &self.columns[i].kind {
             Kind::Numeric { mean, std } => {
-                let x = f64::from(block[0]) * std + mean;
-                format!("{}", (x * 1e6).round() / 1e6)
+                // The shortest text that reads back as the same f32: significant digits,
+                // whatever the column's scale.
+                let x = (f64::from(block[0]) * std + mean) as f32;
+                if x != 0.0 && !(1e-4..1e15).contains(&x.abs()) {
+                    format!("{x:e}")
+                } else {
+                    format!("{x}")
+                }
             }
             Kind::Binary { levels } => levels[usize::from(block[0] >= 0.5)].clone(),
             Kind::Categorical { levels } => {
@@ -163,6 +169,18 @@ pub struct Cells {
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
     pub lines: Vec<u64>,
+}
+
+/// The distinct values, in numeric order when they are all integers, else as text.
+fn sorted_levels(values: &[&str]) -> Vec<String> {
+    let mut levels: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    if levels.iter().all(|v| v.parse::<i64>().is_ok()) {
+        levels.sort_by_key(|v| v.parse::<i64>().expect("checked"));
+    } else {
+        levels.sort();
+    }
+    levels.dedup();
+    levels
 }
 
 /// Reads `path` whole.
@@ -218,7 +236,8 @@ pub fn read_cells(path: &Path) -> Result<Cells, DataError> {
     })
 }
 
-/// Integer-valued numeric columns with at most this many distinct values are categorical.
+/// Columns of integers (written as such) with at most this many distinct values are
+/// categorical.
 const FEW_INTEGERS: usize = 10;
 
 /// Infers the schema from the rows `train` of `cells`: types from every row's values, the
@@ -245,6 +264,27 @@ pub fn infer(
             ));
         }
     }
+    let both = |a: &[String], b: &[String]| a.iter().find(|n| b.contains(n)).cloned();
+    let label: Vec<String> = opts.label_column.iter().cloned().collect();
+    if let Some(n) = both(&opts.ignore, &label)
+        .or_else(|| both(&opts.ignore, &opts.categorical))
+        .or_else(|| both(&label, &opts.categorical))
+    {
+        return Err(DataError::new(
+            path,
+            format!(
+                "column '{n}' is given two roles among --ignore, --categorical and --label-column"
+            ),
+        ));
+    }
+    if let [only] = &cells.header[..] {
+        if only.contains([';', '\t']) {
+            return Err(DataError::new(
+                path,
+                "the header is one column holding ';' or tabs; vae-gpu reads comma-separated files",
+            ));
+        }
+    }
     let mut schema = Schema::default();
     for (j, name) in cells.header.iter().enumerate() {
         let values: Vec<&str> = cells
@@ -253,9 +293,7 @@ pub fn infer(
             .map(|r| r[j].as_str())
             .filter(|c| !missing(c))
             .collect();
-        let mut levels: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        levels.sort();
-        levels.dedup();
+        let levels = sorted_levels(&values);
         if opts.ignore.contains(name) {
             schema.ignored.push(name.clone());
             continue;
@@ -285,8 +323,9 @@ pub fn infer(
             _ if levels.len() == 2 => Kind::Binary {
                 levels: [levels[0].clone(), levels[1].clone()],
             },
-            Some(numbers)
-                if !(numbers.iter().all(|v| v.fract() == 0.0) && levels.len() <= FEW_INTEGERS) =>
+            Some(_)
+                if !(values.iter().all(|v| v.parse::<i64>().is_ok())
+                    && levels.len() <= FEW_INTEGERS) =>
             {
                 let stats: Vec<f64> = train
                     .iter()
@@ -294,15 +333,32 @@ pub fn infer(
                     .filter(|v| v.is_finite())
                     .collect();
                 let n = stats.len().max(1) as f64;
-                let mean = stats.iter().sum::<f64>() / n;
-                let var = stats.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                let mean = stats.iter().map(|v| v / n).sum::<f64>();
+                let var = stats.iter().map(|v| (v - mean).powi(2) / n).sum::<f64>();
+                if !(mean.is_finite() && var.is_finite()) {
+                    return Err(DataError::new(
+                        path,
+                        format!("column '{name}': values too large to standardize (keep them within 1e150)"),
+                    ));
+                }
                 Kind::Numeric {
                     mean,
                     // A constant column is centred, not scaled.
                     std: if var > 0.0 { var.sqrt() } else { 1.0 },
                 }
             }
-            _ => Kind::Categorical { levels },
+            _ => {
+                // An id, or numbers with a stray word: worth a look before training on it.
+                if levels.len() > 20 && levels.len() * 2 > values.len() {
+                    log::warn!(
+                        "{}: column '{name}' is categorical with {} distinct values in {} rows; if it is an id, --ignore it; if it is numeric, a cell that is not a number made it categorical",
+                        path.display(),
+                        levels.len(),
+                        values.len()
+                    );
+                }
+                Kind::Categorical { levels }
+            }
         };
         schema.columns.push(Column {
             name: name.clone(),
@@ -389,6 +445,13 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
         }
         if let Some((j, levels)) = label {
             let cell = row[j].as_str();
+            if missing(cell) {
+                return Err(bad(
+                    &cells.header[j],
+                    "the label is missing; give every row its class, or leave out --label-column"
+                        .into(),
+                ));
+            }
             let i = levels.iter().position(|l| l == cell).ok_or_else(|| {
                 bad(
                     &cells.header[j],

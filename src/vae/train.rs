@@ -370,7 +370,8 @@ fn train_with<'s>(
     let c = &run.model;
     let t = &run.train;
     let rows = t.batch_size;
-    if c.likelihood == Likelihood::Bernoulli {
+    // A table's columns have their own likelihoods.
+    if c.likelihood == Likelihood::Bernoulli && c.table.is_none() {
         if let TrainSet::Memory(images) = train_set {
             bernoulli_targets(images, "training")?;
         }
