@@ -202,7 +202,12 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     };
     crate::io::chart::save_scatter(
         &out,
-        &format!("Latent means of {} {} images", imgs.count, a.images.split),
+        &format!(
+            "Latent means of {} {} {}",
+            imgs.count,
+            a.images.split,
+            c.items()
+        ),
         (&axis_names.0, &axis_names.1),
         &points,
         imgs.labels.as_deref(),

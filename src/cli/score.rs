@@ -110,8 +110,9 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     let mean = scores.iter().sum::<f64>() / scores.len() as f64;
     let mut line = format!(
-        "scored {} images by {} (mean {mean:.2} nats) -> {}",
+        "scored {} {} by {} (mean {mean:.2} nats) -> {}",
         scores.len(),
+        c.items(),
         a.metric,
         out.display()
     );
@@ -128,7 +129,10 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
                 )
             }
             None => {
-                line += "; AUROC undefined (the data holds only normal or only anomalous images)"
+                line += &format!(
+                    "; AUROC undefined (the data holds only normal or only anomalous {})",
+                    c.items()
+                )
             }
         }
     }

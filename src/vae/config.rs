@@ -62,6 +62,14 @@ impl ModelConfig {
         self.height * self.width * self.channels
     }
 
+    /// What the model's inputs are called in messages and titles.
+    pub fn items(&self) -> &'static str {
+        match self.table {
+            Some(_) => "records",
+            None => "images",
+        }
+    }
+
     /// The decoder's outputs: one per input value, or a table's per-column parameters.
     pub fn output_dim(&self) -> usize {
         self.table
