@@ -10,7 +10,7 @@ use crate::ops::loss::LossSettings;
 use crate::ops::sample::Corruption;
 use crate::vae::codec::psnr;
 use crate::vae::decode::{to_u8, unit};
-use crate::vae::model::{Batches, StepProgram, StepSpec};
+use crate::vae::model::{StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -61,17 +61,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         seed: a.seed,
         corruption: Some(a.noise),
     };
-    let mut program = StepProgram::new(
-        &gpu,
-        &params,
-        c,
-        &Batches {
-            images: &split.images,
-            indices: &split.indices.buffer,
-            count: n,
-        },
-        &spec,
-    )?;
+    let mut program = StepProgram::new(&gpu, &params, c, &split.batches(), &spec)?;
     program.temperature = 0.0;
     let d = c.input_dim();
     let (mut before, mut after) = (0.0, 0.0);

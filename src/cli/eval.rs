@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
-use crate::vae::model::{Batches, StepProgram, StepSpec};
+use crate::vae::model::{StepProgram, StepSpec};
 use crate::vae::train::{evaluate, GpuSplit};
 
 #[derive(Args, Debug)]
@@ -55,11 +55,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         &gpu,
         &params,
         c,
-        &Batches {
-            images: &split.images,
-            indices: &split.indices.buffer,
-            count: n,
-        },
+        &split.batches(),
         &StepSpec {
             rows,
             settings,

@@ -7,7 +7,7 @@ use clap::Args;
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::decode::to_pixels;
-use crate::vae::model::{Batches, StepProgram, StepSpec};
+use crate::vae::model::{StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -46,11 +46,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
         &gpu,
         &params,
         c,
-        &Batches {
-            images: &split.images,
-            indices: &split.indices.buffer,
-            count: n,
-        },
+        &split.batches(),
         &StepSpec {
             rows: n,
             settings,

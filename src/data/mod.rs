@@ -360,17 +360,39 @@ fn load_csv(path: &Path, opts: &DataOptions) -> Result<Splits, DataError> {
     })
 }
 
-/// How a .npy array's splits are described.
-fn npy_source(path: &Path, train: usize, test: &Images, where_: &str) -> String {
-    format!(
-        "{} (NumPy {:?} array: {train} train rows{where_}, {} test, of {}x{}x{})",
+/// A .npy array's splits: the training rows read into memory, or left in the file when
+/// they are more than `budget` bytes.
+fn load_npy(path: PathBuf, opts: &DataOptions, budget: u64) -> Result<TrainingData, DataError> {
+    let (disk, test) = open_npy(&path, opts)?;
+    let on_disk = disk.count as u64 * disk.image_bytes() as u64 > budget;
+    let source = format!(
+        "{} (NumPy {:?} array: {} train rows{}, {} test, of {}x{}x{})",
         path.display(),
         test.dtype,
+        disk.count,
+        if on_disk {
+            " read as they are needed"
+        } else {
+            ""
+        },
         test.count,
         test.height,
         test.width,
         test.channels
-    )
+    );
+    let train = if on_disk {
+        TrainSet::Disk(disk)
+    } else {
+        let all: Vec<usize> = (0..disk.count).collect();
+        TrainSet::Memory(std::borrow::Cow::Owned(disk.load(&all)?))
+    };
+    Ok(TrainingData {
+        source,
+        train,
+        test,
+        dir: path,
+        schema: None,
+    })
 }
 
 /// Splits an image set into train and test: every tenth image goes to test, so the split
@@ -424,17 +446,9 @@ pub fn load_for_training(
     let dir = path.map(Path::to_path_buf).unwrap_or_else(default_dir);
     npy_options_fit(&dir, opts)?;
     if is_npy(&dir) {
-        let (train, test) = open_npy(&dir, opts)?;
-        if train.count as u64 * train.image_bytes() as u64 > budget {
-            return Ok(TrainingData {
-                source: npy_source(&dir, train.count, &test, " read as they are needed"),
-                train: TrainSet::Disk(train),
-                test,
-                dir,
-                schema: None,
-            });
-        }
-    } else if !table::is_csv(&dir)
+        return load_npy(dir, opts, budget);
+    }
+    if !table::is_csv(&dir)
         && is_image_folder(&dir)?
         && folder::decoded_bytes(&cache::folders(&dir).0, opts)? > budget
     {
@@ -476,13 +490,15 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
         return load_csv(&dir, opts);
     }
     if is_npy(&dir) {
-        let (disk, test) = open_npy(&dir, opts)?;
-        let train = disk.load(&(0..disk.count).collect::<Vec<_>>())?;
+        let d = load_npy(dir, opts, u64::MAX)?;
+        let TrainSet::Memory(train) = d.train else {
+            unreachable!("an unlimited budget holds every row in memory")
+        };
         return Ok(Splits {
-            source: npy_source(&dir, train.count, &test, ""),
-            train,
-            test,
-            dir,
+            train: train.into_owned(),
+            test: d.test,
+            dir: d.dir,
+            source: d.source,
             schema: None,
         });
     }

@@ -201,13 +201,6 @@ impl TrainSet<'_> {
         self.dim() * self.dtype().size()
     }
 
-    pub fn labels(&self) -> Option<&[u8]> {
-        match self {
-            TrainSet::Memory(m) => m.labels.as_deref(),
-            TrainSet::Disk(d) => d.labels.as_deref(),
-        }
-    }
-
     /// Bytes of all images.
     pub fn bytes(&self) -> u64 {
         self.count() as u64 * self.image_bytes() as u64

@@ -94,11 +94,7 @@ pub fn encode(
         gpu,
         params,
         c,
-        &Batches {
-            images: &split.images,
-            indices: &split.indices.buffer,
-            count: n,
-        },
+        &split.batches(),
         &StepSpec {
             rows,
             settings: settings(rows),

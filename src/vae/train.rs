@@ -85,6 +85,15 @@ impl GpuSplit {
         })
     }
 
+    /// The step program's view of this split: its images through its index buffer.
+    pub fn batches(&self) -> Batches<'_> {
+        Batches {
+            images: &self.images,
+            indices: &self.indices.buffer,
+            count: self.count,
+        }
+    }
+
     pub fn set_order(&self, gpu: &Gpu, order: &[u32]) {
         gpu.queue
             .write_buffer(&self.indices.buffer, 0, bytemuck::cast_slice(order));
@@ -181,13 +190,8 @@ impl Feed {
 
     /// The index buffer and image buffers the step program gathers from.
     fn batches(&self) -> Batches<'_> {
-        let split = match self {
-            Feed::Resident(s) | Feed::Streamed { batch: s, .. } => s,
-        };
-        Batches {
-            images: &split.images,
-            indices: &split.indices.buffer,
-            count: split.count,
+        match self {
+            Feed::Resident(s) | Feed::Streamed { batch: s, .. } => s.batches(),
         }
     }
 
@@ -396,14 +400,7 @@ fn train_with<'s>(
         )
     };
     let mut trainer = program(&feed.batches(), Some(t.adam))?;
-    let mut tester = program(
-        &Batches {
-            images: &test_split.images,
-            indices: &test_split.indices.buffer,
-            count: test_split.count,
-        },
-        None,
-    )?;
+    let mut tester = program(&test_split.batches(), None)?;
     let mut guard = Guard::new(t.max_loss_ratio, run.state.init_loss, &run.history);
     let diverged = |why: String, epoch: usize, step: u64| {
         Diverged(format!(
