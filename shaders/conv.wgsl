@@ -20,6 +20,11 @@
 override ACT: u32 = 0u;
 override ADD_BIAS: bool = false;
 override ACT_GRAD: bool = false;
+// The kernel size and the taps per axis that reach one image pixel, ceil(k / stride), also
+// fixed per pipeline: the tap loops then have constant trip counts and unroll, where a loop
+// whose count varies by lane (or is read at run time) runs every iteration under masks.
+override KSIZE: u32 = 1u;
+override TAPS: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -44,9 +49,10 @@ fn corner(row: u32) -> vec3<i32> {
 }
 
 // The im2col element offset of image pixel (y, x) of batch b, or -1 outside the image.
+// (`&` rather than `&&` and a select rather than an early return: no branches to mask.)
 fn pixel_offset(b: u32, y: i32, x: i32) -> i32 {
-    if (y < 0 || y >= i32(p.h) || x < 0 || x >= i32(p.w)) { return -1; }
-    return i32(b * p.ld_b + (u32(y) * p.w + u32(x)) * p.ld_p);
+    let inside = (y >= 0) & (y < i32(p.h)) & (x >= 0) & (x < i32(p.w));
+    return select(-1, i32(b * p.ld_b + (u32(y) * p.w + u32(x)) * p.ld_p), inside);
 }
 
 // cols[(b, oy, ox), (ky, kx, ch)] = image(b, oy*s - pad + ky, ox*s - pad + kx, ch), 0 outside.
@@ -61,8 +67,8 @@ fn im2col_main(
     let rc = split(i, p.c);
     let at = corner(rc.x);
     var out = rc.x * p.ld_cols + rc.y;
-    for (var ky = 0; ky < i32(p.k); ky++) {
-        for (var kx = 0; kx < i32(p.k); kx++) {
+    for (var ky = 0; ky < i32(KSIZE); ky++) {
+        for (var kx = 0; kx < i32(KSIZE); kx++) {
             let o = pixel_offset(u32(at.x), at.y + ky, at.z + kx);
             dst[out] = select(0.0, src[u32(max(o, 0)) + rc.y], o >= 0);
             out += p.c;
@@ -82,8 +88,8 @@ fn im2col_vec4_main(
     let rc = split(i, c4);
     let at = corner(rc.x);
     var out = (rc.x * p.ld_cols) / 4u + rc.y;
-    for (var ky = 0; ky < i32(p.k); ky++) {
-        for (var kx = 0; kx < i32(p.k); kx++) {
+    for (var ky = 0; ky < i32(KSIZE); ky++) {
+        for (var kx = 0; kx < i32(KSIZE); kx++) {
             let o = pixel_offset(u32(at.x), at.y + ky, at.z + kx);
             dst4[out] = select(vec4<f32>(0.0), read_a(u32(max(o, 0)) / 4u + rc.y), o >= 0);
             out += c4;
@@ -100,6 +106,25 @@ fn first_tap(y: u32, x: u32) -> vec4<i32> {
     let ky0 = y + p.pad - oy * p.stride;
     let kx0 = x + p.pad - ox * p.stride;
     return vec4<i32>(i32(ky0), i32(kx0), i32(oy), i32(ox));
+}
+
+// Tap (jy, jx) of those of first_tap `t` in batch b: its column-matrix row, its tap
+// (ky * k + kx), both clamped into range, and whether it exists.
+struct Tap {
+    row: u32,
+    tap: u32,
+    ok: bool,
+}
+
+fn tap_at(b: u32, t: vec4<i32>, jy: u32, jx: u32) -> Tap {
+    let k = i32(KSIZE);
+    let ky = t.x + i32(jy * p.stride);
+    let kx = t.y + i32(jx * p.stride);
+    let oy = t.z - i32(jy);
+    let ox = t.w - i32(jx);
+    let ok = (ky < k) & (kx < k) & (oy >= 0) & (oy < i32(p.oh)) & (ox >= 0) & (ox < i32(p.ow));
+    let row = (b * p.oh + u32(clamp(oy, 0, i32(p.oh) - 1))) * p.ow + u32(clamp(ox, 0, i32(p.ow) - 1));
+    return Tap(row, u32(min(ky, k - 1) * k + min(kx, k - 1)), ok);
 }
 
 // (b, y, x) of an image pixel index.
@@ -123,17 +148,11 @@ fn col2im_main(
     let at = pixel_at(pc.x);
     let t = first_tap(at.y, at.z);
     var v = 0.0;
-    var oy = t.z;
-    for (var ky = t.x; ky < i32(p.k); ky += i32(p.stride)) {
-        var ox = t.w;
-        for (var kx = t.y; kx < i32(p.k); kx += i32(p.stride)) {
-            if (oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
-                let row = (at.x * p.oh + u32(oy)) * p.ow + u32(ox);
-                v += src[row * p.ld_cols + u32(ky * i32(p.k) + kx) * p.c + pc.y];
-            }
-            ox -= 1;
+    for (var jy = 0u; jy < TAPS; jy++) {
+        for (var jx = 0u; jx < TAPS; jx++) {
+            let tap = tap_at(at.x, t, jy, jx);
+            v += select(0.0, src[tap.row * p.ld_cols + tap.tap * p.c + pc.y], tap.ok);
         }
-        oy -= 1;
     }
     let out = at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y;
     if (ACT_GRAD) {
@@ -157,17 +176,12 @@ fn col2im_vec4_main(
     let at = pixel_at(pc.x);
     let t = first_tap(at.y, at.z);
     var v = vec4<f32>(0.0);
-    var oy = t.z;
-    for (var ky = t.x; ky < i32(p.k); ky += i32(p.stride)) {
-        var ox = t.w;
-        for (var kx = t.y; kx < i32(p.k); kx += i32(p.stride)) {
-            if (oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow)) {
-                let row = (at.x * p.oh + u32(oy)) * p.ow + u32(ox);
-                v += read_a((row * p.ld_cols + u32(ky * i32(p.k) + kx) * p.c) / 4u + pc.y);
-            }
-            ox -= 1;
+    for (var jy = 0u; jy < TAPS; jy++) {
+        for (var jx = 0u; jx < TAPS; jx++) {
+            let tap = tap_at(at.x, t, jy, jx);
+            let x = read_a((tap.row * p.ld_cols + tap.tap * p.c) / 4u + pc.y);
+            v += select(vec4<f32>(0.0), x, tap.ok);
         }
-        oy -= 1;
     }
     let out = (at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y;
     if (ACT_GRAD) {

@@ -310,6 +310,8 @@ fn launch_with(
                 ("ACT", code),
                 ("ADD_BIAS", u32::from(bias.is_some())),
                 ("ACT_GRAD", u32::from(grad_of.is_some())),
+                ("KSIZE", g.k as u32),
+                ("TAPS", g.k.div_ceil(g.stride) as u32),
             ],
         )?,
         gpu.uniform(entry, &params),
