@@ -3,7 +3,11 @@
 // lane and handed to the other seven with subgroupBroadcast; here each lane keeps 32 rows x
 // 8 columns of C (columns 4l..4l+3 and 32+4l..32+4l+3), so a workgroup (one subgroup)
 // covers 32 x 64. Every array index is a constant after inlining, which keeps the
-// accumulators in registers.
+// accumulators in registers. Without WIDE a lane keeps only the low 4 columns (32 x 32 per
+// workgroup): less reuse of A, but half the wasted work where N is just over a multiple
+// of 64 (the narrow convolutions' 16 and 32 channels).
+
+override WIDE: bool = true;
 
 // acc[2 r] and acc[2 r + 1]: row r, the low and the high four columns.
 alias Acc = array<vec4<f32>, 64>;
@@ -44,7 +48,9 @@ fn b_block(n0: u32, k0: u32) -> BBlock {
 // Row r of C += av . op(B): av holds row r of op(A) over four k.
 fn row_update(acc: ptr<function, Acc>, r: u32, av: vec4<f32>, lo: BBlock, hi: BBlock) {
     (*acc)[2u * r] += av.x * lo[0] + av.y * lo[1] + av.z * lo[2] + av.w * lo[3];
-    (*acc)[2u * r + 1u] += av.x * hi[0] + av.y * hi[1] + av.z * hi[2] + av.w * hi[3];
+    if (WIDE) {
+        (*acc)[2u * r + 1u] += av.x * hi[0] + av.y * hi[1] + av.z * hi[2] + av.w * hi[3];
+    }
 }
 
 // Lane l holds row base + l of op(A) over four k.
@@ -84,21 +90,21 @@ fn rows_trans(acc: ptr<function, Acc>, base: u32, av: vec4<f32>, lo: BBlock, hi:
 // blocks.
 fn store8(acc: ptr<function, Acc>, m0: u32, base: u32, n0: u32, blo: vec4<f32>, bhi: vec4<f32>) {
     store4(m0 + base + 0u, n0, (*acc)[2u * base + 0u], blo);
-    store4(m0 + base + 0u, n0 + 32u, (*acc)[2u * base + 1u], bhi);
+    if (WIDE) { store4(m0 + base + 0u, n0 + 32u, (*acc)[2u * base + 1u], bhi); }
     store4(m0 + base + 1u, n0, (*acc)[2u * base + 2u], blo);
-    store4(m0 + base + 1u, n0 + 32u, (*acc)[2u * base + 3u], bhi);
+    if (WIDE) { store4(m0 + base + 1u, n0 + 32u, (*acc)[2u * base + 3u], bhi); }
     store4(m0 + base + 2u, n0, (*acc)[2u * base + 4u], blo);
-    store4(m0 + base + 2u, n0 + 32u, (*acc)[2u * base + 5u], bhi);
+    if (WIDE) { store4(m0 + base + 2u, n0 + 32u, (*acc)[2u * base + 5u], bhi); }
     store4(m0 + base + 3u, n0, (*acc)[2u * base + 6u], blo);
-    store4(m0 + base + 3u, n0 + 32u, (*acc)[2u * base + 7u], bhi);
+    if (WIDE) { store4(m0 + base + 3u, n0 + 32u, (*acc)[2u * base + 7u], bhi); }
     store4(m0 + base + 4u, n0, (*acc)[2u * base + 8u], blo);
-    store4(m0 + base + 4u, n0 + 32u, (*acc)[2u * base + 9u], bhi);
+    if (WIDE) { store4(m0 + base + 4u, n0 + 32u, (*acc)[2u * base + 9u], bhi); }
     store4(m0 + base + 5u, n0, (*acc)[2u * base + 10u], blo);
-    store4(m0 + base + 5u, n0 + 32u, (*acc)[2u * base + 11u], bhi);
+    if (WIDE) { store4(m0 + base + 5u, n0 + 32u, (*acc)[2u * base + 11u], bhi); }
     store4(m0 + base + 6u, n0, (*acc)[2u * base + 12u], blo);
-    store4(m0 + base + 6u, n0 + 32u, (*acc)[2u * base + 13u], bhi);
+    if (WIDE) { store4(m0 + base + 6u, n0 + 32u, (*acc)[2u * base + 13u], bhi); }
     store4(m0 + base + 7u, n0, (*acc)[2u * base + 14u], blo);
-    store4(m0 + base + 7u, n0 + 32u, (*acc)[2u * base + 15u], bhi);
+    if (WIDE) { store4(m0 + base + 7u, n0 + 32u, (*acc)[2u * base + 15u], bhi); }
 }
 
 @compute @workgroup_size(8)
@@ -107,12 +113,13 @@ fn main(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let m0 = wg.y * 32u;
-    let n0 = wg.x * 64u + lane * 4u;
+    let n0 = wg.x * select(32u, 64u, WIDE) + lane * 4u;
     let kmax = p.k - 1u;
     var acc: Acc;
     for (var k0 = 0u; k0 < p.k; k0 += 4u) {
         let lo = b_block(n0, k0);
-        let hi = b_block(n0 + 32u, k0);
+        var hi: BBlock;
+        if (WIDE) { hi = b_block(n0 + 32u, k0); }
         if (TRANS_A) {
             let kl = k0 + (lane & 3u);
             let keep = kl < p.k;
@@ -141,7 +148,7 @@ fn main(
         }
     }
     let blo = bias4(n0);
-    let bhi = bias4(n0 + 32u);
+    let bhi = select(vec4<f32>(0.0), bias4(n0 + 32u), WIDE);
     store8(&acc, m0, 0u, n0, blo, bhi);
     store8(&acc, m0, 8u, n0, blo, bhi);
     store8(&acc, m0, 16u, n0, blo, bhi);

@@ -62,6 +62,9 @@ pub enum GemmPath {
     /// Subgroup broadcast, 32x8 register blocks, A and B copied into textures: lavapipe,
     /// where texture reads avoid the per-lane loops of storage-buffer reads.
     SubgroupTex,
+    /// SubgroupTex with 32x4 blocks (32 x 32 per workgroup), for N just over a multiple of
+    /// 64, where the wide kernel's last column block is mostly padding.
+    SubgroupTexNarrow,
     /// 8x8 register blocks with A and B in textures, for drivers without subgroups.
     RegisterTex,
 }
@@ -69,11 +72,17 @@ pub enum GemmPath {
 impl GemmPath {
     /// Whether the kernel reads A and B from textures.
     pub fn textures(self) -> bool {
-        matches!(self, GemmPath::SubgroupTex | GemmPath::RegisterTex)
+        matches!(
+            self,
+            GemmPath::SubgroupTex | GemmPath::SubgroupTexNarrow | GemmPath::RegisterTex
+        )
     }
 
     fn needs_subgroups(self) -> bool {
-        matches!(self, GemmPath::Subgroup | GemmPath::SubgroupTex)
+        matches!(
+            self,
+            GemmPath::Subgroup | GemmPath::SubgroupTex | GemmPath::SubgroupTexNarrow
+        )
     }
 }
 
@@ -273,6 +282,7 @@ impl Gpu {
         let mut paths = vec![self.default_gemm];
         for p in [
             GemmPath::SubgroupTex,
+            GemmPath::SubgroupTexNarrow,
             GemmPath::Subgroup,
             GemmPath::RegisterTex,
             GemmPath::Register,
@@ -301,6 +311,13 @@ impl Gpu {
             // compiling and timing there.
             .filter(|p| *p != GemmPath::Tiled || !self.cpu_driver)
             .filter(|p| !self.cpu_driver || p.textures() || !shape.fits_textures(self))
+            // The narrow kernel reuses A half as much: worth timing (each candidate costs a
+            // pipeline compile) only where it skips at least a quarter of the wide one's
+            // padded columns, as for N = 16, 20, 32 or 96.
+            .filter(|p| {
+                *p != GemmPath::SubgroupTexNarrow
+                    || 4 * shape.n.next_multiple_of(32) <= 3 * shape.n.next_multiple_of(64)
+            })
             .collect();
         self.choose(&shape.to_string(), &candidates, |gpu| {
             tune::measure_gemm(gpu, &shape, &candidates)

@@ -182,6 +182,7 @@ fn build(
         GemmPath::Subgroup => (Shader::GemmSubgroup, 32, 32),
         GemmPath::Register => (Shader::GemmRegister, 64, 64),
         GemmPath::SubgroupTex => (Shader::GemmSubgroupTex, 32, 64),
+        GemmPath::SubgroupTexNarrow => (Shader::GemmSubgroupTex, 32, 32),
         GemmPath::RegisterTex => (Shader::GemmRegisterTex, 64, 64),
     };
     let mut constants = vec![
@@ -192,8 +193,12 @@ fn build(
         ("ACT_GRAD", u32::from(spec.act_grad)),
         ("ACCUMULATE", u32::from(spec.accumulate)),
     ];
-    if path == GemmPath::Subgroup {
-        constants.push(("IMPLICIT_A", u32::from(ops.implicit.is_some())));
+    match path {
+        GemmPath::Subgroup => constants.push(("IMPLICIT_A", u32::from(ops.implicit.is_some()))),
+        GemmPath::SubgroupTex | GemmPath::SubgroupTexNarrow => {
+            constants.push(("WIDE", u32::from(path == GemmPath::SubgroupTex)))
+        }
+        _ => {}
     }
     let pipeline = gpu.pipeline(shader, "main", &constants)?;
     let groups = [n.div_ceil(tile_n) as u64, m.div_ceil(tile_m) as u64];
