@@ -58,8 +58,12 @@ fn loss_pixels_main(
         var g: vec4<f32>;
         var r: vec4<f32>;
         if (p.likelihood == 0u) {
-            r = max(l, vec4<f32>(0.0)) - l * x + log1p_small(exp(-abs(l)));
-            g = 1.0 / (1.0 + exp(-l)) - x;
+            // One exp serves both: e = exp(-|l|), sigmoid(l) = 1 / (1 + e) for l >= 0 and
+            // e / (1 + e) below.
+            let e = exp(-abs(l));
+            let s = 1.0 / (1.0 + e);
+            r = max(l, vec4<f32>(0.0)) - l * x + log1p_small(e);
+            g = select(e * s, s, l >= vec4<f32>(0.0)) - x;
         } else {
             let diff = l - x;
             r = 0.5 * diff * diff / p.gauss_var + 0.5 * log(6.283185307179586 * p.gauss_var);
