@@ -239,36 +239,53 @@ pub fn time_each<K: Copy>(
     candidates: &[K],
     build: impl Fn(K) -> Result<Vec<super::Dispatch>, GpuError>,
 ) -> Result<Vec<(K, f64)>, GpuError> {
-    candidates
+    let launches: Vec<Vec<super::Dispatch>> = candidates
         .iter()
         .map(|&k| {
             let launches = build(k)?;
-            let all: Vec<&super::Dispatch> = launches.iter().collect();
-            gpu.run(&all)?;
-            Ok((k, time(gpu, &all, f64::INFINITY)?))
+            gpu.run(&launches.iter().collect::<Vec<_>>())?;
+            Ok(launches)
         })
-        .collect()
+        .collect::<Result<_, GpuError>>()?;
+    let times = time_interleaved(gpu, &launches)?;
+    Ok(candidates.iter().copied().zip(times).collect())
 }
 
-/// Median microseconds per run of `launches` (compiled and run once already): about 30 ms
-/// of runs at most, and a single one when it is more than 4x behind `best`.
-pub fn time(gpu: &Gpu, launches: &[&super::Dispatch], best: f64) -> Result<f64, GpuError> {
-    let mut times = Vec::new();
+/// Median microseconds per run of each candidate's launches (compiled and run once
+/// already). The candidates take turns, round after round, so that a slow spell of a shared
+/// machine hits them alike instead of deciding for one: at least 3 rounds, at most 15, and
+/// no more once about 30 ms per candidate have passed. A candidate more than 4x behind the
+/// best after the first round is not run again.
+fn time_interleaved(gpu: &Gpu, candidates: &[Vec<super::Dispatch>]) -> Result<Vec<f64>, GpuError> {
+    let runs: Vec<Vec<&super::Dispatch>> = candidates.iter().map(|c| c.iter().collect()).collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
+    let budget = Duration::from_millis(30) * runs.len() as u32;
     let started = Instant::now();
-    loop {
-        let t = Instant::now();
-        gpu.run(launches)?;
-        gpu.wait()?;
-        times.push(t.elapsed().as_secs_f64() * 1e6);
-        let hopeless = times[0] > 4.0 * best;
-        let enough = times.len() >= 3
-            && (times.len() >= 15 || started.elapsed() > Duration::from_millis(30));
-        if hopeless || enough {
+    for round in 1..=15 {
+        let best = times
+            .iter()
+            .filter_map(|t| t.first())
+            .fold(f64::INFINITY, |a, &b| a.min(b));
+        for (launches, t) in runs.iter().zip(&mut times) {
+            if t.first().is_some_and(|&first| first > 4.0 * best) {
+                continue;
+            }
+            let run = Instant::now();
+            gpu.run(launches)?;
+            gpu.wait()?;
+            t.push(run.elapsed().as_secs_f64() * 1e6);
+        }
+        if round >= 3 && started.elapsed() > budget {
             break;
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 /// Times each GEMM kernel on `shape` with random operands. Candidates whose output differs
@@ -306,7 +323,8 @@ pub fn measure_gemm(
         ..Default::default()
     };
     let mut reference: Option<Vec<f32>> = None;
-    let mut out: Vec<(GemmPath, f64)> = Vec::new();
+    let mut agreeing = Vec::new();
+    let mut launches = Vec::new();
     for &path in candidates {
         let launch = crate::ops::gemm::gemm_with(gpu, path, &a, &b, &c, None, spec)?;
         // The first run compiles the pipeline; it is checked, not timed.
@@ -331,8 +349,9 @@ pub fn measure_gemm(
                 }
             }
         }
-        let best = out.iter().map(|o| o.1).fold(f64::INFINITY, f64::min);
-        out.push((path, time(gpu, &[&launch], best)?));
+        agreeing.push(path);
+        launches.push(vec![launch]);
     }
-    Ok(out)
+    let times = time_interleaved(gpu, &launches)?;
+    Ok(agreeing.into_iter().zip(times).collect())
 }
