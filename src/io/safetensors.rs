@@ -66,6 +66,7 @@ pub fn to_bytes(tensors: &[Tensor], extra: &[(&str, String)]) -> Vec<u8> {
     metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let mut out = safetensors::serialize(views, Some(metadata)).expect("f32 tensors serialise");
     let header = u64::from_le_bytes(out[..8].try_into().expect("8 bytes")) as usize;
+    sort_metadata(&mut out[8..8 + header]);
     let sum = format!("{:016x}", super::fnv1a64(&out[8 + header..]));
     let key = format!("\"{CHECKSUM}\":\"{placeholder}\"");
     let at = out[8..8 + header]
@@ -77,6 +78,25 @@ pub fn to_bytes(tensors: &[Tensor], extra: &[(&str, String)]) -> Vec<u8> {
         - 17;
     out[at..at + 16].copy_from_slice(sum.as_bytes());
     out
+}
+
+/// Rewrites a header with its metadata keys sorted. The crate writes them in `HashMap`
+/// order, which changes from run to run, so two runs with one seed wrote equal weights into
+/// files that differed byte for byte. The sorted header holds the same characters, so it
+/// has the same length and the tensor offsets stand.
+fn sort_metadata(header: &mut [u8]) {
+    let json = header.trim_ascii_end();
+    let sorted = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(json)
+        .and_then(|mut top| {
+            if let Some(meta) = top.get_mut("__metadata__") {
+                let keys: BTreeMap<String, String> = serde_json::from_value(meta.take())?;
+                *meta = serde_json::to_value(keys)?;
+            }
+            serde_json::to_vec(&top)
+        })
+        .expect("the crate writes a JSON header");
+    assert_eq!(sorted.len(), json.len(), "a sorted header keeps its length");
+    header[..sorted.len()].copy_from_slice(&sorted);
 }
 
 /// Writes the file atomically.
@@ -174,4 +194,32 @@ pub fn load_with_metadata(path: &Path) -> Result<Loaded, CheckpointError> {
         );
     }
     Ok((out, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_tensors_and_metadata_give_equal_bytes() {
+        let tensors = [Tensor {
+            name: "w".into(),
+            shape: vec![2, 2],
+            data: vec![1.0, -2.0, 0.5, 3.0],
+        }];
+        let extra: Vec<(&str, String)> = ["a", "m", "z", "b", "q", "k", "c"]
+            .iter()
+            .map(|k| (*k, format!("value of {k}")))
+            .collect();
+        let first = to_bytes(&tensors, &extra);
+        for _ in 0..20 {
+            assert_eq!(to_bytes(&tensors, &extra), first);
+        }
+        let file = SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(file.tensor("w").unwrap().shape(), [2, 2]);
+        let (_, meta) = SafeTensors::read_metadata(&first).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        assert_eq!(meta["q"], "value of q");
+        assert_eq!(meta.len(), 3 + extra.len());
+    }
 }
