@@ -323,32 +323,22 @@ fn csv_errors_name_file_row_and_column() {
             && err.contains("unknown category 'purple'"),
         "{err}"
     );
-    let missing = table::infer(
-        &good,
-        &cells,
-        &[0],
-        &TableOptions {
-            ignore: vec!["nope".into()],
-            ..Default::default()
-        },
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let options_err = |options: TableOptions| {
+        table::infer(&good, &cells, &[0], &options)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let missing = options_err(TableOptions {
+        ignore: vec!["nope".into()],
+        ..Default::default()
+    });
     assert!(missing.contains("no column 'nope'"), "{missing}");
-    let roles = table::infer(
-        &good,
-        &cells,
-        &[0],
-        &TableOptions {
-            ignore: vec!["colour".into()],
-            categorical: vec!["colour".into()],
-            ..Default::default()
-        },
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let roles = options_err(TableOptions {
+        ignore: vec!["colour".into()],
+        categorical: vec!["colour".into()],
+        ..Default::default()
+    });
     assert!(roles.contains("two roles"), "{roles}");
     let infer_err = |name: &str, text: &str| {
         let p = write(name, text);
