@@ -156,11 +156,11 @@ fn col2im_main(
     }
     let out = at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y;
     if (ACT_GRAD) {
-        dst[out] = v * act_grad_from_output(bias[out], ACT, p.slope);
+        dst[out] = v * act_grad_from_output(vec4<f32>(bias[out]), ACT, p.slope).x;
         return;
     }
     if (ADD_BIAS) { v += bias[pc.y]; }
-    dst[out] = act_forward(v, ACT, p.slope);
+    dst[out] = act_forward(vec4<f32>(v), ACT, p.slope).x;
 }
 
 @compute @workgroup_size(256)
@@ -186,9 +186,9 @@ fn col2im_vec4_main(
     let out = (at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y;
     if (ACT_GRAD) {
         let y = read_b(out);
-        dst4[out] = v * vec4<f32>(act_grad_from_output(y.x, ACT, p.slope), act_grad_from_output(y.y, ACT, p.slope), act_grad_from_output(y.z, ACT, p.slope), act_grad_from_output(y.w, ACT, p.slope));
+        dst4[out] = v * act_grad_from_output(y, ACT, p.slope);
         return;
     }
     if (ADD_BIAS) { v += read_b(pc.y); }
-    dst4[out] = vec4<f32>(act_forward(v.x, ACT, p.slope), act_forward(v.y, ACT, p.slope), act_forward(v.z, ACT, p.slope), act_forward(v.w, ACT, p.slope));
+    dst4[out] = act_forward(v, ACT, p.slope);
 }

@@ -36,7 +36,7 @@ fn act_forward_main(
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
     let idx = offset(i);
-    dst[idx] = act_forward(src[idx], ACT, p.slope);
+    dst[idx] = act_forward(vec4<f32>(src[idx]), ACT, p.slope).x;
 }
 
 // dst (the gradient wrt the output, in place) *= act'(.) evaluated from src = the output.
@@ -49,7 +49,7 @@ fn act_backward_main(
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
     let idx = offset(i);
-    dst[idx] *= act_grad_from_output(src[idx], ACT, p.slope);
+    dst[idx] *= act_grad_from_output(vec4<f32>(src[idx]), ACT, p.slope).x;
 }
 
 // The same four elements at a time, for matrices whose rows are unpadded and a multiple of
@@ -63,10 +63,5 @@ fn act_backward_vec4_main(
     let i = flat_index(wg, nwg, lid);
     if (i >= p.rows * p.cols / 4u) { return; }
     let y = src4[i];
-    dst4[i] *= vec4<f32>(
-        act_grad_from_output(y.x, ACT, p.slope),
-        act_grad_from_output(y.y, ACT, p.slope),
-        act_grad_from_output(y.z, ACT, p.slope),
-        act_grad_from_output(y.w, ACT, p.slope),
-    );
+    dst4[i] *= act_grad_from_output(y, ACT, p.slope);
 }

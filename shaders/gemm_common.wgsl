@@ -50,20 +50,9 @@ fn store4(row: u32, col: u32, v: vec4<f32>, b: vec4<f32>) {
     if (ACCUMULATE) { x += c[idx]; }
     var y = x;
     if (ACT_GRAD) {
-        let out = bias[idx];
-        y = x * vec4<f32>(
-            act_grad_from_output(out.x, ACT, p.slope),
-            act_grad_from_output(out.y, ACT, p.slope),
-            act_grad_from_output(out.z, ACT, p.slope),
-            act_grad_from_output(out.w, ACT, p.slope),
-        );
+        y = x * act_grad_from_output(bias[idx], ACT, p.slope);
     } else if (ACT != 0u) {
-        y = vec4<f32>(
-            act_forward(x.x, ACT, p.slope),
-            act_forward(x.y, ACT, p.slope),
-            act_forward(x.z, ACT, p.slope),
-            act_forward(x.w, ACT, p.slope),
-        );
+        y = act_forward(x, ACT, p.slope);
     }
     let live = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
     c[idx] = select(vec4<f32>(0.0), y, live);
