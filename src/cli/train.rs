@@ -103,7 +103,8 @@ pub struct TrainArgs {
     /// batch at a time (same batches, same run)
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_GPU_DATA_BYTES >> 20)]
     pub gpu_data_mib: u64,
-    /// Train N steps of one epoch, print samples/s, and stop (a throughput benchmark).
+    /// Train N steps of one epoch after a warm-up step (which compiles the kernels), print
+    /// samples/s over the N, and stop (a throughput benchmark)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bench_steps: Option<u64>,
 }
@@ -594,7 +595,8 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     };
     let metrics = train(&mut run, &train_images, &test_images)?;
     if let (Some(_), Some(m)) = (a.bench_steps, metrics.last()) {
-        let steps = m.step - start_step;
+        // The warm-up step (taken when the split has more than one batch) is not timed.
+        let steps = m.step - start_step - u64::from(train_images.count() > batch);
         super::report(
             &format!(
                 "bench: {steps} steps at batch {batch} on {}: {:.0} samples/s",
