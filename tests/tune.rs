@@ -6,8 +6,8 @@ mod common;
 
 use common::cli::{command, finish, tmp};
 
-/// `vae-gpu args` with the tuner on and its cache in `cache`.
-fn tuned(args: &[&str], cache: &std::path::Path) -> String {
+/// `vae-gpu args` with the tuner on and its cache in `cache`: (stdout, stderr).
+fn tuned(args: &[&str], cache: &std::path::Path) -> (String, String) {
     let out = finish(
         args,
         command(args)
@@ -17,7 +17,8 @@ fn tuned(args: &[&str], cache: &std::path::Path) -> String {
             .unwrap(),
     );
     assert!(out.status.success(), "vae-gpu {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&out.stdout), text(&out.stderr))
 }
 
 /// The GEMM rows of `tune`'s table: (shape, pick).
@@ -36,7 +37,14 @@ fn picks(table: &str) -> Vec<(String, String)> {
 #[test]
 fn tune_measures_caches_and_reuses() {
     let cache = tmp().join("tune-cache");
-    let first = picks(&tuned(&["tune", "--batch-size", "64"], &cache));
+    let (table, notes) = tuned(&["tune", "--batch-size", "64"], &cache);
+    // Measuring says so (once), since it takes seconds the user would otherwise wait blind.
+    assert_eq!(
+        notes.matches("timing kernel variants").count(),
+        1,
+        "{notes}"
+    );
+    let first = picks(&table);
     // The default MLP: 11 distinct products in its training and evaluation steps.
     assert_eq!(first.len(), 11, "{first:?}");
     let file = cache.join("kernels.json");
@@ -56,17 +64,16 @@ fn tune_measures_caches_and_reuses() {
             .unwrap();
         assert_eq!(best.0, pick, "{shape}: {micros:?}");
     }
-    // A second run reads the cache: the same picks, and info lists them.
-    assert_eq!(
-        picks(&tuned(&["tune", "--batch-size", "64"], &cache)),
-        first
-    );
-    let info = tuned(&["info"], &cache);
+    // A second run reads the cache: the same picks, nothing measured, and info lists them.
+    let (table, notes) = tuned(&["tune", "--batch-size", "64"], &cache);
+    assert_eq!(picks(&table), first);
+    assert!(!notes.contains("timing kernel variants"), "{notes}");
+    let (info, _) = tuned(&["info"], &cache);
     assert!(info.contains("measured choice(s) cached"), "{info}");
     // A corrupt cache is ignored, measured again and rewritten whole.
     std::fs::write(&file, b"{ not json").unwrap();
     assert_eq!(
-        picks(&tuned(&["tune", "--batch-size", "64"], &cache)).len(),
+        picks(&tuned(&["tune", "--batch-size", "64"], &cache).0).len(),
         11
     );
     let text = std::fs::read_to_string(&file).unwrap();

@@ -493,6 +493,7 @@ pub fn iwae_log_px(
 pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Gpu> {
     let gpu = Gpu::new(&device.options())?;
     say!("device: {}", gpu.describe());
+    gpu.on_first_measure(|note| say!("{note}"));
     Ok(gpu)
 }
 

@@ -107,6 +107,8 @@ pub struct Gpu {
     /// A driver that runs shaders on the CPU (lavapipe, llvmpipe, SwiftShader).
     cpu_driver: bool,
     tuner: Mutex<Tuner>,
+    /// Told once, when this process first times kernel variants (see `on_first_measure`).
+    measure_notice: Mutex<Option<fn(&str)>>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -264,6 +266,7 @@ impl Gpu {
             subgroup_gemm: supports_subgroup_gemm(&adapter),
             cpu_driver,
             tuner,
+            measure_notice: Mutex::new(None),
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -324,6 +327,13 @@ impl Gpu {
         })
     }
 
+    /// Calls `notice` with a one-line message the first time this process times kernel
+    /// variants: the CLI prints it, so that a first run which spends seconds measuring (and,
+    /// on CPU drivers, compiling) says why.
+    pub fn on_first_measure(&self, notice: fn(&str)) {
+        *self.measure_notice.lock().unwrap() = Some(notice);
+    }
+
     /// Which of `candidates` (variants of one kernel, the default first) runs for the problem
     /// `key`: the one function that decides. The first time a device meets a problem,
     /// `measure` times the candidates (µs each) and the fastest is cached (see `tune`);
@@ -347,6 +357,15 @@ impl Gpu {
         }
         if tuner.mode() == TuneMode::Off || candidates.len() == 1 {
             return Ok(candidates[0]);
+        }
+        if let Some(notice) = self.measure_notice.lock().unwrap().take() {
+            let kept = tuner
+                .cache_path()
+                .map_or("memory".to_string(), |p| p.display().to_string());
+            notice(&format!(
+                "timing kernel variants for shapes new to {} (once per device and shape; the fastest are kept in {kept})",
+                self.describe()
+            ));
         }
         let micros = measure(self)?;
         let pick = micros
