@@ -4,8 +4,9 @@
 // [B*H*W, C] one. A column matrix has one row per output position (b, oy, ox) of the
 // convolution and one column per (ky, kx, ch), channel fastest, so that both sides move
 // runs of channels: contiguous, and vec4 wide when C is a multiple of 4 (the *_vec4
-// entry points, which read the source through `read_a` and col2im's bias or activation
-// output through `read_b`: from the buffers, or from texture copies, reads_*.wgsl).
+// entry points). Every entry point reads the source through `read_a` (`read_a1` one float
+// at a time) and col2im's bias or activation output through `read_b` / `read_b1`: from the
+// buffers, or from texture copies, reads_*.wgsl.
 // Weights are stored to match ([Cout, K, K, Cin] and [Cin, K, K, Cout]); checkpoints
 // convert from and to PyTorch's [Cout, Cin, K, K] / [Cin, Cout, K, K].
 //   conv forward:      cols = im2col(x);  y = cols W^T          (W [Cout, C*K*K])
@@ -27,9 +28,7 @@ override KSIZE: u32 = 1u;
 override TAPS: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dst4: array<vec4<f32>>;
 
 // Position of the invocation handling channel group `g` (of `groups`) of one row or pixel:
@@ -70,7 +69,7 @@ fn im2col_main(
     for (var ky = 0; ky < i32(KSIZE); ky++) {
         for (var kx = 0; kx < i32(KSIZE); kx++) {
             let o = pixel_offset(u32(at.x), at.y + ky, at.z + kx);
-            dst[out] = select(0.0, src[u32(max(o, 0)) + rc.y], o >= 0);
+            dst[out] = select(0.0, read_a1(u32(max(o, 0)) + rc.y), o >= 0);
             out += p.c;
         }
     }
@@ -151,15 +150,15 @@ fn col2im_main(
     for (var jy = 0u; jy < TAPS; jy++) {
         for (var jx = 0u; jx < TAPS; jx++) {
             let tap = tap_at(at.x, t, jy, jx);
-            v += select(0.0, src[tap.row * p.ld_cols + tap.tap * p.c + pc.y], tap.ok);
+            v += select(0.0, read_a1(tap.row * p.ld_cols + tap.tap * p.c + pc.y), tap.ok);
         }
     }
     let out = at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y;
     if (ACT_GRAD) {
-        dst[out] = v * act_grad_from_output(vec4<f32>(bias[out]), ACT, p.slope).x;
+        dst[out] = v * act_grad_from_output(vec4<f32>(read_b1(out)), ACT, p.slope).x;
         return;
     }
-    if (ADD_BIAS) { v += bias[pc.y]; }
+    if (ADD_BIAS) { v += read_b1(pc.y); }
     dst[out] = act_forward(vec4<f32>(v), ACT, p.slope).x;
 }
 

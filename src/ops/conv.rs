@@ -186,9 +186,7 @@ fn launch(
         Move::Im2col => image,
         Move::Col2im(_) => cols,
     };
-    let (ld_b, ld_p) = image_strides(image, g)?;
-    let vec4 = [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4));
-    if !vec4 || !TextureOperand::fits(gpu, source.rows * source.ld) {
+    if !TextureOperand::fits(gpu, source.rows * source.ld) {
         return launch_with(gpu, g, image, cols, mv, Reads::Buffers);
     }
     let kind = match mv {
@@ -269,14 +267,14 @@ fn launch_with(
     };
     // col2im's bias, or the activation output whose derivative it multiplies by.
     let side = bias.or(grad_of);
-    // The vec4 kernels read the source and the side matrix through reads_*.wgsl
-    // (bindings 16 and 17, or 18 and 19 for textures); the scalar ones bind them at 1 and 3.
-    let textured = reads == Reads::Textures && vec4;
+    // The kernels read the source and the side matrix through reads_*.wgsl: bindings 16
+    // and 17 (vec4 kernels) or 20 and 21 (scalar ones) for buffers, 18 and 19 for textures.
+    let textured = reads == Reads::Textures;
     let texture = |m: &Matrix| TextureOperand::new(gpu, m, "conv input");
     let src_tex = textured.then(|| texture(source)).transpose()?;
     let side_tex = side.filter(|_| textured).map(texture).transpose()?;
     let [src_at, side_at] = match (textured, vec4) {
-        (false, false) => [1, 3],
+        (false, false) => [20, 21],
         (false, true) => [16, 17],
         (true, _) => [18, 19],
     };
