@@ -18,7 +18,9 @@ struct GemmParams {
     ldc: u32,
     // LeakyReLU's slope (the activation itself is the ACT constant)
     slope: f32,
-    _pad0: u32,
+    // K summed by each workgroup along z: K itself, or a slice of it for a split-K partial
+    // product (SubgroupTex only; see c_offset)
+    kchunk: u32,
 }
 
 override TRANS_A: bool = false;
@@ -41,11 +43,16 @@ fn bias4(col: u32) -> vec4<f32> {
     return bias[min(col, p.n - 1u) >> 2u];
 }
 
+// Where this workgroup's C starts, in vec4s: zero, except in a split-K partial product,
+// whose workgroup z writes its own copy of C below the z before it (C is [splits * M, N];
+// plain products only, so the epilogue never reads C or Y there).
+var<private> c_offset: u32 = 0u;
+
 // Writes outputs (row, col..col+3), col a multiple of 4, as one vec4; `b` is bias4(col).
 // Columns past N are row padding: they get zero, which keeps the padding invariant.
 fn store4(row: u32, col: u32, v: vec4<f32>, b: vec4<f32>) {
     if (row >= p.m || col >= p.n) { return; }
-    let idx = (row * p.ldc + col) >> 2u;
+    let idx = ((row * p.ldc + col) >> 2u) + c_offset;
     var x = v + b;
     if (ACCUMULATE) { x += c[idx]; }
     var y = x;

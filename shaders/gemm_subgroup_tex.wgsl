@@ -115,8 +115,12 @@ fn main(
     let m0 = wg.y * 32u;
     let n0 = wg.x * select(32u, 64u, WIDE) + lane * 4u;
     let kmax = p.k - 1u;
+    // Split-K: workgroup z sums its slice of K (a multiple of 4 long) into its own C.
+    let k_begin = wg.z * p.kchunk;
+    let k_end = min(p.k, k_begin + p.kchunk);
+    c_offset = wg.z * p.m * (p.ldc >> 2u);
     var acc: Acc;
-    for (var k0 = 0u; k0 < p.k; k0 += 4u) {
+    for (var k0 = k_begin; k0 < k_end; k0 += 4u) {
         let lo = b_block(n0, k0);
         var hi: BBlock;
         if (WIDE) { hi = b_block(n0 + 32u, k0); }

@@ -11,7 +11,7 @@ use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::adam::{adam_with, AdamConfig};
 use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad_with};
 use vae_gpu::ops::gather::{gather, GpuImages};
-use vae_gpu::ops::gemm::{gemm_with, GemmSpec};
+use vae_gpu::ops::gemm::{gemm_split_k_with, gemm_with, GemmSpec};
 use vae_gpu::ops::loss::{loss_with, Likelihood, LossBuffers, LossSettings};
 use vae_gpu::ops::sample::{sample_backward, sample_forward, sample_prior, Noise};
 use vae_gpu::ops::Activation;
@@ -100,6 +100,58 @@ fn gemm_matches_cpu() {
                 assert_close(
                     &format!("{path:?} case {case} [{m}x{n}x{k}] {spec:?} bias {with_bias}"),
                     &got,
+                    &want,
+                    |i| 1e-5 * scale[i] + 1e-5,
+                );
+            }
+        }
+    });
+}
+
+/// Split-K (long K, one or two output tiles: weight gradients): the partial products and
+/// their sum match the CPU within the GEMM tolerance, and the split happens (three launches)
+/// on the kernels that have it, for every transpose combination and a K that is not a
+/// multiple of 4 or of the slice.
+#[test]
+fn split_k_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(13);
+        for path in gpu.gemm_paths() {
+            for (case, (m, n, k)) in [(32, 16, 5003), (20, 7, 4100), (33, 20, 9000), (5, 64, 2048)]
+                .into_iter()
+                .enumerate()
+            {
+                let spec = GemmSpec {
+                    trans_a: case % 2 == 0,
+                    trans_b: case / 2 == 1,
+                    ..Default::default()
+                };
+                let (ar, ac) = if spec.trans_a { (k, m) } else { (m, k) };
+                let (br, bc) = if spec.trans_b { (n, k) } else { (k, n) };
+                let (a32, a) = rng.vec(ar * ac, -1.0, 1.0);
+                let (b32, b) = rng.vec(br * bc, -1.0, 1.0);
+                let (ga, gb) = (upload(gpu, ar, ac, &a32), upload(gpu, br, bc, &b32));
+                // C starts as garbage: the sum overwrites it.
+                let gc = upload(gpu, m, n, &vec![7.0; m * n]);
+                let launches = gemm_split_k_with(gpu, path, &ga, &gb, &gc, spec).unwrap();
+                let splits = matches!(
+                    path,
+                    vae_gpu::gpu::GemmPath::SubgroupTex | vae_gpu::gpu::GemmPath::SubgroupTexNarrow
+                );
+                assert_eq!(
+                    launches.len(),
+                    if splits { 3 } else { 1 },
+                    "{path:?} case {case}"
+                );
+                gpu.run(&launches.iter().collect::<Vec<_>>()).unwrap();
+                let mut want = vec![0.0; m * n];
+                cpu::gemm::gemm(&a, &b, &mut want, None, m, n, k, &spec);
+                let mut scale = vec![0.0; m * n];
+                let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                cpu::gemm::gemm(&abs(&a), &abs(&b), &mut scale, None, m, n, k, &spec);
+                assert_close(
+                    &format!("{path:?} split-K case {case} [{m}x{n}x{k}] {spec:?}"),
+                    &gc.read(gpu).unwrap(),
                     &want,
                     |i| 1e-5 * scale[i] + 1e-5,
                 );

@@ -31,7 +31,8 @@ struct GemmParams {
     ldb: u32,
     ldc: u32,
     slope: f32,
-    pad: u32,
+    /// K per workgroup along z (shaders/gemm_common.wgsl): K, or a split-K slice.
+    kchunk: u32,
 }
 
 /// (M, N, K) of op(A) op(B), checked against C and the side matrix (bias or Y).
@@ -144,7 +145,93 @@ pub fn gemm_with(
             implicit: None,
         },
         spec,
+        1,
     )
+}
+
+/// Workgroups below which a long plain product splits its K (see `gemm_split_k`): enough
+/// to keep a 2-core CPU driver's cores busy.
+const SPLIT_K_TILES: usize = 4;
+
+/// C = op(A) op(B), no epilogue, as launches: one GEMM, or where the product has fewer
+/// than SPLIT_K_TILES output tiles and K is long, a GEMM whose workgroups each sum a slice
+/// of K into their own copy of C (SubgroupTex kernels), then the copies' sum (the bias
+/// gradient's column sums over the copies laid end to end). A 32x16 weight gradient over a
+/// K of 25088 otherwise runs on one core while the other idles.
+pub fn gemm_split_k(
+    gpu: &Gpu,
+    a: &Matrix,
+    b: &Matrix,
+    c: &Matrix,
+    spec: GemmSpec,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (m, n, k) = dims(a, b, c, None, &spec)?;
+    let shape = crate::gpu::tune::GemmShape {
+        m,
+        n,
+        k,
+        trans_a: spec.trans_a,
+        trans_b: spec.trans_b,
+    };
+    gemm_split_k_with(gpu, gpu.gemm_kernel(shape)?, a, b, c, spec)
+}
+
+/// `gemm_split_k` on a chosen kernel (tests run the split on every kernel that has it).
+pub fn gemm_split_k_with(
+    gpu: &Gpu,
+    path: GemmPath,
+    a: &Matrix,
+    b: &Matrix,
+    c: &Matrix,
+    spec: GemmSpec,
+) -> Result<Vec<Dispatch>, GpuError> {
+    if spec.accumulate || spec.act_grad || spec.act != Activation::Identity {
+        return Err(shape_err(
+            "gemm_split_k",
+            "plain products only (no activation, accumulation or derivative)".into(),
+        ));
+    }
+    let (m, n, k) = dims(a, b, c, None, &spec)?;
+    let (_, tile_m, tile_n) = tiles(path);
+    let tiles = m.div_ceil(tile_m) * n.div_ceil(tile_n);
+    let splits = (SPLIT_K_TILES / tiles).min(k / 1024);
+    let splittable = matches!(path, GemmPath::SubgroupTex | GemmPath::SubgroupTexNarrow)
+        && c.ld == crate::gpu::round_up4(n);
+    if splits < 2 || !splittable {
+        return Ok(vec![gemm_with(gpu, path, a, b, c, None, spec)?]);
+    }
+    let copies = Matrix::zeros(gpu, splits * m, n, "split-K partial products")?;
+    let product = build(
+        gpu,
+        path,
+        [m, n, k],
+        Operands {
+            a,
+            b,
+            c: &copies,
+            side: None,
+            implicit: None,
+        },
+        spec,
+        splits,
+    )?;
+    // The copies as [splits, M * ld] rows, C as one such row.
+    let row = m * c.ld;
+    let stacked = Matrix {
+        rows: splits,
+        cols: row,
+        ld: row,
+        ..copies.clone()
+    };
+    let sum = Matrix {
+        rows: 1,
+        cols: row,
+        ld: row,
+        ..c.clone()
+    };
+    let mut out = vec![product];
+    out.extend(super::elementwise::bias_grad(gpu, &stacked, &sum)?);
+    Ok(out)
 }
 
 /// The matrices of a launch; `implicit` holds the convolution uniform when A is an image
@@ -158,12 +245,27 @@ struct Operands<'a> {
     implicit: Option<wgpu::Buffer>,
 }
 
+/// A kernel's shader and output tile (rows, columns) per workgroup.
+fn tiles(path: GemmPath) -> (Shader, usize, usize) {
+    match path {
+        GemmPath::Tiled => (Shader::Gemm, 64, 64),
+        GemmPath::Subgroup => (Shader::GemmSubgroup, 32, 32),
+        GemmPath::Register => (Shader::GemmRegister, 64, 64),
+        GemmPath::SubgroupTex => (Shader::GemmSubgroupTex, 32, 64),
+        GemmPath::SubgroupTexNarrow => (Shader::GemmSubgroupTex, 32, 32),
+        GemmPath::RegisterTex => (Shader::GemmRegisterTex, 64, 64),
+    }
+}
+
+/// The launch; with `splits` > 1 (SubgroupTex kernels, plain products) workgroup z sums
+/// the z-th slice of K into rows z M.. of C.
 fn build(
     gpu: &Gpu,
     path: GemmPath,
     [m, n, k]: [usize; 3],
     ops: Operands<'_>,
     spec: GemmSpec,
+    splits: usize,
 ) -> Result<Dispatch, GpuError> {
     let (act, slope) = spec.act.code();
     let params = GemmParams {
@@ -174,17 +276,9 @@ fn build(
         ldb: ops.b.ld as u32,
         ldc: ops.c.ld as u32,
         slope,
-        pad: 0,
+        kchunk: k.div_ceil(splits).next_multiple_of(4) as u32,
     };
-    // (shader, output tile rows, tile columns)
-    let (shader, tile_m, tile_n) = match path {
-        GemmPath::Tiled => (Shader::Gemm, 64, 64),
-        GemmPath::Subgroup => (Shader::GemmSubgroup, 32, 32),
-        GemmPath::Register => (Shader::GemmRegister, 64, 64),
-        GemmPath::SubgroupTex => (Shader::GemmSubgroupTex, 32, 64),
-        GemmPath::SubgroupTexNarrow => (Shader::GemmSubgroupTex, 32, 32),
-        GemmPath::RegisterTex => (Shader::GemmRegisterTex, 64, 64),
-    };
+    let (shader, tile_m, tile_n) = tiles(path);
     let mut constants = vec![
         ("TRANS_A", u32::from(spec.trans_a)),
         ("TRANS_B", u32::from(spec.trans_b)),
@@ -201,7 +295,11 @@ fn build(
         _ => {}
     }
     let pipeline = gpu.pipeline(shader, "main", &constants)?;
-    let groups = [n.div_ceil(tile_n) as u64, m.div_ceil(tile_m) as u64];
+    let groups = [
+        n.div_ceil(tile_n) as u64,
+        m.div_ceil(tile_m) as u64,
+        splits as u64,
+    ];
     let max = u64::from(gpu.limits.max_compute_workgroups_per_dimension);
     if groups.iter().any(|&g| g > max) {
         return Err(GpuError::Limit(format!(
@@ -236,13 +334,18 @@ fn build(
         ));
     }
     let label = format!(
-        "gemm {m}x{n}x{k}{}{}{} {path:?}",
+        "gemm {m}x{n}x{k}{}{}{}{} {path:?}",
         if spec.trans_a { " A^T" } else { "" },
         if spec.trans_b { " B^T" } else { "" },
         if ops.implicit.is_some() {
             " implicit conv"
         } else {
             ""
+        },
+        if splits > 1 {
+            format!(" split-K {splits}")
+        } else {
+            String::new()
         }
     );
     let mut dispatch = gpu.dispatch(
@@ -250,7 +353,7 @@ fn build(
         pipeline,
         gpu.uniform("gemm params", &params),
         &bindings,
-        [groups[0] as u32, groups[1] as u32, 1],
+        groups.map(|g| g as u32),
     );
     drop(bindings);
     dispatch.textures = textures;
@@ -295,6 +398,7 @@ pub(crate) fn gemm_implicit_conv(
             implicit: Some(conv),
         },
         spec,
+        1,
     )
 }
 
@@ -343,11 +447,12 @@ pub fn gemm_backward(
         });
     }
     if let Some(db) = db {
-        // d op(B) = op(A)^T dC; stored transposed, dB = dC^T op(A).
-        out.push(if spec.trans_b {
-            gemm(gpu, dc, a, db, None, plain(true, spec.trans_a))?
+        // d op(B) = op(A)^T dC; stored transposed, dB = dC^T op(A). A weight gradient
+        // sums over the batch (or every pixel of it): long K, few output tiles.
+        out.extend(if spec.trans_b {
+            gemm_split_k(gpu, dc, a, db, plain(true, spec.trans_a))?
         } else {
-            gemm(gpu, a, dc, db, None, plain(!spec.trans_a, false))?
+            gemm_split_k(gpu, a, dc, db, plain(!spec.trans_a, false))?
         });
     }
     Ok(out)
