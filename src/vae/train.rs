@@ -400,7 +400,13 @@ fn train_with<'s>(
         )
     };
     let mut trainer = program(&feed.batches(), Some(t.adam))?;
-    let mut tester = program(&test_split.batches(), None)?;
+    // A benchmark (max_steps) measures training speed alone: no pass over the test split.
+    let bench = run.max_steps.is_some();
+    let mut tester = if bench {
+        None
+    } else {
+        Some(program(&test_split.batches(), None)?)
+    };
     let mut guard = Guard::new(t.max_loss_ratio, run.state.init_loss, &run.history);
     let diverged = |why: String, epoch: usize, step: u64| {
         Diverged(format!(
@@ -410,8 +416,6 @@ fn train_with<'s>(
         ))
     };
     let n = train_set.count();
-    // A benchmark (max_steps) measures training speed alone: no pass over the test split.
-    let bench = run.max_steps.is_some();
     let mut new_metrics = Vec::new();
     while run.state.epoch < t.epochs {
         let epoch = run.state.epoch;
@@ -479,16 +483,16 @@ fn train_with<'s>(
         guard
             .check(false, train_loss.total)
             .map_err(|why| diverged(why, epoch, run.state.step))?;
-        let (test_loss, kl_per_dim, active_units) = if bench {
-            (Losses::default(), Vec::new(), None)
-        } else {
+        let (test_loss, kl_per_dim, active_units) = if let Some(tester) = tester.as_mut() {
             let test_settings = settings(c, t, beta, test_split.count);
-            let test_loss = evaluate(gpu, &mut tester, test_split.count, &test_settings, |i| i)?;
+            let test_loss = evaluate(gpu, tester, test_split.count, &test_settings, |i| i)?;
             guard
                 .check(true, test_loss.total)
                 .map_err(|why| diverged(why, epoch, run.state.step))?;
             let (kl_per_dim, active_units) = posterior_use(gpu, &run.params, c, test_images)?;
             (test_loss, kl_per_dim, Some(active_units))
+        } else {
+            (Losses::default(), Vec::new(), None)
         };
         run.state.epoch += 1;
         run.state.init_loss = guard.init;
