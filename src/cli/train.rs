@@ -595,8 +595,8 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     };
     let metrics = train(&mut run, &train_images, &test_images)?;
     if let (Some(_), Some(m)) = (a.bench_steps, metrics.last()) {
-        // The warm-up step (taken when the split has more than one batch) is not timed.
-        let steps = m.step - start_step - u64::from(train_images.count() > batch);
+        let warmup = crate::vae::train::bench_warms_up(train_images.count(), batch);
+        let steps = m.step - start_step - u64::from(warmup);
         super::report(
             &format!(
                 "bench: {steps} steps at batch {batch} on {}: {:.0} samples/s",

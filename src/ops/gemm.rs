@@ -111,15 +111,26 @@ pub fn gemm(
     side: Option<&Matrix>,
     spec: GemmSpec,
 ) -> Result<Dispatch, GpuError> {
-    let (m, n, k) = dims(a, b, c, side, &spec)?;
-    let shape = crate::gpu::tune::GemmShape {
+    gemm_with(gpu, kernel(gpu, a, b, c, side, &spec)?, a, b, c, side, spec)
+}
+
+/// The kernel the device picks (measured once per shape) for this product.
+fn kernel(
+    gpu: &Gpu,
+    a: &Matrix,
+    b: &Matrix,
+    c: &Matrix,
+    side: Option<&Matrix>,
+    spec: &GemmSpec,
+) -> Result<GemmPath, GpuError> {
+    let (m, n, k) = dims(a, b, c, side, spec)?;
+    gpu.gemm_kernel(crate::gpu::tune::GemmShape {
         m,
         n,
         k,
         trans_a: spec.trans_a,
         trans_b: spec.trans_b,
-    };
-    gemm_with(gpu, gpu.gemm_kernel(shape)?, a, b, c, side, spec)
+    })
 }
 
 /// Builds the launch on a chosen kernel (tests and benches compare both).
@@ -165,15 +176,7 @@ pub fn gemm_split_k(
     c: &Matrix,
     spec: GemmSpec,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let (m, n, k) = dims(a, b, c, None, &spec)?;
-    let shape = crate::gpu::tune::GemmShape {
-        m,
-        n,
-        k,
-        trans_a: spec.trans_a,
-        trans_b: spec.trans_b,
-    };
-    gemm_split_k_with(gpu, gpu.gemm_kernel(shape)?, a, b, c, spec)
+    gemm_split_k_with(gpu, kernel(gpu, a, b, c, None, &spec)?, a, b, c, spec)
 }
 
 /// `gemm_split_k` on a chosen kernel (tests run the split on every kernel that has it).

@@ -355,6 +355,12 @@ pub struct Run<'a> {
     pub observer: &'a mut dyn FnMut(TrainEvent<'_>),
 }
 
+/// Whether a benchmark over `images` at batch `rows` takes an untimed warm-up step first:
+/// when there is more than one batch to time after it.
+pub fn bench_warms_up(images: usize, rows: usize) -> bool {
+    images > rows
+}
+
 /// Trains from `run.state` to `run.train.epochs`, publishing a checkpoint each epoch.
 pub fn train(
     run: &mut Run<'_>,
@@ -453,7 +459,7 @@ fn train_with<'s>(
             // A benchmark times the steps after the first, which compiles the kernels (or
             // loads them from the driver's cache): steady speed, as PyTorch benchmarks
             // time the steps after a warm-up.
-            if bench && i == 0 && n > rows {
+            if bench && i == 0 && bench_warms_up(n, rows) {
                 gpu.wait()?;
                 started = Instant::now();
                 done = 0;
