@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::shaders::Shader;
 use super::tune::{self, GemmShape, Measured, TuneMode, Tuner};
 use super::GpuError;
+use crate::ops::gemm::GemmSpec;
 
 /// Which wgpu back end to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -300,10 +301,16 @@ impl Gpu {
     }
 
     /// The GEMM kernel for `shape` on this device: the one function that decides. The
-    /// first time a device meets a shape, every kernel it runs is timed on it and the
-    /// fastest is cached (see `tune`); with `VAE_GPU_TUNE=off`, unmeasured shapes get the
+    /// first time a device meets a shape, every kernel it runs is timed on it, with the
+    /// epilogue of this first caller (`spec`, a bias when `bias`), and the fastest is cached
+    /// for the shape (see `tune`); with `VAE_GPU_TUNE=off`, unmeasured shapes get the
     /// default kernel.
-    pub fn gemm_kernel(&self, shape: GemmShape) -> Result<GemmPath, GpuError> {
+    pub fn gemm_kernel(
+        &self,
+        shape: GemmShape,
+        spec: GemmSpec,
+        bias: bool,
+    ) -> Result<GemmPath, GpuError> {
         let candidates: Vec<GemmPath> = self
             .gemm_paths()
             .into_iter()
@@ -323,7 +330,7 @@ impl Gpu {
             })
             .collect();
         self.choose(&shape.to_string(), &candidates, |gpu| {
-            tune::measure_gemm(gpu, &shape, &candidates)
+            tune::measure_gemm(gpu, &shape, spec, bias, &candidates)
         })
     }
 
@@ -453,6 +460,8 @@ impl Gpu {
                 shader.file()
             )));
         }
+        // Each new pipeline costs a compile (about a second of LLVM on CPU drivers).
+        log::debug!("new pipeline: {} `{entry}` {constants:?}", shader.file());
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
     }

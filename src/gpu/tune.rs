@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{GemmPath, Gpu, GpuError, Matrix};
+use crate::ops::gemm::GemmSpec;
 
 /// A GEMM problem as the tuner keys it (the product alone; epilogues cost the same on
 /// every kernel).
@@ -288,11 +289,16 @@ fn time_interleaved(gpu: &Gpu, candidates: &[Vec<super::Dispatch>]) -> Result<Ve
         .collect())
 }
 
-/// Times each GEMM kernel on `shape` with random operands. Candidates whose output differs
-/// from the first candidate's are dropped with a warning.
+/// Times each GEMM kernel on `shape` with random operands and the caller's epilogue
+/// (`spec`'s activation or derivative, a bias when `bias`): the pipeline the winner compiles
+/// here is the one the caller then runs, which on CPU drivers saves a second LLVM compile of
+/// about a second. Candidates whose output differs from the first candidate's are dropped
+/// with a warning.
 pub fn measure_gemm(
     gpu: &Gpu,
     shape: &GemmShape,
+    spec: GemmSpec,
+    bias: bool,
     candidates: &[GemmPath],
 ) -> Result<Vec<(GemmPath, f64)>, GpuError> {
     let (a_rows, a_cols) = if shape.trans_a {
@@ -317,16 +323,24 @@ pub fn measure_gemm(
     let a = random(a_rows, a_cols, "tune a")?;
     let b = random(b_rows, b_cols, "tune b")?;
     let c = Matrix::zeros(gpu, shape.m, shape.n, "tune c")?;
-    let spec = crate::ops::gemm::GemmSpec {
+    // The derivative's Y is shaped like C, a bias is one row.
+    let side = match (spec.act_grad, bias) {
+        (true, _) => Some(random(shape.m, shape.n, "tune y")?),
+        (false, true) => Some(random(1, shape.n, "tune bias")?),
+        (false, false) => None,
+    };
+    // Accumulating would add each candidate's check run onto the last one's output.
+    let spec = GemmSpec {
         trans_a: shape.trans_a,
         trans_b: shape.trans_b,
-        ..Default::default()
+        accumulate: false,
+        ..spec
     };
     let mut reference: Option<Vec<f32>> = None;
     let mut agreeing = Vec::new();
     let mut launches = Vec::new();
     for &path in candidates {
-        let launch = crate::ops::gemm::gemm_with(gpu, path, &a, &b, &c, None, spec)?;
+        let launch = crate::ops::gemm::gemm_with(gpu, path, &a, &b, &c, side.as_ref(), spec)?;
         // The first run compiles the pipeline; it is checked, not timed.
         gpu.run(&[&launch])?;
         let result = c.read(gpu)?;

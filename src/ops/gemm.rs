@@ -124,13 +124,14 @@ fn kernel(
     spec: &GemmSpec,
 ) -> Result<GemmPath, GpuError> {
     let (m, n, k) = dims(a, b, c, side, spec)?;
-    gpu.gemm_kernel(crate::gpu::tune::GemmShape {
+    let shape = crate::gpu::tune::GemmShape {
         m,
         n,
         k,
         trans_a: spec.trans_a,
         trans_b: spec.trans_b,
-    })
+    };
+    gpu.gemm_kernel(shape, *spec, side.is_some() && !spec.act_grad)
 }
 
 /// Builds the launch on a chosen kernel (tests and benches compare both).
