@@ -302,14 +302,14 @@ impl Gpu {
 
     /// The GEMM kernel for `shape` on this device: the one function that decides. The
     /// first time a device meets a shape, every kernel it runs is timed on it, with the
-    /// epilogue of this first caller (`spec`, a bias when `bias`), and the fastest is cached
-    /// for the shape (see `tune`); with `VAE_GPU_TUNE=off`, unmeasured shapes get the
-    /// default kernel.
+    /// epilogue of this first caller (`spec`, and its side matrix when `side`: the bias, or
+    /// Y with `act_grad`), and the fastest is cached for the shape (see `tune`); with
+    /// `VAE_GPU_TUNE=off`, unmeasured shapes get the default kernel.
     pub fn gemm_kernel(
         &self,
         shape: GemmShape,
         spec: GemmSpec,
-        bias: bool,
+        side: bool,
     ) -> Result<GemmPath, GpuError> {
         let candidates: Vec<GemmPath> = self
             .gemm_paths()
@@ -330,7 +330,7 @@ impl Gpu {
             })
             .collect();
         self.choose(&shape.to_string(), &candidates, |gpu| {
-            tune::measure_gemm(gpu, &shape, spec, bias, &candidates)
+            tune::measure_gemm(gpu, &shape, spec, side, &candidates)
         })
     }
 

@@ -46,9 +46,8 @@ pub struct TextureOperand {
 /// where the count is one). llvmpipe and lavapipe compile a kernel once per combination of
 /// "is this bound texture's width / height a power of two" (`pot_width`, `pot_height` in
 /// their texture variant key), about a second of LLVM each. Heights that followed the
-/// matrices' sizes made one GEMM pipeline several compiles: `vae-gpu tune` on the MLP took
-/// 17.5-20 s with Mesa's shader cache empty and ~7 s with it full, against 8.8 and 1.8 s
-/// with every height odd in this sense (the width, 1024, always is a power of two).
+/// matrices' sizes made one GEMM pipeline up to four compiles in every process (README,
+/// Speed, has the start-up times before and after). The width, 1024, always is one.
 fn texture_rows(floats: usize) -> usize {
     let rows = (floats / 4).div_ceil(TEX_WIDTH as usize).max(3);
     if rows.is_power_of_two() {

@@ -290,15 +290,15 @@ fn time_interleaved(gpu: &Gpu, candidates: &[Vec<super::Dispatch>]) -> Result<Ve
 }
 
 /// Times each GEMM kernel on `shape` with random operands and the caller's epilogue
-/// (`spec`'s activation or derivative, a bias when `bias`): the pipeline the winner compiles
-/// here is the one the caller then runs, which on CPU drivers saves a second LLVM compile of
-/// about a second. Candidates whose output differs from the first candidate's are dropped
-/// with a warning.
+/// (`spec`; a random side matrix when `side`: Y with `act_grad`, else a bias): the pipeline
+/// the winner compiles here is the one the caller then runs, which on CPU drivers saves a
+/// second LLVM compile of about a second. Candidates whose output differs from the first
+/// candidate's are dropped with a warning.
 pub fn measure_gemm(
     gpu: &Gpu,
     shape: &GemmShape,
     spec: GemmSpec,
-    bias: bool,
+    side: bool,
     candidates: &[GemmPath],
 ) -> Result<Vec<(GemmPath, f64)>, GpuError> {
     let (a_rows, a_cols) = if shape.trans_a {
@@ -324,10 +324,10 @@ pub fn measure_gemm(
     let b = random(b_rows, b_cols, "tune b")?;
     let c = Matrix::zeros(gpu, shape.m, shape.n, "tune c")?;
     // The derivative's Y is shaped like C, a bias is one row.
-    let side = match (spec.act_grad, bias) {
-        (true, _) => Some(random(shape.m, shape.n, "tune y")?),
-        (false, true) => Some(random(1, shape.n, "tune bias")?),
-        (false, false) => None,
+    let side = match (side, spec.act_grad) {
+        (false, _) => None,
+        (true, true) => Some(random(shape.m, shape.n, "tune y")?),
+        (true, false) => Some(random(1, shape.n, "tune bias")?),
     };
     // Accumulating would add each candidate's check run onto the last one's output.
     let spec = GemmSpec {

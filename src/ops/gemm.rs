@@ -131,7 +131,7 @@ fn kernel(
         trans_a: spec.trans_a,
         trans_b: spec.trans_b,
     };
-    gpu.gemm_kernel(shape, *spec, side.is_some() && !spec.act_grad)
+    gpu.gemm_kernel(shape, *spec, side.is_some())
 }
 
 /// Builds the launch on a chosen kernel (tests and benches compare both).
