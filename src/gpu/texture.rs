@@ -42,12 +42,13 @@ pub struct TextureOperand {
     texels: u32,
 }
 
-/// Texture rows for `floats` stored floats, never a power of two (at least 3, one more
-/// where the count is one). llvmpipe and lavapipe compile a kernel once per combination of
-/// "is this bound texture's width / height a power of two" (`pot_width`, `pot_height` in
-/// their texture variant key), about a second of LLVM each. Heights that followed the
-/// matrices' sizes made one GEMM pipeline up to four compiles in every process (README,
-/// Speed, has the start-up times before and after). The width, 1024, always is one.
+/// Texture rows for `floats` stored floats, never a power of two: at least 3, and one
+/// more where the rows needed are a power of two. llvmpipe and lavapipe compile a kernel
+/// once per combination of "is this bound texture's width / height a power of two"
+/// (`pot_width`, `pot_height` in their texture variant key), about a second of LLVM each.
+/// Heights that followed the matrices' sizes made one GEMM pipeline up to four compiles in
+/// every process (README, Speed, has the start-up times before and after). The width,
+/// 1024, always is a power of two, so every texture falls in the same combination.
 fn texture_rows(floats: usize) -> usize {
     let rows = (floats / 4).div_ceil(TEX_WIDTH as usize).max(3);
     if rows.is_power_of_two() {
