@@ -70,6 +70,39 @@ fn tune_measures_caches_and_reuses() {
     assert!(!notes.contains("timing kernel variants"), "{notes}");
     let (info, _) = tuned(&["info"], &cache);
     assert!(info.contains("measured choice(s) cached"), "{info}");
+    // The next save drops this device's tables from other kernel sources (another build)
+    // and keeps other devices'.
+    let ours = devices.keys().next().unwrap().clone();
+    let stale = ours
+        .split(" | ")
+        .map(|part| {
+            if part.starts_with("kernels ") {
+                "kernels 0123456789abcdef"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+    assert_ne!(stale, ours);
+    let mut edited = json.clone();
+    let entries = edited["devices"].as_object_mut().unwrap();
+    entries.insert(stale.clone(), serde_json::json!({}));
+    entries.insert(
+        "another GPU | driver | Vulkan".into(),
+        serde_json::json!({}),
+    );
+    std::fs::write(&file, serde_json::to_vec(&edited).unwrap()).unwrap();
+    tuned(&["tune", "--batch-size", "32"], &cache);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let kept: Vec<&String> = saved["devices"].as_object().unwrap().keys().collect();
+    assert!(kept.contains(&&ours), "{kept:?}");
+    assert!(
+        kept.contains(&&"another GPU | driver | Vulkan".to_string()),
+        "{kept:?}"
+    );
+    assert!(!kept.contains(&&stale), "{kept:?}");
     // A corrupt cache is ignored, measured again and rewritten whole.
     std::fs::write(&file, b"{ not json").unwrap();
     assert_eq!(

@@ -219,6 +219,11 @@ impl Tuner {
         let Some(path) = &self.path else { return };
         let mut file = Self::read(path).unwrap_or_default();
         file.format = FORMAT;
+        // This device's tables from other kernel sources (an older or newer vae-gpu) are
+        // never read again: drop them, so that the file does not grow with every upgrade.
+        let device = without_kernels(&self.identity);
+        file.devices
+            .retain(|id, _| *id == self.identity || without_kernels(id) != device);
         file.devices
             .entry(self.identity.clone())
             .or_default()
@@ -231,6 +236,15 @@ impl Tuner {
             log::warn!("{}: cannot save the kernel cache: {e}", path.display());
         }
     }
+}
+
+/// A device identity without its kernel-sources hash: the same device under any build.
+fn without_kernels(identity: &str) -> String {
+    identity
+        .split(" | ")
+        .filter(|part| !part.starts_with("kernels "))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Each candidate with the median microseconds per run of the launches `build` makes for
