@@ -531,6 +531,25 @@ fn outputs_and_stdout_failures() {
     let o = common::cli::run(&["--json", "completions", "bash"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty(), "no script under --json");
+    // A reader that goes away (`| head -1`) ends a run with an error, never a false success.
+    let piped = tmp().join("piped").display().to_string();
+    let mut args = vec![
+        "--json", "train", "--data", &d, "--epochs", "4", "--out", &piped,
+    ];
+    args.extend(TINY);
+    let mut child = common::cli::command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let reader = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut first).unwrap();
+    assert!(first.contains("\"epoch\""), "{first}");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("broken pipe"), "{err}");
     let fifo = tmp().join("names.fifo");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)

@@ -36,6 +36,14 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// A gzip file whose CRC-32 trailer does not match its data.
+fn bad_crc() -> Vec<u8> {
+    let mut z = gz(&images_bytes(2, 3, 4, 24));
+    let crc = z.len() - 8;
+    z[crc] ^= 1;
+    z
+}
+
 fn expect_err(path: &Path, result: Result<impl std::fmt::Debug, data::DataError>, needle: &str) {
     let e = result
         .expect_err("malformed input must be an error")
@@ -62,6 +70,11 @@ fn reads_valid_raw_and_gz() {
     let z = d.join("b.gz");
     std::fs::write(&z, gz(&images_bytes(2, 3, 4, 24))).unwrap();
     assert_eq!(idx::read_images(&z).unwrap().pixels, img.pixels);
+    // A multi-member gzip file (pigz, or `cat a.gz b.gz`) is one stream of its members.
+    let bytes = images_bytes(2, 3, 4, 24);
+    let multi = d.join("c.gz");
+    std::fs::write(&multi, [gz(&bytes[..10]), gz(&bytes[10..])].concat()).unwrap();
+    assert_eq!(idx::read_images(&multi).unwrap().pixels, img.pixels);
 }
 
 #[test]
@@ -87,15 +100,23 @@ fn rejects_every_malformed_case() {
             gz(&images_bytes(2, 3, 4, 24))[..30].to_vec(),
             "corrupt gzip",
         ),
+        // Bytes after a gzip member are read as the next member.
         (
             "garbage-after-gz",
             [gz(&images_bytes(2, 3, 4, 24)), b"garbage!".to_vec()].concat(),
-            "after the gzip stream",
+            "corrupt gzip",
+        ),
+        ("bad-crc", bad_crc(), "corrupt gzip"),
+        // The magic is checked before the header it implies is read.
+        (
+            "wrong-magic-gz",
+            gz(&[b"GIF8".as_slice(), &images_bytes(2, 3, 4, 24)[4..]].concat()),
+            "wrong magic 0x47494638",
         ),
         (
             "second-gz-member",
             [gz(&images_bytes(2, 3, 4, 24)), gz(b"more")].concat(),
-            "after the gzip stream",
+            "trailing data",
         ),
         // 64 MiB of zeros in ~64 KiB: decompression stops one byte past the 24 announced.
         (

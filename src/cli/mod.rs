@@ -103,16 +103,19 @@ pub fn report(human: &str, value: impl serde::Serialize) {
     write_stdout(format!("{text}\n").as_bytes());
 }
 
-/// Writes to stdout. A reader that has gone (`| head`) ends the program quietly, as a
-/// closed pipe ends any Unix tool; any other failure (a full disk) is an error, not a panic.
+/// Writes to stdout. A failure ends the program with a non-zero status, as a closed pipe
+/// ends any Unix tool: a reader that has gone (`| head`) must not pass for a command that
+/// finished (a training run would stop early and report success), and a full disk is an
+/// error, not a panic.
 pub fn write_stdout(bytes: &[u8]) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            eprintln!("error: stdout was closed by its reader (broken pipe); stopping");
+        } else {
+            eprintln!("error: writing to stdout: {e}");
         }
-        eprintln!("error: writing to stdout: {e}");
         std::process::exit(1);
     }
 }

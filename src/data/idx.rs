@@ -27,20 +27,24 @@ impl DataError {
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 
-/// The file's bytes, gunzipped when it starts with the gzip magic. Decompression stops one
-/// byte past the size the header announces (a small file can expand to gigabytes), and
-/// data after the gzip stream is an error; `parse` checks the rest.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+/// The file's bytes, gunzipped when it starts with the gzip magic (all members of a
+/// multi-member file, as `pigz` or `cat a.gz b.gz` make). Decompression stops one byte past
+/// the size the header announces (a small file can expand to gigabytes), and data after the
+/// gzip stream is an error; `parse` checks the rest, the magic first.
+fn read_maybe_gz(path: &Path, magic: u32) -> Result<Vec<u8>, DataError> {
     let raw = crate::io::read_input(path).map_err(|e| DataError::new(path, e.to_string()))?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
     let corrupt = |e: std::io::Error| DataError::new(path, format!("corrupt gzip data: {e}"));
-    let mut dec = flate2::bufread::GzDecoder::new(&raw[..]);
+    let mut dec = flate2::bufread::MultiGzDecoder::new(&raw[..]);
     let mut out = Vec::new();
-    // The magic's low byte is the number of dimensions, 4 bytes each.
     (&mut dec).take(4).read_to_end(&mut out).map_err(corrupt)?;
-    let ndims = out.get(3).map_or(0, |&n| u64::from(n));
+    if out != magic.to_be_bytes() {
+        return Ok(out); // parse reports the wrong magic or the short file
+    }
+    // The magic's low byte is the number of dimensions, 4 bytes each.
+    let ndims = u64::from(magic & 0xff);
     (&mut dec)
         .take(4 * ndims)
         .read_to_end(&mut out)
@@ -66,16 +70,8 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
             ),
         ));
     }
-    if out.len() as u64 == announced {
-        let mut more = [0u8; 1];
-        let extra = dec.read(&mut more).map_err(corrupt)?;
-        if extra > 0 || !dec.into_inner().is_empty() {
-            return Err(DataError::new(
-                path,
-                "data after the announced payload or after the gzip stream",
-            ));
-        }
-    }
+    // Asking for one byte more than announced read every member to its end, so their
+    // checksums were verified and bytes after them were read as a member (an error).
     Ok(out)
 }
 
@@ -148,7 +144,8 @@ fn parse(
 
 /// Reads an IDX image file: [count, rows, cols] u8.
 pub fn read_images(path: &Path) -> Result<Images, DataError> {
-    let (dims, pixels) = parse(path, &read_maybe_gz(path)?, IMAGES_MAGIC, "images")?;
+    let bytes = read_maybe_gz(path, IMAGES_MAGIC)?;
+    let (dims, pixels) = parse(path, &bytes, IMAGES_MAGIC, "images")?;
     Ok(Images {
         pixels,
         count: dims[0],
@@ -162,7 +159,8 @@ pub fn read_images(path: &Path) -> Result<Images, DataError> {
 
 /// Reads an IDX label file: [count] u8.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    Ok(parse(path, &read_maybe_gz(path)?, LABELS_MAGIC, "labels")?.1)
+    let bytes = read_maybe_gz(path, LABELS_MAGIC)?;
+    Ok(parse(path, &bytes, LABELS_MAGIC, "labels")?.1)
 }
 
 /// `dir/{prefix}-images-idx3-ubyte[.gz]`, or the raw name, whichever exists.
