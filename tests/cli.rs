@@ -531,6 +531,18 @@ fn outputs_and_stdout_failures() {
     let o = common::cli::run(&["--json", "completions", "bash"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty(), "no script under --json");
+    // A chart that cannot be written (here loss.png is a directory; a full disk alike) is a
+    // warning, as samples.png's is: the run goes on.
+    let chartless = tmp().join("chartless");
+    std::fs::create_dir_all(chartless.join("loss.png")).unwrap();
+    let chartless = chartless.display().to_string();
+    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &chartless];
+    args.extend(TINY);
+    let o = common::cli::run(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("loss.png not written"), "{err}");
+    assert!(Path::new(&chartless).join("checkpoint-0001").is_dir());
     // A reader that goes away (`| head -1`) ends a run with an error, never a false success.
     let piped = tmp().join("piped").display().to_string();
     let mut args = vec![

@@ -658,7 +658,13 @@ pub fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
     let path = dir.join("metrics.jsonl");
     crate::io::write_atomic(&path, jsonl.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    crate::io::chart::save_loss_chart(&dir.join("loss.png"), history)
+    // The chart is for looking at: as with samples.png, failing to draw it (a full disk)
+    // does not stop the run.
+    let chart = dir.join("loss.png");
+    if let Err(e) = crate::io::chart::save_loss_chart(&chart, history) {
+        log::warn!("{} not written: {e:#}", chart.display());
+    }
+    Ok(())
 }
 
 /// The epochs recorded for a run resumed from `checkpoint`: metrics.jsonl up to its epoch,
