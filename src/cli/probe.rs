@@ -73,6 +73,20 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
         anyhow::bail!("probe needs labelled data (IDX label files, class subfolders or --labels for a .npy array)");
     };
     let classes = usize::from(*train_labels.iter().chain(test_labels).max().unwrap_or(&0)) + 1;
+    let mut in_train = [false; 256];
+    for &l in train_labels {
+        in_train[usize::from(l)] = true;
+    }
+    let unseen: std::collections::BTreeSet<u8> = test_labels
+        .iter()
+        .copied()
+        .filter(|&l| !in_train[usize::from(l)])
+        .collect();
+    if !unseen.is_empty() {
+        log::warn!(
+            "test labels {unseen:?} never occur among the training labels: no classifier trained on these can predict them"
+        );
+    }
     let config = AdamConfig {
         lr: a.lr,
         ..AdamConfig::default()

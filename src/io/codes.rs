@@ -171,11 +171,13 @@ impl CodesFile {
         let step: Vec<f32> = (0..latent.min(scales))
             .map(|j| f32_at(24 + 4 * (latent + j)))
             .collect();
-        if let Some(j) = (0..latent.min(scales))
-            .find(|&j| !(min[j].is_finite() && step[j].is_finite() && step[j] > 0.0))
-        {
+        // The largest code, min + (2^bits - 1) step, must be finite too.
+        let top = ((1u64 << bits.min(31)) - 1) as f32;
+        if let Some(j) = (0..latent.min(scales)).find(|&j| {
+            !(min[j].is_finite() && step[j] > 0.0 && (min[j] + top * step[j]).is_finite())
+        }) {
             return Err(err(format!(
-                "dimension {j} has minimum {} and step {} (need finite values and a positive step)",
+                "dimension {j} has minimum {} and step {} (need a finite minimum and a positive step that keep all {top} levels finite)",
                 min[j], step[j]
             )));
         }
