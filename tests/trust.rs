@@ -849,6 +849,36 @@ fn resume_checks_what_it_continues() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 }
 
+/// A run whose data moved resumes from where --data says it is now, and records that
+/// place; without --data the error names the missing path; other data is still refused.
+#[test]
+fn a_run_follows_its_moved_data() {
+    let (old, new) = (tmp().join("data-before"), tmp().join("data-after"));
+    std::fs::create_dir_all(&old).unwrap();
+    for f in std::fs::read_dir(data()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, old.join(f.file_name().unwrap())).unwrap();
+    }
+    let run = tmp().join("moved-data").display().to_string();
+    ok(&train_args(&old.display().to_string(), "--out", &run, "1"));
+    std::fs::rename(&old, &new).unwrap();
+    let resume = |epochs: &'static str| ["train", "--resume", &run, "--epochs", epochs, "--quiet"];
+    fails_with(
+        &resume("2"),
+        1,
+        &[&old.display().to_string(), "is gone", "--data"],
+    );
+    let new_path = new.display().to_string();
+    ok(&[&resume("2")[..], &["--data", &new_path]].concat());
+    ok(&resume("3"));
+    let other = data();
+    fails_with(
+        &[&resume("4")[..], &["--data", &other]].concat(),
+        1,
+        &["differs from the run being resumed"],
+    );
+}
+
 /// Outputs never replace what is not a regular file, and follow symlinks to their target.
 #[test]
 fn outputs_follow_links_and_spare_devices() {

@@ -215,14 +215,22 @@ impl DataChoice {
                 .no_table_choices("a resumed run keeps the columns it was trained with")?;
         }
         let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let given = a.data.data.as_deref().map(canonical);
+        let data = match t.data_dir.as_deref().map(canonical) {
+            // Data that moved is taken from where --data says it is now (the shape and step
+            // checks below still hold it to the run's).
+            Some(saved) if !saved.exists() => Some(given.with_context(|| {
+                format!(
+                    "the run's data {} is gone; if it moved, give its new place with --data",
+                    saved.display()
+                )
+            })?),
+            // Runs saved before the data directory was recorded take --data.
+            saved => keep("data", given, saved)?,
+        };
         Ok(DataChoice {
             args: DataArgs {
-                // Runs saved before the data directory was recorded take --data.
-                data: keep(
-                    "data",
-                    a.data.data.as_deref().map(canonical),
-                    t.data_dir.as_deref().map(canonical),
-                )?,
+                data,
                 size: same("size", a.data.size, t.size)?,
                 // No --channels means 1 (grayscale).
                 channels: same("channels", a.data.channels, t.channels.or(Some(1)))?,
@@ -468,8 +476,12 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     } = data.load(a.gpu_data_mib << 20)?;
     let (model, mut train_cfg) = match &saved {
         Some((config_path, s)) => {
-            let run = resumed_run(a, s, &train_images)
+            let mut run = resumed_run(a, s, &train_images)
                 .with_context(|| format!("resuming {}", dir_path.display()))?;
+            // Where the data is now: a run whose data moved records its new place.
+            if run.1.data_dir.is_some() {
+                run.1.data_dir = Some(data_dir.canonicalize().unwrap_or(data_dir.clone()));
+            }
             // Every epoch takes the same steps, so the step counter follows from the epoch.
             let per_epoch = train_images.count().div_ceil(run.1.batch_size) as u64;
             if s.state.step != s.state.epoch as u64 * per_epoch {
