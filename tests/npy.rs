@@ -189,6 +189,9 @@ fn bad_arrays_are_one_line_errors() {
     run(&f64s, &[], &["f64.npy", "<f8", "uint8 or float32"]);
     let cube = write_npy("cube.npy", "|u1", &[2, 2, 2, 2, 2], &[0u8; 32]);
     run(&cube, &[], &["cube.npy", "shape [2, 2, 2, 2, 2]"]);
+    // Dimensions whose product wraps to zero in 64 bits are an overflow, not an empty array.
+    let wrap = write_npy("wrap.npy", "|u1", &[2, 1 << 32, 1 << 32], &[]);
+    run(&wrap, &[], &["wrap.npy", "overflows"]);
     // A non-finite value is named by its row of the file, resident or streamed.
     let mut values = vec![0.5f32; 40 * 2];
     values[2 * 33 + 1] = f32::NAN;

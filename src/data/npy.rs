@@ -153,7 +153,13 @@ pub fn open(path: &Path) -> Result<DiskImages, DataError> {
         }
     };
     let (n, height, width, channels) = shape;
-    if n == 0 || height * width == 0 {
+    let Some(values) = height.checked_mul(width) else {
+        return Err(DataError::new(
+            path,
+            format!("shape {:?} overflows (corrupt header)", h.shape),
+        ));
+    };
+    if n == 0 || values == 0 {
         return Err(DataError::new(
             path,
             format!("empty array of shape {:?}", h.shape),
