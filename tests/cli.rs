@@ -139,7 +139,7 @@ fn sample_reconstruct_eval() {
 fn bad_input_is_a_clear_error() {
     fails(
         &["train", "--data", "/nonexistent/dir", "--quiet"],
-        "/nonexistent/dir",
+        "/nonexistent/dir: does not exist",
     );
     fails(&["train", "--latent", "0"], "latent");
     fails(&["train", "--lr=-1", "--quiet"], "--lr");

@@ -412,7 +412,12 @@ fn is_image_folder(dir: &Path) -> Result<bool, DataError> {
         return Ok(false);
     }
     if !dir.is_dir() {
-        return Err(DataError::new(dir, "not a directory (expected IDX files such as train-images-idx3-ubyte[.gz], or an image folder)"));
+        let what = match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            Err(_) => "cannot be read",
+            Ok(_) => "not a directory",
+        };
+        return Err(DataError::new(dir, format!("{what} (expected a directory of IDX files such as train-images-idx3-ubyte[.gz], an image folder, a .npy array or a .csv table)")));
     }
     let has_idx = std::fs::read_dir(dir)
         .map_err(|e| DataError::new(dir, e.to_string()))?
