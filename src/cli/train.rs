@@ -136,6 +136,12 @@ fn new_run_dir() -> anyhow::Result<PathBuf> {
     unreachable!("run numbers run out only after u32::MAX runs")
 }
 
+/// `p` made absolute, so that a resume from another working directory reads the same
+/// files (as given where it cannot be resolved, e.g. because it is gone).
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// An optional setting as the messages show it.
 fn shown<T: Debug>(v: &Option<T>) -> String {
     v.as_ref().map_or("none".into(), |v| format!("{v:?}"))
@@ -214,7 +220,6 @@ impl DataChoice {
             a.data
                 .no_table_choices("a resumed run keeps the columns it was trained with")?;
         }
-        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         let given = a.data.data.as_deref().map(canonical);
         let data = match t.data_dir.as_deref().map(canonical) {
             // Data that moved is taken from where --data says it is now (the shape and step
@@ -328,17 +333,12 @@ fn new_run(
         },
         data: source,
         corruption: a.noise,
-        // Absolute, so that a resume from another working directory reads the same data.
-        data_dir: Some(dir.canonicalize().unwrap_or(dir)),
+        data_dir: Some(canonical(&dir)),
         size: data.args.size,
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
-        labels: data
-            .args
-            .labels
-            .as_ref()
-            .map(|l| l.canonicalize().unwrap_or(l.clone())),
+        labels: data.args.labels.as_deref().map(canonical),
         test_fraction: data.args.test_fraction,
         class_names: Vec::new(),
         max_loss_ratio: a.max_loss_ratio.unwrap_or(d.max_loss_ratio),
@@ -480,7 +480,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
                 .with_context(|| format!("resuming {}", dir_path.display()))?;
             // Where the data is now: a run whose data moved records its new place.
             if run.1.data_dir.is_some() {
-                run.1.data_dir = Some(data_dir.canonicalize().unwrap_or(data_dir.clone()));
+                run.1.data_dir = Some(canonical(&data_dir));
             }
             // Every epoch takes the same steps, so the step counter follows from the epoch.
             let per_epoch = train_images.count().div_ceil(run.1.batch_size) as u64;
