@@ -6,7 +6,21 @@ use vae_gpu::cli::Cli;
 fn main() {
     // A negative number is a value (that the flag then rejects by name), not an unknown flag.
     let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true));
-    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    let cli = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| {
+            // clap ignores a failed write of --help or --version; a stdout that cannot take
+            // them (a full disk) is an error, as for every other result.
+            if !e.use_stderr() {
+                if let Err(err) = e.print().and_then(|()| std::io::stdout().flush()) {
+                    eprintln!("error: writing to stdout: {err}");
+                    std::process::exit(1);
+                }
+                std::process::exit(e.exit_code());
+            }
+            e.exit()
+        });
     let level = match cli.output.verbose {
         0 => "warn",
         1 => "info",

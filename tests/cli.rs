@@ -584,3 +584,161 @@ fn outputs_and_stdout_failures() {
         "not a regular file",
     );
 }
+
+/// Found by a second attack on the commands: each misuse is named, and nothing is
+/// written in its place.
+#[test]
+fn misuse_found_by_attack_is_named() {
+    use common::cli::fails_with;
+    let run = trained();
+    let d = data();
+    // A --class-names list must name every label of the data.
+    let names = tmp().join("two-names.txt");
+    std::fs::write(&names, "first\nsecond\n").unwrap();
+    let names = names.display().to_string();
+    let csv = tmp().join("named.csv").display().to_string();
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            &run,
+            "--data",
+            &d,
+            "--limit",
+            "20",
+            "--class-names",
+            &names,
+            "--out",
+            &csv,
+        ],
+        1,
+        &["two-names.txt", "2 class names", "label 9"],
+    );
+    assert!(!Path::new(&csv).exists());
+    // Results go to files; stdout carries the summary.
+    fails_with(
+        &["embed", "--model", &run, "--data", &d, "--out", "-"],
+        2,
+        &["'-'", "give a file path"],
+    );
+    // One PNG per sample goes into a directory, never over a file.
+    let file = tmp().join("a-file.png");
+    std::fs::write(&file, b"mine").unwrap();
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            &run,
+            "--count",
+            "2",
+            "--separate",
+            file.to_str().unwrap(),
+        ],
+        1,
+        &["a-file.png", "not a directory"],
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    // A 32-bit code far outside the latent space is a damaged file, not a black image.
+    let codes = tmp().join("huge.vcodes").display().to_string();
+    ok(&[
+        "encode", "--model", &run, "--data", &d, "--limit", "2", "--bits", "32", "--out", &codes,
+    ]);
+    // The file records the weights that wrote it: other weights of the same shape decode
+    // other images, and say so.
+    let decode = |model: &str, codes: &str| {
+        let png = tmp().join("decoded.png").display().to_string();
+        let o = common::cli::run(&["decode", "--model", model, codes, "--out", &png]);
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stderr).contains("encoded by other weights")
+    };
+    let other = tmp().join("other-seed").display().to_string();
+    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &other];
+    args.extend(TINY);
+    let seed = args.iter().position(|&a| a == "--seed").unwrap();
+    args[seed + 1] = "4";
+    ok(&args);
+    assert!(!decode(&run, &codes));
+    assert!(decode(&other, &codes));
+    // A version 1 file (no model field) still decodes, without the check.
+    let mut bytes = std::fs::read(&codes).unwrap();
+    let mut v1 = bytes.clone();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1.drain(24..32);
+    let v1_path = tmp().join("v1.vcodes").display().to_string();
+    std::fs::write(&v1_path, &v1).unwrap();
+    assert!(!decode(&other, &v1_path));
+    let at = bytes.len() - 4;
+    bytes[at..].copy_from_slice(&1e38f32.to_le_bytes());
+    std::fs::write(&codes, &bytes).unwrap();
+    fails_with(
+        &[
+            "decode",
+            "--model",
+            &run,
+            &codes,
+            "--out",
+            &tmp().join("huge.png").display().to_string(),
+        ],
+        1,
+        &[
+            "huge.vcodes",
+            "value 3 of code 1",
+            "far outside the latent space",
+        ],
+    );
+    // --help into a full disk fails as every other result does.
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let o = common::cli::command(&["--help"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No space left"));
+    // An image folder with train/ but no test/ says so (its images would become one class).
+    let half = image_folder("half-split");
+    std::fs::create_dir(half.join("train")).unwrap();
+    for class in ["circles", "squares"] {
+        std::fs::rename(half.join(class), half.join("train").join(class)).unwrap();
+    }
+    fails_with(
+        &["train", "--data", half.to_str().unwrap(), "--quiet"],
+        1,
+        &["half-split", "has train/ but no test/"],
+    );
+    // A damaged last checkpoint: read-only commands pass over it with a warning, a resume
+    // names it and says what to do.
+    let damaged = tmp().join("damaged");
+    std::fs::create_dir_all(damaged.join("checkpoint-0002")).unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors", "config.json"] {
+        let from = Path::new(&run).join("checkpoint-0002").join(f);
+        std::fs::copy(from, damaged.join("checkpoint-0002").join(f)).unwrap();
+    }
+    std::fs::create_dir(damaged.join("checkpoint-0003")).unwrap();
+    let damaged = damaged.display().to_string();
+    let o = common::cli::run(&["eval", "--model", &damaged, "--data", &d, "--limit", "10"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("passing over") && err.contains("checkpoint-0003"),
+        "{err}"
+    );
+    fails_with(
+        &[
+            "train", "--resume", &damaged, "--data", &d, "--epochs", "4", "--quiet",
+        ],
+        1,
+        &["move a damaged one aside", "checkpoint-0003"],
+    );
+    // A manifold needs two latent dimensions.
+    let line = tmp().join("one-latent").display().to_string();
+    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &line];
+    args.extend(TINY);
+    let latent = args.iter().position(|&a| a == "--latent").unwrap();
+    args[latent + 1] = "1";
+    ok(&args);
+    fails_with(
+        &["manifold", "--model", &line],
+        1,
+        &["two latent dimensions", "traverse"],
+    );
+}

@@ -608,4 +608,18 @@ fn impute_fills_records_better_than_mean_and_mode() {
             assert!(k.is_empty() || f == k, "known cell {k} became {f}");
         }
     }
+    // A pixel mask means nothing to a table: refused, not ignored.
+    common::cli::fails_with(
+        &[
+            "impute",
+            "--model",
+            &run,
+            "--data",
+            csv,
+            "--mask",
+            "random:0.5",
+        ],
+        1,
+        &["--mask", "empty ones"],
+    );
 }

@@ -9,7 +9,9 @@ use clap::Args;
 
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg, SplitArgs};
 use crate::io::codes::CodesFile;
-use crate::vae::codec::{decode, decode_pixels, encode, psnr};
+use crate::vae::checkpoint;
+use crate::vae::codec::{decode, encode, psnr};
+use crate::vae::decode::to_u8;
 
 #[derive(Args, Debug)]
 pub struct EncodeArgs {
@@ -45,7 +47,8 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     super::images_only(c)?;
     let imgs = a.images.images(&a.data, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
-    let file = CodesFile::quantize(&codes.mu, c.latent, a.bits);
+    let model = checkpoint::fingerprint(&gpu, &params)?;
+    let file = CodesFile::quantize(&codes.mu, c.latent, a.bits, model);
     let bytes = file.to_bytes();
     crate::io::write_atomic(&a.out, &bytes)
         .with_context(|| format!("writing {}", a.out.display()))?;
@@ -86,8 +89,26 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The largest latent value a codes file may hold: 10,000 standard deviations of the prior
+/// N(0, I), beyond anything an encoder gives; larger ones (a damaged file) would decode to
+/// saturated or non-finite pixels.
+const LARGEST_CODE: f32 = 1e4;
+
 pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
     let file = CodesFile::load(&a.codes)?;
+    let values = file.values();
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.abs() > LARGEST_CODE)
+    {
+        anyhow::bail!(
+            "{}: value {} of code {} is {v:e}, far outside the latent space (its prior is N(0, I)); the file is damaged",
+            a.codes.display(),
+            i % file.latent,
+            i / file.latent
+        );
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
@@ -100,7 +121,19 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
             c.latent
         );
     }
-    let images = decode_pixels(&gpu, &params, c, &file.values())?;
+    // Other weights of the same shape decode the codes into other images.
+    if let Some(m) = file.model {
+        if m != checkpoint::fingerprint(&gpu, &params)? {
+            log::warn!(
+                "{}: encoded by other weights than this model's (another run or checkpoint); the images will differ from those encoded",
+                a.codes.display()
+            );
+        }
+    }
+    let images: Vec<Vec<u8>> = decode(&gpu, &params, c, &values)?
+        .iter()
+        .map(|v| to_u8(v))
+        .collect();
     let out = a.out.clone().unwrap_or_else(|| dir.join("decoded.png"));
     if out
         .extension()

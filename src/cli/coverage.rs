@@ -112,9 +112,10 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
             .map(|(p, q)| (p - q).abs())
             .sum::<f64>();
     let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
-    let names = a
-        .data
-        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let names = a.data.class_names(
+        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+        splits.train.labels.as_deref(),
+    )?;
     let mut table = format!("{:<16} {:>8} {:>9}\n", "class", "data %", "samples %");
     let mut rows = Vec::new();
     for k in 0..classes {

@@ -85,9 +85,10 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     super::images_only(c)?;
     let splits = a.data.load()?;
     check_dims(c, &splits.train)?;
-    let names = a
-        .data
-        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let names = a.data.class_names(
+        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+        splits.train.labels.as_deref(),
+    )?;
     let (from, to) = (parse_class(&a.from, &names)?, parse_class(&a.to, &names)?);
     let mean_code = |class: u8| -> anyhow::Result<Vec<f32>> {
         let imgs = of_class(&splits.train, class).ok_or_else(|| {

@@ -33,9 +33,10 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
     let z = c.latent;
-    let names = a
-        .data
-        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let names = a.data.class_names(
+        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+        imgs.labels.as_deref(),
+    )?;
     let header: Vec<String> = ["index".into(), "label".into()]
         .into_iter()
         .chain((0..z).map(|j| format!("mu_{j}")))
@@ -169,9 +170,10 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     };
     let labelled = imgs.labels.is_some();
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
-    let names = a
-        .data
-        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let names = a.data.class_names(
+        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+        imgs.labels.as_deref(),
+    )?;
     let (axes, axis_names) = if let Some(p) = &pca {
         (
             "first two principal components",

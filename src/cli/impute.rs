@@ -12,7 +12,7 @@ use crate::vae::codec::{decode, encode, psnr};
 use crate::vae::decode::to_u8;
 
 /// Which pixels are missing.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum MaskSpec {
     /// A rectangle: left, top, width, height in pixels.
     Rect(usize, usize, usize, usize),
@@ -54,9 +54,10 @@ pub struct ImputeArgs {
     pub model: ModelArg,
     #[command(flatten)]
     pub data: DataArgs,
-    /// The missing pixels: rect:X,Y,W,H or random:P
-    #[arg(long, default_value = "rect:0,14,28,14")]
-    pub mask: MaskSpec,
+    /// Images: the missing pixels, rect:X,Y,W,H or random:P [default: the lower half,
+    /// rect:0,14,28,14 for 28x28 images]. A table's missing cells are its empty ones.
+    #[arg(long)]
+    pub mask: Option<MaskSpec>,
     /// Encode -> decode rounds [default: 50 for images; 1 for tables, whose encoder sees
     /// which cells are missing (more rounds re-encode the filled records and can drift)]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -110,6 +111,9 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
     if c.table.is_some() {
+        if a.mask.is_some() {
+            anyhow::bail!("--mask hides pixels of images; a table's missing cells are its empty ones (--holdout hides known cells to measure the filling)");
+        }
         return super::impute_table::run(&gpu, a, &dir, c, &params);
     }
     if a.holdout.is_some() {
@@ -119,7 +123,9 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     let test = splits.test.take(a.limit as usize);
     check_dims(c, &test)?;
     let (n, d) = (test.count, test.dim());
-    let miss = missing(&a.mask, &test, a.seed)?;
+    let (h, w) = (test.height, test.width);
+    let spec = a.mask.unwrap_or(MaskSpec::Rect(0, h / 2, w, h - h / 2));
+    let miss = missing(&spec, &test, a.seed)?;
     let truth = test.to_f32();
     let train = splits.train.to_f32();
     let count = splits.train.count;
@@ -167,7 +173,7 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
         cells.extend(v.chunks(d).map(to_u8));
     }
     let out = a.out.clone().unwrap_or_else(|| dir.join("impute.png"));
-    let mask = match a.mask {
+    let mask = match spec {
         MaskSpec::Rect(x, y, w, h) => format!("rect {x},{y} {w}x{h}"),
         MaskSpec::Random(p) => format!("random {p}"),
     };

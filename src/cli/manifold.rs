@@ -77,6 +77,9 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
     super::images_only(c)?;
+    if c.latent < 2 {
+        anyhow::bail!("a manifold spans two latent dimensions and this model has 1; `vae-gpu traverse` walks a single one");
+    }
     let dims = parse_dims(&a.dims, c.latent)?;
     let [dx, dy] = dims[..] else {
         anyhow::bail!("--dims needs exactly two dimensions, got {}", a.dims);

@@ -236,8 +236,13 @@ impl DataArgs {
     }
 
     /// The names of the classes, by label: `--class-names`, else what the data says
-    /// (`data::class_names`), else `saved` (the run's).
-    pub fn class_names(&self, saved: &[String]) -> anyhow::Result<Vec<String>> {
+    /// (`data::class_names`), else `saved` (the run's). A `--class-names` list must name
+    /// every label in `labels`.
+    pub fn class_names(
+        &self,
+        saved: &[String],
+        labels: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<String>> {
         if let Some(path) = &self.class_names {
             let text = crate::io::read_input_text(path)
                 .with_context(|| format!("reading --class-names {}", path.display()))?;
@@ -257,6 +262,15 @@ impl DataArgs {
                     path.display(),
                     names.len()
                 );
+            }
+            if let Some(&top) = labels.and_then(|l| l.iter().max()) {
+                if usize::from(top) >= names.len() {
+                    anyhow::bail!(
+                        "{}: {} class names, but the data has label {top}; give one name per label, in label order (0 to {top})",
+                        path.display(),
+                        names.len()
+                    );
+                }
             }
             return Ok(names);
         }
@@ -566,8 +580,15 @@ pub fn pick_images(
 
 /// An output path (a flag's value parser): never inside a checkpoint directory, never a
 /// run's own record (metrics.jsonl, .lock), so no command can overwrite part of a run.
+/// Never `-`: stdout carries the command's summary, and files are written whole, then
+/// renamed into place.
 pub fn out_path(s: &str) -> Result<PathBuf, String> {
     use crate::vae::checkpoint::{CONFIG_FILE, MODEL_FILE};
+    if s == "-" {
+        return Err(
+            "'-': vae-gpu writes its results to files, not to stdout (which carries the summary); give a file path".into(),
+        );
+    }
     let path = PathBuf::from(s);
     let parent = crate::io::parent_dir(&path);
     let in_checkpoint = parent.join(MODEL_FILE).is_file() || parent.join(CONFIG_FILE).is_file();

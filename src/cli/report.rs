@@ -130,9 +130,10 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         .chunks(c.latent)
         .map(|r| (r[dx], if dy == dx { 0.0 } else { r[dy] }))
         .collect();
-    let names = a
-        .data
-        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let names = a.data.class_names(
+        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+        test.labels.as_deref(),
+    )?;
     chart::save_scatter(
         &fig("scatter.png"),
         &format!("Latent means of {} test images", test.count),

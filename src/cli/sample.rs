@@ -27,7 +27,7 @@ pub struct SampleArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cols: Option<u32>,
     /// Write one PNG per sample into this directory instead of a grid.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "cols"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "cols"], value_parser = super::out_path)]
     pub separate: Option<PathBuf>,
 }
 

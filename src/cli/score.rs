@@ -93,9 +93,10 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         None => None,
     };
     let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
-    let names = a
-        .data
-        .class_names(cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]))?;
+    let names = a.data.class_names(
+        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+        imgs.labels.as_deref(),
+    )?;
     let mut csv = format!("index,label,{},class\n", a.metric);
     for (i, sc) in scores.iter().enumerate() {
         let (label, class) = imgs

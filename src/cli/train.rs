@@ -442,8 +442,12 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             let at = checkpoint::resolve(d, Pick::Last)
                 .with_context(|| format!("resuming {}", d.display()))?;
             let config_path = at.join(CONFIG_FILE);
-            let cfg = checkpoint::read_config(&config_path)
-                .with_context(|| format!("resuming {}", d.display()))?;
+            let cfg = checkpoint::read_config(&config_path).with_context(|| {
+                format!(
+                    "resuming {} from its last checkpoint (move a damaged one aside to resume from the one before)",
+                    d.display()
+                )
+            })?;
             // The directory name says how many epochs its checkpoint holds.
             if at.file_name() != Some(rundir::checkpoint_name(cfg.state.epoch).as_ref()) {
                 bail!(
@@ -518,7 +522,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         ([], Some((_, levels))) => levels.clone(),
         (names, _) => names.to_vec(),
     };
-    let names = data.args.class_names(&known)?;
+    let names = data.args.class_names(&known, train_images.labels())?;
     if saved.is_some() && names != train_cfg.class_names {
         say!("--class-names: the run's class names are replaced");
     }

@@ -90,12 +90,23 @@ fn cache_path(dir: &Path, opts: &DataOptions) -> Result<PathBuf, DataError> {
 }
 
 /// The folders a dataset is read from: (train, Some(test)) or (all, None) when every tenth
-/// image is held out for testing.
-pub(super) fn folders(dir: &Path) -> (PathBuf, Option<PathBuf>) {
-    if dir.join("train").is_dir() && dir.join("test").is_dir() {
-        (dir.join("train"), Some(dir.join("test")))
-    } else {
-        (dir.to_path_buf(), None)
+/// image is held out for testing. One of train/ and test/ without the other is an error:
+/// its images would be read as a class named after it.
+pub(super) fn folders(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), DataError> {
+    match (dir.join("train").is_dir(), dir.join("test").is_dir()) {
+        (true, true) => Ok((dir.join("train"), Some(dir.join("test")))),
+        (false, false) => Ok((dir.to_path_buf(), None)),
+        (train, _) => {
+            let (has, lacks) = if train {
+                ("train", "test")
+            } else {
+                ("test", "train")
+            };
+            Err(DataError::new(
+                dir,
+                format!("has {has}/ but no {lacks}/: give both splits, or put the class folders (or images) directly in it and every tenth image is held out for testing"),
+            ))
+        }
     }
 }
 
@@ -103,7 +114,7 @@ pub(super) fn folders(dir: &Path) -> (PathBuf, Option<PathBuf>) {
 /// needed) and its test images in memory.
 pub fn open(dir: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), DataError> {
     let path = cache_path(dir, opts)?;
-    let (train_dir, test_dir) = folders(dir);
+    let (train_dir, test_dir) = folders(dir)?;
     let mut fingerprint = folder::fingerprint(&train_dir)?;
     if let Some(t) = &test_dir {
         fingerprint ^= folder::fingerprint(t)?.rotate_left(1);

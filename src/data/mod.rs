@@ -455,7 +455,7 @@ pub fn load_for_training(
     }
     if !table::is_csv(&dir)
         && is_image_folder(&dir)?
-        && folder::decoded_bytes(&cache::folders(&dir).0, opts)? > budget
+        && folder::decoded_bytes(&cache::folders(&dir)?.0, opts)? > budget
     {
         let (train, test) = cache::open(&dir, opts)?;
         return Ok(TrainingData {
@@ -510,13 +510,12 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
     let emnist = emnist::resolve(&dir)?;
     let is_idx = !is_image_folder(&dir)?;
     if !is_idx {
-        let (train, test) = if dir.join("train").is_dir() && dir.join("test").is_dir() {
-            (
-                folder::read_folder(&dir.join("train"), opts)?,
-                folder::read_folder(&dir.join("test"), opts)?,
-            )
-        } else {
-            holdout(folder::read_folder(&dir, opts)?)
+        let (train, test) = match cache::folders(&dir)? {
+            (train, Some(test)) => (
+                folder::read_folder(&train, opts)?,
+                folder::read_folder(&test, opts)?,
+            ),
+            (all, None) => holdout(folder::read_folder(&all, opts)?),
         };
         if train.dim() != test.dim() {
             return Err(DataError::new(

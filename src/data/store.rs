@@ -196,6 +196,13 @@ impl TrainSet<'_> {
         }
     }
 
+    pub fn labels(&self) -> Option<&[u8]> {
+        match self {
+            TrainSet::Memory(m) => m.labels.as_deref(),
+            TrainSet::Disk(d) => d.labels.as_deref(),
+        }
+    }
+
     /// Bytes per image.
     pub fn image_bytes(&self) -> usize {
         self.dim() * self.dtype().size()

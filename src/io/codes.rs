@@ -3,17 +3,18 @@
 //!
 //! Layout, little-endian:
 //!   magic    8 bytes  "VAECODES"
-//!   version  u32      1
+//!   version  u32      2 (1: without the model field)
 //!   latent   u32      dimensions per code
 //!   count    u32      number of codes
 //!   bits     u32      8, 16 or 32
+//!   model    u64      (version 2) fingerprint of the model's weights that encoded them
 //!   (8/16 bits only) min  f32 x latent, then step f32 x latent: value = min + q * step
 //!   data     count x latent values: u8, u16 or f32
 
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"VAECODES";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {problem}")]
@@ -32,12 +33,15 @@ pub struct CodesFile {
     pub step: Vec<f32>,
     /// The quantized values, or the raw f32 bits for 32 bits.
     pub data: Vec<u32>,
+    /// The fingerprint of the weights that encoded them (`checkpoint::fingerprint`); None
+    /// in version 1 files.
+    pub model: Option<u64>,
 }
 
 impl CodesFile {
-    /// Quantizes codes ([count, latent]) with `bits` per value, uniformly between each
-    /// dimension's min and max.
-    pub fn quantize(codes: &[f32], latent: usize, bits: u32) -> CodesFile {
+    /// Quantizes codes ([count, latent]) of the model with fingerprint `model` with `bits`
+    /// per value, uniformly between each dimension's min and max.
+    pub fn quantize(codes: &[f32], latent: usize, bits: u32, model: u64) -> CodesFile {
         if bits == 32 {
             return CodesFile {
                 latent,
@@ -45,6 +49,7 @@ impl CodesFile {
                 min: vec![],
                 step: vec![],
                 data: codes.iter().map(|v| v.to_bits()).collect(),
+                model: Some(model),
             };
         }
         let levels = ((1u64 << bits) - 1) as f32;
@@ -79,6 +84,7 @@ impl CodesFile {
             min,
             step,
             data,
+            model: Some(model),
         }
     }
 
@@ -100,8 +106,12 @@ impl CodesFile {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
-        for w in [VERSION, self.latent as u32, self.count() as u32, self.bits] {
+        let version = if self.model.is_some() { VERSION } else { 1 };
+        for w in [version, self.latent as u32, self.count() as u32, self.bits] {
             out.extend_from_slice(&w.to_le_bytes());
+        }
+        if let Some(model) = self.model {
+            out.extend_from_slice(&model.to_le_bytes());
         }
         for v in self.min.iter().chain(&self.step) {
             out.extend_from_slice(&v.to_le_bytes());
@@ -136,11 +146,20 @@ impl CodesFile {
         let [version, latent, count, bits] = header[..] else {
             unreachable!()
         };
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(err(format!(
-                "version {version}, this build reads version {VERSION}"
+                "version {version}, this build reads versions 1 to {VERSION}"
             )));
         }
+        let (model, start) = match version {
+            1 => (None, 24),
+            _ => {
+                let b = bytes
+                    .get(24..32)
+                    .ok_or_else(|| err("truncated header".into()))?;
+                (Some(u64::from_le_bytes(b.try_into().expect("8 bytes"))), 32)
+            }
+        };
         if ![8, 16, 32].contains(&bits) || latent == 0 {
             return Err(err(format!(
                 "bad header: {latent} dimensions at {bits} bits"
@@ -151,7 +170,7 @@ impl CodesFile {
         let width = bits as usize / 8;
         let expected = count
             .checked_mul(latent * width)
-            .and_then(|data| data.checked_add(24 + 4 * scales))
+            .and_then(|data| data.checked_add(start + 4 * scales))
             .ok_or_else(|| {
                 err(format!(
                     "bad header: {count} codes of {latent} dimensions overflow"
@@ -166,10 +185,10 @@ impl CodesFile {
         }
         let f32_at = |o: usize| f32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
         let min: Vec<f32> = (0..latent.min(scales))
-            .map(|j| f32_at(24 + 4 * j))
+            .map(|j| f32_at(start + 4 * j))
             .collect();
         let step: Vec<f32> = (0..latent.min(scales))
-            .map(|j| f32_at(24 + 4 * (latent + j)))
+            .map(|j| f32_at(start + 4 * (latent + j)))
             .collect();
         // The largest code, min + (2^bits - 1) step, must be finite too.
         let top = ((1u64 << bits.min(31)) - 1) as f32;
@@ -181,7 +200,7 @@ impl CodesFile {
                 min[j], step[j]
             )));
         }
-        let data: Vec<u32> = bytes[24 + 4 * scales..]
+        let data: Vec<u32> = bytes[start + 4 * scales..]
             .chunks(width)
             .map(|c| match width {
                 1 => u32::from(c[0]),
@@ -206,6 +225,7 @@ impl CodesFile {
             min,
             step,
             data,
+            model,
         })
     }
 

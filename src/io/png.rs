@@ -90,6 +90,12 @@ pub fn save_each(
     width: usize,
     channels: usize,
 ) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "{}: a file, not a directory; one PNG per image is written into a directory",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let color = if channels == 3 {
         image::ExtendedColorType::Rgb8

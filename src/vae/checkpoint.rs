@@ -90,6 +90,13 @@ fn layout(params: &Params) -> Vec<(String, Vec<usize>, Vec<usize>)> {
     out
 }
 
+/// A fingerprint of a model's weights (FNV-1a of their bytes): a codes file records the
+/// model that encoded it.
+pub fn fingerprint(gpu: &Gpu, params: &Params) -> anyhow::Result<u64> {
+    let flat = read_flat(gpu, &params.values, params.len)?;
+    Ok(crate::io::fnv1a64(bytemuck::cast_slice(&flat)))
+}
+
 /// Like `tensors`, from any buffer laid out like the parameters (e.g. the gradients).
 pub fn tensors_of(
     gpu: &Gpu,
@@ -135,8 +142,9 @@ pub fn set_tensors(
     }
     if let Some(extra) = map.keys().next() {
         bail!(
-            "{}: unexpected tensor {extra}: the checkpoint is from another architecture",
-            source.display()
+            "{}: tensor {extra} is not one of the model config's {} tensors (a file from another architecture, or one with tensors added)",
+            source.display(),
+            layout(params).len()
         );
     }
     gpu.queue
@@ -335,11 +343,13 @@ pub fn resolve(path: &Path, pick: Pick) -> anyhow::Result<PathBuf> {
     if pick == Pick::Last {
         return Ok(last.clone());
     }
-    let test_loss = |dir: &Path| {
-        read_config(&dir.join(CONFIG_FILE))
-            .ok()?
-            .metrics
-            .map(|m| m.test.total)
+    // A damaged checkpoint is passed over, and said so: the best of the others is loaded.
+    let test_loss = |dir: &Path| match read_config(&dir.join(CONFIG_FILE)) {
+        Ok(cfg) => cfg.metrics.map(|m| m.test.total),
+        Err(e) => {
+            log::warn!("passing over {}: {e:#}", dir.display());
+            None
+        }
     };
     Ok(all
         .iter()
