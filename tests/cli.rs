@@ -25,15 +25,30 @@ const TINY: [&str; 12] = [
     "--lr=2e-3",
 ];
 
+/// `train` arguments for a tiny run of `epochs` epochs into `out`, with TINY's values of
+/// the flags in `set` replaced.
+fn tiny_args<'a>(
+    d: &'a str,
+    out: &'a str,
+    epochs: &'a str,
+    set: &[(&str, &'a str)],
+) -> Vec<&'a str> {
+    let mut args = vec!["train", "--data", d, "--epochs", epochs, "--out", out];
+    args.extend(TINY);
+    for (flag, value) in set {
+        let i = args.iter().position(|a| a == flag).expect("a flag of TINY");
+        args[i + 1] = value;
+    }
+    args
+}
+
 /// A trained tiny model shared by the tests (trained once per test binary).
 fn trained() -> String {
     static RUN: OnceLock<String> = OnceLock::new();
     RUN.get_or_init(|| {
         let out = tmp().join("straight").display().to_string();
         let d = data();
-        let mut args = vec!["train", "--data", &d, "--epochs", "2", "--out", &out];
-        args.extend(TINY);
-        let epochs = json(&args);
+        let epochs = json(&tiny_args(&d, &out, "2", &[]));
         assert_eq!(epochs.len(), 2, "one result per epoch: {epochs:?}");
         assert_eq!(number(&epochs[1], &["epoch"]), 2.0);
         out
@@ -80,9 +95,7 @@ fn resumed_run_equals_straight_run() {
     let straight = trained();
     let out = tmp().join("resumed").display().to_string();
     let d = data();
-    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &out];
-    args.extend(TINY);
-    ok(&args);
+    ok(&tiny_args(&d, &out, "1", &[]));
     let mut args = vec![
         "train", "--data", &d, "--epochs", "2", "--resume", &out, "--quiet",
     ];
@@ -342,9 +355,7 @@ fn conv_model_on_an_rgb_folder() {
 fn a_checkpoint_with_nan_weights_is_refused_and_left_alone() {
     let d = data();
     let out = tmp().join("nan").display().to_string();
-    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &out];
-    args.extend(TINY);
-    ok(&args);
+    ok(&tiny_args(&d, &out, "1", &[]));
     let path = last_model(&out);
     let mut t = tensors(&out);
     t.iter_mut().find(|t| t.name == "fc4.bias").unwrap().data[0] = f32::NAN;
@@ -536,19 +547,15 @@ fn outputs_and_stdout_failures() {
     let chartless = tmp().join("chartless");
     std::fs::create_dir_all(chartless.join("loss.png")).unwrap();
     let chartless = chartless.display().to_string();
-    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &chartless];
-    args.extend(TINY);
-    let o = common::cli::run(&args);
+    let o = common::cli::run(&tiny_args(&d, &chartless, "1", &[]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("loss.png not written"), "{err}");
     assert!(Path::new(&chartless).join("checkpoint-0001").is_dir());
     // A reader that goes away (`| head -1`) ends a run with an error, never a false success.
     let piped = tmp().join("piped").display().to_string();
-    let mut args = vec![
-        "--json", "train", "--data", &d, "--epochs", "4", "--out", &piped,
-    ];
-    args.extend(TINY);
+    let mut args = vec!["--json"];
+    args.extend(tiny_args(&d, &piped, "4", &[]));
     let mut child = common::cli::command(&args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -652,11 +659,7 @@ fn misuse_found_by_attack_is_named() {
         String::from_utf8_lossy(&o.stderr).contains("encoded by other weights")
     };
     let other = tmp().join("other-seed").display().to_string();
-    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &other];
-    args.extend(TINY);
-    let seed = args.iter().position(|&a| a == "--seed").unwrap();
-    args[seed + 1] = "4";
-    ok(&args);
+    ok(&tiny_args(&d, &other, "1", &[("--seed", "4")]));
     assert!(!decode(&run, &codes));
     assert!(decode(&other, &codes));
     // A version 1 file (no model field) still decodes, without the check.
@@ -731,11 +734,7 @@ fn misuse_found_by_attack_is_named() {
     );
     // A manifold needs two latent dimensions.
     let line = tmp().join("one-latent").display().to_string();
-    let mut args = vec!["train", "--data", &d, "--epochs", "1", "--out", &line];
-    args.extend(TINY);
-    let latent = args.iter().position(|&a| a == "--latent").unwrap();
-    args[latent + 1] = "1";
-    ok(&args);
+    ok(&tiny_args(&d, &line, "1", &[("--latent", "1")]));
     fails_with(
         &["manifold", "--model", &line],
         1,

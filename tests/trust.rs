@@ -750,13 +750,15 @@ fn corrupt_values_are_caught() {
         "encode", "--model", &model, "--data", &d, "--limit", "5", "--out", &c,
     ]);
     let mut bytes = std::fs::read(&codes).unwrap();
-    bytes[24..28].copy_from_slice(&f32::NAN.to_le_bytes());
+    // The scales follow the header: magic, four u32 words and the u64 model fingerprint.
+    let min = 32;
+    bytes[min..min + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&codes, &bytes).unwrap();
     fails_with(&["decode", &c, "--model", &model], 1, &[&c, "dimension 0"]);
     // Finite scales whose top level overflows (min + 255 step = inf) are refused too.
     let latent = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    bytes[24..28].copy_from_slice(&(-3e38f32).to_le_bytes());
-    let step = 24 + 4 * latent;
+    bytes[min..min + 4].copy_from_slice(&(-3e38f32).to_le_bytes());
+    let step = min + 4 * latent;
     bytes[step..step + 4].copy_from_slice(&3e38f32.to_le_bytes());
     std::fs::write(&codes, &bytes).unwrap();
     fails_with(
