@@ -1,7 +1,7 @@
 use std::io::Write;
 
 use clap::{CommandFactory, FromArgMatches};
-use vae_gpu::cli::Cli;
+use vae_gpu::cli::{write_stderr, Cli};
 
 fn main() {
     // A negative number is a value (that the flag then rejects by name), not an unknown flag.
@@ -14,7 +14,7 @@ fn main() {
             // them (a full disk) is an error, as for every other result.
             if !e.use_stderr() {
                 if let Err(err) = e.print().and_then(|()| std::io::stdout().flush()) {
-                    eprintln!("error: writing to stdout: {err}");
+                    write_stderr(format_args!("error: writing to stdout: {err}"));
                     std::process::exit(1);
                 }
                 std::process::exit(e.exit_code());
@@ -40,7 +40,7 @@ fn main() {
     if let Err(e) = vae_gpu::cli::run(cli) {
         // Exit codes by kind (listed in --help): 1 input, 3 diverged, 4 GPU; clap's is 2.
         let e = vae_gpu::Error::from(e);
-        eprintln!("error: {e}");
+        write_stderr(format_args!("error: {e}"));
         std::process::exit(e.exit_code());
     }
 }

@@ -542,6 +542,14 @@ fn outputs_and_stdout_failures() {
     let o = common::cli::run(&["--json", "completions", "bash"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty(), "no script under --json");
+    // A stderr that cannot take the notes loses them, and nothing else: no panic.
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let noteless = tmp().join("noteless").display().to_string();
+    let mut args = tiny_args(&d, &noteless, "1", &[]);
+    args.retain(|a| *a != "--quiet");
+    let o = common::cli::command(&args).stderr(full).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(Path::new(&noteless).join("checkpoint-0001").is_dir());
     // A chart that cannot be written (here loss.png is a directory; a full disk alike) is a
     // warning, as samples.png's is: the run goes on.
     let chartless = tmp().join("chartless");
@@ -740,4 +748,19 @@ fn misuse_found_by_attack_is_named() {
         1,
         &["two latent dimensions", "traverse"],
     );
+}
+
+/// Free bits raise the KL in the total, which a checkpoint's own check must allow: a run
+/// trained with them loads and resumes.
+#[test]
+fn a_free_bits_run_loads_and_resumes() {
+    let d = data();
+    let out = tmp().join("free-bits").display().to_string();
+    let mut args = tiny_args(&d, &out, "1", &[]);
+    args.extend(["--free-bits", "0.5"]);
+    ok(&args);
+    ok(&["eval", "--model", &out, "--data", &d, "--limit", "10"]);
+    ok(&[
+        "train", "--resume", &out, "--data", &d, "--epochs", "2", "--quiet",
+    ]);
 }

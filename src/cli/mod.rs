@@ -87,11 +87,19 @@ pub fn quiet() -> bool {
 macro_rules! say {
     ($($arg:tt)*) => {
         if !$crate::cli::quiet() {
-            eprintln!($($arg)*);
+            $crate::cli::write_stderr(format_args!($($arg)*));
         }
     };
 }
 pub(crate) use say;
+
+/// Writes a line to stderr. A stderr that cannot take it (closed, a full disk) loses the
+/// line and nothing else: `eprintln!` would panic, and the work must go on or end as it
+/// would have (results and errors decide the exit code).
+pub fn write_stderr(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// A result on stdout: the prose line, or with `--json` the value as one JSON line.
 pub fn report(human: &str, value: impl serde::Serialize) {
@@ -112,9 +120,11 @@ pub fn write_stdout(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: stdout was closed by its reader (broken pipe); stopping");
+            write_stderr(format_args!(
+                "error: stdout was closed by its reader (broken pipe); stopping"
+            ));
         } else {
-            eprintln!("error: writing to stdout: {e}");
+            write_stderr(format_args!("error: writing to stdout: {e}"));
         }
         std::process::exit(1);
     }
