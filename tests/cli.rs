@@ -740,6 +740,23 @@ fn misuse_found_by_attack_is_named() {
         1,
         &["move a damaged one aside", "checkpoint-0003"],
     );
+    // Without --data a command reads the run's data; a table is no data for an image model.
+    let o = common::cli::run(&["eval", "--model", &run, "--limit", "10"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains(&format!("data: {d}")),
+        "{err}"
+    );
+    let table = tmp().join("records.csv");
+    std::fs::write(&table, "a,b\n1.5,2\n2.5,3\n3.5,1\n").unwrap();
+    fails_with(
+        &["embed", "--model", &run, "--data", table.to_str().unwrap()],
+        1,
+        &[
+            "records.csv",
+            "a table, but this model was trained on images",
+        ],
+    );
     // A manifold needs two latent dimensions.
     let line = tmp().join("one-latent").display().to_string();
     ok(&tiny_args(&d, &line, "1", &[("--latent", "1")]));

@@ -132,6 +132,17 @@ fn every_layout_trains() {
         "-q",
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
+    // Without --data, the run's array, labels and split are read.
+    let own = tmp().join("z-own.csv");
+    json(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        own.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(std::fs::read_to_string(&own).unwrap(), text);
     assert_eq!(
         text.lines().count(),
         1 + 60,
@@ -152,6 +163,27 @@ fn streamed_array_equals_resident() {
     let streamed = train(&path, "streamed", &["--gpu-data-mib", "0"]);
     assert_eq!(resident[0]["train"], streamed[0]["train"]);
     assert_eq!(resident[0]["test"], streamed[0]["test"]);
+    // An array of the same shape with other contents is not the data the run trained on:
+    // a resume refuses it (on disk and in memory alike).
+    let inverted: Vec<u8> = imgs.pixels.iter().map(|p| 255 - p).collect();
+    write_npy("stream.npy", "|u1", &[imgs.count, 28, 28], &inverted);
+    for (run, budget) in [("resident", "256"), ("streamed", "0")] {
+        let run = tmp().join(run).display().to_string();
+        fails_with(
+            &[
+                "train",
+                "--resume",
+                &run,
+                "--epochs",
+                "2",
+                "--gpu-data-mib",
+                budget,
+                "-q",
+            ],
+            1,
+            &["stream.npy", "not what the run trained on"],
+        );
+    }
 }
 
 #[test]

@@ -284,6 +284,30 @@ fn csv_types_statistics_and_masks() {
     )
     .unwrap();
     assert!(matches!(&forced.columns[0].kind, Kind::Categorical { levels } if levels.len() == 11));
+    // A constant column, however it is written ('3.5' throughout; '1', '1.0' and '01'), is
+    // centred and not scaled: its variance is rounding error, not a deviation to divide by.
+    let mut text = String::from("a,j,k\n");
+    for i in 0..30 {
+        text += &format!("{}.25,3.5,{}\n", i * 7 % 11, ["1", "1.0", "01"][i % 3]);
+    }
+    let path = write("constant.csv", &text);
+    let cells = table::read_cells(&path).unwrap();
+    let all: Vec<usize> = (0..30).collect();
+    let s = table::infer(&path, &cells, &all, &TableOptions::default()).unwrap();
+    for (column, want) in [(1, 3.5), (2, 1.0)] {
+        assert!(
+            matches!(s.columns[column].kind, Kind::Numeric { mean, std } if mean == want && std == 1.0),
+            "{:?}",
+            s.columns[column]
+        );
+    }
+    // A later cell far outside the training values is clipped to 1e6 deviations, so its
+    // losses stay finite.
+    let later = write("constant-later.csv", "a,j,k\n1e300,3.5,1\n-1e300,3.5,1\n");
+    let cells = table::read_cells(&later).unwrap();
+    let row = table::encode(&later, &cells, &s).unwrap().to_f32();
+    let e = s.width();
+    assert_eq!((row[0], row[2 * e]), (1e6, -1e6));
 }
 
 /// A ragged row, a word in a numeric column and a category unknown to the schema are
@@ -621,5 +645,42 @@ fn impute_fills_records_better_than_mean_and_mode() {
         ],
         1,
         &["--mask", "empty ones"],
+    );
+}
+
+/// The commands that use a model read the run's table and held-out fraction unless told
+/// otherwise (so they score the rows it never trained on), and a table model takes only
+/// tables.
+#[test]
+fn later_commands_follow_the_run() {
+    use common::cli::{fails_with, json, number, tmp};
+    let mut text = String::from("x,y\n");
+    for i in 0..100 {
+        text += &format!("{}.5,{}.25\n", i % 13, i % 7);
+    }
+    let csv = write("follow.csv", &text);
+    let run = tmp().join("follow").display().to_string();
+    json(&[
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--test-fraction",
+        "0.3",
+        "--out",
+        &run,
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--epochs",
+        "1",
+        "-q",
+    ]);
+    let r = &json(&["score", "--model", &run, "-q"])[0];
+    assert_eq!(number(r, &["images"]), 30.0, "{r}");
+    fails_with(
+        &["score", "--model", &run, "--data", &common::cli::data()],
+        1,
+        &["trained on a table", "CSV"],
     );
 }

@@ -43,9 +43,10 @@ pub struct DecodeArgs {
 pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let imgs = a.images.images(&a.data, c)?;
+    let imgs = a.images.images(&input, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let model = checkpoint::fingerprint(&gpu, &params)?;
     let file = CodesFile::quantize(&codes.mu, c.latent, a.bits, model);

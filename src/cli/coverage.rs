@@ -66,9 +66,10 @@ fn histogram(labels: impl Iterator<Item = usize>, classes: usize) -> Vec<f64> {
 pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let splits = a.data.load()?;
+    let splits = input.load()?;
     check_dims(c, &splits.train)?;
     let (Some(train_labels), Some(test_labels)) = (&splits.train.labels, &splits.test.labels)
     else {
@@ -112,7 +113,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
             .map(|(p, q)| (p - q).abs())
             .sum::<f64>();
     let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
-    let names = a.data.class_names(
+    let names = input.class_names(
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         splits.train.labels.as_deref(),
     )?;

@@ -39,9 +39,10 @@ pub struct DenoiseArgs {
 pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let test = a.data.load_test()?.take(a.limit as usize);
+    let test = input.load_test()?.take(a.limit as usize);
     check_dims(c, &test)?;
     let n = test.count;
     let split = GpuSplit::upload(&gpu, &test)?;

@@ -81,11 +81,12 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let splits = a.data.load()?;
+    let splits = input.load()?;
     check_dims(c, &splits.train)?;
-    let names = a.data.class_names(
+    let names = input.class_names(
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         splits.train.labels.as_deref(),
     )?;
@@ -109,7 +110,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     let (a_mean, b_mean) = (mean_code(from)?, mean_code(to)?);
     let vector: Vec<f32> = b_mean.iter().zip(&a_mean).map(|(b, a)| b - a).collect();
     let images = match &a.index {
-        Some(i) => pick_images(&a.data, c, &[i])?,
+        Some(i) => pick_images(&input, c, &[i])?,
         None => of_class(&splits.test, from)
             .ok_or_else(|| {
                 anyhow::anyhow!(

@@ -28,12 +28,13 @@ pub struct EmbedArgs {
 pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
-    let imgs = a.images.images(&a.data, c)?;
+    let imgs = a.images.images(&input, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
     let z = c.latent;
-    let names = a.data.class_names(
+    let names = input.class_names(
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         imgs.labels.as_deref(),
     )?;
@@ -143,8 +144,9 @@ pub fn pca2(x: &[f32], d: usize) -> Pca {
 pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
-    let imgs = a.images.images(&a.data, c)?;
+    let imgs = a.images.images(&input, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let z = c.latent;
     let pca = (a.pca && z > 2).then(|| pca2(&codes.mu, z));
@@ -170,7 +172,7 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     };
     let labelled = imgs.labels.is_some();
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
-    let names = a.data.class_names(
+    let names = input.class_names(
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         imgs.labels.as_deref(),
     )?;

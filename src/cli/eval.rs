@@ -32,7 +32,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let data = a
         .data
-        .for_model(c)?
+        .for_run(&cfg)?
         .load_for_training(crate::vae::train::DEFAULT_GPU_DATA_BYTES)?;
     super::check_dims(c, &data.test)?;
     let test = match a.limit {

@@ -109,17 +109,18 @@ fn missing(spec: &MaskSpec, imgs: &Images, seed: u64) -> anyhow::Result<Vec<bool
 pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     if c.table.is_some() {
         if a.mask.is_some() {
             anyhow::bail!("--mask hides pixels of images; a table's missing cells are its empty ones (--holdout hides known cells to measure the filling)");
         }
-        return super::impute_table::run(&gpu, a, &dir, c, &params);
+        return super::impute_table::run(&gpu, a, &input, &dir, c, &params);
     }
     if a.holdout.is_some() {
         anyhow::bail!("--holdout measures filling in a table; for images, --mask hides the pixels");
     }
-    let splits = a.data.load()?;
+    let splits = input.load()?;
     let test = splits.test.take(a.limit as usize);
     check_dims(c, &test)?;
     let (n, d) = (test.count, test.dim());

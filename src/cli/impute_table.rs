@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::impute::ImputeArgs;
+use super::DataArgs;
 use crate::data::table::{self, Schema};
 use crate::data::{Dtype, Images};
 use crate::gpu::Gpu;
@@ -24,13 +25,13 @@ type Cell = (usize, usize);
 pub fn run(
     gpu: &Gpu,
     a: &ImputeArgs,
+    input: &DataArgs,
     dir: &Path,
     c: &ModelConfig,
     params: &Params,
 ) -> anyhow::Result<()> {
     let schema = c.table.as_ref().context("not a table model")?;
-    let path = a
-        .data
+    let path = input
         .data
         .clone()
         .context("--data FILE.csv: the records whose missing cells to fill")?;
@@ -58,7 +59,7 @@ pub fn run(
         .collect();
     // Cells are hidden in the test records only (the split of --test-fraction, as in
     // training): the model never saw them.
-    let (_, test) = crate::data::npy::split_rows(n, a.data.test_fraction.unwrap_or(0.1));
+    let (_, test) = crate::data::npy::split_rows(n, input.test_fraction.unwrap_or(0.1));
     let mut rng = Rng::new(a.seed);
     let hidden: Vec<Cell> = match a.holdout {
         Some(f) => all

@@ -49,9 +49,10 @@ pub fn interpolate(a: &[f32], b: &[f32], t: f32, slerp: bool) -> Vec<f32> {
 pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let ends = pick_images(&a.data, c, &[&a.from, &a.to])?;
+    let ends = pick_images(&input, c, &[&a.from, &a.to])?;
     let codes = encode(&gpu, &params, c, &ends, 1.0)?.codes;
     let n = a.count as usize;
     let path: Vec<f32> = (0..n)

@@ -296,16 +296,52 @@ impl DataArgs {
         self.read(crate::data::load)
     }
 
-    /// These arguments reading data for model `c`: a table is encoded with the model's
-    /// columns and standardization.
-    pub fn for_model(&self, c: &ModelConfig) -> anyhow::Result<DataArgs> {
+    /// These arguments reading data for the model of run `cfg`. What they leave open comes
+    /// from the run: its data while it is still in place (with a .npy array's labels), its
+    /// held-out fraction (so the test rows are the ones it never trained on), image size and
+    /// channels. A table is encoded with the model's columns and standardization.
+    pub fn for_run(&self, cfg: &RunConfig) -> anyhow::Result<DataArgs> {
+        let c = &cfg.model;
         if c.table.is_some() {
             self.no_table_choices("the model's columns were fixed when it was trained")?;
         }
-        Ok(DataArgs {
+        let mut d = DataArgs {
             schema: c.table.clone(),
             ..self.clone()
-        })
+        };
+        if let Some(t) = &cfg.train {
+            if d.data.is_none() {
+                match &t.data_dir {
+                    Some(dir) if dir.exists() => {
+                        d.data = Some(dir.clone());
+                        d.labels = d.labels.or_else(|| t.labels.clone());
+                    }
+                    Some(dir) => log::warn!(
+                        "the run's data, {}, is gone; reading the default data (give --data)",
+                        dir.display()
+                    ),
+                    None => {}
+                }
+            }
+            d.test_fraction = d.test_fraction.or(t.test_fraction);
+            d.size = d.size.or(t.size);
+            d.channels = d.channels.or(t.channels);
+        }
+        let csv = crate::data::table::is_csv(&d.dir());
+        if c.table.is_some() && !csv {
+            anyhow::bail!(
+                "{}: this model was trained on a table; give it a CSV file with the same columns (--data FILE.csv)",
+                d.dir().display()
+            );
+        }
+        if c.table.is_none() && csv {
+            anyhow::bail!(
+                "{}: a table, but this model was trained on images or an array of {} values each",
+                d.dir().display(),
+                c.input_dim()
+            );
+        }
+        Ok(d)
     }
 
     /// An error when a table's column choices are given where the columns are already
@@ -400,8 +436,8 @@ pub struct SplitArgs {
 
 impl SplitArgs {
     /// The chosen split of `data`, limited, checked against the model's image size.
+    /// The chosen images of `data` (arguments resolved with `DataArgs::for_run`).
     pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
-        let data = &data.for_model(c)?;
         let imgs = if self.split == "train" {
             data.load()?.train
         } else {

@@ -62,8 +62,9 @@ fn labelled_subset(imgs: &Images, per_class: usize, seed: u64) -> Images {
 pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
-    let splits = a.data.for_model(c)?.load()?;
+    let splits = input.load()?;
     check_dims(c, &splits.train)?;
     let test = match a.limit {
         Some(n) => splits.test.take(n as usize),

@@ -27,9 +27,10 @@ pub struct ReconstructArgs {
 pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let test = a.data.load_test()?;
+    let test = input.load_test()?;
     super::check_dims(c, &test)?;
     let test = test.take(a.count as usize);
     let n = test.count;

@@ -93,9 +93,10 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         model: a.run.clone().or_else(|| a.model.model.clone()),
     };
     let (dir, cfg, params) = load_model(&gpu, &model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let test = a.data.load_test()?;
+    let test = input.load_test()?;
     check_dims(c, &test)?;
     let test = test.take(a.limit as usize);
     let history = crate::vae::train::resumed_history(&dir, &cfg);
@@ -130,7 +131,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         .chunks(c.latent)
         .map(|r| (r[dx], if dy == dx { 0.0 } else { r[dy] }))
         .collect();
-    let names = a.data.class_names(
+    let names = input.class_names(
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         test.labels.as_deref(),
     )?;

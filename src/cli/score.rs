@@ -67,8 +67,9 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
-    let imgs = a.images.images(&a.data, c)?;
+    let imgs = a.images.images(&input, c)?;
     let scores: Vec<f64> = match a.metric.as_str() {
         "iwae" => super::iwae_log_px(&gpu, &params, c, &imgs, a.iwae_k as usize)?
             .iter()
@@ -93,7 +94,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         None => None,
     };
     let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
-    let names = a.data.class_names(
+    let names = input.class_names(
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         imgs.labels.as_deref(),
     )?;

@@ -341,6 +341,7 @@ fn new_run(
         labels: data.args.labels.as_deref().map(canonical),
         test_fraction: data.args.test_fraction,
         class_names: Vec::new(),
+        data_fingerprint: None,
         max_loss_ratio: a.max_loss_ratio.unwrap_or(d.max_loss_ratio),
     };
     (model, t)
@@ -391,6 +392,15 @@ fn resumed_run(
     same("noise", a.noise, t.corruption)?;
     change("lr", a.lr, &mut t.adam.lr);
     change("weight-decay", a.weight_decay, &mut t.adam.weight_decay);
+    if let Some(e) = a.epochs.map(|e| e as usize) {
+        if t.kl_cycles > 0 && e != t.epochs {
+            log::warn!(
+                "--kl-cycles spreads its {} cycles over the run's length: at --epochs {e} instead of {}, beta follows a stretched schedule from here on, so the run will not equal a straight {e}-epoch run",
+                t.kl_cycles,
+                t.epochs
+            );
+        }
+    }
     change("epochs", a.epochs.map(|e| e as usize), &mut t.epochs);
     change("max-loss-ratio", a.max_loss_ratio, &mut t.max_loss_ratio);
     let (h, w, c) = train.shape();
@@ -478,10 +488,23 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         source,
         schema,
     } = data.load(a.gpu_data_mib << 20)?;
+    let fingerprint = crate::data::store::fingerprint(&train_images, &test_images)?;
     let (model, mut train_cfg) = match &saved {
         Some((config_path, s)) => {
             let mut run = resumed_run(a, s, &train_images)
                 .with_context(|| format!("resuming {}", dir_path.display()))?;
+            if run
+                .1
+                .data_fingerprint
+                .as_ref()
+                .is_some_and(|f| *f != fingerprint)
+            {
+                bail!(
+                    "resuming {}: the data at {} is not what the run trained on (its images, labels or count changed since); resume with that data, or start a new run with --out",
+                    dir_path.display(),
+                    data_dir.display()
+                );
+            }
             // Where the data is now: a run whose data moved records its new place.
             if run.1.data_dir.is_some() {
                 run.1.data_dir = Some(canonical(&data_dir));
@@ -527,6 +550,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         say!("--class-names: the run's class names are replaced");
     }
     train_cfg.class_names = names;
+    train_cfg.data_fingerprint = Some(fingerprint);
     model
         .validate()
         .and_then(|()| train_cfg.validate())

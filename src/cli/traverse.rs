@@ -48,12 +48,13 @@ pub fn parse_dims(s: &str, latent: usize) -> anyhow::Result<Vec<usize>> {
 pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
     let dims = parse_dims(&a.dims, c.latent)?;
     let base = match &a.index {
         Some(i) => {
-            encode(&gpu, &params, c, &pick_images(&a.data, c, &[i])?, 1.0)?
+            encode(&gpu, &params, c, &pick_images(&input, c, &[i])?, 1.0)?
                 .codes
                 .mu
         }

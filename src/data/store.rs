@@ -255,3 +255,37 @@ impl TrainSet<'_> {
         }
     }
 }
+
+/// A fingerprint of a run's data, as 16 hex digits: each split's count, shape and labels,
+/// and the bytes of up to 64 images spread evenly over it. A resume compares it with the
+/// run's, so data that changed under a run (new contents, a class folder that shifts every
+/// label, rescaled table values) is refused; sampling keeps it cheap for data on disk.
+pub fn fingerprint(train: &TrainSet<'_>, test: &Images) -> Result<String, DataError> {
+    const SAMPLES: usize = 64;
+    let mut bytes = Vec::new();
+    let mut header = |count: usize, shape: (usize, usize, usize), labels: Option<&[u8]>| {
+        for v in [count, shape.0, shape.1, shape.2] {
+            bytes.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+        bytes.extend_from_slice(labels.unwrap_or_default());
+    };
+    header(train.count(), train.shape(), train.labels());
+    header(
+        test.count,
+        (test.height, test.width, test.channels),
+        test.labels.as_deref(),
+    );
+    let picks = |count: usize| (0..SAMPLES.min(count)).map(move |k| k * count / SAMPLES.min(count));
+    let mut image = vec![0u8; train.image_bytes()];
+    for i in picks(train.count()) {
+        match train {
+            TrainSet::Memory(m) => image.copy_from_slice(m.image(i)),
+            TrainSet::Disk(d) => d.read(i, &mut image)?,
+        }
+        bytes.extend_from_slice(&image);
+    }
+    for i in picks(test.count) {
+        bytes.extend_from_slice(test.image(i));
+    }
+    Ok(format!("{:016x}", crate::io::fnv1a64(&bytes)))
+}

@@ -341,10 +341,20 @@ pub fn infer(
                         format!("column '{name}': values too large to standardize (keep them within 1e150)"),
                     ));
                 }
+                // A constant column ('3.5' throughout, or '1', '1.0' and '01') is centred,
+                // not scaled: its variance is rounding error, 1e-30, not zero.
+                let constant = stats.iter().all(|&v| v == stats[0]);
                 Kind::Numeric {
-                    mean,
-                    // A constant column is centred, not scaled.
-                    std: if var > 0.0 { var.sqrt() } else { 1.0 },
+                    mean: if constant {
+                        stats.first().copied().unwrap_or(mean)
+                    } else {
+                        mean
+                    },
+                    std: if constant || var <= 0.0 {
+                        1.0
+                    } else {
+                        var.sqrt()
+                    },
                 }
             }
             _ => {
@@ -370,6 +380,10 @@ pub fn infer(
     }
     Ok(schema)
 }
+
+/// The most standard deviations from its training mean a numeric cell is encoded at: an
+/// outlier stays the most anomalous record, with finite losses.
+const FARTHEST: f64 = 1e6;
 
 /// Encodes every row of `cells` with `schema` as `[values | mask]` f32 records of shape
 /// 1 x 2E, with labels when the schema has a label column. A cell that does not fit its
@@ -397,6 +411,7 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
             .map(|j| (j, levels))
     });
     let e = schema.width();
+    let (mut far, mut far_cells) = (None, 0);
     let mut values = Vec::with_capacity(cells.rows.len() * 2 * e);
     let mut labels = Vec::new();
     for (row, line) in cells.rows.iter().zip(&cells.lines) {
@@ -418,7 +433,12 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
                             .ok_or_else(|| {
                                 bad(&c.name, format!("'{cell}' is not a finite number"))
                             })?;
-                        v[k] = ((x - mean) / std) as f32;
+                        let z = (x - mean) / std;
+                        if z.abs() > FARTHEST {
+                            far.get_or_insert((*line, c.name.clone(), z));
+                            far_cells += 1;
+                        }
+                        v[k] = z.clamp(-FARTHEST, FARTHEST) as f32;
                     }
                     Kind::Binary { levels } => {
                         let i = levels.iter().position(|l| l == cell).ok_or_else(|| {
@@ -462,6 +482,12 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
         }
         values.extend(v);
         values.extend(mask);
+    }
+    if let Some((line, name, z)) = far {
+        log::warn!(
+            "{}: row {line}, column '{name}' lies {z:.1e} standard deviations from the training mean; {far_cells} such cell(s) are clipped to {FARTHEST:.0e} (further out, the model's arithmetic overflows)",
+            path.display()
+        );
     }
     Ok(Images {
         pixels: Dtype::F32.bytes(&values),

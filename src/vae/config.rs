@@ -120,6 +120,10 @@ pub struct TrainConfig {
     /// The names of the classes by label, shown wherever classes are (empty: unknown).
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// `data::store::fingerprint` of the data the run trains on, checked at each resume
+    /// (None in runs saved before it was recorded).
+    #[serde(default)]
+    pub data_fingerprint: Option<String>,
     /// The divergence guard's ratio (see `train::Guard`).
     #[serde(default = "default_max_loss_ratio")]
     pub max_loss_ratio: f64,
@@ -154,6 +158,7 @@ impl Default for TrainConfig {
             limit: None,
             classes: None,
             class_names: Vec::new(),
+            data_fingerprint: None,
             max_loss_ratio: default_max_loss_ratio(),
         }
     }
