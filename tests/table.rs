@@ -684,3 +684,35 @@ fn later_commands_follow_the_run() {
         &["trained on a table", "CSV"],
     );
 }
+
+/// Flags a table cannot use, and a table too wide for the model, are named.
+#[test]
+fn table_misuse_is_named() {
+    use common::cli::{fails_with, tmp};
+    let mut text = String::from("x,y\n");
+    for i in 0..40 {
+        text += &format!("{}.5,{}\n", i % 13, ["a", "b", "c"][i % 3]);
+    }
+    let csv = write("plain.csv", &text);
+    let csv = csv.to_str().unwrap();
+    let out = tmp().join("misuse").display().to_string();
+    for flag in [["--likelihood", "bernoulli"], ["--noise", "mask:0.5"]] {
+        fails_with(
+            &["train", "--data", csv, "--out", &out, flag[0], flag[1]],
+            1,
+            &["--likelihood and --noise are for images"],
+        );
+    }
+    // An id column is one category per row: 2100 of them do not fit.
+    let mut text = String::from("id,x\n");
+    for i in 0..2100 {
+        text += &format!("id{i},{}.5\n", i % 13);
+    }
+    let wide = write("ids.csv", &text);
+    fails_with(
+        &["train", "--data", wide.to_str().unwrap(), "--out", &out],
+        1,
+        &["ids.csv", "encodes to", "at most 2048"],
+    );
+    assert!(!std::path::Path::new(&out).exists());
+}

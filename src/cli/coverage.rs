@@ -73,7 +73,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     check_dims(c, &splits.train)?;
     let (Some(train_labels), Some(test_labels)) = (&splits.train.labels, &splits.test.labels)
     else {
-        anyhow::bail!("coverage needs labelled data (IDX label files, class subfolders or --labels for a .npy array) to train its classifier");
+        anyhow::bail!("coverage needs labelled data (IDX label files, class subfolders, --labels for a .npy array or a table's --label-column) to train its classifier");
     };
     let classes = usize::from(*train_labels.iter().max().unwrap_or(&0)) + 1;
     let learn = splits.train.take(a.limit as usize);

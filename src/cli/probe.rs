@@ -71,7 +71,7 @@ pub fn run(device: &DeviceArgs, a: &ProbeArgs) -> anyhow::Result<()> {
         None => splits.test,
     };
     let (Some(train_labels), Some(test_labels)) = (&splits.train.labels, &test.labels) else {
-        anyhow::bail!("probe needs labelled data (IDX label files, class subfolders or --labels for a .npy array)");
+        anyhow::bail!("probe needs labelled data (IDX label files, class subfolders, --labels for a .npy array or a table's --label-column)");
     };
     let classes = usize::from(*train_labels.iter().chain(test_labels).max().unwrap_or(&0)) + 1;
     let mut in_train = [false; 256];

@@ -66,7 +66,7 @@ pub struct TrainArgs {
     pub kl_cycles: Option<u32>,
     /// Free bits: each latent dimension's KL counts in the loss as at least NATS per image,
     /// so the model gains nothing by shutting a dimension off [default: 0]
-    #[arg(long, value_name = "NATS", value_parser = super::non_negative)]
+    #[arg(long, value_name = "NATS", value_parser = free_bits)]
     pub free_bits: Option<f32>,
     /// Adam learning rate [default: 0.001]
     #[arg(long, value_parser = super::positive)]
@@ -145,6 +145,13 @@ fn canonical(p: &Path) -> PathBuf {
 /// An optional setting as the messages show it.
 fn shown<T: Debug>(v: &Option<T>) -> String {
     v.as_ref().map_or("none".into(), |v| format!("{v:?}"))
+}
+
+fn free_bits(s: &str) -> Result<f32, String> {
+    super::non_negative(s)
+        .ok()
+        .filter(|&v| v <= 100.0)
+        .ok_or_else(|| format!("'{s}' is not a number of nats from 0 to 100"))
 }
 
 /// A setting a resumed run keeps: the flag's value if the run has none, the run's value if
@@ -532,6 +539,9 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             }
             if schema.is_some() && a.arch.as_deref() == Some("conv") {
                 bail!("a table trains the MLP; --arch conv is for images");
+            }
+            if schema.is_some() && (a.likelihood.is_some() || a.noise.is_some()) {
+                bail!("--likelihood and --noise are for images and arrays; each column of a table has its own likelihood (Gaussian, Bernoulli or softmax) and its inputs are not corrupted");
             }
             let (mut model, t) = new_run(a, &data, &train_images, data_dir, source);
             model.table = schema;

@@ -343,6 +343,16 @@ fn load_csv(path: &Path, opts: &DataOptions) -> Result<Splits, DataError> {
         Some(s) => s.clone(),
         None => table::infer(path, &cells, &train, &opts.table)?,
     };
+    // Each record is its values and their mask side by side, as a 1 x 2E image.
+    if schema.width() > 2048 {
+        return Err(DataError::new(
+            path,
+            format!(
+                "the table encodes to {} values (one per numeric or binary column, one per category); at most 2048 fit; --ignore ids and free-text columns",
+                schema.width()
+            ),
+        ));
+    }
     let all = table::encode(path, &cells, &schema)?;
     Ok(Splits {
         source: format!(
