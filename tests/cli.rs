@@ -781,3 +781,50 @@ fn a_free_bits_run_loads_and_resumes() {
         "train", "--resume", &out, "--data", &d, "--epochs", "2", "--quiet",
     ]);
 }
+
+/// Ctrl-C stops a run between two steps with exit code 130: the last checkpoint stays and
+/// resumes; a new run stopped before its first checkpoint leaves nothing.
+#[test]
+fn ctrl_c_stops_a_run_cleanly() {
+    use std::io::BufRead;
+    let d = data();
+    let interrupt = |args: &[&str], after: &str| {
+        let mut child = common::cli::command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        // Wait for the line that says the run is under way, on stdout or stderr.
+        let lines: Box<dyn BufRead> = if after == "epoch" {
+            Box::new(std::io::BufReader::new(out))
+        } else {
+            Box::new(std::io::BufReader::new(err))
+        };
+        let seen = lines
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains(after));
+        assert!(seen, "no line with '{after}'");
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        child.wait_with_output().unwrap().status.code()
+    };
+    let run = tmp().join("interrupted").display().to_string();
+    let mut args = vec!["--json"];
+    args.extend(tiny_args(&d, &run, "1000", &[]));
+    assert_eq!(interrupt(&args, "epoch"), Some(130));
+    assert!(Path::new(&run).join("checkpoint-0001").is_dir());
+    ok(&[
+        "eval", "--model", &run, "--data", &d, "--limit", "10", "--quiet",
+    ]);
+    // A new run stopped in its first epoch (one image a step) is removed.
+    let fresh = tmp().join("interrupted-fresh").display().to_string();
+    let mut args = tiny_args(&d, &fresh, "1000", &[("--batch-size", "1")]);
+    args.retain(|a| *a != "--quiet");
+    assert_eq!(interrupt(&args, "run directory"), Some(130));
+    assert!(!Path::new(&fresh).exists());
+}

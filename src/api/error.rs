@@ -1,7 +1,7 @@
 //! The library's one error type.
 
 use crate::gpu::GpuError;
-use crate::vae::train::Diverged;
+use crate::vae::train::{Diverged, Interrupted};
 
 /// Why a call failed. Each variant holds the whole message: what failed, and where (the
 /// file, the flag or the setting).
@@ -18,6 +18,9 @@ pub enum Error {
     /// No GPU adapter was found, or the device or its driver failed.
     #[error("{0}")]
     Gpu(String),
+    /// Training was stopped from outside (Ctrl-C in the CLI) between two steps.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// `Result` with [`Error`].
@@ -30,6 +33,9 @@ impl From<anyhow::Error> for Error {
         for cause in e.chain() {
             if cause.is::<Diverged>() {
                 return Error::Diverged(message);
+            }
+            if cause.is::<Interrupted>() {
+                return Error::Interrupted(message);
             }
             if cause
                 .downcast_ref::<GpuError>()
@@ -49,13 +55,15 @@ impl From<GpuError> for Error {
 }
 
 impl Error {
-    /// The CLI's exit code for this error: 1 bad input, 3 diverged, 4 GPU (2 is a usage
-    /// error, which the argument parser reports before any of these).
+    /// The CLI's exit code for this error: 1 bad input, 3 diverged, 4 GPU, 130 interrupted
+    /// (as a shell reports Ctrl-C; 2 is a usage error, which the argument parser reports
+    /// before any of these).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => 1,
             Error::Diverged(_) => 3,
             Error::Gpu(_) => 4,
+            Error::Interrupted(_) => 130,
         }
     }
 }

@@ -272,6 +272,7 @@ impl<'a> Trainer<'a> {
             dir: dir.as_ref(),
             history: Vec::new(),
             max_steps: None,
+            stop: None,
             gpu_data_bytes: self.gpu_data_bytes,
             observer: &mut observer,
         };

@@ -43,7 +43,8 @@ pub const RUNS_DIR: &str = "runs";
     long_about = None,
     after_help = "Exit codes: 0 success, 1 bad input (data, checkpoint, flag value, I/O), 2 usage, \
                   3 training diverged (the last good checkpoint is kept), 4 no GPU adapter or a \
-                  device failure."
+                  device failure, 130 training stopped by Ctrl-C (between two steps; the last \
+                  checkpoint is kept)."
 )]
 pub struct Cli {
     #[command(flatten)]

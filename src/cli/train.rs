@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -422,7 +423,17 @@ fn resumed_run(
     Ok((m, t))
 }
 
+/// Raised by Ctrl-C (SIGINT) or SIGTERM: training stops between two steps.
+static STOP: AtomicBool = AtomicBool::new(false);
+
 pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
+    // The first signal stops the run cleanly (the last checkpoint is whole either way, and a
+    // new run without one is removed below); a second ends the process at once.
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
     if let Some(d) = &a.resume {
         // A checkpoint inside a run, or a model file: resuming it as a run would write
         // checkpoints inside it, next to the run's own.
@@ -642,6 +653,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
         max_steps: a.bench_steps,
         gpu_data_bytes: a.gpu_data_mib << 20,
         observer: &mut observer,
+        stop: Some(&STOP),
     };
     let metrics = train(&mut run, &train_images, &test_images)?;
     if let (Some(_), Some(m)) = (a.bench_steps, metrics.last()) {

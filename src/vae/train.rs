@@ -264,6 +264,12 @@ pub fn evaluate(
     Ok(Losses::from_sums(&program.ws.accum.read(gpu)?))
 }
 
+/// Training stopped because `Run::stop` was raised (Ctrl-C in the CLI, which exits with
+/// code 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: {0}")]
+pub struct Interrupted(pub String);
+
 /// Training stopped because a loss blew up (see `Guard`); the CLI exits with code 3.
 #[derive(Debug, thiserror::Error)]
 #[error("training diverged: {0}")]
@@ -353,6 +359,9 @@ pub struct Run<'a> {
     /// at a time (the same batches, so the same run).
     pub gpu_data_bytes: u64,
     pub observer: &'a mut dyn FnMut(TrainEvent<'_>),
+    /// Raised to stop between two steps (the epoch under way is lost, its checkpoint
+    /// never written); None runs to the end.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Whether a benchmark over `images` at batch `rows` takes an untimed warm-up step first:
@@ -445,6 +454,24 @@ fn train_with<'s>(
         for (i, offset) in (0..n).step_by(rows).enumerate() {
             if run.max_steps.is_some_and(|m| done >= m) {
                 break;
+            }
+            if run
+                .stop
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                let resume = run
+                    .dir
+                    .filter(|d| !rundir::checkpoints(d.path()).is_empty())
+                    .map_or(String::new(), |d| {
+                        format!("; continue with --resume {}", d.path().display())
+                    });
+                return Err(Interrupted(format!(
+                    "stopped in epoch {} (step {}); {}{resume}",
+                    epoch + 1,
+                    run.state.step,
+                    kept(run.dir)
+                ))
+                .into());
             }
             beta = t.beta_at(epoch, offset as f64 / n as f64);
             let at = feed.next(gpu, offset)?;
