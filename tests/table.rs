@@ -656,7 +656,9 @@ fn later_commands_follow_the_run() {
     use common::cli::{fails_with, json, number, tmp};
     let mut text = String::from("x,y\n");
     for i in 0..100 {
-        text += &format!("{}.5,{}.25\n", i % 13, i % 7);
+        // Row 57 is the outlier.
+        let x = if i == 57 { 1000 } else { i % 13 };
+        text += &format!("{x}.5,{}.25\n", i % 7);
     }
     let csv = write("follow.csv", &text);
     let run = tmp().join("follow").display().to_string();
@@ -678,6 +680,33 @@ fn later_commands_follow_the_run() {
     ]);
     let r = &json(&["score", "--model", &run, "-q"])[0];
     assert_eq!(number(r, &["images"]), 30.0, "{r}");
+    // --split all scores every record, and `row` leads back to the file: the highest
+    // score is the outlier's.
+    let scores = tmp().join("follow-scores.csv");
+    json(&[
+        "score",
+        "--model",
+        &run,
+        "--split",
+        "all",
+        "--out",
+        scores.to_str().unwrap(),
+        "-q",
+    ]);
+    let text = std::fs::read_to_string(&scores).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("index,label,elbo,class,row"));
+    let records: Vec<(f64, usize)> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2].parse().unwrap(), f[4].parse().unwrap())
+        })
+        .collect();
+    let mut rows: Vec<usize> = records.iter().map(|r| r.1).collect();
+    rows.sort_unstable();
+    assert_eq!(rows, (0..100).collect::<Vec<_>>());
+    let top = records.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
+    assert_eq!(top.1, 57, "{text}");
     fails_with(
         &["score", "--model", &run, "--data", &common::cli::data()],
         1,

@@ -38,31 +38,24 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         imgs.labels.as_deref(),
     )?;
-    let header: Vec<String> = ["index".into(), "label".into()]
-        .into_iter()
-        .chain((0..z).map(|j| format!("mu_{j}")))
+    let records = super::RecordCsv {
+        labels: imgs.labels.as_deref(),
+        names: &names,
+        rows: a.images.file_rows(&input)?,
+    };
+    let columns: Vec<String> = (0..z)
+        .map(|j| format!("mu_{j}"))
         .chain((0..z).map(|j| format!("logvar_{j}")))
-        .chain(["class".into()])
         .collect();
-    let mut csv = header.join(",") + "\n";
+    let mut csv = records.header(&columns.join(","));
     for i in 0..imgs.count {
-        let (label, class) = imgs
-            .labels
-            .as_ref()
-            .map_or((String::new(), String::new()), |l| {
-                (l[i].to_string(), crate::data::class_name(&names, l[i]))
-            });
         let nums: Vec<String> = codes
             .mu_of(i)
             .iter()
             .chain(&codes.logvar[i * z..(i + 1) * z])
             .map(|v| v.to_string())
             .collect();
-        csv += &format!(
-            "{i},{label},{},{}\n",
-            nums.join(","),
-            super::csv_field(&class)
-        );
+        csv += &records.line(i, &nums.join(","));
     }
     crate::io::write_atomic(&out, csv.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;

@@ -427,8 +427,9 @@ impl Described for crate::data::TrainingData {
 /// Which images of the data a command works on.
 #[derive(Args, Debug, Clone)]
 pub struct SplitArgs {
-    /// Which split to use.
-    #[arg(long, default_value = "test", value_parser = ["train", "test"])]
+    /// Which split to use: test, train, or all (train, then test; a table's or array's
+    /// `row` column gives each record's row in its file).
+    #[arg(long, default_value = "test", value_parser = ["train", "test", "all"])]
     pub split: String,
     /// Use only the first N images.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -439,16 +440,73 @@ impl SplitArgs {
     /// The chosen split of `data`, limited, checked against the model's image size.
     /// The chosen images of `data` (arguments resolved with `DataArgs::for_run`).
     pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
-        let imgs = if self.split == "train" {
-            data.load()?.train
-        } else {
-            data.load_test()?
+        let imgs = match self.split.as_str() {
+            "train" => data.load()?.train,
+            "test" => data.load_test()?,
+            _ => {
+                let s = data.load()?;
+                s.train.concat(&s.test)
+            }
         };
         check_dims(c, &imgs)?;
         Ok(match self.limit {
             Some(n) => imgs.take(n as usize),
             None => imgs,
         })
+    }
+}
+
+impl SplitArgs {
+    /// Each chosen record's row in its file (0-based; a CSV's header not counted) for a
+    /// table or an array, whose splits are a fixed shuffle of the rows
+    /// (`data::npy::split_rows`); None for images.
+    pub fn file_rows(&self, data: &DataArgs) -> anyhow::Result<Option<Vec<usize>>> {
+        let path = data.dir();
+        let n = if crate::data::table::is_csv(&path) {
+            crate::data::table::read_cells(&path)?.rows.len()
+        } else if crate::data::is_npy(&path) {
+            crate::data::npy::open(&path)?.count
+        } else {
+            return Ok(None);
+        };
+        let (train, test) = crate::data::npy::split_rows(n, data.test_fraction.unwrap_or(0.1));
+        let mut rows = match self.split.as_str() {
+            "train" => train,
+            "test" => test,
+            _ => [train, test].concat(),
+        };
+        if let Some(n) = self.limit {
+            rows.truncate(n as usize);
+        }
+        Ok(Some(rows))
+    }
+}
+
+/// The CSV columns that name each record a command writes a line for: its index in the
+/// chosen images, label, class name and, for tables and arrays, its row in the file.
+pub struct RecordCsv<'a> {
+    pub labels: Option<&'a [u8]>,
+    pub names: &'a [String],
+    pub rows: Option<Vec<usize>>,
+}
+
+impl RecordCsv<'_> {
+    /// The header, around the command's own `columns`.
+    pub fn header(&self, columns: &str) -> String {
+        let row = if self.rows.is_some() { ",row" } else { "" };
+        format!("index,label,{columns},class{row}\n")
+    }
+
+    /// Record `i`'s line, around its `values`.
+    pub fn line(&self, i: usize, values: &str) -> String {
+        let (label, class) = self.labels.map_or((String::new(), String::new()), |l| {
+            (l[i].to_string(), crate::data::class_name(self.names, l[i]))
+        });
+        let row = self
+            .rows
+            .as_ref()
+            .map_or(String::new(), |r| format!(",{}", r[i]));
+        format!("{i},{label},{values},{}{row}\n", csv_field(&class))
     }
 }
 

@@ -98,15 +98,14 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
         imgs.labels.as_deref(),
     )?;
-    let mut csv = format!("index,label,{},class\n", a.metric);
+    let records = super::RecordCsv {
+        labels: imgs.labels.as_deref(),
+        names: &names,
+        rows: a.images.file_rows(&input)?,
+    };
+    let mut csv = records.header(&a.metric);
     for (i, sc) in scores.iter().enumerate() {
-        let (label, class) = imgs
-            .labels
-            .as_ref()
-            .map_or((String::new(), String::new()), |l| {
-                (l[i].to_string(), crate::data::class_name(&names, l[i]))
-            });
-        csv += &format!("{i},{label},{sc},{}\n", super::csv_field(&class));
+        csv += &records.line(i, &sc.to_string());
     }
     crate::io::write_atomic(&out, csv.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;

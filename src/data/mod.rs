@@ -122,6 +122,17 @@ impl Images {
         }
     }
 
+    /// These images, then `more`'s (of the same shape); labels only when both have them.
+    pub fn concat(mut self, more: &Images) -> Images {
+        self.pixels.extend_from_slice(&more.pixels);
+        self.labels = self.labels.zip(more.labels.as_ref()).map(|(mut l, m)| {
+            l.extend_from_slice(m);
+            l
+        });
+        self.count += more.count;
+        self
+    }
+
     /// Every image resized to (width, height) (bilinear), e.g. to fit the conv architecture.
     pub fn resized(self, (width, height): (usize, usize)) -> Images {
         if (width, height) == (self.width, self.height) {
