@@ -757,6 +757,31 @@ fn misuse_found_by_attack_is_named() {
             "a table, but this model was trained on images",
         ],
     );
+    // A class the data does not have is a mistake in --classes; an edit needs two classes.
+    let classes = tmp().join("absent-class").display().to_string();
+    let mut args = tiny_args(&d, &classes, "1", &[]);
+    args.extend(["--classes", "0,200"]);
+    fails_with(&args, 1, &["--classes", "no images of class [200]"]);
+    fails_with(
+        &["edit", "--model", &run, "--from", "0", "--to", "0"],
+        1,
+        &["--from and --to name the same class"],
+    );
+    // A kernel cache that cannot be written is said once, not once per measurement.
+    let file = tmp().join("cache-is-a-file");
+    std::fs::write(&file, b"").unwrap();
+    let o = common::cli::command(&["tune", "--model", &run])
+        .env("VAE_GPU_CACHE_DIR", &file)
+        .env_remove("VAE_GPU_TUNE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("cannot save the kernel cache").count(),
+        1,
+        "{err}"
+    );
     // A manifold needs two latent dimensions.
     let line = tmp().join("one-latent").display().to_string();
     ok(&tiny_args(&d, &line, "1", &[("--latent", "1")]));

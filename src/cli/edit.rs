@@ -91,6 +91,11 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
         splits.train.labels.as_deref(),
     )?;
     let (from, to) = (parse_class(&a.from, &names)?, parse_class(&a.to, &names)?);
+    if from == to {
+        anyhow::bail!(
+            "--from and --to name the same class ({from}): the attribute vector would be zero"
+        );
+    }
     let mean_code = |class: u8| -> anyhow::Result<Vec<f32>> {
         let imgs = of_class(&splits.train, class).ok_or_else(|| {
             anyhow::anyhow!(

@@ -324,11 +324,18 @@ impl DataArgs {
                     None => {}
                 }
             }
-            d.test_fraction = d.test_fraction.or(t.test_fraction);
-            d.size = d.size.or(t.size);
-            d.channels = d.channels.or(t.channels);
         }
         let csv = crate::data::table::is_csv(&d.dir());
+        // The run's split and image shape, for data they apply to.
+        if let Some(t) = &cfg.train {
+            if csv || crate::data::is_npy(&d.dir()) {
+                d.test_fraction = d.test_fraction.or(t.test_fraction);
+            }
+            if !csv {
+                d.size = d.size.or(t.size);
+                d.channels = d.channels.or(t.channels);
+            }
+        }
         if c.table.is_some() && !csv {
             anyhow::bail!(
                 "{}: this model was trained on a table; give it a CSV file with the same columns (--data FILE.csv)",

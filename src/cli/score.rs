@@ -83,14 +83,24 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
     };
     // Checked before anything is written, so a failing call leaves earlier results alone.
     let anomalous: Option<Vec<bool>> = match &a.normal_classes {
-        Some(super::Classes(normal)) => Some(
-            imgs.labels
+        Some(super::Classes(normal)) => {
+            let labels = imgs
+                .labels
                 .as_ref()
-                .context("--normal-classes needs labelled data")?
+                .context("--normal-classes needs labelled data")?;
+            let absent: Vec<u8> = normal
                 .iter()
-                .map(|l| !normal.contains(l))
-                .collect(),
-        ),
+                .copied()
+                .filter(|c| !labels.contains(c))
+                .collect();
+            if !absent.is_empty() {
+                log::warn!(
+                    "--normal-classes: the scored images have no class {absent:?} (their labels run from 0 to {})",
+                    labels.iter().max().unwrap_or(&0)
+                );
+            }
+            Some(labels.iter().map(|l| !normal.contains(l)).collect())
+        }
         None => None,
     };
     let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));

@@ -126,7 +126,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
             "{table}{} kernel choices for the {} model at batch {rows} in {seconds:.1} s; cache: {}",
             choices.len(),
             c.arch,
-            cache.as_ref().map_or("none (no cache directory)".into(), |p| p
+            cache.as_ref().map_or("none (no cache directory, or it cannot be written)".into(), |p| p
                 .display()
                 .to_string())
         ),

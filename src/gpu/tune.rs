@@ -233,7 +233,12 @@ impl Tuner {
             crate::io::write_atomic(path, &json)
         });
         if let Err(e) = saved {
-            log::warn!("{}: cannot save the kernel cache: {e}", path.display());
+            log::warn!(
+                "{}: cannot save the kernel cache: {e}; this process keeps its choices in memory",
+                path.display()
+            );
+            // Once: every later measurement would fail and warn the same way.
+            self.path = None;
         }
     }
 }
