@@ -134,6 +134,34 @@ fn streamed_from_the_cache_equals_resident() {
         "the rebuilt cache holds the new image"
     );
 
+    // Damaged in place (same length): the image's checksum names it; with the byte
+    // restored, the cache serves again.
+    let cache = cache_file();
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let at = 48 + 28 * 28 * 3 + 100;
+    bytes[at] ^= 0x55;
+    std::fs::write(&cache, &bytes).unwrap();
+    let out = tmp().join("damaged");
+    let mut args = vec![
+        "train",
+        "--data",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--gpu-data-mib",
+        "0",
+    ];
+    args.extend_from_slice(&TINY);
+    fails_with(&args, 1, &["image 3 does not match its checksum"]);
+    bytes[at] ^= 0x55;
+    std::fs::write(&cache, &bytes).unwrap();
+    // A cache of an earlier format is rebuilt, not refused.
+    bytes[..8].copy_from_slice(b"VAEGPUD1");
+    std::fs::write(&cache, &bytes).unwrap();
+    let rebuilt = losses(&dir, "rebuilt", &["--epochs", "1", "--gpu-data-mib", "0"]);
+    assert_eq!(rebuilt, changed_resident);
+    assert_eq!(&std::fs::read(&cache).unwrap()[..8], b"VAEGPUD2");
+
     // Cut short: one error line naming the cache, exit code 1, no run left behind.
     let cache = cache_file();
     let len = std::fs::metadata(&cache).unwrap().len();

@@ -4,8 +4,9 @@
 //! unchanged, rebuilt when they change.
 //!
 //! Layout: a 48-byte header (`MAGIC`, the folder's fingerprint, train and test counts,
-//! height, width, channels, whether labelled), the training images, the test images, then
-//! one label byte per training and per test image when labelled. A build writes a
+//! height, width, channels, whether labelled), the training images, the test images, one
+//! label byte per training and per test image when labelled, then a u64 checksum
+//! (FNV-1a) per training and per test image, checked as each is read. A build writes a
 //! temporary file and renames it into place, so a kill leaves the old cache or none.
 
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -15,7 +16,9 @@ use super::folder::{self, Decoded};
 use super::store::DiskImages;
 use super::{DataError, DataOptions, Dtype, Images};
 
-const MAGIC: &[u8; 8] = b"VAEGPUD1";
+const MAGIC: &[u8; 8] = b"VAEGPUD2";
+/// Caches of earlier formats start with this and are rebuilt.
+const MAGIC_STEM: &[u8; 7] = b"VAEGPUD";
 const HEADER: u64 = 48;
 
 struct Header {
@@ -63,7 +66,8 @@ impl Header {
         let pixels = n.checked_mul((h as u64).checked_mul(w as u64)?.checked_mul(c as u64)?)?;
         HEADER
             .checked_add(pixels)?
-            .checked_add(if self.labelled { n } else { 0 })
+            .checked_add(if self.labelled { n } else { 0 })?
+            .checked_add(n.checked_mul(8)?)
     }
 }
 
@@ -155,6 +159,10 @@ fn read_header(path: &Path) -> Result<Option<Header>, DataError> {
         .take(HEADER)
         .read_to_end(&mut b)
         .map_err(|e| DataError::new(path, e.to_string()))?;
+    if b.starts_with(MAGIC_STEM) && !b.starts_with(MAGIC) {
+        log::info!("{}: an earlier cache format; rebuilding", path.display());
+        return Ok(None);
+    }
     Header::parse(&b).map(Some).ok_or_else(|| {
         DataError::new(
             path,
@@ -191,6 +199,19 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
     } else {
         None
     };
+    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    let mut sums = vec![0u8; 8 * (train + test)];
+    let labels_len = if h.labelled { train + test } else { 0 };
+    super::store::read_at(
+        &file,
+        &mut sums,
+        HEADER + ((train + test) * d + labels_len) as u64,
+    )
+    .map_err(|e| DataError::new(path, format!("reading the checksums: {e}")))?;
+    let sums: Vec<u64> = sums
+        .chunks(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
     let split = |l: &Option<Vec<u8>>, r: std::ops::Range<usize>| l.as_ref().map(|l| l[r].to_vec());
     let train_set = DiskImages::open(
         path,
@@ -199,7 +220,8 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
         h.shape,
         Dtype::U8,
         split(&labels, 0..train),
-    )?;
+    )?
+    .with_sums(sums[..train].into());
     let test_set = DiskImages::open(
         path,
         HEADER + (train * d) as u64,
@@ -207,7 +229,8 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
         h.shape,
         Dtype::U8,
         split(&labels, train..train + test),
-    )?;
+    )?
+    .with_sums(sums[train..].into());
     let all: Vec<usize> = (0..test).collect();
     Ok((train_set, test_set.load(&all)?))
 }
@@ -253,6 +276,7 @@ fn build(
     let mut out = BufWriter::new(tmp);
     out.write_all(&[0u8; HEADER as usize]).map_err(io)?;
     let (mut train_labels, mut test_labels, mut test_pixels) = (Vec::new(), Vec::new(), Vec::new());
+    let mut train_sums = Vec::new();
     let mut kept = 0usize;
     let found: Decoded = folder::decode_folder(train_dir, opts, &mut |image, label| {
         // With one folder, every tenth image is the test split (as `data::load` splits).
@@ -261,6 +285,7 @@ fn build(
             test_labels.push(label.unwrap_or(0));
         } else {
             out.write_all(image).map_err(io)?;
+            train_sums.push(crate::io::fnv1a64(image));
             train_labels.push(label.unwrap_or(0));
         }
         kept += 1;
@@ -297,6 +322,11 @@ fn build(
     if labelled {
         out.write_all(&train_labels).map_err(io)?;
         out.write_all(&test_labels).map_err(io)?;
+    }
+    let d = shape.0 * shape.1 * shape.2;
+    let test_sums = test_pixels.chunks(d).map(crate::io::fnv1a64);
+    for sum in train_sums.into_iter().chain(test_sums) {
+        out.write_all(&sum.to_le_bytes()).map_err(io)?;
     }
     let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;

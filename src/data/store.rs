@@ -27,6 +27,9 @@ pub struct DiskImages {
     pub dtype: Dtype,
     /// The file's images this set holds, in order; None: the first `count`.
     rows: Option<Vec<u32>>,
+    /// A checksum (FNV-1a) of each of the file's images from `offset` on, checked as it is
+    /// read (the image cache's; an array has none).
+    sums: Option<std::sync::Arc<[u64]>>,
 }
 
 impl DiskImages {
@@ -71,7 +74,17 @@ impl DiskImages {
             labels,
             dtype,
             rows: None,
+            sums: None,
         })
+    }
+
+    /// These images, each checked against its checksum (`sums[i]` for the file's image
+    /// `i` from the offset on) as it is read.
+    pub fn with_sums(self, sums: std::sync::Arc<[u64]>) -> DiskImages {
+        DiskImages {
+            sums: Some(sums),
+            ..self
+        }
     }
 
     /// Bytes per image.
@@ -87,6 +100,16 @@ impl DiskImages {
         read_at(&self.file, out, at).map_err(|e| {
             DataError::new(&self.path, format!("reading row {row} at byte {at}: {e}"))
         })?;
+        if self
+            .sums
+            .as_ref()
+            .is_some_and(|s| s[row] != crate::io::fnv1a64(out))
+        {
+            return Err(DataError::new(
+                &self.path,
+                format!("image {row} does not match its checksum: the file was damaged after it was written; delete it and it is rebuilt"),
+            ));
+        }
         if self.dtype == Dtype::F32 {
             if let Some((j, v)) = Dtype::F32
                 .values(out)
