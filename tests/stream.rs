@@ -141,18 +141,25 @@ fn streamed_from_the_cache_equals_resident() {
     let at = 48 + 28 * 28 * 3 + 100;
     bytes[at] ^= 0x55;
     std::fs::write(&cache, &bytes).unwrap();
-    let out = tmp().join("damaged");
-    let mut args = vec![
-        "train",
-        "--data",
-        dir.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--gpu-data-mib",
-        "0",
-    ];
-    args.extend_from_slice(&TINY);
-    fails_with(&args, 1, &["image 3 does not match its checksum"]);
+    // A new streamed run into `out` that must fail, naming `needles`.
+    let streamed_fails = |out: &Path, needles: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--gpu-data-mib",
+            "0",
+        ];
+        args.extend_from_slice(&TINY);
+        fails_with(&args, 1, needles);
+        assert!(!out.exists(), "a failed new run leaves no directory");
+    };
+    streamed_fails(
+        &tmp().join("damaged"),
+        &["image 3 does not match its checksum"],
+    );
     bytes[at] ^= 0x55;
     std::fs::write(&cache, &bytes).unwrap();
     // A cache of an earlier format is rebuilt, not refused.
@@ -171,21 +178,8 @@ fn streamed_from_the_cache_equals_resident() {
         .unwrap()
         .set_len(len - 7)
         .unwrap();
-    let out = tmp().join("truncated");
-    let mut args = vec![
-        "train",
-        "--data",
-        dir.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--gpu-data-mib",
-        "0",
-    ];
-    args.extend_from_slice(&TINY);
-    fails_with(
-        &args,
-        1,
+    streamed_fails(
+        &tmp().join("truncated"),
         &[cache.file_name().unwrap().to_str().unwrap(), "truncated"],
     );
-    assert!(!out.exists(), "a failed new run leaves no directory");
 }

@@ -113,10 +113,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
             .map(|(p, q)| (p - q).abs())
             .sum::<f64>();
     let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
-    let names = input.class_names(
-        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
-        splits.train.labels.as_deref(),
-    )?;
+    let names = input.run_class_names(&cfg, splits.train.labels.as_deref())?;
     let mut table = format!("{:<16} {:>8} {:>9}\n", "class", "data %", "samples %");
     let mut rows = Vec::new();
     for k in 0..classes {

@@ -86,10 +86,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
     super::images_only(c)?;
     let splits = input.load()?;
     check_dims(c, &splits.train)?;
-    let names = input.class_names(
-        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
-        splits.train.labels.as_deref(),
-    )?;
+    let names = input.run_class_names(&cfg, splits.train.labels.as_deref())?;
     let (from, to) = (parse_class(&a.from, &names)?, parse_class(&a.to, &names)?);
     if from == to {
         anyhow::bail!(

@@ -34,15 +34,7 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
     let z = c.latent;
-    let names = input.class_names(
-        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
-        imgs.labels.as_deref(),
-    )?;
-    let records = super::RecordCsv {
-        labels: imgs.labels.as_deref(),
-        names: &names,
-        rows: a.images.file_rows(&input)?,
-    };
+    let records = super::RecordCsv::new(&imgs, &a.images, &input, &cfg)?;
     let columns: Vec<String> = (0..z)
         .map(|j| format!("mu_{j}"))
         .chain((0..z).map(|j| format!("logvar_{j}")))
@@ -165,10 +157,7 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     };
     let labelled = imgs.labels.is_some();
     let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
-    let names = input.class_names(
-        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
-        imgs.labels.as_deref(),
-    )?;
+    let names = input.run_class_names(&cfg, imgs.labels.as_deref())?;
     let (axes, axis_names) = if let Some(p) = &pca {
         (
             "first two principal components",

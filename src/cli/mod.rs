@@ -293,6 +293,19 @@ impl DataArgs {
         })
     }
 
+    /// `class_names` for data a model of run `cfg` works on: the run's names are the
+    /// fallback.
+    pub fn run_class_names(
+        &self,
+        cfg: &RunConfig,
+        labels: Option<&[u8]>,
+    ) -> anyhow::Result<Vec<String>> {
+        self.class_names(
+            cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
+            labels,
+        )
+    }
+
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
         self.read(crate::data::load)
     }
@@ -492,12 +505,27 @@ impl SplitArgs {
 /// The CSV columns that name each record a command writes a line for: its index in the
 /// chosen images, label, class name and, for tables and arrays, its row in the file.
 pub struct RecordCsv<'a> {
-    pub labels: Option<&'a [u8]>,
-    pub names: &'a [String],
-    pub rows: Option<Vec<usize>>,
+    labels: Option<&'a [u8]>,
+    names: Vec<String>,
+    rows: Option<Vec<usize>>,
 }
 
-impl RecordCsv<'_> {
+impl<'a> RecordCsv<'a> {
+    /// For `imgs`, the images `split` chose from `input` for a model of run `cfg`.
+    pub fn new(
+        imgs: &'a crate::data::Images,
+        split: &SplitArgs,
+        input: &DataArgs,
+        cfg: &RunConfig,
+    ) -> anyhow::Result<RecordCsv<'a>> {
+        let labels = imgs.labels.as_deref();
+        Ok(RecordCsv {
+            labels,
+            names: input.run_class_names(cfg, labels)?,
+            rows: split.file_rows(input)?,
+        })
+    }
+
     /// The header, around the command's own `columns`.
     pub fn header(&self, columns: &str) -> String {
         let row = if self.rows.is_some() { ",row" } else { "" };
@@ -507,7 +535,7 @@ impl RecordCsv<'_> {
     /// Record `i`'s line, around its `values`.
     pub fn line(&self, i: usize, values: &str) -> String {
         let (label, class) = self.labels.map_or((String::new(), String::new()), |l| {
-            (l[i].to_string(), crate::data::class_name(self.names, l[i]))
+            (l[i].to_string(), crate::data::class_name(&self.names, l[i]))
         });
         let row = self
             .rows
@@ -515,6 +543,22 @@ impl RecordCsv<'_> {
             .map_or(String::new(), |r| format!(",{}", r[i]));
         format!("{i},{label},{values},{}{row}\n", csv_field(&class))
     }
+}
+
+/// The classes of `wanted` that `labels` lack, as "class [..] (the labels run from 0 to
+/// N)"; None when every one is there.
+pub fn absent_classes(wanted: &[u8], labels: &[u8]) -> Option<String> {
+    let absent: Vec<u8> = wanted
+        .iter()
+        .copied()
+        .filter(|c| !labels.contains(c))
+        .collect();
+    (!absent.is_empty()).then(|| {
+        format!(
+            "class {absent:?} (the labels run from 0 to {})",
+            labels.iter().max().unwrap_or(&0)
+        )
+    })
 }
 
 /// `--model`, shared by the commands that use a trained model.

@@ -131,10 +131,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         .chunks(c.latent)
         .map(|r| (r[dx], if dy == dx { 0.0 } else { r[dy] }))
         .collect();
-    let names = input.class_names(
-        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
-        test.labels.as_deref(),
-    )?;
+    let names = input.run_class_names(&cfg, test.labels.as_deref())?;
     chart::save_scatter(
         &fig("scatter.png"),
         &format!("Latent means of {} test images", test.count),

@@ -88,31 +88,15 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
                 .labels
                 .as_ref()
                 .context("--normal-classes needs labelled data")?;
-            let absent: Vec<u8> = normal
-                .iter()
-                .copied()
-                .filter(|c| !labels.contains(c))
-                .collect();
-            if !absent.is_empty() {
-                log::warn!(
-                    "--normal-classes: the scored images have no class {absent:?} (their labels run from 0 to {})",
-                    labels.iter().max().unwrap_or(&0)
-                );
+            if let Some(why) = super::absent_classes(normal, labels) {
+                log::warn!("--normal-classes: the scored images have no {why}");
             }
             Some(labels.iter().map(|l| !normal.contains(l)).collect())
         }
         None => None,
     };
     let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
-    let names = input.class_names(
-        cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]),
-        imgs.labels.as_deref(),
-    )?;
-    let records = super::RecordCsv {
-        labels: imgs.labels.as_deref(),
-        names: &names,
-        rows: a.images.file_rows(&input)?,
-    };
+    let records = super::RecordCsv::new(&imgs, &a.images, &input, &cfg)?;
     let mut csv = records.header(&a.metric);
     for (i, sc) in scores.iter().enumerate() {
         csv += &records.line(i, &sc.to_string());

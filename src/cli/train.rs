@@ -275,18 +275,12 @@ impl DataChoice {
         let mut splits = self.args.load_for_training(budget)?;
         if let Some(classes) = &self.classes {
             // A class the data does not have is a mistake in the list, not an empty class.
-            if let Some(labels) = splits.train.labels() {
-                let absent: Vec<u8> = classes
-                    .iter()
-                    .copied()
-                    .filter(|c| !labels.contains(c))
-                    .collect();
-                if !absent.is_empty() {
-                    bail!(
-                        "--classes: the training data has no images of class {absent:?} (its labels run from 0 to {})",
-                        labels.iter().max().unwrap_or(&0)
-                    );
-                }
+            if let Some(why) = splits
+                .train
+                .labels()
+                .and_then(|l| super::absent_classes(classes, l))
+            {
+                bail!("--classes: the training data has no images of {why}");
             }
             let train = splits.train.with_classes(classes).filter(|t| t.count() > 0);
             let test = splits.test.with_classes(classes).filter(|i| i.count > 0);
