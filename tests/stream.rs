@@ -40,9 +40,8 @@ fn folder() -> PathBuf {
     dir
 }
 
-/// Each epoch's (train, test) loss of `vae-gpu train` with `extra` flags on `dir`.
-fn losses(dir: &Path, out: &str, extra: &[&str]) -> Vec<(f64, f64)> {
-    let out = tmp().join(out);
+/// `vae-gpu train` arguments of a tiny run on `dir` into `out`, with `extra` flags.
+fn train_args<'a>(dir: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "train",
         "--data",
@@ -52,7 +51,13 @@ fn losses(dir: &Path, out: &str, extra: &[&str]) -> Vec<(f64, f64)> {
     ];
     args.extend_from_slice(&TINY);
     args.extend_from_slice(extra);
-    json(&args)
+    args
+}
+
+/// Each epoch's (train, test) loss of `vae-gpu train` with `extra` flags on `dir`.
+fn losses(dir: &Path, out: &str, extra: &[&str]) -> Vec<(f64, f64)> {
+    let out = tmp().join(out);
+    json(&train_args(dir, &out, extra))
         .iter()
         .map(|m| {
             (
@@ -143,17 +148,7 @@ fn streamed_from_the_cache_equals_resident() {
     std::fs::write(&cache, &bytes).unwrap();
     // A new streamed run into `out` that must fail, naming `needles`.
     let streamed_fails = |out: &Path, needles: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--data",
-            dir.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--gpu-data-mib",
-            "0",
-        ];
-        args.extend_from_slice(&TINY);
-        fails_with(&args, 1, needles);
+        fails_with(&train_args(&dir, out, &["--gpu-data-mib", "0"]), 1, needles);
         assert!(!out.exists(), "a failed new run leaves no directory");
     };
     streamed_fails(
