@@ -132,17 +132,21 @@ fn every_layout_trains() {
         "-q",
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
-    // Without --data, the run's array, labels and split are read.
+    // Without --data, or with the run's own array, its labels and split are read.
     let own = tmp().join("z-own.csv");
-    json(&[
-        "embed",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        own.to_str().unwrap(),
-        "-q",
-    ]);
-    assert_eq!(std::fs::read_to_string(&own).unwrap(), text);
+    for data in [None, Some(f32_2d.to_str().unwrap())] {
+        let mut args = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            own.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend(data.map(|d| ["--data", d]).into_iter().flatten());
+        json(&args);
+        assert_eq!(std::fs::read_to_string(&own).unwrap(), text, "{data:?}");
+    }
     assert_eq!(
         text.lines().count(),
         1 + 60,

@@ -324,18 +324,24 @@ impl DataArgs {
             ..self.clone()
         };
         if let Some(t) = &cfg.train {
-            if d.data.is_none() {
-                match &t.data_dir {
-                    Some(dir) if dir.exists() => {
-                        d.data = Some(dir.clone());
-                        d.labels = d.labels.or_else(|| t.labels.clone());
-                    }
-                    Some(dir) => log::warn!(
+            let runs = match (&d.data, &t.data_dir) {
+                (None, Some(dir)) if dir.exists() => {
+                    d.data = Some(dir.clone());
+                    true
+                }
+                (None, Some(dir)) => {
+                    log::warn!(
                         "the run's data, {}, is gone; reading the default data (give --data)",
                         dir.display()
-                    ),
-                    None => {}
+                    );
+                    false
                 }
+                (Some(given), Some(dir)) => given.canonicalize().ok().as_ref() == Some(dir),
+                _ => false,
+            };
+            // An array's labels belong to it.
+            if runs {
+                d.labels = d.labels.or_else(|| t.labels.clone());
             }
         }
         let csv = crate::data::table::is_csv(&d.dir());
