@@ -13,11 +13,14 @@ fn main() {
             // clap ignores a failed write of --help or --version; a stdout that cannot take
             // them (a full disk) is an error, as for every other result.
             if !e.use_stderr() {
-                if let Err(err) = e.print().and_then(|()| std::io::stdout().flush()) {
-                    write_stderr(format_args!("error: writing to stdout: {err}"));
-                    std::process::exit(1);
+                match e.print().and_then(|()| std::io::stdout().flush()) {
+                    // A reader that has read enough (`--help | head`) is no failure.
+                    Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                        write_stderr(format_args!("error: writing to stdout: {err}"));
+                        std::process::exit(1);
+                    }
+                    _ => std::process::exit(e.exit_code()),
                 }
-                std::process::exit(e.exit_code());
             }
             e.exit()
         });

@@ -716,6 +716,32 @@ fn misuse_found_by_attack_is_named() {
         1,
         &["half-split", "has train/ but no test/"],
     );
+    // Beside other class folders, a folder named train is a class.
+    let classes = image_folder("class-named-train");
+    std::fs::rename(classes.join("circles"), classes.join("train")).unwrap();
+    let out = tmp().join("class-named-train-run").display().to_string();
+    let o = common::cli::run(&[
+        "--json",
+        "train",
+        "--data",
+        classes.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--out",
+        &out,
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let config =
+        std::fs::read_to_string(Path::new(&out).join("checkpoint-0001/config.json")).unwrap();
+    assert!(
+        config.contains("\"train\"") && config.contains("\"squares\""),
+        "{config}"
+    );
     // A damaged last checkpoint: read-only commands pass over it with a warning, a resume
     // names it and says what to do.
     let damaged = tmp().join("damaged");

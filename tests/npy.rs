@@ -76,6 +76,19 @@ fn every_layout_trains() {
         .collect();
     let labels = write_npy("labels.npy", "<i8", &[n], &labels);
 
+    // A run's held-out fraction stays with its array: other data, here IDX files, is read
+    // with its own split.
+    train(&u8_3d, "u8-split", &["--test-fraction", "0.2"]);
+    json(&[
+        "eval",
+        "--model",
+        tmp().join("u8-split").to_str().unwrap(),
+        "--data",
+        &data(),
+        "--limit",
+        "10",
+        "-q",
+    ]);
     let a = train(&u8_3d, "u8", &[]);
     let b = train(&u8_4d, "u8c", &[]);
     assert_eq!(

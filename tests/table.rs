@@ -316,7 +316,10 @@ fn csv_types_statistics_and_masks() {
 fn csv_errors_name_file_row_and_column() {
     let ragged = write("ragged.csv", "a,b\n1,2\n3\n4,5\n");
     let err = table::read_cells(&ragged).err().unwrap().to_string();
-    assert!(err.contains("ragged.csv") && err.contains("row 3"), "{err}");
+    assert!(
+        err.contains("ragged.csv") && err.contains("line 3"),
+        "{err}"
+    );
     let good = write(
         "good.csv",
         "x,colour\n1.5,red\n2.5,blue\n3.5,green\n4.25,red\n",
@@ -330,11 +333,18 @@ fn csv_errors_name_file_row_and_column() {
         .to_string();
     assert!(
         err.contains("word.csv")
-            && err.contains("row 3")
+            && err.contains("line 3")
             && err.contains("'x'")
             && err.contains("'lots' is not a finite number"),
         "{err}"
     );
+    // Blank lines and CRLF line ends count as the file's lines do.
+    let spaced = write("spaced.csv", "x,colour\r\n1.5,red\r\n\r\nlots,blue\r\n");
+    let err = table::encode(&spaced, &table::read_cells(&spaced).unwrap(), &s)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("line 4, column 'x'"), "{err}");
     let unknown = write("unknown.csv", "x,colour\n1.5,purple\n2,red\n");
     let err = table::encode(&unknown, &table::read_cells(&unknown).unwrap(), &s)
         .err()
@@ -342,7 +352,7 @@ fn csv_errors_name_file_row_and_column() {
         .to_string();
     assert!(
         err.contains("unknown.csv")
-            && err.contains("row 2")
+            && err.contains("line 2")
             && err.contains("'colour'")
             && err.contains("unknown category 'purple'"),
         "{err}"
@@ -518,7 +528,7 @@ fn wdbc_benign_vs_malignant() {
         1,
         &[
             "wdbc-bad.csv",
-            "row 6",
+            "line 6",
             "'mean radius'",
             "'twenty' is not a finite number",
         ],

@@ -53,10 +53,13 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     super::report(
         &format!(
-            "wrote {} codes ({} dimensions, mu and logvar) of the {} split to {}",
+            "wrote {} codes ({} dimensions, mu and logvar) of {} to {}",
             imgs.count,
             z,
-            a.images.split,
+            match a.images.split.as_str() {
+                "all" => "both splits".to_string(),
+                split => format!("the {split} split"),
+            },
             out.display()
         ),
         serde_json::json!({"images": imgs.count, "latent": z, "split": a.images.split, "out": out}),

@@ -329,6 +329,10 @@ impl DataArgs {
                     d.data = Some(dir.clone());
                     true
                 }
+                (None, Some(dir)) if c.table.is_some() => anyhow::bail!(
+                    "the run's table, {}, is gone; give the records with --data FILE.csv",
+                    dir.display()
+                ),
                 (None, Some(dir)) => {
                     log::warn!(
                         "the run's data, {}, is gone; reading the default data (give --data)",
@@ -339,22 +343,25 @@ impl DataArgs {
                 (Some(given), Some(dir)) => given.canonicalize().ok().as_ref() == Some(dir),
                 _ => false,
             };
-            // An array's labels belong to it.
+            // The run's own data comes with its labels and split; other data has its own.
             if runs {
-                d.labels = d.labels.or_else(|| t.labels.clone());
-            }
-        }
-        let csv = crate::data::table::is_csv(&d.dir());
-        // The run's split and image shape, for data they apply to.
-        if let Some(t) = &cfg.train {
-            if csv || crate::data::is_npy(&d.dir()) {
                 d.test_fraction = d.test_fraction.or(t.test_fraction);
+                match &t.labels {
+                    Some(l) if d.labels.is_none() && !l.exists() => log::warn!(
+                        "the run's labels, {}, are gone; reading its data without labels (give --labels)",
+                        l.display()
+                    ),
+                    l => d.labels = d.labels.take().or_else(|| l.clone()),
+                }
             }
-            if !csv {
+            // The model's image size, for data that can be resized to it.
+            let path = d.dir();
+            if !crate::data::table::is_csv(&path) && !crate::data::is_npy(&path) {
                 d.size = d.size.or(t.size);
                 d.channels = d.channels.or(t.channels);
             }
         }
+        let csv = crate::data::table::is_csv(&d.dir());
         if c.table.is_some() && !csv {
             anyhow::bail!(
                 "{}: this model was trained on a table; give it a CSV file with the same columns (--data FILE.csv)",

@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -23,7 +24,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Run directory for checkpoints, metrics and the loss curve [default: runs/run-N]
-    #[arg(long)]
+    #[arg(long, value_parser = run_dir)]
     pub out: Option<PathBuf>,
     /// Continue a run from its last checkpoint (Adam state, step counter, noise position) up
     /// to --epochs. The run keeps its settings: --epochs, --lr, --weight-decay,
@@ -146,6 +147,13 @@ fn canonical(p: &Path) -> PathBuf {
 /// An optional setting as the messages show it.
 fn shown<T: Debug>(v: &Option<T>) -> String {
     v.as_ref().map_or("none".into(), |v| format!("{v:?}"))
+}
+
+fn run_dir(s: &str) -> Result<PathBuf, String> {
+    match s {
+        "-" => Err("'-': a run is a directory of checkpoints; give its path".into()),
+        _ => Ok(PathBuf::from(s)),
+    }
 }
 
 fn free_bits(s: &str) -> Result<f32, String> {
@@ -431,17 +439,59 @@ fn resumed_run(
     Ok((m, t))
 }
 
-/// Raised by Ctrl-C (SIGINT) or SIGTERM: training stops between two steps.
+/// Raised by the first Ctrl-C once the training loop runs: it stops between two steps.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Whether the training loop has begun; before it nothing can be lost, so Ctrl-C ends the
+/// process at once (data loading and tuning can take minutes).
+static TRAINING: AtomicBool = AtomicBool::new(false);
+/// A new run's directory, removed by a Ctrl-C that ends the process while it holds no
+/// checkpoint.
+static FRESH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Ctrl-C: the first one in the training loop stops it between two steps (the error then
+/// names the kept checkpoint); any other ends the process now. Checkpoints are published
+/// by one rename, so the last one is whole either way.
+fn on_ctrl_c() {
+    if TRAINING.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if let Some(dir) = FRESH.lock().ok().and_then(|d| d.clone()) {
+        if rundir::checkpoints(&dir).is_empty() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    super::write_stderr(format_args!(
+        "error: interrupted{}",
+        if TRAINING.load(Ordering::SeqCst) {
+            " again: stopped at once; the last checkpoint is whole"
+        } else {
+            " before training began; nothing was written"
+        }
+    ));
+    std::process::exit(130);
+}
+
+/// Whether SIGINT is ignored, as for a job a script started in the background or under
+/// some `nohup`s: such a process is not to be stopped by Ctrl-C, and stays so.
+#[cfg(unix)]
+fn sigint_ignored() -> bool {
+    // SAFETY: sigaction with no new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(not(unix))]
+fn sigint_ignored() -> bool {
+    false
+}
 
 pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
-    // The first signal stops the run cleanly (the last checkpoint is whole either way, and a
-    // new run without one is removed below); a second ends the process at once.
-    let _ = ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
+    if !sigint_ignored() {
+        let _ = ctrlc::set_handler(on_ctrl_c);
+    }
     if let Some(d) = &a.resume {
         // A checkpoint inside a run, or a model file: resuming it as a run would write
         // checkpoints inside it, next to the run's own.
@@ -463,9 +513,15 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     };
     // Locked before anything is read from it, so no second process can interleave.
     let dir = RunDir::lock(&dir_path)?;
+    let new = fresh || dir.created();
+    if new {
+        *FRESH.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir_path.clone());
+    }
     let result = train_in(device, a, &dir);
-    // A new run that failed before its first checkpoint leaves nothing behind.
-    if result.is_err() && (fresh || dir.created()) && rundir::checkpoints(&dir_path).is_empty() {
+    // A new run that failed before its first checkpoint, or a benchmark (which writes none),
+    // leaves nothing behind.
+    let gone = result.is_err() || a.bench_steps.is_some();
+    if gone && new && rundir::checkpoints(&dir_path).is_empty() {
         let _ = std::fs::remove_dir_all(&dir_path);
     }
     result
@@ -632,6 +688,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             epochs,
             images,
         } => {
+            TRAINING.store(true, Ordering::SeqCst);
             bar = super::progress_bar(images as u64, &format!("epoch {epoch}/{epochs}"), "images");
         }
         TrainEvent::Progress { images, loss } => {

@@ -94,12 +94,21 @@ fn cache_path(dir: &Path, opts: &DataOptions) -> Result<PathBuf, DataError> {
 }
 
 /// The folders a dataset is read from: (train, Some(test)) or (all, None) when every tenth
-/// image is held out for testing. One of train/ and test/ without the other is an error:
-/// its images would be read as a class named after it.
+/// image is held out for testing. One of train/ and test/ alone is an error (its images
+/// would be read as a class named after it), unless other class folders stand beside it:
+/// then it is a class.
 pub(super) fn folders(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), DataError> {
+    let classes_beside = || {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.path().is_dir() && !matches!(e.file_name().to_str(), Some("train" | "test"))
+            })
+        })
+    };
     match (dir.join("train").is_dir(), dir.join("test").is_dir()) {
         (true, true) => Ok((dir.join("train"), Some(dir.join("test")))),
         (false, false) => Ok((dir.to_path_buf(), None)),
+        _ if classes_beside() => Ok((dir.to_path_buf(), None)),
         (train, _) => {
             let (has, lacks) = if train {
                 ("train", "test")

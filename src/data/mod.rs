@@ -232,11 +232,7 @@ pub fn class_names(dir: &Path) -> Vec<String> {
     if let Ok(Some((dir, split))) = emnist::resolve(dir) {
         return emnist::class_names(&dir, &split);
     }
-    let root = if dir.join("train").is_dir() {
-        dir.join("train")
-    } else {
-        dir.to_path_buf()
-    };
+    let root = cache::folders(dir).map_or_else(|_| dir.to_path_buf(), |(train, _)| train);
     let folders = folder::class_folders(&root);
     if !folders.is_empty() {
         return folders;

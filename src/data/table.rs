@@ -210,14 +210,27 @@ pub fn read_cells(path: &Path) -> Result<Cells, DataError> {
         ));
     }
     let (mut rows, mut lines) = (Vec::new(), Vec::new());
+    // The csv crate places a record where its reader began, before the blank lines and
+    // line ends it skipped, so its line numbers fall short after a blank line and in CRLF
+    // files: each record's line is counted here from its first byte instead.
+    let (mut line, mut counted) = (1u64, 0usize);
     for record in reader.records() {
         let record = record.map_err(|e| DataError::new(path, e.to_string()))?;
-        let line = record.position().map_or(0, |p| p.line());
+        let mut start = record.position().map_or(counted, |p| p.byte() as usize);
+        while bytes.get(start).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
+            start += 1;
+        }
+        let start = start.max(counted);
+        line += bytes[counted..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        counted = start;
         if record.len() != header.len() {
             return Err(DataError::new(
                 path,
                 format!(
-                    "row {line}: {} cells where the header has {} columns",
+                    "line {line}: {} cells where the header has {} columns",
                     record.len(),
                     header.len()
                 ),
@@ -416,7 +429,7 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
     let mut labels = Vec::new();
     for (row, line) in cells.rows.iter().zip(&cells.lines) {
         let bad = |name: &str, why: String| {
-            DataError::new(path, format!("row {line}, column '{name}': {why}"))
+            DataError::new(path, format!("line {line}, column '{name}': {why}"))
         };
         let mut v = vec![0f32; e];
         let mut mask = vec![0f32; e];
@@ -485,7 +498,7 @@ pub fn encode(path: &Path, cells: &Cells, schema: &Schema) -> Result<Images, Dat
     }
     if let Some((line, name, z)) = far {
         log::warn!(
-            "{}: row {line}, column '{name}' lies {z:.1e} standard deviations from the training mean; {far_cells} such cell(s) are clipped to {FARTHEST:.0e} (further out, the model's arithmetic overflows)",
+            "{}: line {line}, column '{name}' lies {z:.1e} standard deviations from the training mean; {far_cells} such cell(s) are clipped to {FARTHEST:.0e} (further out, the model's arithmetic overflows)",
             path.display()
         );
     }
