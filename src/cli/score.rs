@@ -87,7 +87,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
             let labels = imgs
                 .labels
                 .as_ref()
-                .context("--normal-classes needs labelled data")?;
+                .context("--normal-classes needs labelled data (IDX label files, class subfolders, --labels for a .npy array or a table's --label-column)")?;
             if let Some(why) = super::absent_classes(normal, labels) {
                 log::warn!("--normal-classes: the scored images have no {why}");
             }
