@@ -217,10 +217,6 @@ pub struct DataArgs {
     /// The columns of the table a model was trained on (set from the model, not a flag).
     #[arg(skip)]
     pub schema: Option<crate::data::table::Schema>,
-    /// The classes a run trained on (`train --classes`), kept by the commands that use its
-    /// model on its data (set from the run, not a flag).
-    #[arg(skip)]
-    pub classes: Option<Vec<u8>>,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -311,12 +307,7 @@ impl DataArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<crate::data::Splits> {
-        let mut s = self.read(crate::data::load)?;
-        if let Some(classes) = &self.classes {
-            s.train = keep_classes(classes, s.train.with_classes(classes), |i| i.count)?;
-            s.test = keep_classes(classes, s.test.with_classes(classes), |i| i.count)?;
-        }
-        Ok(s)
+        self.read(crate::data::load)
     }
 
     /// These arguments reading data for the model of run `cfg`. What they leave open comes
@@ -352,11 +343,9 @@ impl DataArgs {
                 (Some(given), Some(dir)) => given.canonicalize().ok().as_ref() == Some(dir),
                 _ => false,
             };
-            // The run's own data comes with its labels, split and classes; other data has
-            // its own.
+            // The run's own data comes with its labels and split; other data has its own.
             if runs {
                 d.test_fraction = d.test_fraction.or(t.test_fraction);
-                d.classes = t.classes.clone();
                 match &t.labels {
                     Some(l) if d.labels.is_none() && !l.exists() => log::warn!(
                         "the run's labels, {}, are gone; reading its data without labels (give --labels)",
@@ -409,12 +398,7 @@ impl DataArgs {
     /// As `load`, with a training split over `budget` bytes left on disk (see
     /// `data::load_for_training`).
     pub fn load_for_training(&self, budget: u64) -> anyhow::Result<crate::data::TrainingData> {
-        let mut d = self.read(|path, opts| crate::data::load_for_training(path, opts, budget))?;
-        if let Some(classes) = &self.classes {
-            d.train = keep_classes(classes, d.train.with_classes(classes), |t| t.count())?;
-            d.test = keep_classes(classes, d.test.with_classes(classes), |i| i.count)?;
-        }
-        Ok(d)
+        self.read(|path, opts| crate::data::load_for_training(path, opts, budget))
     }
 
     /// Runs a loader with these options and a bar over the images it decodes, then says
@@ -453,21 +437,6 @@ impl DataArgs {
         let data = data?;
         say!("data: {}", data.source());
         Ok(data)
-    }
-}
-
-/// A split kept to a run's `classes` (`with_classes`' result): an error when that leaves
-/// nothing, or the data has no labels.
-fn keep_classes<T>(
-    classes: &[u8],
-    kept: Option<T>,
-    count: impl Fn(&T) -> usize,
-) -> anyhow::Result<T> {
-    match kept {
-        Some(k) if count(&k) > 0 => Ok(k),
-        _ => anyhow::bail!(
-            "the run trained on classes {classes:?}, and this data has no labelled images of them (give --data)"
-        ),
     }
 }
 

@@ -271,8 +271,6 @@ impl DataChoice {
                 ignore: a.data.ignore.clone(),
                 label_column: a.data.label_column.clone(),
                 schema,
-                // The run's classes are picked below, with its --limit.
-                classes: None,
             },
             limit: same("limit", limit, t.limit)?,
             classes: same("classes", classes, t.classes.clone())?,
