@@ -470,8 +470,8 @@ pub struct SplitArgs {
 }
 
 impl SplitArgs {
-    /// The chosen split of `data`, limited, checked against the model's image size.
-    /// The chosen images of `data` (arguments resolved with `DataArgs::for_run`).
+    /// The chosen split of `data` (arguments resolved with `DataArgs::for_run`), limited,
+    /// checked against the model's image size.
     pub fn images(&self, data: &DataArgs, c: &ModelConfig) -> anyhow::Result<crate::data::Images> {
         let imgs = match self.split.as_str() {
             "train" => data.load()?.train,
@@ -487,9 +487,7 @@ impl SplitArgs {
             None => imgs,
         })
     }
-}
 
-impl SplitArgs {
     /// Each chosen record's row in its file (0-based; a CSV's header not counted) for a
     /// table or an array, whose splits are a fixed shuffle of the rows
     /// (`data::npy::split_rows`); None for images.

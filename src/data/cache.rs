@@ -199,8 +199,8 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
     let (height, width, channels) = h.shape;
     let d = height * width * channels;
     // The labels sit after every image.
+    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
     let labels = if h.labelled {
-        let file = std::fs::File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
         let mut l = vec![0u8; train + test];
         super::store::read_at(&file, &mut l, HEADER + ((train + test) * d) as u64)
             .map_err(|e| DataError::new(path, format!("reading the labels: {e}")))?;
@@ -208,7 +208,6 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
     } else {
         None
     };
-    let file = std::fs::File::open(path).map_err(|e| DataError::new(path, e.to_string()))?;
     let mut sums = vec![0u8; 8 * (train + test)];
     let labels_len = if h.labelled { train + test } else { 0 };
     super::store::read_at(
