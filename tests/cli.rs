@@ -512,7 +512,7 @@ fn outputs_and_stdout_failures() {
         let o = common::cli::run(&[
             "embed", "--model", &run, "--data", &d, "--limit", "3", "--out", &out,
         ]);
-        assert_eq!(o.status.code(), Some(2), "--out {out}");
+        assert_eq!(o.status.code(), Some(1), "--out {out}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("would write into a checkpoint"));
     }
     assert_eq!(tensors(&run).len(), 10, "the run is intact");
@@ -554,6 +554,8 @@ fn outputs_and_stdout_failures() {
     // warning, as samples.png's is: the run goes on.
     let chartless = tmp().join("chartless");
     std::fs::create_dir_all(chartless.join("loss.png")).unwrap();
+    // A run's directory (one a killed run left): --out takes no directory of other files.
+    std::fs::write(chartless.join(".lock"), "").unwrap();
     let chartless = chartless.display().to_string();
     let o = common::cli::run(&tiny_args(&d, &chartless, "1", &[]));
     let err = String::from_utf8_lossy(&o.stderr);

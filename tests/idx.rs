@@ -301,7 +301,8 @@ fn folder_decodes_in_order_on_all_cores() {
         ))),
         ..Default::default()
     };
-    let imgs = vae_gpu::data::folder::read_folder(&dir, &opts).unwrap();
+    let layout = vae_gpu::data::folder::Layout::of(&dir).unwrap();
+    let imgs = vae_gpu::data::folder::read_folder(&layout, &dir, &opts).unwrap();
     assert_eq!(
         calls.load(std::sync::atomic::Ordering::Relaxed),
         61,
@@ -316,7 +317,7 @@ fn folder_decodes_in_order_on_all_cores() {
         strict: true,
         ..Default::default()
     };
-    let err = vae_gpu::data::folder::read_folder(&dir, &strict)
+    let err = vae_gpu::data::folder::read_folder(&layout, &dir, &strict)
         .err()
         .unwrap()
         .to_string();

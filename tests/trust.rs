@@ -501,7 +501,7 @@ fn overflowing_headers_are_clear_errors() {
             "--limit",
             "5",
             "--out",
-            &format!("{d}/run"),
+            &format!("{d}-run"),
             "--quiet",
         ],
         1,

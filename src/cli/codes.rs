@@ -47,6 +47,7 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     super::images_only(c)?;
     let imgs = a.images.images(&input, c)?;
+    super::paths::check_output(&a.out)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
     let model = checkpoint::fingerprint(&gpu, &params)?;
     let file = CodesFile::quantize(&codes.mu, c.latent, a.bits, model);
@@ -97,6 +98,7 @@ const LARGEST_CODE: f32 = 1e4;
 
 pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
     let file = CodesFile::load(&a.codes)?;
+    super::paths::note_read(&a.codes, "the codes file");
     let values = file.values();
     if let Some((i, v)) = values
         .iter()
@@ -135,7 +137,7 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|v| to_u8(v))
         .collect();
-    let out = a.out.clone().unwrap_or_else(|| dir.join("decoded.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("decoded.png"))?;
     if out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))

@@ -100,7 +100,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         }
     }
     let cols = shown[0].len();
-    let out = a.out.clone().unwrap_or_else(|| dir.join("denoise.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("denoise.png"))?;
     let (noisy, denoised) = (before / n as f64, after / n as f64);
     let labels = crate::io::png::Labels {
         title: format!(

@@ -148,7 +148,7 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
         rows: Vec::new(),
         cols,
     };
-    let out = a.out.clone().unwrap_or_else(|| dir.join("edit.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("edit.png"))?;
     crate::io::png::save_grid(
         &out,
         &cells,

@@ -32,7 +32,7 @@ pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let imgs = a.images.images(&input, c)?;
     let codes = encode(&gpu, &params, c, &imgs, 1.0)?.codes;
-    let out = a.out.clone().unwrap_or_else(|| dir.join("latents.csv"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("latents.csv"))?;
     let z = c.latent;
     let records = super::RecordCsv::new(&imgs, &a.images, &input, &cfg)?;
     let columns: Vec<String> = (0..z)
@@ -159,7 +159,7 @@ pub fn run_scatter(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
             .collect()
     };
     let labelled = imgs.labels.is_some();
-    let out = a.out.clone().unwrap_or_else(|| dir.join("scatter.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("scatter.png"))?;
     let names = input.run_class_names(&cfg, imgs.labels.as_deref())?;
     let (axes, axis_names) = if let Some(p) = &pca {
         (

@@ -65,6 +65,18 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         },
     )?;
     let l = evaluate(&gpu, &mut program, n, &settings, |i| i)?;
+    let overflow = |what: String| {
+        anyhow::anyhow!(
+            "{}: the {what}, not a number: the model's outputs overflow on this data (weights that diverged); evaluate an earlier checkpoint with --model RUN/checkpoint-NNNN",
+            dir.display()
+        )
+    };
+    if !l.is_finite() {
+        return Err(overflow(format!(
+            "test loss is reconstruction {} + KL {}",
+            l.recon, l.kl
+        )));
+    }
     say!(
         "model {}: {n} test images from {}",
         dir.display(),
@@ -79,6 +91,9 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         let k = a.iwae_k as usize;
         let log_px = super::iwae_log_px(&gpu, &params, c, &test, k)?;
         let bound = -log_px.iter().sum::<f64>() / log_px.len() as f64;
+        if !bound.is_finite() {
+            return Err(overflow(format!("IWAE bound is {bound}")));
+        }
         line += &format!("\nIWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/image");
         iwae = Some(bound);
     }

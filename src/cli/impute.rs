@@ -173,7 +173,7 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
     for v in [&masked[..], &current[..shown * d], &truth[..shown * d]] {
         cells.extend(v.chunks(d).map(to_u8));
     }
-    let out = a.out.clone().unwrap_or_else(|| dir.join("impute.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("impute.png"))?;
     let mask = match spec {
         MaskSpec::Rect(x, y, w, h) => format!("rect {x},{y} {w}x{h}"),
         MaskSpec::Random(p) => format!("random {p}"),

@@ -35,13 +35,7 @@ pub fn run(
         .data
         .clone()
         .context("--data FILE.csv: the records whose missing cells to fill")?;
-    let same = |o: &Path| o.canonicalize().ok() == path.canonicalize().ok() || o == path;
-    if a.out.as_deref().is_some_and(same) {
-        anyhow::bail!(
-            "--out {} is the input; write the filled table elsewhere",
-            path.display()
-        );
-    }
+    let out = super::output_path(a.out.as_deref(), || dir.join("imputed.csv"))?;
     let cells = table::read_cells(&path)?;
     // Filling needs no labels: rows without one are filled too.
     let unlabelled = Schema {
@@ -104,7 +98,6 @@ pub fn run(
             );
         }
     }
-    let out = a.out.clone().unwrap_or_else(|| dir.join("imputed.csv"));
     // Hidden cells were known: the output keeps them as they were.
     let filled: Vec<Cell> = missing
         .iter()

@@ -68,7 +68,7 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     let mut strip = vec![ends.image_u8(0).into_owned()];
     strip.extend(decode_pixels(&gpu, &params, c, &path)?);
     strip.push(ends.image_u8(1).into_owned());
-    let out = a.out.clone().unwrap_or_else(|| dir.join("interpolate.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("interpolate.png"))?;
     let mut cols = vec![format!("from {}", a.from)];
     cols.extend((0..n).map(|i| format!("t={:.2}", i as f32 / (n - 1) as f32)));
     cols.push(format!("to {}", a.to));

@@ -100,7 +100,7 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
         }
     }
     let images = decode_pixels(&gpu, &params, c, &codes)?;
-    let out = a.out.clone().unwrap_or_else(|| dir.join("manifold.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("manifold.png"))?;
     let labels = crate::io::png::Labels {
         title: format!(
             "Decoded over z{dx} (across) and z{dy} (down) at the prior's quantiles 5%..95%"

@@ -12,6 +12,7 @@ pub mod impute_table;
 pub mod info;
 pub mod interpolate;
 pub mod manifold;
+pub mod paths;
 pub mod probe;
 pub mod reconstruct;
 pub mod report;
@@ -27,6 +28,8 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+
+pub use paths::{out_path, output_path};
 
 use crate::gpu::{BackendChoice, Gpu, GpuOptions};
 use crate::vae::checkpoint::{self, Pick, RunConfig};
@@ -375,7 +378,20 @@ impl DataArgs {
                 c.input_dim()
             );
         }
+        d.note_reads();
         Ok(d)
+    }
+
+    /// Notes the files these arguments read, so that no output replaces them (see
+    /// `paths::output_path`).
+    pub fn note_reads(&self) {
+        paths::note_read(&self.dir(), "the command's data");
+        if let Some(l) = &self.labels {
+            paths::note_read(l, "the data's --labels");
+        }
+        if let Some(n) = &self.class_names {
+            paths::note_read(n, "the --class-names file");
+        }
     }
 
     /// An error when a table's column choices are given where the columns are already
@@ -432,6 +448,7 @@ impl DataArgs {
                 },
             ))),
         };
+        self.note_reads();
         let data = loader(self.data.as_deref(), &opts);
         bar.finish_and_clear();
         let data = data?;
@@ -682,7 +699,8 @@ pub fn open_gpu(device: &DeviceArgs) -> anyhow::Result<Gpu> {
 }
 
 /// Loads `--model` (or the newest run; its best checkpoint) onto the GPU. Returns the
-/// directory outputs go to by default: the run (or checkpoint) directory named.
+/// directory outputs go to by default: the run named (or whose checkpoint is named), or the
+/// directory of a model file.
 pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConfig, Params)> {
     let path = match &arg.model {
         Some(p) => p.clone(),
@@ -691,10 +709,19 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
     let (at, cfg, params) = checkpoint::load(gpu, &path, Pick::Best, false)
         .with_context(|| format!("loading model {}", path.display()))?;
     say!("model: {}", at.display());
+    if path.is_file() {
+        paths::note_read(&path, "the model");
+    }
     let dir = if path.is_dir() {
         path
     } else {
         crate::io::parent_dir(&path).to_path_buf()
+    };
+    // Outputs of a run's checkpoint go to the run: training prunes checkpoint directories
+    // with whatever they hold.
+    let dir = match dir.parent() {
+        Some(run) if crate::vae::rundir::is_checkpoint(&dir) => run.to_path_buf(),
+        _ => dir,
     };
     Ok((dir, cfg, params))
 }
@@ -724,9 +751,12 @@ pub fn pick_images(
             }
             values.extend(t.dtype.values(t.image(i)));
         } else {
+            paths::note_read(Path::new(pick), "an image this command reads");
             let img = crate::io::read_input(Path::new(pick))
                 .map_err(anyhow::Error::from)
-                .and_then(|bytes| Ok(image::load_from_memory(&bytes)?))
+                .and_then(|bytes| {
+                    crate::data::folder::decode_image(&bytes, None).map_err(anyhow::Error::msg)
+                })
                 .with_context(|| format!("{pick}: not an image index or a readable image file"))?;
             let one = crate::data::Images::from_dynamic(&[img], c.height, c.width, c.channels)?;
             values.extend(one.to_f32());
@@ -743,35 +773,6 @@ pub fn pick_images(
         labels: None,
         dtype,
     })
-}
-
-/// An output path (a flag's value parser): never inside a checkpoint directory, never a
-/// run's own record (metrics.jsonl, .lock), so no command can overwrite part of a run.
-/// Never `-`: stdout carries the command's summary, and files are written whole, then
-/// renamed into place.
-pub fn out_path(s: &str) -> Result<PathBuf, String> {
-    use crate::vae::checkpoint::{CONFIG_FILE, MODEL_FILE};
-    if s == "-" {
-        return Err(
-            "'-': vae-gpu writes its results to files, not to stdout (which carries the summary); give a file path".into(),
-        );
-    }
-    let path = PathBuf::from(s);
-    let parent = crate::io::parent_dir(&path);
-    let in_checkpoint = parent.join(MODEL_FILE).is_file() || parent.join(CONFIG_FILE).is_file();
-    let in_run =
-        parent.join(".lock").exists() || !crate::vae::rundir::checkpoints(parent).is_empty();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let record = matches!(
-        name.as_deref(),
-        Some("metrics.jsonl" | ".lock" | "loss.png")
-    );
-    if in_checkpoint || (in_run && record) {
-        return Err(format!(
-            "'{s}' would write into a checkpoint or over a run's record; choose another path"
-        ));
-    }
-    Ok(path)
 }
 
 /// A CSV field: quoted (with its quotes doubled) when it holds a comma, quote or newline.

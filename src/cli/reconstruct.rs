@@ -89,10 +89,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
             cols - (end - start),
         ));
     }
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| dir.join("reconstruction.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("reconstruction.png"))?;
     let labels = crate::io::png::Labels {
         title: format!(
             "Test images over their reconstructions (from the mean code): PSNR {psnr:.2} dB"

@@ -254,7 +254,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     )?;
     html += &figure(&fig("kl.png"), "KL of each dimension on the test images: near 0, a dimension carries nothing (posterior collapse)")?;
     html += "</body></html>\n";
-    let out = a.out.clone().unwrap_or_else(|| dir.join("report.html"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("report.html"))?;
     crate::io::write_atomic(&out, html.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     say!(

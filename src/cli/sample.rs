@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
-use crate::vae::decode::{generate, to_u8};
+use crate::vae::decode::{generate, generate_each, to_u8};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -36,29 +36,48 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let images: Vec<Vec<u8>> = generate(&gpu, &params, c, a.count as usize, a.seed, a.temperature)?
-        .iter()
-        .map(|v| to_u8(v))
-        .collect();
+    let count = a.count as usize;
+    let shape = (c.height, c.width, c.channels);
     if let Some(sep) = &a.separate {
-        crate::io::png::save_each(sep, "sample", &images, c.height, c.width, c.channels)?;
+        // Written as each batch is decoded: a large --count never sits in memory at once.
+        super::paths::check_output(sep)?;
+        let out = crate::io::png::Numbered::new(sep, "sample", shape)?;
+        let mut i = 0;
+        generate_each::<anyhow::Error>(
+            &gpu,
+            &params,
+            c,
+            (count, a.seed, a.temperature),
+            &mut |v| {
+                out.save(i, &to_u8(&v))?;
+                i += 1;
+                Ok(())
+            },
+        )?;
         super::report(
-            &format!("wrote {} images to {}", images.len(), sep.display()),
-            serde_json::json!({"images": images.len(), "out": sep}),
+            &format!("wrote {count} images to {}", sep.display()),
+            serde_json::json!({"images": count, "out": sep}),
         );
     } else {
-        let out = a.out.clone().unwrap_or_else(|| dir.join("samples.png"));
+        let out = super::output_path(a.out.as_deref(), || dir.join("samples.png"))?;
         let cols = a
             .cols
             .map(|c| c as usize)
-            .unwrap_or_else(|| (images.len() as f64).sqrt().ceil() as usize);
+            .unwrap_or_else(|| (count as f64).sqrt().ceil() as usize);
+        // Refused before any decoding when the grid would be too large.
+        crate::io::png::check_grid(count, (c.height, c.width), cols).map_err(|e| {
+            anyhow::anyhow!("{e} (or write one file per image with --separate DIR)")
+        })?;
+        let images: Vec<Vec<u8>> = generate(&gpu, &params, c, count, a.seed, a.temperature)?
+            .iter()
+            .map(|v| to_u8(v))
+            .collect();
         let title = format!(
             "{} samples from the prior N(0, {}² I), seed {}",
             images.len(),
             a.temperature,
             a.seed
         );
-        let shape = (c.height, c.width, c.channels);
         crate::io::png::save_grid(
             &out,
             &images,

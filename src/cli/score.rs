@@ -78,9 +78,25 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         metric => {
             let losses = encode(&gpu, &params, c, &imgs, 1.0)?.losses;
             let col = if metric == "recon" { 0 } else { 2 };
-            losses.chunks(3).map(|l| f64::from(l[col])).collect()
+            // A NaN KL would leave the total looking finite (max() drops NaN on GPUs).
+            losses
+                .chunks(3)
+                .map(|l| match l.iter().any(|v| v.is_nan()) {
+                    true => f64::NAN,
+                    false => f64::from(l[col]),
+                })
+                .collect()
         }
     };
+    // An infinite score ranks a record as the most anomalous; NaN, or infinity everywhere,
+    // ranks nothing.
+    if scores.iter().any(|s| s.is_nan()) || scores.iter().all(|s| s.is_infinite()) {
+        anyhow::bail!(
+            "{}: the model's {} scores are not numbers: its outputs overflow on this data (weights that diverged); score with an earlier checkpoint (--model RUN/checkpoint-NNNN)",
+            dir.display(),
+            a.metric
+        );
+    }
     // Checked before anything is written, so a failing call leaves earlier results alone.
     let anomalous: Option<Vec<bool>> = match &a.normal_classes {
         Some(super::Classes(normal)) => {
@@ -95,7 +111,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let out = a.out.clone().unwrap_or_else(|| dir.join("scores.csv"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("scores.csv"))?;
     let records = super::RecordCsv::new(&imgs, &a.images, &input, &cfg)?;
     let mut csv = records.header(&a.metric);
     for (i, sc) in scores.iter().enumerate() {

@@ -507,6 +507,11 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
             );
         }
     }
+    match (&a.resume, &a.out) {
+        (None, Some(out)) => super::paths::check_run_dir(out, &a.data.dir())?,
+        (None, None) => super::paths::check_outside_data(Path::new(RUNS_DIR), &a.data.dir())?,
+        _ => {}
+    }
     let (dir_path, fresh) = match (&a.resume, &a.out) {
         (Some(d), _) | (None, Some(d)) => (d.clone(), false),
         (None, None) => (new_run_dir()?, true),

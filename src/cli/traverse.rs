@@ -70,7 +70,7 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
         }
     }
     let images = decode_pixels(&gpu, &params, c, &codes)?;
-    let out = a.out.clone().unwrap_or_else(|| dir.join("traverse.png"));
+    let out = super::output_path(a.out.as_deref(), || dir.join("traverse.png"))?;
     let around = a.index.as_deref().map_or("the origin".to_string(), |i| {
         format!("the code of image {i}")
     });

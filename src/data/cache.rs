@@ -12,7 +12,7 @@
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::folder::{self, Decoded};
+use super::folder::{self, Decoded, Layout};
 use super::store::DiskImages;
 use super::{DataError, DataOptions, Dtype, Images};
 
@@ -93,45 +93,15 @@ fn cache_path(dir: &Path, opts: &DataOptions) -> Result<PathBuf, DataError> {
     )))
 }
 
-/// The folders a dataset is read from: (train, Some(test)) or (all, None) when every tenth
-/// image is held out for testing. One of train/ and test/ alone is an error (its images
-/// would be read as a class named after it), unless other class folders stand beside it:
-/// then it is a class.
-pub(super) fn folders(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), DataError> {
-    let classes_beside = || {
-        std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                e.path().is_dir() && !matches!(e.file_name().to_str(), Some("train" | "test"))
-            })
-        })
-    };
-    match (dir.join("train").is_dir(), dir.join("test").is_dir()) {
-        (true, true) => Ok((dir.join("train"), Some(dir.join("test")))),
-        (false, false) => Ok((dir.to_path_buf(), None)),
-        _ if classes_beside() => Ok((dir.to_path_buf(), None)),
-        (train, _) => {
-            let (has, lacks) = if train {
-                ("train", "test")
-            } else {
-                ("test", "train")
-            };
-            Err(DataError::new(
-                dir,
-                format!("has {has}/ but no {lacks}/: give both splits, or put the class folders (or images) directly in it and every tenth image is held out for testing"),
-            ))
-        }
-    }
-}
-
 /// The training images of the folder `dir` on disk (from its cache, built or rebuilt as
 /// needed) and its test images in memory.
 pub fn open(dir: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), DataError> {
     let path = cache_path(dir, opts)?;
-    let (train_dir, test_dir) = folders(dir)?;
-    let mut fingerprint = folder::fingerprint(&train_dir)?;
-    if let Some(t) = &test_dir {
-        fingerprint ^= folder::fingerprint(t)?.rotate_left(1);
+    if let Some(parent) = path.parent() {
+        remove_abandoned(parent);
     }
+    let layout = Layout::of(dir)?;
+    let fingerprint = layout.fingerprint()?;
     match read_header(&path)? {
         Some(h) if h.fingerprint == fingerprint => return open_cache(&path, &h),
         Some(_) => log::info!("{}: stale (the images changed); rebuilding", path.display()),
@@ -141,7 +111,7 @@ pub fn open(dir: &Path, opts: &DataOptions) -> Result<(DiskImages, Images), Data
             path.display()
         ),
     }
-    build(&path, fingerprint, &train_dir, test_dir.as_deref(), opts)?;
+    build(&path, fingerprint, &layout, opts)?;
     let h = read_header(&path)?.ok_or_else(|| DataError::new(&path, "vanished after writing"))?;
     open_cache(&path, &h)
 }
@@ -243,9 +213,10 @@ fn open_cache(path: &Path, h: &Header) -> Result<(DiskImages, Images), DataError
     Ok((train_set, test_set.load(&all)?))
 }
 
-/// A build's temporary file untouched this long was abandoned (its process was killed): a
-/// live build writes to it continuously.
-const ABANDONED: std::time::Duration = std::time::Duration::from_secs(600);
+/// A build writes into a temporary file that it holds an OS lock on until it publishes the
+/// cache; a `.building-*` file nobody holds was left by a build that was killed. (One this
+/// young may be a build that has not taken its lock yet.)
+const SETTLING: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Removes the temporary files of builds that were killed.
 fn remove_abandoned(dir: &Path) {
@@ -253,13 +224,21 @@ fn remove_abandoned(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        let stale = e
+        if !e.file_name().to_string_lossy().starts_with(".building-") {
+            continue;
+        }
+        let settled = e
             .metadata()
             .ok()
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > ABANDONED);
-        if stale && e.file_name().to_string_lossy().starts_with(".building-") {
+            .is_some_and(|age| age > SETTLING);
+        let unheld = std::fs::File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());
+        if settled && unheld {
+            log::info!(
+                "removing {}, left by an image-cache build that was killed",
+                e.path().display()
+            );
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -269,24 +248,25 @@ fn remove_abandoned(dir: &Path) {
 fn build(
     path: &Path,
     fingerprint: u64,
-    train_dir: &Path,
-    test_dir: Option<&Path>,
+    layout: &Layout,
     opts: &DataOptions,
 ) -> Result<(), DataError> {
+    let (train_dir, test_dir) = (&layout.train, layout.test.as_deref());
     let io = |e: std::io::Error| DataError::new(path, format!("writing the image cache: {e}"));
     let dir = path.parent().expect("the cache path has a directory");
     std::fs::create_dir_all(dir).map_err(io)?;
-    remove_abandoned(dir);
     let tmp = tempfile::Builder::new()
         .prefix(".building-")
         .tempfile_in(dir)
         .map_err(io)?;
+    // Held until the cache is published (or the process dies): see `remove_abandoned`.
+    tmp.as_file().try_lock().map_err(|e| io(e.into()))?;
     let mut out = BufWriter::new(tmp);
     out.write_all(&[0u8; HEADER as usize]).map_err(io)?;
     let (mut train_labels, mut test_labels, mut test_pixels) = (Vec::new(), Vec::new(), Vec::new());
     let mut train_sums = Vec::new();
     let mut kept = 0usize;
-    let found: Decoded = folder::decode_folder(train_dir, opts, &mut |image, label| {
+    let found: Decoded = folder::decode_folder(layout, train_dir, opts, &mut |image, label| {
         // With one folder, every tenth image is the test split (as `data::load` splits).
         if test_dir.is_none() && kept % 10 == 9 {
             test_pixels.extend_from_slice(image);
@@ -302,7 +282,7 @@ fn build(
     let mut labelled = found.labelled;
     let shape = (found.height, found.width, found.channels);
     if let Some(t) = test_dir {
-        let test = folder::read_folder(t, opts)?;
+        let test = folder::read_folder(layout, t, opts)?;
         if (test.height, test.width, test.channels) != shape {
             return Err(DataError::new(
                 t,

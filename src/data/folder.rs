@@ -14,17 +14,22 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// The entries of `dir`, sorted, without hidden ones (`.git`, `.DS_Store`, editors' and
+/// vae-gpu's own temporary files): a hidden folder taken as a class would shift every
+/// label after it.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| DataError::new(dir, e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
         .collect();
     v.sort();
     Ok(v)
 }
 
-/// The class subfolders of `dir` in label order (empty when it has none or cannot be read).
-pub fn class_folders(dir: &Path) -> Vec<String> {
+/// The class subfolders of `dir`, sorted (empty when it has none or cannot be read).
+fn class_folders(dir: &Path) -> Vec<String> {
     sorted_entries(dir)
         .unwrap_or_default()
         .iter()
@@ -33,51 +38,171 @@ pub fn class_folders(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// (path, label) of every image: files directly in `dir` have no label; files in a
-/// subfolder get the subfolder's index in sorted order.
-fn list(dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>, DataError> {
-    let mut files = Vec::new();
-    let mut classes = 0usize;
-    for entry in sorted_entries(dir)? {
-        if entry.is_dir() {
-            let label = u8::try_from(classes)
-                .map_err(|_| DataError::new(dir, "more than 256 class subfolders"))?;
-            classes += 1;
-            for f in sorted_entries(&entry)? {
-                // Not is_file(): a dangling link must count as an unreadable image.
-                if !f.is_dir() && is_image(&f) {
-                    files.push((f, Some(label)));
-                }
+/// An image folder: its training and test folders (`DIR/train` and `DIR/test` when both
+/// exist, else `DIR` alone, of which every tenth image is held out) and the classes of
+/// both, so that a class name has the same label in every split.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub train: PathBuf,
+    pub test: Option<PathBuf>,
+    /// Class subfolder names of all splits, sorted: label i is `classes[i]`.
+    pub classes: Vec<String>,
+}
+
+impl Layout {
+    /// The layout of `dir`. One of train/ and test/ alone is an error (its images would be
+    /// read as a class named after it), unless other class folders stand beside it: then
+    /// it is a class.
+    pub fn of(dir: &Path) -> Result<Layout, DataError> {
+        let classes_beside = || {
+            class_folders(dir)
+                .iter()
+                .any(|name| !matches!(name.as_str(), "train" | "test"))
+        };
+        let (train, test) = match (dir.join("train").is_dir(), dir.join("test").is_dir()) {
+            (true, true) => (dir.join("train"), Some(dir.join("test"))),
+            (false, false) => (dir.to_path_buf(), None),
+            _ if classes_beside() => (dir.to_path_buf(), None),
+            (train, _) => {
+                let (has, lacks) = if train {
+                    ("train", "test")
+                } else {
+                    ("test", "train")
+                };
+                return Err(DataError::new(
+                    dir,
+                    format!("has {has}/ but no {lacks}/: give both splits, or put the class folders (or images) directly in it and every tenth image is held out for testing"),
+                ));
             }
-        } else if is_image(&entry) {
-            files.push((entry, None));
+        };
+        let mut classes = class_folders(&train);
+        classes.extend(test.as_deref().map(class_folders).unwrap_or_default());
+        classes.sort();
+        classes.dedup();
+        if classes.len() > 256 {
+            return Err(DataError::new(
+                dir,
+                format!(
+                    "{} class subfolders; at most 256 are supported",
+                    classes.len()
+                ),
+            ));
         }
+        Ok(Layout {
+            train,
+            test,
+            classes,
+        })
     }
-    Ok(files)
+
+    /// (path, label) of every image in `dir` (one of the layout's folders): files directly
+    /// in it have no label; files in a subfolder get that class's label.
+    fn list(&self, dir: &Path) -> Result<Vec<(PathBuf, Option<u8>)>, DataError> {
+        let mut files = Vec::new();
+        for entry in sorted_entries(dir)? {
+            if entry.is_dir() {
+                let name = entry.file_name().unwrap_or_default().to_string_lossy();
+                let label = self
+                    .classes
+                    .binary_search_by(|c| c.as_str().cmp(&name))
+                    .ok()
+                    .and_then(|i| u8::try_from(i).ok());
+                for f in sorted_entries(&entry)? {
+                    // Not is_file(): a dangling link must count as an unreadable image.
+                    if !f.is_dir() && is_image(&f) {
+                        files.push((f, label));
+                    }
+                }
+            } else if is_image(&entry) {
+                files.push((entry, None));
+            }
+        }
+        Ok(files)
+    }
+
+    /// A hash of the image files of both splits: their paths, labels, sizes and
+    /// modification times, which change when any image is added, removed or rewritten.
+    pub fn fingerprint(&self) -> Result<u64, DataError> {
+        let mut text = String::new();
+        for dir in std::iter::once(&self.train).chain(&self.test) {
+            for (path, label) in self.list(dir)? {
+                let meta = std::fs::metadata(&path).ok();
+                let modified = meta
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                let len = meta.map_or(0, |m| m.len());
+                text += &format!("{}|{label:?}|{len}|{modified}\n", path.display());
+            }
+            text += "--\n";
+        }
+        Ok(crate::io::fnv1a64(text.as_bytes()))
+    }
 }
 
-/// A hash of the image files under `dir`: their paths, labels, sizes and modification
-/// times, which change when any image is added, removed or rewritten.
-pub fn fingerprint(dir: &Path) -> Result<u64, DataError> {
-    let mut text = String::new();
-    for (path, label) in list(dir)? {
-        let meta = std::fs::metadata(&path).ok();
-        let modified = meta
-            .as_ref()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let len = meta.map_or(0, |m| m.len());
-        text += &format!("{}|{label:?}|{len}|{modified}\n", path.display());
+/// The most pixels one image may have: 40 megapixels (a 7,300 x 5,500 photograph). It is
+/// checked in the file's header before decoding, which allocates for every pixel.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+/// Pixels being decoded at once over all cores: one image at the limit, or many small
+/// ones, so that decoding on every core cannot multiply the memory a large image takes.
+static DECODING: (std::sync::Mutex<u64>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// Decodes an image file's bytes (in `format`, or the one its bytes show), refusing one of
+/// more than `MAX_IMAGE_PIXELS` pixels before decoding it.
+pub fn decode_image(
+    bytes: &[u8],
+    format: Option<image::ImageFormat>,
+) -> Result<image::DynamicImage, String> {
+    let reader = || {
+        let r = std::io::Cursor::new(bytes);
+        match format {
+            Some(f) => Ok(image::ImageReader::with_format(r, f)),
+            None => image::ImageReader::new(r)
+                .with_guessed_format()
+                .map_err(|e| e.to_string()),
+        }
+    };
+    let (w, h) = reader()?.into_dimensions().map_err(|e| e.to_string())?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{w}x{h} is {:.0} megapixels, over the limit of {} per image; scale it down first",
+            pixels as f64 / 1e6,
+            MAX_IMAGE_PIXELS / 1_000_000
+        ));
     }
-    Ok(crate::io::fnv1a64(text.as_bytes()))
+    let (lock, freed) = &DECODING;
+    let mut busy = freed
+        .wait_while(lock.lock().unwrap_or_else(|e| e.into_inner()), |busy| {
+            *busy > 0 && *busy + pixels > MAX_IMAGE_PIXELS
+        })
+        .unwrap_or_else(|e| e.into_inner());
+    *busy += pixels;
+    drop(busy);
+    let decoded = reader().and_then(|r| r.decode().map_err(|e| e.to_string()));
+    *lock.lock().unwrap_or_else(|e| e.into_inner()) -= pixels;
+    freed.notify_all();
+    decoded
 }
 
-/// Decodes one image file, converted to `channels`; None when it cannot be read.
+/// Decodes one image file of a folder.
 fn decode(path: &Path) -> Result<image::DynamicImage, String> {
     let bytes = crate::io::read_input(path).map_err(|e| e.to_string())?;
     let format = image::ImageFormat::from_path(path).map_err(|e| e.to_string())?;
-    image::load_from_memory_with_format(&bytes, format).map_err(|e| e.to_string())
+    decode_image(&bytes, Some(format))
+}
+
+/// An image file's (width, height), read from its header only.
+fn dimensions(path: &Path) -> Result<(usize, usize), String> {
+    let (w, h) = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| e.to_string())?
+        .into_dimensions()
+        .map_err(|e| e.to_string())?;
+    Ok((w as usize, h as usize))
 }
 
 /// Where decoded images go, in listing order with unreadable files skipped: the image's
@@ -103,10 +228,10 @@ const CHUNK: usize = 4096;
 /// is brought to, and the file that size was taken from (None: `--size`).
 type Survey = (Vec<(PathBuf, Option<u8>)>, (usize, usize), Option<PathBuf>);
 
-/// The image files under `dir` and the size every image is brought to: `--size`, or that of
-/// the first readable image (named when others differ).
-fn survey(dir: &Path, opts: &DataOptions) -> Result<Survey, DataError> {
-    let files = list(dir)?;
+/// The image files under `dir` (a folder of `layout`) and the size every image is brought
+/// to: `--size`, or that of the first readable image (named when others differ).
+fn survey(layout: &Layout, dir: &Path, opts: &DataOptions) -> Result<Survey, DataError> {
+    let files = layout.list(dir)?;
     if files.is_empty() {
         return Err(DataError::new(
             dir,
@@ -116,10 +241,12 @@ fn survey(dir: &Path, opts: &DataOptions) -> Result<Survey, DataError> {
     if let Some(size) = opts.size {
         return Ok((files, size, None));
     }
+    // The header gives the size; the image's own decoding comes with the others'.
     let found = files.iter().find_map(|(p, _)| {
-        decode(p)
+        dimensions(p)
             .ok()
-            .map(|img| ((img.width() as usize, img.height() as usize), p.clone()))
+            .filter(|&(w, h)| (w * h) as u64 <= MAX_IMAGE_PIXELS)
+            .map(|size| (size, p.clone()))
     });
     match found {
         Some((size, p)) => Ok((files, size, Some(p))),
@@ -134,14 +261,15 @@ fn survey(dir: &Path, opts: &DataOptions) -> Result<Survey, DataError> {
 
 /// The number of image files under `dir` and the bytes they decode to (a survey that
 /// decodes at most one file), to decide whether the data is held in memory.
-pub fn decoded_bytes(dir: &Path, opts: &DataOptions) -> Result<u64, DataError> {
-    let (files, (w, h), _) = survey(dir, opts)?;
+pub fn decoded_bytes(layout: &Layout, opts: &DataOptions) -> Result<u64, DataError> {
+    let (files, (w, h), _) = survey(layout, &layout.train, opts)?;
     Ok((files.len() * w * h * opts.channels.unwrap_or(1)) as u64)
 }
 
-/// Decodes every image under `dir` on all cores, `CHUNK` files at a time, handing each
-/// readable one to `sink` in listing order.
+/// Decodes every image under `dir` (a folder of `layout`) on all cores, `CHUNK` files at a
+/// time, handing each readable one to `sink` in listing order.
 pub fn decode_folder(
+    layout: &Layout,
     dir: &Path,
     opts: &DataOptions,
     sink: &mut Sink<'_>,
@@ -149,7 +277,7 @@ pub fn decode_folder(
     use rayon::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let (files, (w, h), first) = survey(dir, opts)?;
+    let (files, (w, h), first) = survey(layout, dir, opts)?;
     let channels = opts.channels.unwrap_or(1);
     let dim = w * h * channels;
     let done = AtomicUsize::new(0);
@@ -157,8 +285,8 @@ pub fn decode_folder(
     let mut bad = Vec::new();
     let mut count = 0;
     for batch in files.chunks(CHUNK) {
-        // Per file: Ok(true) decoded, Ok(false) skipped as unreadable, Err a stop.
-        let outcomes: Vec<Result<bool, DataError>> = batch
+        // Per file: Ok(None) decoded, Ok(Some(why)) skipped as unreadable, Err a stop.
+        let outcomes: Vec<Result<Option<String>, DataError>> = batch
             .par_iter()
             .zip(pixels.par_chunks_mut(dim))
             .map(|((path, _), slot)| {
@@ -166,7 +294,7 @@ pub fn decode_folder(
                     Err(e) if opts.strict => {
                         Err(DataError::new(path, format!("unreadable image: {e}")))
                     }
-                    Err(_) => Ok(false),
+                    Err(e) => Ok(Some(e)),
                     Ok(img) => {
                         let img = if (img.width() as usize, img.height() as usize) == (w, h) {
                             img
@@ -193,7 +321,7 @@ pub fn decode_folder(
                             1 => slot.copy_from_slice(img.to_luma8().as_raw()),
                             _ => slot.copy_from_slice(img.to_rgb8().as_raw()),
                         }
-                        Ok(true)
+                        Ok(None)
                     }
                 };
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -205,19 +333,21 @@ pub fn decode_folder(
             .collect();
         // The first failure in listing order, as a sequential read would report it.
         for (i, ((path, label), outcome)) in batch.iter().zip(outcomes).enumerate() {
-            if outcome? {
-                sink(&pixels[i * dim..(i + 1) * dim], *label)?;
-                count += 1;
-            } else {
-                bad.push(path.display().to_string());
+            match outcome? {
+                None => {
+                    sink(&pixels[i * dim..(i + 1) * dim], *label)?;
+                    count += 1;
+                }
+                Some(why) => bad.push((path, why)),
             }
         }
     }
-    if let Some(first_bad) = bad.first() {
+    if let Some((first, why)) = bad.first() {
         log::warn!(
-            "skipped {} unreadable image file(s) in {} (first: {first_bad}); --strict makes this an error",
+            "skipped {} unreadable image file(s) in {} (first: {}: {why}); --strict makes this an error",
             bad.len(),
             dir.display(),
+            first.display()
         );
     }
     if count == 0 {
@@ -232,11 +362,11 @@ pub fn decode_folder(
     })
 }
 
-/// Reads every image under `dir` into memory (see `decode_folder`).
-pub fn read_folder(dir: &Path, opts: &DataOptions) -> Result<Images, DataError> {
+/// Reads every image under `dir` (a folder of `layout`) into memory (see `decode_folder`).
+pub fn read_folder(layout: &Layout, dir: &Path, opts: &DataOptions) -> Result<Images, DataError> {
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
-    let found = decode_folder(dir, opts, &mut |image, label| {
+    let found = decode_folder(layout, dir, opts, &mut |image, label| {
         pixels.extend_from_slice(image);
         labels.push(label.unwrap_or(0));
         Ok(())

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub use idx::DataError;
 pub use store::{DiskImages, TrainSet};
 
+use folder::Layout;
+
 /// How an image's values are stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,16 +228,14 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 ];
 
 /// The names of the classes of the data in `dir`, by label: an image folder's class
-/// subfolders (of train/ when it has one), Fashion-MNIST's names for a directory whose name
+/// subfolders (of train/ and test/ together when it has them), Fashion-MNIST's names for a directory whose name
 /// says Fashion-MNIST; empty when unknown.
 pub fn class_names(dir: &Path) -> Vec<String> {
     if let Ok(Some((dir, split))) = emnist::resolve(dir) {
         return emnist::class_names(&dir, &split);
     }
-    let root = cache::folders(dir).map_or_else(|_| dir.to_path_buf(), |(train, _)| train);
-    let folders = folder::class_folders(&root);
-    if !folders.is_empty() {
-        return folders;
+    if let Some(layout) = Layout::of(dir).ok().filter(|l| !l.classes.is_empty()) {
+        return layout.classes;
     }
     let name = dir.to_string_lossy().to_lowercase();
     if name.contains("fashion") {
@@ -472,7 +472,7 @@ pub fn load_for_training(
     }
     if !table::is_csv(&dir)
         && is_image_folder(&dir)?
-        && folder::decoded_bytes(&cache::folders(&dir)?.0, opts)? > budget
+        && folder::decoded_bytes(&Layout::of(&dir)?, opts)? > budget
     {
         let (train, test) = cache::open(&dir, opts)?;
         return Ok(TrainingData {
@@ -527,12 +527,11 @@ pub fn load(path: Option<&Path>, opts: &DataOptions) -> Result<Splits, DataError
     let emnist = emnist::resolve(&dir)?;
     let is_idx = !is_image_folder(&dir)?;
     if !is_idx {
-        let (train, test) = match cache::folders(&dir)? {
-            (train, Some(test)) => (
-                folder::read_folder(&train, opts)?,
-                folder::read_folder(&test, opts)?,
-            ),
-            (all, None) => holdout(folder::read_folder(&all, opts)?),
+        let layout = Layout::of(&dir)?;
+        let train = folder::read_folder(&layout, &layout.train, opts)?;
+        let (train, test) = match &layout.test {
+            Some(test) => (train, folder::read_folder(&layout, test, opts)?),
+            None => holdout(train),
         };
         if train.dim() != test.dim() {
             return Err(DataError::new(

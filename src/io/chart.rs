@@ -33,8 +33,16 @@ pub fn canvas(
     h: u32,
     draw: impl FnOnce(&Area<'_>) -> DrawResult,
 ) -> anyhow::Result<RgbImage> {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > super::png::MAX_PICTURE_PIXELS {
+        anyhow::bail!(
+            "a {w}x{h} picture ({:.0} megapixels) is over the limit of {}",
+            pixels as f64 / 1e6,
+            super::png::MAX_PICTURE_PIXELS / 1_000_000
+        );
+    }
     register_font();
-    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let mut buf = vec![255u8; pixels as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         draw(&root).map_err(|e| anyhow::anyhow!("drawing a chart: {e}"))?;
@@ -299,12 +307,28 @@ pub fn save_scatter(
                     [(x, y), (x + 14, y + 14)],
                     colour(k, classes.len()).filled(),
                 ))?;
-                legend.draw(&Text::new(name(l), (x + 22, y), (FAMILY, 14)))?;
+                legend.draw(&Text::new(clip(&name(l), 20), (x + 22, y), (FAMILY, 14)))?;
             }
         }
         Ok(())
     })?;
     super::png::save(path, &img)
+}
+
+/// Characters of a label (a row's, a column's, a legend entry) and of a title that are
+/// drawn; longer text (a class name of a million characters) is cut with an ellipsis, so
+/// that text cannot stretch a picture.
+const LABEL_CHARS: usize = 40;
+const TITLE_CHARS: usize = 200;
+
+/// `text` cut to `most` characters, an ellipsis marking the cut.
+pub fn clip(text: &str, most: usize) -> String {
+    if text.chars().count() <= most {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(most.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// An image grid with a title above it, a label left of each row and above each column.
@@ -314,6 +338,13 @@ pub fn label_grid(
     cell: (u32, u32),
     gap: u32,
 ) -> anyhow::Result<RgbImage> {
+    let clipped =
+        |v: &[String]| -> Vec<String> { v.iter().map(|l| clip(l, LABEL_CHARS)).collect() };
+    let labels = &super::png::Labels {
+        title: clip(&labels.title, TITLE_CHARS),
+        rows: clipped(&labels.rows),
+        cols: clipped(&labels.cols),
+    };
     let widest = |v: &[String]| v.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
     let left = if labels.rows.is_empty() {
         0

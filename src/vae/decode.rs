@@ -40,6 +40,23 @@ pub fn generate(
     seed: u64,
     temperature: f32,
 ) -> Result<Vec<Vec<f32>>, GpuError> {
+    let mut out = Vec::with_capacity(count);
+    generate_each::<GpuError>(gpu, params, c, (count, seed, temperature), &mut |image| {
+        out.push(image);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// `generate`, handing each image to `sink` as its batch is decoded, so that only one
+/// batch is held at a time.
+pub fn generate_each<E: From<GpuError>>(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    (count, seed, temperature): (usize, u64, f32),
+    sink: &mut dyn FnMut(Vec<f32>) -> Result<(), E>,
+) -> Result<(), E> {
     let rows = count.clamp(1, 256);
     let ws = Workspace::new(gpu, params, c, rows)?;
     let heads = ws.heads;
@@ -54,7 +71,6 @@ pub fn generate(
         temperature,
     )?;
     let decoder = forward_layers(gpu, params, &ws, heads + 1..params.layers.len(), true)?;
-    let mut out = Vec::with_capacity(count);
     for (chunk, start) in (0..count).step_by(rows).enumerate() {
         set_noise(
             gpu,
@@ -72,12 +88,9 @@ pub fn generate(
         all.extend(decoder.iter());
         gpu.run(&all)?;
         let logits = ws.logits().read(gpu)?;
-        out.extend(
-            logits
-                .chunks(c.output_dim())
-                .take(count - start)
-                .map(|row| row.iter().map(|&l| unit(c, l)).collect()),
-        );
+        for row in logits.chunks(c.output_dim()).take(count - start) {
+            sink(row.iter().map(|&l| unit(c, l)).collect())?;
+        }
     }
-    Ok(out)
+    Ok(())
 }

@@ -53,6 +53,19 @@ pub fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
     out
 }
 
+/// Whether `dir` is a run directory: one a training process has locked, or that holds
+/// checkpoints.
+pub fn is_run(dir: &Path) -> bool {
+    dir.join(LOCK_FILE).exists() || !checkpoints(dir).is_empty()
+}
+
+/// Whether `dir` is one of a run's checkpoints.
+pub fn is_checkpoint(dir: &Path) -> bool {
+    let dir = crate::io::parent_dir(dir).join(dir.file_name().unwrap_or_default());
+    dir.parent()
+        .is_some_and(|run| checkpoints(run).iter().any(|(_, c)| *c == dir))
+}
+
 /// A run directory in exclusive use by one training process: its lock is released when
 /// this is dropped, or by the OS when the process dies.
 pub struct RunDir {
