@@ -21,6 +21,9 @@
 override ACT: u32 = 0u;
 override ADD_BIAS: bool = false;
 override ACT_GRAD: bool = false;
+// col2im adds its sums to what the image holds (a gradient with several contributions);
+// with ACT_GRAD the derivative multiplies the total.
+override ACCUMULATE: bool = false;
 // The kernel size and the taps per axis that reach one image pixel, ceil(k / stride), also
 // fixed per pipeline: the tap loops then have constant trip counts and unroll, where a loop
 // whose count varies by lane (or is read at run time) runs every iteration under masks.
@@ -154,6 +157,7 @@ fn col2im_main(
         }
     }
     let out = at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p + pc.y;
+    if (ACCUMULATE) { v += dst[out]; }
     if (ACT_GRAD) {
         dst[out] = v * act_grad_from_output(vec4<f32>(read_b1(out)), ACT, p.slope).x;
         return;
@@ -183,6 +187,7 @@ fn col2im_vec4_main(
         }
     }
     let out = (at.x * p.ld_b + (at.y * p.w + at.z) * p.ld_p) / 4u + pc.y;
+    if (ACCUMULATE) { v += dst4[out]; }
     if (ACT_GRAD) {
         let y = read_b(out);
         dst4[out] = v * act_grad_from_output(y, ACT, p.slope);

@@ -505,15 +505,19 @@ fn outputs_and_stdout_failures() {
     let run = trained();
     let d = data();
     let checkpoint = format!("{run}/checkpoint-0002");
-    for out in [
-        format!("{checkpoint}/config.json"),
-        format!("{run}/metrics.jsonl"),
+    for (out, why) in [
+        (format!("{checkpoint}/config.json"), "inside the checkpoint"),
+        (format!("{checkpoint}/x.csv"), "inside the checkpoint"),
+        (format!("{run}/metrics.jsonl"), "run's record"),
     ] {
         let o = common::cli::run(&[
             "embed", "--model", &run, "--data", &d, "--limit", "3", "--out", &out,
         ]);
         assert_eq!(o.status.code(), Some(1), "--out {out}");
-        assert!(String::from_utf8_lossy(&o.stderr).contains("would write into a checkpoint"));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(why),
+            "--out {out}"
+        );
     }
     assert_eq!(tensors(&run).len(), 10, "the run is intact");
     // An image is written in the format its name says, and a name no image format has fails.
@@ -553,15 +557,18 @@ fn outputs_and_stdout_failures() {
     // A chart that cannot be written (here loss.png is a directory; a full disk alike) is a
     // warning, as samples.png's is: the run goes on.
     let chartless = tmp().join("chartless");
+    let c = chartless.display().to_string();
+    ok(&tiny_args(&d, &c, "1", &[]));
+    std::fs::remove_file(chartless.join("loss.png")).unwrap();
     std::fs::create_dir_all(chartless.join("loss.png")).unwrap();
-    // A run's directory (one a killed run left): --out takes no directory of other files.
-    std::fs::write(chartless.join(".lock"), "").unwrap();
-    let chartless = chartless.display().to_string();
-    let o = common::cli::run(&tiny_args(&d, &chartless, "1", &[]));
+    let mut args = tiny_args(&d, &c, "2", &[]);
+    let flag = args.iter().position(|a| *a == "--out").unwrap();
+    args[flag] = "--resume";
+    let o = common::cli::run(&args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("loss.png not written"), "{err}");
-    assert!(Path::new(&chartless).join("checkpoint-0001").is_dir());
+    assert!(chartless.join("checkpoint-0002").is_dir());
     // A reader that goes away (`| head -1`) ends a run with an error, never a false success.
     let piped = tmp().join("piped").display().to_string();
     let mut args = vec!["--json"];

@@ -17,6 +17,7 @@ use vae_gpu::ops::conv::{
 use vae_gpu::ops::elementwise::act_backward;
 use vae_gpu::ops::gemm::InputActivation;
 use vae_gpu::ops::Activation;
+use vae_gpu::ops::GradEpilogue;
 
 struct Case {
     batch: usize,
@@ -167,7 +168,10 @@ fn run_gpu(
     let dcols = Matrix::zeros(gpu, geom.col_rows(), geom.col_cols(), "dcols").unwrap();
     ds.push(act_backward(gpu, &y, &dy, case.act).unwrap());
     // With x_act, x is that activation's output and dx is taken through it, fused.
-    let fused = x_act.map(|act| InputActivation { act, output: &gx });
+    let fused = GradEpilogue {
+        accumulate: false,
+        act: x_act.map(|act| InputActivation { act, output: &gx }),
+    };
     ds.extend(
         if transposed {
             conv_transpose2d_backward(gpu, &io, &gx, &dy, &dcols, (&dw, &db), Some(&dx), fused)
@@ -470,9 +474,12 @@ fn texture_reads_equal_buffer_reads() {
             let epilogues = [
                 Col2imEpilogue::Bias(None, Activation::Identity),
                 Col2imEpilogue::Bias(Some(&bias), Activation::LeakyRelu(0.1)),
-                Col2imEpilogue::ActGrad(InputActivation {
-                    act: Activation::Relu,
-                    output: &image,
+                Col2imEpilogue::Grad(GradEpilogue {
+                    accumulate: false,
+                    act: Some(InputActivation {
+                        act: Activation::Relu,
+                        output: &image,
+                    }),
                 }),
             ];
             for (e, epilogue) in epilogues.into_iter().enumerate() {

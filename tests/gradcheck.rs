@@ -12,6 +12,7 @@ use vae_gpu::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
 use vae_gpu::ops::loss::{loss, Likelihood, LossBuffers, LossSettings};
 use vae_gpu::ops::sample::{sample_backward, sample_forward, Noise};
 use vae_gpu::ops::Activation;
+use vae_gpu::ops::GradEpilogue;
 
 const H: f64 = 1e-6;
 
@@ -112,7 +113,20 @@ fn gemm_bias_activation_gradients() {
             ds.extend(bias_grad(gpu, &gdy, &gdbias).unwrap());
             let fused = a_act.map(|act| InputActivation { act, output: &ga });
             ds.extend(
-                gemm_backward(gpu, &ga, &gb, &gdy, Some(&gda), Some(&gdb), spec, fused).unwrap(),
+                gemm_backward(
+                    gpu,
+                    &ga,
+                    &gb,
+                    &gdy,
+                    Some(&gda),
+                    Some(&gdb),
+                    spec,
+                    GradEpilogue {
+                        accumulate: false,
+                        act: fused,
+                    },
+                )
+                .unwrap(),
             );
             gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
             let label = format!("case {case} [{m}x{n}x{k}] {spec:?} A = {a_act:?}(P)");

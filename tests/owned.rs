@@ -412,31 +412,47 @@ fn a_killed_cache_build_is_cleaned_up() {
         .unwrap()
         .set_modified(old)
         .unwrap();
+    // A FIFO named like a build's file is passed over, not opened (that would block).
+    let fifo = data_dir.join(".building-fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let root = tmp().join("cache-images");
     folder(&root, &[("", &["a", "b"])], 10);
-    let out = common::cli::command(&[
+    let r = root.display().to_string();
+    let mut child = common::cli::command(&[
         "train",
         "--data",
-        &root.display().to_string(),
+        &r,
         "--gpu-data-mib",
         "0",
         "--bench-steps",
         "1",
+        "--quiet",
     ])
     .env("VAE_GPU_CACHE_DIR", &cache)
-    .output()
+    .spawn()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("train hung on the cache directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success());
     assert!(!left.exists(), "the killed build's file is removed");
     let caches: Vec<PathBuf> = std::fs::read_dir(&data_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(caches.len(), 1, "{caches:?}");
+    assert_eq!(caches.len(), 2, "the cache and the FIFO: {caches:?}");
 }
 
 #[test]
@@ -465,5 +481,236 @@ fn eval_of_overflowing_weights_is_an_error() {
         &["score", "--model", &m, "--data", &d, "--limit", "64"],
         1,
         &["not numbers"],
+    );
+}
+
+/// Found by attacking the rules above: outputs are checked where links lead, a model's
+/// own files are inputs, names training uses in a run are refused, a folder is a run only
+/// when it looks like one, and a new run never goes inside another.
+#[test]
+fn outputs_are_checked_where_they_lead() {
+    use std::os::unix::fs::symlink;
+    let run = tiny_run();
+    let d = data();
+    let at = tmp().join("links");
+    std::fs::create_dir_all(&at).unwrap();
+    let link = |name: &str, target: &str| {
+        let l = at.join(name);
+        let _ = std::fs::remove_file(&l);
+        symlink(target, &l).unwrap();
+        l.display().to_string()
+    };
+    let metrics = std::fs::read(format!("{run}/metrics.jsonl")).unwrap();
+    let m = link("m", &format!("{run}/metrics.jsonl"));
+    fails_with(
+        &["report", "--model", &run, "--out", &m],
+        1,
+        &["run's record"],
+    );
+    let w = link("w", &format!("{run}/checkpoint-0001/model.safetensors"));
+    fails_with(
+        &[
+            "encode", "--model", &run, "--data", &d, "--limit", "3", "--out", &w,
+        ],
+        1,
+        &["inside the checkpoint"],
+    );
+    assert_eq!(
+        std::fs::read(format!("{run}/metrics.jsonl")).unwrap(),
+        metrics
+    );
+    // A checkpoint reached through a link: outputs go to its run, never inside it.
+    let ck = link("ck", &format!("{run}/checkpoint-0001"));
+    ok(&["sample", "--model", &ck, "--count", "4"]);
+    assert!(!Path::new(&format!("{run}/checkpoint-0001/samples.png")).exists());
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            &run,
+            "--separate",
+            &format!("{ck}/a/b"),
+        ],
+        1,
+        &["inside the checkpoint"],
+    );
+    // Names training uses in a run, and a run inside a run.
+    for name in [
+        ".tmp-s",
+        ".trash-n.png",
+        ".vae-gpu-a.tmp",
+        "checkpoint-0009",
+        ".lock",
+    ] {
+        fails_with(
+            &["sample", "--model", &run, "--out", &format!("{run}/{name}")],
+            1,
+            &["name training uses"],
+        );
+    }
+    fails_with(
+        &[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &format!("{run}/inner"),
+            "--limit",
+            "256",
+        ],
+        1,
+        &["inside the run"],
+    );
+    // A copied checkpoint's files are the model's.
+    let copy = tmp().join("copied-checkpoint");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["model.safetensors", "config.json", "optimizer.safetensors"] {
+        std::fs::copy(format!("{run}/checkpoint-0001/{f}"), copy.join(f)).unwrap();
+    }
+    let c = copy.display().to_string();
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            &c,
+            "--data",
+            &d,
+            "--out",
+            &format!("{c}/config.json"),
+        ],
+        1,
+        &["the model's own file"],
+    );
+    fails_with(
+        &[
+            "encode",
+            "--model",
+            &format!("{c}/model.safetensors"),
+            "--data",
+            &d,
+            "--limit",
+            "3",
+            "--out",
+            &format!("{c}/config.json"),
+        ],
+        1,
+        &["the model's own file"],
+    );
+    // `..` after a folder that does not exist yet is resolved as the system will.
+    let data_link = link("data-link", &d);
+    fails_with(
+        &[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &format!("{}/gone/../data-link/r", at.display()),
+            "--limit",
+            "256",
+        ],
+        1,
+        &["inside the training data"],
+    );
+    let _ = data_link;
+}
+
+#[test]
+fn only_runs_are_taken_over() {
+    let d = data();
+    // A folder holding a .lock beside the user's files is no run.
+    let proj = tmp().join("proj");
+    std::fs::create_dir_all(proj.join(".tmp-mine")).unwrap();
+    std::fs::write(proj.join(".lock"), "").unwrap();
+    std::fs::write(proj.join("samples.png"), "mine").unwrap();
+    let p = proj.display().to_string();
+    fails_with(
+        &["train", "--data", &d, "--out", &p, "--limit", "256"],
+        1,
+        &["not a vae-gpu run"],
+    );
+    // Resuming it takes nothing over either.
+    fails_with(
+        &["train", "--data", &d, "--resume", &p, "--limit", "256"],
+        1,
+        &["not a vae-gpu run"],
+    );
+    assert!(
+        proj.join(".tmp-mine").is_dir(),
+        "the user's folder is untouched"
+    );
+    assert_eq!(std::fs::read(proj.join("samples.png")).unwrap(), b"mine");
+    // A file named like a checkpoint is not one.
+    let named = tmp().join("named");
+    std::fs::create_dir_all(&named).unwrap();
+    std::fs::write(named.join("checkpoint-1"), "mine").unwrap();
+    fails_with(
+        &[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &named.display().to_string(),
+            "--limit",
+            "256",
+        ],
+        1,
+        &["not a vae-gpu run"],
+    );
+    assert!(!named.join(".lock").exists());
+    // A run's record that is a link is refused instead of written through.
+    let run = tmp().join("linked-record");
+    ok(&[
+        "train",
+        "--data",
+        &d,
+        "--out",
+        &run.display().to_string(),
+        "--limit",
+        "256",
+        "--hidden",
+        "16",
+        "--latent",
+        "2",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    let victim = tmp().join("victim.png");
+    std::fs::write(&victim, "mine").unwrap();
+    std::fs::remove_file(run.join("samples.png")).unwrap();
+    std::os::unix::fs::symlink(&victim, run.join("samples.png")).unwrap();
+    fails_with(
+        &[
+            "train",
+            "--data",
+            &d,
+            "--resume",
+            &run.display().to_string(),
+            "--epochs",
+            "2",
+            "--limit",
+            "256",
+            "--hidden",
+            "16",
+            "--latent",
+            "2",
+        ],
+        1,
+        &["samples.png", "not a regular file"],
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"mine");
+}
+
+#[test]
+fn a_grid_too_large_is_refused_before_decoding() {
+    let run = tiny_run();
+    let grid = tmp().join("tall.png").display().to_string();
+    // One column: the title's width counts too.
+    fails_with(
+        &[
+            "sample", "--model", &run, "--count", "8000", "--cols", "1", "--out", &grid,
+        ],
+        1,
+        &["over the limit", "--separate"],
     );
 }

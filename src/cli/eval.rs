@@ -68,7 +68,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     let overflow = |what: String| {
         anyhow::anyhow!(
             "{}: the {what}, not a number: the model's outputs overflow on this data (weights that diverged); evaluate an earlier checkpoint with --model RUN/checkpoint-NNNN",
-            dir.display()
+            a.model.model.as_deref().unwrap_or(&dir).display()
         )
     };
     if !l.is_finite() {

@@ -328,7 +328,7 @@ impl DataArgs {
         };
         if let Some(t) = &cfg.train {
             let runs = match (&d.data, &t.data_dir) {
-                (None, Some(dir)) if dir.exists() => {
+                (None, Some(dir)) if crate::data::exists(dir) => {
                     d.data = Some(dir.clone());
                     true
                 }
@@ -343,7 +343,7 @@ impl DataArgs {
                     );
                     false
                 }
-                (Some(given), Some(dir)) => given.canonicalize().ok().as_ref() == Some(dir),
+                (Some(given), Some(dir)) => paths::resolved(given) == *dir,
                 _ => false,
             };
             // The run's own data comes with its labels and split; other data has its own.
@@ -385,7 +385,21 @@ impl DataArgs {
     /// Notes the files these arguments read, so that no output replaces them (see
     /// `paths::output_path`).
     pub fn note_reads(&self) {
-        paths::note_read(&self.dir(), "the command's data");
+        let dir = self.dir();
+        // EMNIST's `DIR/emnist-letters` names a split of the files in DIR.
+        let read = match dir.exists() {
+            true => dir.clone(),
+            false => crate::io::parent_dir(&dir).to_path_buf(),
+        };
+        paths::note_read(&read, "the command's data");
+        // Class folders may be links to folders elsewhere: they are data too.
+        if let Ok(layout) = crate::data::folder::Layout::of(&dir) {
+            for split in std::iter::once(&layout.train).chain(&layout.test) {
+                for class in &layout.classes {
+                    paths::note_read(&split.join(class), "a class folder of the command's data");
+                }
+            }
+        }
         if let Some(l) = &self.labels {
             paths::note_read(l, "the data's --labels");
         }
@@ -709,8 +723,23 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
     let (at, cfg, params) = checkpoint::load(gpu, &path, Pick::Best, false)
         .with_context(|| format!("loading model {}", path.display()))?;
     say!("model: {}", at.display());
-    if path.is_file() {
-        paths::note_read(&path, "the model");
+    // The checkpoint's files, or the model file and the config beside it.
+    let files = if at.is_dir() {
+        at.clone()
+    } else {
+        crate::io::parent_dir(&at).to_path_buf()
+    };
+    for name in [
+        checkpoint::MODEL_FILE,
+        checkpoint::CONFIG_FILE,
+        checkpoint::OPTIMIZER_FILE,
+    ] {
+        if files.join(name).exists() {
+            paths::note_read(&files.join(name), "the model's own file");
+        }
+    }
+    if at.is_file() {
+        paths::note_read(&at, "the model");
     }
     let dir = if path.is_dir() {
         path
@@ -719,8 +748,9 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
     };
     // Outputs of a run's checkpoint go to the run: training prunes checkpoint directories
     // with whatever they hold.
-    let dir = match dir.parent() {
-        Some(run) if crate::vae::rundir::is_checkpoint(&dir) => run.to_path_buf(),
+    let resolved = paths::resolved(&dir);
+    let dir = match resolved.parent() {
+        Some(run) if crate::vae::rundir::is_checkpoint(&resolved) => run.to_path_buf(),
         _ => dir,
     };
     Ok((dir, cfg, params))

@@ -1,63 +1,58 @@
 //! Where outputs may go: the one place every command's output path (and `train`'s run
 //! directory) is resolved against what the command reads and against a run's own files, so
 //! that no output replaces an input, lands inside a data folder (where it would become
-//! data), or overwrites part of a run.
+//! data), or overwrites or hides inside part of a run. Paths are compared where they lead:
+//! links and `..` are resolved as the operating system would.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::vae::rundir;
 
-/// What this process has read, canonical: (path, what it is, for the message).
+/// What this process has read, resolved: (path, what it is, for the message).
 static READS: Mutex<Vec<(PathBuf, &'static str)>> = Mutex::new(Vec::new());
 
-/// Notes that the command reads `path` (`what`: "its --data", "its --labels" ...): no output
-/// may replace it, or be written inside it when it is a folder.
+/// Notes that the command reads `path` (`what`: "the command's data" ...): no output may
+/// replace it, or be written inside it when it is a folder.
 pub fn note_read(path: &Path, what: &'static str) {
-    if let Ok(p) = path.canonicalize() {
-        READS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((p, what));
-    }
+    let at = resolved(path);
+    READS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((at, what));
 }
 
-/// `path` made absolute with every link and `..` resolved as far as it exists, the rest
-/// (what the command will create) appended as given.
+/// `path` made absolute and resolved one component at a time as the operating system
+/// would: each existing prefix through its links, `..` against what it leads to, and the
+/// part that does not exist yet (what the command will create) appended as given.
 pub fn resolved(path: &Path) -> PathBuf {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(c) = existing.canonicalize() {
-            let mut out = c;
-            for part in rest.iter().rev() {
-                match part {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::Normal(p) => out.push(p),
-                    _ => {}
+    if let Ok(c) = absolute.canonicalize() {
+        return c;
+    }
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => {
+                out.push(other);
+                if let Ok(c) = out.canonicalize() {
+                    out = c;
                 }
             }
-            return out;
-        }
-        match (existing.parent(), existing.components().next_back()) {
-            (Some(parent), Some(last)) => {
-                rest.push(last);
-                existing = parent;
-            }
-            _ => return absolute,
         }
     }
+    out
 }
 
-/// The input `out` would replace or land inside, with what it is; None when it is clear.
+/// The input `out` (resolved) would replace or land inside: (input, what, inside).
 fn clashing_input(out: &Path) -> Option<(PathBuf, &'static str, bool)> {
-    let out = resolved(out);
     let reads = READS.lock().unwrap_or_else(|e| e.into_inner());
     reads.iter().find_map(|(read, what)| {
-        if out == *read {
+        if out == read {
             Some((read.clone(), *what, false))
         } else if read.is_dir() && out.starts_with(read) {
             Some((read.clone(), *what, true))
@@ -79,10 +74,8 @@ pub fn out_path(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
 }
 
-/// Where a command writes its output (`out`, else `default`): refused when it is one of the
-/// command's inputs, lies inside an input folder, lies inside a run's checkpoint (which
-/// training prunes with what it holds), or is a run's own record (metrics.jsonl, loss.png,
-/// .lock, a checkpoint). Called once the inputs are known.
+/// Where a command writes its output (`out`, else `default`): see `check_output`. Called
+/// once the inputs are known.
 pub fn output_path(
     out: Option<&Path>,
     default: impl FnOnce() -> PathBuf,
@@ -92,10 +85,14 @@ pub fn output_path(
     Ok(path)
 }
 
-/// `output_path` for an output the command line names.
+/// Refuses an output (file or directory) that is one of the command's inputs, lies inside
+/// an input folder, or lies in a run where training would replace or delete it (see
+/// `check_not_in_run`).
 pub fn check_output(path: &Path) -> anyhow::Result<()> {
+    let at = resolved(path);
     let shown = path.display();
-    if let Some((read, what, inside)) = clashing_input(path) {
+    check_not_in_run(path, &at, false)?;
+    if let Some((read, what, inside)) = clashing_input(&at) {
         if inside {
             anyhow::bail!(
                 "{shown} is inside {}, {what}: an output there would become part of the input; write it elsewhere",
@@ -107,29 +104,55 @@ pub fn check_output(path: &Path) -> anyhow::Result<()> {
             read.display()
         );
     }
-    let parent = crate::io::parent_dir(path);
-    let in_checkpoint = rundir::is_checkpoint(parent);
-    let in_run = rundir::is_run(parent);
-    let record = matches!(
-        path.file_name().and_then(|n| n.to_str()),
-        Some("metrics.jsonl" | ".lock" | "loss.png")
-    ) || path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("checkpoint-"));
-    if in_checkpoint || (in_run && record) {
-        anyhow::bail!(
-            "{shown} would write into a checkpoint or over a run's record; choose another path"
-        );
+    Ok(())
+}
+
+/// Refuses a path (`at`, resolved) inside a run's checkpoint (training prunes checkpoints
+/// with what they hold), or named in a run as training names its own files (records,
+/// checkpoints, temporary and discarded directories, which training replaces or deletes),
+/// or, for a new run (`new_run`), anywhere inside another run.
+fn check_not_in_run(path: &Path, at: &Path, new_run: bool) -> anyhow::Result<()> {
+    for dir in at.ancestors().skip(1) {
+        if rundir::is_checkpoint(dir) {
+            anyhow::bail!(
+                "{} is inside the checkpoint {}, which training prunes with what it holds; choose another path",
+                path.display(),
+                dir.display()
+            );
+        }
+        if !rundir::is_run(dir) {
+            continue;
+        }
+        if new_run {
+            anyhow::bail!(
+                "{} is inside the run {}; put a new run beside it",
+                path.display(),
+                dir.display()
+            );
+        }
+        let child = at
+            .strip_prefix(dir)
+            .ok()
+            .and_then(|r| r.components().next());
+        let name = child.map(|c| c.as_os_str().to_string_lossy().into_owned());
+        if name.as_deref().is_some_and(rundir::is_reserved) {
+            anyhow::bail!(
+                "{} would write over a run's record or into a name training uses in {} (metrics.jsonl, loss.png, .lock, checkpoint-*, .tmp-*, .trash-*); choose another path",
+                path.display(),
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
 
 /// Checks the directory a new training run writes to: it must not exist, be empty, or
-/// already be a run (which `train` then refuses or resumes), and must be neither the
-/// `data` it trains on nor inside it (its charts would become training images).
+/// already be a run (which `train` then refuses or resumes); it must lie neither inside the
+/// `data` it trains on (its charts would become training images) nor inside another run.
 pub fn check_run_dir(dir: &Path, data: &Path) -> anyhow::Result<()> {
     check_outside_data(dir, data)?;
+    let at = resolved(dir);
+    check_not_in_run(dir, &at, true)?;
     if !dir.is_dir() || rundir::is_run(dir) {
         return Ok(());
     }

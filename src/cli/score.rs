@@ -93,7 +93,7 @@ pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
     if scores.iter().any(|s| s.is_nan()) || scores.iter().all(|s| s.is_infinite()) {
         anyhow::bail!(
             "{}: the model's {} scores are not numbers: its outputs overflow on this data (weights that diverged); score with an earlier checkpoint (--model RUN/checkpoint-NNNN)",
-            dir.display(),
+            a.model.model.as_deref().unwrap_or(&dir).display(),
             a.metric
         );
     }

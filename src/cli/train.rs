@@ -138,12 +138,6 @@ fn new_run_dir() -> anyhow::Result<PathBuf> {
     unreachable!("run numbers run out only after u32::MAX runs")
 }
 
-/// `p` made absolute, so that a resume from another working directory reads the same
-/// files (as given where it cannot be resolved, e.g. because it is gone).
-fn canonical(p: &Path) -> PathBuf {
-    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
-}
-
 /// An optional setting as the messages show it.
 fn shown<T: Debug>(v: &Option<T>) -> String {
     v.as_ref().map_or("none".into(), |v| format!("{v:?}"))
@@ -236,8 +230,8 @@ impl DataChoice {
             a.data
                 .no_table_choices("a resumed run keeps the columns it was trained with")?;
         }
-        let given = a.data.data.as_deref().map(canonical);
-        let data = match t.data_dir.as_deref().map(canonical) {
+        let given = a.data.data.as_deref().map(super::paths::resolved);
+        let data = match t.data_dir.as_deref().map(super::paths::resolved) {
             // Data that moved is taken from where --data says it is now (the shape and step
             // checks below still hold it to the run's).
             Some(saved) if !saved.exists() => Some(given.with_context(|| {
@@ -259,8 +253,8 @@ impl DataChoice {
                 class_names: a.data.class_names.clone(),
                 labels: keep(
                     "labels",
-                    a.data.labels.as_deref().map(canonical),
-                    t.labels.as_deref().map(canonical),
+                    a.data.labels.as_deref().map(super::paths::resolved),
+                    t.labels.as_deref().map(super::paths::resolved),
                 )?,
                 // Runs record None for the default fraction, 0.1.
                 test_fraction: match a.data.test_fraction {
@@ -357,12 +351,12 @@ fn new_run(
         },
         data: source,
         corruption: a.noise,
-        data_dir: Some(canonical(&dir)),
+        data_dir: Some(super::paths::resolved(&dir)),
         size: data.args.size,
         channels: data.args.channels,
         limit: data.limit,
         classes: data.classes.clone(),
-        labels: data.args.labels.as_deref().map(canonical),
+        labels: data.args.labels.as_deref().map(super::paths::resolved),
         test_fraction: data.args.test_fraction,
         class_names: Vec::new(),
         data_fingerprint: None,
@@ -493,6 +487,13 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         let _ = ctrlc::set_handler(on_ctrl_c);
     }
     if let Some(d) = &a.resume {
+        // Locking takes the directory over (it removes temporary files), so it must be a run.
+        if d.is_dir() && !d.join(CONFIG_FILE).is_file() && !rundir::is_run(d) {
+            bail!(
+                "--resume {}: not a vae-gpu run (it holds no checkpoint); give a run directory",
+                d.display()
+            );
+        }
         // A checkpoint inside a run, or a model file: resuming it as a run would write
         // checkpoints inside it, next to the run's own.
         if d.is_file() || d.join(CONFIG_FILE).is_file() {
@@ -594,7 +595,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             }
             // Where the data is now: a run whose data moved records its new place.
             if run.1.data_dir.is_some() {
-                run.1.data_dir = Some(canonical(&data_dir));
+                run.1.data_dir = Some(super::paths::resolved(&data_dir));
             }
             // Every epoch takes the same steps, so the step counter follows from the epoch.
             let per_epoch = train_images.count().div_ceil(run.1.batch_size) as u64;

@@ -22,6 +22,18 @@ pub fn act_forward(x: f64, act: Activation) -> f64 {
         }
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Tanh => x.tanh(),
+        Activation::Silu => x / (1.0 + (-x).exp()),
+    }
+}
+
+/// act'(x) from the activation's input.
+pub fn act_grad_from_input(x: f64, act: Activation) -> f64 {
+    match act {
+        Activation::Silu => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 + x * (1.0 - s))
+        }
+        act => act_grad_from_output(act_forward(x, act), act),
     }
 }
 
@@ -39,6 +51,7 @@ pub fn act_grad_from_output(y: f64, act: Activation) -> f64 {
         }
         Activation::Sigmoid => y * (1.0 - y),
         Activation::Tanh => 1.0 - y * y,
+        Activation::Silu => unreachable!("SiLU's derivative needs its input"),
     }
 }
 

@@ -224,7 +224,9 @@ fn remove_abandoned(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(".building-") {
+        // Only regular files: opening a FIFO would wait for a writer forever.
+        let file = e.file_type().is_ok_and(|t| t.is_file());
+        if !file || !e.file_name().to_string_lossy().starts_with(".building-") {
             continue;
         }
         let settled = e

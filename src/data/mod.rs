@@ -213,6 +213,12 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+/// Whether the data a `--data` path names is there: a file or folder, or an EMNIST split
+/// (`DIR/emnist-letters`, a name for some files in DIR).
+pub fn exists(path: &Path) -> bool {
+    path.exists() || emnist::resolve(path).is_ok_and(|s| s.is_some())
+}
+
 /// Fashion-MNIST's ten classes, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "T-shirt/top",

@@ -28,10 +28,12 @@ pub enum Shader {
     Gather,
     Softmax,
     TableLoss,
+    GroupNorm,
+    Tensor,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 18] = [
+    pub const ALL: [Shader; 20] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -50,6 +52,8 @@ impl Shader {
         Shader::Gather,
         Shader::Softmax,
         Shader::TableLoss,
+        Shader::GroupNorm,
+        Shader::Tensor,
     ];
 
     /// Every module's source, which the tuner's cache is keyed by: a change to any kernel
@@ -78,6 +82,8 @@ impl Shader {
             Shader::Gather => "gather.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::TableLoss => "table_loss.wgsl",
+            Shader::GroupNorm => "groupnorm.wgsl",
+            Shader::Tensor => "tensor.wgsl",
         }
     }
 
@@ -163,6 +169,10 @@ impl Shader {
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),
             Shader::TableLoss => shader_source!("loss_params.wgsl", "table_loss.wgsl"),
+            Shader::GroupNorm => {
+                shader_source!("index.wgsl", "activation.wgsl", "groupnorm.wgsl")
+            }
+            Shader::Tensor => shader_source!("index.wgsl", "activation.wgsl", "tensor.wgsl"),
         }
     }
 

@@ -331,6 +331,30 @@ pub fn clip(text: &str, most: usize) -> String {
     cut
 }
 
+/// The frame `label_grid` puts around a grid for these (clipped) labels: (left margin,
+/// top margin, title width), in pixels.
+fn frame(labels: &super::png::Labels) -> (u32, u32, u32) {
+    let widest = |v: &[String]| v.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
+    let left = if labels.rows.is_empty() {
+        0
+    } else {
+        12 + 7 * widest(&labels.rows)
+    };
+    let top =
+        if labels.title.is_empty() { 0 } else { 26 } + if labels.cols.is_empty() { 0 } else { 18 };
+    (left, top, 7 * labels.title.chars().count() as u32 + 12)
+}
+
+/// The largest frame any labels get (see `frame`): what a picture's size is bounded with
+/// before its labels are known.
+pub fn largest_frame() -> (u32, u32, u32) {
+    frame(&super::png::Labels {
+        title: "x".repeat(TITLE_CHARS),
+        rows: vec!["x".repeat(LABEL_CHARS)],
+        cols: vec![String::new()],
+    })
+}
+
 /// An image grid with a title above it, a label left of each row and above each column.
 pub fn label_grid(
     grid: &RgbImage,
@@ -345,15 +369,7 @@ pub fn label_grid(
         rows: clipped(&labels.rows),
         cols: clipped(&labels.cols),
     };
-    let widest = |v: &[String]| v.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
-    let left = if labels.rows.is_empty() {
-        0
-    } else {
-        12 + 7 * widest(&labels.rows)
-    };
-    let top =
-        if labels.title.is_empty() { 0 } else { 26 } + if labels.cols.is_empty() { 0 } else { 18 };
-    let title_w = 7 * labels.title.chars().count() as u32 + 12;
+    let (left, top, title_w) = frame(labels);
     let (w, h) = ((left + grid.width()).max(title_w), top + grid.height());
     let mut out = canvas(w, h, |root| {
         root.fill(&WHITE)?;

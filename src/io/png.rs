@@ -91,10 +91,11 @@ pub fn check_grid(
 fn grid_cells(count: usize, (height, width): (usize, usize), cols: usize) -> anyhow::Result<Cells> {
     let cols = cols.clamp(1, count.max(1));
     let rows = count.div_ceil(cols);
-    // With room for a title and column labels.
+    // With room for the largest title and labels.
+    let (left, top, title_w) = super::chart::largest_frame();
     let span = |cells: &Cells| {
-        let w = (cols * (cells.width + GAP) + GAP) as u64;
-        let h = (rows * (cells.height + GAP) + GAP + 44) as u64;
+        let w = ((cols * (cells.width + GAP) + GAP) as u64 + u64::from(left)).max(title_w.into());
+        let h = (rows * (cells.height + GAP) + GAP) as u64 + u64::from(top);
         w.saturating_mul(h)
     };
     let mut scale = MIN_CELL.div_ceil(height).max(1);

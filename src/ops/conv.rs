@@ -5,8 +5,8 @@
 //! Square kernels.
 
 use super::elementwise::bias_grad;
-use super::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
-use super::{shape_err, Activation};
+use super::gemm::{gemm, gemm_backward, GemmSpec};
+use super::{shape_err, Activation, GradEpilogue};
 use crate::gpu::shaders::Shader;
 use crate::gpu::texture::{Reads, TextureOperand};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
@@ -140,29 +140,34 @@ pub fn gpu_col(torch_col: usize, channels: usize, taps: usize) -> usize {
 
 /// (batch stride, pixel stride) of an image matrix: [B, H*W*C] or [B*H*W, C].
 fn image_strides(m: &Matrix, g: &ConvGeom) -> Result<(usize, usize), GpuError> {
-    let s = g.image;
-    if m.rows == g.batch && m.cols == s.numel() {
+    image_strides_of(m, g.batch, g.image)
+}
+
+/// (batch stride, pixel stride) of a matrix holding `batch` images of shape `s`:
+/// [B, H*W*C] or [B*H*W, C].
+pub fn image_strides_of(m: &Matrix, batch: usize, s: Shape) -> Result<(usize, usize), GpuError> {
+    if m.rows == batch && m.cols == s.numel() {
         Ok((m.ld, s.c))
-    } else if m.rows == g.batch * s.h * s.w && m.cols == s.c {
+    } else if m.rows == batch * s.h * s.w && m.cols == s.c {
         Ok((s.h * s.w * m.ld, m.ld))
     } else {
         Err(shape_err(
             "conv",
             format!(
                 "[{}, {}] is not a batch of {} {}x{}x{} images",
-                m.rows, m.cols, g.batch, s.h, s.w, s.c
+                m.rows, m.cols, batch, s.h, s.w, s.c
             ),
         ))
     }
 }
 
-/// What col2im does with its sums: add a bias (or none) and apply an activation, or
-/// multiply by the derivative of the activation whose output (shaped like the image) the
-/// convolution read.
+/// What col2im does with its sums: add a bias (or none) and apply an activation (forward),
+/// or, as a gradient, add them to what the image holds and multiply by the derivative of
+/// the activation whose output (shaped like the image) the convolution read.
 #[derive(Clone, Copy)]
 pub enum Col2imEpilogue<'a> {
     Bias(Option<&'a Matrix>, Activation),
-    ActGrad(InputActivation<'a>),
+    Grad(GradEpilogue<'a>),
 }
 
 /// Which way data moves: image to columns, or columns to image.
@@ -235,11 +240,22 @@ fn launch_with(
         (Move::Col2im(_), false) => "col2im_main",
         (Move::Col2im(_), true) => "col2im_vec4_main",
     };
-    let (bias, act, grad_of) = match mv {
-        Move::Im2col => (None, Activation::Identity, None),
-        Move::Col2im(Col2imEpilogue::Bias(bias, act)) => (bias, act, None),
-        Move::Col2im(Col2imEpilogue::ActGrad(a)) => (None, a.act, Some(a.output)),
+    let (bias, act, grad_of, accumulate) = match mv {
+        Move::Im2col => (None, Activation::Identity, None, false),
+        Move::Col2im(Col2imEpilogue::Bias(bias, act)) => (bias, act, None, false),
+        Move::Col2im(Col2imEpilogue::Grad(e)) => (
+            None,
+            e.act.map_or(Activation::Identity, |a| a.act),
+            e.act.map(|a| a.output),
+            e.accumulate,
+        ),
     };
+    if grad_of.is_some() && !act.from_output() {
+        return Err(shape_err(
+            "conv",
+            format!("{act:?}'s derivative needs its input, not its output"),
+        ));
+    }
     if let Some(y) = grad_of {
         if bias.is_some() || (y.rows, y.cols, y.ld) != (image.rows, image.cols, image.ld) {
             return Err(shape_err(
@@ -308,6 +324,7 @@ fn launch_with(
                 ("ACT", code),
                 ("ADD_BIAS", u32::from(bias.is_some())),
                 ("ACT_GRAD", u32::from(grad_of.is_some())),
+                ("ACCUMULATE", u32::from(accumulate)),
                 ("KSIZE", g.k as u32),
                 ("TAPS", g.k.div_ceil(g.stride) as u32),
             ],
@@ -367,22 +384,17 @@ pub fn col2im(
     launch(gpu, g, image, cols, mv)
 }
 
-/// image = col2im(cols) * act'(Y): a convolution's input gradient through the activation
-/// whose output Y (shaped like the image) the convolution read.
-pub fn col2im_act_grad(
+/// image = col2im(cols) through a gradient epilogue: a convolution's input gradient, added
+/// to what the image holds when accumulating, times the derivative of the activation whose
+/// output (shaped like the image) the convolution read.
+pub fn col2im_grad(
     gpu: &Gpu,
     g: &ConvGeom,
     cols: &Matrix,
     image: &Matrix,
-    a: InputActivation<'_>,
+    e: GradEpilogue<'_>,
 ) -> Result<Dispatch, GpuError> {
-    launch(
-        gpu,
-        g,
-        image,
-        cols,
-        Move::Col2im(Col2imEpilogue::ActGrad(a)),
-    )
+    launch(gpu, g, image, cols, Move::Col2im(Col2imEpilogue::Grad(e)))
 }
 
 /// The matrices of one convolution layer: weight, bias, the column scratch (shared by the
@@ -414,15 +426,15 @@ pub fn conv2d(
 }
 
 /// Gradients of conv2d given dy (already multiplied by the activation's derivative):
-/// dW, db, and dx when asked (dcols is scratch shaped like the columns), through `x_act`'s
-/// derivative when x is an activation's output.
+/// dW, db, and dx when asked (dcols is scratch shaped like the columns), through the
+/// epilogue `dx_epilogue`.
 pub fn conv2d_backward(
     gpu: &Gpu,
     io: &ConvIo<'_>,
     dy: &Matrix,
     grads: (&Matrix, &Matrix),
     dx: Option<(&Matrix, &Matrix)>,
-    x_act: Option<InputActivation<'_>>,
+    dx_epilogue: GradEpilogue<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (dw, db) = grads;
     let spec = GemmSpec {
@@ -437,14 +449,11 @@ pub fn conv2d_backward(
         dx.map(|(dcols, _)| dcols),
         Some(dw),
         spec,
-        None,
+        GradEpilogue::default(),
     )?;
     out.extend(bias_grad(gpu, dy, db)?);
     if let Some((dcols, dx)) = dx {
-        out.push(match x_act {
-            Some(a) => col2im_act_grad(gpu, &io.geom, dcols, dx, a)?,
-            None => col2im(gpu, &io.geom, dcols, dx, None, Activation::Identity)?,
-        });
+        out.push(col2im_grad(gpu, &io.geom, dcols, dx, dx_epilogue)?);
     }
     Ok(out)
 }
@@ -464,7 +473,8 @@ pub fn conv_transpose2d(
 }
 
 /// Gradients of conv_transpose2d given dy (image side, already through the activation):
-/// dW, db, and dx when asked. `dy_rows` is dy viewed as [B*H*W, Cout] for the bias sum.
+/// dW, db, and dx when asked, through `dx_epilogue`. `dy_rows` is dy viewed as
+/// [B*H*W, Cout] for the bias sum.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d_backward(
     gpu: &Gpu,
@@ -474,7 +484,7 @@ pub fn conv_transpose2d_backward(
     dcols: &Matrix,
     grads: (&Matrix, &Matrix),
     dx: Option<&Matrix>,
-    x_act: Option<InputActivation<'_>>,
+    dx_epilogue: GradEpilogue<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (dw, db) = grads;
     let g = &io.geom;
@@ -500,7 +510,7 @@ pub fn conv_transpose2d_backward(
         dx,
         Some(dw),
         GemmSpec::default(),
-        x_act,
+        dx_epilogue,
     )?);
     out.extend(bias_grad(gpu, &dy_rows, db)?);
     Ok(out)

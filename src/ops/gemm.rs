@@ -1,6 +1,6 @@
 //! GEMM launcher: C = act(op(A) op(B) + bias (+ C)), or op(A) op(B) * act'(Y).
 
-use super::{shape_err, Activation};
+use super::{shape_err, Activation, GradEpilogue};
 use crate::gpu::shaders::Shader;
 use crate::gpu::texture::TextureOperand;
 use crate::gpu::{Dispatch, GemmPath, Gpu, GpuError, Matrix};
@@ -99,6 +99,15 @@ fn dims(
         _ => {}
     }
     spec.act.check()?;
+    if spec.act_grad && !spec.act.from_output() {
+        return Err(shape_err(
+            "gemm",
+            format!(
+                "{:?}'s derivative needs its input, not its output",
+                spec.act
+            ),
+        ));
+    }
     Ok((m, n, k))
 }
 
@@ -415,7 +424,8 @@ pub struct InputActivation<'a> {
 }
 
 /// Launches for the gradients of C = op(A) op(B) given dC: dA and dB, written into the
-/// given matrices shaped like A and B; dA through `a_act`'s derivative when given.
+/// given matrices shaped like A and B; dA through `da_epilogue` (added to what dA holds,
+/// times the derivative of the activation that produced A).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_backward(
     gpu: &Gpu,
@@ -425,7 +435,7 @@ pub fn gemm_backward(
     da: Option<&Matrix>,
     db: Option<&Matrix>,
     spec: GemmSpec,
-    a_act: Option<InputActivation<'_>>,
+    da_epilogue: GradEpilogue<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let mut out = Vec::new();
     let plain = |trans_a, trans_b| GemmSpec {
@@ -434,15 +444,21 @@ pub fn gemm_backward(
         ..GemmSpec::default()
     };
     if let Some(da) = da {
-        let fused = |s: GemmSpec| match a_act {
-            Some(f) => GemmSpec {
-                act: f.act,
-                act_grad: true,
+        let fused = |s: GemmSpec| {
+            let s = GemmSpec {
+                accumulate: da_epilogue.accumulate,
                 ..s
-            },
-            None => s,
+            };
+            match da_epilogue.act {
+                Some(f) => GemmSpec {
+                    act: f.act,
+                    act_grad: true,
+                    ..s
+                },
+                None => s,
+            }
         };
-        let y = a_act.map(|f| f.output);
+        let y = da_epilogue.act.map(|f| f.output);
         // d op(A) = dC op(B)^T; stored transposed, dA = op(B) dC^T.
         out.push(if spec.trans_a {
             gemm(gpu, b, dc, da, y, fused(plain(spec.trans_b, true)))?

@@ -273,7 +273,10 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     d_in.as_ref(),
                     Some(&grads.0),
                     spec,
-                    input_act.map(|act| InputActivation { act, output: &y }),
+                    crate::ops::GradEpilogue {
+                        accumulate: false,
+                        act: input_act.map(|act| InputActivation { act, output: &y }),
+                    },
                 )?);
                 out.extend(bias_grad(gpu, &dy, &grads.1)?);
             }
@@ -287,10 +290,13 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     &ws.douts[i],
                     (&grads.0, &grads.1),
                     ws.d_input(i).map(|m| (dcols, m)),
-                    input_act.map(|act| InputActivation {
-                        act,
-                        output: ws.input(i),
-                    }),
+                    crate::ops::GradEpilogue {
+                        accumulate: false,
+                        act: input_act.map(|act| InputActivation {
+                            act,
+                            output: ws.input(i),
+                        }),
+                    },
                 )?);
             }
             LayerKind::ConvT { .. } => {
@@ -310,7 +316,10 @@ fn backward_layers(gpu: &Gpu, params: &Params, ws: &Workspace) -> Result<Vec<Dis
                     dcols,
                     (&grads.0, &grads.1),
                     d_in.as_ref(),
-                    input_act.map(|act| InputActivation { act, output: &x }),
+                    crate::ops::GradEpilogue {
+                        accumulate: false,
+                        act: input_act.map(|act| InputActivation { act, output: &x }),
+                    },
                 )?);
             }
         }

@@ -99,7 +99,7 @@ impl Classifier {
             None,
             Some(&dw),
             linear,
-            None,
+            crate::ops::GradEpilogue::default(),
         )?);
         step.extend(bias_grad(gpu, &dlogits, &db)?);
         let opt = adam(

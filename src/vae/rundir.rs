@@ -40,6 +40,9 @@ pub fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
     let mut out: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| {
             let e = e.ok()?;
+            if !e.file_type().ok()?.is_dir() {
+                return None;
+            }
             let epoch = e
                 .file_name()
                 .to_str()?
@@ -53,17 +56,59 @@ pub fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
     out
 }
 
-/// Whether `dir` is a run directory: one a training process has locked, or that holds
-/// checkpoints.
+/// Whether `dir` is a run directory: one that holds checkpoints, or that a training
+/// process locked and left nothing in but its lock and temporary files (a run stopped
+/// before its first checkpoint).
 pub fn is_run(dir: &Path) -> bool {
-    dir.join(LOCK_FILE).exists() || !checkpoints(dir).is_empty()
+    if !checkpoints(dir).is_empty() {
+        return true;
+    }
+    let lock = dir.join(LOCK_FILE);
+    if !std::fs::symlink_metadata(&lock).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).all(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == LOCK_FILE || is_temporary(&name)
+        })
+    })
 }
 
-/// Whether `dir` is one of a run's checkpoints.
+/// Names of what an interrupted save or prune leaves, which the next run removes.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX)
+        || name.starts_with(TRASH_PREFIX)
+        || (name.starts_with(".vae-gpu-") && name.ends_with(".tmp"))
+}
+
+/// Names a run gives its own files in its directory: training replaces or deletes what
+/// they hold, so no other output may take them.
+pub fn is_reserved(name: &str) -> bool {
+    matches!(name, LOCK_FILE | "metrics.jsonl" | "loss.png")
+        || name.starts_with(CHECKPOINT_PREFIX)
+        || is_temporary(name)
+}
+
+/// Files training rewrites in its run directory each epoch (see `vae::train`).
+pub const RECORDS: [&str; 4] = [
+    "metrics.jsonl",
+    "loss.png",
+    "samples.png",
+    "reconstructions.png",
+];
+
+/// Whether `dir` (as it resolves) is one of a run's checkpoints.
 pub fn is_checkpoint(dir: &Path) -> bool {
-    let dir = crate::io::parent_dir(dir).join(dir.file_name().unwrap_or_default());
-    dir.parent()
-        .is_some_and(|run| checkpoints(run).iter().any(|(_, c)| *c == dir))
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    dir.parent().is_some_and(|run| {
+        checkpoints(run)
+            .iter()
+            .any(|(_, c)| c.canonicalize().is_ok_and(|c| c == dir))
+    })
 }
 
 /// A run directory in exclusive use by one training process: its lock is released when
@@ -123,6 +168,17 @@ impl RunDir {
             }
             Err(TryLockError::Error(e)) => bail!("{}: cannot lock: {e}", path.display()),
         }
+        // The run's own files are replaced in place; a link there would have training
+        // replace whatever it points to.
+        for name in RECORDS {
+            let record = dir.join(name);
+            if std::fs::symlink_metadata(&record).is_ok_and(|m| m.file_type().is_symlink()) {
+                bail!(
+                    "{}: a link, not a regular file; a run writes its records itself, remove it",
+                    record.display()
+                );
+            }
+        }
         // The holder's pid, for the message above; the lock itself is what counts.
         file.set_len(0)
             .and_then(|()| write!(file, "{}", std::process::id()))
@@ -134,13 +190,13 @@ impl RunDir {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let path = entry.path();
-            let removed = if name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+            let removed = if !is_temporary(&name) {
+                continue;
+            } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 std::fs::remove_dir_all(&path)
-            } else if name.starts_with(".vae-gpu-") && name.ends_with(".tmp") {
+            } else {
                 // An interrupted write_atomic of metrics.jsonl or loss.png.
                 std::fs::remove_file(&path)
-            } else {
-                continue;
             };
             log::info!("removing {name}, left by an interrupted run");
             removed.with_context(|| format!("removing {}", path.display()))?;
