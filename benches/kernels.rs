@@ -139,7 +139,14 @@ fn main() -> anyhow::Result<()> {
         cols: &cols,
     };
     let explicit = conv2d(&gpu, &io, &x, &y, Activation::Relu)?;
-    let implicit = conv2d_implicit(&gpu, &io, &x, &y, Activation::Relu)?;
+    let implicit = conv2d_implicit(
+        &gpu,
+        &io.geom,
+        (io.weight, io.bias),
+        &x,
+        &y,
+        Activation::Relu,
+    )?;
     for (label, launches) in [
         ("im2col + GEMM", explicit.iter().collect::<Vec<_>>()),
         ("implicit GEMM", implicit.iter().collect()),

@@ -1,6 +1,7 @@
 //! Training-step throughput of the MLP and conv VAEs at batch 128 (and 512 for the MLP)
-//! on random 28x28 images, plus the slowest launches of each batch-128 step (each launch
-//! repeated in one submit), to show where a step's time goes.
+//! and the ResNet VAE at batch 64 on random 28x28 images, with launches and workspace bytes
+//! per step, plus the slowest launches of each step (each launch repeated in one submit),
+//! to show where a step's time goes.
 //! Run: `cargo bench --bench train_step`.
 
 use std::time::Instant;
@@ -8,10 +9,10 @@ use std::time::Instant;
 use vae_gpu::gpu::{Gpu, GpuOptions, Matrix};
 use vae_gpu::ops::adam::AdamConfig;
 use vae_gpu::ops::gather::GpuImages;
-use vae_gpu::ops::loss::{Likelihood, LossSettings};
+use vae_gpu::ops::loss::LossSettings;
 use vae_gpu::rng::Rng;
-use vae_gpu::vae::model::{Batches, StepProgram, StepSpec};
-use vae_gpu::vae::{ModelConfig, Params};
+use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+use vae_gpu::vae::ModelConfig;
 
 fn main() -> anyhow::Result<()> {
     let gpu = Gpu::new(&GpuOptions::default())?;
@@ -22,26 +23,11 @@ fn main() -> anyhow::Result<()> {
     let images = GpuImages::upload(&gpu, &pixels, 784, vae_gpu::data::Dtype::U8)?;
     let order: Vec<u32> = (0..n as u32).collect();
     let indices = Matrix::from_slice(&gpu, 1, n, bytemuck::cast_slice(&order), "indices")?;
-    let base = ModelConfig {
-        arch: "mlp".into(),
-        height: 28,
-        width: 28,
-        channels: 1,
-        hidden: vec![400],
-        conv_channels: vec![],
-        latent: 20,
-        likelihood: Likelihood::Bernoulli,
-        gauss_var: 1.0,
-        table: None,
-    };
-    let conv = ModelConfig {
-        arch: "conv".into(),
-        hidden: vec![],
-        conv_channels: vec![32, 64],
-        ..base.clone()
-    };
-    for (c, rows) in [(&base, 128), (&base, 512), (&conv, 128)] {
-        let params = Params::new(&gpu, c, 1)?;
+    let mlp = ModelConfig::mlp(28, 28, 1);
+    let conv = ModelConfig::conv(28, 28, 1);
+    let resnet = ModelConfig::resnet(28, 28, 1);
+    for (c, rows) in [(&mlp, 128), (&mlp, 512), (&conv, 128), (&resnet, 64)] {
+        let params = c.params(&gpu, 1)?;
         let s = LossSettings {
             likelihood: c.likelihood,
             beta: 1.0,
@@ -67,26 +53,31 @@ fn main() -> anyhow::Result<()> {
                 corruption: None,
             },
         )?;
-        let steps = if c.arch == "conv" { 10 } else { 20 };
+        let steps = match c.arch.as_str() {
+            "mlp" => 20,
+            "conv" => 10,
+            _ => 4,
+        };
         for warm in [true, false] {
             let t = Instant::now();
             for i in 0..if warm { 3 } else { steps } {
                 p.prepare(&gpu, (i * rows) % n, i as u64, &s);
                 p.submit(&gpu, None)?;
             }
-            p.ws.accum.read(&gpu)?;
+            p.accum.read(&gpu)?;
             if !warm {
                 let per = t.elapsed().as_secs_f64() / steps as f64;
                 println!(
-                    "{} batch {rows}: {:.2} ms/step, {:.0} samples/s, {} launches per step",
+                    "{} batch {rows}: {:.2} ms/step, {:.0} samples/s, {} launches per step, {} workspace bytes",
                     c.arch,
                     per * 1e3,
                     rows as f64 / per,
-                    p.launches().len()
+                    p.launches().len(),
+                    p.workspace_bytes()
                 );
             }
         }
-        if rows == 128 {
+        if rows == 128 || c.arch == "resnet" {
             let mut times: Vec<(f64, String)> = p
                 .launches()
                 .into_iter()

@@ -75,7 +75,11 @@ pub mod data;
 #[doc(hidden)]
 pub mod gpu;
 #[doc(hidden)]
+pub mod graph;
+#[doc(hidden)]
 pub mod io;
+#[doc(hidden)]
+pub mod model;
 #[doc(hidden)]
 pub mod ops;
 #[doc(hidden)]

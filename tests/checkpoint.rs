@@ -8,9 +8,10 @@ use std::path::Path;
 
 use common::for_each_gpu;
 use vae_gpu::gpu::Matrix;
+use vae_gpu::graph::{Mode, Program};
 use vae_gpu::io::safetensors;
 use vae_gpu::vae::checkpoint;
-use vae_gpu::vae::model::{forward_layers, Workspace};
+use vae_gpu::vae::step::Decoder;
 
 fn fixture(p: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,12 +31,12 @@ fn round_trip(name: &str, check_config: impl Fn(&vae_gpu::vae::ModelConfig)) {
         let expected =
             safetensors::load(&fixture(&format!("{name}_expected.safetensors"))).unwrap();
         let rows = expected["z"].shape[0];
-        let mut ws = Workspace::new(gpu, &params, c, rows).unwrap();
-        ws.x.write(gpu, &expected["x"].data).unwrap();
-        ws.z = Matrix::from_slice(gpu, rows, c.latent, &expected["z"].data, "z").unwrap();
-        let all = forward_layers(gpu, &params, &ws, 0..params.layers.len(), true).unwrap();
-        gpu.run(&all.iter().collect::<Vec<_>>()).unwrap();
-        let mulv = ws.outs[ws.heads].read(gpu).unwrap();
+        // The encoder on the fixture's x, the decoder on its z.
+        let x = Matrix::from_slice(gpu, rows, c.input_dim(), &expected["x"].data, "x").unwrap();
+        let encoder = Program::new(gpu, &params, rows, Mode::Infer, Some(&x)).unwrap();
+        gpu.run(&encoder.forward.iter().collect::<Vec<_>>())
+            .unwrap();
+        let mulv = encoder.value(params.graph.mulv).read(gpu).unwrap();
         let z = c.latent;
         for r in 0..rows {
             for j in 0..z {
@@ -50,7 +51,10 @@ fn round_trip(name: &str, check_config: impl Fn(&vae_gpu::vae::ModelConfig)) {
                 );
             }
         }
-        let logits = ws.logits().read(gpu).unwrap();
+        let decoder = Decoder::new(gpu, &params, rows).unwrap();
+        decoder.z().write(gpu, &expected["z"].data).unwrap();
+        gpu.run(&decoder.launches()).unwrap();
+        let logits = decoder.logits().unwrap().read(gpu).unwrap();
         for (i, (g, w)) in logits.iter().zip(&expected["logits"].data).enumerate() {
             assert!((g - w).abs() < 1e-5, "{name} logits[{i}]: {g} vs {w}");
         }

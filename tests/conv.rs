@@ -222,7 +222,7 @@ fn run_implicit(
         upload(gpu, case.batch, s.numel(), x)
     };
     let y = Matrix::zeros(gpu, geom.col_rows(), case.cout, "y").unwrap();
-    let d = conv2d_implicit(gpu, &io, &gx, &y, case.act).unwrap()?;
+    let d = conv2d_implicit(gpu, &io.geom, (io.weight, io.bias), &gx, &y, case.act).unwrap()?;
     gpu.run(&[&d]).unwrap();
     Some(y.read(gpu).unwrap())
 }

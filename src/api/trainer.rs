@@ -9,7 +9,7 @@ use crate::ops::loss::Likelihood;
 use crate::vae::checkpoint::{RunConfig, MODEL_FILE};
 use crate::vae::rundir::{self, RunDir};
 use crate::vae::train::{train, EpochMetrics, Run, TrainEvent, DEFAULT_GPU_DATA_BYTES};
-use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
+use crate::vae::{ModelConfig, RunState, TrainConfig};
 
 /// What `Trainer::on_epoch` calls.
 type EpochCallback<'a> = Box<dyn FnMut(&EpochMetrics) + 'a>;
@@ -243,7 +243,7 @@ impl<'a> Trainer<'a> {
             .and_then(|()| self.train.validate())
             .map_err(|e| Error::Input(format!("invalid settings: {e}")))?;
         let gpu = Gpu::new(&self.device)?;
-        let params = Params::new(&gpu, &self.model, self.train.seed)?;
+        let params = self.model.params(&gpu, self.train.seed)?;
         let dir = match &self.checkpoints {
             Some(path) => {
                 let dir = RunDir::lock(path)?;

@@ -10,7 +10,7 @@ use crate::ops::loss::LossSettings;
 use crate::ops::sample::Corruption;
 use crate::vae::codec::psnr;
 use crate::vae::decode::{to_u8, unit};
-use crate::vae::model::{StepProgram, StepSpec};
+use crate::vae::step::{StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -72,16 +72,10 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         let valid = (n - offset).min(rows);
         program.prepare(&gpu, offset, i as u64, &LossSettings { valid, ..settings });
         program.submit(&gpu, None)?;
-        let clean = program.ws.x.read(&gpu)?;
-        let noisy = program
-            .ws
-            .x_in
-            .as_ref()
-            .expect("corruption on")
-            .read(&gpu)?;
+        let clean = program.x.read(&gpu)?;
+        let noisy = program.encoder_input().read(&gpu)?;
         let denoised: Vec<f32> = program
-            .ws
-            .logits()
+            .logits()?
             .read(&gpu)?
             .iter()
             .map(|&l| unit(c, l))

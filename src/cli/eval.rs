@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
-use crate::vae::model::{StepProgram, StepSpec};
+use crate::vae::step::{StepProgram, StepSpec};
 use crate::vae::train::{evaluate, GpuSplit};
 
 #[derive(Args, Debug)]

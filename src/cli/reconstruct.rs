@@ -7,7 +7,7 @@ use clap::Args;
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::decode::to_pixels;
-use crate::vae::model::{StepProgram, StepSpec};
+use crate::vae::step::{StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -59,7 +59,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     program.temperature = 0.0;
     program.prepare(&gpu, 0, 0, &settings);
     program.submit(&gpu, None)?;
-    let recon = to_pixels(c, &program.ws.logits().read(&gpu)?);
+    let recon = to_pixels(c, &program.logits()?.read(&gpu)?);
     let unit = |p: &[u8]| {
         p.iter()
             .map(|&v| f32::from(v) / 255.0)

@@ -17,7 +17,7 @@ use crate::vae::rundir::{self, RunDir};
 use crate::vae::train::{
     keep_best_and_last, resumed_history, train, Run, TrainEvent, DEFAULT_GPU_DATA_BYTES,
 };
-use crate::vae::{ModelConfig, Params, RunState, TrainConfig};
+use crate::vae::{ModelConfig, RunState, TrainConfig};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -32,14 +32,23 @@ pub struct TrainArgs {
     /// run is an error.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
-    /// Architecture: mlp (fully connected) or conv (strided convolutions, transposed
-    /// convolutions in the decoder; image sides must divide by 2 per conv layer) [default: mlp]
-    #[arg(long, value_parser = ["mlp", "conv"])]
+    /// Architecture: mlp (fully connected), conv (strided convolutions, transposed
+    /// convolutions in the decoder; image sides must divide by 2 per conv layer), resnet
+    /// (GroupNorm + SiLU residual blocks, stride-2 convolutions down, nearest x2 upsampling
+    /// up; sides must divide by 2 per level but one), or an architecture file
+    /// (FILE.json, see the README's "Architectures from a file") [default: mlp]
+    #[arg(long, value_name = "mlp|conv|resnet|FILE.json", value_parser = arch)]
     pub arch: Option<String>,
-    /// Channel widths of the conv encoder's layers (multiples of 4; the decoder mirrors
-    /// them) [default: 32,64]
+    /// Channel widths of the conv encoder's layers, or of the resnet's levels (multiples of
+    /// 4; the decoder mirrors them) [default: conv 32,64; resnet 32,64,128]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(4..=4096))]
     pub conv_channels: Option<Vec<u32>>,
+    /// Residual blocks per level of the resnet [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub blocks: Option<u32>,
+    /// GroupNorm's groups in the resnet; every width must divide by it [default: 8]
+    #[arg(long, value_name = "G", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub groups: Option<u32>,
     /// Hidden layer widths of the MLP encoder (the decoder mirrors them), e.g. 512,256
     /// [default: 400]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -199,6 +208,31 @@ fn change<T: PartialEq + Debug + Copy>(flag: &str, given: Option<T>, saved: &mut
     }
 }
 
+/// `--arch`: a built-in architecture's name, or an architecture file (.json).
+fn arch(s: &str) -> Result<String, String> {
+    match s {
+        "mlp" | "conv" | "resnet" => Ok(s.to_string()),
+        _ if s.ends_with(".json") => Ok(s.to_string()),
+        _ => Err(format!(
+            "'{s}' is not mlp, conv, resnet or an architecture file (FILE.json)"
+        )),
+    }
+}
+
+/// The architecture file `--arch` names, read and parsed (None for a built-in one).
+fn arch_file(a: &TrainArgs) -> anyhow::Result<Option<crate::model::ArchSpec>> {
+    let Some(path) = a.arch.as_deref().filter(|s| s.ends_with(".json")) else {
+        return Ok(None);
+    };
+    let path = Path::new(path);
+    super::paths::note_read(path, "the architecture file");
+    let text =
+        crate::io::read_input_text(path).with_context(|| format!("--arch {}", path.display()))?;
+    let spec = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--arch {}: {e}", path.display()))?;
+    Ok(Some(spec))
+}
+
 fn widths(v: &Option<Vec<u32>>) -> Option<Vec<usize>> {
     v.as_ref().map(|v| v.iter().map(|&w| w as usize).collect())
 }
@@ -313,10 +347,19 @@ fn new_run(
     train: &TrainSet<'_>,
     dir: PathBuf,
     source: String,
+    spec: Option<crate::model::ArchSpec>,
 ) -> (ModelConfig, TrainConfig) {
     let (h, w, ch) = train.shape();
-    let base = match a.arch.as_deref() {
-        Some("conv") => ModelConfig::conv(h, w, ch),
+    let base = match (a.arch.as_deref(), &spec) {
+        (_, Some(spec)) => ModelConfig {
+            arch: "file".into(),
+            hidden: Vec::new(),
+            latent: spec.latent.unwrap_or(20),
+            spec: Some(spec.clone()),
+            ..ModelConfig::mlp(h, w, ch)
+        },
+        (Some("conv"), _) => ModelConfig::conv(h, w, ch),
+        (Some("resnet"), _) => ModelConfig::resnet(h, w, ch),
         _ => ModelConfig::mlp(h, w, ch),
     };
     let model = ModelConfig {
@@ -324,8 +367,10 @@ fn new_run(
             .filter(|_| base.arch == "mlp")
             .unwrap_or(base.hidden),
         conv_channels: widths(&a.conv_channels)
-            .filter(|_| base.arch == "conv")
+            .filter(|_| ["conv", "resnet"].contains(&base.arch.as_str()))
             .unwrap_or(base.conv_channels),
+        blocks: a.blocks.map_or(base.blocks, |b| b as usize),
+        groups: a.groups.map_or(base.groups, |g| g as usize),
         latent: a.latent.map_or(base.latent, |l| l as usize),
         // Real-valued data takes the Gaussian likelihood unless told otherwise.
         likelihood: a.likelihood.unwrap_or(match train.dtype() {
@@ -376,16 +421,26 @@ fn resumed_run(
         .train
         .clone()
         .context("the checkpoint has no training settings to resume (a bare model file?)")?;
-    keep("arch", a.arch.clone(), Some(m.arch.clone()))?;
-    if m.arch == "mlp" {
-        keep("hidden", widths(&a.hidden), Some(m.hidden.clone()))?;
-    } else {
-        keep(
+    match arch_file(a)? {
+        // The architecture of a resumed run is the one it was trained with.
+        Some(spec) if m.spec.as_ref() != Some(&spec) => bail!(
+            "--arch {} differs from the architecture of the run being resumed; a resumed run keeps its settings (start a new run with --out to change them)",
+            a.arch.as_deref().unwrap_or_default()
+        ),
+        Some(_) => None,
+        None => keep("arch", a.arch.clone(), Some(m.arch.clone()))?,
+    };
+    match m.arch.as_str() {
+        "mlp" => keep("hidden", widths(&a.hidden), Some(m.hidden.clone()))?,
+        "conv" | "resnet" => keep(
             "conv-channels",
             widths(&a.conv_channels),
             Some(m.conv_channels.clone()),
-        )?;
-    }
+        )?,
+        _ => None,
+    };
+    keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
+    keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
     keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
     keep("likelihood", a.likelihood, Some(m.likelihood))?;
     keep("gauss-var", a.gauss_var, Some(m.gauss_var))?;
@@ -612,20 +667,30 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             run
         }
         None => {
-            if a.hidden.is_some() && a.arch.as_deref() == Some("conv") {
-                bail!("--hidden sets the MLP's widths; the conv VAE takes --conv-channels");
+            let arch = a.arch.as_deref().unwrap_or("mlp");
+            let convolutional = ["conv", "resnet"].contains(&arch);
+            if a.hidden.is_some() && arch != "mlp" {
+                bail!("--hidden sets the MLP's widths; --arch {arch} takes its widths elsewhere (--conv-channels, or the architecture file)");
             }
-            if a.conv_channels.is_some() && a.arch.as_deref() != Some("conv") {
-                bail!("--conv-channels sets the conv VAE's widths (with --arch conv); the MLP takes --hidden");
+            if a.conv_channels.is_some() && !convolutional {
+                bail!("--conv-channels sets the conv and resnet VAEs' widths (with --arch conv or resnet); the MLP takes --hidden");
             }
-            if schema.is_some() && a.arch.as_deref() == Some("conv") {
-                bail!("a table trains the MLP; --arch conv is for images");
+            if (a.blocks.is_some() || a.groups.is_some()) && arch != "resnet" {
+                bail!("--blocks and --groups shape the resnet VAE (with --arch resnet)");
+            }
+            if schema.is_some() && arch != "mlp" {
+                bail!("a table trains the MLP; --arch {arch} is for images");
             }
             if schema.is_some() && (a.likelihood.is_some() || a.noise.is_some()) {
                 bail!("--likelihood and --noise are for images and arrays; each column of a table has its own likelihood (Gaussian, Bernoulli or softmax) and its inputs are not corrupted");
             }
-            let (mut model, t) = new_run(a, &data, &train_images, data_dir, source);
+            let spec = arch_file(a)?;
+            let (mut model, t) = new_run(a, &data, &train_images, data_dir, source, spec);
             model.table = schema;
+            // Every layer checked against the data before anything runs.
+            model.graph().map_err(|e| {
+                anyhow::anyhow!("--arch {}: {e}", a.arch.as_deref().unwrap_or("mlp"))
+            })?;
             (model, t)
         }
     };
@@ -661,7 +726,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             (params, cfg.state, history)
         }
         None => (
-            Params::new(&gpu, &model, train_cfg.seed)?,
+            model.params(&gpu, train_cfg.seed)?,
             RunState::default(),
             Vec::new(),
         ),

@@ -7,9 +7,9 @@ use super::{open_gpu, DeviceArgs, ModelArg};
 use crate::gpu::Matrix;
 use crate::ops::adam::AdamConfig;
 use crate::ops::gather::GpuImages;
-use crate::ops::loss::{Likelihood, LossSettings};
-use crate::vae::model::{Batches, StepProgram, StepSpec};
-use crate::vae::{ModelConfig, Params};
+use crate::ops::loss::LossSettings;
+use crate::vae::step::{Batches, StepProgram, StepSpec};
+use crate::vae::ModelConfig;
 
 #[derive(Args, Debug)]
 pub struct TuneArgs {
@@ -36,23 +36,12 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
             (cfg.model, params)
         }
         None => {
-            let c = ModelConfig {
-                arch: a.arch.clone(),
-                height: 28,
-                width: 28,
-                channels: 1,
-                hidden: if a.arch == "mlp" { vec![400] } else { vec![] },
-                conv_channels: if a.arch == "conv" {
-                    vec![32, 64]
-                } else {
-                    vec![]
-                },
-                latent: 20,
-                likelihood: Likelihood::Bernoulli,
-                gauss_var: 1.0,
-                table: None,
+            let c = match a.arch.as_str() {
+                "conv" => ModelConfig::conv(28, 28, 1),
+                "resnet" => ModelConfig::resnet(28, 28, 1),
+                _ => ModelConfig::mlp(28, 28, 1),
             };
-            let params = Params::new(&gpu, &c, 1)?;
+            let params = c.params(&gpu, 1)?;
             (c, params)
         }
     };

@@ -5,7 +5,9 @@ pub mod adam;
 pub mod conv;
 pub mod gemm;
 pub mod loss;
+pub mod norm;
 pub mod sample;
+pub mod tensor;
 
 use crate::ops::Activation;
 

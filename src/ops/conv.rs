@@ -516,23 +516,27 @@ pub fn conv_transpose2d_backward(
     Ok(out)
 }
 
+/// Whether `conv2d_implicit` runs on this device and layout: the subgroup GEMM, channels and
+/// image strides in multiples of 4.
+pub fn implicit_fits(gpu: &Gpu, g: &ConvGeom, (ld_b, ld_p): (usize, usize)) -> bool {
+    gpu.gemm_paths().contains(&crate::gpu::GemmPath::Subgroup)
+        && [g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4))
+}
+
 /// conv2d without the column matrix: the subgroup GEMM reads im2col(x) in place. Measured
 /// on lavapipe (conv2 of the conv VAE, batch 128) about 20% faster than im2col + GEMM, so
 /// inference uses it; training keeps the columns, which the weight gradient needs anyway.
-/// None when the device or the layout does not allow it (no subgroup GEMM, channels not a
-/// multiple of 4, padded image rows).
+/// None when the device or the layout does not allow it (see `implicit_fits`).
 pub fn conv2d_implicit(
     gpu: &Gpu,
-    io: &ConvIo<'_>,
+    g: &ConvGeom,
+    (weight, bias): (&Matrix, &Matrix),
     x: &Matrix,
     y: &Matrix,
     act: Activation,
 ) -> Result<Option<Dispatch>, GpuError> {
-    let g = &io.geom;
     let (ld_b, ld_p) = image_strides(x, g)?;
-    if !gpu.gemm_paths().contains(&crate::gpu::GemmPath::Subgroup)
-        || ![g.image.c, ld_b, ld_p].iter().all(|v| v.is_multiple_of(4))
-    {
+    if !implicit_fits(gpu, g, (ld_b, ld_p)) {
         return Ok(None);
     }
     // The subgroup kernel declares the same struct (shaders/conv_params.wgsl).
@@ -543,7 +547,7 @@ pub fn conv2d_implicit(
         x,
         conv,
         [g.col_rows(), g.col_cols()],
-        (io.weight, y, io.bias),
+        (weight, y, bias),
         act,
     )
     .map(Some)

@@ -8,14 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::arch::LayerKind;
-use super::params::{Layer, Params};
 use super::train::{Diverged, EpochMetrics};
 use super::{rundir, ModelConfig, RunState, TrainConfig};
 use crate::gpu::{read_buffer, Gpu};
+use crate::graph::Params;
 use crate::io::safetensors::{self, Tensor};
-use crate::ops::conv::{gpu_col, Shape};
-use crate::ops::loss::Likelihood;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -42,52 +39,13 @@ pub fn tensors(gpu: &Gpu, params: &Params) -> anyhow::Result<Vec<Tensor>> {
     tensors_of(gpu, params, &params.values)
 }
 
-/// Our flat index of every element of one checkpoint tensor, in PyTorch's element order:
-/// rows `row0..row0 + rows` of the layer's weight (or bias). Linear layers next to conv
-/// layers flatten images (h, w, c) here and (c, h, w) in PyTorch, which permutes their
-/// columns (input side) or rows and bias (output side).
-fn tensor_indices(layer: &Layer, row0: usize, rows: usize, bias: bool) -> Vec<usize> {
-    let d = &layer.def;
-    let chw = |s: Shape, t: usize| (t % (s.h * s.w)) * s.c + t / (s.h * s.w);
-    let row_of = |r: usize| if d.chw_out { chw(d.output, r) } else { r };
-    if bias {
-        // A Linear part's bias spans its rows; a conv layer (one part) has one per output channel.
-        let range = match d.kind {
-            LayerKind::Linear => row0..row0 + rows,
-            _ => 0..d.bias_len(),
-        };
-        return range.map(|r| layer.bias.offset + row_of(r)).collect();
-    }
-    // Conv weights order a kernel's taps channel-fastest here (see ops::conv).
-    let col_of = |j: usize| match d.kind {
-        LayerKind::Linear if d.chw_in => chw(d.input, j),
-        LayerKind::Linear => j,
-        LayerKind::Conv { k, .. } => gpu_col(j, d.input.c, k * k),
-        LayerKind::ConvT { k, .. } => gpu_col(j, d.output.c, k * k),
-    };
-    let (w, ld) = (&layer.weight, layer.weight.ld());
-    (row0..row0 + rows)
-        .flat_map(|r| (0..w.cols).map(move |j| w.offset + row_of(r) * ld + col_of(j)))
-        .collect()
-}
-
-/// Each checkpoint tensor of the model: (layer, name, PyTorch shape, flat indices).
+/// Each checkpoint tensor of the model: (name, PyTorch shape, flat indices).
 fn layout(params: &Params) -> Vec<(String, Vec<usize>, Vec<usize>)> {
-    let mut out = Vec::new();
-    for layer in &params.layers {
-        let mut row0 = 0;
-        for (name, rows) in &layer.def.parts {
-            out.push((
-                format!("{name}.weight"),
-                layer.def.torch_weight_shape(*rows),
-                tensor_indices(layer, row0, *rows, false),
-            ));
-            let bias = tensor_indices(layer, row0, *rows, true);
-            out.push((format!("{name}.bias"), vec![bias.len()], bias));
-            row0 += rows;
-        }
-    }
-    out
+    params
+        .torch_layout()
+        .into_iter()
+        .map(|t| (t.name, t.shape, t.indices))
+        .collect()
 }
 
 /// A fingerprint of a model's weights (FNV-1a of their bytes): a codes file records the
@@ -206,16 +164,10 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
     };
     let square = |n: usize| Some((n as f64).sqrt().round() as usize).filter(|s| s * s == n);
     let mut c = ModelConfig {
-        arch: "mlp".into(),
-        height: 0,
-        width: 0,
-        channels: 1,
         hidden: Vec::new(),
-        conv_channels: Vec::new(),
         latent: 0,
-        likelihood: Likelihood::Bernoulli,
         gauss_var: 1.0,
-        table: None,
+        ..ModelConfig::mlp(0, 0, 1)
     };
     let side = if shape("conv1.weight").is_some() {
         c.arch = "conv".into();
@@ -429,7 +381,9 @@ pub fn load(
             metrics: None,
         }
     };
-    let params = Params::new(gpu, &config.model, 0)
+    let params = config
+        .model
+        .params(gpu, 0)
         .with_context(|| format!("{}: the model it describes", config_path.display()))?;
     set_tensors(gpu, &params, map, &model_path)?;
     if with_optimizer {

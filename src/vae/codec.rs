@@ -2,7 +2,7 @@
 //! images of codes, and per-image losses. The commands that use a trained VAE build on these.
 
 use super::decode::{to_u8, unit};
-use super::model::{forward_layers, Batches, StepProgram, StepSpec, Workspace};
+use super::step::{Batches, Decoder, StepProgram, StepSpec};
 use super::train::GpuSplit;
 use super::{ModelConfig, Params};
 use crate::data::Images;
@@ -113,12 +113,12 @@ pub fn encode(
         let valid = (n - offset).min(rows);
         program.prepare(gpu, offset, i as u64, &settings(valid));
         program.submit(gpu, None)?;
-        let mulv = program.ws.outs[program.ws.heads].read(gpu)?;
+        let mulv = program.mulv().read(gpu)?;
         for r in 0..valid {
             mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
             logvar.extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
         }
-        losses.extend_from_slice(&program.ws.per_sample.read(gpu)?[..valid * 3]);
+        losses.extend_from_slice(&program.per_sample.read(gpu)?[..valid * 3]);
     }
     Ok(Passes {
         codes: Codes {
@@ -154,17 +154,15 @@ pub fn decode_outputs(
 ) -> Result<Vec<Vec<f32>>, GpuError> {
     let n = codes.len() / c.latent;
     let rows = n.clamp(1, BATCH);
-    let mut ws = Workspace::new(gpu, params, c, rows)?;
-    ws.z = Matrix::zeros(gpu, rows, c.latent, "codes")?;
-    let decoder = forward_layers(gpu, params, &ws, ws.heads + 1..params.layers.len(), true)?;
+    let decoder = Decoder::new(gpu, params, rows)?;
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(rows) {
         let valid = (n - start).min(rows);
         let mut chunk = codes[start * c.latent..(start + valid) * c.latent].to_vec();
         chunk.resize(rows * c.latent, 0.0);
-        ws.z.write(gpu, &chunk)?;
-        gpu.run(&decoder.iter().collect::<Vec<_>>())?;
-        let logits = ws.logits().read(gpu)?;
+        decoder.z().write(gpu, &chunk)?;
+        gpu.run(&decoder.launches())?;
+        let logits = decoder.logits()?.read(gpu)?;
         out.extend(
             logits
                 .chunks(c.output_dim())
@@ -256,15 +254,14 @@ pub fn iwae_log_px(
             corruption: None,
         },
     )?;
-    program.set_stream(super::model::STREAM_EVAL + 10);
-    let heads = program.ws.heads;
+    program.set_stream(super::step::STREAM_EVAL + 10);
     let state = Matrix::from_slice(gpu, 1, 2 * n, &EMPTY.repeat(n), "iwae state")?;
     let mut merge = iwae(
         gpu,
-        &program.ws.per_sample,
-        &program.ws.outs[heads],
-        &program.ws.z,
-        &program.ws.eps,
+        &program.per_sample,
+        program.mulv(),
+        program.z(),
+        program.eps(),
         &state,
     )?;
     let mut step = 0u64;

@@ -7,7 +7,7 @@ use crate::ops::loss::Likelihood;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ModelConfig {
-    /// "mlp" or "conv"
+    /// "mlp", "conv", "resnet", or "file" (the architecture is `spec`, read from a file).
     pub arch: String,
     pub height: usize,
     pub width: usize,
@@ -15,9 +15,18 @@ pub struct ModelConfig {
     /// Hidden layer widths of the MLP encoder; the decoder mirrors them.
     #[serde(default)]
     pub hidden: Vec<usize>,
-    /// Channel widths of the conv encoder's layers; the decoder mirrors them.
+    /// Channel widths of the conv encoder's layers (resnet: of its levels); the decoder
+    /// mirrors them.
     #[serde(default)]
     pub conv_channels: Vec<usize>,
+    /// resnet: residual blocks per level, and GroupNorm's groups.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub blocks: usize,
+    #[serde(default = "eight", skip_serializing_if = "is_eight")]
+    pub groups: usize,
+    /// arch "file": the architecture, as its file gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<crate::model::ArchSpec>,
     pub latent: usize,
     pub likelihood: Likelihood,
     /// Variance of the Gaussian likelihood.
@@ -26,6 +35,22 @@ pub struct ModelConfig {
     /// (the records are [values | mask], 1 x 2E; see `data::table`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<crate::data::table::Schema>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+fn eight() -> usize {
+    8
+}
+
+fn is_eight(n: &usize) -> bool {
+    *n == 8
 }
 
 impl ModelConfig {
@@ -39,6 +64,9 @@ impl ModelConfig {
             channels,
             hidden: vec![400],
             conv_channels: Vec::new(),
+            blocks: 1,
+            groups: 8,
+            spec: None,
             latent: 20,
             likelihood: Likelihood::Bernoulli,
             gauss_var: 0.5,
@@ -54,6 +82,63 @@ impl ModelConfig {
             hidden: Vec::new(),
             conv_channels: vec![32, 64],
             ..ModelConfig::mlp(height, width, channels)
+        }
+    }
+
+    /// The ResNet VAE: levels of 32, 64 and 128 channels, one residual block each,
+    /// GroupNorm in 8 groups, otherwise as `mlp`.
+    pub fn resnet(height: usize, width: usize, channels: usize) -> ModelConfig {
+        ModelConfig {
+            arch: "resnet".into(),
+            hidden: Vec::new(),
+            conv_channels: vec![32, 64, 128],
+            ..ModelConfig::mlp(height, width, channels)
+        }
+    }
+
+    /// The architecture in the architecture format (see `model::spec`).
+    pub fn spec(&self) -> Result<crate::model::ArchSpec, String> {
+        let data = self.data_shape();
+        match self.arch.as_str() {
+            "mlp" => Ok(crate::model::mlp(&self.hidden)),
+            "conv" => crate::model::conv(data, &self.conv_channels),
+            "resnet" => crate::model::resnet(data, &self.conv_channels, self.blocks, self.groups),
+            "file" => self
+                .spec
+                .clone()
+                .ok_or_else(|| "model.spec is missing for arch \"file\"".to_string()),
+            other => Err(format!(
+                "unknown architecture '{other}' (mlp, conv, resnet or a .json file)"
+            )),
+        }
+    }
+
+    /// The model graph.
+    pub fn graph(&self) -> Result<crate::graph::Graph, String> {
+        crate::model::build(
+            &self.spec()?,
+            self.data_shape(),
+            self.output_dim(),
+            self.latent,
+        )
+    }
+
+    /// The model's parameters on the GPU, initialised from `seed` (see `graph::Params`).
+    pub fn params(
+        &self,
+        gpu: &crate::gpu::Gpu,
+        seed: u64,
+    ) -> Result<crate::graph::Params, crate::gpu::GpuError> {
+        let graph = self.graph().map_err(crate::gpu::GpuError::Config)?;
+        crate::graph::Params::new(gpu, &graph, seed)
+    }
+
+    /// One input: height x width x channels.
+    pub fn data_shape(&self) -> crate::ops::conv::Shape {
+        crate::ops::conv::Shape {
+            h: self.height,
+            w: self.width,
+            c: self.channels,
         }
     }
 
@@ -203,10 +288,28 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         let conv = self.arch == "conv";
         field(
-            conv || self.arch == "mlp",
+            ["mlp", "conv", "resnet", "file"].contains(&self.arch.as_str()),
             "model.arch",
             &self.arch,
-            "\"mlp\" or \"conv\"",
+            "\"mlp\", \"conv\", \"resnet\" or \"file\"",
+        )?;
+        field(
+            (1..=16).contains(&self.blocks),
+            "model.blocks",
+            self.blocks,
+            "1..=16",
+        )?;
+        field(
+            (1..=4096).contains(&self.groups),
+            "model.groups",
+            self.groups,
+            "1..=4096",
+        )?;
+        field(
+            (self.arch == "file") == self.spec.is_some(),
+            "model.spec",
+            self.spec.is_some(),
+            "an architecture exactly when arch is \"file\"",
         )?;
         field(
             (1..=4096).contains(&self.height),
@@ -243,10 +346,10 @@ impl ModelConfig {
             "at most 8 widths, multiples of 4 in 4..=4096",
         )?;
         field(
-            !conv || !self.conv_channels.is_empty(),
+            !(conv || self.arch == "resnet") || !self.conv_channels.is_empty(),
             "model.conv_channels",
             &self.conv_channels,
-            "at least one width for arch conv",
+            "at least one width for arch conv or resnet",
         )?;
         field(
             (1..=4096).contains(&self.latent),
@@ -261,7 +364,12 @@ impl ModelConfig {
             "a positive number",
         )?;
         if let Some(t) = &self.table {
-            field(!conv, "model.arch", &self.arch, "\"mlp\" for a table")?;
+            field(
+                self.arch == "mlp",
+                "model.arch",
+                &self.arch,
+                "\"mlp\" for a table",
+            )?;
             field(
                 (self.height, self.width, self.channels) == (1, 2 * t.width(), 1),
                 "model.width",
@@ -269,7 +377,8 @@ impl ModelConfig {
                 "twice the table's encoded width (values and mask)",
             )?;
         }
-        Ok(())
+        // The architecture itself: every layer must fit the data.
+        self.graph().map(drop).map_err(|e| format!("model: {e}"))
     }
 }
 

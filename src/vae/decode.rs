@@ -1,6 +1,6 @@
 //! Generation: codes from the prior (or given codes) decoded into images.
 
-use super::model::{forward_layers, Workspace, STREAM_PRIOR};
+use super::step::{Decoder, STREAM_PRIOR};
 use super::{ModelConfig, Params};
 use crate::gpu::{Gpu, GpuError};
 use crate::ops::loss::Likelihood;
@@ -58,11 +58,10 @@ pub fn generate_each<E: From<GpuError>>(
     sink: &mut dyn FnMut(Vec<f32>) -> Result<(), E>,
 ) -> Result<(), E> {
     let rows = count.clamp(1, 256);
-    let ws = Workspace::new(gpu, params, c, rows)?;
-    let heads = ws.heads;
+    let decoder = Decoder::new(gpu, params, rows)?;
     let prior = sample_prior(
         gpu,
-        &ws.z,
+        decoder.z(),
         Noise {
             seed,
             step: 0,
@@ -70,13 +69,12 @@ pub fn generate_each<E: From<GpuError>>(
         },
         temperature,
     )?;
-    let decoder = forward_layers(gpu, params, &ws, heads + 1..params.layers.len(), true)?;
     for (chunk, start) in (0..count).step_by(rows).enumerate() {
         set_noise(
             gpu,
             &prior,
             0,
-            &ws.z,
+            decoder.z(),
             Noise {
                 seed,
                 step: chunk as u32,
@@ -85,9 +83,9 @@ pub fn generate_each<E: From<GpuError>>(
             temperature,
         );
         let mut all = vec![&prior];
-        all.extend(decoder.iter());
+        all.extend(decoder.launches());
         gpu.run(&all)?;
-        let logits = ws.logits().read(gpu)?;
+        let logits = decoder.logits()?.read(gpu)?;
         for row in logits.chunks(c.output_dim()).take(count - start) {
             sink(row.iter().map(|&l| unit(c, l)).collect())?;
         }

@@ -1,19 +1,17 @@
 //! The VAE: configuration, parameters, the launch program of a step, checkpoints,
 //! training and evaluation.
 
-pub mod arch;
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod decode;
-pub mod model;
-pub mod params;
 pub mod probe;
 pub mod rundir;
+pub mod step;
 pub mod train;
 
+pub use crate::graph::Params;
 pub use config::{ModelConfig, TrainConfig};
-pub use params::Params;
 
 /// Progress of a run, saved with each checkpoint so `--resume` continues exactly.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]

@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::checkpoint::{self, Pick, RunConfig};
-use super::model::{Batches, StepProgram, StepSpec};
 use super::rundir::{self, RunDir};
+use super::step::{Batches, StepProgram, StepSpec};
 use super::{Losses, ModelConfig, Params, RunState, TrainConfig};
 use crate::data::{Dtype, Images, TrainSet};
 use crate::gpu::{Gpu, Matrix, PendingRead};
@@ -248,7 +248,7 @@ pub fn evaluate(
     step_of: impl Fn(u64) -> u64,
 ) -> anyhow::Result<Losses> {
     program.reset_sums(gpu);
-    let rows = program.ws.rows;
+    let rows = program.rows();
     for (i, offset) in (0..count).step_by(rows).enumerate() {
         program.prepare(
             gpu,
@@ -261,7 +261,7 @@ pub fn evaluate(
         );
         program.submit(gpu, None)?;
     }
-    Ok(Losses::from_sums(&program.ws.accum.read(gpu)?))
+    Ok(Losses::from_sums(&program.accum.read(gpu)?))
 }
 
 /// Training stopped because `Run::stop` was raised (Ctrl-C in the CLI, which exits with
@@ -510,7 +510,7 @@ fn train_with<'s>(
                 loss: loss.take(),
             });
         }
-        let train_loss = Losses::from_sums(&trainer.ws.accum.read(gpu)?);
+        let train_loss = Losses::from_sums(&trainer.accum.read(gpu)?);
         let elapsed = started.elapsed().as_secs_f64();
         let samples_per_sec = (done as usize * rows).min(n) as f64 / elapsed;
         guard

@@ -1,0 +1,25 @@
+//! Twins of the graph's structural ops on images [B, H, W, C] (channel fastest).
+
+/// Nearest-neighbour upsampling by 2 of `batch` images of h x w x c.
+pub fn upsample(x: &[f64], batch: usize, h: usize, w: usize, c: usize) -> Vec<f64> {
+    let mut y = vec![0.0; 4 * x.len()];
+    for b in 0..batch {
+        for oy in 0..2 * h {
+            for ox in 0..2 * w {
+                for ch in 0..c {
+                    y[((b * 2 * h + oy) * 2 * w + ox) * c + ch] =
+                        x[((b * h + oy / 2) * w + ox / 2) * c + ch];
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Each pixel's channels of `a` (ca of them) then those of `b` (cb).
+pub fn concat(a: &[f64], ca: usize, b: &[f64], cb: usize) -> Vec<f64> {
+    a.chunks(ca)
+        .zip(b.chunks(cb))
+        .flat_map(|(x, y)| x.iter().chain(y).copied())
+        .collect()
+}

@@ -1,0 +1,152 @@
+//! The graph evaluated in f64 on the CPU from the kernels' twins and the checkpoint's
+//! tensors (PyTorch's layouts), so that it checks the parameter layout too: the oracle of
+//! the whole-model gradient checks. Images are [B, H, W, C] here as on the GPU.
+
+use std::collections::BTreeMap;
+
+use super::{Graph, Op, TensorId};
+use crate::cpu;
+use crate::ops::conv::Shape;
+use crate::ops::gemm::GemmSpec;
+
+/// (c, h, w) order of one sample from (h, w, c), or back (`to_chw` false).
+fn permute(v: &[f64], s: Shape, to_chw: bool) -> Vec<f64> {
+    let n = s.numel();
+    let mut out = vec![0.0; v.len()];
+    for b in 0..v.len() / n {
+        for c in 0..s.c {
+            for p in 0..s.h * s.w {
+                let (hwc, chw) = (b * n + p * s.c + c, b * n + c * s.h * s.w + p);
+                if to_chw {
+                    out[chw] = v[hwc];
+                } else {
+                    out[hwc] = v[chw];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every tensor's value for a batch of `rows`: `x` [rows, numel], `eps` the sampling noise
+/// [rows, latent], `tensors` the parameters by checkpoint name.
+pub fn forward(
+    g: &Graph,
+    tensors: &BTreeMap<String, Vec<f64>>,
+    x: &[f64],
+    eps: &[f64],
+    rows: usize,
+) -> Vec<Vec<f64>> {
+    let mut v: Vec<Vec<f64>> = vec![Vec::new(); g.shapes.len()];
+    v[g.x] = x.to_vec();
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .clone()
+    };
+    for n in &g.nodes {
+        let input = |k: usize| -> &Vec<f64> { &v[n.inputs[k]] };
+        let (si, so) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+        let image = |s: Shape| s.h * s.w > 1;
+        let out = match n.op {
+            Op::Linear { act } => {
+                let names: Vec<String> = if n.parts.is_empty() {
+                    vec![n.name.clone()]
+                } else {
+                    n.parts.iter().map(|(p, _)| p.clone()).collect()
+                };
+                let w: Vec<f64> = names
+                    .iter()
+                    .flat_map(|p| get(&format!("{p}.weight")))
+                    .collect();
+                let b: Vec<f64> = names
+                    .iter()
+                    .flat_map(|p| get(&format!("{p}.bias")))
+                    .collect();
+                let xin = if image(si) {
+                    permute(input(0), si, true)
+                } else {
+                    input(0).clone()
+                };
+                let mut y = vec![0.0; rows * so.numel()];
+                let spec = GemmSpec {
+                    trans_b: true,
+                    act,
+                    ..Default::default()
+                };
+                cpu::gemm::gemm(
+                    &xin,
+                    &w,
+                    &mut y,
+                    Some(&b),
+                    rows,
+                    so.numel(),
+                    si.numel(),
+                    &spec,
+                );
+                if image(so) {
+                    permute(&y, so, false)
+                } else {
+                    y
+                }
+            }
+            Op::Conv {
+                k,
+                stride,
+                pad,
+                act,
+            } => {
+                let w = get(&format!("{}.weight", n.name));
+                let b = get(&format!("{}.bias", n.name));
+                cpu::conv::conv2d(input(0), si, rows, &w, &b, so.c, k, stride, pad, act).0
+            }
+            Op::ConvT {
+                k,
+                stride,
+                pad,
+                act,
+            } => {
+                let w = get(&format!("{}.weight", n.name));
+                let b = get(&format!("{}.bias", n.name));
+                cpu::conv::conv_transpose2d(input(0), si, rows, &w, &b, so.c, k, stride, pad, act).0
+            }
+            Op::GroupNorm { groups, act } => cpu::norm::group_norm(
+                input(0),
+                rows,
+                si.h * si.w,
+                si.c,
+                groups,
+                &get(&format!("{}.weight", n.name)),
+                &get(&format!("{}.bias", n.name)),
+                act,
+            ),
+            Op::Act(act) => input(0).iter().map(|&t| cpu::act_forward(t, act)).collect(),
+            Op::Add => input(0).iter().zip(input(1)).map(|(a, b)| a + b).collect(),
+            Op::Concat => cpu::tensor::concat(input(0), si.c, input(1), g.shapes[n.inputs[1]].c),
+            Op::Upsample => cpu::tensor::upsample(input(0), rows, si.h, si.w, si.c),
+            Op::Reshape => input(0).clone(),
+            Op::Sample => {
+                let z = so.c;
+                let mulv = input(0);
+                let mut zs = vec![0.0; rows * z];
+                for r in 0..rows {
+                    for j in 0..z {
+                        let lv = mulv[r * 2 * z + z + j]
+                            .clamp(cpu::sample::LOGVAR_MIN, cpu::sample::LOGVAR_MAX);
+                        zs[r * z + j] = mulv[r * 2 * z + j] + (0.5 * lv).exp() * eps[r * z + j];
+                    }
+                }
+                zs
+            }
+        };
+        v[n.output] = out;
+    }
+    v
+}
+
+/// mu | logvar and the logits (tensors `g.mulv`, `g.logits`) of `forward`.
+pub fn outputs(g: &Graph, values: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let pick = |t: TensorId| values[t].clone();
+    (pick(g.mulv), pick(g.logits))
+}

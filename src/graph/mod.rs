@@ -1,0 +1,650 @@
+//! The model graph: a VAE as a small static graph of ops on per-sample tensors, from the
+//! batch x through mu | logvar and the sampled code z to the decoder's logits. Each op
+//! states its shapes, parameters, forward launches and backward rule once (`ops`); the
+//! compiler (`program`) orders them, derives the backward pass in reverse, sums gradients
+//! where a tensor feeds several ops, applies the fusions as rewrites (`fuse`) and assigns
+//! buffers by liveness. `params` lays the parameters out in one flat buffer, `cpu`
+//! evaluates the graph in f64 (the oracle of the whole-model gradient checks).
+//!
+//! Tensors are per sample (h, w, c); a batch of B is a matrix: [B * h * w, c] when c is a
+//! multiple of 4 or the tensor is flat (h = w = 1), else [B, h * w * c] (see `Layout`).
+
+pub mod cpu;
+pub mod ops;
+pub mod params;
+pub mod program;
+
+use crate::ops::conv::Shape;
+use crate::ops::Activation;
+
+pub use params::Params;
+pub use program::{Mode, Program};
+
+/// A tensor of the graph.
+pub type TensorId = usize;
+
+/// What a node computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// y = act(W x + b); x is flattened (an image in PyTorch's (c, h, w) order, as a
+    /// checkpoint sees it), y may be an image (PyTorch's `.view(-1, c, h, w)`).
+    Linear { act: Activation },
+    /// Conv2d with a square kernel.
+    Conv {
+        k: usize,
+        stride: usize,
+        pad: usize,
+        act: Activation,
+    },
+    /// ConvTranspose2d (no output padding).
+    ConvT {
+        k: usize,
+        stride: usize,
+        pad: usize,
+        act: Activation,
+    },
+    /// GroupNorm with affine parameters, then an activation (fused).
+    GroupNorm { groups: usize, act: Activation },
+    /// An activation on its own (one the compiler could not fold into its producer).
+    Act(Activation),
+    /// y = a + b (a residual connection).
+    Add,
+    /// Channels (or features) of the inputs side by side.
+    Concat,
+    /// Nearest-neighbour upsampling by 2.
+    Upsample,
+    /// The same values in another shape, in vae-gpu's (h, w, c) order; no launch.
+    Reshape,
+    /// z = mu + exp(logvar / 2) eps from mu | logvar.
+    Sample,
+}
+
+impl Op {
+    /// The activation fused into the node's output.
+    pub fn act(&self) -> Activation {
+        match *self {
+            Op::Linear { act }
+            | Op::Conv { act, .. }
+            | Op::ConvT { act, .. }
+            | Op::GroupNorm { act, .. } => act,
+            Op::Act(act) => act,
+            _ => Activation::Identity,
+        }
+    }
+
+    /// Parameters: a weight and a bias (gamma and beta for GroupNorm).
+    pub fn has_params(&self) -> bool {
+        matches!(
+            self,
+            Op::Linear { .. } | Op::Conv { .. } | Op::ConvT { .. } | Op::GroupNorm { .. }
+        )
+    }
+
+    /// What the op is called in messages and in architecture files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Linear { .. } => "linear",
+            Op::Conv { .. } => "conv",
+            Op::ConvT { .. } => "deconv",
+            Op::GroupNorm { .. } => "groupnorm",
+            Op::Act(_) => "act",
+            Op::Add => "add",
+            Op::Concat => "concat",
+            Op::Upsample => "upsample",
+            Op::Reshape => "reshape",
+            Op::Sample => "sample",
+        }
+    }
+}
+
+/// One op applied to its input tensors.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<TensorId>,
+    pub output: TensorId,
+    /// The checkpoint names of the node's parameters: `name.weight`, `name.bias`.
+    pub name: String,
+    /// A Linear stored as several PyTorch layers (the MLP's mu and logvar heads `fc21`,
+    /// `fc22`): (name, rows of the weight) in order; empty for one.
+    pub parts: Vec<(String, usize)>,
+    /// Where the node comes from, for messages ("encoder[3] (conv 'enc.1')").
+    pub label: String,
+}
+
+/// A VAE as a graph: nodes in a valid order (every input produced before use).
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub shapes: Vec<Shape>,
+    pub nodes: Vec<Node>,
+    /// The batch, mu | logvar, the sampled code and the logits.
+    pub x: TensorId,
+    pub mulv: TensorId,
+    pub z: TensorId,
+    pub logits: TensorId,
+}
+
+/// A shape or wiring error: what the node is and why it does not fit.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GraphError(pub String);
+
+fn flat(n: usize) -> Shape {
+    Shape { h: 1, w: 1, c: n }
+}
+
+/// How a batch of one tensor is held: `rows` matrix rows per sample, `cols` columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Layout {
+    /// [B * h * w, c] for channels in multiples of 4 (and flat tensors), else [B, h*w*c].
+    pub fn of(s: Shape) -> Layout {
+        if s.c.is_multiple_of(4) || s.h * s.w == 1 {
+            Layout {
+                rows: s.h * s.w,
+                cols: s.c,
+            }
+        } else {
+            Layout {
+                rows: 1,
+                cols: s.numel(),
+            }
+        }
+    }
+
+    /// Whether rows hold no padding (their length is a multiple of 4).
+    pub fn dense(&self) -> bool {
+        self.cols.is_multiple_of(4)
+    }
+
+    /// (batch stride, pixel stride) in floats of a batch of `s` held this way (see
+    /// `ops::conv::image_strides_of`).
+    pub fn strides(&self, s: Shape) -> (usize, usize) {
+        let ld = crate::gpu::round_up4(self.cols);
+        if self.rows == 1 && s.h * s.w > 1 {
+            (ld, s.c)
+        } else {
+            (self.rows * ld, ld)
+        }
+    }
+}
+
+/// Builds a graph node by node, checking shapes as it goes.
+pub struct Builder {
+    graph: Graph,
+}
+
+impl Builder {
+    /// A graph whose input x has shape `data`.
+    pub fn new(data: Shape) -> Builder {
+        Builder {
+            graph: Graph {
+                shapes: vec![data],
+                nodes: Vec::new(),
+                x: 0,
+                mulv: 0,
+                z: 0,
+                logits: 0,
+            },
+        }
+    }
+
+    pub fn shape(&self, t: TensorId) -> Shape {
+        self.graph.shapes[t]
+    }
+
+    fn push(
+        &mut self,
+        op: Op,
+        inputs: Vec<TensorId>,
+        out: Shape,
+        name: &str,
+        label: &str,
+    ) -> TensorId {
+        let output = self.graph.shapes.len();
+        self.graph.shapes.push(out);
+        self.graph.nodes.push(Node {
+            op,
+            inputs,
+            output,
+            name: name.to_string(),
+            parts: Vec::new(),
+            label: label.to_string(),
+        });
+        output
+    }
+
+    fn err(label: &str, msg: String) -> GraphError {
+        GraphError(format!("{label}: {msg}"))
+    }
+
+    /// A Linear layer to `out` (flat, or an image).
+    pub fn linear(
+        &mut self,
+        x: TensorId,
+        out: Shape,
+        name: &str,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        if out.numel() == 0 {
+            return Err(Self::err(label, "a linear layer needs outputs".into()));
+        }
+        Ok(self.push(
+            Op::Linear {
+                act: Activation::Identity,
+            },
+            vec![x],
+            out,
+            name,
+            label,
+        ))
+    }
+
+    /// A convolution (or, `transposed`, a transposed one) to `cout` channels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &mut self,
+        x: TensorId,
+        cout: usize,
+        (k, stride, pad): (usize, usize, usize),
+        transposed: bool,
+        name: &str,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        let s = self.shape(x);
+        let what = if transposed { "deconv" } else { "conv" };
+        if k == 0 || stride == 0 || cout == 0 {
+            return Err(Self::err(
+                label,
+                format!("{what} needs a kernel, a stride and channels of at least 1"),
+            ));
+        }
+        let (h, w) = if transposed {
+            crate::ops::conv::ConvGeom::transposed_output(s.h, s.w, k, stride, pad)
+                .ok_or_else(|| {
+                    Self::err(
+                        label,
+                        format!(
+                            "kernel {k}, stride {stride}, padding {pad} leaves no output of a {}x{}x{} input",
+                            s.h, s.w, s.c
+                        ),
+                    )
+                })?
+        } else {
+            let out = |n: usize| (n + 2 * pad).checked_sub(k).map(|v| v / stride + 1);
+            out(s.h).zip(out(s.w)).ok_or_else(|| {
+                Self::err(
+                    label,
+                    format!(
+                        "kernel {k}, stride {stride}, padding {pad} does not fit a {}x{}x{} input",
+                        s.h, s.w, s.c
+                    ),
+                )
+            })?
+        };
+        let out = Shape { h, w, c: cout };
+        let flipped = !transposed && stride == 1 && !cout.is_multiple_of(4);
+        // Transposed convolutions (and stride-1 ones with few output channels, which run
+        // as their transposed twin) multiply the input as [B*h*w, Cin]; strided ones write
+        // [B*h*w, Cout] from their GEMM.
+        if (transposed || flipped) && !s.c.is_multiple_of(4) {
+            return Err(Self::err(
+                label,
+                format!(
+                    "{what} of a {}x{}x{} input: its input channels must be a multiple of 4",
+                    s.h, s.w, s.c
+                ),
+            ));
+        }
+        if !transposed && !flipped && !cout.is_multiple_of(4) {
+            return Err(Self::err(
+                label,
+                format!("conv to {cout} channels with stride {stride}: output channels must be a multiple of 4 (only a stride-1 conv or a deconv may give 1 or 3, e.g. the last layer)"),
+            ));
+        }
+        let op = if transposed {
+            Op::ConvT {
+                k,
+                stride,
+                pad,
+                act: Activation::Identity,
+            }
+        } else {
+            Op::Conv {
+                k,
+                stride,
+                pad,
+                act: Activation::Identity,
+            }
+        };
+        Ok(self.push(op, vec![x], out, name, label))
+    }
+
+    pub fn group_norm(
+        &mut self,
+        x: TensorId,
+        groups: usize,
+        name: &str,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        let s = self.shape(x);
+        if groups == 0 || !s.c.is_multiple_of(groups) || !s.c.is_multiple_of(4) {
+            return Err(Self::err(
+                label,
+                format!(
+                    "groupnorm of {} channels in {groups} groups: the channels must divide by the groups and by 4",
+                    s.c
+                ),
+            ));
+        }
+        Ok(self.push(
+            Op::GroupNorm {
+                groups,
+                act: Activation::Identity,
+            },
+            vec![x],
+            s,
+            name,
+            label,
+        ))
+    }
+
+    pub fn act(
+        &mut self,
+        x: TensorId,
+        act: Activation,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        act.check().map_err(|e| Self::err(label, e.to_string()))?;
+        if act == Activation::Identity {
+            return Ok(x);
+        }
+        let s = self.shape(x);
+        Ok(self.push(Op::Act(act), vec![x], s, "", label))
+    }
+
+    pub fn add(&mut self, a: TensorId, b: TensorId, label: &str) -> Result<TensorId, GraphError> {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        if sa != sb {
+            return Err(Self::err(
+                label,
+                format!(
+                    "add of a {}x{}x{} and a {}x{}x{} tensor: the shapes must be equal",
+                    sa.h, sa.w, sa.c, sb.h, sb.w, sb.c
+                ),
+            ));
+        }
+        Ok(self.push(Op::Add, vec![a, b], sa, "", label))
+    }
+
+    /// The channels of `a` then those of `b` (images of one size, or flat features).
+    pub fn concat(
+        &mut self,
+        a: TensorId,
+        b: TensorId,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        if (sa.h, sa.w) != (sb.h, sb.w) {
+            return Err(Self::err(
+                label,
+                format!(
+                    "concat of a {}x{}x{} and a {}x{}x{} tensor: the heights and widths must be equal",
+                    sa.h, sa.w, sa.c, sb.h, sb.w, sb.c
+                ),
+            ));
+        }
+        let out = Shape {
+            c: sa.c + sb.c,
+            ..sa
+        };
+        Ok(self.push(Op::Concat, vec![a, b], out, "", label))
+    }
+
+    pub fn upsample(&mut self, x: TensorId, label: &str) -> Result<TensorId, GraphError> {
+        let s = self.shape(x);
+        if !s.c.is_multiple_of(4) {
+            return Err(Self::err(
+                label,
+                format!(
+                    "upsample of {} channels: the channels must be a multiple of 4",
+                    s.c
+                ),
+            ));
+        }
+        let out = Shape {
+            h: 2 * s.h,
+            w: 2 * s.w,
+            c: s.c,
+        };
+        Ok(self.push(Op::Upsample, vec![x], out, "", label))
+    }
+
+    /// The values of `x` as `to` (same count, vae-gpu's (h, w, c) order).
+    pub fn reshape(&mut self, x: TensorId, to: Shape, label: &str) -> Result<TensorId, GraphError> {
+        let s = self.shape(x);
+        let (from, into) = (Layout::of(s), Layout::of(to));
+        let same_memory = from == into || (from.dense() && into.dense());
+        if s.numel() != to.numel() || !same_memory {
+            return Err(Self::err(
+                label,
+                format!(
+                    "reshape of {}x{}x{} to {}x{}x{}: {}",
+                    s.h,
+                    s.w,
+                    s.c,
+                    to.h,
+                    to.w,
+                    to.c,
+                    if s.numel() != to.numel() {
+                        "the sizes differ"
+                    } else {
+                        "the two are held differently (pick channels in multiples of 4)"
+                    }
+                ),
+            ));
+        }
+        if s == to {
+            return Ok(x);
+        }
+        Ok(self.push(Op::Reshape, vec![x], to, "", label))
+    }
+
+    /// The encoder's heads: a Linear to mu | logvar of `latent` each, then the sampled z.
+    /// `parts` names the checkpoint layers the weight is split into (rows).
+    pub fn heads(
+        &mut self,
+        x: TensorId,
+        latent: usize,
+        name: &str,
+        parts: Vec<(String, usize)>,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        let mulv = self.linear(x, flat(2 * latent), name, label)?;
+        self.graph.nodes.last_mut().expect("just pushed").parts = parts;
+        self.graph.mulv = mulv;
+        let z = self.push(Op::Sample, vec![mulv], flat(latent), "", "sample");
+        self.graph.z = z;
+        Ok(z)
+    }
+
+    /// Finishes the graph with `logits`, which must hold the decoder's `outputs` values (one
+    /// per data value, or a table's per-column parameters): flat, or an image of the data's
+    /// shape. Then applies the compiler's rewrites (see `fuse`).
+    pub fn finish(
+        mut self,
+        logits: TensorId,
+        outputs: usize,
+        label: &str,
+    ) -> Result<Graph, GraphError> {
+        let (got, want) = (self.shape(logits), self.graph.shapes[self.graph.x]);
+        if got.numel() != outputs || (got.h * got.w > 1 && got != want) {
+            let want = if outputs == want.numel() {
+                format!("the data is {}x{}x{}", want.h, want.w, want.c)
+            } else {
+                format!("the model needs {outputs} outputs (the table's columns)")
+            };
+            return Err(Self::err(
+                label,
+                format!("the decoder ends at {}x{}x{}, {want}", got.h, got.w, got.c),
+            ));
+        }
+        if self.graph.nodes.iter().all(|n| n.op != Op::Sample) {
+            return Err(GraphError("the model has no latent code (heads)".into()));
+        }
+        self.graph.logits = logits;
+        let mut g = self.graph;
+        g.fuse();
+        g.check_used()?;
+        Ok(g)
+    }
+}
+
+impl Graph {
+    /// The node that produces `t` (None for the input).
+    pub fn producer(&self, t: TensorId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.output == t)
+    }
+
+    /// The nodes that read `t`.
+    pub fn consumers(&self, t: TensorId) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].inputs.contains(&t))
+            .collect()
+    }
+
+    /// The fusion rewrites: an activation whose input is produced by a Linear, a
+    /// convolution or a GroupNorm, and read by nothing else, becomes that node's epilogue
+    /// (bias and activation in the GEMM or col2im store; GroupNorm takes any activation,
+    /// the others those whose derivative follows from the output, which is all the
+    /// backward keeps). The derivative is then fused into the gradient launches that
+    /// feed the tensor (see `program`).
+    fn fuse(&mut self) {
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let Op::Act(act) = self.nodes[i].op else {
+                i += 1;
+                continue;
+            };
+            let input = self.nodes[i].inputs[0];
+            let foldable = self.producer(input).filter(|&p| {
+                let op = self.nodes[p].op;
+                let takes = match op {
+                    Op::Linear { .. } | Op::Conv { .. } | Op::ConvT { .. } => act.from_output(),
+                    Op::GroupNorm { .. } => true,
+                    _ => false,
+                };
+                takes
+                    && op.act() == Activation::Identity
+                    && self.consumers(input).len() == 1
+                    && input != self.mulv
+                    && input != self.logits
+            });
+            let Some(p) = foldable else {
+                i += 1;
+                continue;
+            };
+            let out = self.nodes[i].output;
+            let node = &mut self.nodes[p];
+            node.op = match node.op {
+                Op::Linear { .. } => Op::Linear { act },
+                Op::Conv { k, stride, pad, .. } => Op::Conv {
+                    k,
+                    stride,
+                    pad,
+                    act,
+                },
+                Op::ConvT { k, stride, pad, .. } => Op::ConvT {
+                    k,
+                    stride,
+                    pad,
+                    act,
+                },
+                Op::GroupNorm { groups, .. } => Op::GroupNorm { groups, act },
+                other => other,
+            };
+            // The producer writes the activation's output; its own output tensor goes.
+            node.output = out;
+            self.nodes.remove(i);
+        }
+    }
+
+    /// Every node's output must be read (or be the logits): a layer the loss never sees
+    /// would get no gradient.
+    fn check_used(&self) -> Result<(), GraphError> {
+        for n in &self.nodes {
+            if n.output != self.logits
+                && n.output != self.mulv
+                && self.consumers(n.output).is_empty()
+            {
+                return Err(GraphError(format!("{}: its output is never used", n.label)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes a program of `mode` runs, in order: all of them, or for decoding the
+    /// decoder (those downstream of z).
+    pub fn nodes_for(&self, mode: Mode) -> Vec<usize> {
+        let mut after_z = vec![false; self.shapes.len()];
+        after_z[self.z] = true;
+        (0..self.nodes.len())
+            .filter(|&i| {
+                let n = &self.nodes[i];
+                match mode {
+                    Mode::Decode => {
+                        let downstream = n.op != Op::Sample && n.inputs.iter().any(|&t| after_z[t]);
+                        if downstream {
+                            after_z[n.output] = true;
+                        }
+                        downstream
+                    }
+                    _ => true,
+                }
+            })
+            .collect()
+    }
+
+    /// The activation on a tensor that the gradients flowing into it must be multiplied
+    /// by before its producer's backward: a Linear's or convolution's fused activation (a
+    /// GroupNorm applies its own, from its input).
+    pub fn act_for_gradients(&self, t: TensorId) -> Option<Activation> {
+        let p = self.producer(self.root(t))?;
+        match self.nodes[p].op {
+            Op::Linear { act } | Op::Conv { act, .. } | Op::ConvT { act, .. }
+                if act != Activation::Identity =>
+            {
+                Some(act)
+            }
+            _ => None,
+        }
+    }
+
+    /// The tensor whose storage `t` shares (a reshape's output shares its input's).
+    pub fn root(&self, mut t: TensorId) -> TensorId {
+        while let Some(p) = self.producer(t) {
+            match self.nodes[p].op {
+                Op::Reshape => t = self.nodes[p].inputs[0],
+                _ => break,
+            }
+        }
+        t
+    }
+
+    /// Parameter count.
+    pub fn parameter_count(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| {
+                ops::param_dims(self, n)
+                    .iter()
+                    .map(|(r, c)| r * c)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}

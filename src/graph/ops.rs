@@ -1,0 +1,345 @@
+//! Each op once: its parameters (GPU dims and initialisation), its forward launches and its
+//! backward rule, given the matrices the compiler (`program`) assigned.
+
+use super::{Graph, Node, Op};
+use crate::gpu::{Dispatch, GpuError, Matrix};
+use crate::ops::conv::{
+    conv2d, conv2d_backward, conv2d_implicit, conv_transpose2d, conv_transpose2d_backward,
+    ConvGeom, ConvIo, Shape,
+};
+use crate::ops::elementwise::bias_grad;
+use crate::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
+use crate::ops::norm::{group_norm, group_norm_backward, NormGeom};
+use crate::ops::sample::{sample_backward, sample_forward, Noise};
+use crate::ops::tensor::{self, ImageView};
+use crate::ops::GradEpilogue;
+
+use super::program::Ctx;
+
+/// How a parameter starts.
+#[derive(Clone, Copy, Debug)]
+pub enum ParamInit {
+    Uniform(f64),
+    Const(f32),
+}
+
+/// A stride-1 convolution to a channel count that is not a multiple of 4 (a decoder's last
+/// layer, to 1 or 3 channels) runs as its transposed twin, with its taps flipped and the
+/// padding k - 1 - pad: a GEMM on the input's [B*h*w, Cin] rows and col2im, which writes
+/// any channel count, where im2col + GEMM would need the output rows padded to 4.
+pub fn flipped(g: &Graph, n: &Node) -> bool {
+    matches!(n.op, Op::Conv { stride: 1, .. }) && !g.shapes[n.output].c.is_multiple_of(4)
+}
+
+/// The (rows, cols) of a node's weight and bias as GPU matrices (empty without parameters):
+/// Linear [out, in]; Conv2d [Cout, K*K*Cin]; ConvTranspose2d (and a flipped Conv2d)
+/// [Cin, K*K*Cout]; GroupNorm [1, C] twice.
+pub fn param_dims(g: &Graph, n: &Node) -> Vec<(usize, usize)> {
+    let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    match n.op {
+        Op::Linear { .. } => vec![(o.numel(), i.numel()), (1, o.numel())],
+        Op::Conv { k, .. } if !flipped(g, n) => vec![(o.c, k * k * i.c), (1, o.c)],
+        Op::Conv { k, .. } | Op::ConvT { k, .. } => vec![(i.c, k * k * o.c), (1, o.c)],
+        Op::GroupNorm { .. } => vec![(1, o.c), (1, o.c)],
+        _ => Vec::new(),
+    }
+}
+
+/// How the weight and the bias start: PyTorch's default, uniform in +-1/sqrt(fan_in), with
+/// its fan_in (a ConvTranspose2d's is Cout*K*K, from its weight's second dimension);
+/// GroupNorm's scale 1 and shift 0.
+pub fn init(g: &Graph, n: &Node) -> (ParamInit, ParamInit) {
+    let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    let fan_in = match n.op {
+        Op::Linear { .. } => i.numel(),
+        Op::Conv { k, .. } => i.c * k * k,
+        Op::ConvT { k, .. } => o.c * k * k,
+        _ => return (ParamInit::Const(1.0), ParamInit::Const(0.0)),
+    };
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    (ParamInit::Uniform(bound), ParamInit::Uniform(bound))
+}
+
+/// The convolution geometry of a conv node at batch `b`: over its input, or for a
+/// transposed (or flipped) one over its output.
+pub fn conv_geom(g: &Graph, n: &Node, b: usize) -> Result<ConvGeom, GpuError> {
+    let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    match n.op {
+        Op::Conv { k, pad, .. } if flipped(g, n) => ConvGeom::new(b, o, k, 1, k - 1 - pad),
+        Op::Conv { k, stride, pad, .. } => ConvGeom::new(b, i, k, stride, pad),
+        Op::ConvT { k, stride, pad, .. } => ConvGeom::new(b, o, k, stride, pad),
+        _ => Err(GpuError::Shape(format!("{} is not a convolution", n.label))),
+    }
+}
+
+/// The (rows, cols) of a conv node's column scratch (its columns and their gradient) at
+/// batch `b`.
+pub fn cols_dims(g: &Graph, n: &Node, b: usize) -> Result<(usize, usize), GpuError> {
+    let geom = conv_geom(g, n, b)?;
+    Ok((geom.col_rows(), geom.col_cols()))
+}
+
+/// `m` as [batch, features]: the view a Linear layer (a GEMM operand) needs.
+fn as_rows(m: &Matrix, batch: usize) -> Result<Matrix, GpuError> {
+    if m.rows == batch {
+        Ok(m.clone())
+    } else {
+        m.reshaped(batch, m.rows * m.cols / batch)
+    }
+}
+
+fn image<'a>(m: &'a Matrix, batch: usize, shape: Shape) -> ImageView<'a> {
+    ImageView { m, batch, shape }
+}
+
+/// The launches of node `i`'s forward pass.
+pub fn forward(cx: &Ctx<'_>, i: usize) -> Result<Vec<Dispatch>, GpuError> {
+    let (g, n, gpu, b) = (cx.graph, &cx.graph.nodes[i], cx.gpu, cx.batch);
+    let x = cx.value(n.inputs[0]);
+    let y = cx.value(n.output);
+    let (si, so) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    let params = cx.params.of(&cx.params.values, i);
+    let weights = || {
+        params
+            .as_ref()
+            .ok_or_else(|| GpuError::Shape(format!("{}: no parameters", n.label)))
+    };
+    match n.op {
+        Op::Linear { act } => {
+            let (w, bias) = weights()?;
+            let spec = GemmSpec {
+                trans_b: true,
+                act,
+                ..Default::default()
+            };
+            Ok(vec![gemm(
+                gpu,
+                &as_rows(x, b)?,
+                w,
+                &as_rows(y, b)?,
+                Some(bias),
+                spec,
+            )?])
+        }
+        Op::Conv { act, .. } | Op::ConvT { act, .. } => {
+            let (w, bias) = weights()?;
+            let geom = conv_geom(g, n, b)?;
+            if matches!(n.op, Op::Conv { .. }) && !flipped(g, n) {
+                if cx.inference {
+                    if let Some(one) = conv2d_implicit(gpu, &geom, (w, bias), x, y, act)? {
+                        return Ok(vec![one]);
+                    }
+                }
+                let io = ConvIo {
+                    geom,
+                    weight: w,
+                    bias,
+                    cols: cx.cols()?,
+                };
+                return conv2d(gpu, &io, x, y, act);
+            }
+            let io = ConvIo {
+                geom,
+                weight: w,
+                bias,
+                cols: cx.cols()?,
+            };
+            conv_transpose2d(gpu, &io, x, y, act)
+        }
+        Op::GroupNorm { groups, act } => {
+            let (gamma, beta) = weights()?;
+            let geom = NormGeom {
+                batch: b,
+                hw: si.h * si.w,
+                c: si.c,
+                groups,
+            };
+            group_norm(gpu, &geom, x, (gamma, beta), y, cx.stats()?, act)
+        }
+        Op::Act(act) => Ok(vec![tensor::act(gpu, x, y, act)?]),
+        Op::Add => Ok(vec![tensor::add(gpu, x, cx.value(n.inputs[1]), y)?]),
+        Op::Concat => {
+            let second = g.shapes[n.inputs[1]];
+            Ok(vec![
+                tensor::copy_channels(
+                    gpu,
+                    image(x, b, si),
+                    0,
+                    image(y, b, so),
+                    0,
+                    GradEpilogue::default(),
+                )?,
+                tensor::copy_channels(
+                    gpu,
+                    image(cx.value(n.inputs[1]), b, second),
+                    0,
+                    image(y, b, so),
+                    si.c,
+                    GradEpilogue::default(),
+                )?,
+            ])
+        }
+        Op::Upsample => Ok(vec![tensor::upsample(gpu, x, y, b, si)?]),
+        Op::Reshape => Ok(Vec::new()),
+        Op::Sample => {
+            // The noise position is set per step (see `Program::set_noise`).
+            let noise = Noise {
+                seed: 0,
+                step: 0,
+                stream: 0,
+            };
+            Ok(vec![sample_forward(gpu, x, y, cx.eps()?, noise, 1.0)?])
+        }
+    }
+}
+
+/// The launches of node `i`'s backward pass, given the gradient of its output (complete,
+/// and already through the output's fused activation, see `program`); `targets[k]` is
+/// where input k's gradient goes and how (None: no gradient wanted).
+pub fn backward(
+    cx: &Ctx<'_>,
+    i: usize,
+    targets: &[Option<(Matrix, GradEpilogue<'_>)>],
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (g, n, gpu, b) = (cx.graph, &cx.graph.nodes[i], cx.gpu, cx.batch);
+    // A reshape's gradient is its input's, in the same storage.
+    if n.op == Op::Reshape {
+        return Ok(Vec::new());
+    }
+    let x = cx.value(n.inputs[0]);
+    let dy = cx.grad(n.output)?;
+    let (si, so) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    let params = cx.params.of(&cx.params.values, i);
+    let grads = cx.params.of(&cx.params.grads, i);
+    let both = || {
+        params
+            .as_ref()
+            .zip(grads.as_ref())
+            .ok_or_else(|| GpuError::Shape(format!("{}: no parameters", n.label)))
+    };
+    let target = |k: usize| targets.get(k).and_then(|t| t.as_ref());
+    let epilogue = |k: usize| target(k).map_or_else(GradEpilogue::default, |t| t.1);
+    match n.op {
+        Op::Linear { .. } => {
+            let ((w, _), (dw, db)) = both()?;
+            let dy = as_rows(dy, b)?;
+            let dx = target(0).map(|t| as_rows(&t.0, b)).transpose()?;
+            // The activation output the epilogue reads, in dx's [batch, features] view too.
+            let y = epilogue(0).act.map(|a| as_rows(a.output, b)).transpose()?;
+            let dx_epilogue = GradEpilogue {
+                act: epilogue(0)
+                    .act
+                    .zip(y.as_ref())
+                    .map(|(a, output)| InputActivation { act: a.act, output }),
+                ..epilogue(0)
+            };
+            let spec = GemmSpec {
+                trans_b: true,
+                ..Default::default()
+            };
+            let mut out = gemm_backward(
+                gpu,
+                &as_rows(x, b)?,
+                w,
+                &dy,
+                dx.as_ref(),
+                Some(dw),
+                spec,
+                dx_epilogue,
+            )?;
+            out.extend(bias_grad(gpu, &dy, db)?);
+            Ok(out)
+        }
+        Op::Conv { .. } | Op::ConvT { .. } => {
+            let ((w, bias), (dw, db)) = both()?;
+            let io = ConvIo {
+                geom: conv_geom(g, n, b)?,
+                weight: w,
+                bias,
+                cols: cx.cols()?,
+            };
+            if matches!(n.op, Op::Conv { .. }) && !flipped(g, n) {
+                let dx = match target(0) {
+                    Some(t) => Some((cx.dcols()?, &t.0)),
+                    None => None,
+                };
+                return conv2d_backward(gpu, &io, dy, (dw, db), dx, epilogue(0));
+            }
+            conv_transpose2d_backward(
+                gpu,
+                &io,
+                x,
+                dy,
+                cx.dcols()?,
+                (dw, db),
+                target(0).map(|t| &t.0),
+                epilogue(0),
+            )
+        }
+        Op::GroupNorm { groups, act } => {
+            let ((gamma, beta), (dgamma, dbeta)) = both()?;
+            let geom = NormGeom {
+                batch: b,
+                hw: si.h * si.w,
+                c: si.c,
+                groups,
+            };
+            // The kernel writes dx; a GroupNorm on the batch itself has nowhere to put it.
+            let spare;
+            let dx = match target(0) {
+                Some(t) => &t.0,
+                None => {
+                    spare = Matrix::zeros(gpu, x.rows, x.cols, "unused dx")?;
+                    &spare
+                }
+            };
+            group_norm_backward(
+                gpu,
+                &geom,
+                x,
+                dy,
+                (gamma, beta),
+                cx.stats()?,
+                (dgamma, dbeta),
+                dx,
+                act,
+                epilogue(0),
+            )
+        }
+        Op::Act(act) => Ok(match target(0) {
+            Some((dx, e)) => vec![tensor::grad(gpu, dy, dx, Some((act, x)), *e)?],
+            None => Vec::new(),
+        }),
+        Op::Add => (0..2)
+            .filter_map(|k| target(k).map(|(dx, e)| tensor::grad(gpu, dy, dx, None, *e)))
+            .collect(),
+        Op::Concat => {
+            let offsets = [0, si.c];
+            (0..2)
+                .filter_map(|k| {
+                    target(k).map(|(dx, e)| {
+                        let s = g.shapes[n.inputs[k]];
+                        tensor::copy_channels(
+                            gpu,
+                            image(dy, b, so),
+                            offsets[k],
+                            image(dx, b, s),
+                            0,
+                            *e,
+                        )
+                    })
+                })
+                .collect()
+        }
+        Op::Upsample => Ok(match target(0) {
+            Some((dx, e)) => vec![tensor::upsample_grad(gpu, dy, dx, b, si, *e)?],
+            None => Vec::new(),
+        }),
+        Op::Reshape => unreachable!("handled above"),
+        // Adds the sampling path to mu | logvar's gradient, which the loss wrote first.
+        Op::Sample => Ok(match target(0) {
+            Some((dmulv, _)) => vec![sample_backward(gpu, x, dy, cx.eps()?, dmulv)?],
+            None => Vec::new(),
+        }),
+    }
+}

@@ -1,0 +1,249 @@
+//! The model's parameters in one flat GPU buffer (so one Adam launch updates them all),
+//! with gradients and Adam moments in parallel flat buffers at the same offsets. Each
+//! parameter node has a weight and a bias slot, in node order, each starting at a 256-byte
+//! boundary (the storage binding alignment); the gaps stay zero. The layout, and so the
+//! optimizer files of earlier runs, is the same as before the graph: every slot keeps its
+//! offset.
+
+use super::ops::{self, ParamInit};
+use super::{Graph, Node, Op};
+use crate::gpu::{round_up4, Gpu, GpuError, Matrix};
+use crate::ops::conv::{gpu_col, Shape};
+use crate::rng::Rng;
+
+/// Where one tensor lives in the flat buffers.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    pub name: String,
+    /// Float offset into the flat buffers.
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Slot {
+    pub fn ld(&self) -> usize {
+        round_up4(self.cols)
+    }
+}
+
+pub struct Params {
+    /// The model the parameters belong to.
+    pub graph: Graph,
+    /// Per node: its weight and bias slots (None for nodes without parameters).
+    pub slots: Vec<Option<(Slot, Slot)>>,
+    /// Total floats (a multiple of 64).
+    pub len: usize,
+    pub values: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+    pub m: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+}
+
+/// 64 floats = 256 bytes, the largest storage offset alignment wgpu allows.
+const ALIGN: usize = 64;
+
+/// One checkpoint tensor: its PyTorch name and shape, and the flat index of each of its
+/// elements in PyTorch's order.
+pub struct TorchTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub indices: Vec<usize>,
+}
+
+impl Params {
+    /// Allocates the buffers and initialises like PyTorch's layers: weights and biases
+    /// uniform in +-1/sqrt(fan_in), drawn from the seed in node order (weight, then bias,
+    /// row by row), GroupNorm's scale 1 and shift 0.
+    pub fn new(gpu: &Gpu, graph: &Graph, seed: u64) -> Result<Params, GpuError> {
+        let mut offset = 0;
+        let mut slot = |name: String, (rows, cols): (usize, usize)| {
+            let s = Slot {
+                name,
+                offset,
+                rows,
+                cols,
+            };
+            offset += (rows * round_up4(cols)).div_ceil(ALIGN) * ALIGN;
+            s
+        };
+        let slots: Vec<Option<(Slot, Slot)>> = graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let dims = ops::param_dims(graph, n);
+                (dims.len() == 2).then(|| {
+                    (
+                        slot(format!("{}.weight", n.name), dims[0]),
+                        slot(format!("{}.bias", n.name), dims[1]),
+                    )
+                })
+            })
+            .collect();
+        let len = offset.max(ALIGN);
+        let make = |label: &str| {
+            let size = (len * 4) as u64;
+            if size > gpu.limits.max_storage_buffer_binding_size {
+                return Err(GpuError::Limit(format!(
+                    "{len} parameters exceed the adapter's binding limit"
+                )));
+            }
+            Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: Matrix::USAGE,
+                mapped_at_creation: false,
+            }))
+        };
+        let params = Params {
+            values: make("params")?,
+            grads: make("grads")?,
+            m: make("adam m")?,
+            v: make("adam v")?,
+            graph: graph.clone(),
+            slots,
+            len,
+        };
+        let mut rng = Rng::new(seed);
+        let mut host = vec![0f32; len];
+        for (n, slots) in graph.nodes.iter().zip(&params.slots) {
+            let Some((w, b)) = slots else { continue };
+            for (s, init) in [(w, ops::init(graph, n).0), (b, ops::init(graph, n).1)] {
+                for r in 0..s.rows {
+                    for col in 0..s.cols {
+                        host[s.offset + r * s.ld() + col] = match init {
+                            ParamInit::Uniform(bound) => rng.uniform(-bound, bound) as f32,
+                            ParamInit::Const(v) => v,
+                        };
+                    }
+                }
+            }
+        }
+        gpu.queue
+            .write_buffer(&params.values, 0, bytemuck::cast_slice(&host));
+        Ok(params)
+    }
+
+    pub fn view(&self, buffer: &wgpu::Buffer, s: &Slot) -> Matrix {
+        Matrix {
+            buffer: buffer.clone(),
+            offset: (s.offset * 4) as u64,
+            rows: s.rows,
+            cols: s.cols,
+            ld: s.ld(),
+        }
+    }
+
+    /// Node `i`'s (weight, bias) in `buffer` (values, grads).
+    pub fn of(&self, buffer: &wgpu::Buffer, i: usize) -> Option<(Matrix, Matrix)> {
+        self.slots[i]
+            .as_ref()
+            .map(|(w, b)| (self.view(buffer, w), self.view(buffer, b)))
+    }
+
+    /// Every checkpoint tensor of the model, in node order: PyTorch's names, shapes and
+    /// element order (see `torch_tensors`).
+    pub fn torch_layout(&self) -> Vec<TorchTensor> {
+        let g = &self.graph;
+        g.nodes
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(n, s)| s.as_ref().map(|(w, b)| torch_tensors(g, n, w, b)))
+            .flatten()
+            .collect()
+    }
+}
+
+/// PyTorch's (c, h, w) flat index `t` of an image of shape `s`, as an index in vae-gpu's
+/// (h, w, c) order.
+fn chw(s: Shape, t: usize) -> usize {
+    (t % (s.h * s.w)) * s.c + t / (s.h * s.w)
+}
+
+/// The checkpoint tensors of one node: weight and bias (several of each for a Linear stored
+/// as several PyTorch layers), with the flat index of every element in PyTorch's order.
+/// Linear layers next to images flatten them (h, w, c) here and (c, h, w) in PyTorch, which
+/// permutes their columns (an image input) or rows and bias (an image output); conv weights
+/// order a kernel's taps channel-fastest here (see `ops::conv`); a stride-1 convolution to
+/// fewer than 4 channels runs as its transposed twin, with its taps flipped.
+fn torch_tensors(g: &Graph, n: &Node, w: &Slot, b: &Slot) -> Vec<TorchTensor> {
+    let (ld, wo, bo) = (w.ld(), w.offset, b.offset);
+    let at = |row: usize, col: usize| wo + row * ld + col;
+    let tensor = |name: String, shape: Vec<usize>, indices: Vec<usize>| TorchTensor {
+        name,
+        shape,
+        indices,
+    };
+    let (input, output) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    match n.op {
+        Op::Linear { .. } => {
+            let image = |s: Shape| s.h * s.w > 1;
+            let row_of = |r: usize| if image(output) { chw(output, r) } else { r };
+            let col_of = |j: usize| if image(input) { chw(input, j) } else { j };
+            let parts = if n.parts.is_empty() {
+                vec![(n.name.clone(), w.rows)]
+            } else {
+                n.parts.clone()
+            };
+            let mut row0 = 0;
+            let mut out = Vec::new();
+            for (name, rows) in parts {
+                let idx = (row0..row0 + rows)
+                    .flat_map(|r| (0..w.cols).map(move |j| at(row_of(r), col_of(j))))
+                    .collect();
+                out.push(tensor(format!("{name}.weight"), vec![rows, w.cols], idx));
+                let bias = (row0..row0 + rows).map(|r| bo + row_of(r)).collect();
+                out.push(tensor(format!("{name}.bias"), vec![rows], bias));
+                row0 += rows;
+            }
+            out
+        }
+        Op::Conv { k, .. } | Op::ConvT { k, .. } => {
+            let (cin, cout, taps) = (input.c, output.c, k * k);
+            let flipped = ops::flipped(g, n);
+            let idx: Vec<usize> = match n.op {
+                // [Cout, Cin, k, k] as [Cout, k*k*Cin]
+                Op::Conv { .. } if !flipped => (0..cout)
+                    .flat_map(|co| (0..cin * taps).map(move |j| at(co, gpu_col(j, cin, taps))))
+                    .collect(),
+                // [Cout, Cin, k, k] as the transposed twin's [Cin, k*k*Cout], taps flipped
+                Op::Conv { .. } => (0..cout)
+                    .flat_map(|co| {
+                        (0..cin * taps).map(move |j| {
+                            let (ci, tap) = (j / taps, j % taps);
+                            at(ci, (taps - 1 - tap) * cout + co)
+                        })
+                    })
+                    .collect(),
+                // [Cin, Cout, k, k] as [Cin, k*k*Cout]
+                _ => (0..cin)
+                    .flat_map(|ci| (0..cout * taps).map(move |j| at(ci, gpu_col(j, cout, taps))))
+                    .collect(),
+            };
+            let shape = match n.op {
+                Op::Conv { .. } => vec![cout, cin, k, k],
+                _ => vec![cin, cout, k, k],
+            };
+            vec![
+                tensor(format!("{}.weight", n.name), shape, idx),
+                tensor(
+                    format!("{}.bias", n.name),
+                    vec![cout],
+                    (bo..bo + cout).collect(),
+                ),
+            ]
+        }
+        Op::GroupNorm { .. } => {
+            let c = output.c;
+            vec![
+                tensor(
+                    format!("{}.weight", n.name),
+                    vec![c],
+                    (wo..wo + c).collect(),
+                ),
+                tensor(format!("{}.bias", n.name), vec![c], (bo..bo + c).collect()),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,483 @@
+//! The graph compiled for a batch size: buffers assigned by liveness, the forward launches
+//! in node order and, for training, the backward launches derived from the graph in
+//! reverse, still one command buffer per step.
+//!
+//! Gradients: a tensor read by several ops gets one gradient buffer that their backward
+//! launches write in turn, the first overwriting and the others adding (every gradient
+//! launch can accumulate). When the tensor's producer fused an activation into its output
+//! (a Linear's or convolution's epilogue), the last of those launches multiplies the total
+//! by the activation's derivative at the output, in the same launch, so the producer's own
+//! backward starts from a finished gradient. mu | logvar and the logits take their first
+//! gradient from the fused loss, which runs between the two passes.
+//!
+//! Buffers: every value, gradient and scratch matrix is live from the step that writes it
+//! first to the step that reads it last (forward node i at step i, the loss at F, node i's
+//! backward at 2F - i); matrices whose lives do not overlap share a buffer. Kept apart: the
+//! tensors other code reads (x, mu | logvar, z, the logits, the noise), and rows with
+//! padding, whose padding must stay zero for the vec4 kernels.
+
+use super::{ops, Graph, Layout, Op, Params, TensorId};
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+use crate::ops::gemm::InputActivation;
+use crate::ops::sample::{set_noise, Noise};
+use crate::ops::GradEpilogue;
+
+/// What a program computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward with the columns the backward needs, then the backward.
+    Train,
+    /// Forward only (convolutions may read their columns in place).
+    Infer,
+    /// The decoder only: logits from codes written into z.
+    Decode,
+}
+
+/// Per-node scratch: a convolution's columns (forward) and column gradients (backward), a
+/// GroupNorm's statistics, the sampling noise.
+#[derive(Clone, Default)]
+struct Scratch {
+    cols: Option<Matrix>,
+    dcols: Option<Matrix>,
+    stats: Option<Matrix>,
+    eps: Option<Matrix>,
+}
+
+/// What an op's launches are built with (see `ops`).
+pub struct Ctx<'a> {
+    pub gpu: &'a Gpu,
+    pub graph: &'a Graph,
+    pub params: &'a Params,
+    pub batch: usize,
+    pub inference: bool,
+    values: &'a [Option<Matrix>],
+    grads: &'a [Option<Matrix>],
+    scratch: &'a Scratch,
+}
+
+impl Ctx<'_> {
+    pub fn value(&self, t: TensorId) -> &Matrix {
+        self.values[t]
+            .as_ref()
+            .expect("every tensor of the program has a value")
+    }
+
+    pub fn grad(&self, t: TensorId) -> Result<&Matrix, GpuError> {
+        self.grads[t]
+            .as_ref()
+            .ok_or_else(|| GpuError::Shape(format!("tensor {t} has no gradient buffer")))
+    }
+
+    fn need<'m>(m: &'m Option<Matrix>, what: &str) -> Result<&'m Matrix, GpuError> {
+        m.as_ref()
+            .ok_or_else(|| GpuError::Shape(format!("no {what} scratch")))
+    }
+
+    pub fn cols(&self) -> Result<&Matrix, GpuError> {
+        Self::need(&self.scratch.cols, "column")
+    }
+
+    pub fn dcols(&self) -> Result<&Matrix, GpuError> {
+        Self::need(&self.scratch.dcols, "column gradient")
+    }
+
+    pub fn stats(&self) -> Result<&Matrix, GpuError> {
+        Self::need(&self.scratch.stats, "statistics")
+    }
+
+    pub fn eps(&self) -> Result<&Matrix, GpuError> {
+        Self::need(&self.scratch.eps, "noise")
+    }
+}
+
+/// A compiled graph.
+pub struct Program {
+    pub mode: Mode,
+    pub batch: usize,
+    values: Vec<Option<Matrix>>,
+    grads: Vec<Option<Matrix>>,
+    pub forward: Vec<Dispatch>,
+    pub backward: Vec<Dispatch>,
+    /// Index into `forward` of the sampling launch (not in Decode programs).
+    sample: Option<usize>,
+    eps: Option<Matrix>,
+    /// Bytes of every buffer the program allocated (values, gradients, scratch).
+    pub workspace_bytes: u64,
+}
+
+/// A matrix a program needs, and the steps it is live.
+#[derive(Clone, Copy)]
+struct Request {
+    rows: usize,
+    cols: usize,
+    start: usize,
+    end: usize,
+    /// Its own buffer: read from outside the program, or padded.
+    alone: bool,
+}
+
+/// Buffers for `requests`: each matrix shares a buffer with others whose lives do not
+/// overlap (first fit, the buffer grown to the largest). Returns the matrices and the bytes.
+fn allocate(gpu: &Gpu, requests: &[Request], label: &str) -> Result<(Vec<Matrix>, u64), GpuError> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| (requests[i].start, requests[i].end));
+    // Per buffer: (floats, busy until step).
+    let mut buffers: Vec<(usize, usize, bool)> = Vec::new();
+    let mut home = vec![0; requests.len()];
+    for i in order {
+        let r = requests[i];
+        let floats = (r.rows * crate::gpu::round_up4(r.cols)).max(4);
+        let free = (0..buffers.len())
+            .filter(|&b| !r.alone && !buffers[b].2 && buffers[b].1 < r.start)
+            .min_by_key(|&b| (buffers[b].0 < floats, buffers[b].0.abs_diff(floats)));
+        let b = match free {
+            Some(b) => b,
+            None => {
+                buffers.push((0, 0, r.alone));
+                buffers.len() - 1
+            }
+        };
+        buffers[b].0 = buffers[b].0.max(floats);
+        buffers[b].1 = r.end;
+        home[i] = b;
+    }
+    let created: Vec<Matrix> = buffers
+        .iter()
+        .enumerate()
+        .map(|(b, &(floats, _, _))| Matrix::zeros(gpu, 1, floats, &format!("{label} buffer {b}")))
+        .collect::<Result<_, _>>()?;
+    let bytes = created.iter().map(Matrix::byte_len).sum();
+    let views = requests
+        .iter()
+        .zip(&home)
+        .map(|(r, &b)| Matrix {
+            rows: r.rows,
+            cols: r.cols,
+            ld: crate::gpu::round_up4(r.cols),
+            ..created[b].clone()
+        })
+        .collect();
+    Ok((views, bytes))
+}
+
+impl Program {
+    /// Compiles `params.graph` for batches of `batch` in `mode`. `x` holds the batch (the
+    /// graph's input; Decode programs take none); in Decode programs z is a matrix of the
+    /// program's own, written by the caller (see `value`).
+    pub fn new(
+        gpu: &Gpu,
+        params: &Params,
+        batch: usize,
+        mode: Mode,
+        x: Option<&Matrix>,
+    ) -> Result<Program, GpuError> {
+        let g = &params.graph;
+        let run = g.nodes_for(mode);
+        let f = run.len();
+        let train = mode == Mode::Train;
+        let fwd_at = |i: usize| {
+            run.iter()
+                .position(|&r| r == i)
+                .expect("a node of the program")
+        };
+        let bwd_at = |i: usize| 2 * f - fwd_at(i);
+        let n_t = g.shapes.len();
+        // Which tensors this program holds: inputs and outputs of its nodes.
+        let mut present = vec![false; n_t];
+        for &i in &run {
+            let n = &g.nodes[i];
+            present[n.output] = true;
+            n.inputs.iter().for_each(|&t| present[t] = true);
+        }
+        let input = match mode {
+            Mode::Decode => g.z,
+            _ => g.x,
+        };
+        let kept = |t: TensorId| [g.x, g.mulv, g.z, g.logits].iter().any(|&k| g.root(k) == t);
+        // Liveness per storage root: (start, end) of the value and of the gradient.
+        let mut value_life: Vec<Option<(usize, usize)>> = vec![None; n_t];
+        let mut grad_life: Vec<Option<(usize, usize)>> = vec![None; n_t];
+        let widen = |life: &mut Option<(usize, usize)>, t: usize| {
+            *life = Some(life.map_or((t, t), |(s, e)| (s.min(t), e.max(t))));
+        };
+        for &i in &run {
+            let n = &g.nodes[i];
+            widen(&mut value_life[g.root(n.output)], fwd_at(i));
+            for &t in &n.inputs {
+                let r = g.root(t);
+                widen(&mut value_life[r], fwd_at(i));
+                if train {
+                    // Backward rules read their inputs (weight gradients, derivatives).
+                    widen(&mut value_life[r], bwd_at(i));
+                    if r != g.root(g.x) && n.op != Op::Reshape {
+                        widen(&mut grad_life[r], bwd_at(i));
+                    }
+                }
+            }
+            if train && n.op != Op::Reshape {
+                widen(&mut grad_life[g.root(n.output)], bwd_at(i));
+            }
+        }
+        if mode != Mode::Decode {
+            // The loss reads the logits and mu | logvar and writes their gradients.
+            for t in [g.logits, g.mulv] {
+                widen(&mut value_life[g.root(t)], f);
+                widen(&mut grad_life[g.root(t)], f);
+            }
+        }
+        // Requests: values and gradients of roots, then scratch.
+        let mut requests = Vec::new();
+        let mut value_req = vec![None; n_t];
+        let mut grad_req = vec![None; n_t];
+        let layout = |t: TensorId| {
+            let l = Layout::of(g.shapes[t]);
+            (batch * l.rows, l.cols, !l.dense())
+        };
+        for t in 0..n_t {
+            if !present[t] || g.root(t) != t || t == input {
+                continue;
+            }
+            let (rows, cols, padded) = layout(t);
+            if let Some((start, end)) = value_life[t] {
+                value_req[t] = Some(requests.len());
+                requests.push(Request {
+                    rows,
+                    cols,
+                    start,
+                    end,
+                    alone: padded || kept(t),
+                });
+            }
+            if let Some((start, end)) = grad_life[t] {
+                grad_req[t] = Some(requests.len());
+                requests.push(Request {
+                    rows,
+                    cols,
+                    start,
+                    end,
+                    alone: padded || [g.mulv, g.logits].iter().any(|&k| g.root(k) == t),
+                });
+            }
+        }
+        // Scratch per node: (cols, dcols, stats, eps) request indices.
+        let mut scratch_req: Vec<[Option<usize>; 4]> = vec![[None; 4]; g.nodes.len()];
+        for &i in &run {
+            let n = &g.nodes[i];
+            let (fwd, bwd) = (fwd_at(i), bwd_at(i));
+            let mut ask = |slot: usize, (rows, cols): (usize, usize), start, end, alone: bool| {
+                scratch_req[i][slot] = Some(requests.len());
+                requests.push(Request {
+                    rows,
+                    cols,
+                    start,
+                    end,
+                    alone: alone || !cols.is_multiple_of(4),
+                });
+            };
+            match n.op {
+                Op::Conv { .. } | Op::ConvT { .. } => {
+                    let dims = ops::cols_dims(g, n, batch)?;
+                    let plain = matches!(n.op, Op::Conv { .. }) && !ops::flipped(g, n);
+                    let implicit = plain
+                        && !train
+                        && crate::ops::conv::implicit_fits(
+                            gpu,
+                            &ops::conv_geom(g, n, batch)?,
+                            Layout::of(g.shapes[n.inputs[0]]).strides(g.shapes[n.inputs[0]]),
+                        );
+                    if !implicit {
+                        // A plain convolution's weight gradient reads its columns.
+                        let end = if plain && train { bwd } else { fwd };
+                        ask(0, dims, fwd, end, false);
+                    }
+                    let wants_dx = g.root(n.inputs[0]) != g.root(input);
+                    if train && (!plain || wants_dx) {
+                        ask(1, dims, bwd, bwd, false);
+                    }
+                }
+                Op::GroupNorm { groups, .. } => {
+                    let end = if train { bwd } else { fwd };
+                    ask(2, (batch, 2 * groups), fwd, end, false);
+                }
+                Op::Sample => {
+                    let latent = g.shapes[n.output].c;
+                    // Read after the step (the IWAE estimate), so never shared.
+                    ask(3, (batch, latent), fwd, if train { bwd } else { fwd }, true);
+                }
+                _ => {}
+            }
+        }
+        let (views, workspace_bytes) = allocate(gpu, &requests, "graph")?;
+        let view = |r: Option<usize>| r.map(|k| views[k].clone());
+        let mut values: Vec<Option<Matrix>> = vec![None; n_t];
+        let mut grads: Vec<Option<Matrix>> = vec![None; n_t];
+        for t in 0..n_t {
+            if !present[t] {
+                continue;
+            }
+            let r = g.root(t);
+            let (rows, cols, _) = layout(t);
+            // A reshape's output is its root's storage seen in its own shape.
+            let reshaped = |m: Matrix| Matrix {
+                rows,
+                cols,
+                ld: crate::gpu::round_up4(cols),
+                ..m
+            };
+            values[t] = if r == input {
+                match x {
+                    Some(x) => Some(x.clone()),
+                    None => Some(Matrix::zeros(gpu, rows, cols, "codes")?),
+                }
+            } else {
+                view(value_req[r]).map(reshaped)
+            };
+            grads[t] = view(grad_req[r]).map(reshaped);
+        }
+        let scratch: Vec<Scratch> = scratch_req
+            .iter()
+            .map(|s| Scratch {
+                cols: view(s[0]),
+                dcols: view(s[1]),
+                stats: view(s[2]),
+                eps: view(s[3]),
+            })
+            .collect();
+        let cx = |i: usize| Ctx {
+            gpu,
+            graph: g,
+            params,
+            batch,
+            inference: !train,
+            values: &values,
+            grads: &grads,
+            scratch: &scratch[i],
+        };
+        let mut forward = Vec::new();
+        let mut sample = None;
+        for &i in &run {
+            if g.nodes[i].op == Op::Sample {
+                sample = Some(forward.len());
+            }
+            forward.extend(ops::forward(&cx(i), i)?);
+        }
+        let backward = if train {
+            backward_launches(g, &run, &values, &grads, &cx)?
+        } else {
+            Vec::new()
+        };
+        let eps = run
+            .iter()
+            .find(|&&i| g.nodes[i].op == Op::Sample)
+            .and_then(|&i| scratch[i].eps.clone());
+        log::debug!(
+            "graph program {mode:?} at batch {batch}: {} forward and {} backward launches, {workspace_bytes} workspace bytes",
+            forward.len(),
+            backward.len()
+        );
+        Ok(Program {
+            mode,
+            batch,
+            values,
+            grads,
+            forward,
+            backward,
+            sample,
+            eps,
+            workspace_bytes,
+        })
+    }
+
+    /// The matrix holding tensor `t` for the batch.
+    pub fn value(&self, t: TensorId) -> &Matrix {
+        self.values[t].as_ref().expect("a tensor of the program")
+    }
+
+    /// The gradient of tensor `t` (training and evaluation programs hold those the loss
+    /// writes, mu | logvar and the logits).
+    pub fn grad(&self, t: TensorId) -> &Matrix {
+        self.grads[t].as_ref().expect("a tensor with a gradient")
+    }
+
+    /// The sampling noise of the last step.
+    pub fn eps(&self) -> &Matrix {
+        self.eps.as_ref().expect("a program that samples")
+    }
+
+    /// Sets the sampling launch's noise position and temperature.
+    pub fn set_noise(&self, gpu: &Gpu, noise: Noise, temperature: f32, mulv: &Matrix, z: &Matrix) {
+        if let Some(s) = self.sample {
+            set_noise(gpu, &self.forward[s], mulv.ld, z, noise, temperature);
+        }
+    }
+}
+
+/// The backward launches: nodes in reverse, each input's gradient written through the
+/// epilogue its place among the tensor's contributions calls for.
+fn backward_launches<'a>(
+    g: &Graph,
+    run: &[usize],
+    values: &[Option<Matrix>],
+    grads: &[Option<Matrix>],
+    cx: &dyn Fn(usize) -> Ctx<'a>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    // Contributions to each root's gradient in the order they run: the loss first, then
+    // every (node, input) edge in reverse node order.
+    let n_t = g.shapes.len();
+    let mut contributions: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_t];
+    const LOSS: usize = usize::MAX;
+    for t in [g.logits, g.mulv] {
+        contributions[g.root(t)].push((LOSS, 0));
+    }
+    for &i in run.iter().rev() {
+        let n = &g.nodes[i];
+        if n.op == Op::Reshape {
+            continue;
+        }
+        for (k, &t) in n.inputs.iter().enumerate() {
+            if g.root(t) != g.root(g.x) {
+                contributions[g.root(t)].push((i, k));
+            }
+        }
+    }
+    for t in [g.logits, g.mulv] {
+        if g.act_for_gradients(t).is_some() {
+            return Err(GpuError::Shape(
+                "the logits and mu | logvar must come from layers without an activation".into(),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for &i in run.iter().rev() {
+        let n = &g.nodes[i];
+        let mut targets = Vec::new();
+        for (k, &t) in n.inputs.iter().enumerate() {
+            let r = g.root(t);
+            let list = &contributions[r];
+            let Some(place) = list.iter().position(|&e| e == (i, k)) else {
+                targets.push(None);
+                continue;
+            };
+            let dx = grads[t]
+                .clone()
+                .expect("a gradient buffer for every contributed tensor");
+            let last = place + 1 == list.len();
+            let act = g.act_for_gradients(t).filter(|_| last);
+            let epilogue = GradEpilogue {
+                accumulate: place > 0,
+                act: act.map(|act| InputActivation {
+                    act,
+                    output: values[t].as_ref().expect("a value for every tensor"),
+                }),
+            };
+            targets.push(Some((dx, epilogue)));
+        }
+        if n.op == Op::Sample && targets[0].as_ref().is_some_and(|t| !t.1.accumulate) {
+            return Err(GpuError::Shape(
+                "sampling adds to mu | logvar's gradient, which the loss must write first".into(),
+            ));
+        }
+        out.extend(ops::backward(&cx(i), i, &targets)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,392 @@
+//! Architectures as data: the JSON format of `train --arch FILE.json`, which the built-in
+//! architectures are written in too, and its translation into a graph, validated layer by
+//! layer (an error names the layer and the shapes that do not fit).
+//!
+//! ```json
+//! {
+//!   "latent": 20,
+//!   "encoder": [
+//!     {"op": "conv", "out": 32, "kernel": 4, "stride": 2, "padding": 1, "act": "relu", "name": "conv1"},
+//!     {"op": "residual", "name": "block", "body": [
+//!       {"op": "groupnorm", "groups": 8, "act": "silu", "name": "norm"},
+//!       {"op": "conv", "out": 32, "kernel": 3, "padding": 1, "name": "conv"}
+//!     ]}
+//!   ],
+//!   "heads": "fc_enc",
+//!   "decoder": [
+//!     {"op": "linear", "out": [14, 14, 32], "act": "relu", "name": "fc_dec"},
+//!     {"op": "deconv", "out": "data", "kernel": 4, "stride": 2, "padding": 1, "name": "deconv1"}
+//!   ]
+//! }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Builder, Graph, TensorId};
+use crate::ops::conv::Shape;
+use crate::ops::Activation;
+
+/// A whole architecture: the encoder (data to features), the heads (a Linear to mu and
+/// logvar), the decoder (the code z to one logit per data value).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchSpec {
+    /// The latent size (`--latent` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<usize>,
+    pub encoder: Vec<Layer>,
+    /// The checkpoint name of the Linear to mu | logvar, or two names: the mu layer's and
+    /// the logvar layer's (PyTorch's example, `["fc21", "fc22"]`).
+    pub heads: Heads,
+    pub decoder: Vec<Layer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Heads {
+    One(String),
+    Two([String; 2]),
+}
+
+/// How many outputs: a count, an image [h, w, c], or "data": the decoder's outputs (a
+/// Linear's flat output: the data's values, or a table's per-column parameters) or the
+/// data's channels (a convolution's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Count(usize),
+    Image([usize; 3]),
+    Word(String),
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One entry of the encoder's or decoder's list. `act` is an activation's name (relu,
+/// leaky_relu[:slope], sigmoid, tanh, silu; none by default), `name` the checkpoint name
+/// of the layer's parameters (inside a block, prefixed with the block's), `repeat` how many
+/// times the entry follows itself (names then get .0, .1, ...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Layer {
+    Linear {
+        out: Size,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        repeat: usize,
+    },
+    Conv {
+        out: Size,
+        kernel: usize,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        stride: usize,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        padding: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        repeat: usize,
+    },
+    /// ConvTranspose2d.
+    Deconv {
+        out: Size,
+        kernel: usize,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        stride: usize,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        padding: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        repeat: usize,
+    },
+    Groupnorm {
+        groups: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        repeat: usize,
+    },
+    Act {
+        act: String,
+    },
+    /// Nearest-neighbour upsampling by 2.
+    Upsample,
+    /// The values as one flat vector, in vae-gpu's (h, w, c) order.
+    Flatten,
+    /// The values as an image [h, w, c], in vae-gpu's (h, w, c) order.
+    Reshape {
+        to: [usize; 3],
+    },
+    /// y = skip(x) + body(x); no skip layers: x itself.
+    Residual {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        body: Vec<Layer>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skip: Vec<Layer>,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        repeat: usize,
+    },
+    /// y = x and body(x) side by side (channels of an image, or features).
+    Concat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        body: Vec<Layer>,
+    },
+}
+
+/// An activation's name as the format writes it: relu, leaky_relu (slope 0.01) or
+/// leaky_relu:SLOPE, sigmoid, tanh, silu, none.
+pub fn activation(name: Option<&str>) -> Result<Activation, String> {
+    let Some(name) = name else {
+        return Ok(Activation::Identity);
+    };
+    let act = match name.split_once(':') {
+        None => match name {
+            "none" | "identity" => Activation::Identity,
+            "relu" => Activation::Relu,
+            "leaky_relu" => Activation::LeakyRelu(0.01),
+            "sigmoid" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "silu" => Activation::Silu,
+            _ => return Err(format!("unknown activation '{name}' (relu, leaky_relu[:slope], sigmoid, tanh, silu or none)")),
+        },
+        Some(("leaky_relu", s)) => match s.parse::<f32>() {
+            Ok(v) if v > 0.0 && v.is_finite() => Activation::LeakyRelu(v),
+            _ => return Err(format!("'{name}': the slope must be a positive number")),
+        },
+        Some(_) => return Err(format!("unknown activation '{name}'")),
+    };
+    Ok(act)
+}
+
+/// Builds the graph of `spec` for data of shape `data`, `outputs` decoder outputs (the
+/// data's values, or a table's per-column parameters) and a code of `latent` values.
+pub fn build(spec: &ArchSpec, data: Shape, outputs: usize, latent: usize) -> Result<Graph, String> {
+    if latent == 0 {
+        return Err("the latent size must be at least 1".into());
+    }
+    let mut w = Walker {
+        b: Builder::new(data),
+        data,
+        outputs,
+    };
+    let features = w.layers(0, &spec.encoder, "", "encoder")?;
+    let (name, parts) = match &spec.heads {
+        Heads::One(n) => (n.clone(), Vec::new()),
+        Heads::Two([mu, lv]) => (mu.clone(), vec![(mu.clone(), latent), (lv.clone(), latent)]),
+    };
+    let z =
+        w.b.heads(features, latent, &name, parts, "heads")
+            .map_err(|e| e.0)?;
+    let logits = w.layers(z, &spec.decoder, "", "decoder")?;
+    w.b.finish(logits, outputs, "decoder").map_err(|e| e.0)
+}
+
+/// Walks a layer list into the builder.
+struct Walker {
+    b: Builder,
+    data: Shape,
+    outputs: usize,
+}
+
+impl Walker {
+    /// Adds `layers` after tensor `x`; `prefix` starts the checkpoint names ("enc.0."),
+    /// `at` says where the list is ("encoder", "encoder[2].body").
+    fn layers(
+        &mut self,
+        mut x: TensorId,
+        layers: &[Layer],
+        prefix: &str,
+        at: &str,
+    ) -> Result<TensorId, String> {
+        for (i, layer) in layers.iter().enumerate() {
+            let repeat = match layer {
+                Layer::Linear { repeat, .. }
+                | Layer::Conv { repeat, .. }
+                | Layer::Deconv { repeat, .. }
+                | Layer::Groupnorm { repeat, .. }
+                | Layer::Residual { repeat, .. } => *repeat,
+                _ => 1,
+            };
+            if repeat == 0 {
+                return Err(format!("{at}[{i}]: repeat must be at least 1"));
+            }
+            for r in 0..repeat {
+                let copy = (repeat > 1).then_some(r);
+                x = self.layer(x, layer, prefix, &format!("{at}[{i}]"), i, copy)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// The checkpoint name of a layer: its own (with the repeat index), or its place.
+    fn name(prefix: &str, own: &Option<String>, place: usize, copy: Option<usize>) -> String {
+        let base = own.clone().unwrap_or_else(|| place.to_string());
+        match copy {
+            Some(k) => format!("{prefix}{base}.{k}"),
+            None => format!("{prefix}{base}"),
+        }
+    }
+
+    fn layer(
+        &mut self,
+        x: TensorId,
+        layer: &Layer,
+        prefix: &str,
+        at: &str,
+        place: usize,
+        copy: Option<usize>,
+    ) -> Result<TensorId, String> {
+        let kind = match layer {
+            Layer::Linear { .. } => "linear",
+            Layer::Conv { .. } => "conv",
+            Layer::Deconv { .. } => "deconv",
+            Layer::Groupnorm { .. } => "groupnorm",
+            Layer::Act { .. } => "act",
+            Layer::Upsample => "upsample",
+            Layer::Flatten => "flatten",
+            Layer::Reshape { .. } => "reshape",
+            Layer::Residual { .. } => "residual",
+            Layer::Concat { .. } => "concat",
+        };
+        let s = self.b.shape(x);
+        let label = |name: Option<&str>| match name {
+            Some(n) => format!("{at} ({kind} '{n}', input {}x{}x{})", s.h, s.w, s.c),
+            None => format!("{at} ({kind}, input {}x{}x{})", s.h, s.w, s.c),
+        };
+        let err = |l: &str, e: String| format!("{l}: {e}");
+        let act_of = |a: &Option<String>, l: &str| activation(a.as_deref()).map_err(|e| err(l, e));
+        let g = |e: crate::graph::GraphError| e.0;
+        match layer {
+            Layer::Linear { out, act, name, .. } => {
+                let name = Self::name(prefix, name, place, copy);
+                let l = label(Some(&name));
+                let shape = match out {
+                    Size::Count(n) => Shape { h: 1, w: 1, c: *n },
+                    Size::Image([h, w, c]) => Shape {
+                        h: *h,
+                        w: *w,
+                        c: *c,
+                    },
+                    Size::Word(word) if word == "data" => Shape {
+                        h: 1,
+                        w: 1,
+                        c: self.outputs,
+                    },
+                    Size::Word(word) => {
+                        return Err(err(
+                            &l,
+                            format!("out '{word}': a count, [h, w, c] or \"data\""),
+                        ))
+                    }
+                };
+                let y = self.b.linear(x, shape, &name, &l).map_err(g)?;
+                self.b.act(y, act_of(act, &l)?, &l).map_err(g)
+            }
+            Layer::Conv {
+                out,
+                kernel,
+                stride,
+                padding,
+                act,
+                name,
+                ..
+            }
+            | Layer::Deconv {
+                out,
+                kernel,
+                stride,
+                padding,
+                act,
+                name,
+                ..
+            } => {
+                let name = Self::name(prefix, name, place, copy);
+                let l = label(Some(&name));
+                let cout = match out {
+                    Size::Count(n) => *n,
+                    Size::Word(word) if word == "data" => self.data.c,
+                    _ => return Err(err(&l, "out: a channel count or \"data\"".into())),
+                };
+                let transposed = matches!(layer, Layer::Deconv { .. });
+                let y = self
+                    .b
+                    .conv(x, cout, (*kernel, *stride, *padding), transposed, &name, &l)
+                    .map_err(g)?;
+                self.b.act(y, act_of(act, &l)?, &l).map_err(g)
+            }
+            Layer::Groupnorm {
+                groups, act, name, ..
+            } => {
+                let name = Self::name(prefix, name, place, copy);
+                let l = label(Some(&name));
+                let y = self.b.group_norm(x, *groups, &name, &l).map_err(g)?;
+                self.b.act(y, act_of(act, &l)?, &l).map_err(g)
+            }
+            Layer::Act { act } => {
+                let l = label(None);
+                self.b
+                    .act(x, act_of(&Some(act.clone()), &l)?, &l)
+                    .map_err(g)
+            }
+            Layer::Upsample => self.b.upsample(x, &label(None)).map_err(g),
+            Layer::Flatten => self
+                .b
+                .reshape(
+                    x,
+                    Shape {
+                        h: 1,
+                        w: 1,
+                        c: s.numel(),
+                    },
+                    &label(None),
+                )
+                .map_err(g),
+            Layer::Reshape { to: [h, w, c] } => self
+                .b
+                .reshape(
+                    x,
+                    Shape {
+                        h: *h,
+                        w: *w,
+                        c: *c,
+                    },
+                    &label(None),
+                )
+                .map_err(g),
+            Layer::Residual {
+                name, body, skip, ..
+            } => {
+                let block = format!("{}.", Self::name(prefix, name, place, copy));
+                let h = self.layers(x, body, &block, &format!("{at}.body"))?;
+                let s = self.layers(x, skip, &block, &format!("{at}.skip"))?;
+                self.b.add(s, h, &label(name.as_deref())).map_err(g)
+            }
+            Layer::Concat { name, body } => {
+                let block = format!("{}.", Self::name(prefix, name, place, copy));
+                let h = self.layers(x, body, &block, &format!("{at}.body"))?;
+                self.b.concat(x, h, &label(name.as_deref())).map_err(g)
+            }
+        }
+    }
+}

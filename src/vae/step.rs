@@ -1,0 +1,308 @@
+//! A step over a batch: the gather (and corruption) of the batch, the compiled model graph
+//! (forward, and for training its backward), the fused loss between them, and Adam; built
+//! once per batch size and recorded into one command buffer per step.
+
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix, PendingRead};
+use crate::graph::{Mode, Params, Program};
+use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
+use crate::ops::gather::{gather, GatherDispatch, GpuImages};
+use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
+use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
+
+use super::config::ModelConfig;
+
+/// RNG streams, so training, evaluation and generation never share noise.
+pub const STREAM_TRAIN: u32 = 0;
+pub const STREAM_EVAL: u32 = 1;
+pub const STREAM_PRIOR: u32 = 2;
+pub const STREAM_CORRUPT: u32 = 3;
+
+/// Where a step's batches come from: `count` image indices into `images`.
+pub struct Batches<'a> {
+    pub images: &'a GpuImages,
+    pub indices: &'a wgpu::Buffer,
+    pub count: usize,
+}
+
+/// What a step program computes.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSpec {
+    pub rows: usize,
+    pub settings: LossSettings,
+    /// Some: a training step with Adam; None: evaluation (no backward).
+    pub adam: Option<AdamConfig>,
+    pub seed: u64,
+    /// Corrupt the encoder's input (denoising); the loss still targets the clean batch.
+    pub corruption: Option<Corruption>,
+}
+
+/// One step over a batch gathered from the GPU dataset: forward, loss, and when training,
+/// backward and Adam.
+pub struct StepProgram {
+    /// The compiled model graph.
+    pub program: Program,
+    /// The batch (also the reconstruction target).
+    pub x: Matrix,
+    /// The loss per sample [rows, 3] (reconstruction, KL, total) and the running sums
+    /// [recon, kl, total, count].
+    pub per_sample: Matrix,
+    pub accum: Matrix,
+    pub gather: GatherDispatch,
+    corrupt: Option<(Dispatch, Corruption)>,
+    pub loss: LossDispatch,
+    pub adam: Option<AdamDispatch>,
+    graph: crate::graph::Graph,
+    seed: u64,
+    stream: u32,
+    /// Scale of the posterior noise: 1 samples z, 0 decodes the mean.
+    pub temperature: f32,
+}
+
+impl StepProgram {
+    pub fn new(
+        gpu: &Gpu,
+        params: &Params,
+        c: &ModelConfig,
+        data: &Batches<'_>,
+        spec: &StepSpec,
+    ) -> Result<StepProgram, GpuError> {
+        let rows = spec.rows;
+        let stream = if spec.adam.is_some() {
+            STREAM_TRAIN
+        } else {
+            STREAM_EVAL
+        };
+        let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
+        let gather = gather(gpu, data.images, data.indices, data.count, &x)?;
+        let corrupt = match spec.corruption {
+            Some(kind) => {
+                let noisy = Matrix::zeros(gpu, x.rows, x.cols, "corrupted x")?;
+                let d = corrupt(
+                    gpu,
+                    &x,
+                    &noisy,
+                    Noise {
+                        seed: spec.seed,
+                        step: 0,
+                        stream: STREAM_CORRUPT,
+                    },
+                    kind,
+                )?;
+                Some((d, kind, noisy))
+            }
+            None => None,
+        };
+        let mode = match spec.adam {
+            Some(_) => Mode::Train,
+            None => Mode::Infer,
+        };
+        let encoder_input = corrupt.as_ref().map_or(&x, |(_, _, noisy)| noisy);
+        let program = Program::new(gpu, params, rows, mode, Some(encoder_input))?;
+        let g = &params.graph;
+        let per_sample = Matrix::zeros(gpu, rows, 3, "per-sample loss")?;
+        let accum = Matrix::zeros(gpu, 1, 4, "loss sums")?;
+        let buffers = LossBuffers {
+            logits: &logits_rows(&program, g, rows)?,
+            x: &x,
+            mulv: program.value(g.mulv),
+            dlogits: &logits_rows_grad(&program, g, rows)?,
+            dmulv: program.grad(g.mulv),
+            per_sample: &per_sample,
+            accum: &accum,
+        };
+        let loss = match &c.table {
+            Some(t) => table_loss(
+                gpu,
+                &buffers,
+                &TableBlocks::new(gpu, &t.blocks(), t.width())?,
+                &spec.settings,
+            )?,
+            None => loss(gpu, &buffers, &spec.settings)?,
+        };
+        let adam = spec
+            .adam
+            .map(|a| {
+                adam(
+                    gpu,
+                    [&params.values, &params.grads, &params.m, &params.v],
+                    params.len,
+                    a,
+                )
+            })
+            .transpose()?;
+        Ok(StepProgram {
+            program,
+            x,
+            per_sample,
+            accum,
+            gather,
+            corrupt: corrupt.map(|(d, kind, _)| (d, kind)),
+            loss,
+            adam,
+            graph: g.clone(),
+            seed: spec.seed,
+            stream,
+            temperature: 1.0,
+        })
+    }
+
+    /// Rows per batch.
+    pub fn rows(&self) -> usize {
+        self.x.rows
+    }
+
+    /// What the encoder reads: the batch, or its corrupted copy (denoising).
+    pub fn encoder_input(&self) -> &Matrix {
+        self.program.value(self.graph.x)
+    }
+
+    /// mu | logvar [rows, 2 latent].
+    pub fn mulv(&self) -> &Matrix {
+        self.program.value(self.graph.mulv)
+    }
+
+    /// The sampled code [rows, latent] and its noise.
+    pub fn z(&self) -> &Matrix {
+        self.program.value(self.graph.z)
+    }
+
+    pub fn eps(&self) -> &Matrix {
+        self.program.eps()
+    }
+
+    /// The decoder's outputs as [rows, values].
+    pub fn logits(&self) -> Result<Matrix, GpuError> {
+        logits_rows(&self.program, &self.graph, self.rows())
+    }
+
+    /// Sets the per-step state: batch window, noise position, loss settings, Adam's t.
+    pub fn prepare(&mut self, gpu: &Gpu, offset: usize, step: u64, settings: &LossSettings) {
+        self.gather.set_offset(gpu, offset);
+        let noise = Noise {
+            seed: self.seed,
+            step: step as u32,
+            stream: self.stream,
+        };
+        self.program
+            .set_noise(gpu, noise, self.temperature, self.mulv(), self.z());
+        self.loss.update(gpu, settings);
+        if let Some((d, kind)) = &self.corrupt {
+            let noise = Noise {
+                seed: self.seed,
+                step: step as u32,
+                stream: STREAM_CORRUPT,
+            };
+            set_corruption_noise(gpu, d, &self.x, noise, *kind);
+        }
+        if let Some(adam) = &self.adam {
+            adam.set_step(gpu, step + 1);
+        }
+    }
+
+    /// Every launch of the step, in order.
+    pub fn launches(&self) -> Vec<&Dispatch> {
+        let mut all = vec![&self.gather.dispatch];
+        all.extend(self.corrupt.as_ref().map(|(d, _)| d));
+        all.extend(&self.program.forward);
+        all.extend(self.loss.launches());
+        all.extend(&self.program.backward);
+        all.extend(self.adam.as_ref().map(|a| &a.dispatch));
+        all
+    }
+
+    /// Records the whole step (see `gpu::encode`).
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        crate::gpu::encode(encoder, &self.launches());
+    }
+
+    /// Uses another RNG stream (e.g. for the IWAE samples).
+    pub fn set_stream(&mut self, stream: u32) {
+        self.stream = stream;
+    }
+
+    /// Records the step, plus a copy of the loss sums into `read` when given, and submits
+    /// it as one command buffer.
+    pub fn submit(
+        &self,
+        gpu: &Gpu,
+        read: Option<&mut Option<PendingRead>>,
+    ) -> Result<(), GpuError> {
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        self.record(&mut encoder);
+        let pending = read.map(|slot| {
+            let a = &self.accum;
+            (
+                slot,
+                PendingRead::record(gpu, &mut encoder, &a.buffer, a.offset, 16),
+            )
+        });
+        gpu.queue.submit([encoder.finish()]);
+        if let Some((slot, p)) = pending {
+            p.start();
+            *slot = Some(p);
+        }
+        gpu.check()
+    }
+
+    /// Zeroes the running loss sums.
+    pub fn reset_sums(&self, gpu: &Gpu) {
+        gpu.queue.write_buffer(&self.accum.buffer, 0, &[0u8; 16]);
+    }
+
+    /// Bytes of the step's matrices: the graph's workspace, the batch and the loss's.
+    pub fn workspace_bytes(&self) -> u64 {
+        self.program.workspace_bytes
+            + self.x.byte_len()
+            + self.per_sample.byte_len()
+            + self.accum.byte_len()
+    }
+}
+
+/// The logits as [rows, values], the loss's view (an image output is [rows * h * w, c]).
+fn logits_rows(p: &Program, g: &crate::graph::Graph, rows: usize) -> Result<Matrix, GpuError> {
+    as_rows(p.value(g.logits), rows)
+}
+
+fn logits_rows_grad(p: &Program, g: &crate::graph::Graph, rows: usize) -> Result<Matrix, GpuError> {
+    as_rows(p.grad(g.logits), rows)
+}
+
+fn as_rows(m: &Matrix, rows: usize) -> Result<Matrix, GpuError> {
+    if m.rows == rows {
+        Ok(m.clone())
+    } else {
+        m.reshaped(rows, m.rows * m.cols / rows)
+    }
+}
+
+/// The decoder alone for batches of `rows` codes: write codes into `z()` (or sample them
+/// there), run `launches()`, read `logits()`.
+pub struct Decoder {
+    program: Program,
+    graph: crate::graph::Graph,
+}
+
+impl Decoder {
+    pub fn new(gpu: &Gpu, params: &Params, rows: usize) -> Result<Decoder, GpuError> {
+        Ok(Decoder {
+            program: Program::new(gpu, params, rows, Mode::Decode, None)?,
+            graph: params.graph.clone(),
+        })
+    }
+
+    pub fn z(&self) -> &Matrix {
+        self.program.value(self.graph.z)
+    }
+
+    pub fn logits(&self) -> Result<Matrix, GpuError> {
+        logits_rows(&self.program, &self.graph, self.program.batch)
+    }
+
+    pub fn launches(&self) -> Vec<&Dispatch> {
+        self.program.forward.iter().collect()
+    }
+}
