@@ -77,7 +77,7 @@ fn loss_chart_of_one_epoch_shows_points() {
     let dir = tmp().join("figures");
     std::fs::create_dir_all(&dir).unwrap();
     let one = dir.join("loss1.png");
-    chart::save_loss_chart(&one, &[epoch(1, 300.0)]).unwrap();
+    chart::save_loss_chart(&one, &vae_gpu::vae::train::chart_points(&[epoch(1, 300.0)])).unwrap();
     let img = image::open(&one).unwrap().to_rgb8();
     // The series colours (tab10 blue and orange) are drawn.
     let has = |c: [u8; 3]| img.pixels().any(|p| p.0 == c);

@@ -107,7 +107,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let fig = |name: &str| scratch.path().join(name);
     if !history.is_empty() {
-        chart::save_loss_chart(&fig("loss.png"), &history)?;
+        chart::save_loss_chart(&fig("loss.png"), &crate::vae::train::chart_points(&history))?;
     }
     let codes = encode(&gpu, &params, c, &test, 1.0)?.codes;
     let kl = codes.kl_per_dim();

@@ -114,6 +114,10 @@ pub struct TrainArgs {
     /// batch at a time (same batches, same run)
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_GPU_DATA_BYTES >> 20)]
     pub gpu_data_mib: u64,
+    /// Print the model's architecture in the architecture-file format (for these flags and
+    /// this data: a start for a file of your own) and stop, training nothing
+    #[arg(long)]
+    pub print_arch: bool,
     /// Train N steps of one epoch after a warm-up step (which compiles the kernels), print
     /// samples/s over the N, and stop (a throughput benchmark)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -581,7 +585,7 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     let result = train_in(device, a, &dir);
     // A new run that failed before its first checkpoint, or a benchmark (which writes none),
     // leaves nothing behind.
-    let gone = result.is_err() || a.bench_steps.is_some();
+    let gone = result.is_err() || a.bench_steps.is_some() || a.print_arch;
     if gone && new && rundir::checkpoints(&dir_path).is_empty() {
         let _ = std::fs::remove_dir_all(&dir_path);
     }
@@ -694,6 +698,14 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             (model, t)
         }
     };
+    if a.print_arch {
+        let spec = crate::model::ArchSpec {
+            latent: Some(model.latent),
+            ..model.spec().map_err(anyhow::Error::msg)?
+        };
+        super::write_stdout(spec.to_text().as_bytes());
+        return Ok(());
+    }
     // Names are labels for people: a resumed run takes new ones from --class-names; a
     // table's label column names its classes by its values.
     let levels = model.table.as_ref().and_then(|t| t.label.as_ref());

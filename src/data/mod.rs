@@ -51,7 +51,7 @@ impl Dtype {
     /// `values` stored as this type (u8 rounds to the nearest 1/255, clamped to [0, 1]).
     pub fn bytes(self, values: &[f32]) -> Vec<u8> {
         match self {
-            Dtype::U8 => crate::vae::decode::to_u8(values),
+            Dtype::U8 => to_u8(values),
             Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         }
     }
@@ -211,6 +211,13 @@ pub fn default_dir() -> PathBuf {
     } else {
         bundled_dir()
     }
+}
+
+/// Values in [0, 1] as pixels.
+pub fn to_u8(v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
 }
 
 /// Whether the data a `--data` path names is there: a file or folder, or an EMNIST split

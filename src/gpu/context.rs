@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
-use super::tune::{self, GemmShape, Measured, TuneMode, Tuner};
+use super::tune::{Measured, TuneMode, Tuner};
 use super::GpuError;
-use crate::ops::gemm::GemmSpec;
 
 /// Which wgpu back end to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,7 +105,7 @@ pub struct Gpu {
     /// Whether the subgroup kernels run here (8-wide subgroups).
     subgroup_gemm: bool,
     /// A driver that runs shaders on the CPU (lavapipe, llvmpipe, SwiftShader).
-    cpu_driver: bool,
+    pub(crate) cpu_driver: bool,
     tuner: Mutex<Tuner>,
     /// Told once, when this process first times kernel variants (see `on_first_measure`).
     measure_notice: Mutex<Option<fn(&str)>>,
@@ -298,40 +297,6 @@ impl Gpu {
             }
         }
         paths
-    }
-
-    /// The GEMM kernel for `shape` on this device: the one function that decides. The
-    /// first time a device meets a shape, every kernel it runs is timed on it, with the
-    /// epilogue of this first caller (`spec`, and its side matrix when `side`: the bias, or
-    /// Y with `act_grad`), and the fastest is cached for the shape (see `tune`); with
-    /// `VAE_GPU_TUNE=off`, unmeasured shapes get the default kernel.
-    pub fn gemm_kernel(
-        &self,
-        shape: GemmShape,
-        spec: GemmSpec,
-        side: bool,
-    ) -> Result<GemmPath, GpuError> {
-        let candidates: Vec<GemmPath> = self
-            .gemm_paths()
-            .into_iter()
-            .filter(|p| !p.textures() || shape.fits_textures(self))
-            // Workgroup-memory tiles measured 20-40x slower than the rest on every CPU
-            // driver tried (lavapipe, llvmpipe GL, SwiftShader), and buffer reads 3-10x
-            // slower than texture reads where the operands fit a texture: not worth
-            // compiling and timing there.
-            .filter(|p| *p != GemmPath::Tiled || !self.cpu_driver)
-            .filter(|p| !self.cpu_driver || p.textures() || !shape.fits_textures(self))
-            // The narrow kernel reuses A half as much: worth timing (each candidate costs a
-            // pipeline compile) only where it skips at least a quarter of the wide one's
-            // padded columns, as for N = 16, 20, 32 or 96.
-            .filter(|p| {
-                *p != GemmPath::SubgroupTexNarrow
-                    || 4 * shape.n.next_multiple_of(32) <= 3 * shape.n.next_multiple_of(64)
-            })
-            .collect();
-        self.choose(&shape.to_string(), &candidates, |gpu| {
-            tune::measure_gemm(gpu, &shape, spec, side, &candidates)
-        })
     }
 
     /// Calls `notice` with a one-line message the first time this process times kernel

@@ -3,7 +3,7 @@
 //! slower without AVX-512), so the first time a device meets a GEMM shape, every kernel it
 //! can run is timed on that shape (outputs checked against the first candidate's) and the
 //! fastest is kept in a cache file keyed by adapter, driver, back end, kernel sources and
-//! shape. `Gpu::gemm_kernel` is the one function that decides; `vae-gpu tune` and `vae-gpu
+//! shape. `ops::gemm::kernel` is the one function that decides; `vae-gpu tune` and `vae-gpu
 //! info` ask it. Burn/CubeCL's autotune is the public model for this.
 
 use std::collections::BTreeMap;
@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{GemmPath, Gpu, GpuError, Matrix};
-use crate::ops::gemm::GemmSpec;
+use super::{Gpu, GpuError};
 
 /// A GEMM problem as the tuner keys it (the product alone; epilogues cost the same on
 /// every kernel).
@@ -276,7 +275,10 @@ pub fn time_each<K: Copy>(
 /// machine hits them alike instead of deciding for one: at least 3 rounds, at most 15, and
 /// no more once about 30 ms per candidate have passed. A candidate more than 4x behind the
 /// best after the first round is not run again.
-fn time_interleaved(gpu: &Gpu, candidates: &[Vec<super::Dispatch>]) -> Result<Vec<f64>, GpuError> {
+pub(crate) fn time_interleaved(
+    gpu: &Gpu,
+    candidates: &[Vec<super::Dispatch>],
+) -> Result<Vec<f64>, GpuError> {
     let runs: Vec<Vec<&super::Dispatch>> = candidates.iter().map(|c| c.iter().collect()).collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     let budget = Duration::from_millis(30) * runs.len() as u32;
@@ -306,85 +308,4 @@ fn time_interleaved(gpu: &Gpu, candidates: &[Vec<super::Dispatch>]) -> Result<Ve
             t[t.len() / 2]
         })
         .collect())
-}
-
-/// Times each GEMM kernel on `shape` with random operands and the caller's epilogue
-/// (`spec`; a random side matrix when `side`: Y with `act_grad`, else a bias): the pipeline
-/// the winner compiles here is the one the caller then runs, which on CPU drivers saves a
-/// second LLVM compile of about a second. Candidates whose output differs from the first
-/// candidate's are dropped with a warning.
-pub fn measure_gemm(
-    gpu: &Gpu,
-    shape: &GemmShape,
-    spec: GemmSpec,
-    side: bool,
-    candidates: &[GemmPath],
-) -> Result<Vec<(GemmPath, f64)>, GpuError> {
-    let (a_rows, a_cols) = if shape.trans_a {
-        (shape.k, shape.m)
-    } else {
-        (shape.m, shape.k)
-    };
-    let (b_rows, b_cols) = if shape.trans_b {
-        (shape.n, shape.k)
-    } else {
-        (shape.k, shape.n)
-    };
-    let mut rng = crate::rng::Rng::new(0x7475_6e65);
-    let mut random = |rows: usize, cols: usize, label: &str| {
-        let m = Matrix::zeros(gpu, rows, cols, label)?;
-        let values: Vec<f32> = (0..rows * cols)
-            .map(|_| rng.uniform(-1.0, 1.0) as f32)
-            .collect();
-        m.write(gpu, &values)?;
-        Ok::<_, GpuError>(m)
-    };
-    let a = random(a_rows, a_cols, "tune a")?;
-    let b = random(b_rows, b_cols, "tune b")?;
-    let c = Matrix::zeros(gpu, shape.m, shape.n, "tune c")?;
-    // The derivative's Y is shaped like C, a bias is one row.
-    let side = match (side, spec.act_grad) {
-        (false, _) => None,
-        (true, true) => Some(random(shape.m, shape.n, "tune y")?),
-        (true, false) => Some(random(1, shape.n, "tune bias")?),
-    };
-    // Accumulating would add each candidate's check run onto the last one's output.
-    let spec = GemmSpec {
-        trans_a: shape.trans_a,
-        trans_b: shape.trans_b,
-        accumulate: false,
-        ..spec
-    };
-    let mut reference: Option<Vec<f32>> = None;
-    let mut agreeing = Vec::new();
-    let mut launches = Vec::new();
-    for &path in candidates {
-        let launch = crate::ops::gemm::gemm_with(gpu, path, &a, &b, &c, side.as_ref(), spec)?;
-        // The first run compiles the pipeline; it is checked, not timed.
-        gpu.run(&[&launch])?;
-        let result = c.read(gpu)?;
-        match &reference {
-            None => reference = Some(result),
-            Some(want) => {
-                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-                let worst = want
-                    .iter()
-                    .zip(&result)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
-                let agrees = worst <= 1e-4 * scale * (shape.k as f32).sqrt();
-                if !agrees {
-                    log::warn!(
-                        "{shape}: {path:?} kernel disagrees with {:?} by {worst}, skipped",
-                        candidates[0]
-                    );
-                    continue;
-                }
-            }
-        }
-        agreeing.push(path);
-        launches.push(vec![launch]);
-    }
-    let times = time_interleaved(gpu, &launches)?;
-    Ok(agreeing.into_iter().zip(times).collect())
 }

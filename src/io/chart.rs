@@ -8,8 +8,6 @@ use image::RgbImage;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::vae::train::EpochMetrics;
-
 /// Roboto Regular (Apache-2.0, see assets/fonts/README.md).
 const FONT: &[u8] = include_bytes!("../../assets/fonts/Roboto-Regular.ttf");
 const FAMILY: &str = "sans-serif";
@@ -149,35 +147,44 @@ fn panel(
     Ok(())
 }
 
+/// One epoch of a training record as the loss chart draws it, in nats per image: the
+/// train and test losses as [total, reconstruction, KL], and the training loss as read
+/// during its steps, (step, loss).
+pub struct EpochLosses {
+    pub epoch: usize,
+    pub train: [f64; 3],
+    pub test: [f64; 3],
+    pub steps: Vec<(u64, f64)>,
+}
+
 /// The training record as four panels: total, reconstruction and KL per epoch (train and
 /// test, nats per image) and the training loss as read during the steps.
-pub fn save_loss_chart(path: &Path, history: &[EpochMetrics]) -> anyhow::Result<()> {
-    let per_epoch = |name: &str, f: &dyn Fn(&EpochMetrics) -> f64| Series {
+pub fn save_loss_chart(path: &Path, history: &[EpochLosses]) -> anyhow::Result<()> {
+    let per_epoch = |name: &str, f: &dyn Fn(&EpochLosses) -> f64| Series {
         name: name.into(),
         points: history.iter().map(|m| (m.epoch as f64, f(m))).collect(),
     };
     let steps: Vec<(f64, f64)> = history
         .iter()
-        .flat_map(|m| m.step_losses.iter().map(|&(s, l)| (s as f64, l)))
+        .flat_map(|m| m.steps.iter().map(|&(s, l)| (s as f64, l)))
         .collect();
     let img = canvas(1100, 760, |root| {
         root.fill(&WHITE)?;
         let panels = root.split_evenly((2, 2));
-        type Part = fn(&crate::vae::Losses) -> f64;
-        let parts: [(&str, Part); 3] = [
-            ("Loss per epoch (reconstruction + beta x KL)", |l| l.total),
-            ("Reconstruction per epoch", |l| l.recon),
-            ("KL divergence per epoch", |l| l.kl),
+        let titles = [
+            "Loss per epoch (reconstruction + beta x KL)",
+            "Reconstruction per epoch",
+            "KL divergence per epoch",
         ];
-        for (area, (title, part)) in panels.iter().zip(parts) {
+        for (part, (area, title)) in panels.iter().zip(titles).enumerate() {
             panel(
                 area,
                 title,
                 "epoch",
                 "nats per image",
                 &[
-                    per_epoch("train", &|m| part(&m.train)),
-                    per_epoch("test", &|m| part(&m.test)),
+                    per_epoch("train", &|m| m.train[part]),
+                    per_epoch("test", &|m| m.test[part]),
                 ],
             )?;
         }

@@ -140,6 +140,7 @@ pub enum Layer {
     Residual {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         body: Vec<Layer>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         skip: Vec<Layer>,
@@ -150,8 +151,102 @@ pub enum Layer {
     Concat {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         body: Vec<Layer>,
     },
+}
+
+/// JSON on one line with a space after each comma and colon: `{"op": "conv", "out": 32}`.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+fn spaced(value: &impl Serialize) -> String {
+    let mut out = Vec::new();
+    value
+        .serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, Spaced,
+        ))
+        .expect("architectures serialise");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+impl ArchSpec {
+    /// The architecture as a file holds it: JSON with one layer per line (a block's layers
+    /// indented under it), as the README and `train --print-arch` show it.
+    pub fn to_text(&self) -> String {
+        fn list(out: &mut String, layers: &[Layer], indent: usize) {
+            let pad = " ".repeat(indent);
+            for (i, layer) in layers.iter().enumerate() {
+                let mut head = layer.clone();
+                let nested = match &mut head {
+                    Layer::Residual { body, skip, .. } => {
+                        vec![
+                            ("body", std::mem::take(body)),
+                            ("skip", std::mem::take(skip)),
+                        ]
+                    }
+                    Layer::Concat { body, .. } => vec![("body", std::mem::take(body))],
+                    _ => Vec::new(),
+                };
+                let line = spaced(&head);
+                let nested: Vec<_> = nested.into_iter().filter(|(_, l)| !l.is_empty()).collect();
+                if nested.is_empty() {
+                    out.push_str(&format!("{pad}{line}"));
+                } else {
+                    out.push_str(&format!("{pad}{}", &line[..line.len() - 1]));
+                    for (name, layers) in nested {
+                        out.push_str(&format!(", \"{name}\": [\n"));
+                        list(out, &layers, indent + 2);
+                        out.push_str(&format!("\n{pad}]"));
+                    }
+                    out.push('}');
+                }
+                out.push_str(if i + 1 < layers.len() { ",\n" } else { "" });
+            }
+        }
+        let mut out = String::from("{\n");
+        if let Some(l) = self.latent {
+            out.push_str(&format!("  \"latent\": {l},\n"));
+        }
+        out.push_str("  \"encoder\": [\n");
+        list(&mut out, &self.encoder, 4);
+        out.push_str(&format!(
+            "\n  ],\n  \"heads\": {},\n  \"decoder\": [\n",
+            spaced(&self.heads)
+        ));
+        list(&mut out, &self.decoder, 4);
+        out.push_str("\n  ]\n}\n");
+        out
+    }
 }
 
 /// An activation's name as the format writes it: relu, leaky_relu (slope 0.01) or

@@ -3,6 +3,7 @@
 use super::{shape_err, Activation, GradEpilogue};
 use crate::gpu::shaders::Shader;
 use crate::gpu::texture::TextureOperand;
+use crate::gpu::tune::GemmShape;
 use crate::gpu::{Dispatch, GemmPath, Gpu, GpuError, Matrix};
 
 /// What to compute besides the plain product.
@@ -133,14 +134,129 @@ fn kernel(
     spec: &GemmSpec,
 ) -> Result<GemmPath, GpuError> {
     let (m, n, k) = dims(a, b, c, side, spec)?;
-    let shape = crate::gpu::tune::GemmShape {
+    let shape = GemmShape {
         m,
         n,
         k,
         trans_a: spec.trans_a,
         trans_b: spec.trans_b,
     };
-    gpu.gemm_kernel(shape, *spec, side.is_some())
+    gemm_kernel(gpu, shape, *spec, side.is_some())
+}
+
+/// The GEMM kernel for `shape` on this device: the one function that decides. The
+/// first time a device meets a shape, every kernel it runs is timed on it, with the
+/// epilogue of this first caller (`spec`, and its side matrix when `side`: the bias, or
+/// Y with `act_grad`), and the fastest is cached for the shape (see `tune`); with
+/// `VAE_GPU_TUNE=off`, unmeasured shapes get the default kernel.
+fn gemm_kernel(
+    gpu: &Gpu,
+    shape: GemmShape,
+    spec: GemmSpec,
+    side: bool,
+) -> Result<GemmPath, GpuError> {
+    let candidates: Vec<GemmPath> = gpu
+        .gemm_paths()
+        .into_iter()
+        .filter(|p| !p.textures() || shape.fits_textures(gpu))
+        // Workgroup-memory tiles measured 20-40x slower than the rest on every CPU
+        // driver tried (lavapipe, llvmpipe GL, SwiftShader), and buffer reads 3-10x
+        // slower than texture reads where the operands fit a texture: not worth
+        // compiling and timing there.
+        .filter(|p| *p != GemmPath::Tiled || !gpu.cpu_driver)
+        .filter(|p| !gpu.cpu_driver || p.textures() || !shape.fits_textures(gpu))
+        // The narrow kernel reuses A half as much: worth timing (each candidate costs a
+        // pipeline compile) only where it skips at least a quarter of the wide one's
+        // padded columns, as for N = 16, 20, 32 or 96.
+        .filter(|p| {
+            *p != GemmPath::SubgroupTexNarrow
+                || 4 * shape.n.next_multiple_of(32) <= 3 * shape.n.next_multiple_of(64)
+        })
+        .collect();
+    gpu.choose(&shape.to_string(), &candidates, |gpu| {
+        measure_gemm(gpu, &shape, spec, side, &candidates)
+    })
+}
+
+/// Times each GEMM kernel on `shape` with random operands and the caller's epilogue
+/// (`spec`; a random side matrix when `side`: Y with `act_grad`, else a bias): the pipeline
+/// the winner compiles here is the one the caller then runs, which on CPU drivers saves a
+/// second LLVM compile of about a second. Candidates whose output differs from the first
+/// candidate's are dropped with a warning.
+pub fn measure_gemm(
+    gpu: &Gpu,
+    shape: &GemmShape,
+    spec: GemmSpec,
+    side: bool,
+    candidates: &[GemmPath],
+) -> Result<Vec<(GemmPath, f64)>, GpuError> {
+    let (a_rows, a_cols) = if shape.trans_a {
+        (shape.k, shape.m)
+    } else {
+        (shape.m, shape.k)
+    };
+    let (b_rows, b_cols) = if shape.trans_b {
+        (shape.n, shape.k)
+    } else {
+        (shape.k, shape.n)
+    };
+    let mut rng = crate::rng::Rng::new(0x7475_6e65);
+    let mut random = |rows: usize, cols: usize, label: &str| {
+        let m = Matrix::zeros(gpu, rows, cols, label)?;
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.uniform(-1.0, 1.0) as f32)
+            .collect();
+        m.write(gpu, &values)?;
+        Ok::<_, GpuError>(m)
+    };
+    let a = random(a_rows, a_cols, "tune a")?;
+    let b = random(b_rows, b_cols, "tune b")?;
+    let c = Matrix::zeros(gpu, shape.m, shape.n, "tune c")?;
+    // The derivative's Y is shaped like C, a bias is one row.
+    let side = match (side, spec.act_grad) {
+        (false, _) => None,
+        (true, true) => Some(random(shape.m, shape.n, "tune y")?),
+        (true, false) => Some(random(1, shape.n, "tune bias")?),
+    };
+    // Accumulating would add each candidate's check run onto the last one's output.
+    let spec = GemmSpec {
+        trans_a: shape.trans_a,
+        trans_b: shape.trans_b,
+        accumulate: false,
+        ..spec
+    };
+    let mut reference: Option<Vec<f32>> = None;
+    let mut agreeing = Vec::new();
+    let mut launches = Vec::new();
+    for &path in candidates {
+        let launch = gemm_with(gpu, path, &a, &b, &c, side.as_ref(), spec)?;
+        // The first run compiles the pipeline; it is checked, not timed.
+        gpu.run(&[&launch])?;
+        let result = c.read(gpu)?;
+        match &reference {
+            None => reference = Some(result),
+            Some(want) => {
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let worst = want
+                    .iter()
+                    .zip(&result)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                let agrees = worst <= 1e-4 * scale * (shape.k as f32).sqrt();
+                if !agrees {
+                    log::warn!(
+                        "{shape}: {path:?} kernel disagrees with {:?} by {worst}, skipped",
+                        candidates[0]
+                    );
+                    continue;
+                }
+            }
+        }
+        agreeing.push(path);
+        launches.push(vec![launch]);
+    }
+    let times = crate::gpu::tune::time_interleaved(gpu, &launches)?;
+    Ok(agreeing.into_iter().zip(times).collect())
 }
 
 /// Builds the launch on a chosen kernel (tests and benches compare both).

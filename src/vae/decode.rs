@@ -15,12 +15,7 @@ pub fn unit(c: &ModelConfig, l: f32) -> f32 {
     }
 }
 
-/// Values in [0, 1] as pixels.
-pub fn to_u8(v: &[f32]) -> Vec<u8> {
-    v.iter()
-        .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect()
-}
+pub use crate::data::to_u8;
 
 /// Pixels (u8) from decoder outputs, one image per `input_dim` logits.
 pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {

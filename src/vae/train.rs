@@ -688,7 +688,7 @@ pub fn write_records(dir: &Path, history: &[EpochMetrics]) -> anyhow::Result<()>
     // The chart is for looking at: as with samples.png, failing to draw it (a full disk)
     // does not stop the run.
     let chart = dir.join("loss.png");
-    if let Err(e) = crate::io::chart::save_loss_chart(&chart, history) {
+    if let Err(e) = crate::io::chart::save_loss_chart(&chart, &chart_points(history)) {
         log::warn!("{} not written: {e:#}", chart.display());
     }
     Ok(())
@@ -718,4 +718,18 @@ pub fn keep_best_and_last(dir: &RunDir) -> anyhow::Result<()> {
     let last = checkpoint::resolve(dir.path(), Pick::Last)?;
     let best = checkpoint::resolve(dir.path(), Pick::Best)?;
     dir.prune(&[&last, &best])
+}
+
+/// The record as the loss chart draws it.
+pub fn chart_points(history: &[EpochMetrics]) -> Vec<crate::io::chart::EpochLosses> {
+    let parts = |l: &Losses| [l.total, l.recon, l.kl];
+    history
+        .iter()
+        .map(|m| crate::io::chart::EpochLosses {
+            epoch: m.epoch,
+            train: parts(&m.train),
+            test: parts(&m.test),
+            steps: m.step_losses.clone(),
+        })
+        .collect()
 }
