@@ -41,6 +41,7 @@ pub use data::{
     TrainSet, TrainingData,
 };
 pub use gpu::{BackendChoice, GpuError, GpuOptions};
+pub use model::ArchSpec;
 pub use ops::loss::Likelihood;
 pub use vae::train::{Diverged, EpochMetrics};
 pub use vae::{Losses, ModelConfig, TrainConfig};

@@ -78,6 +78,7 @@ impl<'a> Trainer<'a> {
         self.model.arch = "mlp".into();
         self.model.hidden = hidden.to_vec();
         self.model.conv_channels.clear();
+        self.model.spec = None;
         self
     }
 
@@ -87,6 +88,57 @@ impl<'a> Trainer<'a> {
         self.model.arch = "conv".into();
         self.model.conv_channels = channels.to_vec();
         self.model.hidden.clear();
+        self.model.spec = None;
+        self
+    }
+
+    /// The ResNet VAE (see the README): levels of these channel widths (multiples of 4 and
+    /// of `groups`; the image sides must divide by 2 per level but one), `blocks` residual
+    /// blocks per level, GroupNorm in `groups` groups.
+    pub fn resnet(mut self, widths: &[usize], blocks: usize, groups: usize) -> Self {
+        self.model.arch = "resnet".into();
+        self.model.conv_channels = widths.to_vec();
+        self.model.blocks = blocks;
+        self.model.groups = groups;
+        self.model.hidden.clear();
+        self.model.spec = None;
+        self
+    }
+
+    /// An architecture of your own, as a file of `vae-gpu train --arch FILE.json` holds it
+    /// ([`ArchSpec::parse`](crate::ArchSpec::parse)); its latent size, if it gives one,
+    /// unless [`Trainer::latent`] sets another.
+    ///
+    /// ```
+    /// use vae_gpu::{ArchSpec, Images, Trainer};
+    ///
+    /// let spec = ArchSpec::parse(r#"{
+    ///   "latent": 2,
+    ///   "encoder": [
+    ///     {"op": "conv", "out": 8, "kernel": 4, "stride": 2, "padding": 1, "act": "relu", "name": "down"},
+    ///     {"op": "residual", "name": "res", "body": [
+    ///       {"op": "groupnorm", "groups": 4, "act": "silu", "name": "norm"},
+    ///       {"op": "conv", "out": 8, "kernel": 3, "padding": 1, "name": "conv"}
+    ///     ]}
+    ///   ],
+    ///   "heads": "fc_enc",
+    ///   "decoder": [
+    ///     {"op": "linear", "out": [4, 4, 8], "act": "relu", "name": "fc_dec"},
+    ///     {"op": "deconv", "out": "data", "kernel": 4, "stride": 2, "padding": 1, "name": "up"}
+    ///   ]
+    /// }"#)?;
+    /// let square: Vec<f32> = (0..64).map(|i| if (i / 8) % 6 > 1 && (i % 8) % 6 > 1 { 0.9 } else { 0.1 }).collect();
+    /// let train = Images::from_f32(&square.repeat(32), 8, 8, 1)?;
+    /// let vae = Trainer::new().architecture(spec).epochs(1).batch_size(16).fit(&train, &train.take(8))?;
+    /// assert_eq!(vae.config().latent, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn architecture(mut self, spec: crate::model::ArchSpec) -> Self {
+        self.model.arch = "file".into();
+        self.model.latent = spec.latent.unwrap_or(self.model.latent);
+        self.model.spec = Some(spec);
+        self.model.hidden.clear();
+        self.model.conv_channels.clear();
         self
     }
 

@@ -232,7 +232,7 @@ fn arch_file(a: &TrainArgs) -> anyhow::Result<Option<crate::model::ArchSpec>> {
     super::paths::note_read(path, "the architecture file");
     let text =
         crate::io::read_input_text(path).with_context(|| format!("--arch {}", path.display()))?;
-    let spec = serde_json::from_str(&text)
+    let spec = crate::model::ArchSpec::parse(&text)
         .map_err(|e| anyhow::anyhow!("--arch {}: {e}", path.display()))?;
     Ok(Some(spec))
 }

@@ -26,8 +26,10 @@ use crate::graph::{Builder, Graph, TensorId};
 use crate::ops::conv::Shape;
 use crate::ops::Activation;
 
-/// A whole architecture: the encoder (data to features), the heads (a Linear to mu and
-/// logvar), the decoder (the code z to one logit per data value).
+/// A model's architecture: the encoder (data to features), the heads (a Linear to mu and
+/// logvar), the decoder (the code z to one logit per data value), and optionally the
+/// latent size. What `vae-gpu train --arch FILE.json` reads and `--print-arch` writes; see
+/// the README's "Architectures from a file" for the layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchSpec {
@@ -200,6 +202,12 @@ fn spaced(value: &impl Serialize) -> String {
 }
 
 impl ArchSpec {
+    /// An architecture from the text of a file (JSON; see the README's "Architectures from
+    /// a file"); a malformed one is an error naming the line and column.
+    pub fn parse(text: &str) -> Result<ArchSpec, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// The architecture as a file holds it: JSON with one layer per line (a block's layers
     /// indented under it), as the README and `train --print-arch` show it.
     pub fn to_text(&self) -> String {

@@ -169,7 +169,45 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
         gauss_var: 1.0,
         ..ModelConfig::mlp(0, 0, 1)
     };
-    let side = if shape("conv1.weight").is_some() {
+    let side = if shape("enc_in.weight").is_some() {
+        // ResNetVAE: the levels' widths from its blocks, the downsampling convolutions
+        // between levels, and its blocks per level.
+        c.arch = "resnet".into();
+        c.hidden.clear();
+        c.channels = need("enc_in.weight", 4)?[1];
+        let mut level_blocks = vec![0usize];
+        c.conv_channels = vec![need("enc_in.weight", 4)?[0]];
+        for i in 0.. {
+            if let Some(s) = shape(&format!("enc.{i}.conv1.weight")) {
+                let last = level_blocks.len() - 1;
+                if level_blocks[last] == 0 {
+                    c.conv_channels[last] = s[0];
+                }
+                level_blocks[last] += 1;
+            } else if let Some(s) = shape(&format!("enc.{i}.weight")) {
+                level_blocks.push(0);
+                c.conv_channels.push(s[0]);
+            } else {
+                break;
+            }
+        }
+        c.blocks = level_blocks[0];
+        if c.blocks == 0 || level_blocks.iter().any(|&b| b != c.blocks) {
+            bail!(
+                "{}: blocks per level {level_blocks:?} do not describe a vae-gpu resnet VAE",
+                path.display()
+            );
+        }
+        // GroupNorm's groups are not in a state_dict: ResNetVAE's default, 8.
+        log::warn!(
+            "{}: no config.json beside it; assuming GroupNorm in 8 groups (ResNetVAE's default)",
+            path.display()
+        );
+        let enc = need("fc_enc.weight", 2)?;
+        c.latent = enc[0] / 2;
+        let last = *c.conv_channels.last().expect("enc_in exists");
+        square(enc[1] / last.max(1)).map(|s| s << (c.conv_channels.len() - 1))
+    } else if shape("conv1.weight").is_some() {
         c.arch = "conv".into();
         c.channels = need("conv1.weight", 4)?[1];
         while let Some(s) = shape(&format!("conv{}.weight", c.conv_channels.len() + 1)) {

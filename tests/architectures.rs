@@ -1,0 +1,240 @@
+//! Architectures from the command line: the resnet and a file-defined model train, resume
+//! and serve every command; `--print-arch` writes a file that trains the same model bit for
+//! bit; a PyTorch-style ResNetVAE state_dict loads on its own; a file that does not fit the
+//! data is refused before anything runs, naming the layer and the shapes.
+
+mod common;
+
+use std::path::Path;
+
+use common::cli::{data, fails_with, last_model, ok, tmp};
+
+/// A small resnet and a short run: 256 images, batch 32, one epoch.
+const SMALL: [&str; 12] = [
+    "--conv-channels",
+    "8,16",
+    "--groups",
+    "4",
+    "--latent",
+    "4",
+    "--limit",
+    "256",
+    "--batch-size",
+    "32",
+    "--quiet",
+    "--seed=2",
+];
+
+fn train(out: &str, arch: &str, extra: &[&str]) -> Vec<String> {
+    let d = data();
+    let mut args: Vec<String> = [
+        "train", "--data", &d, "--out", out, "--arch", arch, "--epochs", "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run(args: &[String]) -> String {
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn names(model: &Path) -> Vec<String> {
+    vae_gpu::io::safetensors::load(model)
+        .unwrap()
+        .into_keys()
+        .collect()
+}
+
+#[test]
+fn resnet_serves_every_command_and_resumes() {
+    let out = tmp().join("resnet").display().to_string();
+    let d = data();
+    run(&train(&out, "resnet", &SMALL));
+    let tensors = names(&last_model(&out));
+    for want in [
+        "enc_in.weight",
+        "enc.0.norm1.weight",
+        "enc.2.skip.weight",
+        "fc_enc.weight",
+        "dec.2.weight",
+        "dec_norm.bias",
+        "dec_out.weight",
+    ] {
+        assert!(tensors.iter().any(|t| t == want), "{want} in {tensors:?}");
+    }
+    ok(&["sample", "--model", &out, "--count", "4"]);
+    ok(&["reconstruct", "--model", &out, "--data", &d, "--count", "3"]);
+    ok(&["eval", "--model", &out, "--data", &d, "--limit", "64"]);
+    // A resume keeps the architecture; another one is refused.
+    let mut more = train(&out, "resnet", &SMALL);
+    let at = more.iter().position(|a| a == "--out").unwrap();
+    more[at] = "--resume".into();
+    let at = more.iter().position(|a| a == "1").unwrap();
+    more[at] = "2".into();
+    run(&more);
+    assert!(Path::new(&out).join("checkpoint-0002").is_dir());
+    let mut other = more.clone();
+    let at = other.iter().position(|a| a == "8,16").unwrap();
+    other[at] = "8,24".into();
+    fails_with(
+        &other.iter().map(String::as_str).collect::<Vec<_>>(),
+        1,
+        &["--conv-channels", "differs"],
+    );
+}
+
+#[test]
+fn a_printed_architecture_trains_the_same_model() {
+    let d = data();
+    let mut print = vec!["train", "--data", &d, "--arch", "resnet", "--print-arch"];
+    print.extend(&SMALL[..6]);
+    let text = ok(&print);
+    let file = tmp().join("printed.json");
+    std::fs::write(&file, &text).unwrap();
+    assert!(!Path::new("runs").join("run-0").exists());
+    let (a, b) = (
+        tmp().join("builtin").display().to_string(),
+        tmp().join("printed").display().to_string(),
+    );
+    run(&train(&a, "resnet", &SMALL));
+    run(&train(&b, &file.display().to_string(), &SMALL[6..]));
+    let load = |run: &str| vae_gpu::io::safetensors::load(&last_model(run)).unwrap();
+    assert_eq!(load(&a), load(&b), "the same tensors, names and values");
+    // The run keeps its architecture: commands and a resume need no --arch.
+    ok(&["sample", "--model", &b, "--count", "2"]);
+    let vae = vae_gpu::Vae::load(&b).unwrap();
+    assert_eq!(vae.config().arch, "file");
+}
+
+#[test]
+fn a_pytorch_resnet_state_dict_loads_alone() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_resnet/model.safetensors");
+    // The fixture's GroupNorm has 2 groups, which a state_dict does not say: with its
+    // shapes alone, vae-gpu assumes ResNetVAE's 8 and refuses widths of 4.
+    let copy = tmp().join("state-dict");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(&model, copy.join("model.safetensors")).unwrap();
+    let m = copy.join("model.safetensors").display().to_string();
+    fails_with(&["sample", "--model", &m, "--count", "2"], 1, &["groups"]);
+    // A config.json beside it says what the shapes cannot.
+    let config = serde_json::json!({
+        "model": {"arch": "resnet", "height": 8, "width": 8, "channels": 1, "conv_channels": [4, 8],
+                  "groups": 2, "latent": 3, "likelihood": "bernoulli", "gauss_var": 0.5},
+        "train": null,
+        "state": {"epoch": 0, "step": 0},
+    });
+    std::fs::write(copy.join("config.json"), config.to_string()).unwrap();
+    ok(&[
+        "sample",
+        "--model",
+        &m,
+        "--count",
+        "2",
+        "--out",
+        &tmp().join("sd.png").display().to_string(),
+    ]);
+}
+
+#[test]
+fn architecture_files_that_do_not_fit_are_named() {
+    let d = data();
+    let dir = tmp().join("bad-archs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fail = |name: &str, body: &str, needles: &[&str]| {
+        let file = dir.join(name);
+        std::fs::write(&file, body).unwrap();
+        let f = file.display().to_string();
+        let out = dir.join(format!("{name}-run")).display().to_string();
+        fails_with(
+            &[
+                "train", "--data", &d, "--arch", &f, "--out", &out, "--limit", "64",
+            ],
+            1,
+            needles,
+        );
+        assert!(!Path::new(&out).exists(), "a refused run leaves nothing");
+    };
+    let with = |encoder: &str, decoder: &str| {
+        format!(r#"{{"encoder": [{encoder}], "heads": "h", "decoder": [{decoder}]}}"#)
+    };
+    let ok_decoder = r#"{"op": "linear", "out": "data", "name": "out"}"#;
+    fail(
+        "typo.json",
+        r#"{"encoder": [{"op": "conv", "out": 8, "kernal": 3}], "heads": "h", "decoder": []}"#,
+        &["typo.json", "kernal", "line 1"],
+    );
+    fail(
+        "too-big.json",
+        &with(
+            r#"{"op": "conv", "out": 8, "kernel": 4, "stride": 2, "padding": 1, "name": "a"}, {"op": "conv", "out": 8, "kernel": 16, "name": "b"}"#,
+            ok_decoder,
+        ),
+        &["encoder[1]", "'b'", "14x14x8", "kernel 16"],
+    );
+    fail(
+        "short.json",
+        &with(
+            r#"{"op": "flatten"}"#,
+            r#"{"op": "linear", "out": [7, 7, 4], "name": "d"}, {"op": "deconv", "out": "data", "kernel": 4, "stride": 2, "padding": 1, "name": "u"}"#,
+        ),
+        &["decoder ends at 14x14x1", "28x28x1"],
+    );
+    fail(
+        "groups.json",
+        &with(
+            r#"{"op": "conv", "out": 12, "kernel": 3, "padding": 1, "name": "a"}, {"op": "groupnorm", "groups": 8, "name": "n"}"#,
+            ok_decoder,
+        ),
+        &["encoder[1]", "12 channels in 8 groups"],
+    );
+    fail(
+        "act.json",
+        &with(
+            r#"{"op": "flatten"}, {"op": "act", "act": "swish"}"#,
+            ok_decoder,
+        ),
+        &["encoder[1]", "unknown activation 'swish'"],
+    );
+    fail(
+        "stride.json",
+        &with(
+            r#"{"op": "conv", "out": 3, "kernel": 4, "stride": 2, "padding": 1, "name": "a"}"#,
+            ok_decoder,
+        ),
+        &["'a'", "output channels must be a multiple of 4"],
+    );
+    fail(
+        "residual.json",
+        &with(
+            r#"{"op": "conv", "out": 8, "kernel": 3, "padding": 1, "name": "a"}, {"op": "residual", "name": "r", "body": [{"op": "conv", "out": 16, "kernel": 3, "padding": 1, "name": "c"}]}"#,
+            ok_decoder,
+        ),
+        &["encoder[1]", "add of a 28x28x8 and a 28x28x16"],
+    );
+    // Built-in architectures name the size that fits.
+    let out = dir.join("odd").display().to_string();
+    fails_with(
+        &[
+            "train", "--data", &d, "--arch", "resnet", "--size", "30", "--out", &out, "--limit",
+            "64",
+        ],
+        1,
+        &["30x30 must divide by 4", "--size 32x32"],
+    );
+    fails_with(
+        &[
+            "train", "--data", &d, "--arch", "resnet", "--hidden", "64", "--limit", "64",
+        ],
+        1,
+        &["--hidden"],
+    );
+    fails_with(
+        &["train", "--data", &d, "--blocks", "2", "--limit", "64"],
+        1,
+        &["--blocks and --groups"],
+    );
+}
