@@ -13,8 +13,9 @@
 //   dz = dy * act'(z), all recomputed from x):
 //             gn_grad_partial_main  partial = per chunk and channel: sum dz, sum dz * xhat
 //             gn_param_grad_main    dgamma[c] = sum dz * xhat, dbeta[c] = sum dz
-//             gn_coef_main          coef[b, g] = (mean of gamma dz, mean of gamma dz xhat),
-//                                   written through `stats` into its own buffer
+//             gn_coef_main          coef[b, g] = (mean, rstd, mean of gamma dz, mean of
+//                                   gamma dz xhat), written through `stats` into its own
+//                                   buffer
 //             gn_grad_apply_main    dx = rstd * (gamma dz - coef.0 - xhat * coef.1)
 //                                   (+ dx when accumulating; * act'(x) of the activation
 //                                   that produced x when IN_ACT_GRAD)
@@ -70,12 +71,21 @@ fn groups_of(q: u32) -> vec4<u32> {
     return (vec4<u32>(q * 4u) + vec4<u32>(0u, 1u, 2u, 3u)) / max(CG, 1u);
 }
 
-// (mean, rstd) of the four channels' groups in image b, as two vec4.
+// Value `at` of the group of each of the four channels 4q..4q+3 of image b, from the
+// per-group values bound as `stats_in` ([batch, groups, stride]). With groups of a multiple
+// of 4 channels (fixed per pipeline, so the other branch compiles away) the four share one
+// group: one load, not four, which matters where every buffer load is a loop over lanes.
+fn group_value4(b: u32, q: u32, stride: u32, at: u32) -> vec4<f32> {
+    if (CG % 4u == 0u) {
+        return vec4<f32>(stats_in[stride * (b * p.groups + q * 4u / max(CG, 1u)) + at]);
+    }
+    let g = stride * (vec4<u32>(b * p.groups) + groups_of(q)) + vec4<u32>(at);
+    return vec4<f32>(stats_in[g.x], stats_in[g.y], stats_in[g.z], stats_in[g.w]);
+}
+
+// (mean, rstd) of the four channels' groups in image b, from the forward statistics.
 fn stats4(b: u32, q: u32) -> array<vec4<f32>, 2> {
-    let g = vec4<u32>(b * p.groups) + groups_of(q);
-    let mean = vec4<f32>(stats_in[2u * g.x], stats_in[2u * g.y], stats_in[2u * g.z], stats_in[2u * g.w]);
-    let rstd = vec4<f32>(stats_in[2u * g.x + 1u], stats_in[2u * g.y + 1u], stats_in[2u * g.z + 1u], stats_in[2u * g.w + 1u]);
-    return array<vec4<f32>, 2>(mean, rstd);
+    return array<vec4<f32>, 2>(group_value4(b, q, 2u, 0u), group_value4(b, q, 2u, 1u));
 }
 
 @compute @workgroup_size(256)
@@ -225,12 +235,14 @@ fn gn_coef_main(
         m += gamma1[ch] * s2;
     }
     let n = f32(p.hw * CG);
-    stats[2u * i] = a / n;
-    stats[2u * i + 1u] = m / n;
+    stats[4u * i] = stats_in[2u * i];
+    stats[4u * i + 1u] = stats_in[2u * i + 1u];
+    stats[4u * i + 2u] = a / n;
+    stats[4u * i + 3u] = m / n;
 }
 
-// The group coefficients of gn_coef_main ([batch, groups, 2]) and dx.
-@group(0) @binding(11) var<storage, read> coef: array<f32>;
+// dx; gn_grad_apply_main reads its group values (mean, rstd and gn_coef_main's two
+// coefficients, [batch, groups, 4]) as `stats_in`.
 @group(0) @binding(12) var<storage, read_write> dx: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
@@ -244,14 +256,11 @@ fn gn_grad_apply_main(
     let bp = udiv(i, p.c4);
     let q = i - bp * p.c4;
     let b = udiv(bp, p.hw);
-    let st = stats4(b, q);
+    let rstd = group_value4(b, q, 4u, 1u);
     let gamma = gamma4[q];
-    let xhat = (x[i] - st[0]) * st[1];
+    let xhat = (x[i] - group_value4(b, q, 4u, 0u)) * rstd;
     let dz = dy[i] * act_grad_from_input(xhat * gamma + beta4[q], ACT, p.slope);
-    let g = vec4<u32>(b * p.groups) + groups_of(q);
-    let a = vec4<f32>(coef[2u * g.x], coef[2u * g.y], coef[2u * g.z], coef[2u * g.w]);
-    let m = vec4<f32>(coef[2u * g.x + 1u], coef[2u * g.y + 1u], coef[2u * g.z + 1u], coef[2u * g.w + 1u]);
-    var v = st[1] * (gamma * dz - a - xhat * m);
+    var v = rstd * (gamma * dz - group_value4(b, q, 4u, 2u) - xhat * group_value4(b, q, 4u, 3u));
     if (ACCUMULATE) { v += dx[i]; }
     // x is the output of the activation that produced it.
     if (IN_ACT_GRAD) { v *= act_grad_from_output(x[i], IN_ACT, p.in_slope); }

@@ -161,3 +161,21 @@ fn upsample_grad_main(
     let v = src4[top] + src4[top + p.c] + src4[top + w2 * p.c] + src4[top + (w2 + 1u) * p.c];
     dst4[i] = finish4(i, v);
 }
+
+// A convolution's weight [Cout, K*K*Cin] (columns tap-major, channel fastest) as the weight
+// of the convolution that computes its input gradient: [Cin, K*K*Cout], the taps reversed
+// (p.c = Cin, p.hw = K*K taps, p.w = Cout; p.src_b and p.dst_b the row strides).
+@compute @workgroup_size(256)
+fn flip_taps_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.n) { return; }
+    let row = udiv(i, p.hw * p.c);
+    let rest = i - row * p.hw * p.c;
+    let tap = udiv(rest, p.c);
+    let ch = rest - tap * p.c;
+    dst[ch * p.dst_b + (p.hw - 1u - tap) * p.w + row] = src[row * p.src_b + rest];
+}

@@ -4,8 +4,8 @@
 use super::{Graph, Node, Op};
 use crate::gpu::{Dispatch, GpuError, Matrix};
 use crate::ops::conv::{
-    conv2d, conv2d_backward, conv2d_implicit, conv_transpose2d, conv_transpose2d_backward,
-    ConvGeom, ConvIo, Shape,
+    conv2d, conv2d_backward, conv2d_implicit, conv2d_input_grad, conv_transpose2d,
+    conv_transpose2d_backward, ConvGeom, ConvIo, Shape,
 };
 use crate::ops::elementwise::bias_grad;
 use crate::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
@@ -77,6 +77,25 @@ pub fn conv_geom(g: &Graph, n: &Node, b: usize) -> Result<ConvGeom, GpuError> {
 pub fn cols_dims(g: &Graph, n: &Node, b: usize) -> Result<(usize, usize), GpuError> {
     let geom = conv_geom(g, n, b)?;
     Ok((geom.col_rows(), geom.col_cols()))
+}
+
+/// Whether a training program computes conv node `n`'s input gradient as a convolution of
+/// its output gradient (`conv::conv2d_input_grad`): a plain stride-1 convolution between
+/// images held as [B*h*w, C], on a device with the implicit-GEMM kernel.
+pub fn implicit_input_grad(gpu: &crate::gpu::Gpu, g: &Graph, n: &Node, b: usize) -> bool {
+    let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+    let Op::Conv { k, stride: 1, pad, .. } = n.op else {
+        return false;
+    };
+    let held = |s: Shape| s.c.is_multiple_of(4);
+    let back = ConvGeom::new(b, o, k, 1, k.saturating_sub(1 + pad));
+    !flipped(g, n)
+        && pad < k
+        && held(i)
+        && held(o)
+        && back.is_ok_and(|back| {
+            crate::ops::conv::implicit_fits(gpu, &back, super::Layout::of(o).strides(o))
+        })
 }
 
 /// `m` as [batch, features]: the view a Linear layer (a GEMM operand) needs.
@@ -259,6 +278,19 @@ pub fn backward(
                 cols: cx.cols()?,
             };
             if matches!(n.op, Op::Conv { .. }) && !flipped(g, n) {
+                if let (Some((dx, e)), Some(w_flipped)) = (target(0), cx.flipped_weight()) {
+                    let Op::Conv { k, .. } = n.op else {
+                        unreachable!("a conv")
+                    };
+                    let mut out = vec![tensor::flip_taps(gpu, w, w_flipped, k)?];
+                    out.extend(conv2d_backward(gpu, &io, dy, (dw, db), None, GradEpilogue::default())?);
+                    out.push(
+                        conv2d_input_grad(gpu, &io.geom, w_flipped, dy, dx, *e)?.ok_or_else(
+                            || GpuError::Shape(format!("{}: no implicit input gradient", n.label)),
+                        )?,
+                    );
+                    return Ok(out);
+                }
                 let dx = match target(0) {
                     Some(t) => Some((cx.dcols()?, &t.0)),
                     None => None,

@@ -33,14 +33,16 @@ pub enum Mode {
     Decode,
 }
 
-/// Per-node scratch: a convolution's columns (forward) and column gradients (backward), a
-/// GroupNorm's statistics, the sampling noise.
+/// Per-node scratch: a convolution's columns (forward) and column gradients (backward) or
+/// flipped weight (an input gradient computed as a convolution), a GroupNorm's statistics,
+/// the sampling noise.
 #[derive(Clone, Default)]
 struct Scratch {
     cols: Option<Matrix>,
     dcols: Option<Matrix>,
     stats: Option<Matrix>,
     eps: Option<Matrix>,
+    flipped: Option<Matrix>,
 }
 
 /// What an op's launches are built with (see `ops`).
@@ -87,6 +89,12 @@ impl Ctx<'_> {
 
     pub fn eps(&self) -> Result<&Matrix, GpuError> {
         Self::need(&self.scratch.eps, "noise")
+    }
+
+    /// The flipped weight of a convolution whose input gradient is a convolution (see
+    /// `ops::implicit_input_grad`); None for the columns route.
+    pub fn flipped_weight(&self) -> Option<&Matrix> {
+        self.scratch.flipped.as_ref()
     }
 }
 
@@ -260,7 +268,7 @@ impl Program {
             }
         }
         // Scratch per node: (cols, dcols, stats, eps) request indices.
-        let mut scratch_req: Vec<[Option<usize>; 4]> = vec![[None; 4]; g.nodes.len()];
+        let mut scratch_req: Vec<[Option<usize>; 5]> = vec![[None; 5]; g.nodes.len()];
         for &i in &run {
             let n = &g.nodes[i];
             let (fwd, bwd) = (fwd_at(i), bwd_at(i));
@@ -291,7 +299,10 @@ impl Program {
                         ask(0, dims, fwd, end, false);
                     }
                     let wants_dx = g.root(n.inputs[0]) != g.root(input);
-                    if train && (!plain || wants_dx) {
+                    if train && wants_dx && plain && ops::implicit_input_grad(gpu, g, n, batch) {
+                        let (cin, cout) = (g.shapes[n.inputs[0]].c, g.shapes[n.output].c);
+                        ask(4, (cin, dims.1 / cin * cout), bwd, bwd, false);
+                    } else if train && (!plain || wants_dx) {
                         ask(1, dims, bwd, bwd, false);
                     }
                 }
@@ -341,6 +352,7 @@ impl Program {
                 dcols: view(s[1]),
                 stats: view(s[2]),
                 eps: view(s[3]),
+                flipped: view(s[4]),
             })
             .collect();
         let cx = |i: usize| Ctx {

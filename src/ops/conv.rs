@@ -542,13 +542,71 @@ pub fn conv2d_implicit(
     // The subgroup kernel declares the same struct (shaders/conv_params.wgsl).
     let params = ConvParams::new(g, ld_b, ld_p);
     let conv = gpu.uniform("implicit conv", &params);
+    let spec = GemmSpec {
+        act,
+        ..Default::default()
+    };
     super::gemm::gemm_implicit_conv(
         gpu,
         x,
         conv,
         [g.col_rows(), g.col_cols()],
-        (weight, y, bias),
-        act,
+        (weight, y),
+        Some(bias),
+        spec,
+    )
+    .map(Some)
+}
+
+/// The input gradient of a stride-1 convolution over `g` as a convolution itself: dx =
+/// conv(dy, flipped) with the padding k - 1 - pad, the subgroup GEMM reading im2col(dy) in
+/// place, through the epilogue. `flipped` is the weight with its taps reversed and its
+/// channels swapped, [Cin, K*K*Cout] (see `flip_weight`). Where the columns route
+/// multiplies dy [B*H*W, Cout] by the weight into K*K*Cin-wide columns (an inner dimension
+/// of Cout, which the GEMM kernels run slowly) and col2im sums them, this is one launch
+/// with an inner dimension of K*K*Cout. None where `implicit_fits` says no.
+pub fn conv2d_input_grad(
+    gpu: &Gpu,
+    g: &ConvGeom,
+    flipped: &Matrix,
+    dy: &Matrix,
+    dx: &Matrix,
+    e: GradEpilogue<'_>,
+) -> Result<Option<Dispatch>, GpuError> {
+    let cout = flipped.cols / (g.k * g.k);
+    let back = match (g.stride, g.pad < g.k) {
+        (1, true) => ConvGeom::new(
+            g.batch,
+            Shape {
+                h: g.oh,
+                w: g.ow,
+                c: cout,
+            },
+            g.k,
+            1,
+            g.k - 1 - g.pad,
+        )?,
+        _ => return Ok(None),
+    };
+    let (ld_b, ld_p) = image_strides(dy, &back)?;
+    if !implicit_fits(gpu, &back, (ld_b, ld_p)) {
+        return Ok(None);
+    }
+    let spec = GemmSpec {
+        accumulate: e.accumulate,
+        act_grad: e.act.is_some(),
+        act: e.act.map_or(Activation::Identity, |a| a.act),
+        ..Default::default()
+    };
+    let conv = gpu.uniform("implicit conv input gradient", &ConvParams::new(&back, ld_b, ld_p));
+    super::gemm::gemm_implicit_conv(
+        gpu,
+        dy,
+        conv,
+        [back.col_rows(), back.col_cols()],
+        (flipped, dx),
+        e.act.map(|a| a.output),
+        spec,
     )
     .map(Some)
 }

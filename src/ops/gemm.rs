@@ -489,19 +489,21 @@ fn build(
     Ok(dispatch)
 }
 
-/// C [M, N] = act(im2col(image) B^T + bias) without materializing the columns: the
-/// subgroup kernel reads each vec4 of A from the image (`conv` is the convolution's
-/// uniform, see shaders/gemm_subgroup.wgsl). B is the conv weight [N, K].
+/// C [M, N] = epilogue(im2col(image) B^T) without materializing the columns: the subgroup
+/// kernel reads each vec4 of A from the image (`conv` is the convolution's uniform, see
+/// shaders/gemm_subgroup.wgsl). B is the conv weight [N, K]; `side` is the bias, or with
+/// `spec.act_grad` the activation output whose derivative multiplies C.
 pub(crate) fn gemm_implicit_conv(
     gpu: &Gpu,
     image: &Matrix,
     conv: wgpu::Buffer,
     [m, k]: [usize; 2],
-    io: (&Matrix, &Matrix, &Matrix),
-    act: Activation,
+    (b, c): (&Matrix, &Matrix),
+    side: Option<&Matrix>,
+    spec: GemmSpec,
 ) -> Result<Dispatch, GpuError> {
-    let (b, c, bias) = io;
-    if b.cols != k || c.rows != m || c.cols != b.rows || bias.rows * bias.cols != b.rows {
+    let bias_ok = spec.act_grad || side.is_none_or(|bias| bias.rows * bias.cols == b.rows);
+    if b.cols != k || c.rows != m || c.cols != b.rows || !bias_ok {
         return Err(shape_err(
             "implicit conv gemm",
             format!(
@@ -510,11 +512,6 @@ pub(crate) fn gemm_implicit_conv(
             ),
         ));
     }
-    let spec = GemmSpec {
-        trans_b: true,
-        act,
-        ..Default::default()
-    };
     build(
         gpu,
         GemmPath::Subgroup,
@@ -523,10 +520,13 @@ pub(crate) fn gemm_implicit_conv(
             a: image,
             b,
             c,
-            side: Some(bias),
+            side,
             implicit: Some(conv),
         },
-        spec,
+        GemmSpec {
+            trans_b: true,
+            ..spec
+        },
         1,
     )
 }

@@ -196,7 +196,7 @@ pub fn group_norm_backward(
     let params = gpu.uniform("group_norm backward params", &params);
     let cells = g.batch * g.chunks() * g.c;
     let partial = Matrix::zeros(gpu, 2, cells, "group_norm gradient partial sums")?;
-    let coef = Matrix::zeros(gpu, g.batch, 2 * g.groups, "group_norm coefficients")?;
+    let coef = Matrix::zeros(gpu, g.batch, 4 * g.groups, "group_norm coefficients")?;
     let mut k = constants(g, act);
     let launch = |entry: &'static str,
                   k: &[(&'static str, u32)],
@@ -240,6 +240,7 @@ pub fn group_norm_backward(
             &[
                 (4, partial.binding()),
                 (10, gamma.binding()),
+                (6, stats.binding()),
                 (5, coef.binding()),
             ],
             g.batch * g.groups,
@@ -253,9 +254,8 @@ pub fn group_norm_backward(
             (1, x.binding()),
             (2, gamma.binding()),
             (13, beta.binding()),
-            (6, stats.binding()),
+            (6, coef.binding()),
             (8, dy.binding()),
-            (11, coef.binding()),
             (12, dx.binding()),
         ],
         g.batch * g.hw * g.c / 4,

@@ -289,3 +289,36 @@ pub fn upsample_grad(
         &[(5, dy.binding()), (6, dx.binding()), (7, side)],
     )
 }
+
+/// A convolution's weight `w` [Cout, K*K*Cin] as the weight of the convolution that gives
+/// its input gradient, `flipped` [Cin, K*K*Cout] with the taps reversed (see
+/// `conv::conv2d_input_grad`).
+pub fn flip_taps(gpu: &Gpu, w: &Matrix, flipped: &Matrix, k: usize) -> Result<Dispatch, GpuError> {
+    let taps = k * k;
+    let (cout, cin) = (w.rows, w.cols / taps.max(1));
+    if taps == 0 || cin * taps != w.cols || (flipped.rows, flipped.cols) != (cin, taps * cout) {
+        return Err(shape_err(
+            "flip_taps",
+            format!(
+                "weight [{}, {}] and [{}, {}] for a kernel of {k}",
+                w.rows, w.cols, flipped.rows, flipped.cols
+            ),
+        ));
+    }
+    let params = TensorParams {
+        n: (cout * taps * cin) as u32,
+        hw: taps as u32,
+        c: cin as u32,
+        w: cout as u32,
+        src_b: w.ld as u32,
+        dst_b: flipped.ld as u32,
+        ..Default::default()
+    };
+    launch(
+        gpu,
+        "flip_taps_main",
+        &[],
+        &params,
+        &[(1, w.binding()), (2, flipped.binding())],
+    )
+}
