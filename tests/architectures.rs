@@ -238,3 +238,74 @@ fn architecture_files_that_do_not_fit_are_named() {
         &["--blocks and --groups"],
     );
 }
+
+/// The README's architecture files: the three built-in ones as `--print-arch` writes them
+/// (so the documentation cannot drift from the code), and the example, which must build.
+#[test]
+fn the_readme_shows_the_architectures_as_they_are() {
+    use vae_gpu::ModelConfig;
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("### Architectures from a file").unwrap()..];
+    let blocks: Vec<&str> = section
+        .split("```json\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .take(4)
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "the example and the three built-in architectures"
+    );
+    for (block, c) in blocks[1..].iter().zip([
+        ModelConfig::mlp(28, 28, 1),
+        ModelConfig::conv(28, 28, 1),
+        ModelConfig::resnet(28, 28, 1),
+    ]) {
+        let spec = vae_gpu::ArchSpec {
+            latent: Some(20),
+            ..c.spec().unwrap()
+        };
+        assert_eq!(*block, spec.to_text(), "README's {} architecture", c.arch);
+    }
+    let example = vae_gpu::ArchSpec::parse(blocks[0]).unwrap();
+    let c = ModelConfig {
+        arch: "file".into(),
+        latent: example.latent.unwrap(),
+        spec: Some(example),
+        ..ModelConfig::mlp(28, 28, 1)
+    };
+    c.graph().unwrap();
+}
+
+/// A batch whose matrices outgrow what the adapter binds at once is refused before
+/// anything runs, naming the layer and the batch size that fits (lavapipe binds 128 MiB;
+/// an adapter that binds more trains it).
+#[test]
+fn a_batch_too_large_to_bind_names_the_batch_that_fits() {
+    let d = data();
+    let args = [
+        "train",
+        "--data",
+        &d,
+        "--arch",
+        "resnet",
+        "--batch-size",
+        "128",
+        "--limit",
+        "256",
+        "--bench-steps",
+        "1",
+    ];
+    let out = common::cli::run(&args);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("'dec.5'")
+                && err.contains("use --batch-size")
+                && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}

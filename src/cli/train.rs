@@ -85,7 +85,7 @@ pub struct TrainArgs {
     /// Decoupled weight decay (AdamW); 0 is plain Adam [default: 0]
     #[arg(long, value_parser = super::non_negative)]
     pub weight_decay: Option<f32>,
-    /// Images per optimizer step [default: 128]
+    /// Images per optimizer step [default: 128; 64 for the resnet]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub batch_size: Option<u32>,
     /// Total epochs (with --resume: the total to reach) [default: 10]
@@ -390,7 +390,15 @@ fn new_run(
         kl_warmup: a.kl_warmup.map_or(d.kl_warmup, |k| k as usize),
         kl_cycles: a.kl_cycles.map_or(d.kl_cycles, |k| k as usize),
         free_bits: a.free_bits.unwrap_or(d.free_bits),
-        batch_size: a.batch_size.map_or(d.batch_size, |b| b as usize),
+        // The resnet's column matrices at 28x28 outgrow what lavapipe binds at 128.
+        batch_size: a.batch_size.map_or(
+            if model.arch == "resnet" {
+                64
+            } else {
+                d.batch_size
+            },
+            |b| b as usize,
+        ),
         epochs: a.epochs.map_or(d.epochs, |e| e as usize),
         seed: a.seed.unwrap_or(d.seed),
         adam: AdamConfig {

@@ -16,13 +16,14 @@ pub struct TuneArgs {
     /// Tune for this run's model [default: the architecture flags below]
     #[command(flatten)]
     pub model: ModelArg,
-    /// Architecture to tune when no --model is given: the default MLP or conv VAE on
-    /// 28x28 grayscale images.
-    #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
+    /// Architecture to tune when no --model is given: the default MLP, conv or resnet VAE
+    /// on 28x28 grayscale images (an architecture file's: train it, then --model RUN).
+    #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv", "resnet"])]
     pub arch: String,
-    /// The batch size to measure the model's shapes at (as `train --batch-size`).
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65535))]
-    pub batch_size: u32,
+    /// The batch size to measure the model's shapes at (as `train --batch-size`)
+    /// [default: the run's, or as train: 128, 64 for the resnet]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub batch_size: Option<u32>,
     /// Measure again shapes already in the cache.
     #[arg(long)]
     pub force: bool,
@@ -30,10 +31,11 @@ pub struct TuneArgs {
 
 pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
-    let (c, params) = match &a.model.model {
+    let (c, params, run_batch) = match &a.model.model {
         Some(_) => {
             let (_, cfg, params) = super::load_model(&gpu, &a.model)?;
-            (cfg.model, params)
+            let batch = cfg.train.as_ref().map(|t| t.batch_size);
+            (cfg.model, params, batch)
         }
         None => {
             let c = match a.arch.as_str() {
@@ -42,13 +44,18 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
                 _ => ModelConfig::mlp(28, 28, 1),
             };
             let params = c.params(&gpu, 1)?;
-            (c, params)
+            (c, params, None)
         }
     };
     if a.force {
         gpu.tuner().remeasure();
     }
-    let rows = a.batch_size as usize;
+    let rows = match (a.batch_size, &run_batch) {
+        (Some(b), _) => b as usize,
+        (None, Some(b)) => *b,
+        (None, None) if c.arch == "resnet" => 64,
+        (None, None) => 128,
+    };
     let images = GpuImages::upload(
         &gpu,
         &vec![0; c.input_dim()],

@@ -84,7 +84,10 @@ pub fn cols_dims(g: &Graph, n: &Node, b: usize) -> Result<(usize, usize), GpuErr
 /// images held as [B*h*w, C], on a device with the implicit-GEMM kernel.
 pub fn implicit_input_grad(gpu: &crate::gpu::Gpu, g: &Graph, n: &Node, b: usize) -> bool {
     let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
-    let Op::Conv { k, stride: 1, pad, .. } = n.op else {
+    let Op::Conv {
+        k, stride: 1, pad, ..
+    } = n.op
+    else {
         return false;
     };
     let held = |s: Shape| s.c.is_multiple_of(4);
@@ -283,7 +286,14 @@ pub fn backward(
                         unreachable!("a conv")
                     };
                     let mut out = vec![tensor::flip_taps(gpu, w, w_flipped, k)?];
-                    out.extend(conv2d_backward(gpu, &io, dy, (dw, db), None, GradEpilogue::default())?);
+                    out.extend(conv2d_backward(
+                        gpu,
+                        &io,
+                        dy,
+                        (dw, db),
+                        None,
+                        GradEpilogue::default(),
+                    )?);
                     out.push(
                         conv2d_input_grad(gpu, &io.geom, w_flipped, dy, dx, *e)?.ok_or_else(
                             || GpuError::Shape(format!("{}: no implicit input gradient", n.label)),

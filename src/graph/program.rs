@@ -122,6 +122,8 @@ struct Request {
     end: usize,
     /// Its own buffer: read from outside the program, or padded.
     alone: bool,
+    /// What it holds, for messages: (node, what).
+    of: (usize, &'static str),
 }
 
 /// Buffers for `requests`: each matrix shares a buffer with others whose lives do not
@@ -246,6 +248,7 @@ impl Program {
                 continue;
             }
             let (rows, cols, padded) = layout(t);
+            let node = g.producer(t).unwrap_or(0);
             if let Some((start, end)) = value_life[t] {
                 value_req[t] = Some(requests.len());
                 requests.push(Request {
@@ -254,6 +257,7 @@ impl Program {
                     start,
                     end,
                     alone: padded || kept(t),
+                    of: (node, "output"),
                 });
             }
             if let Some((start, end)) = grad_life[t] {
@@ -264,6 +268,7 @@ impl Program {
                     start,
                     end,
                     alone: padded || [g.mulv, g.logits].iter().any(|&k| g.root(k) == t),
+                    of: (node, "output gradient"),
                 });
             }
         }
@@ -280,6 +285,16 @@ impl Program {
                     start,
                     end,
                     alone: alone || !cols.is_multiple_of(4),
+                    of: (
+                        i,
+                        [
+                            "columns",
+                            "column gradients",
+                            "statistics",
+                            "noise",
+                            "flipped weight",
+                        ][slot],
+                    ),
                 });
             };
             match n.op {
@@ -317,6 +332,26 @@ impl Program {
                 }
                 _ => {}
             }
+        }
+        // Every matrix must fit one binding; they all grow with the batch.
+        let limit = gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size);
+        let bytes = |r: &Request| (r.rows * crate::gpu::round_up4(r.cols) * 4) as u64;
+        if let Some(r) = requests
+            .iter()
+            .filter(|r| bytes(r) > limit)
+            .max_by_key(|r| bytes(r))
+        {
+            let fit = (batch as u64 * limit / bytes(r)).max(1);
+            return Err(GpuError::Limit(format!(
+                "{}: its {} at batch {batch} take {} MiB, over the {} MiB the adapter binds at once; use --batch-size {fit} or smaller",
+                g.nodes[r.of.0].label,
+                r.of.1,
+                bytes(r) >> 20,
+                limit >> 20
+            )));
         }
         let (views, workspace_bytes) = allocate(gpu, &requests, "graph")?;
         let view = |r: Option<usize>| r.map(|k| views[k].clone());

@@ -598,7 +598,10 @@ pub fn conv2d_input_grad(
         act: e.act.map_or(Activation::Identity, |a| a.act),
         ..Default::default()
     };
-    let conv = gpu.uniform("implicit conv input gradient", &ConvParams::new(&back, ld_b, ld_p));
+    let conv = gpu.uniform(
+        "implicit conv input gradient",
+        &ConvParams::new(&back, ld_b, ld_p),
+    );
     super::gemm::gemm_implicit_conv(
         gpu,
         dy,
