@@ -323,19 +323,7 @@ fn conv_transpose2d_matches_cpu() {
 }
 
 fn numeric_grad(v: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    let h = 1e-6;
-    let mut v = v.to_vec();
-    (0..v.len())
-        .map(|i| {
-            let o = v[i];
-            v[i] = o + h;
-            let up = f(&v);
-            v[i] = o - h;
-            let down = f(&v);
-            v[i] = o;
-            (up - down) / (2.0 * h)
-        })
-        .collect()
+    common::numeric_grad(v, 1e-6, f)
 }
 
 fn check(what: &str, got: &[f32], fd: &[f64]) {

@@ -25,18 +25,7 @@ fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
 }
 
 fn numeric_grad(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    let mut x = x.to_vec();
-    (0..x.len())
-        .map(|i| {
-            let orig = x[i];
-            x[i] = orig + H;
-            let up = f(&x);
-            x[i] = orig - H;
-            let down = f(&x);
-            x[i] = orig;
-            (up - down) / (2.0 * H)
-        })
-        .collect()
+    common::numeric_grad(x, H, f)
 }
 
 fn check_grad(what: &str, gpu_grad: &[f32], fd: &[f64]) {

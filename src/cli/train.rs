@@ -773,7 +773,10 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     let batch = train_cfg.batch_size;
     let epochs = train_cfg.epochs;
     let mut bar = indicatif::ProgressBar::hidden();
-    let mut observer = |event: TrainEvent<'_>| match event {
+    let graph_parameters = params.graph.parameter_count();
+    let arch = model.arch.clone();
+    let mut observer = |event: TrainEvent<'_>| {
+        match event {
         TrainEvent::EpochStart {
             epoch,
             epochs,
@@ -788,6 +791,14 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
                 bar.set_message(format!("loss {l:.2}"));
             }
         }
+        TrainEvent::Compiled {
+            launches,
+            workspace_bytes,
+        } => say!(
+            "model: {arch}, {:.2} M parameters; a training step is {launches} launches in one submit, with {:.1} MiB of matrices",
+            graph_parameters as f64 / 1e6,
+            workspace_bytes as f64 / (1u64 << 20) as f64
+        ),
         TrainEvent::EpochEnd(m) => {
             bar.finish_and_clear();
             if a.bench_steps.is_none() {
@@ -797,6 +808,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
                 ), m);
             }
         }
+    }
     };
     let mut run = Run {
         gpu: &gpu,

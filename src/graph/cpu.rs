@@ -96,12 +96,8 @@ pub fn forward(
                 stride,
                 pad,
                 act,
-            } => {
-                let w = get(&format!("{}.weight", n.name));
-                let b = get(&format!("{}.bias", n.name));
-                cpu::conv::conv2d(input(0), si, rows, &w, &b, so.c, k, stride, pad, act).0
             }
-            Op::ConvT {
+            | Op::ConvT {
                 k,
                 stride,
                 pad,
@@ -109,7 +105,11 @@ pub fn forward(
             } => {
                 let w = get(&format!("{}.weight", n.name));
                 let b = get(&format!("{}.bias", n.name));
-                cpu::conv::conv_transpose2d(input(0), si, rows, &w, &b, so.c, k, stride, pad, act).0
+                let conv = match n.op {
+                    Op::Conv { .. } => cpu::conv::conv2d,
+                    _ => cpu::conv::conv_transpose2d,
+                };
+                conv(input(0), si, rows, &w, &b, so.c, k, stride, pad, act).0
             }
             Op::GroupNorm { groups, act } => cpu::norm::group_norm(
                 input(0),

@@ -300,6 +300,16 @@ impl Builder {
                 ),
             ));
         }
+        // col2im's bias gradient sums the output as one run of [B*h*w, C] rows.
+        if (transposed || flipped) && !Layout::of(out).dense() {
+            return Err(Self::err(
+                label,
+                format!(
+                    "{what} to a {}x{}x{} output: its values per image must be a multiple of 4 (resize the data with --size)",
+                    out.h, out.w, out.c
+                ),
+            ));
+        }
         if !transposed && !flipped && !cout.is_multiple_of(4) {
             return Err(Self::err(
                 label,

@@ -33,17 +33,37 @@ pub enum Mode {
     Decode,
 }
 
-/// Per-node scratch: a convolution's columns (forward) and column gradients (backward) or
-/// flipped weight (an input gradient computed as a convolution), a GroupNorm's statistics,
-/// the sampling noise.
-#[derive(Clone, Default)]
-struct Scratch {
-    cols: Option<Matrix>,
-    dcols: Option<Matrix>,
-    stats: Option<Matrix>,
-    eps: Option<Matrix>,
-    flipped: Option<Matrix>,
+/// Per-node scratch matrices, by what they hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// A convolution's columns (forward; a plain one's weight gradient reads them too).
+    Cols,
+    /// A convolution's column gradients (backward).
+    Dcols,
+    /// A GroupNorm's per-group statistics (forward, read by its backward).
+    Stats,
+    /// The sampling noise.
+    Eps,
+    /// A convolution's weight with its taps reversed, when its input gradient is a
+    /// convolution (see `ops::implicit_input_grad`).
+    Flipped,
 }
+
+impl Slot {
+    fn what(self) -> &'static str {
+        match self {
+            Slot::Cols => "columns",
+            Slot::Dcols => "column gradients",
+            Slot::Stats => "statistics",
+            Slot::Eps => "noise",
+            Slot::Flipped => "flipped weight",
+        }
+    }
+}
+
+/// One node's scratch matrices, indexed by `Slot`.
+#[derive(Clone, Default)]
+struct Scratch([Option<Matrix>; 5]);
 
 /// What an op's launches are built with (see `ops`).
 pub struct Ctx<'a> {
@@ -70,31 +90,32 @@ impl Ctx<'_> {
             .ok_or_else(|| GpuError::Shape(format!("tensor {t} has no gradient buffer")))
     }
 
-    fn need<'m>(m: &'m Option<Matrix>, what: &str) -> Result<&'m Matrix, GpuError> {
-        m.as_ref()
-            .ok_or_else(|| GpuError::Shape(format!("no {what} scratch")))
+    fn need(&self, slot: Slot) -> Result<&Matrix, GpuError> {
+        self.scratch.0[slot as usize]
+            .as_ref()
+            .ok_or_else(|| GpuError::Shape(format!("no {} scratch", slot.what())))
     }
 
     pub fn cols(&self) -> Result<&Matrix, GpuError> {
-        Self::need(&self.scratch.cols, "column")
+        self.need(Slot::Cols)
     }
 
     pub fn dcols(&self) -> Result<&Matrix, GpuError> {
-        Self::need(&self.scratch.dcols, "column gradient")
+        self.need(Slot::Dcols)
     }
 
     pub fn stats(&self) -> Result<&Matrix, GpuError> {
-        Self::need(&self.scratch.stats, "statistics")
+        self.need(Slot::Stats)
     }
 
     pub fn eps(&self) -> Result<&Matrix, GpuError> {
-        Self::need(&self.scratch.eps, "noise")
+        self.need(Slot::Eps)
     }
 
     /// The flipped weight of a convolution whose input gradient is a convolution (see
     /// `ops::implicit_input_grad`); None for the columns route.
     pub fn flipped_weight(&self) -> Option<&Matrix> {
-        self.scratch.flipped.as_ref()
+        self.scratch.0[Slot::Flipped as usize].as_ref()
     }
 }
 
@@ -272,29 +293,20 @@ impl Program {
                 });
             }
         }
-        // Scratch per node: (cols, dcols, stats, eps) request indices.
+        // Scratch per node: request indices by slot.
         let mut scratch_req: Vec<[Option<usize>; 5]> = vec![[None; 5]; g.nodes.len()];
         for &i in &run {
             let n = &g.nodes[i];
             let (fwd, bwd) = (fwd_at(i), bwd_at(i));
-            let mut ask = |slot: usize, (rows, cols): (usize, usize), start, end, alone: bool| {
-                scratch_req[i][slot] = Some(requests.len());
+            let mut ask = |slot: Slot, (rows, cols): (usize, usize), start, end, alone: bool| {
+                scratch_req[i][slot as usize] = Some(requests.len());
                 requests.push(Request {
                     rows,
                     cols,
                     start,
                     end,
                     alone: alone || !cols.is_multiple_of(4),
-                    of: (
-                        i,
-                        [
-                            "columns",
-                            "column gradients",
-                            "statistics",
-                            "noise",
-                            "flipped weight",
-                        ][slot],
-                    ),
+                    of: (i, slot.what()),
                 });
             };
             match n.op {
@@ -311,24 +323,30 @@ impl Program {
                     if !implicit {
                         // A plain convolution's weight gradient reads its columns.
                         let end = if plain && train { bwd } else { fwd };
-                        ask(0, dims, fwd, end, false);
+                        ask(Slot::Cols, dims, fwd, end, false);
                     }
                     let wants_dx = g.root(n.inputs[0]) != g.root(input);
                     if train && wants_dx && plain && ops::implicit_input_grad(gpu, g, n, batch) {
                         let (cin, cout) = (g.shapes[n.inputs[0]].c, g.shapes[n.output].c);
-                        ask(4, (cin, dims.1 / cin * cout), bwd, bwd, false);
+                        ask(Slot::Flipped, (cin, dims.1 / cin * cout), bwd, bwd, false);
                     } else if train && (!plain || wants_dx) {
-                        ask(1, dims, bwd, bwd, false);
+                        ask(Slot::Dcols, dims, bwd, bwd, false);
                     }
                 }
                 Op::GroupNorm { groups, .. } => {
                     let end = if train { bwd } else { fwd };
-                    ask(2, (batch, 2 * groups), fwd, end, false);
+                    ask(Slot::Stats, (batch, 2 * groups), fwd, end, false);
                 }
                 Op::Sample => {
                     let latent = g.shapes[n.output].c;
                     // Read after the step (the IWAE estimate), so never shared.
-                    ask(3, (batch, latent), fwd, if train { bwd } else { fwd }, true);
+                    ask(
+                        Slot::Eps,
+                        (batch, latent),
+                        fwd,
+                        if train { bwd } else { fwd },
+                        true,
+                    );
                 }
                 _ => {}
             }
@@ -355,6 +373,14 @@ impl Program {
         }
         let (views, workspace_bytes) = allocate(gpu, &requests, "graph")?;
         let view = |r: Option<usize>| r.map(|k| views[k].clone());
+        // The input: the caller's batch, or codes the caller writes.
+        let given = match x {
+            Some(x) => x.clone(),
+            None => {
+                let (rows, cols, _) = layout(input);
+                Matrix::zeros(gpu, rows, cols, "codes")?
+            }
+        };
         let mut values: Vec<Option<Matrix>> = vec![None; n_t];
         let mut grads: Vec<Option<Matrix>> = vec![None; n_t];
         for t in 0..n_t {
@@ -371,25 +397,13 @@ impl Program {
                 ..m
             };
             values[t] = if r == input {
-                match x {
-                    Some(x) => Some(x.clone()),
-                    None => Some(Matrix::zeros(gpu, rows, cols, "codes")?),
-                }
+                Some(reshaped(given.clone()))
             } else {
                 view(value_req[r]).map(reshaped)
             };
             grads[t] = view(grad_req[r]).map(reshaped);
         }
-        let scratch: Vec<Scratch> = scratch_req
-            .iter()
-            .map(|s| Scratch {
-                cols: view(s[0]),
-                dcols: view(s[1]),
-                stats: view(s[2]),
-                eps: view(s[3]),
-                flipped: view(s[4]),
-            })
-            .collect();
+        let scratch: Vec<Scratch> = scratch_req.iter().map(|s| Scratch(s.map(view))).collect();
         let cx = |i: usize| Ctx {
             gpu,
             graph: g,
@@ -416,7 +430,7 @@ impl Program {
         let eps = run
             .iter()
             .find(|&&i| g.nodes[i].op == Op::Sample)
-            .and_then(|&i| scratch[i].eps.clone());
+            .and_then(|&i| scratch[i].0[Slot::Eps as usize].clone());
         log::debug!(
             "graph program {mode:?} at batch {batch}: {} forward and {} backward launches, {workspace_bytes} workspace bytes",
             forward.len(),

@@ -4,7 +4,7 @@
 
 pub mod spec;
 
-pub use spec::{build, ArchSpec, Heads, Layer, Size};
+pub use spec::{build, ArchSpec, ConvLayer, Heads, Layer, Size};
 
 use crate::ops::conv::Shape;
 
@@ -73,26 +73,19 @@ pub fn conv(data: Shape, widths: &[usize]) -> Result<ArchSpec, String> {
         ));
     }
     let layer = |out: Size, act, name: String, transposed: bool| {
+        let c = ConvLayer {
+            out,
+            kernel: 4,
+            stride: 2,
+            padding: 1,
+            act,
+            name: Some(name),
+            repeat: 1,
+        };
         if transposed {
-            Layer::Deconv {
-                out,
-                kernel: 4,
-                stride: 2,
-                padding: 1,
-                act,
-                name: Some(name),
-                repeat: 1,
-            }
+            Layer::Deconv(c)
         } else {
-            Layer::Conv {
-                out,
-                kernel: 4,
-                stride: 2,
-                padding: 1,
-                act,
-                name: Some(name),
-                repeat: 1,
-            }
+            Layer::Conv(c)
         }
     };
     let encoder = widths
@@ -158,14 +151,16 @@ pub fn resnet(
             "resnet widths must be positive multiples of 4 and of --groups {groups}, got {w}"
         ));
     }
-    let conv = |out: Size, k: usize, stride: usize, name: &str| Layer::Conv {
-        out,
-        kernel: k,
-        stride,
-        padding: k / 2,
-        act: None,
-        name: Some(name.into()),
-        repeat: 1,
+    let conv = |out: Size, k: usize, stride: usize, name: &str| {
+        Layer::Conv(ConvLayer {
+            out,
+            kernel: k,
+            stride,
+            padding: k / 2,
+            act: None,
+            name: Some(name.into()),
+            repeat: 1,
+        })
     };
     let norm = |name: &str| Layer::Groupnorm {
         groups,

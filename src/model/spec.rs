@@ -89,35 +89,9 @@ pub enum Layer {
         #[serde(default = "one", skip_serializing_if = "is_one")]
         repeat: usize,
     },
-    Conv {
-        out: Size,
-        kernel: usize,
-        #[serde(default = "one", skip_serializing_if = "is_one")]
-        stride: usize,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        padding: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        act: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-        #[serde(default = "one", skip_serializing_if = "is_one")]
-        repeat: usize,
-    },
+    Conv(ConvLayer),
     /// ConvTranspose2d.
-    Deconv {
-        out: Size,
-        kernel: usize,
-        #[serde(default = "one", skip_serializing_if = "is_one")]
-        stride: usize,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        padding: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        act: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-        #[serde(default = "one", skip_serializing_if = "is_one")]
-        repeat: usize,
-    },
+    Deconv(ConvLayer),
     Groupnorm {
         groups: usize,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +231,24 @@ impl ArchSpec {
     }
 }
 
+/// A convolution's fields (`conv`, `deconv`): output channels, kernel, stride, padding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvLayer {
+    pub out: Size,
+    pub kernel: usize,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub stride: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub padding: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: usize,
+}
+
 /// An activation's name as the format writes it: relu, leaky_relu (slope 0.01) or
 /// leaky_relu:SLOPE, sigmoid, tanh, silu, none.
 pub fn activation(name: Option<&str>) -> Result<Activation, String> {
@@ -325,10 +317,9 @@ impl Walker {
         for (i, layer) in layers.iter().enumerate() {
             let repeat = match layer {
                 Layer::Linear { repeat, .. }
-                | Layer::Conv { repeat, .. }
-                | Layer::Deconv { repeat, .. }
                 | Layer::Groupnorm { repeat, .. }
                 | Layer::Residual { repeat, .. } => *repeat,
+                Layer::Conv(c) | Layer::Deconv(c) => c.repeat,
                 _ => 1,
             };
             if repeat == 0 {
@@ -362,8 +353,8 @@ impl Walker {
     ) -> Result<TensorId, String> {
         let kind = match layer {
             Layer::Linear { .. } => "linear",
-            Layer::Conv { .. } => "conv",
-            Layer::Deconv { .. } => "deconv",
+            Layer::Conv(_) => "conv",
+            Layer::Deconv(_) => "deconv",
             Layer::Groupnorm { .. } => "groupnorm",
             Layer::Act { .. } => "act",
             Layer::Upsample => "upsample",
@@ -406,7 +397,7 @@ impl Walker {
                 let y = self.b.linear(x, shape, &name, &l).map_err(g)?;
                 self.b.act(y, act_of(act, &l)?, &l).map_err(g)
             }
-            Layer::Conv {
+            Layer::Conv(ConvLayer {
                 out,
                 kernel,
                 stride,
@@ -414,8 +405,8 @@ impl Walker {
                 act,
                 name,
                 ..
-            }
-            | Layer::Deconv {
+            })
+            | Layer::Deconv(ConvLayer {
                 out,
                 kernel,
                 stride,
@@ -423,7 +414,7 @@ impl Walker {
                 act,
                 name,
                 ..
-            } => {
+            }) => {
                 let name = Self::name(prefix, name, place, copy);
                 let l = label(Some(&name));
                 let cout = match out {
@@ -431,7 +422,7 @@ impl Walker {
                     Size::Word(word) if word == "data" => self.data.c,
                     _ => return Err(err(&l, "out: a channel count or \"data\"".into())),
                 };
-                let transposed = matches!(layer, Layer::Deconv { .. });
+                let transposed = matches!(layer, Layer::Deconv(_));
                 let y = self
                     .b
                     .conv(x, cout, (*kernel, *stride, *padding), transposed, &name, &l)

@@ -340,6 +340,11 @@ pub enum TrainEvent<'a> {
     Progress { images: usize, loss: Option<f64> },
     /// An epoch has ended (and its checkpoint, if the run has a directory, is saved).
     EpochEnd(&'a EpochMetrics),
+    /// The training step is compiled: its launches, and the bytes of its matrices.
+    Compiled {
+        launches: usize,
+        workspace_bytes: u64,
+    },
 }
 
 /// Everything a training run needs.
@@ -415,6 +420,10 @@ fn train_with<'s>(
         )
     };
     let mut trainer = program(&feed.batches(), Some(t.adam))?;
+    (run.observer)(TrainEvent::Compiled {
+        launches: trainer.launches().len(),
+        workspace_bytes: trainer.workspace_bytes(),
+    });
     // A benchmark (max_steps) measures training speed alone: no pass over the test split.
     let bench = run.max_steps.is_some();
     let mut tester = if bench {
