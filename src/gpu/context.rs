@@ -115,6 +115,8 @@ pub struct Gpu {
     /// Bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     pub(crate) dummy_uniform: wgpu::Buffer,
+    /// A lower bound on one binding than the adapter's (0: none), see `limit_bindings`.
+    binding_cap: std::sync::atomic::AtomicU64,
 }
 
 fn instance(opts: &GpuOptions, backends: wgpu::Backends) -> wgpu::Instance {
@@ -272,7 +274,31 @@ impl Gpu {
             errors,
             dummy,
             dummy_uniform,
+            binding_cap: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The most bytes one matrix of a model's step may take: what the adapter binds at
+    /// once (and holds in one buffer), or less after `limit_bindings`.
+    pub fn binding_limit(&self) -> u64 {
+        let cap = self.binding_cap.load(std::sync::atomic::Ordering::Relaxed);
+        let adapter = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if cap == 0 {
+            adapter
+        } else {
+            adapter.min(cap)
+        }
+    }
+
+    /// Programs compiled from now on keep every matrix of a step under `bytes` (None: the
+    /// adapter's limit), running convolutions in chunks of images where their columns
+    /// would be larger: so that tests can run that path on small models.
+    pub fn limit_bindings(&self, bytes: Option<u64>) {
+        self.binding_cap
+            .store(bytes.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// "name (backend)" for messages.

@@ -101,6 +101,71 @@ pub fn implicit_input_grad(gpu: &crate::gpu::Gpu, g: &Graph, n: &Node, b: usize)
         })
 }
 
+/// Images per chunk of a convolution whose column matrix for the whole batch `b` would be
+/// more than one binding holds (`Gpu::binding_limit`): the most images whose columns fit,
+/// in whole steps that start every chunk at an offset the binding alignment allows; `b`
+/// itself when the batch's fit. A convolution runs its chunks one after the other in the
+/// same step.
+pub fn conv_chunk(gpu: &crate::gpu::Gpu, g: &Graph, n: &Node, b: usize) -> Result<usize, GpuError> {
+    let limit = gpu.binding_limit();
+    let one = conv_geom(g, n, 1)?;
+    let per_image = (one.col_rows() * crate::gpu::round_up4(one.col_cols()) * 4) as u64;
+    if b as u64 * per_image <= limit {
+        return Ok(b);
+    }
+    // Chunks start at offsets of the input and output images that the binding alignment
+    // allows: a whole number of `step` images.
+    let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(4);
+    let step = [n.inputs[0], n.output]
+        .iter()
+        .map(|&t| {
+            let l = super::Layout::of(g.shapes[t]);
+            let bytes = (l.rows * crate::gpu::round_up4(l.cols) * 4) as u64;
+            (align / gcd(align, bytes)) as usize
+        })
+        .max()
+        .unwrap_or(1);
+    let fit = (limit / per_image) as usize / step * step;
+    if fit == 0 {
+        return Err(GpuError::Limit(format!(
+            "{}: the columns of {step} images take {} MiB, over the {} MiB the adapter binds at once; use smaller images or fewer channels",
+            n.label,
+            (step as u64 * per_image) >> 20,
+            limit >> 20
+        )));
+    }
+    Ok(fit)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// (first image, images) of each chunk of `chunk` images of a batch of `b`.
+pub fn chunks(b: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..b).step_by(chunk.max(1)).map(move |from| (from, chunk.min(b - from)))
+}
+
+/// Images `from..from + count` of a batch of `b` held in `m` (rows per image = rows / b).
+fn images(m: &Matrix, b: usize, (from, count): (usize, usize)) -> Matrix {
+    let per = m.rows / b;
+    Matrix {
+        offset: m.offset + (from * per * m.ld * 4) as u64,
+        rows: count * per,
+        ..m.clone()
+    }
+}
+
+/// The first `rows` rows of `m` (a chunk's part of a scratch matrix sized for the largest
+/// chunk).
+fn leading(m: &Matrix, rows: usize) -> Matrix {
+    Matrix { rows, ..m.clone() }
+}
+
 /// `m` as [batch, features]: the view a Linear layer (a GEMM operand) needs.
 fn as_rows(m: &Matrix, batch: usize) -> Result<Matrix, GpuError> {
     if m.rows == batch {
@@ -146,12 +211,32 @@ pub fn forward(cx: &Ctx<'_>, i: usize) -> Result<Vec<Dispatch>, GpuError> {
         Op::Conv { act, .. } | Op::ConvT { act, .. } => {
             let (w, bias) = weights()?;
             let geom = conv_geom(g, n, b)?;
-            if matches!(n.op, Op::Conv { .. }) && !flipped(g, n) {
-                if cx.inference {
-                    if let Some(one) = conv2d_implicit(gpu, &geom, (w, bias), x, y, act)? {
-                        return Ok(vec![one]);
-                    }
+            let plain = matches!(n.op, Op::Conv { .. }) && !flipped(g, n);
+            if plain && cx.inference {
+                if let Some(one) = conv2d_implicit(gpu, &geom, (w, bias), x, y, act)? {
+                    return Ok(vec![one]);
                 }
+            }
+            if cx.chunk < b {
+                // Each chunk's columns, written and multiplied before the next chunk's.
+                let mut out = Vec::new();
+                let per = conv_geom(g, n, 1)?.col_rows();
+                for (j, part) in chunks(b, cx.chunk).enumerate() {
+                    let io = ConvIo {
+                        geom: conv_geom(g, n, part.1)?,
+                        weight: w,
+                        bias,
+                        cols: &leading(cx.cols_of(j)?, part.1 * per),
+                    };
+                    let (xj, yj) = (images(x, b, part), images(y, b, part));
+                    out.extend(match plain {
+                        true => conv2d(gpu, &io, &xj, &yj, act)?,
+                        false => conv_transpose2d(gpu, &io, &xj, &yj, act)?,
+                    });
+                }
+                return Ok(out);
+            }
+            if plain {
                 let io = ConvIo {
                     geom,
                     weight: w,
@@ -272,6 +357,10 @@ pub fn backward(
             out.extend(bias_grad(gpu, &dy, db)?);
             Ok(out)
         }
+        Op::Conv { .. } | Op::ConvT { .. } if cx.chunk < b => {
+            let ((w, _), (dw, db)) = both()?;
+            conv_backward_chunked(cx, i, (w, dw, db), dy, target(0))
+        }
         Op::Conv { .. } | Op::ConvT { .. } => {
             let ((w, bias), (dw, db)) = both()?;
             let io = ConvIo {
@@ -384,4 +473,101 @@ pub fn backward(
             None => Vec::new(),
         }),
     }
+}
+
+/// The backward of a convolution run in chunks of images (see `conv_chunk`): the weight
+/// gradient summed over the chunks (each adds its product), the bias gradient over the
+/// whole batch, and the input gradient chunk by chunk (or, for a stride-1 convolution with
+/// its flipped weight, as one convolution of the whole batch).
+fn conv_backward_chunked(
+    cx: &Ctx<'_>,
+    i: usize,
+    (w, dw, db): (&Matrix, &Matrix, &Matrix),
+    dy: &Matrix,
+    target: Option<&(Matrix, GradEpilogue<'_>)>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (g, n, gpu, b) = (cx.graph, &cx.graph.nodes[i], cx.gpu, cx.batch);
+    let x = cx.value(n.inputs[0]);
+    let plain = matches!(n.op, Op::Conv { .. }) && !flipped(g, n);
+    let k = match n.op {
+        Op::Conv { k, .. } | Op::ConvT { k, .. } => k,
+        _ => unreachable!("a convolution"),
+    };
+    let mut out = Vec::new();
+    let implicit = plain.then(|| cx.flipped_weight()).flatten().zip(target);
+    if let Some((w_flipped, _)) = implicit {
+        out.push(tensor::flip_taps(gpu, w, w_flipped, k)?);
+    }
+    let plain_spec = |trans_a, trans_b, accumulate| GemmSpec {
+        trans_a,
+        trans_b,
+        accumulate,
+        ..Default::default()
+    };
+    let per = conv_geom(g, n, 1)?.col_rows();
+    for (j, part) in chunks(b, cx.chunk).enumerate() {
+        let geom = conv_geom(g, n, part.1)?;
+        let dyj = images(dy, b, part);
+        let dcols = || cx.dcols().map(|m| leading(m, part.1 * per));
+        // This chunk's part of the input gradient's epilogue (the activation output is
+        // the input's value, seen in the same chunk).
+        let y_in = target
+            .and_then(|t| t.1.act)
+            .map(|a| images(a.output, b, part));
+        let dx = target.map(|(dx, e)| {
+            let dxj = images(dx, b, part);
+            let e = GradEpilogue {
+                act: e.act.zip(y_in.as_ref()).map(|(a, output)| InputActivation {
+                    act: a.act,
+                    output,
+                }),
+                ..*e
+            };
+            (dxj, e)
+        });
+        if plain {
+            let cols = leading(cx.cols_of(j)?, part.1 * per);
+            // dW += dy_j^T cols_j
+            out.push(gemm(gpu, &dyj, &cols, dw, None, plain_spec(true, false, j > 0))?);
+            if let (Some((dxj, e)), None) = (&dx, implicit) {
+                let dcols = dcols()?;
+                out.push(gemm(gpu, &dyj, w, &dcols, None, plain_spec(false, false, false))?);
+                out.push(crate::ops::conv::col2im_grad(gpu, &geom, &dcols, dxj, *e)?);
+            }
+        } else {
+            // A transposed convolution's columns come from its output gradient.
+            let dcols = dcols()?;
+            let dcols = &dcols;
+            let xj = images(x, b, part);
+            out.push(crate::ops::conv::im2col(gpu, &geom, &dyj, dcols)?);
+            if let Some((dxj, e)) = &dx {
+                // dx_j = dcols_j W^T, through the epilogue.
+                let spec = GemmSpec {
+                    trans_b: true,
+                    accumulate: e.accumulate,
+                    act_grad: e.act.is_some(),
+                    act: e.act.map_or(crate::ops::Activation::Identity, |a| a.act),
+                    ..Default::default()
+                };
+                out.push(gemm(gpu, dcols, w, dxj, e.act.map(|a| a.output), spec)?);
+            }
+            // dW += x_j^T dcols_j
+            out.push(gemm(gpu, &xj, dcols, dw, None, plain_spec(true, false, j > 0))?);
+        }
+    }
+    // The bias gradient sums the whole batch's output gradient, as [B*h*w, Cout] rows.
+    let s = g.shapes[n.output];
+    let rows = Matrix {
+        rows: b * s.h * s.w,
+        cols: s.c,
+        ld: dy.ld * dy.rows / (b * s.h * s.w),
+        ..dy.clone()
+    };
+    out.extend(bias_grad(gpu, &rows, db)?);
+    if let Some(((w_flipped, (dx, e)), g0)) = implicit.zip(Some(conv_geom(g, n, b)?)) {
+        out.push(conv2d_input_grad(gpu, &g0, w_flipped, dy, dx, *e)?.ok_or_else(|| {
+            GpuError::Shape(format!("{}: no implicit input gradient", n.label))
+        })?);
+    }
+    Ok(out)
 }

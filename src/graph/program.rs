@@ -61,9 +61,14 @@ impl Slot {
     }
 }
 
-/// One node's scratch matrices, indexed by `Slot`.
+/// One node's scratch matrices, indexed by `Slot` (a convolution run in chunks has one
+/// column matrix per chunk where its backward reads them, else one it reuses), and the
+/// images per chunk of a convolution (see `ops::conv_chunk`).
 #[derive(Clone, Default)]
-struct Scratch([Option<Matrix>; 5]);
+struct Scratch {
+    slots: [Vec<Matrix>; 5],
+    chunk: usize,
+}
 
 /// What an op's launches are built with (see `ops`).
 pub struct Ctx<'a> {
@@ -71,6 +76,8 @@ pub struct Ctx<'a> {
     pub graph: &'a Graph,
     pub params: &'a Params,
     pub batch: usize,
+    /// Images per chunk of a convolution run in chunks (the batch for the others).
+    pub chunk: usize,
     pub inference: bool,
     values: &'a [Option<Matrix>],
     grads: &'a [Option<Matrix>],
@@ -91,13 +98,22 @@ impl Ctx<'_> {
     }
 
     fn need(&self, slot: Slot) -> Result<&Matrix, GpuError> {
-        self.scratch.0[slot as usize]
-            .as_ref()
+        self.scratch.slots[slot as usize]
+            .first()
             .ok_or_else(|| GpuError::Shape(format!("no {} scratch", slot.what())))
     }
 
     pub fn cols(&self) -> Result<&Matrix, GpuError> {
         self.need(Slot::Cols)
+    }
+
+    /// The columns of chunk `j` of a convolution run in chunks (the one matrix all chunks
+    /// reuse, where the backward does not read them).
+    pub fn cols_of(&self, j: usize) -> Result<&Matrix, GpuError> {
+        let cols = &self.scratch.slots[Slot::Cols as usize];
+        cols.get(j)
+            .or(cols.first())
+            .ok_or_else(|| GpuError::Shape("no column scratch".into()))
     }
 
     pub fn dcols(&self) -> Result<&Matrix, GpuError> {
@@ -115,7 +131,7 @@ impl Ctx<'_> {
     /// The flipped weight of a convolution whose input gradient is a convolution (see
     /// `ops::implicit_input_grad`); None for the columns route.
     pub fn flipped_weight(&self) -> Option<&Matrix> {
-        self.scratch.0[Slot::Flipped as usize].as_ref()
+        self.scratch.slots[Slot::Flipped as usize].first()
     }
 }
 
@@ -293,13 +309,14 @@ impl Program {
                 });
             }
         }
-        // Scratch per node: request indices by slot.
-        let mut scratch_req: Vec<[Option<usize>; 5]> = vec![[None; 5]; g.nodes.len()];
+        // Scratch per node: request indices by slot, and the images per chunk.
+        let mut scratch_req: Vec<[Vec<usize>; 5]> = vec![Default::default(); g.nodes.len()];
+        let mut chunk = vec![batch; g.nodes.len()];
         for &i in &run {
             let n = &g.nodes[i];
             let (fwd, bwd) = (fwd_at(i), bwd_at(i));
             let mut ask = |slot: Slot, (rows, cols): (usize, usize), start, end, alone: bool| {
-                scratch_req[i][slot as usize] = Some(requests.len());
+                scratch_req[i][slot as usize].push(requests.len());
                 requests.push(Request {
                     rows,
                     cols,
@@ -311,7 +328,8 @@ impl Program {
             };
             match n.op {
                 Op::Conv { .. } | Op::ConvT { .. } => {
-                    let dims = ops::cols_dims(g, n, batch)?;
+                    chunk[i] = ops::conv_chunk(gpu, g, n, batch)?;
+                    let dims = ops::cols_dims(g, n, chunk[i])?;
                     let plain = matches!(n.op, Op::Conv { .. }) && !ops::flipped(g, n);
                     let implicit = plain
                         && !train
@@ -321,9 +339,18 @@ impl Program {
                             Layout::of(g.shapes[n.inputs[0]]).strides(g.shapes[n.inputs[0]]),
                         );
                     if !implicit {
-                        // A plain convolution's weight gradient reads its columns.
-                        let end = if plain && train { bwd } else { fwd };
-                        ask(Slot::Cols, dims, fwd, end, false);
+                        // A plain convolution's weight gradient reads its columns: one
+                        // matrix per chunk then, else one the chunks reuse.
+                        let kept = plain && train;
+                        let end = if kept { bwd } else { fwd };
+                        let parts: Vec<(usize, usize)> = match kept {
+                            true => ops::chunks(batch, chunk[i]).collect(),
+                            false => vec![(0, chunk[i])],
+                        };
+                        for (_, images) in parts {
+                            let rows = dims.0 / chunk[i] * images;
+                            ask(Slot::Cols, (rows, dims.1), fwd, end, false);
+                        }
                     }
                     let wants_dx = g.root(n.inputs[0]) != g.root(input);
                     if train && wants_dx && plain && ops::implicit_input_grad(gpu, g, n, batch) {
@@ -352,10 +379,7 @@ impl Program {
             }
         }
         // Every matrix must fit one binding; they all grow with the batch.
-        let limit = gpu
-            .limits
-            .max_storage_buffer_binding_size
-            .min(gpu.limits.max_buffer_size);
+        let limit = gpu.binding_limit();
         let bytes = |r: &Request| (r.rows * crate::gpu::round_up4(r.cols) * 4) as u64;
         if let Some(r) = requests
             .iter()
@@ -403,12 +427,20 @@ impl Program {
             };
             grads[t] = view(grad_req[r]).map(reshaped);
         }
-        let scratch: Vec<Scratch> = scratch_req.iter().map(|s| Scratch(s.map(view))).collect();
+        let scratch: Vec<Scratch> = scratch_req
+            .iter()
+            .zip(&chunk)
+            .map(|(s, &chunk)| Scratch {
+                slots: s.clone().map(|r| r.into_iter().map(|k| views[k].clone()).collect()),
+                chunk,
+            })
+            .collect();
         let cx = |i: usize| Ctx {
             gpu,
             graph: g,
             params,
             batch,
+            chunk: scratch[i].chunk,
             inference: !train,
             values: &values,
             grads: &grads,
@@ -430,7 +462,7 @@ impl Program {
         let eps = run
             .iter()
             .find(|&&i| g.nodes[i].op == Op::Sample)
-            .and_then(|&i| scratch[i].0[Slot::Eps as usize].clone());
+            .and_then(|&i| scratch[i].slots[Slot::Eps as usize].first().cloned());
         log::debug!(
             "graph program {mode:?} at batch {batch}: {} forward and {} backward launches, {workspace_bytes} workspace bytes",
             forward.len(),
