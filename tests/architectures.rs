@@ -84,6 +84,53 @@ fn resnet_serves_every_command_and_resumes() {
         1,
         &["--conv-channels", "differs"],
     );
+    // Flags of another architecture are refused, not ignored.
+    let mut mlp_flag = more.clone();
+    mlp_flag.extend(["--hidden".into(), "64".into()]);
+    fails_with(
+        &mlp_flag.iter().map(String::as_str).collect::<Vec<_>>(),
+        1,
+        &["--hidden", "resnet"],
+    );
+    // The report describes the model and holds its architecture as a file.
+    ok(&["report", "--model", &out, "--data", &d, "--limit", "64"]);
+    let html = std::fs::read_to_string(Path::new(&out).join("report.html")).unwrap();
+    assert!(html.contains("ResNet, levels of [8, 16]"), "{html}");
+    assert!(html.contains("&quot;op&quot;: &quot;residual&quot;"));
+}
+
+/// A table's records train through a file-defined architecture too.
+#[test]
+fn a_table_trains_a_file_architecture() {
+    let dir = tmp().join("table-arch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mlp2.json");
+    std::fs::write(
+        &file,
+        r#"{"encoder": [{"op": "flatten"}, {"op": "linear", "out": 32, "act": "silu"}, {"op": "linear", "out": 32, "act": "silu"}],
+            "heads": ["mu", "logvar"],
+            "decoder": [{"op": "linear", "out": 32, "act": "silu"}, {"op": "linear", "out": "data"}]}"#,
+    )
+    .unwrap();
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/wdbc/wdbc.csv");
+    let table = table.display().to_string();
+    let out = dir.join("run").display().to_string();
+    let arch = file.display().to_string();
+    ok(&[
+        "train", "--data", &table, "--arch", &arch, "--out", &out, "--epochs", "1", "--quiet",
+    ]);
+    let tensors = names(&last_model(&out));
+    // Unnamed layers are named by their list and place: the encoder's and decoder's differ.
+    for want in ["encoder.1.weight", "decoder.1.weight", "mu.weight"] {
+        assert!(tensors.iter().any(|t| t == want), "{want} in {tensors:?}");
+    }
+    let scores = dir.join("scores.csv").display().to_string();
+    ok(&["score", "--model", &out, "--data", &table, "--out", &scores]);
+    assert_eq!(
+        std::fs::read_to_string(&scores).unwrap().lines().count(),
+        58,
+        "a header and one score per test record"
+    );
 }
 
 #[test]
@@ -119,7 +166,11 @@ fn a_pytorch_resnet_state_dict_loads_alone() {
     std::fs::create_dir_all(&copy).unwrap();
     std::fs::copy(&model, copy.join("model.safetensors")).unwrap();
     let m = copy.join("model.safetensors").display().to_string();
-    fails_with(&["sample", "--model", &m, "--count", "2"], 1, &["groups"]);
+    fails_with(
+        &["sample", "--model", &m, "--count", "2"],
+        1,
+        &["a width of 4", "8 groups", "config.json"],
+    );
     // A config.json beside it says what the shapes cannot.
     let config = serde_json::json!({
         "model": {"arch": "resnet", "height": 8, "width": 8, "channels": 1, "conv_channels": [4, 8],
@@ -215,6 +266,75 @@ fn architecture_files_that_do_not_fit_are_named() {
         ),
         &["encoder[1]", "add of a 28x28x8 and a 28x28x16"],
     );
+    fail(
+        "twice.json",
+        &with(
+            r#"{"op": "flatten"}, {"op": "linear", "out": 16, "name": "a"}, {"op": "linear", "out": 16, "name": "a"}"#,
+            ok_decoder,
+        ),
+        &["'a'", "distinct names"],
+    );
+    fail(
+        "no-decoder.json",
+        &with(r#"{"op": "flatten"}"#, ""),
+        &["decoder"],
+    );
+    fail(
+        "act-on-logits.json",
+        &with(
+            r#"{"op": "flatten"}"#,
+            r#"{"op": "linear", "out": "data", "act": "sigmoid", "name": "out"}"#,
+        ),
+        &["logits"],
+    );
+    fail(
+        "huge.json",
+        &with(
+            r#"{"op": "flatten"}, {"op": "linear", "out": 1000000000, "name": "wide"}"#,
+            ok_decoder,
+        ),
+        &["'wide'", "2^28"],
+    );
+    fail(
+        "kernel.json",
+        &with(
+            r#"{"op": "conv", "out": 8, "kernel": 100000, "name": "k"}"#,
+            ok_decoder,
+        ),
+        &["'k'", "255"],
+    );
+    fail(
+        "repeat.json",
+        &with(
+            r#"{"op": "flatten"}, {"op": "linear", "out": 8, "repeat": 1000000000000}"#,
+            ok_decoder,
+        ),
+        &["encoder[1]", "repeat", "1 to 1024"],
+    );
+    fail(
+        "heads.json",
+        r#"{"encoder": [{"op": "flatten"}], "heads": 3, "decoder": []}"#,
+        &["heads must be a layer name"],
+    );
+    // A byte-order mark, as some editors write, is not an error.
+    let bom = dir.join("bom.json");
+    std::fs::write(
+        &bom,
+        format!("\u{feff}{}", with(r#"{"op": "flatten"}"#, ok_decoder)),
+    )
+    .unwrap();
+    let printed = dir.join("printed");
+    ok(&[
+        "train",
+        "--data",
+        &d,
+        "--arch",
+        &bom.display().to_string(),
+        "--print-arch",
+        "--out",
+        &printed.display().to_string(),
+    ]);
+    assert!(!printed.exists(), "--print-arch makes no run directory");
     // Built-in architectures name the size that fits.
     let out = dir.join("odd").display().to_string();
     fails_with(

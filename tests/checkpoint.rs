@@ -33,7 +33,8 @@ fn round_trip(name: &str, check_config: impl Fn(&vae_gpu::vae::ModelConfig)) {
         let rows = expected["z"].shape[0];
         // The encoder on the fixture's x, the decoder on its z.
         let x = Matrix::from_slice(gpu, rows, c.input_dim(), &expected["x"].data, "x").unwrap();
-        let encoder = Program::new(gpu, &params, rows, Mode::Infer, Some(&x)).unwrap();
+        let encoder =
+            Program::new(gpu, &params, rows, Mode::Infer, &[(params.graph.x, &x)]).unwrap();
         gpu.run(&encoder.forward.iter().collect::<Vec<_>>())
             .unwrap();
         let mulv = encoder.value(params.graph.mulv).read(gpu).unwrap();

@@ -77,13 +77,15 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
             l.recon, l.kl
         )));
     }
+    let items = c.items();
+    let item = items.trim_end_matches('s');
     say!(
-        "model {}: {n} test images from {}",
+        "model {}: {n} test {items} from {}",
         dir.display(),
         data.source
     );
     let mut line = format!(
-        "test loss {:.3} nats/image (reconstruction {:.3} + KL {:.3}, beta {beta})",
+        "test loss {:.3} nats/{item} (reconstruction {:.3} + KL {:.3}, beta {beta})",
         l.total, l.recon, l.kl
     );
     let mut iwae = None;
@@ -94,7 +96,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         if !bound.is_finite() {
             return Err(overflow(format!("IWAE bound is {bound}")));
         }
-        line += &format!("\nIWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/image");
+        line += &format!("\nIWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/{item}");
         iwae = Some(bound);
     }
     super::report(

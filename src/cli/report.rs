@@ -182,13 +182,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
 
     let mut settings = vec![
         ("model".to_string(), dir.display().to_string()),
-        (
-            "architecture".into(),
-            match c.arch.as_str() {
-                "conv" => format!("convolutional, channels {:?}", c.conv_channels),
-                _ => format!("fully connected, hidden widths {:?}", c.hidden),
-            },
-        ),
+        ("architecture".into(), c.describe()),
         (
             "images".into(),
             format!("{}x{}x{}", c.height, c.width, c.channels),
@@ -229,6 +223,13 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     );
     html += "<h2>Settings</h2>\n";
     html += &table(&settings);
+    if let Ok(spec) = c.spec() {
+        // The whole architecture, as `train --arch FILE.json` takes it back.
+        html += &format!(
+            "<details><summary>The architecture as a file (train --arch FILE.json)</summary><pre>{}</pre></details>\n",
+            esc(&spec.to_text())
+        );
+    }
     if !history.is_empty() {
         html += "<h2>Training</h2>\n";
         html += &metrics_table(&history);

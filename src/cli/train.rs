@@ -116,7 +116,7 @@ pub struct TrainArgs {
     pub gpu_data_mib: u64,
     /// Print the model's architecture in the architecture-file format (for these flags and
     /// this data: a start for a file of your own) and stop, training nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub print_arch: bool,
     /// Train N steps of one epoch after a warm-up step (which compiles the kernels), print
     /// samples/s over the N, and stop (a throughput benchmark)
@@ -451,6 +451,7 @@ fn resumed_run(
         )?,
         _ => None,
     };
+    check_arch_flags(a, &m.arch)?;
     keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
     keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
     keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
@@ -553,6 +554,9 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     if !sigint_ignored() {
         let _ = ctrlc::set_handler(on_ctrl_c);
     }
+    if a.print_arch {
+        return print_arch(a);
+    }
     if let Some(d) = &a.resume {
         // Locking takes the directory over (it removes temporary files), so it must be a run.
         if d.is_dir() && !d.join(CONFIG_FILE).is_file() && !rundir::is_run(d) {
@@ -593,11 +597,75 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     let result = train_in(device, a, &dir);
     // A new run that failed before its first checkpoint, or a benchmark (which writes none),
     // leaves nothing behind.
-    let gone = result.is_err() || a.bench_steps.is_some() || a.print_arch;
+    let gone = result.is_err() || a.bench_steps.is_some();
     if gone && new && rundir::checkpoints(&dir_path).is_empty() {
         let _ = std::fs::remove_dir_all(&dir_path);
     }
     result
+}
+
+/// `--print-arch`: the architecture these flags and this data make, printed; no run
+/// directory is made or locked.
+fn print_arch(a: &TrainArgs) -> anyhow::Result<()> {
+    let data = DataChoice::new(a, None, None)?;
+    let TrainingData {
+        train,
+        dir,
+        source,
+        schema,
+        ..
+    } = data.load(a.gpu_data_mib << 20)?;
+    let (model, _) = fresh_model(a, &data, &train, dir, source, schema)?;
+    let spec = crate::model::ArchSpec {
+        latent: Some(model.latent),
+        ..model.spec().map_err(anyhow::Error::msg)?
+    };
+    super::write_stdout(spec.to_text().as_bytes());
+    Ok(())
+}
+
+/// Refuses flags that shape another architecture than `arch`.
+fn check_arch_flags(a: &TrainArgs, arch: &str) -> anyhow::Result<()> {
+    if a.hidden.is_some() && arch != "mlp" {
+        bail!("--hidden sets the MLP's widths; this model's architecture is {arch} (its widths come from --conv-channels or the architecture file)");
+    }
+    if a.conv_channels.is_some() && !["conv", "resnet"].contains(&arch) {
+        bail!("--conv-channels sets the conv and resnet VAEs' widths; this model's architecture is {arch}");
+    }
+    if (a.blocks.is_some() || a.groups.is_some()) && arch != "resnet" {
+        bail!("--blocks and --groups shape the resnet VAE; this model's architecture is {arch}");
+    }
+    Ok(())
+}
+
+/// The model and settings of a new run, every layer checked against the data.
+fn fresh_model(
+    a: &TrainArgs,
+    data: &DataChoice,
+    train: &TrainSet<'_>,
+    data_dir: PathBuf,
+    source: String,
+    schema: Option<crate::data::table::Schema>,
+) -> anyhow::Result<(ModelConfig, TrainConfig)> {
+    let spec = arch_file(a)?;
+    let arch = if spec.is_some() {
+        "file"
+    } else {
+        a.arch.as_deref().unwrap_or("mlp")
+    };
+    check_arch_flags(a, arch)?;
+    if schema.is_some() && !["mlp", "file"].contains(&arch) {
+        bail!("a table trains the MLP or a model from an architecture file; --arch {arch} is for images");
+    }
+    if schema.is_some() && (a.likelihood.is_some() || a.noise.is_some()) {
+        bail!("--likelihood and --noise are for images and arrays; each column of a table has its own likelihood (Gaussian, Bernoulli or softmax) and its inputs are not corrupted");
+    }
+    let (mut model, t) = new_run(a, data, train, data_dir, source, spec);
+    model.table = schema;
+    model
+        .graph()
+        .map_err(|e| anyhow::anyhow!("--arch {}: {e}", a.arch.as_deref().unwrap_or("mlp")))?;
+    Ok((model, t))
 }
 
 fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<()> {
@@ -678,42 +746,8 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
             }
             run
         }
-        None => {
-            let arch = a.arch.as_deref().unwrap_or("mlp");
-            let convolutional = ["conv", "resnet"].contains(&arch);
-            if a.hidden.is_some() && arch != "mlp" {
-                bail!("--hidden sets the MLP's widths; --arch {arch} takes its widths elsewhere (--conv-channels, or the architecture file)");
-            }
-            if a.conv_channels.is_some() && !convolutional {
-                bail!("--conv-channels sets the conv and resnet VAEs' widths (with --arch conv or resnet); the MLP takes --hidden");
-            }
-            if (a.blocks.is_some() || a.groups.is_some()) && arch != "resnet" {
-                bail!("--blocks and --groups shape the resnet VAE (with --arch resnet)");
-            }
-            if schema.is_some() && arch != "mlp" {
-                bail!("a table trains the MLP; --arch {arch} is for images");
-            }
-            if schema.is_some() && (a.likelihood.is_some() || a.noise.is_some()) {
-                bail!("--likelihood and --noise are for images and arrays; each column of a table has its own likelihood (Gaussian, Bernoulli or softmax) and its inputs are not corrupted");
-            }
-            let spec = arch_file(a)?;
-            let (mut model, t) = new_run(a, &data, &train_images, data_dir, source, spec);
-            model.table = schema;
-            // Every layer checked against the data before anything runs.
-            model.graph().map_err(|e| {
-                anyhow::anyhow!("--arch {}: {e}", a.arch.as_deref().unwrap_or("mlp"))
-            })?;
-            (model, t)
-        }
+        None => fresh_model(a, &data, &train_images, data_dir, source, schema)?,
     };
-    if a.print_arch {
-        let spec = crate::model::ArchSpec {
-            latent: Some(model.latent),
-            ..model.spec().map_err(anyhow::Error::msg)?
-        };
-        super::write_stdout(spec.to_text().as_bytes());
-        return Ok(());
-    }
     // Names are labels for people: a resumed run takes new ones from --class-names; a
     // table's label column names its classes by its values.
     let levels = model.table.as_ref().and_then(|t| t.label.as_ref());

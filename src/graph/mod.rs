@@ -122,6 +122,8 @@ pub struct Graph {
     pub mulv: TensorId,
     pub z: TensorId,
     pub logits: TensorId,
+    /// A conditional model's condition: each record's class, one-hot (K values).
+    pub y: Option<TensorId>,
 }
 
 /// A shape or wiring error: what the node is and why it does not fit.
@@ -179,17 +181,30 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// A graph whose input x has shape `data`.
-    pub fn new(data: Shape) -> Builder {
+    /// A graph whose input x has shape `data`; with `classes`, a conditional model's
+    /// second input y, each record's class one-hot.
+    pub fn new(data: Shape, classes: Option<usize>) -> Builder {
+        let mut shapes = vec![data];
+        shapes.extend(classes.map(flat));
         Builder {
             graph: Graph {
-                shapes: vec![data],
+                shapes,
                 nodes: Vec::new(),
                 x: 0,
                 mulv: 0,
                 z: 0,
                 logits: 0,
+                y: classes.map(|_| 1),
             },
+        }
+    }
+
+    /// `t` with the condition beside it (its channels on every pixel of an image, or more
+    /// features), for a conditional model; `t` itself for another.
+    pub fn condition(&mut self, t: TensorId, label: &str) -> Result<TensorId, GraphError> {
+        match self.graph.y {
+            Some(y) => self.concat(t, y, label),
+            None => Ok(t),
         }
     }
 
@@ -204,7 +219,20 @@ impl Builder {
         out: Shape,
         name: &str,
         label: &str,
-    ) -> TensorId {
+    ) -> Result<TensorId, GraphError> {
+        let values = out.h.checked_mul(out.w).and_then(|v| v.checked_mul(out.c));
+        if !values.is_some_and(|v| (1..=MAX_VALUES).contains(&v)) {
+            return Err(Self::err(
+                label,
+                format!(
+                    "an output of {}x{}x{} is outside what vae-gpu holds (1 to 2^28 values per sample)",
+                    out.h, out.w, out.c
+                ),
+            ));
+        }
+        if self.graph.nodes.len() >= MAX_NODES {
+            return Err(Self::err(label, format!("more than {MAX_NODES} layers")));
+        }
         let output = self.graph.shapes.len();
         self.graph.shapes.push(out);
         self.graph.nodes.push(Node {
@@ -215,7 +243,18 @@ impl Builder {
             parts: Vec::new(),
             label: label.to_string(),
         });
-        output
+        let n = self.graph.nodes.last().expect("just pushed");
+        let params: usize = ops::param_dims(&self.graph, n)
+            .iter()
+            .map(|(r, c)| r.saturating_mul(*c))
+            .fold(0, usize::saturating_add);
+        if params > MAX_VALUES {
+            return Err(Self::err(
+                label,
+                format!("{params} parameters in one layer, over the 2^28 vae-gpu holds"),
+            ));
+        }
+        Ok(output)
     }
 
     fn err(label: &str, msg: String) -> GraphError {
@@ -233,7 +272,7 @@ impl Builder {
         if out.numel() == 0 {
             return Err(Self::err(label, "a linear layer needs outputs".into()));
         }
-        Ok(self.push(
+        self.push(
             Op::Linear {
                 act: Activation::Identity,
             },
@@ -241,7 +280,7 @@ impl Builder {
             out,
             name,
             label,
-        ))
+        )
     }
 
     /// A convolution (or, `transposed`, a transposed one) to `cout` channels.
@@ -261,6 +300,12 @@ impl Builder {
             return Err(Self::err(
                 label,
                 format!("{what} needs a kernel, a stride and channels of at least 1"),
+            ));
+        }
+        if k > 255 || stride > 255 || pad > 255 {
+            return Err(Self::err(
+                label,
+                format!("{what} with kernel {k}, stride {stride}, padding {pad}: each must be at most 255"),
             ));
         }
         let (h, w) = if transposed {
@@ -331,7 +376,7 @@ impl Builder {
                 act: Activation::Identity,
             }
         };
-        Ok(self.push(op, vec![x], out, name, label))
+        self.push(op, vec![x], out, name, label)
     }
 
     pub fn group_norm(
@@ -351,7 +396,7 @@ impl Builder {
                 ),
             ));
         }
-        Ok(self.push(
+        self.push(
             Op::GroupNorm {
                 groups,
                 act: Activation::Identity,
@@ -360,7 +405,7 @@ impl Builder {
             s,
             name,
             label,
-        ))
+        )
     }
 
     pub fn act(
@@ -374,7 +419,7 @@ impl Builder {
             return Ok(x);
         }
         let s = self.shape(x);
-        Ok(self.push(Op::Act(act), vec![x], s, "", label))
+        self.push(Op::Act(act), vec![x], s, "", label)
     }
 
     pub fn add(&mut self, a: TensorId, b: TensorId, label: &str) -> Result<TensorId, GraphError> {
@@ -388,7 +433,7 @@ impl Builder {
                 ),
             ));
         }
-        Ok(self.push(Op::Add, vec![a, b], sa, "", label))
+        self.push(Op::Add, vec![a, b], sa, "", label)
     }
 
     /// The channels of `a` then those of `b` (images of one size, or flat features).
@@ -399,7 +444,9 @@ impl Builder {
         label: &str,
     ) -> Result<TensorId, GraphError> {
         let (sa, sb) = (self.shape(a), self.shape(b));
-        if (sa.h, sa.w) != (sb.h, sb.w) {
+        // A graph input (the condition) may be flat: its values go to every pixel.
+        let broadcast = (sb.h, sb.w) == (1, 1) && self.graph.is_input(b);
+        if (sa.h, sa.w) != (sb.h, sb.w) && !broadcast {
             return Err(Self::err(
                 label,
                 format!(
@@ -412,7 +459,7 @@ impl Builder {
             c: sa.c + sb.c,
             ..sa
         };
-        Ok(self.push(Op::Concat, vec![a, b], out, "", label))
+        self.push(Op::Concat, vec![a, b], out, "", label)
     }
 
     pub fn upsample(&mut self, x: TensorId, label: &str) -> Result<TensorId, GraphError> {
@@ -431,12 +478,22 @@ impl Builder {
             w: 2 * s.w,
             c: s.c,
         };
-        Ok(self.push(Op::Upsample, vec![x], out, "", label))
+        self.push(Op::Upsample, vec![x], out, "", label)
     }
 
     /// The values of `x` as `to` (same count, vae-gpu's (h, w, c) order).
     pub fn reshape(&mut self, x: TensorId, to: Shape, label: &str) -> Result<TensorId, GraphError> {
         let s = self.shape(x);
+        let values = to.h.checked_mul(to.w).and_then(|v| v.checked_mul(to.c));
+        if values != Some(s.numel()) {
+            return Err(Self::err(
+                label,
+                format!(
+                    "reshape of {}x{}x{} to {}x{}x{}: the sizes differ",
+                    s.h, s.w, s.c, to.h, to.w, to.c
+                ),
+            ));
+        }
         let (from, into) = (Layout::of(s), Layout::of(to));
         let same_memory = from == into || (from.dense() && into.dense());
         if s.numel() != to.numel() || !same_memory {
@@ -461,7 +518,7 @@ impl Builder {
         if s == to {
             return Ok(x);
         }
-        Ok(self.push(Op::Reshape, vec![x], to, "", label))
+        self.push(Op::Reshape, vec![x], to, "", label)
     }
 
     /// The encoder's heads: a Linear to mu | logvar of `latent` each, then the sampled z.
@@ -477,7 +534,7 @@ impl Builder {
         let mulv = self.linear(x, flat(2 * latent), name, label)?;
         self.graph.nodes.last_mut().expect("just pushed").parts = parts;
         self.graph.mulv = mulv;
-        let z = self.push(Op::Sample, vec![mulv], flat(latent), "", "sample");
+        let z = self.push(Op::Sample, vec![mulv], flat(latent), "", "sample")?;
         self.graph.z = z;
         Ok(z)
     }
@@ -510,11 +567,27 @@ impl Builder {
         let mut g = self.graph;
         g.fuse();
         g.check_used()?;
+        g.check_logits(label)?;
+        g.check_names()?;
         Ok(g)
     }
 }
 
+/// The most values one sample's tensor may hold, and the most parameters one layer may
+/// have: far beyond any model a GPU trains, small enough that no size overflows.
+pub const MAX_VALUES: usize = 1 << 28;
+
+/// The most nodes a graph may have (a `repeat` of thousands is a mistake, not a model).
+pub const MAX_NODES: usize = 4096;
+
 impl Graph {
+    /// Whether `t` is (a view of) one of the graph's inputs, the batch or the condition,
+    /// which take no gradient.
+    pub fn is_input(&self, t: TensorId) -> bool {
+        let r = self.root(t);
+        r == self.x || Some(r) == self.y
+    }
+
     /// The node that produces `t` (None for the input).
     pub fn producer(&self, t: TensorId) -> Option<usize> {
         self.nodes.iter().position(|n| n.output == t)
@@ -581,6 +654,56 @@ impl Graph {
             node.output = out;
             self.nodes.remove(i);
         }
+    }
+
+    /// The logits come from a layer of the decoder without an activation (a linear layer
+    /// or a convolution, maybe reshaped): the loss reads them as logits or Gaussian means.
+    fn check_logits(&self, label: &str) -> Result<(), GraphError> {
+        let p = self.producer(self.root(self.logits));
+        let last = p.map(|p| &self.nodes[p]);
+        match last {
+            Some(n)
+                if matches!(n.op, Op::Linear { .. } | Op::Conv { .. } | Op::ConvT { .. })
+                    && n.op.act() == Activation::Identity =>
+            {
+                Ok(())
+            }
+            Some(n) if n.op != Op::Sample => Err(GraphError(format!(
+                "{label}: the decoder must end with a linear, conv or deconv layer without an activation (its outputs are logits or Gaussian means), not {}{}",
+                n.label,
+                match n.op.act() {
+                    Activation::Identity => String::new(),
+                    act => format!(" with {act:?}"),
+                }
+            ))),
+            _ => Err(GraphError(format!(
+                "{label}: the decoder has no layers; it must turn z into the data's values"
+            ))),
+        }
+    }
+
+    /// Every parameter's checkpoint name is its own.
+    fn check_names(&self) -> Result<(), GraphError> {
+        let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
+        for n in self.nodes.iter().filter(|n| n.op.has_params()) {
+            let layers: Vec<&str> = if n.parts.is_empty() {
+                vec![&n.name]
+            } else {
+                n.parts.iter().map(|(p, _)| p.as_str()).collect()
+            };
+            for layer in layers {
+                for suffix in ["weight", "bias"] {
+                    let name = format!("{layer}.{suffix}");
+                    if let Some(other) = seen.insert(name.clone(), &n.label) {
+                        return Err(GraphError(format!(
+                            "{}: its parameter {name} has the name of one of {other}'s; give the layers distinct names",
+                            n.label
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every node's output must be read (or be the logits): a layer the loss never sees

@@ -147,7 +147,9 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// (first image, images) of each chunk of `chunk` images of a batch of `b`.
 pub fn chunks(b: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..b).step_by(chunk.max(1)).map(move |from| (from, chunk.min(b - from)))
+    (0..b)
+        .step_by(chunk.max(1))
+        .map(move |from| (from, chunk.min(b - from)))
 }
 
 /// Images `from..from + count` of a batch of `b` held in `m` (rows per image = rows / b).
@@ -517,10 +519,10 @@ fn conv_backward_chunked(
         let dx = target.map(|(dx, e)| {
             let dxj = images(dx, b, part);
             let e = GradEpilogue {
-                act: e.act.zip(y_in.as_ref()).map(|(a, output)| InputActivation {
-                    act: a.act,
-                    output,
-                }),
+                act: e
+                    .act
+                    .zip(y_in.as_ref())
+                    .map(|(a, output)| InputActivation { act: a.act, output }),
                 ..*e
             };
             (dxj, e)
@@ -528,10 +530,24 @@ fn conv_backward_chunked(
         if plain {
             let cols = leading(cx.cols_of(j)?, part.1 * per);
             // dW += dy_j^T cols_j
-            out.push(gemm(gpu, &dyj, &cols, dw, None, plain_spec(true, false, j > 0))?);
+            out.push(gemm(
+                gpu,
+                &dyj,
+                &cols,
+                dw,
+                None,
+                plain_spec(true, false, j > 0),
+            )?);
             if let (Some((dxj, e)), None) = (&dx, implicit) {
                 let dcols = dcols()?;
-                out.push(gemm(gpu, &dyj, w, &dcols, None, plain_spec(false, false, false))?);
+                out.push(gemm(
+                    gpu,
+                    &dyj,
+                    w,
+                    &dcols,
+                    None,
+                    plain_spec(false, false, false),
+                )?);
                 out.push(crate::ops::conv::col2im_grad(gpu, &geom, &dcols, dxj, *e)?);
             }
         } else {
@@ -552,7 +568,14 @@ fn conv_backward_chunked(
                 out.push(gemm(gpu, dcols, w, dxj, e.act.map(|a| a.output), spec)?);
             }
             // dW += x_j^T dcols_j
-            out.push(gemm(gpu, &xj, dcols, dw, None, plain_spec(true, false, j > 0))?);
+            out.push(gemm(
+                gpu,
+                &xj,
+                dcols,
+                dw,
+                None,
+                plain_spec(true, false, j > 0),
+            )?);
         }
     }
     // The bias gradient sums the whole batch's output gradient, as [B*h*w, Cout] rows.
@@ -565,9 +588,11 @@ fn conv_backward_chunked(
     };
     out.extend(bias_grad(gpu, &rows, db)?);
     if let Some(((w_flipped, (dx, e)), g0)) = implicit.zip(Some(conv_geom(g, n, b)?)) {
-        out.push(conv2d_input_grad(gpu, &g0, w_flipped, dy, dx, *e)?.ok_or_else(|| {
-            GpuError::Shape(format!("{}: no implicit input gradient", n.label))
-        })?);
+        out.push(
+            conv2d_input_grad(gpu, &g0, w_flipped, dy, dx, *e)?.ok_or_else(|| {
+                GpuError::Shape(format!("{}: no implicit input gradient", n.label))
+            })?,
+        );
     }
     Ok(out)
 }

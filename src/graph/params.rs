@@ -81,25 +81,40 @@ impl Params {
             })
             .collect();
         let len = offset.max(ALIGN);
+        let limit = gpu.limits.max_storage_buffer_binding_size;
+        if (len * 4) as u64 > limit {
+            // All parameters are one binding; the largest layer is the one to shrink.
+            let largest = slots
+                .iter()
+                .flatten()
+                .map(|(w, _)| w)
+                .max_by_key(|w| w.rows * w.cols);
+            return Err(GpuError::Limit(format!(
+                "the model's {:.1} M parameters take {} MiB, over the {} MiB the adapter binds at once{}",
+                len as f64 / 1e6,
+                (len * 4) >> 20,
+                limit >> 20,
+                largest.map_or(String::new(), |w| format!(
+                    "; the largest layer is {} ({}x{})",
+                    w.name.trim_end_matches(".weight"),
+                    w.rows,
+                    w.cols
+                ))
+            )));
+        }
         let make = |label: &str| {
-            let size = (len * 4) as u64;
-            if size > gpu.limits.max_storage_buffer_binding_size {
-                return Err(GpuError::Limit(format!(
-                    "{len} parameters exceed the adapter's binding limit"
-                )));
-            }
-            Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size,
+                size: (len * 4) as u64,
                 usage: Matrix::USAGE,
                 mapped_at_creation: false,
-            }))
+            })
         };
         let params = Params {
-            values: make("params")?,
-            grads: make("grads")?,
-            m: make("adam m")?,
-            v: make("adam v")?,
+            values: make("params"),
+            grads: make("grads"),
+            m: make("adam m"),
+            v: make("adam v"),
             graph: graph.clone(),
             slots,
             len,

@@ -208,15 +208,16 @@ fn allocate(gpu: &Gpu, requests: &[Request], label: &str) -> Result<(Vec<Matrix>
 }
 
 impl Program {
-    /// Compiles `params.graph` for batches of `batch` in `mode`. `x` holds the batch (the
-    /// graph's input; Decode programs take none); in Decode programs z is a matrix of the
-    /// program's own, written by the caller (see `value`).
+    /// Compiles `params.graph` for batches of `batch` in `mode`. The program's inputs are
+    /// the batch x (z in Decode programs) and a conditional model's condition y: `given`
+    /// holds the matrices the caller fills (the batch, the one-hot classes); any other
+    /// input is a matrix of the program's own that the caller writes (see `value`).
     pub fn new(
         gpu: &Gpu,
         params: &Params,
         batch: usize,
         mode: Mode,
-        x: Option<&Matrix>,
+        given: &[(TensorId, &Matrix)],
     ) -> Result<Program, GpuError> {
         let g = &params.graph;
         let run = g.nodes_for(mode);
@@ -236,9 +237,9 @@ impl Program {
             present[n.output] = true;
             n.inputs.iter().for_each(|&t| present[t] = true);
         }
-        let input = match mode {
-            Mode::Decode => g.z,
-            _ => g.x,
+        let inputs: Vec<TensorId> = match mode {
+            Mode::Decode => std::iter::once(g.z).chain(g.y).collect(),
+            _ => std::iter::once(g.x).chain(g.y).collect(),
         };
         let kept = |t: TensorId| [g.x, g.mulv, g.z, g.logits].iter().any(|&k| g.root(k) == t);
         // Liveness per storage root: (start, end) of the value and of the gradient.
@@ -256,7 +257,7 @@ impl Program {
                 if train {
                     // Backward rules read their inputs (weight gradients, derivatives).
                     widen(&mut value_life[r], bwd_at(i));
-                    if r != g.root(g.x) && n.op != Op::Reshape {
+                    if !g.is_input(r) && n.op != Op::Reshape {
                         widen(&mut grad_life[r], bwd_at(i));
                     }
                 }
@@ -281,7 +282,7 @@ impl Program {
             (batch * l.rows, l.cols, !l.dense())
         };
         for t in 0..n_t {
-            if !present[t] || g.root(t) != t || t == input {
+            if !present[t] || g.root(t) != t || inputs.contains(&t) {
                 continue;
             }
             let (rows, cols, padded) = layout(t);
@@ -352,7 +353,7 @@ impl Program {
                             ask(Slot::Cols, (rows, dims.1), fwd, end, false);
                         }
                     }
-                    let wants_dx = g.root(n.inputs[0]) != g.root(input);
+                    let wants_dx = !g.is_input(n.inputs[0]);
                     if train && wants_dx && plain && ops::implicit_input_grad(gpu, g, n, batch) {
                         let (cin, cout) = (g.shapes[n.inputs[0]].c, g.shapes[n.output].c);
                         ask(Slot::Flipped, (cin, dims.1 / cin * cout), bwd, bwd, false);
@@ -397,14 +398,18 @@ impl Program {
         }
         let (views, workspace_bytes) = allocate(gpu, &requests, "graph")?;
         let view = |r: Option<usize>| r.map(|k| views[k].clone());
-        // The input: the caller's batch, or codes the caller writes.
-        let given = match x {
-            Some(x) => x.clone(),
-            None => {
-                let (rows, cols, _) = layout(input);
-                Matrix::zeros(gpu, rows, cols, "codes")?
-            }
-        };
+        // The inputs: the caller's matrices, or the program's own that the caller writes.
+        let mut input_matrices = Vec::new();
+        for &t in &inputs {
+            let m = match given.iter().find(|(i, _)| *i == t) {
+                Some((_, m)) => (*m).clone(),
+                None => {
+                    let (rows, cols, _) = layout(t);
+                    Matrix::zeros(gpu, rows, cols, "program input")?
+                }
+            };
+            input_matrices.push((t, m));
+        }
         let mut values: Vec<Option<Matrix>> = vec![None; n_t];
         let mut grads: Vec<Option<Matrix>> = vec![None; n_t];
         for t in 0..n_t {
@@ -420,10 +425,9 @@ impl Program {
                 ld: crate::gpu::round_up4(cols),
                 ..m
             };
-            values[t] = if r == input {
-                Some(reshaped(given.clone()))
-            } else {
-                view(value_req[r]).map(reshaped)
+            values[t] = match input_matrices.iter().find(|(i, _)| *i == r) {
+                Some((_, m)) => Some(reshaped(m.clone())),
+                None => view(value_req[r]).map(reshaped),
             };
             grads[t] = view(grad_req[r]).map(reshaped);
         }
@@ -431,7 +435,9 @@ impl Program {
             .iter()
             .zip(&chunk)
             .map(|(s, &chunk)| Scratch {
-                slots: s.clone().map(|r| r.into_iter().map(|k| views[k].clone()).collect()),
+                slots: s
+                    .clone()
+                    .map(|r| r.into_iter().map(|k| views[k].clone()).collect()),
                 chunk,
             })
             .collect();
@@ -528,7 +534,7 @@ fn backward_launches<'a>(
             continue;
         }
         for (k, &t) in n.inputs.iter().enumerate() {
-            if g.root(t) != g.root(g.x) {
+            if !g.is_input(t) {
                 contributions[g.root(t)].push((i, k));
             }
         }

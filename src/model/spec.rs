@@ -44,7 +44,10 @@ pub struct ArchSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "heads must be a layer name or two: \"fc\" or [\"fc21\", \"fc22\"]"
+)]
 pub enum Heads {
     One(String),
     Two([String; 2]),
@@ -54,7 +57,10 @@ pub enum Heads {
 /// Linear's flat output: the data's values, or a table's per-column parameters) or the
 /// data's channels (a convolution's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "out must be a count, an image [h, w, c], or \"data\""
+)]
 pub enum Size {
     Count(usize),
     Image([usize; 3]),
@@ -179,7 +185,8 @@ impl ArchSpec {
     /// An architecture from the text of a file (JSON; see the README's "Architectures from
     /// a file"); a malformed one is an error naming the line and column.
     pub fn parse(text: &str) -> Result<ArchSpec, serde_json::Error> {
-        serde_json::from_str(text)
+        // Editors on Windows may start a UTF-8 file with a byte-order mark.
+        serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(text))
     }
 
     /// The architecture as a file holds it: JSON with one layer per line (a block's layers
@@ -274,18 +281,38 @@ pub fn activation(name: Option<&str>) -> Result<Activation, String> {
     Ok(act)
 }
 
+/// The most copies one entry's `repeat` makes; the graph's node limit bounds the whole.
+const MAX_REPEAT: usize = 1024;
+
 /// Builds the graph of `spec` for data of shape `data`, `outputs` decoder outputs (the
-/// data's values, or a table's per-column parameters) and a code of `latent` values.
-pub fn build(spec: &ArchSpec, data: Shape, outputs: usize, latent: usize) -> Result<Graph, String> {
+/// data's values, or a table's per-column parameters) and a code of `latent` values. A
+/// conditional model (`classes`) takes each record's class, one-hot, beside the encoder's
+/// input (after any leading flatten or reshape: as more channels of an image, or more
+/// features) and beside z at the decoder's input.
+pub fn build(
+    spec: &ArchSpec,
+    data: Shape,
+    outputs: usize,
+    latent: usize,
+    classes: Option<usize>,
+) -> Result<Graph, String> {
     if latent == 0 {
         return Err("the latent size must be at least 1".into());
     }
     let mut w = Walker {
-        b: Builder::new(data),
+        b: Builder::new(data, classes),
         data,
         outputs,
+        list: "encoder",
     };
-    let features = w.layers(0, &spec.encoder, "", "encoder")?;
+    let lead = spec
+        .encoder
+        .iter()
+        .take_while(|l| matches!(l, Layer::Flatten | Layer::Reshape { .. }))
+        .count();
+    let x = w.layers(0, &spec.encoder[..lead], "", "encoder")?;
+    let x = w.b.condition(x, "the condition").map_err(|e| e.0)?;
+    let features = w.layers_from(x, &spec.encoder[lead..], "", "encoder", lead)?;
     let (name, parts) = match &spec.heads {
         Heads::One(n) => (n.clone(), Vec::new()),
         Heads::Two([mu, lv]) => (mu.clone(), vec![(mu.clone(), latent), (lv.clone(), latent)]),
@@ -293,6 +320,8 @@ pub fn build(spec: &ArchSpec, data: Shape, outputs: usize, latent: usize) -> Res
     let z =
         w.b.heads(features, latent, &name, parts, "heads")
             .map_err(|e| e.0)?;
+    let z = w.b.condition(z, "the condition").map_err(|e| e.0)?;
+    w.list = "decoder";
     let logits = w.layers(z, &spec.decoder, "", "decoder")?;
     w.b.finish(logits, outputs, "decoder").map_err(|e| e.0)
 }
@@ -302,6 +331,8 @@ struct Walker {
     b: Builder,
     data: Shape,
     outputs: usize,
+    /// The top-level list being walked, which names its unnamed layers.
+    list: &'static str,
 }
 
 impl Walker {
@@ -309,12 +340,24 @@ impl Walker {
     /// `at` says where the list is ("encoder", "encoder[2].body").
     fn layers(
         &mut self,
-        mut x: TensorId,
+        x: TensorId,
         layers: &[Layer],
         prefix: &str,
         at: &str,
     ) -> Result<TensorId, String> {
-        for (i, layer) in layers.iter().enumerate() {
+        self.layers_from(x, layers, prefix, at, 0)
+    }
+
+    /// `layers`, which stand at `first` and on in their list.
+    fn layers_from(
+        &mut self,
+        mut x: TensorId,
+        layers: &[Layer],
+        prefix: &str,
+        at: &str,
+        first: usize,
+    ) -> Result<TensorId, String> {
+        for (i, layer) in layers.iter().enumerate().map(|(i, l)| (first + i, l)) {
             let repeat = match layer {
                 Layer::Linear { repeat, .. }
                 | Layer::Groupnorm { repeat, .. }
@@ -322,8 +365,10 @@ impl Walker {
                 Layer::Conv(c) | Layer::Deconv(c) => c.repeat,
                 _ => 1,
             };
-            if repeat == 0 {
-                return Err(format!("{at}[{i}]: repeat must be at least 1"));
+            if !(1..=MAX_REPEAT).contains(&repeat) {
+                return Err(format!(
+                    "{at}[{i}]: repeat is {repeat}; it must be 1 to {MAX_REPEAT}"
+                ));
             }
             for r in 0..repeat {
                 let copy = (repeat > 1).then_some(r);
@@ -333,9 +378,20 @@ impl Walker {
         Ok(x)
     }
 
-    /// The checkpoint name of a layer: its own (with the repeat index), or its place.
-    fn name(prefix: &str, own: &Option<String>, place: usize, copy: Option<usize>) -> String {
-        let base = own.clone().unwrap_or_else(|| place.to_string());
+    /// The checkpoint name of a layer: its own (with the repeat index), or its place (at
+    /// the top level with the list's name, so the encoder's and decoder's differ).
+    fn name(
+        &self,
+        prefix: &str,
+        own: &Option<String>,
+        place: usize,
+        copy: Option<usize>,
+    ) -> String {
+        let base = match own {
+            Some(n) => n.clone(),
+            None if prefix.is_empty() => format!("{}.{place}", self.list),
+            None => place.to_string(),
+        };
         match copy {
             Some(k) => format!("{prefix}{base}.{k}"),
             None => format!("{prefix}{base}"),
@@ -373,7 +429,7 @@ impl Walker {
         let g = |e: crate::graph::GraphError| e.0;
         match layer {
             Layer::Linear { out, act, name, .. } => {
-                let name = Self::name(prefix, name, place, copy);
+                let name = self.name(prefix, name, place, copy);
                 let l = label(Some(&name));
                 let shape = match out {
                     Size::Count(n) => Shape { h: 1, w: 1, c: *n },
@@ -415,7 +471,7 @@ impl Walker {
                 name,
                 ..
             }) => {
-                let name = Self::name(prefix, name, place, copy);
+                let name = self.name(prefix, name, place, copy);
                 let l = label(Some(&name));
                 let cout = match out {
                     Size::Count(n) => *n,
@@ -432,7 +488,7 @@ impl Walker {
             Layer::Groupnorm {
                 groups, act, name, ..
             } => {
-                let name = Self::name(prefix, name, place, copy);
+                let name = self.name(prefix, name, place, copy);
                 let l = label(Some(&name));
                 let y = self.b.group_norm(x, *groups, &name, &l).map_err(g)?;
                 self.b.act(y, act_of(act, &l)?, &l).map_err(g)
@@ -471,13 +527,13 @@ impl Walker {
             Layer::Residual {
                 name, body, skip, ..
             } => {
-                let block = format!("{}.", Self::name(prefix, name, place, copy));
+                let block = format!("{}.", self.name(prefix, name, place, copy));
                 let h = self.layers(x, body, &block, &format!("{at}.body"))?;
                 let s = self.layers(x, skip, &block, &format!("{at}.skip"))?;
                 self.b.add(s, h, &label(name.as_deref())).map_err(g)
             }
             Layer::Concat { name, body } => {
-                let block = format!("{}.", Self::name(prefix, name, place, copy));
+                let block = format!("{}.", self.name(prefix, name, place, copy));
                 let h = self.layers(x, body, &block, &format!("{at}.body"))?;
                 self.b.concat(x, h, &label(name.as_deref())).map_err(g)
             }

@@ -155,7 +155,8 @@ impl ImageView<'_> {
 
 /// dst's channels `dst_off..dst_off + src.c` = src's channels `src_off..src_off + c`
 /// (c = the narrower image's channels), then the epilogue: an input of a concatenation
-/// copied into its channel range (forward), or that range's gradient copied back.
+/// copied into its channel range (forward), or that range's gradient copied back. A flat
+/// src (1 x 1) is copied to every pixel of dst (a condition concatenated to an image).
 pub fn copy_channels(
     gpu: &Gpu,
     src: ImageView<'_>,
@@ -165,8 +166,9 @@ pub fn copy_channels(
     epilogue: GradEpilogue<'_>,
 ) -> Result<Dispatch, GpuError> {
     let c = src.shape.c.min(dst.shape.c);
+    let broadcast = (src.shape.h, src.shape.w) == (1, 1);
     let fits = src.batch == dst.batch
-        && (src.shape.h, src.shape.w) == (dst.shape.h, dst.shape.w)
+        && (broadcast || (src.shape.h, src.shape.w) == (dst.shape.h, dst.shape.w))
         && src_off + c <= src.shape.c
         && dst_off + c <= dst.shape.c;
     if !fits {
@@ -179,9 +181,10 @@ pub fn copy_channels(
         ));
     }
     let (src_b, src_p) = src.strides()?;
+    let src_p = if broadcast { 0 } else { src_p };
     let (dst_b, dst_p) = dst.strides()?;
     let (ep, in_slope) = epilogue.constants(dst.m)?;
-    let hw = src.shape.h * src.shape.w;
+    let hw = dst.shape.h * dst.shape.w;
     let params = TensorParams {
         n: (src.batch * hw * c) as u32,
         hw: hw as u32,

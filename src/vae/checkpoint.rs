@@ -198,7 +198,20 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
                 path.display()
             );
         }
+        if c.conv_channels.len() > 8 || c.conv_channels.contains(&0) {
+            bail!(
+                "{}: level widths {:?} do not describe a vae-gpu resnet VAE (1 to 8 levels)",
+                path.display(),
+                c.conv_channels
+            );
+        }
         // GroupNorm's groups are not in a state_dict: ResNetVAE's default, 8.
+        if let Some(w) = c.conv_channels.iter().find(|&&w| w % 8 != 0) {
+            bail!(
+                "{}: a width of {w} does not split into GroupNorm's 8 groups (ResNetVAE's default, assumed without a config.json); add a config.json that says model.groups",
+                path.display()
+            );
+        }
         log::warn!(
             "{}: no config.json beside it; assuming GroupNorm in 8 groups (ResNetVAE's default)",
             path.display()

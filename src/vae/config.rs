@@ -113,6 +113,27 @@ impl ModelConfig {
         }
     }
 
+    /// The architecture in words, for reports.
+    pub fn describe(&self) -> String {
+        match self.arch.as_str() {
+            "mlp" => format!("fully connected, hidden widths {:?}", self.hidden),
+            "conv" => format!("convolutional, channels {:?}", self.conv_channels),
+            "resnet" => format!(
+                "ResNet, levels of {:?} channels, {} residual block(s) each, GroupNorm in {} groups",
+                self.conv_channels, self.blocks, self.groups
+            ),
+            "file" => match &self.spec {
+                Some(s) => format!(
+                    "from a file: {} encoder and {} decoder entries",
+                    s.encoder.len(),
+                    s.decoder.len()
+                ),
+                None => "from a file (missing)".into(),
+            },
+            other => other.to_string(),
+        }
+    }
+
     /// The model graph.
     pub fn graph(&self) -> Result<crate::graph::Graph, String> {
         crate::model::build(
@@ -120,6 +141,7 @@ impl ModelConfig {
             self.data_shape(),
             self.output_dim(),
             self.latent,
+            None,
         )
     }
 
@@ -365,10 +387,10 @@ impl ModelConfig {
         )?;
         if let Some(t) = &self.table {
             field(
-                self.arch == "mlp",
+                ["mlp", "file"].contains(&self.arch.as_str()),
                 "model.arch",
                 &self.arch,
-                "\"mlp\" for a table",
+                "\"mlp\" or \"file\" for a table",
             )?;
             field(
                 (self.height, self.width, self.channels) == (1, 2 * t.width(), 1),

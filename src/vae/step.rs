@@ -72,6 +72,17 @@ impl StepProgram {
         } else {
             STREAM_EVAL
         };
+        // The batch itself is the first matrix that outgrows a binding as it grows.
+        let limit = gpu.binding_limit();
+        let bytes = (rows * crate::gpu::round_up4(c.input_dim()) * 4) as u64;
+        if bytes > limit {
+            return Err(GpuError::Limit(format!(
+                "a batch of {rows} takes {} MiB, over the {} MiB the adapter binds at once; use --batch-size {} or smaller",
+                bytes >> 20,
+                limit >> 20,
+                (rows as u64 * limit / bytes).max(1)
+            )));
+        }
         let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
         let gather = gather(gpu, data.images, data.indices, data.count, &x)?;
         let corrupt = match spec.corruption {
@@ -97,7 +108,7 @@ impl StepProgram {
             None => Mode::Infer,
         };
         let encoder_input = corrupt.as_ref().map_or(&x, |(_, _, noisy)| noisy);
-        let program = Program::new(gpu, params, rows, mode, Some(encoder_input))?;
+        let program = Program::new(gpu, params, rows, mode, &[(params.graph.x, encoder_input)])?;
         let g = &params.graph;
         let per_sample = Matrix::zeros(gpu, rows, 3, "per-sample loss")?;
         let accum = Matrix::zeros(gpu, 1, 4, "loss sums")?;
@@ -289,7 +300,7 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(gpu: &Gpu, params: &Params, rows: usize) -> Result<Decoder, GpuError> {
         Ok(Decoder {
-            program: Program::new(gpu, params, rows, Mode::Decode, None)?,
+            program: Program::new(gpu, params, rows, Mode::Decode, &[])?,
             graph: params.graph.clone(),
         })
     }
