@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
                 images: &images,
                 indices: &indices.buffer,
                 count: n,
+                labels: None,
             },
             &StepSpec {
                 rows,

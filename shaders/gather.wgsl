@@ -88,3 +88,19 @@ fn gather_f32_main(
     let at = locate(i);
     x[at.x * p.ld_x + at.y] = bitcast<f32>(pixel_word(at.z, at.w));
 }
+
+// A conditional model's classes: y[r, c] = 1 where c is the label of image
+// indices[offset + r] (u32 labels in pixels0), else 0; `d` is the number of classes.
+@compute @workgroup_size(256)
+fn one_hot_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.d) { return; }
+    let r = udiv(i, p.d);
+    let c = i - r * p.d;
+    let label = pixels0[indices[min(p.offset + r, p.count - 1u)]];
+    x[r * p.ld_x + c] = select(0.0, 1.0, label == c);
+}

@@ -291,15 +291,25 @@ fn activations_adds_and_gradient_copies() {
 fn channel_copies_concatenate_in_both_layouts() {
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(53);
-        // (batch, h, w, ca, cb): channel counts that are and are not multiples of 4, so
-        // the inputs and output are held as [B*h*w, C] or [B, h*w*C]; flat features too.
-        for (batch, h, w, ca, cb) in [
-            (2, 3, 3, 1, 4),
-            (3, 2, 5, 8, 4),
-            (2, 1, 1, 10, 7),
-            (1, 4, 4, 3, 3),
+        // (batch, h, w, ca, cb, flat b): channel counts that are and are not multiples of
+        // 4, so the inputs and output are held as [B*h*w, C] or [B, h*w*C]; flat features
+        // too; and a flat b (a conditional model's classes) beside every pixel of an image.
+        for (batch, h, w, ca, cb, flat_b) in [
+            (2, 3, 3, 1, 4, false),
+            (3, 2, 5, 8, 4, false),
+            (2, 1, 1, 10, 7, false),
+            (1, 4, 4, 3, 3, false),
+            (2, 3, 3, 1, 10, true),
+            (2, 4, 4, 8, 3, true),
+            (3, 2, 2, 3, 10, true),
         ] {
-            let (sa, sb) = (Shape { h, w, c: ca }, Shape { h, w, c: cb });
+            let (sa, sb) = (
+                Shape { h, w, c: ca },
+                match flat_b {
+                    true => Shape { h: 1, w: 1, c: cb },
+                    false => Shape { h, w, c: cb },
+                },
+            );
             let so = Shape { h, w, c: ca + cb };
             let layout = |s: Shape| vae_gpu::graph::Layout::of(s);
             let mat = |s: Shape, data: Option<&[f32]>| {
@@ -337,6 +347,10 @@ fn channel_copies_concatenate_in_both_layouts() {
             let want = cpu::tensor::concat(&a, ca, &b, cb);
             let what = format!("concat {batch}x{h}x{w}x({ca}+{cb})");
             assert_close(&what, &y.read(gpu).unwrap(), &want, forward_tol(&want));
+            if flat_b {
+                // The condition is an input of the graph: it takes no gradient.
+                continue;
+            }
             // The gradient of the second input: its channel range of dy, added to what it holds.
             let (dy32, dy) = rng.vec(batch * so.numel(), -1.0, 1.0);
             let (prev32, prev) = rng.vec(batch * sb.numel(), -1.0, 1.0);

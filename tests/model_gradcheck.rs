@@ -25,7 +25,7 @@ use vae_gpu::{cpu, graph};
 /// for PyTorch-layout tensors `t`, with the GPU's Philox noise.
 fn cpu_model(
     t: &[Tensor],
-    x: &[f64],
+    x: (&[f64], Option<&[f64]>),
     rows: usize,
     c: &ModelConfig,
     noise: Noise,
@@ -50,13 +50,13 @@ fn cpu_model(
 /// Sum over valid rows of the per-sample loss for PyTorch-layout tensors `t`.
 fn cpu_total(
     t: &[Tensor],
-    x: &[f64],
+    (x, y): (&[f64], Option<&[f64]>),
     rows: usize,
     c: &ModelConfig,
     s: &LossSettings,
     noise: Noise,
 ) -> f64 {
-    let (mulv, logits) = cpu_model(t, x, rows, c, noise);
+    let (mulv, logits) = cpu_model(t, (x, y), rows, c, noise);
     // A table's reconstruction comes from its own twin; the KL is the image loss's with no
     // pixels.
     let (d, table) = match &c.table {
@@ -179,6 +179,13 @@ fn composed_vae_backward_matches_finite_differences() {
             latent: 3,
             ..ModelConfig::mlp(8, 8, 2)
         };
+        // Conditional: 3 classes beside the flat input and z, or beside every pixel.
+        let conditional = |c: &ModelConfig| ModelConfig {
+            classes: Some(3),
+            ..c.clone()
+        };
+        let (mlp_y, conv_y, resnet_y) =
+            (conditional(&mlp), conditional(&conv), conditional(&resnet));
         let mut unchunked = std::collections::HashMap::new();
         // The last three again with every convolution run in chunks of images (bindings
         // capped below their columns; see `Gpu::limit_bindings`).
@@ -189,6 +196,9 @@ fn composed_vae_backward_matches_finite_differences() {
             (&table, Likelihood::Bernoulli, false),
             (&resnet, Likelihood::Bernoulli, false),
             (&file, Likelihood::Gaussian, false),
+            (&mlp_y, Likelihood::Bernoulli, false),
+            (&conv_y, Likelihood::Gaussian, false),
+            (&resnet_y, Likelihood::Bernoulli, false),
             (&conv, Likelihood::Bernoulli, true),
             (&resnet, Likelihood::Bernoulli, true),
             (&file, Likelihood::Gaussian, true),
@@ -207,6 +217,9 @@ fn composed_vae_backward_matches_finite_differences() {
                 ),
             };
             let images = GpuImages::upload(gpu, &pixels, d, dtype).unwrap();
+            let labels: Vec<u32> = vec![1, 2, 0, 2];
+            let label_buf =
+                Matrix::from_slice(gpu, 1, 4, bytemuck::cast_slice(&labels), "labels").unwrap();
             let order: Vec<u32> = vec![2, 0, 3, 1];
             let indices =
                 Matrix::from_slice(gpu, 1, 4, bytemuck::cast_slice(&order), "idx").unwrap();
@@ -232,6 +245,7 @@ fn composed_vae_backward_matches_finite_differences() {
                     images: &images,
                     indices: &indices.buffer,
                     count: 4,
+                    labels: Some(&label_buf.buffer),
                 },
                 &StepSpec {
                     rows,
@@ -246,7 +260,7 @@ fn composed_vae_backward_matches_finite_differences() {
             let launches = program.launches().len();
             match chunked {
                 false => {
-                    unchunked.insert(c.arch.clone(), launches);
+                    unchunked.entry(c.arch.clone()).or_insert(launches);
                 }
                 true => assert!(launches > unchunked[&c.arch], "{} runs in chunks", c.arch),
             }
@@ -255,6 +269,7 @@ fn composed_vae_backward_matches_finite_differences() {
             let grads = tensors_of(gpu, &params, &params.grads).unwrap();
             let values = tensors(gpu, &params).unwrap();
             let x = cpu::gather(&pixels, d, dtype, &order, 0, rows);
+            let y = c.classes.map(|k| cpu::one_hot(&labels, k, &order, 0, rows));
             let noise = Noise {
                 seed,
                 step: 5,
@@ -266,7 +281,7 @@ fn composed_vae_backward_matches_finite_differences() {
                     let h = 3e-5;
                     let mut t = values.clone();
                     let orig = t[ti].data[i];
-                    let eval = |t: &[Tensor]| cpu_total(t, &x, rows, &c, &s, noise);
+                    let eval = |t: &[Tensor]| cpu_total(t, (&x, y.as_deref()), rows, &c, &s, noise);
                     // Perturb in f64 through a widened copy of the one entry.
                     t[ti].data[i] = orig + h as f32;
                     let up = eval(&t);
@@ -277,8 +292,13 @@ fn composed_vae_backward_matches_finite_differences() {
                     let got = f64::from(g.data[i]);
                     assert!(
                         (got - fd).abs() <= 1e-3 * fd.abs() + 1e-3,
-                        "{} {likelihood:?}{} {}[{i}]: gpu {got} vs finite difference {fd}",
+                        "{}{} {likelihood:?}{} {}[{i}]: gpu {got} vs finite difference {fd}",
                         c.arch,
+                        if c.classes.is_some() {
+                            " conditional"
+                        } else {
+                            ""
+                        },
                         if chunked { " chunked" } else { "" },
                         g.name
                     );

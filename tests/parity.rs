@@ -10,7 +10,7 @@ use vae_gpu::gpu::texture::Reads;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::adam::{adam_with, AdamConfig};
 use vae_gpu::ops::elementwise::{act_backward, act_forward, bias_grad_with};
-use vae_gpu::ops::gather::{gather, GpuImages};
+use vae_gpu::ops::gather::{gather, one_hot, GpuImages};
 use vae_gpu::ops::gemm::{gemm_split_k_with, gemm_with, GemmSpec};
 use vae_gpu::ops::loss::{loss_with, Likelihood, LossBuffers, LossSettings};
 use vae_gpu::ops::sample::{sample_backward, sample_forward, sample_prior, Noise};
@@ -450,6 +450,37 @@ fn adam_matches_cpu_over_100_steps() {
 
 /// Gather: exact (k / 255 in f32 against f64: 1e-7; f32 data bit for bit), from one buffer
 /// and from a dataset split into several chunks.
+#[test]
+fn one_hot_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(29);
+        for case in 0..20 {
+            let classes = [1, 2, 3, 10, 47][case % 5];
+            let count = 1 + rng.below(60);
+            let labels: Vec<u32> = (0..count).map(|_| rng.below(classes) as u32).collect();
+            let indices: Vec<u32> = (0..1 + rng.below(40))
+                .map(|_| rng.below(count) as u32)
+                .collect();
+            let rows = 1 + rng.below(indices.len() + 5);
+            let offset = rng.below(indices.len());
+            let lbuf = upload(gpu, 1, count, bytemuck::cast_slice(&labels));
+            let ibuf = upload(gpu, 1, indices.len(), bytemuck::cast_slice(&indices));
+            // Stale values where the kernel must write zeros.
+            let y = upload(gpu, rows, classes, &vec![7.0; rows * classes]);
+            let mut g = one_hot(gpu, &lbuf.buffer, &ibuf.buffer, indices.len(), &y).unwrap();
+            g.set_offset(gpu, offset);
+            gpu.run(&[&g.dispatch]).unwrap();
+            let want = cpu::one_hot(&labels, classes, &indices, offset, rows);
+            assert_close(
+                &format!("case {case} classes {classes} rows {rows}"),
+                &y.read(gpu).unwrap(),
+                &want,
+                |_| 0.0,
+            );
+        }
+    });
+}
+
 #[test]
 fn gather_matches_cpu() {
     for_each_gpu(|gpu| {

@@ -7,36 +7,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::for_each_gpu;
-use vae_gpu::data::Dtype;
-use vae_gpu::gpu::Matrix;
-use vae_gpu::io::safetensors;
-use vae_gpu::ops::adam::AdamConfig;
-use vae_gpu::ops::gather::GpuImages;
-use vae_gpu::ops::loss::{Likelihood, LossSettings};
-use vae_gpu::vae::checkpoint::{set_tensors, tensors, tensors_of};
-use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+use common::pytorch::step_matches;
 use vae_gpu::vae::ModelConfig;
-
-fn fixture(p: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(p)
-}
-
-/// `got` within 1e-4 of `want`'s largest magnitude, element by element.
-fn close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-4 * scale + 1e-7,
-            "{what}[{i}]: vae-gpu {g} vs PyTorch {w} (largest {scale})"
-        );
-    }
-}
 
 #[test]
 fn resnet_matches_pytorch() {
@@ -47,74 +20,6 @@ fn resnet_matches_pytorch() {
             latent: 3,
             ..ModelConfig::resnet(8, 8, 1)
         };
-        let params = c.params(gpu, 0).unwrap();
-        let model = fixture("tiny_resnet/model.safetensors");
-        let original = safetensors::load(&model).unwrap();
-        set_tensors(gpu, &params, original.clone(), &model).unwrap();
-        let expected = safetensors::load(&fixture("tiny_resnet_expected.safetensors")).unwrap();
-        let x = &expected["x"].data;
-        let rows = 3;
-        let images = GpuImages::upload(gpu, &Dtype::F32.bytes(x), 64, Dtype::F32).unwrap();
-        let order: Vec<u32> = vec![0, 1, 2];
-        let indices = Matrix::from_slice(gpu, 1, 3, bytemuck::cast_slice(&order), "idx").unwrap();
-        let s = LossSettings {
-            likelihood: Likelihood::Bernoulli,
-            beta: 1.0,
-            grad_scale: 1.0,
-            gauss_var: 0.5,
-            valid: rows,
-            free_bits: 0.0,
-        };
-        // lr 0: Adam leaves the weights alone; the gradients stay readable.
-        let adam = AdamConfig {
-            lr: 0.0,
-            ..AdamConfig::default()
-        };
-        let mut program = StepProgram::new(
-            gpu,
-            &params,
-            &c,
-            &Batches {
-                images: &images,
-                indices: &indices.buffer,
-                count: 3,
-            },
-            &StepSpec {
-                rows,
-                settings: s,
-                adam: Some(adam),
-                seed: 11,
-                corruption: None,
-            },
-        )
-        .unwrap();
-        program.reset_sums(gpu);
-        program.prepare(gpu, 0, 4, &s);
-        program.submit(gpu, None).unwrap();
-        close(
-            "eps",
-            &program.eps().read(gpu).unwrap(),
-            &expected["eps"].data,
-        );
-        close(
-            "mulv",
-            &program.mulv().read(gpu).unwrap(),
-            &expected["mulv"].data,
-        );
-        let logits = program.logits().unwrap().read(gpu).unwrap();
-        close("logits", &logits, &expected["logits"].data);
-        let sums = program.accum.read(gpu).unwrap();
-        close("loss", &sums[2..3], &expected["loss"].data);
-        let grads = tensors_of(gpu, &params, &params.grads).unwrap();
-        assert_eq!(grads.len(), original.len(), "one gradient per parameter");
-        for g in &grads {
-            let want = &expected[&format!("grad.{}", g.name)];
-            assert_eq!(g.shape, want.shape, "{} shape", g.name);
-            close(&format!("grad.{}", g.name), &g.data, &want.data);
-        }
-        // The state_dict saves back as it came.
-        for t in tensors(gpu, &params).unwrap() {
-            assert_eq!(original[&t.name], t, "tensor {}", t.name);
-        }
+        step_matches(gpu, &c, "tiny_resnet");
     });
 }

@@ -143,6 +143,15 @@ impl<'a> Trainer<'a> {
     }
 
     /// Size of the latent code.
+    /// A conditional VAE of `classes` classes: each image's label, one-hot, enters beside
+    /// the encoder's input and beside z (the training and test images need labels below
+    /// `classes`); [`Vae::sample_as`] and [`Vae::decode_as`] then draw a class.
+    pub fn conditional(mut self, classes: usize) -> Self {
+        self.model.classes = Some(classes);
+        self
+    }
+
+    /// Size of the latent code (default 20).
     pub fn latent(mut self, size: usize) -> Self {
         self.model.latent = size;
         self
@@ -285,6 +294,18 @@ impl<'a> Trainer<'a> {
                 test_images.channels,
                 test_images.dtype
             )));
+        }
+        if let Some(k) = self.model.classes {
+            for (split, labels) in [
+                ("training", train_set.labels()),
+                ("test", test_images.labels.as_deref()),
+            ] {
+                match labels {
+                    None => return Err(Error::Input(format!("a conditional model needs labels, and the {split} images have none"))),
+                    Some(l) if l.iter().any(|&c| usize::from(c) >= k) => return Err(Error::Input(format!("the {split} images hold a label of {} or more; the model has {k} classes", k))),
+                    _ => {}
+                }
+            }
         }
         // Real-valued data takes the Gaussian likelihood unless one was chosen.
         if !self.likelihood_chosen && train_set.dtype() == crate::data::Dtype::F32 {

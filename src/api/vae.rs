@@ -106,6 +106,16 @@ impl Vae {
 
     /// Decodes latent codes (`latent` values each, flat) into images.
     pub fn decode(&self, codes: &[f32]) -> Result<Vec<f32>> {
+        self.decode_classes(codes, None)
+    }
+
+    /// A conditional model's `decode`: code i decoded as class `classes[i]` (the last
+    /// class repeats, so one class decodes them all).
+    pub fn decode_as(&self, codes: &[f32], classes: &[u8]) -> Result<Vec<f32>> {
+        self.decode_classes(codes, Some(classes))
+    }
+
+    fn decode_classes(&self, codes: &[f32], classes: Option<&[u8]>) -> Result<Vec<f32>> {
         let z = self.config.model.latent;
         if !codes.len().is_multiple_of(z) {
             return Err(Error::Input(format!(
@@ -116,7 +126,7 @@ impl Vae {
         if let Some(i) = codes.iter().position(|v| !v.is_finite()) {
             return Err(Error::Input(format!("code value {i} is {}", codes[i])));
         }
-        let rows = codec::decode(&self.gpu, &self.params, &self.config.model, codes)?;
+        let rows = codec::decode(&self.gpu, &self.params, &self.config.model, codes, classes)?;
         Ok(rows.concat())
     }
 
@@ -133,13 +143,21 @@ impl Vae {
     /// # Ok::<(), vae_gpu::Error>(())
     /// ```
     pub fn sample(&self, count: usize, seed: u64) -> Result<Vec<f32>> {
+        self.sample_classes(count, seed, None)
+    }
+
+    /// A conditional model's `sample`: `count` new images of class `class`.
+    pub fn sample_as(&self, count: usize, seed: u64, class: u8) -> Result<Vec<f32>> {
+        self.sample_classes(count, seed, Some(&[class]))
+    }
+
+    fn sample_classes(&self, count: usize, seed: u64, classes: Option<&[u8]>) -> Result<Vec<f32>> {
         let rows = decode::generate(
             &self.gpu,
             &self.params,
             &self.config.model,
-            count,
-            seed,
-            1.0,
+            (count, seed, 1.0),
+            classes,
         )?;
         Ok(rows.concat())
     }

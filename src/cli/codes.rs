@@ -10,7 +10,7 @@ use clap::Args;
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg, SplitArgs};
 use crate::io::codes::CodesFile;
 use crate::vae::checkpoint;
-use crate::vae::codec::{decode, encode, psnr};
+use crate::vae::codec::{decode, encode, own_classes, psnr};
 use crate::vae::decode::to_u8;
 
 #[derive(Args, Debug)]
@@ -35,6 +35,8 @@ pub struct DecodeArgs {
     pub model: ModelArg,
     /// A codes file written by `vae-gpu encode`.
     pub codes: PathBuf,
+    #[command(flatten)]
+    pub class: super::ClassArg,
     /// A .png grid, or a directory for one PNG per image [default: RUN/decoded.png]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
@@ -55,7 +57,7 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
     crate::io::write_atomic(&a.out, &bytes)
         .with_context(|| format!("writing {}", a.out.display()))?;
     // How well the stored codes reproduce the images.
-    let decoded = decode(&gpu, &params, c, &file.values())?;
+    let decoded = decode(&gpu, &params, c, &file.values(), own_classes(c, &imgs))?;
     let originals = imgs.to_f32();
     let mean_psnr = (0..imgs.count)
         .map(|i| {
@@ -133,7 +135,11 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let images: Vec<Vec<u8>> = decode(&gpu, &params, c, &values)?
+    let classes = a.class.labels(&cfg)?;
+    if c.classes.is_some() && classes.is_none() {
+        return Err(super::class_needed(&cfg));
+    }
+    let images: Vec<Vec<u8>> = decode(&gpu, &params, c, &values, classes.as_deref())?
         .iter()
         .map(|v| to_u8(v))
         .collect();

@@ -12,7 +12,7 @@ use crate::data::class_name;
 use crate::data::Images;
 use crate::gpu::Gpu;
 use crate::ops::adam::AdamConfig;
-use crate::vae::codec::{decode, encode};
+use crate::vae::codec::{decode, encode, own_classes};
 use crate::vae::decode::generate;
 use crate::vae::probe::{Classifier, Features};
 use crate::vae::{ModelConfig, Params};
@@ -50,7 +50,7 @@ fn reconstructions(
     images: &Images,
 ) -> anyhow::Result<Vec<f32>> {
     let mu = encode(gpu, params, c, images, 1.0)?.codes.mu;
-    Ok(decode(gpu, params, c, &mu)?.concat())
+    Ok(decode(gpu, params, c, &mu, own_classes(c, images))?.concat())
 }
 
 fn histogram(labels: impl Iterator<Item = usize>, classes: usize) -> Vec<f64> {
@@ -102,7 +102,18 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         .filter(|(&p, &l)| p == usize::from(l))
         .count() as f64
         / test_labels.len().max(1) as f64;
-    let samples: Vec<f32> = generate(&gpu, &params, c, a.count as usize, a.seed, 1.0)?.concat();
+    // A conditional model is asked for every class in turn.
+    let asked: Option<Vec<u8>> = c
+        .classes
+        .map(|k| (0..a.count as usize).map(|i| (i % k) as u8).collect());
+    let samples: Vec<f32> = generate(
+        &gpu,
+        &params,
+        c,
+        (a.count as usize, a.seed, 1.0),
+        asked.as_deref(),
+    )?
+    .concat();
     let sample_pred = classifier.predict(&gpu, &samples)?;
     let data = histogram(train_labels.iter().map(|&l| usize::from(l)), classes);
     let model = histogram(sample_pred.iter().copied(), classes);
@@ -113,26 +124,60 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
             .map(|(p, q)| (p - q).abs())
             .sum::<f64>();
     let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
+    // A conditional model: the share of each class's samples filed under it, beside the
+    // classifier's accuracy on that class's reconstructed test images.
+    let share = |pred: &[usize], truth: &dyn Fn(usize) -> usize, k: usize| {
+        let of_k: Vec<usize> = (0..pred.len()).filter(|&i| truth(i) == k).collect();
+        of_k.iter().filter(|&&i| pred[i] == k).count() as f64 / of_k.len().max(1) as f64
+    };
+    let per_class: Option<Vec<(f64, f64)>> = asked.as_ref().map(|asked| {
+        (0..classes)
+            .map(|k| {
+                (
+                    share(&sample_pred, &|i| usize::from(asked[i]), k),
+                    share(&test_pred, &|i| usize::from(test_labels[i]), k),
+                )
+            })
+            .collect()
+    });
     let names = input.run_class_names(&cfg, splits.train.labels.as_deref())?;
-    let mut table = format!("{:<16} {:>8} {:>9}\n", "class", "data %", "samples %");
+    let mut table = format!("{:<16} {:>8} {:>9}", "class", "data %", "samples %");
+    if per_class.is_some() {
+        table += &format!(" {:>9} {:>9}", "asked %", "real %");
+    }
+    table += "\n";
     let mut rows = Vec::new();
     for k in 0..classes {
         let name = class_name(&names, k as u8);
         table += &format!(
-            "{:<16} {:>8.2} {:>9.2}{}\n",
+            "{:<16} {:>8.2} {:>9.2}",
             name,
             100.0 * data[k],
             100.0 * model[k],
-            if covered(k) || data[k] == 0.0 {
-                ""
-            } else {
-                "  (missed)"
-            }
         );
-        rows.push(serde_json::json!({"class": k, "name": name, "data": data[k], "samples": model[k], "covered": covered(k)}));
+        if let Some(p) = &per_class {
+            table += &format!(" {:>9.1} {:>9.1}", 100.0 * p[k].0, 100.0 * p[k].1);
+        }
+        if !covered(k) && data[k] > 0.0 {
+            table += "  (missed)";
+        }
+        table += "\n";
+        let mut row = serde_json::json!({"class": k, "name": name, "data": data[k], "samples": model[k], "covered": covered(k)});
+        if let Some(p) = &per_class {
+            row["asked_filed_under_it"] = p[k].0.into();
+            row["real_accuracy"] = p[k].1.into();
+        }
+        rows.push(row);
     }
     let n_covered = (0..classes).filter(|&k| covered(k)).count();
     let in_data = data.iter().filter(|&&p| p > 0.0).count();
+    if let Some(p) = &per_class {
+        table += &format!(
+            "conditional: {:.1}% of the samples asked for a class are filed under it on average (asked %); the classifier files {:.1}% of reconstructed real test images under their class (real %)\n",
+            100.0 * p.iter().map(|s| s.0).sum::<f64>() / classes as f64,
+            100.0 * p.iter().map(|s| s.1).sum::<f64>() / classes as f64,
+        );
+    }
     table += &format!(
         "{} samples: {n_covered} of {in_data} classes covered (at least {:.0}% of their share), total variation distance {tv:.3}; classifier accuracy on reconstructed test images {:.1}%",
         a.count,

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{check_dims, load_model, open_gpu, pick_images, DataArgs, DeviceArgs, ModelArg};
 use crate::data::{class_name, Images};
-use crate::vae::codec::{decode_pixels, encode};
+use crate::vae::codec::{decode_pixels, encode, own_classes};
 
 #[derive(Args, Debug)]
 pub struct EditArgs {
@@ -129,7 +129,13 @@ pub fn run(device: &DeviceArgs, a: &EditArgs) -> anyhow::Result<()> {
             codes.extend(row.iter().zip(&vector).map(|(z, v)| z + s * v));
         }
     }
-    let decoded = decode_pixels(&gpu, &params, c, &codes)?;
+    // Each image keeps its own class (a conditional model's).
+    let own: Option<Vec<u8>> = own_classes(c, &images).map(|l| {
+        l.iter()
+            .flat_map(|&k| std::iter::repeat_n(k, a.strength.len()))
+            .collect()
+    });
+    let decoded = decode_pixels(&gpu, &params, c, &codes, own.as_deref())?;
     let per_row = a.strength.len() + 1;
     let mut cells = Vec::with_capacity(images.count * per_row);
     for i in 0..images.count {

@@ -8,7 +8,7 @@ use clap::Args;
 use super::{check_dims, load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::data::Images;
 use crate::rng::Rng;
-use crate::vae::codec::{decode, encode, psnr};
+use crate::vae::codec::{decode, encode, own_classes, psnr};
 use crate::vae::decode::to_u8;
 
 /// Which pixels are missing.
@@ -145,7 +145,7 @@ pub fn run(device: &DeviceArgs, a: &ImputeArgs) -> anyhow::Result<()> {
             ..test.clone()
         };
         let mu = encode(&gpu, &params, c, &imgs, 1.0)?.codes.mu;
-        let recon = decode(&gpu, &params, c, &mu)?.concat();
+        let recon = decode(&gpu, &params, c, &mu, own_classes(c, &imgs))?.concat();
         for i in 0..n * d {
             if miss[i] {
                 current[i] = recon[i];

@@ -16,7 +16,7 @@ use crate::data::table::{self, Schema};
 use crate::data::{Dtype, Images};
 use crate::gpu::Gpu;
 use crate::rng::Rng;
-use crate::vae::codec::{decode_outputs, encode};
+use crate::vae::codec::{decode_outputs, encode, own_classes};
 use crate::vae::{ModelConfig, Params};
 
 /// A cell: (record, column of the schema).
@@ -80,7 +80,7 @@ pub fn run(
             ..records.clone()
         };
         let mu = encode(gpu, params, c, &input, 1.0)?.codes.mu;
-        let expected: Vec<Vec<f32>> = decode_outputs(gpu, params, c, &mu)?
+        let expected: Vec<Vec<f32>> = decode_outputs(gpu, params, c, &mu, own_classes(c, &input))?
             .iter()
             .map(|o| schema.expected(o))
             .collect();

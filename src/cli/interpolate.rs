@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_model, open_gpu, pick_images, DataArgs, DeviceArgs, ModelArg};
-use crate::vae::codec::{decode_pixels, encode};
+use crate::vae::codec::{decode_pixels, encode, own_classes};
 
 #[derive(Args, Debug)]
 pub struct InterpolateArgs {
@@ -25,6 +25,8 @@ pub struct InterpolateArgs {
     /// Spherical instead of linear interpolation (stays at the prior's typical radius).
     #[arg(long)]
     pub slerp: bool,
+    #[command(flatten)]
+    pub class: super::ClassArg,
     /// Output PNG [default: RUN/interpolate.png]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
@@ -52,7 +54,14 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
     let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let ends = pick_images(&input, c, &[&a.from, &a.to])?;
+    // A conditional model decodes the path in --class, or in the start's class.
+    let asked = a.class.labels(&cfg)?;
+    let ends = super::labelled(
+        pick_images(&input, c, &[&a.from, &a.to])?,
+        &cfg,
+        asked.as_deref(),
+    )?;
+    let class = asked.or_else(|| own_classes(c, &ends).map(|l| l[..1].to_vec()));
     let codes = encode(&gpu, &params, c, &ends, 1.0)?.codes;
     let n = a.count as usize;
     let path: Vec<f32> = (0..n)
@@ -66,7 +75,7 @@ pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut strip = vec![ends.image_u8(0).into_owned()];
-    strip.extend(decode_pixels(&gpu, &params, c, &path)?);
+    strip.extend(decode_pixels(&gpu, &params, c, &path, class.as_deref())?);
     strip.push(ends.image_u8(1).into_owned());
     let out = super::output_path(a.out.as_deref(), || dir.join("interpolate.png"))?;
     let mut cols = vec![format!("from {}", a.from)];

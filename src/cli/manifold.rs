@@ -20,6 +20,8 @@ pub struct ManifoldArgs {
     /// Images per side of the square grid.
     #[arg(long, alias = "n", default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=100))]
     pub side: u32,
+    #[command(flatten)]
+    pub class: super::ClassArg,
     /// Output PNG [default: RUN/manifold.png]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
@@ -81,6 +83,10 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
         anyhow::bail!("a manifold spans two latent dimensions and this model has 1; `vae-gpu traverse` walks a single one");
     }
     let dims = parse_dims(&a.dims, c.latent)?;
+    let class = a.class.labels(&cfg)?;
+    if c.classes.is_some() && class.as_ref().is_none_or(|l| l.len() != 1) {
+        return Err(super::class_needed(&cfg));
+    }
     let [dx, dy] = dims[..] else {
         anyhow::bail!("--dims needs exactly two dimensions, got {}", a.dims);
     };
@@ -99,7 +105,7 @@ pub fn run(device: &DeviceArgs, a: &ManifoldArgs) -> anyhow::Result<()> {
             codes.extend(z);
         }
     }
-    let images = decode_pixels(&gpu, &params, c, &codes)?;
+    let images = decode_pixels(&gpu, &params, c, &codes, class.as_deref())?;
     let out = super::output_path(a.out.as_deref(), || dir.join("manifold.png"))?;
     let labels = crate::io::png::Labels {
         title: format!(

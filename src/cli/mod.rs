@@ -1,5 +1,6 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod classify;
 pub mod codes;
 pub mod completions;
 pub mod coverage;
@@ -633,6 +634,8 @@ pub enum Command {
     Scatter(embed::EmbedArgs),
     /// Per-image anomaly scores (-ELBO, reconstruction or -IWAE) as CSV, with the AUROC.
     Score(score::ScoreArgs),
+    /// A conditional model as a classifier: each record's class by the highest ELBO.
+    Classify(classify::ClassifyArgs),
     /// Compress images to quantized latent codes in a small file.
     Encode(codes::EncodeArgs),
     /// Restore images from a codes file.
@@ -674,6 +677,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run_embed(&cli.device, a),
         Command::Scatter(a) => embed::run_scatter(&cli.device, a),
         Command::Score(a) => score::run(&cli.device, a),
+        Command::Classify(a) => classify::run(&cli.device, a),
         Command::Encode(a) => codes::run_encode(&cli.device, a),
         Command::Decode(a) => codes::run_decode(&cli.device, a),
         Command::Denoise(a) => denoise::run(&cli.device, a),
@@ -765,6 +769,8 @@ pub fn pick_images(
 ) -> anyhow::Result<crate::data::Images> {
     let mut test: Option<crate::data::Images> = None;
     let mut values = Vec::new();
+    // Each pick's label: a test image's own, none for a file.
+    let mut labels: Vec<Option<u8>> = Vec::new();
     for pick in picks {
         if let Ok(i) = pick.parse::<usize>() {
             if test.is_none() {
@@ -780,6 +786,7 @@ pub fn pick_images(
                 );
             }
             values.extend(t.dtype.values(t.image(i)));
+            labels.push(t.labels.as_ref().map(|l| l[i]));
         } else {
             paths::note_read(Path::new(pick), "an image this command reads");
             let img = crate::io::read_input(Path::new(pick))
@@ -790,6 +797,7 @@ pub fn pick_images(
                 .with_context(|| format!("{pick}: not an image index or a readable image file"))?;
             let one = crate::data::Images::from_dynamic(&[img], c.height, c.width, c.channels)?;
             values.extend(one.to_f32());
+            labels.push(None);
         }
     }
     // Stored as the data is (image files among f32 data become f32 values).
@@ -800,7 +808,7 @@ pub fn pick_images(
         height: c.height,
         width: c.width,
         channels: c.channels,
-        labels: None,
+        labels: labels.into_iter().collect(),
         dtype,
     })
 }
@@ -869,6 +877,88 @@ pub fn parse_classes(s: &str) -> Result<Classes, String> {
 
 /// Commands that draw or rebuild images refuse a model of table records (whose decoder
 /// outputs are per-column parameters, not values).
+/// `--class`: the classes a conditional model decodes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClassArg {
+    /// A conditional model's class to decode: a name or a label; several separated by
+    /// commas, or `all`
+    #[arg(long = "class", value_name = "CLASS", value_delimiter = ',')]
+    pub class: Vec<String>,
+}
+
+impl ClassArg {
+    /// The labels named (None when none is), for the model of run `cfg`, which must be
+    /// conditional.
+    pub fn labels(&self, cfg: &RunConfig) -> anyhow::Result<Option<Vec<u8>>> {
+        if self.class.is_empty() {
+            return Ok(None);
+        }
+        let Some(k) = cfg.model.classes else {
+            anyhow::bail!("--class needs a conditional model (train --conditional)");
+        };
+        let names = cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]);
+        let listing = || {
+            (0..k)
+                .map(|l| format!("{l} {}", crate::data::class_name(names, l as u8)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.class.iter().any(|c| c == "all") {
+            return Ok(Some((0..k).map(|l| l as u8).collect()));
+        }
+        self.class
+            .iter()
+            .map(|want| {
+                let by_name = names.iter().position(|n| n.eq_ignore_ascii_case(want));
+                let by_label = want.parse::<usize>().ok().filter(|&l| l < k);
+                by_name.or(by_label).map(|l| l as u8).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--class {want}: no such class; the model's are {}",
+                        listing()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<u8>>>()
+            .map(Some)
+    }
+}
+
+/// Images a conditional model encodes, with their classes: their own labels, else the one
+/// class `asked` (`--class`) for all of them.
+pub fn labelled(
+    mut images: crate::data::Images,
+    cfg: &RunConfig,
+    asked: Option<&[u8]>,
+) -> anyhow::Result<crate::data::Images> {
+    if cfg.model.classes.is_none() || images.labels.is_some() {
+        return Ok(images);
+    }
+    match asked {
+        Some([one]) => {
+            images.labels = Some(vec![*one; images.count]);
+            Ok(images)
+        }
+        _ => Err(anyhow::anyhow!(
+            "these images have no labels, and this model is conditional: say their class with one --class"
+        )),
+    }
+}
+
+/// The error for a conditional model given no `--class` where one is needed: it lists
+/// the classes.
+pub fn class_needed(cfg: &RunConfig) -> anyhow::Error {
+    let k = cfg.model.classes.unwrap_or(0);
+    let names = cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]);
+    let list: Vec<String> = (0..k.min(12))
+        .map(|l| crate::data::class_name(names, l as u8))
+        .collect();
+    anyhow::anyhow!(
+        "this model is conditional: say which class to decode with --class (a name or a label, several, or all; its classes: {}{})",
+        list.join(", "),
+        if k > 12 { ", ..." } else { "" }
+    )
+}
+
 pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {
     if c.table.is_some() {
         anyhow::bail!(

@@ -156,7 +156,14 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     }
     save_grid(
         &fig("traverse.png"),
-        &decode_pixels(&gpu, &params, c, &z)?,
+        // A conditional model walks the class of the first test image.
+        &decode_pixels(
+            &gpu,
+            &params,
+            c,
+            &z,
+            crate::vae::codec::own_classes(c, &test).map(|l| &l[..1]),
+        )?,
         shape,
         steps,
         &Labels {
@@ -173,7 +180,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
                 &gpu,
                 &params,
                 c,
-                &test,
+                (&test, &names),
                 scratch.path(),
                 cfg.state.epoch,
             )?;

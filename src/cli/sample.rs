@@ -11,9 +11,12 @@ use crate::vae::decode::{generate, generate_each, to_u8};
 pub struct SampleArgs {
     #[command(flatten)]
     pub model: ModelArg,
-    /// How many images to draw.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub count: u32,
+    /// How many images to draw [default: 100; with several classes, 10 of each]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: Option<u32>,
+    /// A conditional model's classes, each a row of the grid [default: all]
+    #[command(flatten)]
+    pub class: super::ClassArg,
     /// Seed of the prior noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -36,7 +39,24 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
     super::images_only(c)?;
-    let count = a.count as usize;
+    // A conditional model draws each class asked (all by default): `per` images of each.
+    let asked = match a.class.labels(&cfg)? {
+        None if c.classes.is_some() => super::ClassArg {
+            class: vec!["all".into()],
+        }
+        .labels(&cfg)?,
+        asked => asked,
+    };
+    let several = asked.as_ref().is_some_and(|l| l.len() > 1);
+    let per = a
+        .count
+        .map_or(if several { 10 } else { 100 }, |n| n as usize);
+    let classes: Option<Vec<u8>> = asked.as_ref().map(|l| {
+        l.iter()
+            .flat_map(|&k| std::iter::repeat_n(k, per))
+            .collect()
+    });
+    let count = classes.as_ref().map_or(per, Vec::len);
     let shape = (c.height, c.width, c.channels);
     if let Some(sep) = &a.separate {
         // Written as each batch is decoded: a large --count never sits in memory at once.
@@ -48,6 +68,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             &params,
             c,
             (count, a.seed, a.temperature),
+            classes.as_deref(),
             &mut |v| {
                 out.save(i, &to_u8(&v))?;
                 i += 1;
@@ -60,30 +81,52 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
         );
     } else {
         let out = super::output_path(a.out.as_deref(), || dir.join("samples.png"))?;
-        let cols = a
-            .cols
-            .map(|c| c as usize)
-            .unwrap_or_else(|| (count as f64).sqrt().ceil() as usize);
+        let cols = a.cols.map(|c| c as usize).unwrap_or_else(|| match several {
+            true => per,
+            false => (count as f64).sqrt().ceil() as usize,
+        });
         // Refused before any decoding when the grid would be too large.
         crate::io::png::check_grid(count, (c.height, c.width), cols).map_err(|e| {
             anyhow::anyhow!("{e} (or write one file per image with --separate DIR)")
         })?;
-        let images: Vec<Vec<u8>> = generate(&gpu, &params, c, count, a.seed, a.temperature)?
-            .iter()
-            .map(|v| to_u8(v))
-            .collect();
+        let images: Vec<Vec<u8>> = generate(
+            &gpu,
+            &params,
+            c,
+            (count, a.seed, a.temperature),
+            classes.as_deref(),
+        )?
+        .iter()
+        .map(|v| to_u8(v))
+        .collect();
+        let names = cfg.train.as_ref().map_or(&[][..], |t| &t.class_names[..]);
+        let name = |l: u8| crate::data::class_name(names, l);
+        let of = match asked.as_deref() {
+            Some([one]) => format!(" of {}", name(*one)),
+            Some(_) => format!(", {per} of each class"),
+            None => String::new(),
+        };
         let title = format!(
-            "{} samples from the prior N(0, {}² I), seed {}",
+            "{} samples{of} from the prior N(0, {}² I), seed {}",
             images.len(),
             a.temperature,
             a.seed
         );
+        // One named row per class when each class fills its own rows.
+        let rows = match asked.as_deref() {
+            Some(l) if l.len() > 1 && cols == per => l.iter().map(|&k| name(k)).collect(),
+            _ => Vec::new(),
+        };
         crate::io::png::save_grid(
             &out,
             &images,
             shape,
             cols,
-            &crate::io::png::Labels::title(title),
+            &crate::io::png::Labels {
+                title,
+                rows,
+                cols: Vec::new(),
+            },
         )?;
         super::report(
             &format!("wrote {} samples to {}", images.len(), out.display()),

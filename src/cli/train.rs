@@ -53,6 +53,12 @@ pub struct TrainArgs {
     /// [default: 400]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub hidden: Option<Vec<u32>>,
+    /// A conditional VAE: each record's class (its label), one-hot, enters beside the
+    /// encoder's input and beside z, so `sample --class NAME` draws the class asked for.
+    /// Needs labelled data (IDX labels, an image folder's classes, --labels, a table's
+    /// --label-column)
+    #[arg(long)]
+    pub conditional: bool,
     /// Size of the latent code [default: 20]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub latent: Option<u32>,
@@ -452,6 +458,9 @@ fn resumed_run(
         _ => None,
     };
     check_arch_flags(a, &m.arch)?;
+    if a.conditional && m.classes.is_none() {
+        bail!("--conditional differs from the run being resumed (an unconditional model); a resumed run keeps its settings (start a new run with --out to change them)");
+    }
     keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
     keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
     keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
@@ -660,8 +669,16 @@ fn fresh_model(
     if schema.is_some() && (a.likelihood.is_some() || a.noise.is_some()) {
         bail!("--likelihood and --noise are for images and arrays; each column of a table has its own likelihood (Gaussian, Bernoulli or softmax) and its inputs are not corrupted");
     }
+    let names = crate::data::class_names(&data_dir).len();
     let (mut model, t) = new_run(a, data, train, data_dir, source, spec);
     model.table = schema;
+    if a.conditional {
+        let labels = train.labels().context(
+            "--conditional needs each record's class, and this data has no labels (IDX labels, an image folder's class subfolders, --labels for a .npy array, --label-column for a table)",
+        )?;
+        let seen = labels.iter().max().map_or(0, |&l| usize::from(l) + 1);
+        model.classes = Some(seen.max(names).max(2));
+    }
     model
         .graph()
         .map_err(|e| anyhow::anyhow!("--arch {}: {e}", a.arch.as_deref().unwrap_or("mlp")))?;

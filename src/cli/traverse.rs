@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_model, open_gpu, pick_images, DataArgs, DeviceArgs, ModelArg};
-use crate::vae::codec::{decode_pixels, encode};
+use crate::vae::codec::{decode_pixels, encode, own_classes};
 
 #[derive(Args, Debug)]
 pub struct TraverseArgs {
@@ -25,6 +25,8 @@ pub struct TraverseArgs {
     /// Images per dimension (the columns of each row).
     #[arg(long, alias = "steps", default_value_t = 9, value_parser = clap::value_parser!(u32).range(2..=100))]
     pub count: u32,
+    #[command(flatten)]
+    pub class: super::ClassArg,
     /// Output PNG [default: RUN/traverse.png]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
@@ -52,14 +54,19 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     super::images_only(c)?;
     let dims = parse_dims(&a.dims, c.latent)?;
+    // A conditional model decodes in --class, or in the image's class.
+    let mut class = a.class.labels(&cfg)?;
     let base = match &a.index {
         Some(i) => {
-            encode(&gpu, &params, c, &pick_images(&input, c, &[i])?, 1.0)?
-                .codes
-                .mu
+            let image = super::labelled(pick_images(&input, c, &[i])?, &cfg, class.as_deref())?;
+            class = class.or_else(|| own_classes(c, &image).map(<[u8]>::to_vec));
+            encode(&gpu, &params, c, &image, 1.0)?.codes.mu
         }
         None => vec![0.0; c.latent],
     };
+    if c.classes.is_some() && class.as_ref().is_none_or(|l| l.len() != 1) {
+        return Err(super::class_needed(&cfg));
+    }
     let n = a.count as usize;
     let mut codes = Vec::with_capacity(dims.len() * n * c.latent);
     for &d in &dims {
@@ -69,7 +76,7 @@ pub fn run(device: &DeviceArgs, a: &TraverseArgs) -> anyhow::Result<()> {
             codes.extend(z);
         }
     }
-    let images = decode_pixels(&gpu, &params, c, &codes)?;
+    let images = decode_pixels(&gpu, &params, c, &codes, class.as_deref())?;
     let out = super::output_path(a.out.as_deref(), || dir.join("traverse.png"))?;
     let around = a.index.as_deref().map_or("the origin".to_string(), |i| {
         format!("the code of image {i}")

@@ -74,6 +74,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
                 images: &images,
                 indices: &indices.buffer,
                 count: 1,
+                labels: None,
             },
             &StepSpec {
                 rows,

@@ -64,6 +64,24 @@ pub fn bias_grad(dy: &[f64], rows: usize, cols: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Twin of `ops::gather::one_hot`: [rows, classes].
+pub fn one_hot(
+    labels: &[u32],
+    classes: usize,
+    indices: &[u32],
+    offset: usize,
+    rows: usize,
+) -> Vec<f64> {
+    let mut y = vec![0.0; rows * classes];
+    for r in 0..rows {
+        let label = labels[indices[(offset + r).min(indices.len() - 1)] as usize] as usize;
+        if label < classes {
+            y[r * classes + label] = 1.0;
+        }
+    }
+    y
+}
+
 /// x = pixels / 255 for the images `indices[offset..offset + rows]` (the last index repeats
 /// past the end), as the gather kernel builds a batch.
 pub fn gather(

@@ -16,10 +16,14 @@ pub fn upsample(x: &[f64], batch: usize, h: usize, w: usize, c: usize) -> Vec<f6
     y
 }
 
-/// Each pixel's channels of `a` (ca of them) then those of `b` (cb).
+/// Each pixel's channels of `a` (ca of them) then those of `b` (cb). A `b` with fewer
+/// pixels than `a` (a flat condition beside an image) gives each of its pixels to as many
+/// consecutive pixels of `a`.
 pub fn concat(a: &[f64], ca: usize, b: &[f64], cb: usize) -> Vec<f64> {
+    let repeat = (a.len() / ca) / (b.len() / cb).max(1);
     a.chunks(ca)
-        .zip(b.chunks(cb))
-        .flat_map(|(x, y)| x.iter().chain(y).copied())
+        .enumerate()
+        .flat_map(|(i, x)| x.iter().chain(&b[i / repeat * cb..(i / repeat + 1) * cb]))
+        .copied()
         .collect()
 }

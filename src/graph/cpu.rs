@@ -28,17 +28,21 @@ fn permute(v: &[f64], s: Shape, to_chw: bool) -> Vec<f64> {
     out
 }
 
-/// Every tensor's value for a batch of `rows`: `x` [rows, numel], `eps` the sampling noise
-/// [rows, latent], `tensors` the parameters by checkpoint name.
+/// Every tensor's value for a batch of `rows`: `x` [rows, numel], a conditional model's
+/// `y` [rows, classes] (one-hot), `eps` the sampling noise [rows, latent], `tensors` the
+/// parameters by checkpoint name.
 pub fn forward(
     g: &Graph,
     tensors: &BTreeMap<String, Vec<f64>>,
-    x: &[f64],
+    (x, y): (&[f64], Option<&[f64]>),
     eps: &[f64],
     rows: usize,
 ) -> Vec<Vec<f64>> {
     let mut v: Vec<Vec<f64>> = vec![Vec::new(); g.shapes.len()];
     v[g.x] = x.to_vec();
+    if let (Some(t), Some(y)) = (g.y, y) {
+        v[t] = y.to_vec();
+    }
     let get = |name: &str| {
         tensors
             .get(name)

@@ -588,6 +588,19 @@ impl Graph {
         r == self.x || Some(r) == self.y
     }
 
+    /// Per tensor, whether its value depends on no parameter (the inputs, and what is
+    /// computed from them alone, such as the batch beside its condition): such tensors
+    /// take no gradient. Nodes are in dependency order, so one pass settles all.
+    pub fn constants(&self) -> Vec<bool> {
+        let mut constant: Vec<bool> = (0..self.shapes.len()).map(|t| self.is_input(t)).collect();
+        for n in &self.nodes {
+            let parameterized = !ops::param_dims(self, n).is_empty();
+            constant[n.output] =
+                !parameterized && n.op != Op::Sample && n.inputs.iter().all(|&t| constant[t]);
+        }
+        constant
+    }
+
     /// The node that produces `t` (None for the input).
     pub fn producer(&self, t: TensorId) -> Option<usize> {
         self.nodes.iter().position(|n| n.output == t)

@@ -222,6 +222,7 @@ impl Program {
         let g = &params.graph;
         let run = g.nodes_for(mode);
         let f = run.len();
+        let constant = g.constants();
         let train = mode == Mode::Train;
         let fwd_at = |i: usize| {
             run.iter()
@@ -257,12 +258,12 @@ impl Program {
                 if train {
                     // Backward rules read their inputs (weight gradients, derivatives).
                     widen(&mut value_life[r], bwd_at(i));
-                    if !g.is_input(r) && n.op != Op::Reshape {
+                    if !constant[r] && n.op != Op::Reshape {
                         widen(&mut grad_life[r], bwd_at(i));
                     }
                 }
             }
-            if train && n.op != Op::Reshape {
+            if train && n.op != Op::Reshape && !constant[n.output] {
                 widen(&mut grad_life[g.root(n.output)], bwd_at(i));
             }
         }
@@ -353,7 +354,7 @@ impl Program {
                             ask(Slot::Cols, (rows, dims.1), fwd, end, false);
                         }
                     }
-                    let wants_dx = !g.is_input(n.inputs[0]);
+                    let wants_dx = !constant[n.inputs[0]];
                     if train && wants_dx && plain && ops::implicit_input_grad(gpu, g, n, batch) {
                         let (cin, cout) = (g.shapes[n.inputs[0]].c, g.shapes[n.output].c);
                         ask(Slot::Flipped, (cin, dims.1 / cin * cout), bwd, bwd, false);
@@ -523,6 +524,7 @@ fn backward_launches<'a>(
     // Contributions to each root's gradient in the order they run: the loss first, then
     // every (node, input) edge in reverse node order.
     let n_t = g.shapes.len();
+    let constant = g.constants();
     let mut contributions: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_t];
     const LOSS: usize = usize::MAX;
     for t in [g.logits, g.mulv] {
@@ -534,7 +536,7 @@ fn backward_launches<'a>(
             continue;
         }
         for (k, &t) in n.inputs.iter().enumerate() {
-            if !g.is_input(t) {
+            if !constant[t] {
                 contributions[g.root(t)].push((i, k));
             }
         }
@@ -549,6 +551,9 @@ fn backward_launches<'a>(
     let mut out = Vec::new();
     for &i in run.iter().rev() {
         let n = &g.nodes[i];
+        if constant[n.output] {
+            continue;
+        }
         let mut targets = Vec::new();
         for (k, &t) in n.inputs.iter().enumerate() {
             let r = g.root(t);

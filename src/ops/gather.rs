@@ -179,3 +179,41 @@ pub fn gather(
     );
     Ok(GatherDispatch { dispatch, params })
 }
+
+/// y[r] = one_hot(labels[indices[offset + r]]) over `y.cols` classes: a conditional
+/// model's classes for the batch `gather` picks (the same indices and offset).
+pub fn one_hot(
+    gpu: &Gpu,
+    labels: &wgpu::Buffer,
+    indices: &wgpu::Buffer,
+    count: usize,
+    y: &Matrix,
+) -> Result<GatherDispatch, GpuError> {
+    if y.cols == 0 || count == 0 || indices.size() < (count * 4) as u64 {
+        return Err(shape_err(
+            "one-hot",
+            format!("{} classes, {count} indices", y.cols),
+        ));
+    }
+    let params = GatherParams {
+        rows: y.rows as u32,
+        d: y.cols as u32,
+        ld_x: y.ld as u32,
+        offset: 0,
+        count: count as u32,
+        per_chunk: u32::MAX,
+        pad: [0; 2],
+    };
+    let dispatch = gpu.dispatch(
+        "one-hot".into(),
+        gpu.pipeline(Shader::Gather, "one_hot_main", &[])?,
+        gpu.uniform("one-hot params", &params),
+        &[
+            (1, labels.as_entire_binding()),
+            (2, indices.as_entire_binding()),
+            (3, y.binding()),
+        ],
+        gpu.grid((y.rows * y.cols).div_ceil(256) as u64)?,
+    );
+    Ok(GatherDispatch { dispatch, params })
+}

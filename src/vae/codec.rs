@@ -7,9 +7,14 @@ use super::train::GpuSplit;
 use super::{ModelConfig, Params};
 use crate::data::Images;
 use crate::gpu::{Gpu, GpuError, Matrix};
-use crate::ops::gather::GpuImages;
 use crate::ops::iwae::{iwae, EMPTY};
 use crate::ops::loss::LossSettings;
+
+/// The classes a conditional model decodes `images`' own codes with: their labels (None
+/// for an unconditional model, which takes none).
+pub fn own_classes<'a>(c: &ModelConfig, images: &'a Images) -> Option<&'a [u8]> {
+    c.classes.and(images.labels.as_deref())
+}
 
 /// Rows per GPU batch for inference.
 const BATCH: usize = 256;
@@ -131,26 +136,30 @@ pub fn encode(
 }
 
 /// Decoder outputs in [0, 1] (sigmoid of logits, or the clamped Gaussian mean) for codes
-/// [n, latent], in batches.
+/// [n, latent], in batches; a conditional model's `classes` hold one class per code (the
+/// last repeats: one class decodes them all).
 pub fn decode(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
     codes: &[f32],
+    classes: Option<&[u8]>,
 ) -> Result<Vec<Vec<f32>>, GpuError> {
-    Ok(decode_outputs(gpu, params, c, codes)?
+    Ok(decode_outputs(gpu, params, c, codes, classes)?
         .into_iter()
         .map(|row| row.into_iter().map(|l| unit(c, l)).collect())
         .collect())
 }
 
 /// The decoder's raw outputs (logits, means, a table's per-column parameters) for codes
-/// [n, latent], in batches.
+/// [n, latent], in batches; a conditional model's `classes` hold one class per code (the
+/// last repeats: one class decodes them all).
 pub fn decode_outputs(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
     codes: &[f32],
+    classes: Option<&[u8]>,
 ) -> Result<Vec<Vec<f32>>, GpuError> {
     let n = codes.len() / c.latent;
     let rows = n.clamp(1, BATCH);
@@ -161,6 +170,10 @@ pub fn decode_outputs(
         let mut chunk = codes[start * c.latent..(start + valid) * c.latent].to_vec();
         chunk.resize(rows * c.latent, 0.0);
         decoder.z().write(gpu, &chunk)?;
+        decoder.set_classes(
+            gpu,
+            classes.map(|l| &l[start.min(l.len().saturating_sub(1))..]),
+        )?;
         gpu.run(&decoder.launches())?;
         let logits = decoder.logits()?.read(gpu)?;
         out.extend(
@@ -179,8 +192,9 @@ pub fn decode_pixels(
     params: &Params,
     c: &ModelConfig,
     codes: &[f32],
+    classes: Option<&[u8]>,
 ) -> Result<Vec<Vec<u8>>, GpuError> {
-    Ok(decode(gpu, params, c, codes)?
+    Ok(decode(gpu, params, c, codes, classes)?
         .iter()
         .map(|v| to_u8(v))
         .collect())
@@ -221,7 +235,7 @@ pub fn iwae_log_px(
     let repeated: Vec<u32> = (0..n as u32)
         .flat_map(|i| std::iter::repeat_n(i, rows))
         .collect();
-    let images = GpuImages::upload(gpu, &test.pixels, test.dim(), test.dtype)?;
+    let split = GpuSplit::upload(gpu, test).map_err(|e| GpuError::Config(format!("{e:#}")))?;
     let indices = Matrix::from_slice(
         gpu,
         1,
@@ -242,9 +256,9 @@ pub fn iwae_log_px(
         params,
         c,
         &Batches {
-            images: &images,
             indices: &indices.buffer,
             count: repeated.len(),
+            ..split.batches()
         },
         &StepSpec {
             rows,

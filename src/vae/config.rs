@@ -35,6 +35,10 @@ pub struct ModelConfig {
     /// (the records are [values | mask], 1 x 2E; see `data::table`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<crate::data::table::Schema>,
+    /// A conditional VAE's number of classes: each record's class, one-hot, enters beside
+    /// the encoder's input and beside z (see `model::build`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
 }
 
 fn one() -> usize {
@@ -71,6 +75,7 @@ impl ModelConfig {
             likelihood: Likelihood::Bernoulli,
             gauss_var: 0.5,
             table: None,
+            classes: None,
         }
     }
 
@@ -141,7 +146,7 @@ impl ModelConfig {
             self.data_shape(),
             self.output_dim(),
             self.latent,
-            None,
+            self.classes,
         )
     }
 
@@ -385,6 +390,14 @@ impl ModelConfig {
             self.gauss_var,
             "a positive number",
         )?;
+        if let Some(k) = self.classes {
+            field(
+                (2..=256).contains(&k),
+                "model.classes",
+                k,
+                "2..=256 (labels are 0..=255)",
+            )?;
+        }
         if let Some(t) = &self.table {
             field(
                 ["mlp", "file"].contains(&self.arch.as_str()),

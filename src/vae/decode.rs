@@ -26,20 +26,27 @@ pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
 }
 
 /// Draws `count` images: z ~ N(0, temperature^2 I) from the seed, decoded in batches into
-/// values in [0, 1] (see `unit`).
+/// values in [0, 1] (see `unit`). A conditional model draws image i of class
+/// `classes[i]` (`classes` holds one per image).
 pub fn generate(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
-    count: usize,
-    seed: u64,
-    temperature: f32,
+    (count, seed, temperature): (usize, u64, f32),
+    classes: Option<&[u8]>,
 ) -> Result<Vec<Vec<f32>>, GpuError> {
     let mut out = Vec::with_capacity(count);
-    generate_each::<GpuError>(gpu, params, c, (count, seed, temperature), &mut |image| {
-        out.push(image);
-        Ok(())
-    })?;
+    generate_each::<GpuError>(
+        gpu,
+        params,
+        c,
+        (count, seed, temperature),
+        classes,
+        &mut |image| {
+            out.push(image);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
@@ -50,6 +57,7 @@ pub fn generate_each<E: From<GpuError>>(
     params: &Params,
     c: &ModelConfig,
     (count, seed, temperature): (usize, u64, f32),
+    classes: Option<&[u8]>,
     sink: &mut dyn FnMut(Vec<f32>) -> Result<(), E>,
 ) -> Result<(), E> {
     let rows = count.clamp(1, 256);
@@ -77,6 +85,10 @@ pub fn generate_each<E: From<GpuError>>(
             },
             temperature,
         );
+        decoder.set_classes(
+            gpu,
+            classes.map(|l| &l[start.min(l.len().saturating_sub(1))..]),
+        )?;
         let mut all = vec![&prior];
         all.extend(decoder.launches());
         gpu.run(&all)?;

@@ -5,7 +5,7 @@
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix, PendingRead};
 use crate::graph::{Mode, Params, Program};
 use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
-use crate::ops::gather::{gather, GatherDispatch, GpuImages};
+use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
 use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
 
@@ -22,6 +22,8 @@ pub struct Batches<'a> {
     pub images: &'a GpuImages,
     pub indices: &'a wgpu::Buffer,
     pub count: usize,
+    /// The images' u32 labels, which a conditional model reads.
+    pub labels: Option<&'a wgpu::Buffer>,
 }
 
 /// What a step program computes.
@@ -48,6 +50,8 @@ pub struct StepProgram {
     pub per_sample: Matrix,
     pub accum: Matrix,
     pub gather: GatherDispatch,
+    /// A conditional model's classes of the batch, one-hot, and their gather.
+    classes: Option<(Matrix, GatherDispatch)>,
     corrupt: Option<(Dispatch, Corruption)>,
     pub loss: LossDispatch,
     pub adam: Option<AdamDispatch>,
@@ -85,6 +89,20 @@ impl StepProgram {
         }
         let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
         let gather = gather(gpu, data.images, data.indices, data.count, &x)?;
+        let classes = match params.graph.y {
+            Some(y) => {
+                let labels = data.labels.ok_or_else(|| {
+                    GpuError::Config(
+                        "this model is conditional: it needs each record's class, and the data has no labels".into(),
+                    )
+                })?;
+                let k = params.graph.shapes[y].c;
+                let onehot = Matrix::zeros(gpu, rows, k, "classes")?;
+                let d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
+                Some((onehot, d))
+            }
+            None => None,
+        };
         let corrupt = match spec.corruption {
             Some(kind) => {
                 let noisy = Matrix::zeros(gpu, x.rows, x.cols, "corrupted x")?;
@@ -108,7 +126,11 @@ impl StepProgram {
             None => Mode::Infer,
         };
         let encoder_input = corrupt.as_ref().map_or(&x, |(_, _, noisy)| noisy);
-        let program = Program::new(gpu, params, rows, mode, &[(params.graph.x, encoder_input)])?;
+        let mut inputs = vec![(params.graph.x, encoder_input)];
+        if let (Some(y), Some((onehot, _))) = (params.graph.y, &classes) {
+            inputs.push((y, onehot));
+        }
+        let program = Program::new(gpu, params, rows, mode, &inputs)?;
         let g = &params.graph;
         let per_sample = Matrix::zeros(gpu, rows, 3, "per-sample loss")?;
         let accum = Matrix::zeros(gpu, 1, 4, "loss sums")?;
@@ -147,6 +169,7 @@ impl StepProgram {
             per_sample,
             accum,
             gather,
+            classes,
             corrupt: corrupt.map(|(d, kind, _)| (d, kind)),
             loss,
             adam,
@@ -189,6 +212,9 @@ impl StepProgram {
     /// Sets the per-step state: batch window, noise position, loss settings, Adam's t.
     pub fn prepare(&mut self, gpu: &Gpu, offset: usize, step: u64, settings: &LossSettings) {
         self.gather.set_offset(gpu, offset);
+        if let Some((_, d)) = &mut self.classes {
+            d.set_offset(gpu, offset);
+        }
         let noise = Noise {
             seed: self.seed,
             step: step as u32,
@@ -213,6 +239,7 @@ impl StepProgram {
     /// Every launch of the step, in order.
     pub fn launches(&self) -> Vec<&Dispatch> {
         let mut all = vec![&self.gather.dispatch];
+        all.extend(self.classes.as_ref().map(|(_, d)| &d.dispatch));
         all.extend(self.corrupt.as_ref().map(|(d, _)| d));
         all.extend(&self.program.forward);
         all.extend(self.loss.launches());
@@ -307,6 +334,39 @@ impl Decoder {
 
     pub fn z(&self) -> &Matrix {
         self.program.value(self.graph.z)
+    }
+
+    /// Writes the classes of the batch's codes (a conditional model's; one per row, the
+    /// last repeated past the end), or checks that an unconditional model is given none.
+    pub fn set_classes(&self, gpu: &Gpu, classes: Option<&[u8]>) -> Result<(), GpuError> {
+        let (y, classes) = match (self.graph.y, classes) {
+            (None, None) => return Ok(()),
+            (Some(y), Some(c)) if !c.is_empty() => (y, c),
+            (Some(_), _) => {
+                return Err(GpuError::Config(
+                    "this model is conditional: say which class to decode (--class)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(GpuError::Config(
+                    "--class needs a conditional model (train --conditional)".into(),
+                ))
+            }
+        };
+        let k = self.graph.shapes[y].c;
+        if let Some(&bad) = classes.iter().find(|&&c| usize::from(c) >= k) {
+            return Err(GpuError::Config(format!(
+                "class {bad} is outside the model's {k} classes (0 to {})",
+                k - 1
+            )));
+        }
+        let rows = self.program.batch;
+        let mut onehot = vec![0f32; rows * k];
+        for r in 0..rows {
+            let c = classes[r.min(classes.len() - 1)];
+            onehot[r * k + usize::from(c)] = 1.0;
+        }
+        self.program.value(y).write(gpu, &onehot)
     }
 
     pub fn logits(&self) -> Result<Matrix, GpuError> {

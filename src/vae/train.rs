@@ -54,34 +54,52 @@ pub struct EpochMetrics {
     pub active_units: Option<usize>,
 }
 
-/// Images on the GPU plus an index buffer over them.
+/// Images on the GPU plus an index buffer over them, and their labels when known (a
+/// conditional model's classes).
 pub struct GpuSplit {
     pub images: GpuImages,
     pub indices: Matrix,
     pub count: usize,
+    /// One u32 label per image.
+    pub labels: Option<Matrix>,
 }
 
 impl GpuSplit {
     pub fn upload(gpu: &Gpu, images: &Images) -> anyhow::Result<GpuSplit> {
-        GpuSplit::from_pixels(gpu, &images.pixels, images.dim(), images.dtype)
+        GpuSplit::from_pixels(
+            gpu,
+            &images.pixels,
+            images.dim(),
+            images.dtype,
+            images.labels.as_deref(),
+        )
     }
 
-    /// `pixels` (whole images of `d` values of `dtype`) on the GPU, in order.
+    /// `pixels` (whole images of `d` values of `dtype`) and their `labels` on the GPU, in
+    /// order.
     pub fn from_pixels(
         gpu: &Gpu,
         pixels: &[u8],
         d: usize,
         dtype: Dtype,
+        labels: Option<&[u8]>,
     ) -> anyhow::Result<GpuSplit> {
         let count = pixels.len() / (d * dtype.size()).max(1);
         if count == 0 {
             bail!("the dataset has no images");
         }
         let order: Vec<u32> = (0..count as u32).collect();
+        let labels = labels
+            .map(|l| {
+                let l: Vec<u32> = l.iter().map(|&c| u32::from(c)).collect();
+                Matrix::from_slice(gpu, 1, count, bytemuck::cast_slice(&l), "labels")
+            })
+            .transpose()?;
         Ok(GpuSplit {
             images: GpuImages::upload(gpu, pixels, d, dtype)?,
             indices: Matrix::from_slice(gpu, 1, count, bytemuck::cast_slice(&order), "indices")?,
             count,
+            labels,
         })
     }
 
@@ -91,6 +109,7 @@ impl GpuSplit {
             images: &self.images,
             indices: &self.indices.buffer,
             count: self.count,
+            labels: self.labels.as_ref().map(|m| &m.buffer),
         }
     }
 
@@ -124,6 +143,9 @@ pub const DEFAULT_GPU_DATA_BYTES: u64 = 2 << 30;
 /// memory small.
 const FEED_DEPTH: usize = 4;
 
+/// A batch read by the streaming thread: its pixels and (for a labelled split) labels.
+type Gathered = (Vec<u8>, Vec<u32>);
+
 /// Where the training steps' batches come from.
 enum Feed {
     /// The whole split on the GPU; each epoch's order is its index buffer.
@@ -134,7 +156,7 @@ enum Feed {
     Streamed {
         batch: GpuSplit,
         orders: std::sync::mpsc::Sender<Vec<u32>>,
-        batches: std::sync::mpsc::Receiver<Result<Vec<u8>, crate::data::DataError>>,
+        batches: std::sync::mpsc::Receiver<Result<Gathered, crate::data::DataError>>,
         spare: std::sync::mpsc::Sender<Vec<u8>>,
     },
 }
@@ -163,7 +185,15 @@ impl Feed {
             }
         }
         let d = set.image_bytes();
-        let batch = GpuSplit::from_pixels(gpu, &vec![0u8; rows * d], set.dim(), set.dtype())?;
+        let labels = set.labels();
+        let no_labels = vec![0u8; rows];
+        let batch = GpuSplit::from_pixels(
+            gpu,
+            &vec![0u8; rows * d],
+            set.dim(),
+            set.dtype(),
+            labels.map(|_| &no_labels[..]),
+        )?;
         let (orders, order_rx) = std::sync::mpsc::channel::<Vec<u32>>();
         let (batch_tx, batches) = std::sync::mpsc::sync_channel(FEED_DEPTH);
         let (spare, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -171,7 +201,13 @@ impl Feed {
             for order in order_rx {
                 for first in (0..order.len()).step_by(rows) {
                     let mut buf = spare_rx.try_recv().unwrap_or_else(|_| vec![0u8; rows * d]);
-                    let gathered = set.gather(&order, first, &mut buf).map(|()| buf);
+                    let classes = labels.map_or_else(Vec::new, |l| {
+                        order[first..(first + rows).min(order.len())]
+                            .iter()
+                            .map(|&i| u32::from(l[i as usize]))
+                            .collect()
+                    });
+                    let gathered = set.gather(&order, first, &mut buf).map(|()| (buf, classes));
                     let failed = gathered.is_err();
                     // A closed channel means training stopped.
                     if batch_tx.send(gathered).is_err() || failed {
@@ -216,10 +252,14 @@ impl Feed {
                 spare,
                 ..
             } => {
-                let pixels = batches
+                let (pixels, classes) = batches
                     .recv()
                     .map_err(|_| anyhow::anyhow!("the batch reader stopped"))??;
                 batch.images.write(gpu, &pixels);
+                if let Some(l) = &batch.labels {
+                    gpu.queue
+                        .write_buffer(&l.buffer, 0, bytemuck::cast_slice(&classes));
+                }
                 let _ = spare.send(pixels);
                 Ok(0)
             }
@@ -572,7 +612,14 @@ fn train_with<'s>(
             // does not stop the run, whose next checkpoint reports the problem if it persists.
             let pictures = match c.table {
                 Some(_) => Ok(()),
-                None => write_pictures(gpu, &run.params, c, test_images, dir.path(), epoch + 1),
+                None => write_pictures(
+                    gpu,
+                    &run.params,
+                    c,
+                    (test_images, &run.train.class_names),
+                    dir.path(),
+                    epoch + 1,
+                ),
             };
             if let Err(e) = pictures {
                 log::warn!(
@@ -587,14 +634,14 @@ fn train_with<'s>(
     Ok(new_metrics)
 }
 
-/// Rewrites samples.png (64 images from the prior, seed 1) and reconstructions.png (the
-/// first 8 test images over their reconstructions) in `dir`, so each epoch's progress can
-/// be seen.
+/// Rewrites samples.png (64 images from the prior, seed 1; a conditional model's: 8 of
+/// each class, a named row each) and reconstructions.png (the first 8 test images over
+/// their reconstructions) in `dir`, so each epoch's progress can be seen.
 pub fn write_pictures(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
-    test: &Images,
+    (test, names): (&Images, &[String]),
     dir: &Path,
     epoch: usize,
 ) -> anyhow::Result<()> {
@@ -605,21 +652,39 @@ pub fn write_pictures(
             .map(|v| super::decode::to_u8(v))
             .collect::<Vec<_>>()
     };
-    let samples = to_u8(super::decode::generate(gpu, params, c, 64, 1, 1.0)?);
-    let title = format!("64 samples from the prior after epoch {epoch} (seed 1)");
-    save_grid(
-        &dir.join("samples.png"),
-        &samples,
-        shape,
-        8,
-        &Labels::title(title),
-    )?;
+    let (samples, labels) = match c.classes {
+        Some(k) => {
+            let classes: Vec<u8> = (0..8 * k).map(|i| (i / 8) as u8).collect();
+            let samples = super::decode::generate(gpu, params, c, (8 * k, 1, 1.0), Some(&classes))?;
+            let labels = Labels {
+                title: format!("8 samples of each class after epoch {epoch} (seed 1)"),
+                rows: (0..k)
+                    .map(|l| crate::data::class_name(names, l as u8))
+                    .collect(),
+                cols: Vec::new(),
+            };
+            (samples, labels)
+        }
+        None => (
+            super::decode::generate(gpu, params, c, (64, 1, 1.0), None)?,
+            Labels::title(format!(
+                "64 samples from the prior after epoch {epoch} (seed 1)"
+            )),
+        ),
+    };
+    save_grid(&dir.join("samples.png"), &to_u8(samples), shape, 8, &labels)?;
     let shown = test.take(8);
     let codes = super::codec::encode(gpu, params, c, &shown, 1.0)?.codes;
     let mut cells: Vec<Vec<u8>> = (0..shown.count)
         .map(|i| shown.image_u8(i).into_owned())
         .collect();
-    cells.extend(to_u8(super::codec::decode(gpu, params, c, &codes.mu)?));
+    cells.extend(to_u8(super::codec::decode(
+        gpu,
+        params,
+        c,
+        &codes.mu,
+        super::codec::own_classes(c, &shown),
+    )?));
     let labels = Labels {
         title: format!("Test images over their reconstructions after epoch {epoch}"),
         rows: vec!["test images".into(), "reconstructions".into()],

@@ -1,0 +1,115 @@
+//! A model's training step against a PyTorch fixture (tests/fixtures/make_tiny_*.py): its
+//! weights, a batch (with its classes for a conditional model) and the sampling noise give
+//! vae-gpu's noise, mu | logvar, logits, loss and every parameter's gradient, each within
+//! 1e-4 of the reference tensor's largest magnitude; the state_dict saves back unchanged.
+
+use std::path::{Path, PathBuf};
+
+use vae_gpu::data::Dtype;
+use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::io::safetensors;
+use vae_gpu::ops::adam::AdamConfig;
+use vae_gpu::ops::gather::GpuImages;
+use vae_gpu::ops::loss::{Likelihood, LossSettings};
+use vae_gpu::vae::checkpoint::{set_tensors, tensors, tensors_of};
+use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+use vae_gpu::vae::ModelConfig;
+
+pub fn fixture(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
+}
+
+/// `got` within 1e-4 of `want`'s largest magnitude, element by element.
+pub fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * scale + 1e-7,
+            "{what}[{i}]: vae-gpu {g} vs PyTorch {w} (largest {scale})"
+        );
+    }
+}
+
+/// Model `c` loaded from `fixtures/NAME/model.safetensors`, one training step (seed 11,
+/// step 4, Bernoulli, beta 1) on the batch of `fixtures/NAME_expected.safetensors`,
+/// checked against its reference tensors.
+pub fn step_matches(gpu: &Gpu, c: &ModelConfig, name: &str) {
+    let params = c.params(gpu, 0).unwrap();
+    let model = fixture(&format!("{name}/model.safetensors"));
+    let original = safetensors::load(&model).unwrap();
+    set_tensors(gpu, &params, original.clone(), &model).unwrap();
+    let expected = safetensors::load(&fixture(&format!("{name}_expected.safetensors"))).unwrap();
+    let x = &expected["x"].data;
+    let rows = expected["x"].shape[0];
+    let d = c.input_dim();
+    let images = GpuImages::upload(gpu, &Dtype::F32.bytes(x), d, Dtype::F32).unwrap();
+    let order: Vec<u32> = (0..rows as u32).collect();
+    let indices = Matrix::from_slice(gpu, 1, rows, bytemuck::cast_slice(&order), "idx").unwrap();
+    let labels = expected.get("labels").map(|l| {
+        let l: Vec<u32> = l.data.iter().map(|&v| v as u32).collect();
+        Matrix::from_slice(gpu, 1, rows, bytemuck::cast_slice(&l), "labels").unwrap()
+    });
+    let s = LossSettings {
+        likelihood: Likelihood::Bernoulli,
+        beta: 1.0,
+        grad_scale: 1.0,
+        gauss_var: 0.5,
+        valid: rows,
+        free_bits: 0.0,
+    };
+    // lr 0: Adam leaves the weights alone; the gradients stay readable.
+    let adam = AdamConfig {
+        lr: 0.0,
+        ..AdamConfig::default()
+    };
+    let mut program = StepProgram::new(
+        gpu,
+        &params,
+        c,
+        &Batches {
+            images: &images,
+            indices: &indices.buffer,
+            count: rows,
+            labels: labels.as_ref().map(|m| &m.buffer),
+        },
+        &StepSpec {
+            rows,
+            settings: s,
+            adam: Some(adam),
+            seed: 11,
+            corruption: None,
+        },
+    )
+    .unwrap();
+    program.reset_sums(gpu);
+    program.prepare(gpu, 0, 4, &s);
+    program.submit(gpu, None).unwrap();
+    close(
+        "eps",
+        &program.eps().read(gpu).unwrap(),
+        &expected["eps"].data,
+    );
+    close(
+        "mulv",
+        &program.mulv().read(gpu).unwrap(),
+        &expected["mulv"].data,
+    );
+    let logits = program.logits().unwrap().read(gpu).unwrap();
+    close("logits", &logits, &expected["logits"].data);
+    let sums = program.accum.read(gpu).unwrap();
+    close("loss", &sums[2..3], &expected["loss"].data);
+    let grads = tensors_of(gpu, &params, &params.grads).unwrap();
+    assert_eq!(grads.len(), original.len(), "one gradient per parameter");
+    for g in &grads {
+        let want = &expected[&format!("grad.{}", g.name)];
+        assert_eq!(g.shape, want.shape, "{} shape", g.name);
+        close(&format!("grad.{}", g.name), &g.data, &want.data);
+    }
+    // The state_dict saves back as it came.
+    for t in tensors(gpu, &params).unwrap() {
+        assert_eq!(original[&t.name], t, "tensor {}", t.name);
+    }
+}
