@@ -2,6 +2,9 @@
 //! weights, a batch (with its classes for a conditional model) and the sampling noise give
 //! vae-gpu's noise, mu | logvar, logits, loss and every parameter's gradient, each within
 //! 1e-4 of the reference tensor's largest magnitude; the state_dict saves back unchanged.
+//! The noise's integer stream is exact, but its log and cos are the driver's: Vulkan allows
+//! cos an absolute error of 2^-11 (SwiftShader uses it), so the noise is held to the bound
+//! of `sample_matches_cpu` and what follows it to 1e-4 plus four times the noise's error.
 
 use std::path::{Path, PathBuf};
 
@@ -21,14 +24,14 @@ pub fn fixture(p: &str) -> PathBuf {
         .join(p)
 }
 
-/// `got` within 1e-4 of `want`'s largest magnitude, element by element.
-pub fn close(what: &str, got: &[f32], want: &[f32]) {
+/// `got` within `rel` of `want`'s largest magnitude, element by element.
+pub fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
-            (g - w).abs() <= 1e-4 * scale + 1e-7,
-            "{what}[{i}]: vae-gpu {g} vs PyTorch {w} (largest {scale})"
+            (g - w).abs() <= rel * scale + 1e-7,
+            "{what}[{i}]: vae-gpu {g} vs PyTorch {w} (largest {scale}, tolerance {rel})"
         );
     }
 }
@@ -87,26 +90,33 @@ pub fn step_matches(gpu: &Gpu, c: &ModelConfig, name: &str) {
     program.reset_sums(gpu);
     program.prepare(gpu, 0, 4, &s);
     program.submit(gpu, None).unwrap();
-    close(
-        "eps",
-        &program.eps().read(gpu).unwrap(),
-        &expected["eps"].data,
-    );
+    let eps = program.eps().read(gpu).unwrap();
+    let want_eps = &expected["eps"].data;
+    let mut eps_error = 0f32;
+    for (i, (g, w)) in eps.iter().zip(want_eps).enumerate() {
+        assert!(
+            (g - w).abs() <= 3e-3 * (1.0 + w.abs()),
+            "eps[{i}]: vae-gpu {g} vs PyTorch {w}: another noise stream"
+        );
+        eps_error = eps_error.max((g - w).abs() / (1.0 + w.abs()));
+    }
+    let rel = 1e-4 + 4.0 * eps_error;
     close(
         "mulv",
         &program.mulv().read(gpu).unwrap(),
         &expected["mulv"].data,
+        1e-4,
     );
     let logits = program.logits().unwrap().read(gpu).unwrap();
-    close("logits", &logits, &expected["logits"].data);
+    close("logits", &logits, &expected["logits"].data, rel);
     let sums = program.accum.read(gpu).unwrap();
-    close("loss", &sums[2..3], &expected["loss"].data);
+    close("loss", &sums[2..3], &expected["loss"].data, rel);
     let grads = tensors_of(gpu, &params, &params.grads).unwrap();
     assert_eq!(grads.len(), original.len(), "one gradient per parameter");
     for g in &grads {
         let want = &expected[&format!("grad.{}", g.name)];
         assert_eq!(g.shape, want.shape, "{} shape", g.name);
-        close(&format!("grad.{}", g.name), &g.data, &want.data);
+        close(&format!("grad.{}", g.name), &g.data, &want.data, rel);
     }
     // The state_dict saves back as it came.
     for t in tensors(gpu, &params).unwrap() {
