@@ -45,3 +45,28 @@ fn softmax_xent_main(
     }
     loss[r] = select(0.0, m + log(s) - logits[base + label], live);
 }
+
+// Each row's softmax (into `grad`) and its log-sum-exp (into `loss`): the responsibilities
+// and log-likelihoods of a mixture's E-step, whose logits are log pi_k + log N(x | k).
+@compute @workgroup_size(256)
+fn softmax_rows_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = flat_index(wg, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.ld;
+    var m = logits[base];
+    for (var k = 1u; k < p.classes; k++) {
+        m = max(m, logits[base + k]);
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.classes; k++) {
+        s += exp(logits[base + k] - m);
+    }
+    for (var k = 0u; k < p.classes; k++) {
+        grad[base + k] = exp(logits[base + k] - m) / s;
+    }
+    loss[r] = m + log(s);
+}

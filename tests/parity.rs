@@ -597,6 +597,41 @@ fn iwae_matches_cpu() {
     });
 }
 
+/// Row softmax and log-sum-exp (a mixture's E-step), to 1e-5 relative + 1e-6.
+#[test]
+fn softmax_rows_matches_cpu() {
+    use vae_gpu::ops::softmax::softmax_rows;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(48);
+        for case in 0..20 {
+            let (rows, classes) = (AWKWARD[case % 9], [1, 2, 3, 10, 17][case % 5]);
+            // Log-densities far below zero, as a mixture's are.
+            let (l32, l) = rng.vec(rows * classes, -300.0, 5.0);
+            let gl = upload(gpu, rows, classes, &l32);
+            let (gp, glse) = (
+                Matrix::zeros(gpu, rows, classes, "p").unwrap(),
+                Matrix::zeros(gpu, 1, rows, "lse").unwrap(),
+            );
+            gpu.run(&[&softmax_rows(gpu, &gl, &gp, &glse).unwrap()])
+                .unwrap();
+            let (probs, lse) = cpu::loss::softmax_rows(&l, classes);
+            let label = format!("case {case} [{rows}x{classes}]");
+            assert_close(
+                &format!("{label} lse"),
+                &glse.read(gpu).unwrap(),
+                &lse,
+                |i| 1e-5 * lse[i].abs() + 1e-5,
+            );
+            assert_close(
+                &format!("{label} probs"),
+                &gp.read(gpu).unwrap(),
+                &probs,
+                |i| 1e-5 * probs[i].abs() + 1e-6,
+            );
+        }
+    });
+}
+
 /// Softmax cross-entropy: per-row loss and gradient to 1e-5 relative + 1e-6.
 #[test]
 fn softmax_xent_matches_cpu() {

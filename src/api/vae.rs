@@ -7,6 +7,7 @@ use anyhow::Context;
 use super::{Error, Input, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::vae::checkpoint::{self, Pick, RunConfig};
+use crate::vae::gmm::{self, Gmm};
 use crate::vae::{codec, decode, ModelConfig, Params};
 
 /// Posterior parameters of each image: `mu` and `logvar`, `latent` values per image each.
@@ -146,6 +147,50 @@ impl Vae {
         self.sample_classes(count, seed, None)
     }
 
+    /// A mixture of `k` diagonal Gaussians fitted by EM (on the GPU, seeded) to the latent
+    /// means of `images` (the training images): a prior whose samples fall where the
+    /// encoder puts real images (pythae's GaussianMixtureSampler).
+    ///
+    /// ```
+    /// # let bright: Vec<f32> = (0..64 * 64).map(|i| if i % 64 < 32 { 0.9 } else { 0.1 }).collect();
+    /// # let data = vae_gpu::Images::from_f32(&bright, 8, 8, 1)?;
+    /// # let vae = vae_gpu::Trainer::new().mlp(&[16]).latent(2).epochs(30).batch_size(16).learning_rate(1e-2).fit(&data, &data)?;
+    /// let mixture = vae.fit_gmm(&data, 3, 1)?;
+    /// let images = vae.sample_from(&mixture, 16, 42)?;
+    /// assert_eq!(images.len(), 16 * vae.image_len());
+    /// # Ok::<(), vae_gpu::Error>(())
+    /// ```
+    pub fn fit_gmm<I: Input + ?Sized>(&self, images: &I, k: usize, seed: u64) -> Result<Gmm> {
+        let codes = self.encode(images)?;
+        Ok(gmm::fit(
+            &self.gpu,
+            &codes.mu,
+            codes.latent,
+            k,
+            seed,
+            &mut |_, _| {},
+        )?)
+    }
+
+    /// `count` new images decoded from codes drawn from `mixture` (see `fit_gmm`), seeded.
+    pub fn sample_from(&self, mixture: &Gmm, count: usize, seed: u64) -> Result<Vec<f32>> {
+        if mixture.dim() != self.config.model.latent {
+            return Err(Error::Input(format!(
+                "the mixture is over {} dimensions, the model's latent space has {}",
+                mixture.dim(),
+                self.config.model.latent
+            )));
+        }
+        let rows = decode::generate(
+            &self.gpu,
+            &self.params,
+            &self.config.model,
+            (count, seed, 1.0),
+            (decode::Prior::Mixture(mixture), None),
+        )?;
+        Ok(rows.concat())
+    }
+
     /// A conditional model's `sample`: `count` new images of class `class`.
     pub fn sample_as(&self, count: usize, seed: u64, class: u8) -> Result<Vec<f32>> {
         self.sample_classes(count, seed, Some(&[class]))
@@ -157,7 +202,7 @@ impl Vae {
             &self.params,
             &self.config.model,
             (count, seed, 1.0),
-            classes,
+            (decode::Prior::Standard, classes),
         )?;
         Ok(rows.concat())
     }

@@ -13,7 +13,7 @@ use crate::data::Images;
 use crate::gpu::Gpu;
 use crate::ops::adam::AdamConfig;
 use crate::vae::codec::{decode, encode, own_classes};
-use crate::vae::decode::generate;
+use crate::vae::decode::{generate, Prior};
 use crate::vae::probe::{Classifier, Features};
 use crate::vae::{ModelConfig, Params};
 
@@ -26,9 +26,13 @@ pub struct CoverageArgs {
     /// Prior samples to decode and classify.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
-    /// Seed of the prior noise.
+    /// Seed of the prior noise (and of a mixture's fit).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture of K Gaussians
+    /// fitted to the training split's latent means (saved in the run) [default: normal]
+    #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
+    pub prior: super::prior::PriorArg,
     /// Full-batch Adam steps of the classifier (softmax regression on pixels).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub steps: u32,
@@ -65,7 +69,7 @@ fn histogram(labels: impl Iterator<Item = usize>, classes: usize) -> Vec<f64> {
 
 pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
-    let (_, cfg, params) = load_model(&gpu, &a.model)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
     super::images_only(c)?;
@@ -102,6 +106,10 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         .filter(|(&p, &l)| p == usize::from(l))
         .count() as f64
         / test_labels.len().max(1) as f64;
+    let mixture = a
+        .prior
+        .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+    let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     // A conditional model is asked for every class in turn.
     let asked: Option<Vec<u8>> = c
         .classes
@@ -111,7 +119,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         &params,
         c,
         (a.count as usize, a.seed, 1.0),
-        asked.as_deref(),
+        (prior, asked.as_deref()),
     )?
     .concat();
     let sample_pred = classifier.predict(&gpu, &samples)?;

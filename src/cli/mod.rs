@@ -14,6 +14,7 @@ pub mod info;
 pub mod interpolate;
 pub mod manifold;
 pub mod paths;
+pub mod prior;
 pub mod probe;
 pub mod reconstruct;
 pub mod report;
@@ -875,8 +876,6 @@ pub fn parse_classes(s: &str) -> Result<Classes, String> {
     Ok(Classes(out))
 }
 
-/// Commands that draw or rebuild images refuse a model of table records (whose decoder
-/// outputs are per-column parameters, not values).
 /// `--class`: the classes a conditional model decodes.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClassArg {
@@ -959,6 +958,8 @@ pub fn class_needed(cfg: &RunConfig) -> anyhow::Error {
     )
 }
 
+/// Commands that draw or rebuild images refuse a model of table records (whose decoder
+/// outputs are per-column parameters, not values).
 pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {
     if c.table.is_some() {
         anyhow::bail!(

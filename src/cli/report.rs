@@ -186,6 +186,21 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
             )?;
             (fig("samples.png"), fig("reconstructions.png"))
         };
+    // Mixtures `sample --prior gmm:K` fitted to these weights: samples from the first.
+    let mixture = super::prior::saved(&gpu, &params, &dir)?.into_iter().next();
+    if let Some((k, g)) = &mixture {
+        crate::vae::train::save_samples(
+            &gpu,
+            &params,
+            c,
+            &names,
+            (
+                crate::vae::decode::Prior::Mixture(g),
+                &format!("the {k}-Gaussian mixture fitted to the training codes"),
+            ),
+            &fig("mixture.png"),
+        )?;
+    }
 
     let mut settings = vec![
         ("model".to_string(), dir.display().to_string()),
@@ -250,6 +265,12 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         &samples_png,
         "New images decoded from codes drawn from the prior",
     )?;
+    if let Some((k, _)) = &mixture {
+        html += &figure(
+            &fig("mixture.png"),
+            &format!("New images decoded from codes drawn from the {k}-Gaussian mixture fitted to the training split's latent means (sample --prior gmm:{k}), which covers the codes the data uses better than N(0, I)"),
+        )?;
+    }
     html += &figure(&recons_png, "Test images over their reconstructions")?;
     html += "<h2>Latent space</h2>\n";
     html += &figure(

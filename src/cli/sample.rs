@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
-use crate::vae::decode::{generate, generate_each, to_u8};
+use crate::vae::decode::{generate, generate_each, to_u8, Prior};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -17,9 +17,16 @@ pub struct SampleArgs {
     /// A conditional model's classes, each a row of the grid [default: all]
     #[command(flatten)]
     pub class: super::ClassArg,
-    /// Seed of the prior noise.
+    /// Seed of the prior noise (and of a mixture's fit).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture of K Gaussians
+    /// (default 10) fitted by EM to the latent means of the training split (--data,
+    /// default the run's), saved in the run and reused [default: normal]
+    #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
+    pub prior: super::prior::PriorArg,
+    #[command(flatten)]
+    pub data: super::DataArgs,
     /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples).
     #[arg(long, default_value_t = 1.0, value_parser = super::non_negative)]
     pub temperature: f32,
@@ -58,6 +65,10 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     });
     let count = classes.as_ref().map_or(per, Vec::len);
     let shape = (c.height, c.width, c.channels);
+    let mixture = a
+        .prior
+        .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+    let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     if let Some(sep) = &a.separate {
         // Written as each batch is decoded: a large --count never sits in memory at once.
         super::paths::check_output(sep)?;
@@ -68,7 +79,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             &params,
             c,
             (count, a.seed, a.temperature),
-            classes.as_deref(),
+            (prior, classes.as_deref()),
             &mut |v| {
                 out.save(i, &to_u8(&v))?;
                 i += 1;
@@ -94,7 +105,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             &params,
             c,
             (count, a.seed, a.temperature),
-            classes.as_deref(),
+            (prior, classes.as_deref()),
         )?
         .iter()
         .map(|v| to_u8(v))
@@ -106,12 +117,8 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             Some(_) => format!(", {per} of each class"),
             None => String::new(),
         };
-        let title = format!(
-            "{} samples{of} from the prior N(0, {}² I), seed {}",
-            images.len(),
-            a.temperature,
-            a.seed
-        );
+        let from = a.prior.describe(a.temperature);
+        let title = format!("{} samples{of} from {from}, seed {}", images.len(), a.seed);
         // One named row per class when each class fills its own rows.
         let rows = match asked.as_deref() {
             Some(l) if l.len() > 1 && cols == per => l.iter().map(|&k| name(k)).collect(),

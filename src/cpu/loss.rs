@@ -109,6 +109,19 @@ pub fn softmax_xent(
     (loss, grad)
 }
 
+/// Twin of `ops::softmax::softmax_rows`: (each row's softmax, its log-sum-exp).
+pub fn softmax_rows(logits: &[f64], classes: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut probs = Vec::with_capacity(logits.len());
+    let mut lse = Vec::new();
+    for row in logits.chunks(classes) {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = row.iter().map(|l| (l - m).exp()).sum();
+        probs.extend(row.iter().map(|l| (l - m).exp() / s));
+        lse.push(m + s.ln());
+    }
+    (probs, lse)
+}
+
 /// Table reconstruction twin (shaders/table_loss.wgsl): per row, the masked sum over
 /// column blocks of the Gaussian (learned variance), Bernoulli and softmax terms, and the
 /// gradient times `scale`. `outputs` is [rows, o], `x` is [rows, 2e] ([values | mask]);

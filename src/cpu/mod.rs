@@ -4,6 +4,7 @@
 pub mod adam;
 pub mod conv;
 pub mod gemm;
+pub mod gmm;
 pub mod loss;
 pub mod norm;
 pub mod sample;

@@ -64,3 +64,45 @@ pub fn softmax_xent(
         gpu.grid(logits.rows.div_ceil(256) as u64)?,
     ))
 }
+
+/// probs[r] = softmax(logits[r]) and lse[r] = log sum exp(logits[r]) for every row (a
+/// mixture's responsibilities and per-record log-likelihoods).
+pub fn softmax_rows(
+    gpu: &Gpu,
+    logits: &Matrix,
+    probs: &Matrix,
+    lse: &Matrix,
+) -> Result<Dispatch, GpuError> {
+    if !logits.same_shape(probs) || logits.ld != probs.ld || lse.rows * lse.cols < logits.rows {
+        return Err(shape_err(
+            "softmax_rows",
+            format!(
+                "logits [{}, {}], probs [{}, {}], {} sums",
+                logits.rows,
+                logits.cols,
+                probs.rows,
+                probs.cols,
+                lse.rows * lse.cols
+            ),
+        ));
+    }
+    let params = SoftmaxParams {
+        rows: logits.rows as u32,
+        valid: logits.rows as u32,
+        classes: logits.cols as u32,
+        ld: logits.ld as u32,
+        scale: 1.0,
+        pad: [0; 3],
+    };
+    Ok(gpu.dispatch(
+        "softmax_rows".into(),
+        gpu.pipeline(Shader::Softmax, "softmax_rows_main", &[])?,
+        gpu.uniform("softmax params", &params),
+        &[
+            (1, logits.binding()),
+            (3, probs.binding()),
+            (4, lse.binding()),
+        ],
+        gpu.grid(logits.rows.div_ceil(256) as u64)?,
+    ))
+}

@@ -1,5 +1,6 @@
 //! Generation: codes from the prior (or given codes) decoded into images.
 
+use super::gmm::Gmm;
 use super::step::{Decoder, STREAM_PRIOR};
 use super::{ModelConfig, Params};
 use crate::gpu::{Gpu, GpuError};
@@ -25,15 +26,25 @@ pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Draws `count` images: z ~ N(0, temperature^2 I) from the seed, decoded in batches into
-/// values in [0, 1] (see `unit`). A conditional model draws image i of class
-/// `classes[i]` (`classes` holds one per image).
+/// Where generated codes come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Prior<'a> {
+    /// N(0, temperature^2 I), drawn on the GPU.
+    Standard,
+    /// A mixture fitted to the training codes (see `gmm`), its spread scaled by the
+    /// temperature.
+    Mixture(&'a Gmm),
+}
+
+/// Draws `count` images: codes from `prior` (seeded), decoded in batches into values in
+/// [0, 1] (see `unit`). A conditional model draws image i of class `classes[i]`
+/// (`classes` holds one per image).
 pub fn generate(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
     (count, seed, temperature): (usize, u64, f32),
-    classes: Option<&[u8]>,
+    (prior, classes): (Prior<'_>, Option<&[u8]>),
 ) -> Result<Vec<Vec<f32>>, GpuError> {
     let mut out = Vec::with_capacity(count);
     generate_each::<GpuError>(
@@ -41,7 +52,7 @@ pub fn generate(
         params,
         c,
         (count, seed, temperature),
-        classes,
+        (prior, classes),
         &mut |image| {
             out.push(image);
             Ok(())
@@ -57,11 +68,15 @@ pub fn generate_each<E: From<GpuError>>(
     params: &Params,
     c: &ModelConfig,
     (count, seed, temperature): (usize, u64, f32),
-    classes: Option<&[u8]>,
+    (prior, classes): (Prior<'_>, Option<&[u8]>),
     sink: &mut dyn FnMut(Vec<f32>) -> Result<(), E>,
 ) -> Result<(), E> {
     let rows = count.clamp(1, 256);
     let decoder = Decoder::new(gpu, params, rows)?;
+    let mixture_codes = match prior {
+        Prior::Mixture(g) => Some(g.sample(count, seed, temperature)),
+        Prior::Standard => None,
+    };
     let prior = sample_prior(
         gpu,
         decoder.z(),
@@ -89,7 +104,17 @@ pub fn generate_each<E: From<GpuError>>(
             gpu,
             classes.map(|l| &l[start.min(l.len().saturating_sub(1))..]),
         )?;
-        let mut all = vec![&prior];
+        let mut all = Vec::new();
+        match &mixture_codes {
+            Some(codes) => {
+                let z = c.latent;
+                let valid = (count - start).min(rows);
+                let mut chunk = codes[start * z..(start + valid) * z].to_vec();
+                chunk.resize(rows * z, 0.0);
+                decoder.z().write(gpu, &chunk)?;
+            }
+            None => all.push(&prior),
+        }
         all.extend(decoder.launches());
         gpu.run(&all)?;
         let logits = decoder.logits()?.read(gpu)?;

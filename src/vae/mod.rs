@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod gmm;
 pub mod probe;
 pub mod rundir;
 pub mod step;

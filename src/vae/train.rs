@@ -634,6 +634,40 @@ fn train_with<'s>(
     Ok(new_metrics)
 }
 
+/// A grid of samples (seed 1) drawn from `prior`, said in the title to come from `from`:
+/// 64, or 8 of each class of a conditional model, a named row per class.
+pub fn save_samples(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    names: &[String],
+    (prior, from): (super::decode::Prior, &str),
+    path: &Path,
+) -> anyhow::Result<()> {
+    use crate::io::png::{save_grid, Labels};
+    let (samples, labels) = match c.classes {
+        Some(k) => {
+            let classes: Vec<u8> = (0..8 * k).map(|i| (i / 8) as u8).collect();
+            let samples =
+                super::decode::generate(gpu, params, c, (8 * k, 1, 1.0), (prior, Some(&classes)))?;
+            let labels = Labels {
+                title: format!("8 samples of each class from {from} (seed 1)"),
+                rows: (0..k)
+                    .map(|l| crate::data::class_name(names, l as u8))
+                    .collect(),
+                cols: Vec::new(),
+            };
+            (samples, labels)
+        }
+        None => (
+            super::decode::generate(gpu, params, c, (64, 1, 1.0), (prior, None))?,
+            Labels::title(format!("64 samples from {from} (seed 1)")),
+        ),
+    };
+    let cells: Vec<Vec<u8>> = samples.iter().map(|v| super::decode::to_u8(v)).collect();
+    save_grid(path, &cells, (c.height, c.width, c.channels), 8, &labels)
+}
+
 /// Rewrites samples.png (64 images from the prior, seed 1; a conditional model's: 8 of
 /// each class, a named row each) and reconstructions.png (the first 8 test images over
 /// their reconstructions) in `dir`, so each epoch's progress can be seen.
@@ -652,27 +686,17 @@ pub fn write_pictures(
             .map(|v| super::decode::to_u8(v))
             .collect::<Vec<_>>()
     };
-    let (samples, labels) = match c.classes {
-        Some(k) => {
-            let classes: Vec<u8> = (0..8 * k).map(|i| (i / 8) as u8).collect();
-            let samples = super::decode::generate(gpu, params, c, (8 * k, 1, 1.0), Some(&classes))?;
-            let labels = Labels {
-                title: format!("8 samples of each class after epoch {epoch} (seed 1)"),
-                rows: (0..k)
-                    .map(|l| crate::data::class_name(names, l as u8))
-                    .collect(),
-                cols: Vec::new(),
-            };
-            (samples, labels)
-        }
-        None => (
-            super::decode::generate(gpu, params, c, (64, 1, 1.0), None)?,
-            Labels::title(format!(
-                "64 samples from the prior after epoch {epoch} (seed 1)"
-            )),
+    save_samples(
+        gpu,
+        params,
+        c,
+        names,
+        (
+            super::decode::Prior::Standard,
+            &format!("the prior after epoch {epoch}"),
         ),
-    };
-    save_grid(&dir.join("samples.png"), &to_u8(samples), shape, 8, &labels)?;
+        &dir.join("samples.png"),
+    )?;
     let shown = test.take(8);
     let codes = super::codec::encode(gpu, params, c, &shown, 1.0)?.codes;
     let mut cells: Vec<Vec<u8>> = (0..shown.count)

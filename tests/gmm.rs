@@ -1,0 +1,183 @@
+//! The Gaussian mixture prior: one EM iteration on the GPU against its f64 twin
+//! (`cpu::gmm`) on random codes and awkward sizes, every adapter; a fit recovers a known
+//! mixture; the seed fixes the fit and the samples. From the command line, `sample --prior
+//! gmm:K` fits one to a run's training codes, saves it in the run and reuses it.
+
+mod common;
+
+use common::cli::{assert_grid, data, fails_with, ok, run, tmp};
+use common::{for_each_gpu, Rng};
+use vae_gpu::cpu;
+use vae_gpu::vae::gmm::{fit, EmStep, Gmm};
+
+/// Codes from three well-separated diagonal Gaussians in `d` dimensions (weights 0.5, 0.3,
+/// 0.2), with the truth.
+fn three_clusters(n: usize, d: usize, seed: u64) -> (Vec<f32>, Gmm) {
+    let truth = Gmm {
+        weights: vec![0.5, 0.3, 0.2],
+        means: (0..3)
+            .map(|c| {
+                (0..d)
+                    .map(|j| 6.0 * c as f64 - 6.0 + 0.5 * j as f64)
+                    .collect()
+            })
+            .collect(),
+        variances: (0..3)
+            .map(|c| {
+                (0..d)
+                    .map(|j| 0.2 + 0.3 * c as f64 + 0.05 * j as f64)
+                    .collect()
+            })
+            .collect(),
+        log_likelihood: 0.0,
+        iterations: 0,
+    };
+    (truth.sample(n, seed, 1.0), truth)
+}
+
+#[test]
+fn an_em_iteration_matches_its_twin() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(61);
+        for (n, d, k) in [
+            (1, 1, 1),
+            (7, 3, 2),
+            (100, 5, 3),
+            (333, 20, 10),
+            (64, 2, 17),
+        ] {
+            let (codes, _) = rng.vec(n * d, -3.0, 3.0);
+            let k = k.min(n);
+            let g = Gmm::init(&codes, d, k, 5);
+            let step = EmStep::new(gpu, &codes, d, k).unwrap();
+            let got = step.run(gpu, &g, &mut Rng::new(1), &codes).unwrap();
+            let x: Vec<f64> = codes.iter().map(|&v| f64::from(v)).collect();
+            let (nk, s, ll) = cpu::gmm::statistics(&x, d, (&g.weights, &g.means, &g.variances));
+            let want = Gmm::from_stats(&nk, &s, n, ll, &mut || unreachable!("no empty component"));
+            let what = format!("n {n} d {d} k {k}");
+            assert!(
+                (got.log_likelihood - want.log_likelihood).abs()
+                    <= 1e-4 * want.log_likelihood.abs() + 1e-4,
+                "{what}: log-likelihood {} vs {}",
+                got.log_likelihood,
+                want.log_likelihood
+            );
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * b.abs() + 1e-4;
+            for c in 0..k {
+                assert!(close(got.weights[c], want.weights[c]), "{what}: weight {c}");
+                for j in 0..d {
+                    assert!(
+                        close(got.means[c][j], want.means[c][j]),
+                        "{what}: mean {c} {j}: {} vs {}",
+                        got.means[c][j],
+                        want.means[c][j]
+                    );
+                    assert!(
+                        close(got.variances[c][j], want.variances[c][j]),
+                        "{what}: variance {c} {j}: {} vs {}",
+                        got.variances[c][j],
+                        want.variances[c][j]
+                    );
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn a_fit_recovers_a_known_mixture() {
+    for_each_gpu(|gpu| {
+        let d = 4;
+        let (codes, truth) = three_clusters(6000, d, 3);
+        let g = fit(gpu, &codes, d, 3, 7, &mut |_, _| {}).unwrap();
+        assert!(g.iterations > 1);
+        // Components in the truth's order (their means are far apart along every axis).
+        let mut order: Vec<usize> = (0..3).collect();
+        order.sort_by(|&a, &b| g.means[a][0].total_cmp(&g.means[b][0]));
+        for (c, &k) in order.iter().enumerate() {
+            assert!(
+                (g.weights[k] - truth.weights[c]).abs() < 0.03,
+                "weight {c}: {:?}",
+                g.weights
+            );
+            for j in 0..d {
+                assert!(
+                    (g.means[k][j] - truth.means[c][j]).abs() < 0.1,
+                    "mean {c} {j}"
+                );
+                let ratio = g.variances[k][j] / truth.variances[c][j];
+                assert!(
+                    (0.85..1.15).contains(&ratio),
+                    "variance {c} {j}: ratio {ratio}"
+                );
+            }
+        }
+        // The seed fixes the fit and the draws.
+        assert_eq!(g, fit(gpu, &codes, d, 3, 7, &mut |_, _| {}).unwrap());
+        assert_eq!(g.sample(10, 4, 1.0), g.sample(10, 4, 1.0));
+        assert_ne!(g.sample(10, 4, 1.0), g.sample(10, 5, 1.0));
+    });
+}
+
+#[test]
+fn sample_fits_saves_and_reuses_a_mixture() {
+    let d = data();
+    let model = tmp().join("gmm-run").display().to_string();
+    ok(&[
+        "train", "--data", &d, "--limit", "512", "--epochs", "1", "--hidden", "64", "--out",
+        &model, "--quiet",
+    ]);
+    let grid = |name: &str| tmp().join(name).display().to_string();
+    let sample = |prior: &str, out: &str| {
+        let args = [
+            "sample", "--model", &model, "--prior", prior, "--count", "6", "--out", out,
+        ];
+        let o = run(&args);
+        assert!(o.status.success(), "sample --prior {prior} failed");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let first = sample("gmm:3", &grid("gmm1.png"));
+    assert!(first.contains("fitted 3 Gaussians"), "{first}");
+    assert_grid(&grid("gmm1.png"), 3, 2, 56);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{model}/gmm-3.json")).unwrap())
+            .unwrap();
+    let weights = saved["mixture"]["weights"].as_array().unwrap();
+    assert_eq!(weights.len(), 3);
+    let total: f64 = weights.iter().map(|w| w.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-9, "weights sum to {total}");
+    assert_eq!(saved["mixture"]["means"][0].as_array().unwrap().len(), 20);
+
+    // The same weights, seed and data: the saved mixture, and the same picture.
+    let again = sample("gmm:3", &grid("gmm2.png"));
+    assert!(again.contains("mixture in"), "{again}");
+    let bytes = |p: &str| std::fs::read(grid(p)).unwrap();
+    assert_eq!(bytes("gmm1.png"), bytes("gmm2.png"));
+    // N(0, I) draws other codes.
+    sample("normal", &grid("normal.png"));
+    assert_ne!(bytes("gmm1.png"), bytes("normal.png"));
+
+    fails_with(
+        &["sample", "--model", &model, "--prior", "gmm:0"],
+        2,
+        &["gmm:0", "1 to 256"],
+    );
+    fails_with(
+        &["sample", "--model", &model, "--prior", "vamp"],
+        2,
+        &["normal, gmm or gmm:K"],
+    );
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            &model,
+            "--prior",
+            "gmm:4",
+            "--data",
+            "/nonexistent/codes",
+        ],
+        1,
+        &["/nonexistent/codes", "--prior gmm"],
+    );
+}
