@@ -8,7 +8,7 @@ struct SoftmaxParams {
     classes: u32,
     ld: u32,
     scale: f32,
-    _pad0: u32,
+    offset: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -37,7 +37,7 @@ fn softmax_xent_main(
     for (var k = 0u; k < p.classes; k++) {
         s += exp(logits[base + k] - m);
     }
-    let label = labels[r];
+    let label = labels[p.offset + r];
     for (var k = 0u; k < p.classes; k++) {
         let prob = exp(logits[base + k] - m) / s;
         let g = (prob - select(0.0, 1.0, k == label)) * p.scale;

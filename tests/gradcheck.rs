@@ -298,8 +298,12 @@ fn softmax_xent_gradients() {
             Matrix::zeros(gpu, rows, classes, "g").unwrap(),
             Matrix::zeros(gpu, 1, rows, "loss").unwrap(),
         );
-        gpu.run(&[&softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, scale as f32).unwrap()])
-            .unwrap();
+        gpu.run(&[
+            &softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, scale as f32)
+                .unwrap()
+                .dispatch,
+        ])
+        .unwrap();
         let fd = numeric_grad(&l, |l| {
             scale
                 * cpu::loss::softmax_xent(l, &labels, classes, 1.0)

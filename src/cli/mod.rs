@@ -16,6 +16,7 @@ pub mod manifold;
 pub mod paths;
 pub mod prior;
 pub mod probe;
+pub mod quality;
 pub mod reconstruct;
 pub mod report;
 pub mod sample;
@@ -651,6 +652,9 @@ pub enum Command {
     Edit(edit::EditArgs),
     /// Mode coverage: each class's share among prior samples against its share in the data.
     Coverage(coverage::CoverageArgs),
+    /// Sample quality: Fréchet distance, precision and recall against the test split in a
+    /// classifier's features, beside real images' (the floor).
+    Quality(quality::QualityArgs),
     /// One self-contained HTML page about a run: settings, curves, samples, latent space.
     Report(report::ReportArgs),
     /// List every GPU adapter with its back end, type, driver, limits and features, marking
@@ -686,6 +690,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Probe(a) => probe::run(&cli.device, a),
         Command::Edit(a) => edit::run(&cli.device, a),
         Command::Coverage(a) => coverage::run(&cli.device, a),
+        Command::Quality(a) => quality::run(&cli.device, a),
         Command::Report(a) => report::run(&cli.device, a),
         Command::Info => info::run(&cli.device),
         Command::Tune(a) => tune::run(&cli.device, a),

@@ -53,6 +53,14 @@ impl PriorArg {
         }
     }
 
+    /// The prior in a file name: normal, gmm-K.
+    pub fn file_stem(self) -> String {
+        match self {
+            PriorArg::Normal => "normal".into(),
+            PriorArg::Gmm(k) => format!("gmm-{k}"),
+        }
+    }
+
     /// How a picture's title says where its codes came from.
     pub fn describe(self, temperature: f32) -> String {
         match self {

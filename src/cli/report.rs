@@ -87,6 +87,33 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ddd;padding:
 table.metrics td{text-align:right}figure{margin:1em 0}img{max-width:100%}\
 figcaption{color:#555;font-size:.9em}";
 
+/// What `vae-gpu quality` measured on this run: one row per prior, the real floor beside.
+fn quality_table(scores: &[serde_json::Value]) -> String {
+    let f = |v: &serde_json::Value, key: &str, what: &str| {
+        v[key][what]
+            .as_f64()
+            .map_or("-".into(), |x| format!("{x:.3}"))
+    };
+    let mut s = String::from(
+        "<table class=\"metrics\"><tr><th>samples from</th><th>count</th><th>Fréchet</th><th>precision</th><th>recall</th><th>real: Fréchet</th><th>real: precision</th><th>real: recall</th></tr>\n",
+    );
+    for v in scores {
+        s += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(v["prior"].as_str().unwrap_or("?")),
+            v["count"],
+            f(v, "samples", "frechet"),
+            f(v, "samples", "precision"),
+            f(v, "samples", "recall"),
+            f(v, "real", "frechet"),
+            f(v, "real", "precision"),
+            f(v, "real", "recall"),
+        );
+    }
+    s += "</table>\n<p>From <code>vae-gpu quality</code>: samples against the test split in the features of a small conv net trained on the labelled training split (Fréchet distance: lower is better; precision: the share of samples inside the real images' k-nearest-neighbour manifold; recall: the share of real images inside the samples'). The real columns are the floor: as many real training images, scored the same way.</p>\n";
+    s
+}
+
 pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let model = ModelArg {
@@ -272,6 +299,15 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         )?;
     }
     html += &figure(&recons_png, "Test images over their reconstructions")?;
+    let fingerprint = format!(
+        "{:016x}",
+        crate::vae::checkpoint::fingerprint(&gpu, &params)?
+    );
+    let scores = super::quality::saved(&fingerprint, &dir);
+    if !scores.is_empty() {
+        html += "<h2>Sample quality</h2>\n";
+        html += &quality_table(&scores);
+    }
     html += "<h2>Latent space</h2>\n";
     html += &figure(
         &fig("scatter.png"),

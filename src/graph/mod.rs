@@ -112,7 +112,9 @@ pub struct Node {
     pub label: String,
 }
 
-/// A VAE as a graph: nodes in a valid order (every input produced before use).
+/// A VAE as a graph: nodes in a valid order (every input produced before use). A
+/// classifier (see `Builder::finish_classifier`) is one too, without a code: its mulv and
+/// z are its class logits, so the compiler's one loss slot and kept tensors serve both.
 #[derive(Clone, Debug)]
 pub struct Graph {
     pub shapes: Vec<Shape>,
@@ -124,6 +126,8 @@ pub struct Graph {
     pub logits: TensorId,
     /// A conditional model's condition: each record's class, one-hot (K values).
     pub y: Option<TensorId>,
+    /// A classifier's features (the layer before its logits), kept readable after a pass.
+    pub features: Option<TensorId>,
 }
 
 /// A shape or wiring error: what the node is and why it does not fit.
@@ -181,6 +185,9 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// The tensor of the graph's input x.
+    pub const INPUT: TensorId = 0;
+
     /// A graph whose input x has shape `data`; with `classes`, a conditional model's
     /// second input y, each record's class one-hot.
     pub fn new(data: Shape, classes: Option<usize>) -> Builder {
@@ -190,11 +197,12 @@ impl Builder {
             graph: Graph {
                 shapes,
                 nodes: Vec::new(),
-                x: 0,
+                x: Self::INPUT,
                 mulv: 0,
                 z: 0,
                 logits: 0,
                 y: classes.map(|_| 1),
+                features: None,
             },
         }
     }
@@ -571,6 +579,26 @@ impl Builder {
         g.check_names()?;
         Ok(g)
     }
+
+    /// Finishes a classifier: `logits` (flat, from a layer without an activation) are its
+    /// class scores, which the loss reads; `features` is kept for reading after a pass.
+    pub fn finish_classifier(
+        mut self,
+        logits: TensorId,
+        features: TensorId,
+    ) -> Result<Graph, GraphError> {
+        let s = self.shape(logits);
+        if s.h * s.w != 1 {
+            return Err(GraphError("a classifier's logits must be flat".into()));
+        }
+        let g = &mut self.graph;
+        (g.logits, g.mulv, g.z, g.features) = (logits, logits, logits, Some(features));
+        let mut g = self.graph;
+        g.fuse();
+        g.check_used()?;
+        g.check_names()?;
+        Ok(g)
+    }
 }
 
 /// The most values one sample's tensor may hold, and the most parameters one layer may
@@ -581,6 +609,14 @@ pub const MAX_VALUES: usize = 1 << 28;
 pub const MAX_NODES: usize = 4096;
 
 impl Graph {
+    /// The tensors the loss reads and writes the first gradient of: the logits, and a
+    /// VAE's mu | logvar.
+    pub fn loss_inputs(&self) -> Vec<TensorId> {
+        let mut t = vec![self.logits, self.mulv];
+        t.dedup();
+        t
+    }
+
     /// Whether `t` is (a view of) one of the graph's inputs, the batch or the condition,
     /// which take no gradient.
     pub fn is_input(&self, t: TensorId) -> bool {

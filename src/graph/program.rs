@@ -242,7 +242,12 @@ impl Program {
             Mode::Decode => std::iter::once(g.z).chain(g.y).collect(),
             _ => std::iter::once(g.x).chain(g.y).collect(),
         };
-        let kept = |t: TensorId| [g.x, g.mulv, g.z, g.logits].iter().any(|&k| g.root(k) == t);
+        let kept = |t: TensorId| {
+            [g.x, g.mulv, g.z, g.logits]
+                .iter()
+                .chain(&g.features)
+                .any(|&k| g.root(k) == t)
+        };
         // Liveness per storage root: (start, end) of the value and of the gradient.
         let mut value_life: Vec<Option<(usize, usize)>> = vec![None; n_t];
         let mut grad_life: Vec<Option<(usize, usize)>> = vec![None; n_t];
@@ -269,7 +274,7 @@ impl Program {
         }
         if mode != Mode::Decode {
             // The loss reads the logits and mu | logvar and writes their gradients.
-            for t in [g.logits, g.mulv] {
+            for t in g.loss_inputs() {
                 widen(&mut value_life[g.root(t)], f);
                 widen(&mut grad_life[g.root(t)], f);
             }
@@ -527,7 +532,7 @@ fn backward_launches<'a>(
     let constant = g.constants();
     let mut contributions: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_t];
     const LOSS: usize = usize::MAX;
-    for t in [g.logits, g.mulv] {
+    for t in g.loss_inputs() {
         contributions[g.root(t)].push((LOSS, 0));
     }
     for &i in run.iter().rev() {
@@ -541,7 +546,7 @@ fn backward_launches<'a>(
             }
         }
     }
-    for t in [g.logits, g.mulv] {
+    for t in g.loss_inputs() {
         if g.act_for_gradients(t).is_some() {
             return Err(GpuError::Shape(
                 "the logits and mu | logvar must come from layers without an activation".into(),

@@ -12,11 +12,30 @@ struct SoftmaxParams {
     classes: u32,
     ld: u32,
     scale: f32,
-    pad: [u32; 3],
+    /// Where the rows' labels start in the label buffer.
+    offset: u32,
+    pad: [u32; 2],
+}
+
+/// A softmax cross-entropy launch whose labels can move (see `set_offset`).
+pub struct XentDispatch {
+    pub dispatch: Dispatch,
+    params: SoftmaxParams,
+}
+
+impl XentDispatch {
+    /// Row r takes the label at `offset + r`: the batch's window of labels laid out in the
+    /// order of the batch's indices.
+    pub fn set_offset(&mut self, gpu: &Gpu, offset: usize) {
+        self.params.offset = offset as u32;
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+    }
 }
 
 /// grad = (softmax(logits) - onehot(labels)) * scale and loss[r] = cross-entropy of row r,
-/// for the first `valid` rows. `labels` holds one u32 per row, each below logits.cols.
+/// for the first `valid` rows. `labels` holds one u32 per row (from the offset, 0 until
+/// moved), each below logits.cols.
 pub fn softmax_xent(
     gpu: &Gpu,
     logits: &Matrix,
@@ -25,7 +44,7 @@ pub fn softmax_xent(
     loss: &Matrix,
     valid: usize,
     scale: f32,
-) -> Result<Dispatch, GpuError> {
+) -> Result<XentDispatch, GpuError> {
     if !logits.same_shape(grad)
         || logits.ld != grad.ld
         || loss.rows * loss.cols < logits.rows
@@ -49,9 +68,10 @@ pub fn softmax_xent(
         classes: logits.cols as u32,
         ld: logits.ld as u32,
         scale,
-        pad: [0; 3],
+        offset: 0,
+        pad: [0; 2],
     };
-    Ok(gpu.dispatch(
+    let dispatch = gpu.dispatch(
         "softmax_xent".into(),
         gpu.pipeline(Shader::Softmax, "softmax_xent_main", &[])?,
         gpu.uniform("softmax params", &params),
@@ -62,7 +82,8 @@ pub fn softmax_xent(
             (4, loss.binding()),
         ],
         gpu.grid(logits.rows.div_ceil(256) as u64)?,
-    ))
+    );
+    Ok(XentDispatch { dispatch, params })
 }
 
 /// probs[r] = softmax(logits[r]) and lse[r] = log sum exp(logits[r]) for every row (a
@@ -92,7 +113,8 @@ pub fn softmax_rows(
         classes: logits.cols as u32,
         ld: logits.ld as u32,
         scale: 1.0,
-        pad: [0; 3],
+        offset: 0,
+        pad: [0; 2],
     };
     Ok(gpu.dispatch(
         "softmax_rows".into(),

@@ -1,0 +1,240 @@
+//! `vae-gpu quality`: how good a model's samples are, in the features of a classifier of
+//! the same data (see `vae::featurenet`): the Fréchet distance to the test split, precision
+//! and recall of the k-nearest-neighbour manifolds, and the floor, the same figures for as
+//! many real training images. A conditional model's samples are asked for every class in
+//! turn; each class's share filed under it is printed beside the classifier's accuracy on
+//! real images of the class.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::prior::PriorArg;
+use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
+use crate::data::Images;
+use crate::gpu::Gpu;
+use crate::ops::conv::Shape;
+use crate::vae::checkpoint;
+use crate::vae::decode::{generate, to_u8, Prior};
+use crate::vae::featurenet::{accuracy, cache_path, FeatureNet, FEATURES};
+use crate::vae::quality::{frechet, precision_recall, Moments, NEIGHBOURS};
+
+#[derive(Args, Debug)]
+pub struct QualityArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Samples to generate, and real images to compare (at most the test split's).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    pub count: u32,
+    /// Seed of the samples (and of a mixture's fit).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture fitted to the
+    /// training split's latent means (see `sample --prior`) [default: normal]
+    #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
+    pub prior: PriorArg,
+    /// Epochs of the quality classifier, when it is trained (once per dataset, then
+    /// reused from the cache directory).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub classifier_epochs: u32,
+}
+
+/// Fréchet distance, precision and recall of `fake` against `reference`.
+fn compare(
+    gpu: &Gpu,
+    fake: &[f32],
+    (reference, moments): (&[f32], &Moments),
+) -> anyhow::Result<serde_json::Value> {
+    let fd = frechet(&Moments::of(fake, FEATURES), moments);
+    let (precision, recall) = precision_recall(gpu, reference, fake, FEATURES, NEIGHBOURS)?;
+    Ok(serde_json::json!({"frechet": fd, "precision": precision, "recall": recall}))
+}
+
+fn as_images(rows: &[Vec<f32>], like: &Images) -> Images {
+    Images {
+        pixels: rows.iter().flat_map(|v| to_u8(v)).collect(),
+        count: rows.len(),
+        labels: None,
+        dtype: crate::data::Dtype::U8,
+        ..like.take(0)
+    }
+}
+
+pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (dir, cfg, params) = load_model(&gpu, &a.model)?;
+    let c = &cfg.model;
+    super::images_only(c)?;
+    let input = a.data.for_run(&cfg)?;
+    let splits = input.load()?;
+    let (train, test) = (&splits.train, &splits.test);
+    super::check_dims(c, train)?;
+    let (Some(train_labels), Some(_)) = (&train.labels, &test.labels) else {
+        anyhow::bail!(
+            "{}: quality needs labelled data (IDX labels, class folders, --labels for .npy): its classifier learns the classes",
+            input.dir().display()
+        );
+    };
+    let classes = usize::from(*train_labels.iter().max().unwrap_or(&0)) + 1;
+    if classes < 2 {
+        anyhow::bail!(
+            "{}: quality needs at least two classes to train its classifier",
+            input.dir().display()
+        );
+    }
+    let shape = Shape {
+        h: c.height,
+        w: c.width,
+        c: c.channels,
+    };
+    let epochs = a.classifier_epochs as usize;
+    let cache = crate::gpu::tune::cache_dir()
+        .context("no cache directory for the quality classifier (set VAE_GPU_CACHE_DIR)")?;
+    let path = cache_path(&cache, train, epochs, 1);
+    let net = match FeatureNet::load(&gpu, &path, shape) {
+        Some(net) => {
+            say!(
+                "classifier: {} (test accuracy {:.1}%)",
+                path.display(),
+                100.0 * net.accuracy
+            );
+            net
+        }
+        None => {
+            let started = Instant::now();
+            let bar = super::progress_bar(0, "classifier", "steps");
+            let net = FeatureNet::train(
+                &gpu,
+                (train, test),
+                classes,
+                (epochs, 1),
+                &mut |step, all| {
+                    bar.set_length(all as u64);
+                    bar.set_position(step as u64);
+                },
+            )?;
+            bar.finish_and_clear();
+            net.save(&gpu, &path)?;
+            say!(
+                "classifier: a small conv net trained {epochs} epochs on {} training images in {:.0} s, test accuracy {:.1}%, kept in {}",
+                train.count.min(crate::vae::featurenet::MAX_TRAIN),
+                started.elapsed().as_secs_f64(),
+                100.0 * net.accuracy,
+                path.display()
+            );
+            net
+        }
+    };
+
+    let n = (a.count as usize).min(test.count).min(train.count);
+    if n < 2 * NEIGHBOURS {
+        anyhow::bail!(
+            "{}: quality compares at least {} images, and the test split has {}",
+            input.dir().display(),
+            2 * NEIGHBOURS,
+            test.count
+        );
+    }
+    let reference = net.pass(&gpu, &test.take(n))?;
+    let moments = Moments::of(&reference.features, FEATURES);
+    let floor_images = train.take(n);
+    let floor = compare(
+        &gpu,
+        &net.pass(&gpu, &floor_images)?.features,
+        (&reference.features, &moments),
+    )?;
+
+    let mixture = a
+        .prior
+        .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+    let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+    // A conditional model is asked for every class in turn, evenly.
+    let asked: Option<Vec<u8>> = c.classes.map(|k| (0..n).map(|i| (i % k) as u8).collect());
+    let samples = generate(
+        &gpu,
+        &params,
+        c,
+        (n, a.seed, 1.0),
+        (prior, asked.as_deref()),
+    )?;
+    let fake = net.pass(&gpu, &as_images(&samples, train))?;
+    let got = compare(&gpu, &fake.features, (&reference.features, &moments))?;
+
+    let names = input.run_class_names(&cfg, test.labels.as_deref())?;
+    let from = a.prior.describe(1.0);
+    let mut line = format!(
+        "{n} samples from {from} against {n} test images, in the features of a classifier with test accuracy {:.1}%\n{:<24} {:>9} {:>10} {:>8}\n",
+        100.0 * net.accuracy,
+        "",
+        "Fréchet",
+        "precision",
+        "recall"
+    );
+    for (what, v) in [("samples", &got), ("real training images", &floor)] {
+        line += &format!(
+            "{what:<24} {:>9.3} {:>10.3} {:>8.3}\n",
+            v["frechet"].as_f64().unwrap_or(f64::NAN),
+            v["precision"].as_f64().unwrap_or(f64::NAN),
+            v["recall"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    line += "(the real images are the floor: what the same number of real images scores)";
+    let mut json = serde_json::json!({
+        "count": n,
+        "prior": a.prior.describe(1.0),
+        "seed": a.seed,
+        "classifier": {"accuracy": net.accuracy, "path": path, "epochs": epochs},
+        "samples": got,
+        "real": floor,
+    });
+    if let (Some(k), Some(asked)) = (c.classes, &asked) {
+        let (share, per_class) = accuracy(&fake.predicted, asked, k);
+        line += &format!(
+            "\nasked-for class: {:.1}% of samples filed under it (classifier on real test images: {:.1}%)\n  {:<16} {:>8} {:>8}",
+            100.0 * share,
+            100.0 * net.accuracy,
+            "class",
+            "samples",
+            "real"
+        );
+        let mut rows = Vec::new();
+        for (j, s) in per_class.iter().enumerate() {
+            let name = crate::data::class_name(&names, j as u8);
+            let real = net.class_accuracy.get(j).copied().unwrap_or(f64::NAN);
+            line += &format!("\n  {name:<16} {:>7.1}% {:>7.1}%", 100.0 * s, 100.0 * real);
+            rows.push(serde_json::json!({"class": j, "name": name, "samples": s, "real": real}));
+        }
+        json["asked_share"] = share.into();
+        json["per_class"] = rows.into();
+    }
+    // Kept in the run for the report, with the weights they measure.
+    json["fingerprint"] = format!("{:016x}", checkpoint::fingerprint(&gpu, &params)?).into();
+    let out = super::output_path(None, || {
+        dir.join(format!("quality-{}.json", a.prior.file_stem()))
+    })?;
+    crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    super::report(&line, json);
+    Ok(())
+}
+
+/// The figures `quality` kept in run `dir` for these weights, one per prior.
+pub fn saved(fingerprint: &str, dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut found: Vec<(String, serde_json::Value)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with("quality-") && name.ends_with(".json")).then_some(())?;
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+            (v["fingerprint"] == fingerprint).then_some((name, v))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.into_iter().map(|(_, v)| v).collect()
+}
