@@ -21,6 +21,28 @@ impl Rng {
         lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// A standard normal draw (Box-Muller, from two uniforms).
+    pub fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(f64::EPSILON, 1.0), self.uniform(0.0, 1.0));
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// An index drawn with probabilities `weights` (summing to 1; the last one takes
+    /// what rounding leaves), from one uniform.
+    pub fn pick(&mut self, weights: impl IntoIterator<Item = f64>) -> usize {
+        let u = self.uniform(0.0, 1.0);
+        let mut acc = 0.0;
+        let mut last = 0;
+        for (k, w) in weights.into_iter().enumerate() {
+            acc += w;
+            if u < acc {
+                return k;
+            }
+            last = k;
+        }
+        last
+    }
+
     /// Uniform in 0..n.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize

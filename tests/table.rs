@@ -533,7 +533,167 @@ fn wdbc_benign_vs_malignant() {
             "'twenty' is not a finite number",
         ],
     );
-    fails_with(&["sample", "--model", &run], 1, &["trained on a table"]);
+    fails_with(
+        &["reconstruct", "--model", &run],
+        1,
+        &["trained on a table"],
+    );
+}
+
+/// Drawn cells follow the decoder's distributions: a numeric cell its Gaussian in the
+/// column's units, a binary one its probability, a categorical one its softmax; at
+/// temperature 0, the likeliest value.
+#[test]
+fn drawn_records_follow_the_decoder() {
+    let s = Schema {
+        columns: vec![
+            Column {
+                name: "n".into(),
+                kind: Kind::Numeric {
+                    mean: 10.0,
+                    std: 2.0,
+                },
+            },
+            Column {
+                name: "b".into(),
+                kind: Kind::Binary {
+                    levels: ["no".into(), "yes".into()],
+                },
+            },
+            Column {
+                name: "c".into(),
+                kind: Kind::Categorical {
+                    levels: vec!["x".into(), "y".into(), "z".into()],
+                },
+            },
+        ],
+        label: None,
+        ignored: Vec::new(),
+    };
+    // Numeric mean 0.5 and variance 0.25 (standardized): 11 and sd 1 in the column's units;
+    // P(yes) = 0.75; categories 0.2, 0.3, 0.5.
+    let outputs = [
+        0.5,
+        0.25f32.ln(),
+        3f32.ln(),
+        0.2f32.ln(),
+        0.3f32.ln(),
+        0.5f32.ln(),
+    ];
+    let mut rng = vae_gpu::rng::Rng::new(3);
+    let n = 20_000;
+    let (mut sum, mut sq, mut yes) = (0.0, 0.0, 0.0);
+    let mut cats = [0.0; 3];
+    for _ in 0..n {
+        let cells = s.cells(&s.draw_encoded(&outputs, &mut rng, 1.0));
+        let x: f64 = cells[0].parse().unwrap();
+        sum += x;
+        sq += x * x;
+        yes += f64::from(u8::from(cells[1] == "yes"));
+        cats[["x", "y", "z"].iter().position(|&l| l == cells[2]).unwrap()] += 1.0;
+    }
+    let mean = sum / n as f64;
+    let sd = (sq / n as f64 - mean * mean).sqrt();
+    assert!(
+        (mean - 11.0).abs() < 0.03 && (sd - 1.0).abs() < 0.03,
+        "{mean} {sd}"
+    );
+    assert!((yes / n as f64 - 0.75).abs() < 0.015, "{yes}");
+    for (got, want) in cats.iter().zip([0.2, 0.3, 0.5]) {
+        assert!((got / n as f64 - want).abs() < 0.015, "{cats:?}");
+    }
+    let likeliest = s.cells(&s.draw_encoded(&outputs, &mut rng, 0.0));
+    assert_eq!(likeliest, vec!["11", "yes", "z"]);
+}
+
+/// `sample` on a table model writes records in the table's columns (a conditional model's
+/// with the class asked); `quality` compares them with the real records, column by column,
+/// and trains the label's classifier on them to test on real records.
+#[test]
+fn synthetic_records_from_a_table_model() {
+    use common::cli::{fails_with, json, number, ok, tmp};
+    let wdbc = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wdbc/wdbc.csv");
+    let run = tmp().join("wdbc-cvae").display().to_string();
+    ok(&[
+        "train",
+        "--data",
+        wdbc,
+        "--label-column",
+        "diagnosis",
+        "--conditional",
+        "--test-fraction",
+        "0.3",
+        "--hidden",
+        "64",
+        "--latent",
+        "4",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "30",
+        "--lr",
+        "2e-3",
+        "--out",
+        &run,
+        "-q",
+    ]);
+    let out = tmp().join("synthetic.csv");
+    let out_s = out.to_str().unwrap();
+    ok(&["sample", "--model", &run, "--count", "25", "--out", out_s]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    assert_eq!(header.len(), 31);
+    assert_eq!((&header[0], &header[30]), ("mean radius", "diagnosis"));
+    let records: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 50, "25 of each class");
+    for (i, r) in records.iter().enumerate() {
+        assert!(r
+            .iter()
+            .take(30)
+            .all(|v| v.parse::<f32>().is_ok_and(f32::is_finite)));
+        assert_eq!(&r[30], if i < 25 { "benign" } else { "malignant" });
+    }
+    // The seed fixes the records.
+    let again = tmp().join("synthetic2.csv");
+    ok(&[
+        "sample",
+        "--model",
+        &run,
+        "--count",
+        "25",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(text, std::fs::read_to_string(&again).unwrap());
+    fails_with(
+        &[
+            "sample",
+            "--model",
+            &run,
+            "--out",
+            tmp().join("r.png").to_str().unwrap(),
+        ],
+        1,
+        &["r.png", "give --out FILE.csv"],
+    );
+
+    let q = &json(&["quality", "--model", &run, "--count", "2000"])[0];
+    assert_eq!(q["columns"].as_array().unwrap().len(), 30);
+    let radius = &q["columns"][0];
+    let (real, generated) = (
+        number(radius, &["real", "mean"]),
+        number(radius, &["generated", "mean"]),
+    );
+    assert!(
+        (real - generated).abs() < 0.15 * real,
+        "mean radius {real} vs {generated}"
+    );
+    let (synthetic, real) = (
+        number(q, &["train_on_synthetic"]),
+        number(q, &["train_on_real"]),
+    );
+    assert!(real > 0.85 && synthetic > 0.75, "{synthetic} vs {real}");
 }
 
 /// A missing cell's stored value changes neither the loss nor any gradient.

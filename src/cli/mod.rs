@@ -17,6 +17,7 @@ pub mod paths;
 pub mod prior;
 pub mod probe;
 pub mod quality;
+pub mod quality_table;
 pub mod reconstruct;
 pub mod report;
 pub mod sample;
@@ -618,7 +619,8 @@ pub struct ModelArg {
 pub enum Command {
     /// Train a VAE; each epoch prints train/test loss and writes a checkpoint.
     Train(train::TrainArgs),
-    /// Draw new images from a trained model's prior into a PNG grid.
+    /// Draw new images from a trained model's prior into a PNG grid (a table model's:
+    /// records, as CSV).
     Sample(sample::SampleArgs),
     /// Show test images over their reconstructions.
     Reconstruct(reconstruct::ReconstructArgs),
@@ -968,7 +970,7 @@ pub fn class_needed(cfg: &RunConfig) -> anyhow::Error {
 pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {
     if c.table.is_some() {
         anyhow::bail!(
-            "this model was trained on a table; use train, eval, score, impute, embed, scatter or probe with it"
+            "this model was trained on a table; use train, eval, score, impute, embed, scatter, probe, sample (records as CSV) or quality with it"
         );
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! and recall of the k-nearest-neighbour manifolds, and the floor, the same figures for as
 //! many real training images. A conditional model's samples are asked for every class in
 //! turn; each class's share filed under it is printed beside the classifier's accuracy on
-//! real images of the class.
+//! real images of the class. A table model's records are compared in `quality_table`.
 
 use std::time::Instant;
 
@@ -67,11 +67,24 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    super::images_only(c)?;
     let input = a.data.for_run(&cfg)?;
     let splits = input.load()?;
     let (train, test) = (&splits.train, &splits.test);
     super::check_dims(c, train)?;
+    if c.table.is_some() {
+        let mixture = a
+            .prior
+            .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+        let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+        let (line, json) = super::quality_table::run(
+            &gpu,
+            (&params, c),
+            (train, test),
+            (a.count as usize, a.seed, prior),
+        )?;
+        super::report(&line, json);
+        return Ok(());
+    }
     let (Some(train_labels), Some(_)) = (&train.labels, &test.labels) else {
         anyhow::bail!(
             "{}: quality needs labelled data (IDX labels, class folders, --labels for .npy): its classifier learns the classes",

@@ -1,11 +1,12 @@
-//! `vae-gpu sample`: new images decoded from codes drawn from the prior.
+//! `vae-gpu sample`: new images decoded from codes drawn from the prior (a table model's:
+//! records in the table's columns, as CSV).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
-use crate::vae::decode::{generate, generate_each, to_u8, Prior};
+use crate::vae::decode::{generate, generate_each, generate_outputs, to_u8, Prior};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -27,10 +28,11 @@ pub struct SampleArgs {
     pub prior: super::prior::PriorArg,
     #[command(flatten)]
     pub data: super::DataArgs,
-    /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples).
+    /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples). For
+    /// a table model, the cells' spread instead: 0 gives each cell its likeliest value.
     #[arg(long, default_value_t = 1.0, value_parser = super::non_negative)]
     pub temperature: f32,
-    /// Output PNG grid [default: RUN/samples.png]
+    /// Output PNG grid, or a table model's CSV [default: RUN/samples.png, RUN/samples.csv]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
     /// Columns of the grid [default: square-ish]
@@ -45,7 +47,6 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
-    super::images_only(c)?;
     // A conditional model draws each class asked (all by default): `per` images of each.
     let asked = match a.class.labels(&cfg)? {
         None if c.classes.is_some() => super::ClassArg {
@@ -69,6 +70,15 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
         .prior
         .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
     let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+    if let Some(schema) = &c.table {
+        return write_records(
+            &gpu,
+            (&params, c, &dir),
+            schema,
+            a,
+            (count, prior, classes.as_deref()),
+        );
+    }
     if let Some(sep) = &a.separate {
         // Written as each batch is decoded: a large --count never sits in memory at once.
         super::paths::check_output(sep)?;
@@ -140,5 +150,61 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             serde_json::json!({"images": images.len(), "out": out}),
         );
     }
+    Ok(())
+}
+
+/// A table model's samples: records in the table's own columns and units (and a
+/// conditional model's label column, the class asked), as CSV. Codes come from the prior at
+/// full spread; `--temperature` scales the cells' own noise.
+fn write_records(
+    gpu: &crate::gpu::Gpu,
+    (params, c, dir): (
+        &crate::vae::Params,
+        &crate::vae::ModelConfig,
+        &std::path::Path,
+    ),
+    schema: &crate::data::table::Schema,
+    a: &SampleArgs,
+    (count, prior, classes): (usize, Prior<'_>, Option<&[u8]>),
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if a.separate.is_some() || a.cols.is_some() {
+        anyhow::bail!(
+            "--separate and --cols lay out images; a table model's samples are records (--out FILE.csv)"
+        );
+    }
+    let out = super::output_path(a.out.as_deref(), || dir.join("samples.csv"))?;
+    if !crate::data::table::is_csv(&out) {
+        anyhow::bail!(
+            "{}: a table model's samples are records; give --out FILE.csv",
+            out.display()
+        );
+    }
+    let outputs = generate_outputs(gpu, params, c, (count, a.seed, 1.0), (prior, classes))?;
+    let mut rng = crate::rng::Rng::new(a.seed);
+    let label = schema.label.as_ref().filter(|_| classes.is_some());
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    header.extend(label.map(|(name, _)| name.as_str()));
+    w.write_record(&header)?;
+    for (i, row) in outputs.iter().enumerate() {
+        let mut cells = schema.cells(&schema.draw_encoded(row, &mut rng, a.temperature));
+        if let (Some((_, levels)), Some(asked)) = (label, classes) {
+            let l = asked[i.min(asked.len() - 1)];
+            cells.push(
+                levels
+                    .get(usize::from(l))
+                    .cloned()
+                    .unwrap_or_else(|| l.to_string()),
+            );
+        }
+        w.write_record(&cells)?;
+    }
+    let bytes = w.into_inner().context("writing CSV")?;
+    crate::io::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    super::report(
+        &format!("wrote {count} records to {}", out.display()),
+        serde_json::json!({"records": count, "out": out}),
+    );
     Ok(())
 }

@@ -24,6 +24,17 @@ pub enum Kind {
     Categorical { levels: Vec<String> },
 }
 
+impl Kind {
+    /// A binary or categorical column's levels (none for a numeric one).
+    pub fn levels(&self) -> &[String] {
+        match self {
+            Kind::Numeric { .. } => &[],
+            Kind::Binary { levels } => levels,
+            Kind::Categorical { levels } => levels,
+        }
+    }
+}
+
 /// A modelled column.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Column {
@@ -150,6 +161,65 @@ impl Schema {
                 levels[k].clone()
             }
         }
+    }
+}
+
+impl Schema {
+    /// A record drawn from the decoder's `outputs` (one record's), encoded as the training
+    /// rows are (E values): a numeric cell from its Gaussian, a binary or categorical one
+    /// from its probabilities. At `temperature` 0 each cell is its likeliest value (a
+    /// numeric cell its mean); otherwise the numeric deviation is scaled by it.
+    pub fn draw_encoded(
+        &self,
+        outputs: &[f32],
+        rng: &mut crate::rng::Rng,
+        temperature: f32,
+    ) -> Vec<f32> {
+        let mut v = self.expected(outputs);
+        let t = f64::from(temperature);
+        for [kind, at, first, w] in self.blocks() {
+            let (at, first, w) = (at as usize, first as usize, w as usize);
+            let block = &mut v[at..at + w];
+            match kind {
+                NUMERIC if t > 0.0 => {
+                    let sd = (0.5 * f64::from(outputs[first + 1])).exp();
+                    block[0] += (t * sd * rng.normal()) as f32;
+                }
+                BINARY => {
+                    let p = f64::from(block[0]);
+                    let on = if t > 0.0 {
+                        rng.uniform(0.0, 1.0) < p
+                    } else {
+                        p >= 0.5
+                    };
+                    block[0] = f32::from(on);
+                }
+                CATEGORICAL => {
+                    let pick = if t > 0.0 {
+                        rng.pick(block.iter().map(|&p| f64::from(p)))
+                    } else {
+                        (0..w)
+                            .max_by(|&a, &b| block[a].total_cmp(&block[b]))
+                            .unwrap_or(0)
+                    };
+                    block
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(k, v)| *v = f32::from(k == pick));
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The cells of an encoded record (E values) in the table's own columns and units.
+    pub fn cells(&self, encoded: &[f32]) -> Vec<String> {
+        self.blocks()
+            .iter()
+            .enumerate()
+            .map(|(i, &[_, at, _, w])| self.cell(i, &encoded[at as usize..(at + w) as usize]))
+            .collect()
     }
 }
 

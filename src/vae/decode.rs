@@ -71,6 +71,50 @@ pub fn generate_each<E: From<GpuError>>(
     (prior, classes): (Prior<'_>, Option<&[u8]>),
     sink: &mut dyn FnMut(Vec<f32>) -> Result<(), E>,
 ) -> Result<(), E> {
+    decode_each(
+        gpu,
+        params,
+        c,
+        (count, seed, temperature),
+        (prior, classes),
+        &mut |row| sink(row.iter().map(|&l| unit(c, l)).collect()),
+    )
+}
+
+/// The decoder's raw outputs for `count` codes drawn from `prior` (as `generate`): a
+/// table model's per-column parameters, which `data::table::Schema::draw` turns into
+/// records.
+pub fn generate_outputs(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    (count, seed, temperature): (usize, u64, f32),
+    (prior, classes): (Prior<'_>, Option<&[u8]>),
+) -> Result<Vec<Vec<f32>>, GpuError> {
+    let mut out = Vec::with_capacity(count);
+    decode_each::<GpuError>(
+        gpu,
+        params,
+        c,
+        (count, seed, temperature),
+        (prior, classes),
+        &mut |row| {
+            out.push(row.to_vec());
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Codes drawn from `prior` and decoded in batches, each row of outputs handed to `sink`.
+fn decode_each<E: From<GpuError>>(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    (count, seed, temperature): (usize, u64, f32),
+    (prior, classes): (Prior<'_>, Option<&[u8]>),
+    sink: &mut dyn FnMut(&[f32]) -> Result<(), E>,
+) -> Result<(), E> {
     let rows = count.clamp(1, 256);
     let decoder = Decoder::new(gpu, params, rows)?;
     let mixture_codes = match prior {
@@ -119,7 +163,7 @@ pub fn generate_each<E: From<GpuError>>(
         gpu.run(&all)?;
         let logits = decoder.logits()?.read(gpu)?;
         for row in logits.chunks(c.output_dim()).take(count - start) {
-            sink(row.iter().map(|&l| unit(c, l)).collect())?;
+            sink(row)?;
         }
     }
     Ok(())

@@ -148,20 +148,9 @@ impl Gmm {
         let d = self.dim();
         let mut out = Vec::with_capacity(n * d);
         for _ in 0..n {
-            let u = rng.uniform(0.0, 1.0);
-            let mut acc = 0.0;
-            let k = self
-                .weights
-                .iter()
-                .position(|&w| {
-                    acc += w;
-                    u < acc
-                })
-                .unwrap_or(self.components() - 1);
+            let k = rng.pick(self.weights.iter().copied());
             for j in 0..d {
-                // Box-Muller.
-                let (u1, u2) = (rng.uniform(f64::EPSILON, 1.0), rng.uniform(0.0, 1.0));
-                let e = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                let e = rng.normal();
                 let z = self.means[k][j] + f64::from(temperature) * self.variances[k][j].sqrt() * e;
                 out.push(z as f32);
             }
