@@ -157,6 +157,31 @@ fn sample_fits_saves_and_reuses_a_mixture() {
     sample("normal", &grid("normal.png"));
     assert_ne!(bytes("gmm1.png"), bytes("normal.png"));
 
+    // An edited file is checked, not trusted: a wrong shape or an impossible variance is
+    // fitted again (with a warning), never a panic or NaN codes.
+    let file = format!("{model}/gmm-3.json");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&good).unwrap();
+    edited["mixture"]["means"][1] = serde_json::json!([0.0, 1.0]);
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let refit = sample("gmm:3", &grid("gmm3.png"));
+    assert!(
+        refit.contains("not over the model's 20 latent dimensions")
+            && refit.contains("fitted 3 Gaussians"),
+        "{refit}"
+    );
+    assert_eq!(bytes("gmm1.png"), bytes("gmm3.png"));
+    let mut edited: serde_json::Value = serde_json::from_str(&good).unwrap();
+    edited["mixture"]["variances"][0][0] = serde_json::json!(-1.0);
+    std::fs::write(&file, edited.to_string()).unwrap();
+    assert!(sample("gmm:3", &grid("gmm4.png")).contains("fitting again"));
+    // The run's fits are not an output's to take.
+    fails_with(
+        &["report", "--model", &model, "--out", &file],
+        1,
+        &["gmm-3.json", "would write over"],
+    );
+
     fails_with(
         &["sample", "--model", &model, "--prior", "gmm:0"],
         2,
@@ -179,5 +204,61 @@ fn sample_fits_saves_and_reuses_a_mixture() {
         ],
         1,
         &["/nonexistent/codes", "--prior gmm"],
+    );
+}
+
+/// A mixture is fitted to the training split itself: other contents at the same path are
+/// fitted again, and a run whose data is gone asks for it rather than fitting other data.
+#[test]
+fn a_mixture_follows_the_data() {
+    let copy = tmp().join("fm-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(data()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let c = copy.display().to_string();
+    let model = tmp().join("gmm-data-run").display().to_string();
+    ok(&[
+        "train", "--data", &c, "--limit", "256", "--epochs", "1", "--hidden", "32", "--out",
+        &model, "--quiet",
+    ]);
+    let sample = |extra: &[&str]| {
+        let mut args = vec![
+            "sample", "--model", &model, "--prior", "gmm:2", "--count", "4",
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    let out = tmp().join("gmm-data.png").display().to_string();
+    assert!(sample(&["--out", &out]).status.success());
+    // Other images under the same path (the test split copied over the training split):
+    // fitted again, to the 2000 images there now.
+    for (from, to) in [
+        ("t10k-images", "train-images"),
+        ("t10k-labels", "train-labels"),
+    ] {
+        let name = |stem: &str| {
+            std::fs::read_dir(&copy)
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(stem))
+                .unwrap()
+        };
+        std::fs::copy(name(from), name(to)).unwrap();
+    }
+    let again = sample(&["--out", &out]);
+    let text = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(
+        text.contains("fitted 2 Gaussians to the latent means of 2000"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&copy).unwrap();
+    fails_with(
+        &[
+            "sample", "--model", &model, "--prior", "gmm:2", "--out", &out,
+        ],
+        1,
+        &["fm-copy", "is gone", "--data"],
     );
 }

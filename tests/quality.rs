@@ -205,6 +205,19 @@ fn quality_scores_samples_against_the_real_floor() {
         assert!((0.0..=1.0).contains(&number(result, &["samples", v])));
     }
 
+    // A cached classifier changed on disk is trained again, not trusted.
+    let cached = result["classifier"]["path"].as_str().unwrap().to_string();
+    let mut weights = std::fs::read(&cached).unwrap();
+    let at = weights.len() - 100;
+    weights[at] ^= 0x55;
+    std::fs::write(&cached, weights).unwrap();
+    let third = run(&args);
+    assert!(
+        String::from_utf8_lossy(&third.stderr)
+            .contains("classifier: a small conv net trained 1 epoch "),
+        "trained again after the cache changed"
+    );
+
     // Data without labels: nothing for the classifier to learn.
     let pixels = vec![7u8; 300 * 784];
     let mut bytes = vae_gpu::data::npy::header_bytes("|u1", &[300, 28, 28]);

@@ -174,13 +174,9 @@ impl Vae {
 
     /// `count` new images decoded from codes drawn from `mixture` (see `fit_gmm`), seeded.
     pub fn sample_from(&self, mixture: &Gmm, count: usize, seed: u64) -> Result<Vec<f32>> {
-        if mixture.dim() != self.config.model.latent {
-            return Err(Error::Input(format!(
-                "the mixture is over {} dimensions, the model's latent space has {}",
-                mixture.dim(),
-                self.config.model.latent
-            )));
-        }
+        mixture
+            .check(self.config.model.latent, mixture.components())
+            .map_err(|e| Error::Input(format!("the mixture: {e}")))?;
         let rows = decode::generate(
             &self.gpu,
             &self.params,

@@ -321,6 +321,23 @@ impl DataArgs {
     /// from the run: its data while it is still in place (with a .npy array's labels), its
     /// held-out fraction (so the test rows are the ones it never trained on), image size and
     /// channels. A table is encoded with the model's columns and standardization.
+    /// Fails when no --data is given and the run's training data is gone: what is fitted
+    /// to or scored against the training split must not silently use other data.
+    pub fn run_data_present(&self, cfg: &RunConfig) -> anyhow::Result<()> {
+        let gone = cfg
+            .train
+            .as_ref()
+            .and_then(|t| t.data_dir.as_ref())
+            .filter(|d| !crate::data::exists(d));
+        match (&self.data, gone) {
+            (None, Some(dir)) => anyhow::bail!(
+                "the run's data, {}, is gone; give its training data with --data",
+                dir.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub fn for_run(&self, cfg: &RunConfig) -> anyhow::Result<DataArgs> {
         let c = &cfg.model;
         if c.table.is_some() {
@@ -842,7 +859,10 @@ pub fn positive(s: &str) -> Result<f32, String> {
 pub fn non_negative(s: &str) -> Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a non-negative number")),
+        _ => Err(format!(
+            "'{s}' is not a finite non-negative number (at most {:e})",
+            f32::MAX
+        )),
     }
 }
 

@@ -137,7 +137,7 @@ fn check_not_in_run(path: &Path, at: &Path, new_run: bool) -> anyhow::Result<()>
         let name = child.map(|c| c.as_os_str().to_string_lossy().into_owned());
         if name.as_deref().is_some_and(rundir::is_reserved) {
             anyhow::bail!(
-                "{} would write over a run's record or into a name training uses in {} (metrics.jsonl, loss.png, .lock, checkpoint-*, .tmp-*, .trash-*); choose another path",
+                "{} would write over a run's record or into a name training uses in {} (metrics.jsonl, loss.png, .lock, checkpoint-*, gmm-*.json, quality-*.json, .tmp-*, .trash-*); choose another path",
                 path.display(),
                 dir.display()
             );

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{check_dims, output_path, progress_bar, say, DataArgs};
+use super::{check_dims, progress_bar, say, DataArgs};
 use crate::gpu::Gpu;
 use crate::vae::checkpoint::{self, RunConfig};
 use crate::vae::gmm::{file_name, fit, Gmm, MixtureFile, MAX_ITERATIONS};
@@ -90,19 +90,33 @@ fn mixture(
     seed: u64,
 ) -> anyhow::Result<Gmm> {
     let fingerprint = format!("{:016x}", checkpoint::fingerprint(gpu, params)?);
+    data.run_data_present(cfg)?;
     let input = data.for_run(cfg).context(NEEDS_DATA)?;
-    let source = input.dir().display().to_string();
+    let splits = input.load().context(NEEDS_DATA)?;
+    let c = &cfg.model;
+    check_dims(c, &splits.train)?;
+    let train = &splits.train;
+    let data_fingerprint = split_fingerprint(train);
     let path = dir.join(file_name(k));
     if let Ok(text) = std::fs::read_to_string(&path) {
         match serde_json::from_str::<MixtureFile>(&text) {
-            Ok(f) if f.fingerprint == fingerprint && f.seed == seed && f.data == source => {
-                say!(
-                    "prior: the {k}-Gaussian mixture in {} ({} codes of {})",
-                    path.display(),
-                    f.codes,
-                    f.data
-                );
-                return Ok(f.mixture);
+            Ok(f)
+                if f.fingerprint == fingerprint
+                    && f.seed == seed
+                    && f.data_fingerprint == data_fingerprint =>
+            {
+                match f.mixture.check(c.latent, k) {
+                    Ok(()) => {
+                        say!(
+                            "prior: the {k}-Gaussian mixture in {} ({} codes of {})",
+                            path.display(),
+                            f.codes,
+                            f.data
+                        );
+                        return Ok(f.mixture);
+                    }
+                    Err(e) => log::warn!("{}: {e}; fitting again", path.display()),
+                }
             }
             Ok(_) => log::info!(
                 "{}: fitted to other weights, data or seed; fitting again",
@@ -111,10 +125,7 @@ fn mixture(
             Err(e) => log::warn!("{}: unreadable ({e}); fitting again", path.display()),
         }
     }
-    let splits = input.load().context(NEEDS_DATA)?;
-    let c = &cfg.model;
-    check_dims(c, &splits.train)?;
-    let codes = crate::vae::codec::encode(gpu, params, c, &splits.train, 1.0)?
+    let codes = crate::vae::codec::encode(gpu, params, c, train, 1.0)?
         .codes
         .mu;
     let bar = progress_bar(MAX_ITERATIONS as u64, "EM", "iterations");
@@ -123,34 +134,70 @@ fn mixture(
         bar.set_message(format!("log-likelihood {ll:.3}"));
     })?;
     bar.finish_and_clear();
-    let out = output_path(None, || path.clone())?;
     let file = MixtureFile {
         fingerprint,
         seed,
-        codes: splits.train.count,
-        data: source,
+        codes: train.count,
+        data: input.dir().display().to_string(),
+        data_fingerprint,
         mixture: g.clone(),
     };
-    crate::io::write_atomic(&out, serde_json::to_string_pretty(&file)?.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
+    // The run's own file at a fixed name; a run that cannot be written still samples.
+    let kept = match crate::io::write_atomic(&path, serde_json::to_string_pretty(&file)?.as_bytes())
+    {
+        Ok(()) => format!("saved in {}", path.display()),
+        Err(e) => {
+            log::warn!(
+                "{}: not saved ({e}); the next run fits it again",
+                path.display()
+            );
+            "not saved".into()
+        }
+    };
     say!(
-        "prior: fitted {k} Gaussians to the latent means of {} training records in {} EM iterations (log-likelihood {:.3} per code), saved in {}",
-        splits.train.count,
+        "prior: fitted {} to the latent means of {} training records in {} EM iterations (log-likelihood {:.3} per code), {kept}",
+        plural(k, "Gaussian"),
+        train.count,
         g.iterations,
         g.log_likelihood,
-        out.display()
     );
     Ok(g)
 }
 
+/// "1 Gaussian", "10 Gaussians".
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// What decides a fitted mixture's reuse: the training split's values, labels and shape.
+fn split_fingerprint(train: &crate::data::Images) -> String {
+    let shape = format!(
+        "{} {}x{}x{} {:?}",
+        train.count, train.height, train.width, train.channels, train.dtype
+    );
+    let parts = [
+        crate::io::fnv1a64(&train.pixels),
+        crate::io::fnv1a64(train.labels.as_deref().unwrap_or(&[])),
+        crate::io::fnv1a64(shape.as_bytes()),
+    ];
+    format!("{:016x}", crate::io::fnv1a64(bytemuck::cast_slice(&parts)))
+}
+
 /// The mixtures saved in run `dir` that were fitted to these weights, by component count.
 pub fn saved(gpu: &Gpu, params: &Params, dir: &Path) -> anyhow::Result<Vec<(usize, Gmm)>> {
+    let latent = params.graph.shapes[params.graph.z].c;
     let fingerprint = format!("{:016x}", checkpoint::fingerprint(gpu, params)?);
     Ok((1..=256)
         .filter_map(|k| {
             let text = std::fs::read_to_string(dir.join(file_name(k))).ok()?;
-            let f: MixtureFile = serde_json::from_str(&text).ok()?;
-            (f.fingerprint == fingerprint).then_some((k, f.mixture))
+            let f: MixtureFile = serde_json::from_str(&text)
+                .map_err(|e| log::warn!("{}: unreadable ({e})", dir.join(file_name(k)).display()))
+                .ok()?;
+            let usable = f
+                .mixture
+                .check(latent, k)
+                .map_err(|e| log::warn!("{}: {e}; left out", dir.join(file_name(k)).display()));
+            (f.fingerprint == fingerprint && usable.is_ok()).then_some((k, f.mixture))
         })
         .collect())
 }

@@ -20,6 +20,9 @@ use crate::vae::decode::{generate, to_u8, Prior};
 use crate::vae::featurenet::{accuracy, cache_path, FeatureNet, FEATURES};
 use crate::vae::quality::{frechet, precision_recall, Moments, NEIGHBOURS};
 
+/// The fewest images compared (also `--count`'s minimum).
+const MIN_COUNT: usize = 100;
+
 #[derive(Args, Debug)]
 pub struct QualityArgs {
     #[command(flatten)]
@@ -27,7 +30,7 @@ pub struct QualityArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Samples to generate, and real images to compare (at most the test split's).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(MIN_COUNT as i64..=100_000))]
     pub count: u32,
     /// Seed of the samples (and of a mixture's fit).
     #[arg(long, default_value_t = 1)]
@@ -67,6 +70,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    a.data.run_data_present(&cfg)?;
     let input = a.data.for_run(&cfg)?;
     let splits = input.load()?;
     let (train, test) = (&splits.train, &splits.test);
@@ -98,6 +102,13 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
             input.dir().display()
         );
     }
+    // A conditional model's samples are filed under the classes it was asked for.
+    if let Some(k) = c.classes.filter(|&k| k != classes) {
+        anyhow::bail!(
+            "{}: its labels run over {classes} classes, the conditional model's over {k}; score it on the data it was trained on",
+            input.dir().display()
+        );
+    }
     let shape = Shape {
         h: c.height,
         w: c.width,
@@ -107,6 +118,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let cache = crate::gpu::tune::cache_dir()
         .context("no cache directory for the quality classifier (set VAE_GPU_CACHE_DIR)")?;
     let path = cache_path(&cache, train, epochs, 1);
+    let mut kept_path = Some(path.clone());
     let net = match FeatureNet::load(&gpu, &path, shape) {
         Some(net) => {
             say!(
@@ -130,25 +142,34 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
                 },
             )?;
             bar.finish_and_clear();
-            net.save(&gpu, &path)?;
+            let kept = match net.save(&gpu, &path) {
+                Ok(()) => format!("kept in {}", path.display()),
+                Err(e) => {
+                    log::warn!(
+                        "the quality classifier is not kept ({e:#}); the next run trains it again"
+                    );
+                    kept_path = None;
+                    "not kept".into()
+                }
+            };
             say!(
-                "classifier: a small conv net trained {epochs} epochs on {} training images in {:.0} s, test accuracy {:.1}%, kept in {}",
+                "classifier: a small conv net trained {} on {} training images in {:.0} s, test accuracy {:.1}%, {kept}",
+                super::prior::plural(epochs, "epoch"),
                 train.count.min(crate::vae::featurenet::MAX_TRAIN),
                 started.elapsed().as_secs_f64(),
                 100.0 * net.accuracy,
-                path.display()
             );
             net
         }
     };
 
     let n = (a.count as usize).min(test.count).min(train.count);
-    if n < 2 * NEIGHBOURS {
+    if n < MIN_COUNT {
         anyhow::bail!(
-            "{}: quality compares at least {} images, and the test split has {}",
+            "{}: quality compares at least {MIN_COUNT} images (fewer say little), and the {} split has {}",
             input.dir().display(),
-            2 * NEIGHBOURS,
-            test.count
+            if test.count < train.count { "test" } else { "training" },
+            test.count.min(train.count)
         );
     }
     let reference = net.pass(&gpu, &test.take(n))?;
@@ -199,7 +220,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
         "count": n,
         "prior": a.prior.describe(1.0),
         "seed": a.seed,
-        "classifier": {"accuracy": net.accuracy, "path": path, "epochs": epochs},
+        "classifier": {"accuracy": net.accuracy, "path": kept_path, "epochs": epochs},
         "samples": got,
         "real": floor,
     });
@@ -225,13 +246,31 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     }
     // Kept in the run for the report, with the weights they measure.
     json["fingerprint"] = format!("{:016x}", checkpoint::fingerprint(&gpu, &params)?).into();
-    let out = super::output_path(None, || {
-        dir.join(format!("quality-{}.json", a.prior.file_stem()))
-    })?;
-    crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
+    // The run's own file at a fixed name; a run that cannot be written still gets its score.
+    let out = dir.join(format!("quality-{}.json", a.prior.file_stem()));
+    if let Err(e) = crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes()) {
+        log::warn!(
+            "{}: not saved ({e}); the report will not show this score",
+            out.display()
+        );
+    }
     super::report(&line, json);
     Ok(())
+}
+
+/// Whether saved figures are in their ranges: a positive count, distances at least 0,
+/// precision and recall between 0 and 1 (a file read back may have been edited).
+fn plausible(v: &serde_json::Value) -> bool {
+    let within = |x: &serde_json::Value, lo: f64, hi: f64| {
+        x.as_f64().is_some_and(|x| (lo..=hi).contains(&x))
+    };
+    v["count"].as_u64().is_some_and(|n| n > 0)
+        && v["prior"].is_string()
+        && ["samples", "real"].iter().all(|k| {
+            within(&v[k]["frechet"], 0.0, f64::MAX)
+                && within(&v[k]["precision"], 0.0, 1.0)
+                && within(&v[k]["recall"], 0.0, 1.0)
+        })
 }
 
 /// The figures `quality` kept in run `dir` for these weights, one per prior.
@@ -243,9 +282,29 @@ pub fn saved(fingerprint: &str, dir: &std::path::Path) -> Vec<serde_json::Value>
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             (name.starts_with("quality-") && name.ends_with(".json")).then_some(())?;
+            let read = std::fs::read_to_string(e.path()).map_err(|e| e.to_string());
             let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
-            (v["fingerprint"] == fingerprint).then_some((name, v))
+                match read.and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        log::warn!(
+                            "{}: unreadable ({err}); left out of the report",
+                            e.path().display()
+                        );
+                        return None;
+                    }
+                };
+            if v["fingerprint"] != fingerprint {
+                return None;
+            }
+            if !plausible(&v) {
+                log::warn!(
+                    "{}: figures out of their ranges; left out of the report",
+                    e.path().display()
+                );
+                return None;
+            }
+            Some((name, v))
         })
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));

@@ -66,6 +66,10 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     });
     let count = classes.as_ref().map_or(per, Vec::len);
     let shape = (c.height, c.width, c.channels);
+    // Outputs are checked before a mixture is fitted for them.
+    for out in a.out.iter().chain(&a.separate) {
+        super::paths::check_output(out)?;
+    }
     let mixture = a
         .prior
         .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;

@@ -73,7 +73,10 @@ struct Saved {
     recipe: String,
     classes: usize,
     accuracy: f64,
-    class_accuracy: Vec<f64>,
+    /// NaN (null) for a class without test images.
+    class_accuracy: Vec<Option<f64>>,
+    /// FNV-1a of the weights file: a cache entry is used only whole and as written.
+    weights_fnv1a64: String,
 }
 
 /// What a pass over images gives: each image's features and most likely class.
@@ -100,12 +103,20 @@ pub fn cache_path(dir: &Path, train: &Images, epochs: usize, seed: u64) -> PathB
 }
 
 impl FeatureNet {
-    /// The classifier cached at `path`, if it is there whole and of this recipe.
+    /// The classifier cached at `path`, if it is there whole, as written and of this
+    /// recipe.
     pub fn load(gpu: &Gpu, path: &Path, shape: Shape) -> Option<FeatureNet> {
         let saved: Saved =
             serde_json::from_str(&std::fs::read_to_string(path.with_extension("json")).ok()?)
                 .ok()?;
-        if saved.recipe != RECIPE {
+        let bytes = std::fs::read(path).ok()?;
+        let share = |a: f64| (0.0..=1.0).contains(&a);
+        if saved.recipe != RECIPE
+            || saved.weights_fnv1a64 != format!("{:016x}", crate::io::fnv1a64(&bytes))
+            || !share(saved.accuracy)
+            || saved.class_accuracy.len() != saved.classes
+            || !saved.class_accuracy.iter().flatten().all(|&a| share(a))
+        {
             return None;
         }
         let params = Params::new(gpu, &graph(shape, saved.classes).ok()?, 0).ok()?;
@@ -115,7 +126,11 @@ impl FeatureNet {
             params,
             classes: saved.classes,
             accuracy: saved.accuracy,
-            class_accuracy: saved.class_accuracy,
+            class_accuracy: saved
+                .class_accuracy
+                .iter()
+                .map(|a| a.unwrap_or(f64::NAN))
+                .collect(),
         })
     }
 
@@ -124,14 +139,22 @@ impl FeatureNet {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let tmp = path.with_extension("safetensors.tmp");
-        crate::io::safetensors::save(&tmp, &crate::vae::checkpoint::tensors(gpu, &self.params)?)?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        let bytes = crate::io::safetensors::to_bytes(
+            &crate::vae::checkpoint::tensors(gpu, &self.params)?,
+            &[],
+        );
+        crate::io::write_atomic(path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
         let saved = Saved {
             recipe: RECIPE.into(),
             classes: self.classes,
             accuracy: self.accuracy,
-            class_accuracy: self.class_accuracy.clone(),
+            class_accuracy: self
+                .class_accuracy
+                .iter()
+                .map(|&a| (!a.is_nan()).then_some(a))
+                .collect(),
+            weights_fnv1a64: format!("{:016x}", crate::io::fnv1a64(&bytes)),
         };
         crate::io::write_atomic(
             &path.with_extension("json"),

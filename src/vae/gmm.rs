@@ -48,6 +48,41 @@ impl Gmm {
         self.means.first().map_or(0, Vec::len)
     }
 
+    /// Whether this is a usable mixture of `k` components over `d` dimensions: lists of
+    /// matching lengths, weights that are probabilities summing to 1, finite means and
+    /// variances of at least `MIN_VARIANCE` (a file read back may have been edited).
+    pub fn check(&self, d: usize, k: usize) -> Result<(), String> {
+        let (w, m, v) = (&self.weights, &self.means, &self.variances);
+        if w.len() != k || m.len() != k || v.len() != k {
+            return Err(format!(
+                "{} weights, {} means and {} variances where {k} components were asked for",
+                w.len(),
+                m.len(),
+                v.len()
+            ));
+        }
+        if let Some(c) = (0..k).find(|&c| m[c].len() != d || v[c].len() != d) {
+            return Err(format!(
+                "component {c} is not over the model's {d} latent dimensions"
+            ));
+        }
+        if w.iter().any(|&p| !(0.0..=1.0).contains(&p))
+            || (w.iter().sum::<f64>() - 1.0).abs() > 1e-6
+        {
+            return Err("its weights are not probabilities summing to 1".into());
+        }
+        if m.iter().flatten().any(|x| !x.is_finite())
+            || v.iter()
+                .flatten()
+                .any(|x| !x.is_finite() || *x < MIN_VARIANCE)
+        {
+            return Err(format!(
+                "a mean is not finite or a variance is not finite and at least {MIN_VARIANCE}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Seeded start: K distinct codes as means, the data's variance, equal weights.
     pub fn init(codes: &[f32], d: usize, k: usize, seed: u64) -> Gmm {
         let n = codes.len() / d;
@@ -165,9 +200,12 @@ impl Gmm {
 pub struct MixtureFile {
     pub fingerprint: String,
     pub seed: u64,
-    /// Codes fitted, and where they came from.
+    /// Codes fitted, and where they came from (as given, and the fingerprint of the
+    /// training split's values and shape, which decides reuse).
     pub codes: usize,
     pub data: String,
+    #[serde(default)]
+    pub data_fingerprint: String,
     pub mixture: Gmm,
 }
 

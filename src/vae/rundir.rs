@@ -84,10 +84,14 @@ fn is_temporary(name: &str) -> bool {
 }
 
 /// Names a run gives its own files in its directory: training replaces or deletes what
-/// they hold, so no other output may take them.
+/// they hold, and `sample --prior gmm` and `quality` keep their fits and scores there
+/// (gmm-K.json, quality-*.json), so no other output may take them.
 pub fn is_reserved(name: &str) -> bool {
+    let kept = |prefix: &str| name.starts_with(prefix) && name.ends_with(".json");
     matches!(name, LOCK_FILE | "metrics.jsonl" | "loss.png")
         || name.starts_with(CHECKPOINT_PREFIX)
+        || kept("gmm-")
+        || kept("quality-")
         || is_temporary(name)
 }
 

@@ -6,7 +6,7 @@
 //! cos an absolute error of 2^-11 (SwiftShader uses it), so the noise is held to the bound
 //! of `sample_matches_cpu` and what follows it to 1e-4 plus four times the noise's error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use vae_gpu::data::Dtype;
 use vae_gpu::gpu::{Gpu, Matrix};
@@ -18,8 +18,11 @@ use vae_gpu::vae::checkpoint::{set_tensors, tensors, tensors_of};
 use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
 use vae_gpu::vae::ModelConfig;
 
+/// A fixture file: under `$VAE_GPU_SOURCE_DIR` when set (test binaries carried to another
+/// machine by `scripts/gpu-check`), else this checkout.
 pub fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("VAE_GPU_SOURCE_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/fixtures")
         .join(p)
 }
