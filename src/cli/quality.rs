@@ -16,7 +16,7 @@ use crate::data::Images;
 use crate::gpu::Gpu;
 use crate::ops::conv::Shape;
 use crate::vae::checkpoint;
-use crate::vae::decode::{generate, to_u8, Prior};
+use crate::vae::decode::{generate_each, to_u8, Prior};
 use crate::vae::featurenet::{accuracy, cache_path, FeatureNet, FEATURES};
 use crate::vae::quality::{frechet, precision_recall, Moments, NEIGHBOURS};
 
@@ -54,16 +54,6 @@ fn compare(
     let fd = frechet(&Moments::of(fake, FEATURES), moments);
     let (precision, recall) = precision_recall(gpu, reference, fake, FEATURES, NEIGHBOURS)?;
     Ok(serde_json::json!({"frechet": fd, "precision": precision, "recall": recall}))
-}
-
-fn as_images(rows: &[Vec<f32>], like: &Images) -> Images {
-    Images {
-        pixels: rows.iter().flat_map(|v| to_u8(v)).collect(),
-        count: rows.len(),
-        labels: None,
-        dtype: crate::data::Dtype::U8,
-        ..like.take(0)
-    }
 }
 
 pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
@@ -187,14 +177,27 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     // A conditional model is asked for every class in turn, evenly.
     let asked: Option<Vec<u8>> = c.classes.map(|k| (0..n).map(|i| (i % k) as u8).collect());
-    let samples = generate(
+    // Samples kept as pixels as they are decoded: a quarter of their floats' memory.
+    let mut pixels = Vec::with_capacity(n * c.input_dim());
+    generate_each::<anyhow::Error>(
         &gpu,
         &params,
         c,
         (n, a.seed, 1.0),
         (prior, asked.as_deref()),
+        &mut |v| {
+            pixels.extend(to_u8(&v));
+            Ok(())
+        },
     )?;
-    let fake = net.pass(&gpu, &as_images(&samples, train))?;
+    let samples = Images {
+        pixels,
+        count: n,
+        labels: None,
+        dtype: crate::data::Dtype::U8,
+        ..train.take(0)
+    };
+    let fake = net.pass(&gpu, &samples)?;
     let got = compare(&gpu, &fake.features, (&reference.features, &moments))?;
 
     let names = input.run_class_names(&cfg, test.labels.as_deref())?;

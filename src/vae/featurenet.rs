@@ -173,7 +173,9 @@ impl FeatureNet {
         (epochs, seed): (usize, u64),
         progress: &mut dyn FnMut(usize, usize),
     ) -> anyhow::Result<FeatureNet> {
-        let train = train.take(MAX_TRAIN);
+        // As many as the adapter binds (4 buffers of its largest binding).
+        let fits = (4 * gpu.binding_limit() as usize / train.image_bytes().max(1)).max(1);
+        let train = train.take(MAX_TRAIN.min(fits));
         let labels = train
             .labels
             .as_deref()
@@ -263,8 +265,24 @@ impl FeatureNet {
         Ok(net)
     }
 
-    /// The features and the most likely class of every image of `images`.
+    /// The features and the most likely class of every image of `images`, uploaded a part
+    /// at a time.
     pub fn pass(&self, gpu: &Gpu, images: &Images) -> anyhow::Result<Pass> {
+        const PART: usize = 8192;
+        let mut out = Pass {
+            features: Vec::with_capacity(images.count * FEATURES),
+            predicted: Vec::with_capacity(images.count),
+        };
+        for first in (0..images.count).step_by(PART) {
+            let keep: Vec<usize> = (first..(first + PART).min(images.count)).collect();
+            let part = self.pass_part(gpu, &images.select(&keep))?;
+            out.features.extend(part.features);
+            out.predicted.extend(part.predicted);
+        }
+        Ok(out)
+    }
+
+    fn pass_part(&self, gpu: &Gpu, images: &Images) -> anyhow::Result<Pass> {
         let g = &self.params.graph;
         let n = images.count;
         let d = images.dim();
