@@ -175,6 +175,16 @@ fn sample_fits_saves_and_reuses_a_mixture() {
     edited["mixture"]["variances"][0][0] = serde_json::json!(-1.0);
     std::fs::write(&file, edited.to_string()).unwrap();
     assert!(sample("gmm:3", &grid("gmm4.png")).contains("fitting again"));
+    // Finite in f64, overflowing in the decoder's f32: refused too.
+    let mut edited: serde_json::Value = serde_json::from_str(&good).unwrap();
+    edited["mixture"]["means"][2][0] = serde_json::json!(1e300);
+    std::fs::write(&file, edited.to_string()).unwrap();
+    assert!(sample("gmm:3", &grid("gmm5.png")).contains("a mean beyond"));
+    fails_with(
+        &["sample", "--model", &model, "--temperature", "3e38"],
+        2,
+        &["temperature from 0 to 10"],
+    );
     // The run's fits are not an output's to take.
     fails_with(
         &["report", "--model", &model, "--out", &file],
@@ -233,7 +243,7 @@ fn a_mixture_follows_the_data() {
     let out = tmp().join("gmm-data.png").display().to_string();
     assert!(sample(&["--out", &out]).status.success());
     // Other images under the same path (the test split copied over the training split):
-    // fitted again, to the 2000 images there now.
+    // fitted again, to the first 256 of them (the run's --limit).
     for (from, to) in [
         ("t10k-images", "train-images"),
         ("t10k-labels", "train-labels"),
@@ -250,7 +260,7 @@ fn a_mixture_follows_the_data() {
     let again = sample(&["--out", &out]);
     let text = String::from_utf8_lossy(&again.stderr).into_owned();
     assert!(
-        text.contains("fitted 2 Gaussians to the latent means of 2000"),
+        text.contains("fitted 2 Gaussians to the latent means of 256 training"),
         "{text}"
     );
     std::fs::remove_dir_all(&copy).unwrap();

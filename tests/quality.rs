@@ -218,6 +218,17 @@ fn quality_scores_samples_against_the_real_floor() {
         "trained again after the cache changed"
     );
 
+    // A Bernoulli model's data must lie in [0, 1], in every command, not only in train.
+    let mut bytes = vae_gpu::data::npy::header_bytes("<f4", &[300, 28, 28]);
+    bytes.extend((0..300 * 784).flat_map(|i| ((i % 256) as f32).to_le_bytes()));
+    let wide = tmp().join("f255.npy");
+    std::fs::write(&wide, bytes).unwrap();
+    fails_with(
+        &["eval", "--model", &model, "--data", wide.to_str().unwrap()],
+        1,
+        &["needs values in [0, 1]"],
+    );
+
     // Data without labels: nothing for the classifier to learn.
     let pixels = vec![7u8; 300 * 784];
     let mut bytes = vae_gpu::data::npy::header_bytes("|u1", &[300, 28, 28]);

@@ -677,6 +677,12 @@ fn synthetic_records_from_a_table_model() {
         1,
         &["r.png", "give --out FILE.csv"],
     );
+    // The CSV the run trained on is the user's: no output replaces it.
+    fails_with(
+        &["sample", "--model", &run, "--out", wdbc],
+        1,
+        &["wdbc.csv", "the data the model was trained on"],
+    );
 
     let q = &json(&["quality", "--model", &run, "--count", "2000"])[0];
     assert_eq!(q["columns"].as_array().unwrap().len(), 30);

@@ -30,7 +30,7 @@ pub struct CoverageArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture of K Gaussians
-    /// fitted to the training split's latent means (saved in the run) [default: normal]
+    /// fitted to the training split's latent means (saved in the run)
     #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
     pub prior: super::prior::PriorArg,
     /// Full-batch Adam steps of the classifier (softmax regression on pixels).

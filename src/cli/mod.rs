@@ -752,6 +752,12 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
     let (at, cfg, params) = checkpoint::load(gpu, &path, Pick::Best, false)
         .with_context(|| format!("loading model {}", path.display()))?;
     say!("model: {}", at.display());
+    // The data the run trained on is the user's, whether this command reads it or not.
+    if let Some(data) = cfg.train.as_ref().and_then(|t| t.data_dir.as_ref()) {
+        if crate::data::exists(data) {
+            paths::note_read(data, "the data the model was trained on");
+        }
+    }
     // The checkpoint's files, or the model file and the config beside it.
     let files = if at.is_dir() {
         at.clone()
@@ -996,6 +1002,26 @@ pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The images of `images` the run `cfg` trained on or was tested on: its `--classes`, and
+/// for the training split (`limit`), its `--limit`.
+pub fn as_trained(
+    cfg: &RunConfig,
+    images: crate::data::Images,
+    limit: bool,
+) -> crate::data::Images {
+    let Some(t) = &cfg.train else {
+        return images;
+    };
+    let picked = match &t.classes {
+        Some(classes) => images.with_classes(classes).unwrap_or(images),
+        None => images,
+    };
+    match t.limit.filter(|_| limit) {
+        Some(n) => picked.take(n),
+        None => picked,
+    }
+}
+
 /// The data must have the image size the model was trained on.
 pub fn check_dims(c: &ModelConfig, images: &crate::data::Images) -> anyhow::Result<()> {
     if (c.height, c.width, c.channels) != (images.height, images.width, images.channels) {
@@ -1013,6 +1039,9 @@ pub fn check_dims(c: &ModelConfig, images: &crate::data::Images) -> anyhow::Resu
             images.width,
             images.channels,
         );
+    }
+    if c.table.is_none() && c.likelihood == crate::ops::loss::Likelihood::Bernoulli {
+        crate::vae::train::bernoulli_targets(images, "data's")?;
     }
     Ok(())
 }

@@ -51,7 +51,8 @@ pub fn resolved(path: &Path) -> PathBuf {
 /// The input `out` (resolved) would replace or land inside: (input, what, inside).
 fn clashing_input(out: &Path) -> Option<(PathBuf, &'static str, bool)> {
     let reads = READS.lock().unwrap_or_else(|e| e.into_inner());
-    reads.iter().find_map(|(read, what)| {
+    // The latest note first: what the command itself names before what a run implies.
+    reads.iter().rev().find_map(|(read, what)| {
         if out == read {
             Some((read.clone(), *what, false))
         } else if read.is_dir() && out.starts_with(read) {

@@ -95,7 +95,7 @@ fn mixture(
     let splits = input.load().context(NEEDS_DATA)?;
     let c = &cfg.model;
     check_dims(c, &splits.train)?;
-    let train = &splits.train;
+    let train = &super::as_trained(cfg, splits.train, true);
     let data_fingerprint = split_fingerprint(train);
     let path = dir.join(file_name(k));
     if let Ok(text) = std::fs::read_to_string(&path) {
@@ -111,7 +111,7 @@ fn mixture(
                             "prior: the {k}-Gaussian mixture in {} ({} codes of {})",
                             path.display(),
                             f.codes,
-                            f.data
+                            f.data.escape_debug()
                         );
                         return Ok(f.mixture);
                     }

@@ -36,7 +36,7 @@ pub struct QualityArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture fitted to the
-    /// training split's latent means (see `sample --prior`) [default: normal]
+    /// training split's latent means (see `sample --prior`)
     #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
     pub prior: PriorArg,
     /// Epochs of the quality classifier, when it is trained (once per dataset, then
@@ -63,7 +63,11 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     a.data.run_data_present(&cfg)?;
     let input = a.data.for_run(&cfg)?;
     let splits = input.load()?;
-    let (train, test) = (&splits.train, &splits.test);
+    // The classes the run trained on; the classifier learns from every image of them.
+    let (train, test) = (
+        &super::as_trained(&cfg, splits.train, false),
+        &super::as_trained(&cfg, splits.test, false),
+    );
     super::check_dims(c, train)?;
     if c.table.is_some() {
         let mixture = a
@@ -85,18 +89,43 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
             input.dir().display()
         );
     };
-    let classes = usize::from(*train_labels.iter().max().unwrap_or(&0)) + 1;
-    if classes < 2 {
+    // Labels of both splits: a class only the test split has is still one to learn.
+    let test_labels = test.labels.as_deref().unwrap_or(&[]);
+    let top = train_labels
+        .iter()
+        .chain(test_labels)
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let present = |l: u8| train_labels.contains(&l);
+    if (0..=top).filter(|&l| present(l)).count() < 2 {
         anyhow::bail!(
-            "{}: quality needs at least two classes to train its classifier",
+            "{}: quality needs at least two classes of training images to train its classifier",
             input.dir().display()
         );
     }
-    // A conditional model's samples are filed under the classes it was asked for.
-    if let Some(k) = c.classes.filter(|&k| k != classes) {
+    let classes = (usize::from(top) + 1).max(c.classes.unwrap_or(0));
+    // A conditional model is asked for the classes it trained on, each of which the
+    // classifier must have learned.
+    let wanted: Option<Vec<u8>> = c.classes.map(|k| {
+        cfg.train
+            .as_ref()
+            .and_then(|t| t.classes.clone())
+            .unwrap_or_else(|| (0..k).map(|l| l as u8).collect())
+    });
+    if let Some(l) = wanted.iter().flatten().find(|&&l| !present(l)) {
         anyhow::bail!(
-            "{}: its labels run over {classes} classes, the conditional model's over {k}; score it on the data it was trained on",
+            "{}: the conditional model's class {l} has no training images here; score it on the data it was trained on",
             input.dir().display()
+        );
+    }
+    let n = (a.count as usize).min(test.count).min(train.count);
+    if n < MIN_COUNT {
+        anyhow::bail!(
+            "{}: quality compares at least {MIN_COUNT} images (fewer say little), and the {} split has {}",
+            input.dir().display(),
+            if test.count < train.count { "test" } else { "training" },
+            test.count.min(train.count)
         );
     }
     let shape = Shape {
@@ -107,7 +136,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let epochs = a.classifier_epochs as usize;
     let cache = crate::gpu::tune::cache_dir()
         .context("no cache directory for the quality classifier (set VAE_GPU_CACHE_DIR)")?;
-    let path = cache_path(&cache, train, epochs, 1);
+    let path = cache_path(&cache, (train, test), classes, (epochs, 1));
     let mut kept_path = Some(path.clone());
     let net = match FeatureNet::load(&gpu, &path, shape) {
         Some(net) => {
@@ -153,13 +182,13 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
         }
     };
 
-    let n = (a.count as usize).min(test.count).min(train.count);
-    if n < MIN_COUNT {
-        anyhow::bail!(
-            "{}: quality compares at least {MIN_COUNT} images (fewer say little), and the {} split has {}",
-            input.dir().display(),
-            if test.count < train.count { "test" } else { "training" },
-            test.count.min(train.count)
+    // Chance is one in the classes present; a classifier near it files samples at random.
+    let present_classes = (0..=top).filter(|&l| present(l)).count();
+    if net.accuracy < 1.5 / present_classes as f64 {
+        log::warn!(
+            "the quality classifier is right on {:.1}% of test images, near chance ({:.1}%): its figures say little; train it longer with --classifier-epochs",
+            100.0 * net.accuracy,
+            100.0 / present_classes as f64
         );
     }
     let reference = net.pass(&gpu, &test.take(n))?;
@@ -176,7 +205,9 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
         .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
     let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     // A conditional model is asked for every class in turn, evenly.
-    let asked: Option<Vec<u8>> = c.classes.map(|k| (0..n).map(|i| (i % k) as u8).collect());
+    let asked: Option<Vec<u8>> = wanted
+        .as_ref()
+        .map(|w| (0..n).map(|i| w[i % w.len()]).collect());
     // Samples kept as pixels as they are decoded: a quarter of their floats' memory.
     let mut pixels = Vec::with_capacity(n * c.input_dim());
     generate_each::<anyhow::Error>(
@@ -222,13 +253,14 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let mut json = serde_json::json!({
         "count": n,
         "prior": a.prior.describe(1.0),
+        "prior_file": a.prior.file_stem(),
         "seed": a.seed,
         "classifier": {"accuracy": net.accuracy, "path": kept_path, "epochs": epochs},
         "samples": got,
         "real": floor,
     });
-    if let (Some(k), Some(asked)) = (c.classes, &asked) {
-        let (share, per_class) = accuracy(&fake.predicted, asked, k);
+    if let (Some(wanted), Some(asked)) = (&wanted, &asked) {
+        let (share, per_class) = accuracy(&fake.predicted, asked, classes);
         line += &format!(
             "\nasked-for class: {:.1}% of samples filed under it (classifier on real test images: {:.1}%)\n  {:<16} {:>8} {:>8}",
             100.0 * share,
@@ -239,6 +271,9 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
         );
         let mut rows = Vec::new();
         for (j, s) in per_class.iter().enumerate() {
+            if !wanted.contains(&(j as u8)) {
+                continue;
+            }
             let name = crate::data::class_name(&names, j as u8);
             let real = net.class_accuracy.get(j).copied().unwrap_or(f64::NAN);
             line += &format!("\n  {name:<16} {:>7.1}% {:>7.1}%", 100.0 * s, 100.0 * real);
@@ -268,9 +303,10 @@ fn plausible(v: &serde_json::Value) -> bool {
         x.as_f64().is_some_and(|x| (lo..=hi).contains(&x))
     };
     v["count"].as_u64().is_some_and(|n| n > 0)
-        && v["prior"].is_string()
+        && v["prior"].as_str().is_some_and(|p| p.len() <= 200)
+        && within(&v["classifier"]["accuracy"], 0.0, 1.0)
         && ["samples", "real"].iter().all(|k| {
-            within(&v[k]["frechet"], 0.0, f64::MAX)
+            within(&v[k]["frechet"], 0.0, 1e9)
                 && within(&v[k]["precision"], 0.0, 1.0)
                 && within(&v[k]["recall"], 0.0, 1.0)
         })
@@ -297,7 +333,13 @@ pub fn saved(fingerprint: &str, dir: &std::path::Path) -> Vec<serde_json::Value>
                         return None;
                     }
                 };
-            if v["fingerprint"] != fingerprint {
+            // Figures of these weights, under the name their prior gives them.
+            if v["fingerprint"] != fingerprint
+                || v["prior_file"]
+                    .as_str()
+                    .map(|p| format!("quality-{p}.json"))
+                    != Some(name.clone())
+            {
                 return None;
             }
             if !plausible(&v) {

@@ -12,6 +12,9 @@ use crate::vae::decode::{generate_outputs, Prior};
 use crate::vae::probe::{train_and_test, Features};
 use crate::vae::{ModelConfig, Params};
 
+/// The fewest real training and test records compared.
+const MIN_RECORDS: usize = 20;
+
 /// Full-batch Adam steps of the label classifier (softmax regression on encoded values).
 const STEPS: usize = 500;
 
@@ -68,6 +71,13 @@ pub fn run(
     (count, seed, prior): (usize, u64, Prior<'_>),
 ) -> anyhow::Result<(String, serde_json::Value)> {
     let schema = c.table.as_ref().expect("a table model");
+    if train.count.min(test.count) < MIN_RECORDS {
+        anyhow::bail!(
+            "quality compares at least {MIN_RECORDS} real training and test records (fewer say little), and has {} and {}",
+            train.count,
+            test.count
+        );
+    }
     let e = schema.width();
     // A conditional model is asked for classes in the training records' proportions.
     let asked: Option<Vec<u8>> = match (c.classes, &train.labels) {

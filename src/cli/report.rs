@@ -95,13 +95,16 @@ fn quality_table(scores: &[serde_json::Value]) -> String {
             .map_or("-".into(), |x| format!("{x:.3}"))
     };
     let mut s = String::from(
-        "<table class=\"metrics\"><tr><th>samples from</th><th>count</th><th>Fréchet</th><th>precision</th><th>recall</th><th>real: Fréchet</th><th>real: precision</th><th>real: recall</th></tr>\n",
+        "<table class=\"metrics\"><tr><th>samples from</th><th>count</th><th>classifier accuracy</th><th>Fréchet</th><th>precision</th><th>recall</th><th>real: Fréchet</th><th>real: precision</th><th>real: recall</th></tr>\n",
     );
     for v in scores {
         s += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             esc(v["prior"].as_str().unwrap_or("?")),
             v["count"],
+            v["classifier"]["accuracy"]
+                .as_f64()
+                .map_or("-".into(), |a| format!("{:.1}%", 100.0 * a)),
             f(v, "samples", "frechet"),
             f(v, "samples", "precision"),
             f(v, "samples", "recall"),

@@ -8,6 +8,15 @@ use clap::Args;
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
 use crate::vae::decode::{generate, generate_each, generate_outputs, to_u8, Prior};
 
+/// `--temperature`: 0 to 10 (the prior's spread; far beyond 1 the codes leave everything
+/// the decoder learned, and the values overflow).
+fn temperature(s: &str) -> Result<f32, String> {
+    super::non_negative(s)
+        .ok()
+        .filter(|t| *t <= 10.0)
+        .ok_or_else(|| format!("'{s}' is not a temperature from 0 to 10"))
+}
+
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     #[command(flatten)]
@@ -23,14 +32,14 @@ pub struct SampleArgs {
     pub seed: u64,
     /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture of K Gaussians
     /// (default 10) fitted by EM to the latent means of the training split (--data,
-    /// default the run's), saved in the run and reused [default: normal]
+    /// default the run's), saved in the run and reused
     #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
     pub prior: super::prior::PriorArg,
     #[command(flatten)]
     pub data: super::DataArgs,
     /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples). For
     /// a table model, the cells' spread instead: 0 gives each cell its likeliest value.
-    #[arg(long, default_value_t = 1.0, value_parser = super::non_negative)]
+    #[arg(long, default_value_t = 1.0, value_parser = temperature)]
     pub temperature: f32,
     /// Output PNG grid, or a table model's CSV [default: RUN/samples.png, RUN/samples.csv]
     #[arg(long, value_parser = super::out_path)]
@@ -66,7 +75,10 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     });
     let count = classes.as_ref().map_or(per, Vec::len);
     let shape = (c.height, c.width, c.channels);
-    // Outputs are checked before a mixture is fitted for them.
+    // Outputs are checked before a mixture is fitted for them, against the data named too.
+    if a.data.data.is_some() {
+        a.data.note_reads();
+    }
     for out in a.out.iter().chain(&a.separate) {
         super::paths::check_output(out)?;
     }

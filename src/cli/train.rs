@@ -676,8 +676,17 @@ fn fresh_model(
         let labels = train.labels().context(
             "--conditional needs each record's class, and this data has no labels (IDX labels, an image folder's class subfolders, --labels for a .npy array, --label-column for a table)",
         )?;
+        let mut distinct: Vec<u8> = labels.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 2 {
+            bail!(
+                "--conditional needs records of at least two classes, and the training data has {}",
+                distinct.len()
+            );
+        }
         let seen = labels.iter().max().map_or(0, |&l| usize::from(l) + 1);
-        model.classes = Some(seen.max(names).max(2));
+        model.classes = Some(seen.max(names));
     }
     model
         .graph()

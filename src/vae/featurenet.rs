@@ -75,8 +75,32 @@ struct Saved {
     accuracy: f64,
     /// NaN (null) for a class without test images.
     class_accuracy: Vec<Option<f64>>,
-    /// FNV-1a of the weights file: a cache entry is used only whole and as written.
-    weights_fnv1a64: String,
+    /// FNV-1a of the weights file and of the fields above with the entry's name: a cache
+    /// entry is used only whole, as written, and under the name it was written for.
+    checksum: String,
+}
+
+impl Saved {
+    fn seal(&self, weights: &[u8], path: &Path) -> String {
+        let about = format!(
+            "{} {} {:?} {:?} {}",
+            self.recipe,
+            self.classes,
+            self.accuracy.to_bits(),
+            self.class_accuracy
+                .iter()
+                .map(|a| a.map(f64::to_bits))
+                .collect::<Vec<_>>(),
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        let parts = [
+            crate::io::fnv1a64(weights),
+            crate::io::fnv1a64(about.as_bytes()),
+        ];
+        format!("{:016x}", crate::io::fnv1a64(bytemuck::cast_slice(&parts)))
+    }
 }
 
 /// What a pass over images gives: each image's features and most likely class.
@@ -85,14 +109,22 @@ pub struct Pass {
     pub predicted: Vec<usize>,
 }
 
-/// The cache entry of a classifier of `train` (its values, labels, shape, and the recipe).
-pub fn cache_path(dir: &Path, train: &Images, epochs: usize, seed: u64) -> PathBuf {
+/// The cache entry of a classifier of `classes` trained on `train` and measured on `test`
+/// (their values, labels and shape, and the recipe).
+pub fn cache_path(
+    dir: &Path,
+    (train, test): (&Images, &Images),
+    classes: usize,
+    (epochs, seed): (usize, u64),
+) -> PathBuf {
     let train = train.take(MAX_TRAIN);
+    let labels = |i: &Images| crate::io::fnv1a64(i.labels.as_deref().unwrap_or(&[]));
     let mut h = crate::io::fnv1a64(&train.pixels);
-    let labels = train.labels.as_deref().unwrap_or(&[]);
     let about = format!(
-        "{h:016x} {:016x} {}x{}x{} {:?} {epochs} {seed} {RECIPE}",
-        crate::io::fnv1a64(labels),
+        "{h:016x} {:016x} {:016x} {:016x} {classes} {}x{}x{} {:?} {epochs} {seed} {RECIPE}",
+        labels(&train),
+        crate::io::fnv1a64(&test.pixels),
+        labels(test),
         train.height,
         train.width,
         train.channels,
@@ -112,7 +144,7 @@ impl FeatureNet {
         let bytes = std::fs::read(path).ok()?;
         let share = |a: f64| (0.0..=1.0).contains(&a);
         if saved.recipe != RECIPE
-            || saved.weights_fnv1a64 != format!("{:016x}", crate::io::fnv1a64(&bytes))
+            || saved.checksum != saved.seal(&bytes, path)
             || !share(saved.accuracy)
             || saved.class_accuracy.len() != saved.classes
             || !saved.class_accuracy.iter().flatten().all(|&a| share(a))
@@ -145,7 +177,7 @@ impl FeatureNet {
         );
         crate::io::write_atomic(path, &bytes)
             .with_context(|| format!("writing {}", path.display()))?;
-        let saved = Saved {
+        let mut saved = Saved {
             recipe: RECIPE.into(),
             classes: self.classes,
             accuracy: self.accuracy,
@@ -154,8 +186,9 @@ impl FeatureNet {
                 .iter()
                 .map(|&a| (!a.is_nan()).then_some(a))
                 .collect(),
-            weights_fnv1a64: format!("{:016x}", crate::io::fnv1a64(&bytes)),
+            checksum: String::new(),
         };
+        saved.checksum = saved.seal(&bytes, path);
         crate::io::write_atomic(
             &path.with_extension("json"),
             serde_json::to_string_pretty(&saved)?.as_bytes(),

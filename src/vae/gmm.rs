@@ -19,6 +19,8 @@ use crate::rng::Rng;
 /// otherwise collapse to a point, and the E-step's f32 GEMM sums terms of x^2 / v, whose
 /// rounding grows as v shrinks (latent codes are of the prior's unit scale).
 pub const MIN_VARIANCE: f64 = 1e-3;
+/// The largest mean a usable mixture holds (as a codes file's values, see `io::codes`).
+pub const MAX_MEAN: f64 = 1e4;
 
 /// EM stops when the mean log-likelihood per code gains less than this, or after
 /// `MAX_ITERATIONS`.
@@ -71,13 +73,16 @@ impl Gmm {
         {
             return Err("its weights are not probabilities summing to 1".into());
         }
-        if m.iter().flatten().any(|x| !x.is_finite())
+        // Codes of a VAE whose prior is N(0, I) lie far inside these bounds; beyond them
+        // the decoder's f32 arithmetic overflows.
+        if m.iter().flatten().any(|x| x.is_nan() || x.abs() > MAX_MEAN)
             || v.iter()
                 .flatten()
-                .any(|x| !x.is_finite() || *x < MIN_VARIANCE)
+                .any(|x| !(MIN_VARIANCE..=MAX_MEAN * MAX_MEAN).contains(x))
         {
             return Err(format!(
-                "a mean is not finite or a variance is not finite and at least {MIN_VARIANCE}"
+                "a mean beyond +-{MAX_MEAN:e} or a variance outside {MIN_VARIANCE} to {:e}",
+                MAX_MEAN * MAX_MEAN
             ));
         }
         Ok(())

@@ -121,7 +121,7 @@ impl GpuSplit {
 
 /// The Bernoulli likelihood takes targets in [0, 1]: real-valued data outside that would
 /// make its loss fall without bound. (Rows streamed from disk are not scanned.)
-fn bernoulli_targets(images: &Images, split: &str) -> anyhow::Result<()> {
+pub fn bernoulli_targets(images: &Images, split: &str) -> anyhow::Result<()> {
     if images.dtype == Dtype::U8 {
         return Ok(());
     }
