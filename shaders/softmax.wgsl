@@ -19,6 +19,19 @@ struct SoftmaxParams {
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 
+// The row's largest logit m and sum of exp(logit - m): its softmax without overflow.
+fn max_and_sum(base: u32) -> vec2<f32> {
+    var m = logits[base];
+    for (var k = 1u; k < p.classes; k++) {
+        m = max(m, logits[base + k]);
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.classes; k++) {
+        s += exp(logits[base + k] - m);
+    }
+    return vec2<f32>(m, s);
+}
+
 @compute @workgroup_size(256)
 fn softmax_xent_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -29,14 +42,9 @@ fn softmax_xent_main(
     if (r >= p.rows) { return; }
     let base = r * p.ld;
     let live = r < p.valid;
-    var m = logits[base];
-    for (var k = 1u; k < p.classes; k++) {
-        m = max(m, logits[base + k]);
-    }
-    var s = 0.0;
-    for (var k = 0u; k < p.classes; k++) {
-        s += exp(logits[base + k] - m);
-    }
+    let ms = max_and_sum(base);
+    let m = ms.x;
+    let s = ms.y;
     let label = labels[p.offset + r];
     for (var k = 0u; k < p.classes; k++) {
         let prob = exp(logits[base + k] - m) / s;
@@ -57,14 +65,9 @@ fn softmax_rows_main(
     let r = flat_index(wg, nwg, lid);
     if (r >= p.rows) { return; }
     let base = r * p.ld;
-    var m = logits[base];
-    for (var k = 1u; k < p.classes; k++) {
-        m = max(m, logits[base + k]);
-    }
-    var s = 0.0;
-    for (var k = 0u; k < p.classes; k++) {
-        s += exp(logits[base + k] - m);
-    }
+    let ms = max_and_sum(base);
+    let m = ms.x;
+    let s = ms.y;
     for (var k = 0u; k < p.classes; k++) {
         grad[base + k] = exp(logits[base + k] - m) / s;
     }

@@ -134,19 +134,16 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let covered = |k: usize| data[k] > 0.0 && model[k] >= f64::from(a.min_share) * data[k];
     // A conditional model: the share of each class's samples filed under it, beside the
     // classifier's accuracy on that class's reconstructed test images.
-    let share = |pred: &[usize], truth: &dyn Fn(usize) -> usize, k: usize| {
-        let of_k: Vec<usize> = (0..pred.len()).filter(|&i| truth(i) == k).collect();
-        of_k.iter().filter(|&&i| pred[i] == k).count() as f64 / of_k.len().max(1) as f64
+    // A class without images counts 0.
+    let shares = |pred: &[usize], truth: &[u8]| -> Vec<f64> {
+        let per = crate::vae::probe::accuracy(pred, truth, classes).1;
+        per.into_iter()
+            .map(|a| if a.is_nan() { 0.0 } else { a })
+            .collect()
     };
     let per_class: Option<Vec<(f64, f64)>> = asked.as_ref().map(|asked| {
-        (0..classes)
-            .map(|k| {
-                (
-                    share(&sample_pred, &|i| usize::from(asked[i]), k),
-                    share(&test_pred, &|i| usize::from(test_labels[i]), k),
-                )
-            })
-            .collect()
+        let (got, real) = (shares(&sample_pred, asked), shares(&test_pred, test_labels));
+        got.into_iter().zip(real).collect()
     });
     let names = input.run_class_names(&cfg, splits.train.labels.as_deref())?;
     let mut table = format!("{:<16} {:>8} {:>9}", "class", "data %", "samples %");

@@ -991,6 +991,11 @@ pub fn class_needed(cfg: &RunConfig) -> anyhow::Error {
     )
 }
 
+/// "1 Gaussian", "10 Gaussians".
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Commands that draw or rebuild images refuse a model of table records (whose decoder
 /// outputs are per-column parameters, not values).
 pub fn images_only(c: &ModelConfig) -> anyhow::Result<()> {

@@ -96,7 +96,7 @@ fn mixture(
     let c = &cfg.model;
     check_dims(c, &splits.train)?;
     let train = &super::as_trained(cfg, splits.train, true);
-    let data_fingerprint = split_fingerprint(train);
+    let data_fingerprint = format!("{:016x}", train.digest());
     let path = dir.join(file_name(k));
     if let Ok(text) = std::fs::read_to_string(&path) {
         match serde_json::from_str::<MixtureFile>(&text) {
@@ -156,31 +156,12 @@ fn mixture(
     };
     say!(
         "prior: fitted {} to the latent means of {} training records in {} EM iterations (log-likelihood {:.3} per code), {kept}",
-        plural(k, "Gaussian"),
+        super::plural(k, "Gaussian"),
         train.count,
         g.iterations,
         g.log_likelihood,
     );
     Ok(g)
-}
-
-/// "1 Gaussian", "10 Gaussians".
-pub fn plural(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
-}
-
-/// What decides a fitted mixture's reuse: the training split's values, labels and shape.
-fn split_fingerprint(train: &crate::data::Images) -> String {
-    let shape = format!(
-        "{} {}x{}x{} {:?}",
-        train.count, train.height, train.width, train.channels, train.dtype
-    );
-    let parts = [
-        crate::io::fnv1a64(&train.pixels),
-        crate::io::fnv1a64(train.labels.as_deref().unwrap_or(&[])),
-        crate::io::fnv1a64(shape.as_bytes()),
-    ];
-    format!("{:016x}", crate::io::fnv1a64(bytemuck::cast_slice(&parts)))
 }
 
 /// The mixtures saved in run `dir` that were fitted to these weights, by component count.

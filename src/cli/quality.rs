@@ -17,7 +17,8 @@ use crate::gpu::Gpu;
 use crate::ops::conv::Shape;
 use crate::vae::checkpoint;
 use crate::vae::decode::{generate_each, to_u8, Prior};
-use crate::vae::featurenet::{accuracy, cache_path, FeatureNet, FEATURES};
+use crate::vae::featurenet::{cache_path, FeatureNet, FEATURES};
+use crate::vae::probe::accuracy;
 use crate::vae::quality::{frechet, precision_recall, Moments, NEIGHBOURS};
 
 /// The fewest images compared (also `--count`'s minimum).
@@ -173,7 +174,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
             };
             say!(
                 "classifier: a small conv net trained {} on {} training images in {:.0} s, test accuracy {:.1}%, {kept}",
-                super::prior::plural(epochs, "epoch"),
+                super::plural(epochs, "epoch"),
                 train.count.min(crate::vae::featurenet::MAX_TRAIN),
                 started.elapsed().as_secs_f64(),
                 100.0 * net.accuracy,

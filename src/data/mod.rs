@@ -172,6 +172,21 @@ impl Images {
     }
 
     /// The first `n` images.
+    /// A digest of every value, the labels and the shape (FNV-1a): what was fitted to these
+    /// images is reused only for the same images.
+    pub fn digest(&self) -> u64 {
+        let shape = format!(
+            "{} {}x{}x{} {:?}",
+            self.count, self.height, self.width, self.channels, self.dtype
+        );
+        let parts = [
+            crate::io::fnv1a64(&self.pixels),
+            crate::io::fnv1a64(self.labels.as_deref().unwrap_or(&[])),
+            crate::io::fnv1a64(shape.as_bytes()),
+        ];
+        crate::io::fnv1a64(bytemuck::cast_slice(&parts))
+    }
+
     pub fn take(&self, n: usize) -> Images {
         let n = n.min(self.count);
         Images {

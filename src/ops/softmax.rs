@@ -17,6 +17,21 @@ struct SoftmaxParams {
     pad: [u32; 2],
 }
 
+impl SoftmaxParams {
+    /// The rows of `logits`, the first `valid` of them live, gradients scaled by `scale`.
+    fn of(logits: &Matrix, valid: usize, scale: f32) -> SoftmaxParams {
+        SoftmaxParams {
+            rows: logits.rows as u32,
+            valid: valid as u32,
+            classes: logits.cols as u32,
+            ld: logits.ld as u32,
+            scale,
+            offset: 0,
+            pad: [0; 2],
+        }
+    }
+}
+
 /// A softmax cross-entropy launch whose labels can move (see `set_offset`).
 pub struct XentDispatch {
     pub dispatch: Dispatch,
@@ -62,15 +77,7 @@ pub fn softmax_xent(
             ),
         ));
     }
-    let params = SoftmaxParams {
-        rows: logits.rows as u32,
-        valid: valid as u32,
-        classes: logits.cols as u32,
-        ld: logits.ld as u32,
-        scale,
-        offset: 0,
-        pad: [0; 2],
-    };
+    let params = SoftmaxParams::of(logits, valid, scale);
     let dispatch = gpu.dispatch(
         "softmax_xent".into(),
         gpu.pipeline(Shader::Softmax, "softmax_xent_main", &[])?,
@@ -107,15 +114,7 @@ pub fn softmax_rows(
             ),
         ));
     }
-    let params = SoftmaxParams {
-        rows: logits.rows as u32,
-        valid: logits.rows as u32,
-        classes: logits.cols as u32,
-        ld: logits.ld as u32,
-        scale: 1.0,
-        offset: 0,
-        pad: [0; 2],
-    };
+    let params = SoftmaxParams::of(logits, logits.rows, 1.0);
     Ok(gpu.dispatch(
         "softmax_rows".into(),
         gpu.pipeline(Shader::Softmax, "softmax_rows_main", &[])?,

@@ -22,7 +22,7 @@ pub use crate::data::to_u8;
 pub fn to_pixels(c: &ModelConfig, logits: &[f32]) -> Vec<Vec<u8>> {
     logits
         .chunks(c.output_dim())
-        .map(|row| to_u8(&row.iter().map(|&l| unit(c, l)).collect::<Vec<_>>()))
+        .map(|row| to_u8(&units(c, row)))
         .collect()
 }
 
@@ -43,22 +43,10 @@ pub fn generate(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
-    (count, seed, temperature): (usize, u64, f32),
-    (prior, classes): (Prior<'_>, Option<&[u8]>),
+    draw: (usize, u64, f32),
+    from: (Prior<'_>, Option<&[u8]>),
 ) -> Result<Vec<Vec<f32>>, GpuError> {
-    let mut out = Vec::with_capacity(count);
-    generate_each::<GpuError>(
-        gpu,
-        params,
-        c,
-        (count, seed, temperature),
-        (prior, classes),
-        &mut |image| {
-            out.push(image);
-            Ok(())
-        },
-    )?;
-    Ok(out)
+    collect(gpu, params, c, draw, from, &|row| units(c, row))
 }
 
 /// `generate`, handing each image to `sink` as its batch is decoded, so that only one
@@ -67,42 +55,45 @@ pub fn generate_each<E: From<GpuError>>(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
-    (count, seed, temperature): (usize, u64, f32),
-    (prior, classes): (Prior<'_>, Option<&[u8]>),
+    draw: (usize, u64, f32),
+    from: (Prior<'_>, Option<&[u8]>),
     sink: &mut dyn FnMut(Vec<f32>) -> Result<(), E>,
 ) -> Result<(), E> {
-    decode_each(
-        gpu,
-        params,
-        c,
-        (count, seed, temperature),
-        (prior, classes),
-        &mut |row| sink(row.iter().map(|&l| unit(c, l)).collect()),
-    )
+    decode_each(gpu, params, c, draw, from, &mut |row| sink(units(c, row)))
 }
 
 /// The decoder's raw outputs for `count` codes drawn from `prior` (as `generate`): a
-/// table model's per-column parameters, which `data::table::Schema::draw` turns into
-/// records.
+/// table model's per-column parameters, which `data::table::Schema::draw_encoded` turns
+/// into records.
 pub fn generate_outputs(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
-    (count, seed, temperature): (usize, u64, f32),
-    (prior, classes): (Prior<'_>, Option<&[u8]>),
+    draw: (usize, u64, f32),
+    from: (Prior<'_>, Option<&[u8]>),
 ) -> Result<Vec<Vec<f32>>, GpuError> {
-    let mut out = Vec::with_capacity(count);
-    decode_each::<GpuError>(
-        gpu,
-        params,
-        c,
-        (count, seed, temperature),
-        (prior, classes),
-        &mut |row| {
-            out.push(row.to_vec());
-            Ok(())
-        },
-    )?;
+    collect(gpu, params, c, draw, from, &<[f32]>::to_vec)
+}
+
+/// A row of decoder outputs as values in [0, 1].
+fn units(c: &ModelConfig, row: &[f32]) -> Vec<f32> {
+    row.iter().map(|&l| unit(c, l)).collect()
+}
+
+/// Every row of `decode_each`, each as `keep` makes it.
+fn collect(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    draw: (usize, u64, f32),
+    from: (Prior<'_>, Option<&[u8]>),
+    keep: &dyn Fn(&[f32]) -> Vec<f32>,
+) -> Result<Vec<Vec<f32>>, GpuError> {
+    let mut out = Vec::with_capacity(draw.0);
+    decode_each::<GpuError>(gpu, params, c, draw, from, &mut |row| {
+        out.push(keep(row));
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -17,6 +17,7 @@ use crate::ops::gather::{gather, GpuImages};
 use crate::ops::softmax::softmax_xent;
 use crate::ops::Activation;
 use crate::rng::Rng;
+use crate::vae::probe::{accuracy, argmax};
 
 /// Width of the feature layer.
 pub const FEATURES: usize = 128;
@@ -117,20 +118,12 @@ pub fn cache_path(
     classes: usize,
     (epochs, seed): (usize, u64),
 ) -> PathBuf {
-    let train = train.take(MAX_TRAIN);
-    let labels = |i: &Images| crate::io::fnv1a64(i.labels.as_deref().unwrap_or(&[]));
-    let mut h = crate::io::fnv1a64(&train.pixels);
     let about = format!(
-        "{h:016x} {:016x} {:016x} {:016x} {classes} {}x{}x{} {:?} {epochs} {seed} {RECIPE}",
-        labels(&train),
-        crate::io::fnv1a64(&test.pixels),
-        labels(test),
-        train.height,
-        train.width,
-        train.channels,
-        train.dtype
+        "{:016x} {:016x} {classes} {epochs} {seed} {RECIPE}",
+        train.take(MAX_TRAIN).digest(),
+        test.digest()
     );
-    h = crate::io::fnv1a64(about.as_bytes());
+    let h = crate::io::fnv1a64(about.as_bytes());
     dir.join(format!("classifier-{h:016x}.safetensors"))
 }
 
@@ -354,38 +347,4 @@ impl FeatureNet {
         }
         Ok(out)
     }
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(k, _)| k)
-}
-
-/// The share of `predicted` equal to `labels`, overall and per class (NaN for a class with
-/// no images).
-pub fn accuracy(predicted: &[usize], labels: &[u8], classes: usize) -> (f64, Vec<f64>) {
-    let mut right = vec![0usize; classes];
-    let mut seen = vec![0usize; classes];
-    for (&p, &l) in predicted.iter().zip(labels) {
-        let l = usize::from(l);
-        if l < classes {
-            seen[l] += 1;
-            right[l] += usize::from(p == l);
-        }
-    }
-    let all = right.iter().sum::<usize>() as f64 / seen.iter().sum::<usize>().max(1) as f64;
-    let per = right
-        .iter()
-        .zip(&seen)
-        .map(|(&r, &s)| {
-            if s == 0 {
-                f64::NAN
-            } else {
-                r as f64 / s as f64
-            }
-        })
-        .collect();
-    (all, per)
 }

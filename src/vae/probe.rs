@@ -135,13 +135,43 @@ impl Classifier {
             let tx = Matrix::from_slice(gpu, n, f, chunk, "classifier x")?;
             let logits = Matrix::zeros(gpu, n, classes, "classifier logits")?;
             gpu.run(&[&gemm(gpu, &tx, &self.w, &logits, Some(&self.b), linear)?])?;
-            out.extend(logits.read(gpu)?.chunks(classes).map(|row| {
-                row.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(k, _)| k)
-            }));
+            out.extend(logits.read(gpu)?.chunks(classes).map(argmax));
         }
         Ok(out)
     }
+}
+
+/// The index of the largest value of `row` (the predicted class of its scores).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(k, _)| k)
+}
+
+/// The share of `predicted` equal to `labels`, overall and per class (NaN for a class with
+/// no images).
+pub fn accuracy(predicted: &[usize], labels: &[u8], classes: usize) -> (f64, Vec<f64>) {
+    let mut right = vec![0usize; classes];
+    let mut seen = vec![0usize; classes];
+    for (&p, &l) in predicted.iter().zip(labels) {
+        let l = usize::from(l);
+        if l < classes {
+            seen[l] += 1;
+            right[l] += usize::from(p == l);
+        }
+    }
+    let all = right.iter().sum::<usize>() as f64 / seen.iter().sum::<usize>().max(1) as f64;
+    let per = right
+        .iter()
+        .zip(&seen)
+        .map(|(&r, &s)| {
+            if s == 0 {
+                f64::NAN
+            } else {
+                r as f64 / s as f64
+            }
+        })
+        .collect();
+    (all, per)
 }
