@@ -1,6 +1,8 @@
 // Importance-weighted bound (IWAE). For a batch of K' samples z_k ~ q(z | x) of one image:
 //   log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x)
 //           = -recon_k + sum_j (-0.5 z^2 + 0.5 eps^2 + 0.5 logvar)   (the 2 pi terms cancel)
+// or, under a VampPrior (mc_kl = 1), -recon_k - kl_k with the sample's Monte-Carlo KL,
+// log q(z_k | x) - log p(z_k), that vamp.wgsl wrote beside the reconstruction.
 // and a running log-sum-exp per image, state[image] = (max, sum of exp(log w - max)), merged
 // across batches so K can exceed one batch. log p(x) >= max + log(sum) - log K.
 
@@ -11,7 +13,7 @@ struct IwaeParams {
     ld_mulv: u32,
     ld_z: u32,
     image: u32,
-    _pad0: u32,
+    mc_kl: u32,
     _pad1: u32,
 }
 
@@ -37,6 +39,9 @@ fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
 
 fn log_weight(r: u32) -> f32 {
     var lw = -per_sample[r * 4u];
+    if (p.mc_kl != 0u) {
+        return lw - per_sample[r * 4u + 1u];
+    }
     for (var j = 0u; j < p.z; j++) {
         let zv = z[r * p.ld_z + j];
         let e = eps[r * p.ld_z + j];

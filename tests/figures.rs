@@ -114,7 +114,7 @@ fn cyclical_annealing_follows_its_schedule() {
             kl_warmup: 2,
             ..t.clone()
         }
-        .validate()
+        .validate(&vae_gpu::ModelConfig::mlp(28, 28, 1))
         .is_err(),
         "one schedule at a time"
     );

@@ -283,6 +283,69 @@ fn loss_gradients() {
     });
 }
 
+/// L = scale * sum over valid records of the VampPrior's Monte-Carlo KL, with z sampled from
+/// the records' mu | logvar and fixed noise (the path through z included): the gradients
+/// of the records' and the components' mu | logvar.
+#[test]
+fn vamp_kl_gradients() {
+    use vae_gpu::ops::vamp::{vamp, VampBuffers};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(53);
+        for (rows, valid, z, k) in [(1, 1, 1, 1), (4, 3, 2, 3), (3, 3, 3, 5)] {
+            let (m32, m) = rng.vec(rows * 2 * z, -1.5, 1.5);
+            let (e32, e) = rng.vec(rows * z, -2.0, 2.0);
+            let (p32, p) = rng.vec(k * 2 * z, -1.5, 1.5);
+            let scale = 0.6;
+            let kl_sum = |m: &[f64], p: &[f64]| {
+                let out = cpu::vamp::vamp_kl(m, &e, p, (rows, valid, z), 1.0);
+                scale * out.kl.iter().sum::<f64>()
+            };
+            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &p, (rows, valid, z), 1.0)
+                .z
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let (gdm, gdp) = (
+                Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap(),
+                Matrix::zeros(gpu, k, 2 * z, "dpmulv").unwrap(),
+            );
+            let ps = Matrix::zeros(gpu, rows, 3, "per-sample").unwrap();
+            let (gm, ge, gz, gp) = (
+                upload(gpu, rows, 2 * z, &m32),
+                upload(gpu, rows, z, &e32),
+                upload(gpu, rows, z, &z32),
+                upload(gpu, k, 2 * z, &p32),
+            );
+            let mut d = vamp(
+                gpu,
+                &VampBuffers {
+                    mulv: &gm,
+                    z: &gz,
+                    eps: &ge,
+                    pmulv: &gp,
+                    per_sample: &ps,
+                    dmulv: &gdm,
+                    dpmulv: &gdp,
+                },
+            )
+            .unwrap();
+            d.update(gpu, valid, 1.0, scale as f32);
+            gpu.run(&d.launches()).unwrap();
+            let what = format!("rows {rows} valid {valid} z {z} k {k}");
+            check(
+                &format!("{what} dmulv"),
+                &gdm.read(gpu).unwrap(),
+                &numeric_grad(&m, |m| kl_sum(m, &p)),
+            );
+            check(
+                &format!("{what} dpmulv"),
+                &gdp.read(gpu).unwrap(),
+                &numeric_grad(&p, |p| kl_sum(&m, p)),
+            );
+        }
+    });
+}
+
 /// L = scale * sum of per-row cross-entropies of softmax(logits) against labels.
 #[test]
 fn softmax_xent_gradients() {

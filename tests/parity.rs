@@ -535,13 +535,18 @@ fn gather_matches_cpu() {
 }
 
 /// IWAE: the GPU's running log-sum-exp of log-weights, merged across two batches for one
-/// image and one partial batch for another, equals the f64 twin to 1e-5 relative.
+/// image and one partial batch for another, equals the f64 twin to 1e-5 relative, with the
+/// standard prior's weights and with a given Monte-Carlo KL (a VampPrior's).
 #[test]
 fn iwae_matches_cpu() {
     use vae_gpu::ops::iwae::{iwae, EMPTY};
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(43);
-        for (rows, z) in [(1, 1), (7, 3), (300, 20)] {
+        for ((rows, z), mc_kl) in [(1, 1), (7, 3), (300, 20)]
+            .into_iter()
+            .zip([false, true, false])
+            .chain([((33, 2), true)])
+        {
             let chunks: Vec<_> = (0..2)
                 .map(|_| {
                     let (r32, r) = rng.vec(rows * 3, 100.0, 300.0);
@@ -558,7 +563,7 @@ fn iwae_matches_cpu() {
                 Matrix::zeros(gpu, rows, z, "eps").unwrap(),
             );
             let state = upload(gpu, 1, 4, &EMPTY.repeat(2));
-            let mut d = iwae(gpu, &gps, &gm, &gz, &ge, &state).unwrap();
+            let mut d = iwae(gpu, mc_kl, &gps, &gm, &gz, &ge, &state).unwrap();
             // (chunk, image, valid rows)
             let plan = [
                 (0, 0, rows),
@@ -577,22 +582,109 @@ fn iwae_matches_cpu() {
             let s = state.read(gpu).unwrap();
             for image in 0..2 {
                 // log sum exp over every row the plan sent to this image
-                let (mut recon, mut mulv, mut zs, mut eps) = (vec![], vec![], vec![], vec![]);
+                let (mut recon, mut kl, mut mulv, mut zs, mut eps) =
+                    (vec![], vec![], vec![], vec![], vec![]);
                 for &(chunk, _, valid) in plan.iter().filter(|p| p.1 == image) {
                     let (r, m, zz, e) = &chunks[chunk].1;
                     recon.extend((0..valid).map(|i| r[i * 3]));
+                    kl.extend((0..valid).map(|i| r[i * 3 + 1]));
                     mulv.extend_from_slice(&m[..valid * 2 * z]);
                     zs.extend_from_slice(&zz[..valid * z]);
                     eps.extend_from_slice(&e[..valid * z]);
                 }
-                let want =
-                    cpu::loss::iwae_log_px(&recon, &mulv, &zs, &eps, z) + (recon.len() as f64).ln();
+                let log_px = match mc_kl {
+                    true => cpu::loss::iwae_log_px_mc(&recon, &kl),
+                    false => cpu::loss::iwae_log_px(&recon, &mulv, &zs, &eps, z),
+                };
+                let want = log_px + (recon.len() as f64).ln();
                 let got = f64::from(s[2 * image]) + f64::from(s[2 * image + 1]).ln();
                 assert!(
                     (got - want).abs() <= 1e-5 * want.abs(),
-                    "rows {rows} z {z} image {image}: {got} vs {want}"
+                    "rows {rows} z {z} mc_kl {mc_kl} image {image}: {got} vs {want}"
                 );
             }
+        }
+    });
+}
+
+/// The VampPrior's KL (shaders/vamp.wgsl): each record's Monte-Carlo KL and total, and the
+/// gradients of the records' and the components' mu | logvar, against the f64 twin on
+/// awkward shapes (one record, one component, padding rows past `valid`), to 1e-4 relative
+/// + 1e-4 (exp and log on the driver, sums over K components and B records in f32).
+#[test]
+fn vamp_kl_matches_cpu() {
+    use vae_gpu::ops::vamp::{vamp, VampBuffers};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(47);
+        for (rows, valid, z, k) in [
+            (1, 1, 1, 1),
+            (7, 5, 3, 17),
+            (33, 33, 2, 5),
+            (129, 100, 20, 50),
+        ] {
+            let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
+            let (e32, e) = rng.vec(rows * z, -2.5, 2.5);
+            let (p32, pm) = rng.vec(k * 2 * z, -2.0, 2.0);
+            let (r32, r) = rng.vec(rows * 3, 50.0, 150.0);
+            let (beta, scale) = (0.7, 0.5);
+            let want = cpu::vamp::vamp_kl(&m, &e, &pm, (rows, valid, z), beta * scale);
+            let z32: Vec<f32> = want.z.iter().map(|&v| v as f32).collect();
+            let (gm, ge, gz, gp, gps) = (
+                upload(gpu, rows, 2 * z, &m32),
+                upload(gpu, rows, z, &e32),
+                upload(gpu, rows, z, &z32),
+                upload(gpu, k, 2 * z, &p32),
+                upload(gpu, rows, 3, &r32),
+            );
+            let (gdm, gdp) = (
+                Matrix::zeros(gpu, rows, 2 * z, "dmulv").unwrap(),
+                Matrix::zeros(gpu, k, 2 * z, "dpmulv").unwrap(),
+            );
+            let mut d = vamp(
+                gpu,
+                &VampBuffers {
+                    mulv: &gm,
+                    z: &gz,
+                    eps: &ge,
+                    pmulv: &gp,
+                    per_sample: &gps,
+                    dmulv: &gdm,
+                    dpmulv: &gdp,
+                },
+            )
+            .unwrap();
+            d.update(gpu, valid, beta as f32, scale as f32);
+            gpu.run(&d.launches()).unwrap();
+            let what = format!("rows {rows} valid {valid} z {z} k {k}");
+            let tol = |w: f64| 1e-4 * w.abs() + 1e-4;
+            let ps = gps.read(gpu).unwrap();
+            for b in 0..rows {
+                let recon = r[b * 3];
+                let kl = want.kl[b];
+                let total = recon + beta * kl;
+                assert!(
+                    (f64::from(ps[b * 3 + 1]) - kl).abs() <= tol(kl),
+                    "{what}: kl[{b}] {} vs {kl}",
+                    ps[b * 3 + 1]
+                );
+                assert!(
+                    (f64::from(ps[b * 3 + 2]) - total).abs() <= tol(total),
+                    "{what}: total[{b}] {} vs {total}",
+                    ps[b * 3 + 2]
+                );
+            }
+            assert_close(
+                &format!("{what} dmulv"),
+                &gdm.read(gpu).unwrap(),
+                &want.dmulv,
+                |i| tol(want.dmulv[i]),
+            );
+            assert_close(
+                &format!("{what} dpmulv"),
+                &gdp.read(gpu).unwrap(),
+                &want.dpmulv,
+                |i| tol(want.dpmulv[i]),
+            );
         }
     });
 }

@@ -151,6 +151,14 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// The VampPrior (Tomczak & Welling 2018): the prior is the mixture of the encoder's
+    /// posteriors at `pseudo_inputs` learned inputs, which start as training images; the
+    /// KL term is its one-sample Monte-Carlo estimate. [`Vae::sample`] then draws from it.
+    pub fn vamp_prior(mut self, pseudo_inputs: usize) -> Self {
+        self.model.vamp = Some(pseudo_inputs);
+        self
+    }
+
     /// Size of the latent code (default 20).
     pub fn latent(mut self, size: usize) -> Self {
         self.model.latent = size;
@@ -313,7 +321,7 @@ impl<'a> Trainer<'a> {
         }
         self.model
             .validate()
-            .and_then(|()| self.train.validate())
+            .and_then(|()| self.train.validate(&self.model))
             .map_err(|e| Error::Input(format!("invalid settings: {e}")))?;
         let gpu = Gpu::new(&self.device)?;
         let params = self.model.params(&gpu, self.train.seed)?;

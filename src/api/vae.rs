@@ -131,7 +131,8 @@ impl Vae {
         Ok(rows.concat())
     }
 
-    /// Draws `count` new images: codes from the prior N(0, I) fixed by `seed`, decoded.
+    /// Draws `count` new images: codes from the model's prior (N(0, I), or its VampPrior)
+    /// fixed by `seed`, decoded.
     ///
     /// ```
     /// # let bright: Vec<f32> = (0..64 * 64).map(|i| if i % 64 < 32 { 0.9 } else { 0.1 }).collect();
@@ -193,14 +194,25 @@ impl Vae {
     }
 
     fn sample_classes(&self, count: usize, seed: u64, classes: Option<&[u8]>) -> Result<Vec<f32>> {
+        let vamp = self.vamp_prior()?;
+        let prior = vamp
+            .as_ref()
+            .map_or(decode::Prior::Standard, decode::Prior::Mixture);
         let rows = decode::generate(
             &self.gpu,
             &self.params,
             &self.config.model,
             (count, seed, 1.0),
-            (decode::Prior::Standard, classes),
+            (prior, classes),
         )?;
         Ok(rows.concat())
+    }
+
+    /// A VampPrior model's prior (see [`crate::Trainer::vamp_prior`]) as the mixture it is:
+    /// the encoder's posteriors at the pseudo-inputs, equally weighted; None for a model
+    /// with the standard prior N(0, I), which `sample` draws from otherwise.
+    pub fn vamp_prior(&self) -> Result<Option<Gmm>> {
+        Ok(crate::vae::vamp::mixture(&self.gpu, &self.params)?)
     }
 
     /// Each image decoded from the mean of its code.

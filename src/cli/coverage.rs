@@ -29,10 +29,11 @@ pub struct CoverageArgs {
     /// Seed of the prior noise (and of a mixture's fit).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture of K Gaussians
-    /// fitted to the training split's latent means (saved in the run)
-    #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
-    pub prior: super::prior::PriorArg,
+    /// Where codes come from: normal (N(0, I)), gmm / gmm:K, a mixture of K Gaussians
+    /// fitted to the training split's latent means (saved in the run), or vamp, the
+    /// VampPrior the model learned [default: the model's own]
+    #[arg(long, value_parser = super::prior::parse_prior)]
+    pub prior: Option<super::prior::PriorArg>,
     /// Full-batch Adam steps of the classifier (softmax regression on pixels).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub steps: u32,
@@ -72,6 +73,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;
     let c = &cfg.model;
+    let prior_arg = super::prior::PriorArg::resolve(a.prior, c)?;
     super::images_only(c)?;
     let splits = input.load()?;
     check_dims(c, &splits.train)?;
@@ -106,9 +108,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         .filter(|(&p, &l)| p == usize::from(l))
         .count() as f64
         / test_labels.len().max(1) as f64;
-    let mixture = a
-        .prior
-        .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+    let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
     let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     // A conditional model is asked for every class in turn.
     let asked: Option<Vec<u8>> = c

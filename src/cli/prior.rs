@@ -1,6 +1,7 @@
-//! `--prior` of `sample` and `coverage`: N(0, I), or a Gaussian mixture fitted after training
-//! to the training split's latent means (pythae's GaussianMixtureSampler), saved in the run
-//! as `gmm-K.json` and reused while the weights and the seed are the same.
+//! `--prior` of `sample`, `coverage` and `quality`: N(0, I), a Gaussian mixture fitted after
+//! training to the training split's latent means (pythae's GaussianMixtureSampler), saved in
+//! the run as `gmm-K.json` and reused while the weights and the seed are the same, or the
+//! VampPrior a model learned (`train --prior vamp:K`). And `train --prior`.
 
 use std::path::Path;
 
@@ -19,6 +20,54 @@ pub enum PriorArg {
     Normal,
     /// A mixture of K diagonal Gaussians fitted to the training split's latent means.
     Gmm(usize),
+    /// The VampPrior the model learned.
+    Vamp,
+}
+
+/// `train --prior`: the prior the model learns with.
+#[derive(Clone, Copy, PartialEq)]
+pub enum TrainPrior {
+    Normal,
+    /// The VampPrior with K pseudo-inputs.
+    Vamp(usize),
+}
+
+/// Pseudo-inputs of `train --prior vamp` without a count (pythae's default).
+pub const DEFAULT_PSEUDO: usize = 50;
+
+pub fn parse_train_prior(s: &str) -> Result<TrainPrior, String> {
+    let most = crate::graph::MAX_PSEUDO;
+    match s.split_once(':') {
+        None if s == "normal" => Ok(TrainPrior::Normal),
+        None if s == "vamp" => Ok(TrainPrior::Vamp(DEFAULT_PSEUDO)),
+        Some(("vamp", k)) => k
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=most).contains(k))
+            .map(TrainPrior::Vamp)
+            .ok_or_else(|| format!("vamp:{k}: the pseudo-inputs must be 1 to {most}")),
+        _ => Err(format!("{s}: use normal, vamp or vamp:K")),
+    }
+}
+
+/// As the flag takes it (messages name settings this way).
+impl std::fmt::Debug for TrainPrior {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainPrior::Normal => write!(f, "normal"),
+            TrainPrior::Vamp(k) => write!(f, "vamp:{k}"),
+        }
+    }
+}
+
+impl TrainPrior {
+    /// The model's VampPrior size (see `ModelConfig::vamp`).
+    pub fn pseudo_inputs(self) -> Option<usize> {
+        match self {
+            TrainPrior::Normal => None,
+            TrainPrior::Vamp(k) => Some(k),
+        }
+    }
 }
 
 /// Components of `--prior gmm` without a count.
@@ -28,17 +77,33 @@ pub fn parse_prior(s: &str) -> Result<PriorArg, String> {
     let k = match s.split_once(':') {
         None if s == "normal" => return Ok(PriorArg::Normal),
         None if s == "gmm" => DEFAULT_COMPONENTS,
+        None if s == "vamp" => return Ok(PriorArg::Vamp),
         Some(("gmm", k)) => k
             .parse::<usize>()
             .ok()
             .filter(|k| (1..=256).contains(k))
             .ok_or_else(|| format!("gmm:{k}: the components must be 1 to 256"))?,
-        _ => return Err(format!("{s}: use normal, gmm or gmm:K")),
+        _ => return Err(format!("{s}: use normal, gmm, gmm:K or vamp")),
     };
     Ok(PriorArg::Gmm(k))
 }
 
 impl PriorArg {
+    /// The prior asked for, or the model's own: its VampPrior, else N(0, I).
+    pub fn resolve(
+        given: Option<PriorArg>,
+        c: &crate::vae::ModelConfig,
+    ) -> anyhow::Result<PriorArg> {
+        match (given, c.vamp) {
+            (Some(PriorArg::Vamp), None) => anyhow::bail!(
+                "--prior vamp: this model learned no VampPrior (train it with --prior vamp:K)"
+            ),
+            (Some(p), _) => Ok(p),
+            (None, Some(_)) => Ok(PriorArg::Vamp),
+            (None, None) => Ok(PriorArg::Normal),
+        }
+    }
+
     /// The mixture this prior needs, if any (see `mixture`).
     pub fn mixture(
         self,
@@ -50,6 +115,7 @@ impl PriorArg {
         match self {
             PriorArg::Normal => Ok(None),
             PriorArg::Gmm(k) => mixture(gpu, run, data, k, seed).map(Some),
+            PriorArg::Vamp => Ok(crate::vae::vamp::mixture(gpu, run.0)?),
         }
     }
 
@@ -58,6 +124,7 @@ impl PriorArg {
         match self {
             PriorArg::Normal => "normal".into(),
             PriorArg::Gmm(k) => format!("gmm-{k}"),
+            PriorArg::Vamp => "vamp".into(),
         }
     }
 
@@ -67,6 +134,13 @@ impl PriorArg {
             PriorArg::Normal => format!("the prior N(0, {temperature}² I)"),
             PriorArg::Gmm(k) => format!(
                 "a {k}-Gaussian mixture fitted to the training codes{}",
+                match temperature {
+                    1.0 => String::new(),
+                    t => format!(" (spread x{t})"),
+                }
+            ),
+            PriorArg::Vamp => format!(
+                "the learned VampPrior{}",
                 match temperature {
                     1.0 => String::new(),
                     t => format!(" (spread x{t})"),

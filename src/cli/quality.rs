@@ -36,10 +36,11 @@ pub struct QualityArgs {
     /// Seed of the samples (and of a mixture's fit).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture fitted to the
-    /// training split's latent means (see `sample --prior`)
-    #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
-    pub prior: PriorArg,
+    /// Where codes come from: normal (N(0, I)), gmm / gmm:K, a mixture fitted to the
+    /// training split's latent means, or vamp, the model's learned VampPrior (see `sample
+    /// --prior`) [default: the model's own]
+    #[arg(long, value_parser = super::prior::parse_prior)]
+    pub prior: Option<PriorArg>,
     /// Epochs of the quality classifier, when it is trained (once per dataset, then
     /// reused from the cache directory).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -61,6 +62,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    let prior_arg = super::prior::PriorArg::resolve(a.prior, c)?;
     a.data.run_data_present(&cfg)?;
     let input = a.data.for_run(&cfg)?;
     let splits = input.load()?;
@@ -71,9 +73,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     );
     super::check_dims(c, train)?;
     if c.table.is_some() {
-        let mixture = a
-            .prior
-            .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+        let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
         let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
         let (line, json) = super::quality_table::run(
             &gpu,
@@ -201,9 +201,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
         (&reference.features, &moments),
     )?;
 
-    let mixture = a
-        .prior
-        .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+    let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
     let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     // A conditional model is asked for every class in turn, evenly.
     let asked: Option<Vec<u8>> = wanted
@@ -233,7 +231,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let got = compare(&gpu, &fake.features, (&reference.features, &moments))?;
 
     let names = input.run_class_names(&cfg, test.labels.as_deref())?;
-    let from = a.prior.describe(1.0);
+    let from = prior_arg.describe(1.0);
     let mut line = format!(
         "{n} samples from {from} against {n} test images, in the features of a classifier with test accuracy {:.1}%\n{:<24} {:>9} {:>10} {:>8}\n",
         100.0 * net.accuracy,
@@ -253,8 +251,8 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     line += "(the real images are the floor: what the same number of real images scores)";
     let mut json = serde_json::json!({
         "count": n,
-        "prior": a.prior.describe(1.0),
-        "prior_file": a.prior.file_stem(),
+        "prior": prior_arg.describe(1.0),
+        "prior_file": prior_arg.file_stem(),
         "seed": a.seed,
         "classifier": {"accuracy": net.accuracy, "path": kept_path, "epochs": epochs},
         "samples": got,
@@ -286,7 +284,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     // Kept in the run for the report, with the weights they measure.
     json["fingerprint"] = format!("{:016x}", checkpoint::fingerprint(&gpu, &params)?).into();
     // The run's own file at a fixed name; a run that cannot be written still gets its score.
-    let out = dir.join(format!("quality-{}.json", a.prior.file_stem()));
+    let out = dir.join(format!("quality-{}.json", prior_arg.file_stem()));
     if let Err(e) = crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes()) {
         log::warn!(
             "{}: not saved ({e}); the report will not show this score",

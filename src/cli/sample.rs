@@ -30,11 +30,12 @@ pub struct SampleArgs {
     /// Seed of the prior noise (and of a mixture's fit).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where codes come from: normal (N(0, I)), or gmm / gmm:K, a mixture of K Gaussians
+    /// Where codes come from: normal (N(0, I)); gmm / gmm:K, a mixture of K Gaussians
     /// (default 10) fitted by EM to the latent means of the training split (--data,
-    /// default the run's), saved in the run and reused
-    #[arg(long, default_value = "normal", value_parser = super::prior::parse_prior)]
-    pub prior: super::prior::PriorArg,
+    /// default the run's), saved in the run and reused; vamp, the VampPrior the model
+    /// learned (train --prior vamp:K) [default: the model's own: vamp or normal]
+    #[arg(long, value_parser = super::prior::parse_prior)]
+    pub prior: Option<super::prior::PriorArg>,
     #[command(flatten)]
     pub data: super::DataArgs,
     /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples). For
@@ -56,6 +57,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
+    let prior_arg = super::prior::PriorArg::resolve(a.prior, c)?;
     // A conditional model draws each class asked (all by default): `per` images of each.
     let asked = match a.class.labels(&cfg)? {
         None if c.classes.is_some() => super::ClassArg {
@@ -82,9 +84,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     for out in a.out.iter().chain(&a.separate) {
         super::paths::check_output(out)?;
     }
-    let mixture = a
-        .prior
-        .mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
+    let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
     let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
     if let Some(schema) = &c.table {
         return write_records(
@@ -143,7 +143,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             Some(_) => format!(", {per} of each class"),
             None => String::new(),
         };
-        let from = a.prior.describe(a.temperature);
+        let from = prior_arg.describe(a.temperature);
         let title = format!("{} samples{of} from {from}, seed {}", images.len(), a.seed);
         // One named row per class when each class fills its own rows.
         let rows = match asked.as_deref() {

@@ -59,6 +59,12 @@ pub struct TrainArgs {
     /// --label-column)
     #[arg(long)]
     pub conditional: bool,
+    /// The prior the model learns with: normal (N(0, I)), or vamp / vamp:K, the VampPrior
+    /// (Tomczak & Welling 2018): the mixture of the encoder's posteriors at K learned
+    /// pseudo-inputs (default 50), which start as training images; the KL term becomes its
+    /// one-sample Monte-Carlo estimate, and `sample` draws from it [default: normal]
+    #[arg(long, value_name = "normal|vamp[:K]", value_parser = super::prior::parse_train_prior)]
+    pub prior: Option<super::prior::TrainPrior>,
     /// Size of the latent code [default: 20]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub latent: Option<u32>,
@@ -461,6 +467,11 @@ fn resumed_run(
     if a.conditional && m.classes.is_none() {
         bail!("--conditional differs from the run being resumed (an unconditional model); a resumed run keeps its settings (start a new run with --out to change them)");
     }
+    let prior = match m.vamp {
+        Some(k) => super::prior::TrainPrior::Vamp(k),
+        None => super::prior::TrainPrior::Normal,
+    };
+    keep("prior", a.prior, Some(prior))?;
     keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
     keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
     keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
@@ -672,6 +683,10 @@ fn fresh_model(
     let names = crate::data::class_names(&data_dir).len();
     let (mut model, t) = new_run(a, data, train, data_dir, source, spec);
     model.table = schema;
+    model.vamp = a.prior.and_then(super::prior::TrainPrior::pseudo_inputs);
+    if a.conditional && model.vamp.is_some() {
+        bail!("--prior vamp needs an unconditional model: its pseudo-inputs have no class (drop --conditional, or train with the standard prior)");
+    }
     if a.conditional {
         let labels = train.labels().context(
             "--conditional needs each record's class, and this data has no labels (IDX labels, an image folder's class subfolders, --labels for a .npy array, --label-column for a table)",
@@ -789,7 +804,7 @@ fn train_in(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<
     train_cfg.data_fingerprint = Some(fingerprint);
     model
         .validate()
-        .and_then(|()| train_cfg.validate())
+        .and_then(|()| train_cfg.validate(&model))
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let gpu = open_gpu(device)?;
     let (params, state, history) = match &a.resume {

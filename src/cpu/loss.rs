@@ -83,8 +83,19 @@ pub fn iwae_log_px(recon: &[f64], mulv: &[f64], zs: &[f64], eps: &[f64], z: usiz
                     .sum::<f64>()
         })
         .collect();
+    log_mean_exp(&lw)
+}
+
+/// The same under a prior whose per-sample KL, log q(z_k | x) - log p(z_k), is given (a
+/// VampPrior's Monte-Carlo KL): log w_k = -recon_k - kl_k.
+pub fn iwae_log_px_mc(recon: &[f64], kl: &[f64]) -> f64 {
+    let lw: Vec<f64> = recon.iter().zip(kl).map(|(r, k)| -r - k).collect();
+    log_mean_exp(&lw)
+}
+
+fn log_mean_exp(lw: &[f64]) -> f64 {
     let m = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    m + lw.iter().map(|w| (w - m).exp()).sum::<f64>().ln() - (recon.len() as f64).ln()
+    m + lw.iter().map(|w| (w - m).exp()).sum::<f64>().ln() - (lw.len() as f64).ln()
 }
 
 /// Softmax cross-entropy twin: (per-row loss, gradient * scale) for logits [rows, classes].

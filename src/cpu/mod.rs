@@ -9,6 +9,7 @@ pub mod loss;
 pub mod norm;
 pub mod sample;
 pub mod tensor;
+pub mod vamp;
 
 use crate::ops::Activation;
 

@@ -24,6 +24,7 @@ pub enum Shader {
     Loss,
     LossTex,
     Iwae,
+    Vamp,
     Adam,
     Gather,
     Softmax,
@@ -33,7 +34,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 20] = [
+    pub const ALL: [Shader; 21] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -48,6 +49,7 @@ impl Shader {
         Shader::Loss,
         Shader::LossTex,
         Shader::Iwae,
+        Shader::Vamp,
         Shader::Adam,
         Shader::Gather,
         Shader::Softmax,
@@ -78,6 +80,7 @@ impl Shader {
             Shader::Loss => "loss.wgsl",
             Shader::LossTex => "loss.wgsl",
             Shader::Iwae => "iwae.wgsl",
+            Shader::Vamp => "vamp.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -165,6 +168,7 @@ impl Shader {
                 "loss.wgsl"
             ),
             Shader::Iwae => shader_source!("iwae.wgsl"),
+            Shader::Vamp => shader_source!("index.wgsl", "vamp.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),

@@ -128,7 +128,22 @@ pub struct Graph {
     pub y: Option<TensorId>,
     /// A classifier's features (the layer before its logits), kept readable after a pass.
     pub features: Option<TensorId>,
+    /// The VampPrior's pseudo-inputs, which the encoder also runs on (see `Pseudo`).
+    pub pseudo: Option<Pseudo>,
 }
+
+/// The VampPrior (Tomczak & Welling 2018): the prior is the mixture of the encoder's
+/// posteriors at `count` learned pseudo-inputs. They are parameters (after the layers' in
+/// the flat buffer), stored raw and seen by the encoder through `act`: a sigmoid keeps them
+/// in the pixels' (0, 1) for a Bernoulli model, the identity leaves them free otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pseudo {
+    pub count: usize,
+    pub act: Activation,
+}
+
+/// The most pseudo-inputs a VampPrior may have.
+pub const MAX_PSEUDO: usize = 4096;
 
 /// A shape or wiring error: what the node is and why it does not fit.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +218,7 @@ impl Builder {
                 logits: 0,
                 y: classes.map(|_| 1),
                 features: None,
+                pseudo: None,
             },
         }
     }
@@ -609,12 +625,38 @@ pub const MAX_VALUES: usize = 1 << 28;
 pub const MAX_NODES: usize = 4096;
 
 impl Graph {
-    /// The tensors the loss reads and writes the first gradient of: the logits, and a
-    /// VAE's mu | logvar.
-    pub fn loss_inputs(&self) -> Vec<TensorId> {
-        let mut t = vec![self.logits, self.mulv];
+    /// The tensors the loss of a `mode` program reads and writes the first gradient of: the
+    /// logits and a VAE's mu | logvar (for the pseudo-inputs, mu | logvar alone; none for
+    /// decoding).
+    pub fn loss_inputs(&self, mode: Mode) -> Vec<TensorId> {
+        let mut t = match mode {
+            Mode::Train | Mode::Infer => vec![self.logits, self.mulv],
+            Mode::Pseudo => vec![self.mulv],
+            Mode::Decode => Vec::new(),
+        };
         t.dedup();
         t
+    }
+
+    /// The graph with a VampPrior of `count` pseudo-inputs seen through `act`.
+    pub fn with_pseudo_inputs(
+        mut self,
+        count: usize,
+        act: Activation,
+    ) -> Result<Graph, GraphError> {
+        if self.y.is_some() {
+            return Err(GraphError(
+                "the VampPrior needs an unconditional model: its pseudo-inputs have no class"
+                    .into(),
+            ));
+        }
+        if !(1..=MAX_PSEUDO).contains(&count) {
+            return Err(GraphError(format!(
+                "vamp:{count}: the pseudo-inputs must be 1 to {MAX_PSEUDO}"
+            )));
+        }
+        self.pseudo = Some(Pseudo { count, act });
+        Ok(self)
     }
 
     /// Whether `t` is (a view of) one of the graph's inputs, the batch or the condition,
@@ -626,9 +668,12 @@ impl Graph {
 
     /// Per tensor, whether its value depends on no parameter (the inputs, and what is
     /// computed from them alone, such as the batch beside its condition): such tensors
-    /// take no gradient. Nodes are in dependency order, so one pass settles all.
-    pub fn constants(&self) -> Vec<bool> {
-        let mut constant: Vec<bool> = (0..self.shapes.len()).map(|t| self.is_input(t)).collect();
+    /// take no gradient. With `input_grad` the batch x takes one (the VampPrior's
+    /// pseudo-inputs are parameters). Nodes are in dependency order, so one pass settles all.
+    pub fn constants(&self, input_grad: bool) -> Vec<bool> {
+        let mut constant: Vec<bool> = (0..self.shapes.len())
+            .map(|t| self.is_input(t) && !(input_grad && self.root(t) == self.x))
+            .collect();
         for n in &self.nodes {
             let parameterized = !ops::param_dims(self, n).is_empty();
             constant[n.output] =
@@ -769,9 +814,23 @@ impl Graph {
         Ok(())
     }
 
-    /// The nodes a program of `mode` runs, in order: all of them, or for decoding the
-    /// decoder (those downstream of z).
+    /// The nodes a program of `mode` runs, in order: all of them, for decoding the decoder
+    /// (those downstream of z), for the pseudo-inputs the encoder (those mu | logvar needs).
     pub fn nodes_for(&self, mode: Mode) -> Vec<usize> {
+        if mode == Mode::Pseudo {
+            let mut needed = vec![false; self.shapes.len()];
+            needed[self.mulv] = true;
+            let mut run: Vec<usize> = Vec::new();
+            for i in (0..self.nodes.len()).rev() {
+                let n = &self.nodes[i];
+                if needed[n.output] {
+                    n.inputs.iter().for_each(|&t| needed[t] = true);
+                    run.push(i);
+                }
+            }
+            run.reverse();
+            return run;
+        }
         let mut after_z = vec![false; self.shapes.len()];
         after_z[self.z] = true;
         (0..self.nodes.len())

@@ -6,7 +6,7 @@
 //! offset.
 
 use super::ops::{self, ParamInit};
-use super::{Graph, Node, Op};
+use super::{Graph, Layout, Node, Op};
 use crate::gpu::{round_up4, Gpu, GpuError, Matrix};
 use crate::ops::conv::{gpu_col, Shape};
 use crate::rng::Rng;
@@ -32,6 +32,9 @@ pub struct Params {
     pub graph: Graph,
     /// Per node: its weight and bias slots (None for nodes without parameters).
     pub slots: Vec<Option<(Slot, Slot)>>,
+    /// The VampPrior's raw pseudo-inputs, after the layers': [K * rows, cols] where one
+    /// input is held as the batch is (see `Layout`). Zero until the trainer sets them.
+    pub pseudo: Option<Slot>,
     /// Total floats (a multiple of 64).
     pub len: usize,
     pub values: wgpu::Buffer,
@@ -80,6 +83,10 @@ impl Params {
                 })
             })
             .collect();
+        let pseudo = graph.pseudo.map(|p| {
+            let l = Layout::of(graph.shapes[graph.x]);
+            slot("pseudo_inputs".into(), (p.count * l.rows, l.cols))
+        });
         let len = offset.max(ALIGN);
         let limit = gpu.limits.max_storage_buffer_binding_size;
         if (len * 4) as u64 > limit {
@@ -117,6 +124,7 @@ impl Params {
             v: make("adam v"),
             graph: graph.clone(),
             slots,
+            pseudo,
             len,
         };
         let mut rng = Rng::new(seed);
@@ -156,16 +164,73 @@ impl Params {
             .map(|(w, b)| (self.view(buffer, w), self.view(buffer, b)))
     }
 
-    /// Every checkpoint tensor of the model, in node order: PyTorch's names, shapes and
-    /// element order (see `torch_tensors`).
+    /// The same parameters with their gradients in `grads` (a buffer of `len` floats): the
+    /// VampPrior's encoder pass over its pseudo-inputs writes its weight gradients apart,
+    /// to be added to the batch's.
+    pub fn with_grads(&self, grads: wgpu::Buffer) -> Params {
+        Params {
+            graph: self.graph.clone(),
+            slots: self.slots.clone(),
+            pseudo: self.pseudo.clone(),
+            len: self.len,
+            values: self.values.clone(),
+            grads,
+            m: self.m.clone(),
+            v: self.v.clone(),
+        }
+    }
+
+    /// The whole of `buffer` (values, grads) as one [1, len] matrix.
+    pub fn flat(&self, buffer: &wgpu::Buffer) -> Matrix {
+        Matrix {
+            buffer: buffer.clone(),
+            offset: 0,
+            rows: 1,
+            cols: self.len,
+            ld: self.len,
+        }
+    }
+
+    /// Every checkpoint tensor of the model, in node order, then the pseudo-inputs:
+    /// PyTorch's names, shapes and element order (see `torch_tensors`).
     pub fn torch_layout(&self) -> Vec<TorchTensor> {
         let g = &self.graph;
-        g.nodes
+        let mut all: Vec<TorchTensor> = g
+            .nodes
             .iter()
             .zip(&self.slots)
             .filter_map(|(n, s)| s.as_ref().map(|(w, b)| torch_tensors(g, n, w, b)))
             .flatten()
-            .collect()
+            .collect();
+        all.extend(self.pseudo.as_ref().map(|s| pseudo_tensor(g, s)));
+        all
+    }
+}
+
+/// The pseudo-inputs as PyTorch holds a batch: [K, C, H, W] for images, else [K, D].
+fn pseudo_tensor(g: &Graph, s: &Slot) -> TorchTensor {
+    let shape = g.shapes[g.x];
+    let l = Layout::of(shape);
+    let (d, per) = (shape.numel(), l.rows * s.ld());
+    let k = s.rows / l.rows;
+    let image = shape.h * shape.w > 1;
+    let indices = (0..k)
+        .flat_map(|i| {
+            (0..d).map(move |t| {
+                let j = if image { chw(shape, t) } else { t };
+                s.offset + i * per + (j / l.cols) * s.ld() + j % l.cols
+            })
+        })
+        .collect();
+    let dims = if image {
+        vec![k, shape.c, shape.h, shape.w]
+    } else {
+        vec![k, d]
+    };
+    TorchTensor {
+        name: s.name.clone(),
+        shape: dims,
+        indices,
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Mode {
     Infer,
     /// The decoder only: logits from codes written into z.
     Decode,
+    /// The encoder only, forward and backward, from mu | logvar's gradient back to its
+    /// input's (the VampPrior's pseudo-inputs).
+    Pseudo,
 }
 
 /// Per-node scratch matrices, by what they hold.
@@ -222,8 +225,9 @@ impl Program {
         let g = &params.graph;
         let run = g.nodes_for(mode);
         let f = run.len();
-        let constant = g.constants();
-        let train = mode == Mode::Train;
+        let train = matches!(mode, Mode::Train | Mode::Pseudo);
+        let constant = g.constants(mode == Mode::Pseudo);
+        let loss_inputs = g.loss_inputs(mode);
         let fwd_at = |i: usize| {
             run.iter()
                 .position(|&r| r == i)
@@ -272,12 +276,10 @@ impl Program {
                 widen(&mut grad_life[g.root(n.output)], bwd_at(i));
             }
         }
-        if mode != Mode::Decode {
-            // The loss reads the logits and mu | logvar and writes their gradients.
-            for t in g.loss_inputs() {
-                widen(&mut value_life[g.root(t)], f);
-                widen(&mut grad_life[g.root(t)], f);
-            }
+        // The loss reads the logits and mu | logvar and writes their gradients.
+        for &t in &loss_inputs {
+            widen(&mut value_life[g.root(t)], f);
+            widen(&mut grad_life[g.root(t)], f);
         }
         // Requests: values and gradients of roots, then scratch.
         let mut requests = Vec::new();
@@ -288,12 +290,14 @@ impl Program {
             (batch * l.rows, l.cols, !l.dense())
         };
         for t in 0..n_t {
-            if !present[t] || g.root(t) != t || inputs.contains(&t) {
+            if !present[t] || g.root(t) != t {
                 continue;
             }
             let (rows, cols, padded) = layout(t);
             let node = g.producer(t).unwrap_or(0);
-            if let Some((start, end)) = value_life[t] {
+            // An input's value is the caller's; the pseudo-inputs' gradient is the program's.
+            let input = inputs.contains(&t);
+            if let Some((start, end)) = value_life[t].filter(|_| !input) {
                 value_req[t] = Some(requests.len());
                 requests.push(Request {
                     rows,
@@ -311,7 +315,7 @@ impl Program {
                     cols,
                     start,
                     end,
-                    alone: padded || [g.mulv, g.logits].iter().any(|&k| g.root(k) == t),
+                    alone: padded || input || [g.mulv, g.logits].iter().any(|&k| g.root(k) == t),
                     of: (node, "output gradient"),
                 });
             }
@@ -467,7 +471,7 @@ impl Program {
             forward.extend(ops::forward(&cx(i), i)?);
         }
         let backward = if train {
-            backward_launches(g, &run, &values, &grads, &cx)?
+            backward_launches(g, &run, (&constant, &loss_inputs), (&values, &grads), &cx)?
         } else {
             Vec::new()
         };
@@ -522,17 +526,16 @@ impl Program {
 fn backward_launches<'a>(
     g: &Graph,
     run: &[usize],
-    values: &[Option<Matrix>],
-    grads: &[Option<Matrix>],
+    (constant, loss_inputs): (&[bool], &[TensorId]),
+    (values, grads): (&[Option<Matrix>], &[Option<Matrix>]),
     cx: &dyn Fn(usize) -> Ctx<'a>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     // Contributions to each root's gradient in the order they run: the loss first, then
     // every (node, input) edge in reverse node order.
     let n_t = g.shapes.len();
-    let constant = g.constants();
     let mut contributions: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_t];
     const LOSS: usize = usize::MAX;
-    for t in g.loss_inputs() {
+    for &t in loss_inputs {
         contributions[g.root(t)].push((LOSS, 0));
     }
     for &i in run.iter().rev() {
@@ -546,7 +549,7 @@ fn backward_launches<'a>(
             }
         }
     }
-    for t in g.loss_inputs() {
+    for &t in loss_inputs {
         if g.act_for_gradients(t).is_some() {
             return Err(GpuError::Shape(
                 "the logits and mu | logvar must come from layers without an activation".into(),

@@ -13,7 +13,8 @@ struct IwaeParams {
     ld_mulv: u32,
     ld_z: u32,
     image: u32,
-    pad: [u32; 2],
+    mc_kl: u32,
+    pad: u32,
 }
 
 /// The empty log-sum-exp state (max, sum) the GPU merges into.
@@ -35,8 +36,11 @@ impl IwaeDispatch {
     }
 }
 
+/// `mc_kl`: the per-sample KL column is each sample's Monte-Carlo KL (a VampPrior's), which
+/// the weights take as it is; else they compute the standard prior's from z and eps.
 pub fn iwae(
     gpu: &Gpu,
+    mc_kl: bool,
     per_sample: &Matrix,
     mulv: &Matrix,
     z: &Matrix,
@@ -66,7 +70,8 @@ pub fn iwae(
         ld_mulv: mulv.ld as u32,
         ld_z: z.ld as u32,
         image: 0,
-        pad: [0; 2],
+        mc_kl: u32::from(mc_kl),
+        pad: 0,
     };
     let dispatch = gpu.dispatch(
         "iwae".into(),

@@ -12,6 +12,7 @@ pub mod norm;
 pub mod sample;
 pub mod softmax;
 pub mod tensor;
+pub mod vamp;
 
 use crate::gpu::{GpuError, Matrix};
 use gemm::InputActivation;

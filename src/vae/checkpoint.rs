@@ -253,6 +253,8 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
         )
     })?;
     (c.height, c.width) = (side, side);
+    // A VampPrior's pseudo-inputs: [K, C, H, W] (or [K, D]).
+    c.vamp = shape("pseudo_inputs").and_then(|s| s.first().copied());
     c.validate().map_err(|e| {
         anyhow::anyhow!("{}: the model its shapes describe has {e}", path.display())
     })?;
@@ -286,7 +288,7 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
         if let Some(t) = &self.train {
-            t.validate()?;
+            t.validate(&self.model)?;
         }
         let s = &self.state;
         if s.epoch > 1_000_000 {

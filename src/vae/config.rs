@@ -39,6 +39,9 @@ pub struct ModelConfig {
     /// the encoder's input and beside z (see `model::build`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classes: Option<usize>,
+    /// The VampPrior's number of pseudo-inputs (`train --prior vamp:K`); none: N(0, I).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vamp: Option<usize>,
 }
 
 fn one() -> usize {
@@ -76,6 +79,7 @@ impl ModelConfig {
             gauss_var: 0.5,
             table: None,
             classes: None,
+            vamp: None,
         }
     }
 
@@ -141,13 +145,28 @@ impl ModelConfig {
 
     /// The model graph.
     pub fn graph(&self) -> Result<crate::graph::Graph, String> {
-        crate::model::build(
+        let g = crate::model::build(
             &self.spec()?,
             self.data_shape(),
             self.output_dim(),
             self.latent,
             self.classes,
-        )
+        )?;
+        match self.vamp {
+            Some(k) => g
+                .with_pseudo_inputs(k, self.pseudo_activation())
+                .map_err(|e| e.to_string()),
+            None => Ok(g),
+        }
+    }
+
+    /// How the encoder sees the VampPrior's raw pseudo-inputs: through a sigmoid, inside
+    /// the (0, 1) of a Bernoulli model's data; as they are for other data.
+    pub fn pseudo_activation(&self) -> crate::ops::Activation {
+        match (self.likelihood, &self.table) {
+            (Likelihood::Bernoulli, None) => crate::ops::Activation::Sigmoid,
+            _ => crate::ops::Activation::Identity,
+        }
     }
 
     /// The model's parameters on the GPU, initialised from `seed` (see `graph::Params`).
@@ -418,8 +437,14 @@ impl ModelConfig {
 }
 
 impl TrainConfig {
-    /// Checks every field against the ranges the flags allow.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every field against the ranges the flags allow, and against the model.
+    pub fn validate(&self, model: &ModelConfig) -> Result<(), String> {
+        field(
+            model.vamp.is_none() || self.free_bits == 0.0,
+            "train.free_bits",
+            self.free_bits,
+            "0 with the VampPrior (its KL is one Monte-Carlo estimate per record, with no per-dimension terms to floor)",
+        )?;
         let a = &self.adam;
         field(
             non_negative(self.beta),

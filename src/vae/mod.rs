@@ -12,6 +12,7 @@ pub mod quality;
 pub mod rundir;
 pub mod step;
 pub mod train;
+pub mod vamp;
 
 pub use crate::graph::Params;
 pub use config::{ModelConfig, TrainConfig};

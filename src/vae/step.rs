@@ -8,6 +8,8 @@ use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
 use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
 use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
+use crate::ops::vamp::{vamp, VampBuffers, VampDispatch};
+use crate::ops::GradEpilogue;
 
 use super::config::ModelConfig;
 
@@ -54,6 +56,8 @@ pub struct StepProgram {
     classes: Option<(Matrix, GatherDispatch)>,
     corrupt: Option<(Dispatch, Corruption)>,
     pub loss: LossDispatch,
+    /// A VampPrior model's encoder over its pseudo-inputs and KL term.
+    vamp: Option<VampStep>,
     pub adam: Option<AdamDispatch>,
     graph: crate::graph::Graph,
     seed: u64,
@@ -152,6 +156,10 @@ impl StepProgram {
             )?,
             None => loss(gpu, &buffers, &spec.settings)?,
         };
+        let vamp = match g.pseudo {
+            Some(_) => Some(VampStep::new(gpu, params, &program, &per_sample)?),
+            None => None,
+        };
         let adam = spec
             .adam
             .map(|a| {
@@ -172,6 +180,7 @@ impl StepProgram {
             classes,
             corrupt: corrupt.map(|(d, kind, _)| (d, kind)),
             loss,
+            vamp,
             adam,
             graph: g.clone(),
             seed: spec.seed,
@@ -222,7 +231,19 @@ impl StepProgram {
         };
         self.program
             .set_noise(gpu, noise, self.temperature, self.mulv(), self.z());
-        self.loss.update(gpu, settings);
+        match &mut self.vamp {
+            // The KL is the VampPrior's: the loss writes the reconstruction alone.
+            Some(v) => {
+                let recon = LossSettings {
+                    beta: 0.0,
+                    free_bits: 0.0,
+                    ..*settings
+                };
+                self.loss.update(gpu, &recon);
+                v.kl.update(gpu, settings.valid, settings.beta, settings.grad_scale);
+            }
+            None => self.loss.update(gpu, settings),
+        }
         if let Some((d, kind)) = &self.corrupt {
             let noise = Noise {
                 seed: self.seed,
@@ -242,10 +263,27 @@ impl StepProgram {
         all.extend(self.classes.as_ref().map(|(_, d)| &d.dispatch));
         all.extend(self.corrupt.as_ref().map(|(d, _)| d));
         all.extend(&self.program.forward);
-        all.extend(self.loss.launches());
+        let train = self.adam.is_some();
+        let vamp = self.vamp.as_ref();
+        all.extend(vamp.map(|v| v.pass.forward()).into_iter().flatten());
+        all.extend(self.loss.per_sample());
+        all.extend(vamp.map(|v| &v.kl.rows));
+        all.extend(vamp.filter(|_| train).map(|v| &v.kl.components));
+        all.push(&self.loss.reduce);
         all.extend(&self.program.backward);
+        all.extend(
+            vamp.filter(|_| train)
+                .map(|v| v.backward())
+                .into_iter()
+                .flatten(),
+        );
         all.extend(self.adam.as_ref().map(|a| &a.dispatch));
         all
+    }
+
+    /// A VampPrior model's components' mu | logvar [K, 2Z], as of the last step.
+    pub fn components(&self) -> Option<&Matrix> {
+        self.vamp.as_ref().map(|v| v.pass.components(&self.graph))
     }
 
     /// Records the whole step (see `gpu::encode`).
@@ -294,9 +332,124 @@ impl StepProgram {
     /// Bytes of the step's matrices: the graph's workspace, the batch and the loss's.
     pub fn workspace_bytes(&self) -> u64 {
         self.program.workspace_bytes
+            + self.vamp.as_ref().map_or(0, VampStep::workspace_bytes)
             + self.x.byte_len()
             + self.per_sample.byte_len()
             + self.accum.byte_len()
+    }
+}
+
+/// The encoder over a VampPrior model's pseudo-inputs (see `graph::Pseudo`): the raw
+/// inputs through their activation, then the encoder, to the components' mu | logvar.
+pub struct PseudoPass {
+    /// The pseudo-inputs as the encoder sees them.
+    inputs: Matrix,
+    act: Dispatch,
+    pub program: Program,
+}
+
+impl PseudoPass {
+    /// The pass of the model `params`, whose gradients its backward writes.
+    pub fn new(gpu: &Gpu, params: &Params) -> Result<PseudoPass, GpuError> {
+        let g = &params.graph;
+        let (pseudo, slot) = g.pseudo.zip(params.pseudo.as_ref()).ok_or_else(|| {
+            GpuError::Config("a VampPrior model without its pseudo-inputs".into())
+        })?;
+        let raw = params.view(&params.values, slot);
+        let inputs = Matrix::zeros(gpu, raw.rows, raw.cols, "pseudo-inputs")?;
+        let act = crate::ops::tensor::act(gpu, &raw, &inputs, pseudo.act)?;
+        let program = Program::new(gpu, params, pseudo.count, Mode::Pseudo, &[(g.x, &inputs)])?;
+        Ok(PseudoPass {
+            inputs,
+            act,
+            program,
+        })
+    }
+
+    /// The components' mu | logvar [K, 2Z] after `forward`.
+    pub fn components(&self, g: &crate::graph::Graph) -> &Matrix {
+        self.program.value(g.mulv)
+    }
+
+    pub fn forward(&self) -> impl Iterator<Item = &Dispatch> {
+        std::iter::once(&self.act).chain(&self.program.forward)
+    }
+}
+
+/// The VampPrior's part of a training or evaluation step: the pseudo-inputs' pass (its
+/// weight gradients written apart, then added to the batch's) and the Monte-Carlo KL
+/// between the loss and the backward.
+struct VampStep {
+    pass: PseudoPass,
+    kl: VampDispatch,
+    /// The pseudo-inputs' gradient into the raw ones' slot, and the encoder's weight
+    /// gradients added to the batch's.
+    act_grad: Dispatch,
+    add_grads: Dispatch,
+    shadow: Matrix,
+}
+
+impl VampStep {
+    fn new(
+        gpu: &Gpu,
+        params: &Params,
+        batch: &Program,
+        per_sample: &Matrix,
+    ) -> Result<VampStep, GpuError> {
+        let g = &params.graph;
+        let shadow = Matrix::zeros(gpu, 1, params.len, "pseudo-input weight gradients")?;
+        let pass = PseudoPass::new(gpu, &params.with_grads(shadow.buffer.clone()))?;
+        let (pseudo, slot) = g.pseudo.zip(params.pseudo.as_ref()).ok_or_else(|| {
+            GpuError::Config("a VampPrior model without its pseudo-inputs".into())
+        })?;
+        let kl = vamp(
+            gpu,
+            &VampBuffers {
+                mulv: batch.value(g.mulv),
+                z: batch.value(g.z),
+                eps: batch.eps(),
+                pmulv: pass.components(g),
+                per_sample,
+                dmulv: batch.grad(g.mulv),
+                dpmulv: pass.program.grad(g.mulv),
+            },
+        )?;
+        let act_grad = crate::ops::tensor::grad(
+            gpu,
+            pass.program.grad(g.x),
+            &params.view(&params.grads, slot),
+            Some((pseudo.act, &params.view(&params.values, slot))),
+            GradEpilogue::default(),
+        )?;
+        let add_grads = crate::ops::tensor::grad(
+            gpu,
+            &shadow,
+            &params.flat(&params.grads),
+            None,
+            GradEpilogue {
+                accumulate: true,
+                act: None,
+            },
+        )?;
+        Ok(VampStep {
+            pass,
+            kl,
+            act_grad,
+            add_grads,
+            shadow,
+        })
+    }
+
+    fn backward(&self) -> impl Iterator<Item = &Dispatch> {
+        self.pass
+            .program
+            .backward
+            .iter()
+            .chain([&self.act_grad, &self.add_grads])
+    }
+
+    fn workspace_bytes(&self) -> u64 {
+        self.pass.program.workspace_bytes + self.pass.inputs.byte_len() + self.shadow.byte_len()
     }
 }
 

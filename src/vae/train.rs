@@ -441,6 +441,10 @@ fn train_with<'s>(
         }
         bernoulli_targets(test_images, "test")?;
     }
+    if run.state.step == 0 {
+        super::vamp::init_pseudo_inputs(gpu, &run.params, train_set, t.seed)
+            .context("starting the VampPrior's pseudo-inputs from training images")?;
+    }
     let feed = Feed::new(gpu, train_set, rows, run.gpu_data_bytes, scope)
         .context("uploading the training images")?;
     let test_split = GpuSplit::upload(gpu, test_images).context("uploading the test images")?;
@@ -668,7 +672,7 @@ pub fn save_samples(
     save_grid(path, &cells, (c.height, c.width, c.channels), 8, &labels)
 }
 
-/// Rewrites samples.png (64 images from the prior, seed 1; a conditional model's: 8 of
+/// Rewrites samples.png (64 images from the model's prior, seed 1; a conditional model's: 8 of
 /// each class, a named row each) and reconstructions.png (the first 8 test images over
 /// their reconstructions) in `dir`, so each epoch's progress can be seen.
 pub fn write_pictures(
@@ -686,15 +690,18 @@ pub fn write_pictures(
             .map(|v| super::decode::to_u8(v))
             .collect::<Vec<_>>()
     };
+    // A VampPrior model draws from the prior it learned.
+    let vamp = super::vamp::mixture(gpu, params)?;
+    let (prior, which) = match &vamp {
+        Some(g) => (super::decode::Prior::Mixture(g), "the learned VampPrior"),
+        None => (super::decode::Prior::Standard, "the prior"),
+    };
     save_samples(
         gpu,
         params,
         c,
         names,
-        (
-            super::decode::Prior::Standard,
-            &format!("the prior after epoch {epoch}"),
-        ),
+        (prior, &format!("{which} after epoch {epoch}")),
         &dir.join("samples.png"),
     )?;
     let shown = test.take(8);

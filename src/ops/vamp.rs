@@ -1,0 +1,132 @@
+//! The VampPrior's Monte-Carlo KL term and its gradients (see shaders/vamp.wgsl).
+
+use super::shape_err;
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct VampParams {
+    rows: u32,
+    valid: u32,
+    z: u32,
+    k: u32,
+    ld_mulv: u32,
+    ld_z: u32,
+    ld_pmulv: u32,
+    ld_resp: u32,
+    beta: f32,
+    grad_scale: f32,
+    pad: [u32; 2],
+}
+
+/// The matrices the two launches read and write.
+pub struct VampBuffers<'a> {
+    /// The records' mu | logvar [B, 2Z], their sampled code and its noise [B, Z].
+    pub mulv: &'a Matrix,
+    pub z: &'a Matrix,
+    pub eps: &'a Matrix,
+    /// The components' mu | logvar [K, 2Z].
+    pub pmulv: &'a Matrix,
+    /// [B, 3] with a row stride of 4: the loss's reconstruction in, KL and total out.
+    pub per_sample: &'a Matrix,
+    pub dmulv: &'a Matrix,
+    pub dpmulv: &'a Matrix,
+}
+
+/// The records' launch (KL, totals, their gradients) and the components' (their gradients).
+pub struct VampDispatch {
+    pub rows: Dispatch,
+    pub components: Dispatch,
+    params: VampParams,
+}
+
+impl VampDispatch {
+    /// Rewrites the settings that change between steps: valid records, beta, grad scale.
+    pub fn update(&mut self, gpu: &Gpu, valid: usize, beta: f32, grad_scale: f32) {
+        self.params.valid = valid.min(self.params.rows as usize) as u32;
+        self.params.beta = beta;
+        self.params.grad_scale = grad_scale;
+        gpu.queue
+            .write_buffer(&self.rows.params, 0, bytemuck::bytes_of(&self.params));
+    }
+
+    pub fn launches(&self) -> [&Dispatch; 2] {
+        [&self.rows, &self.components]
+    }
+}
+
+/// Writes each record's KL (and total, beside its reconstruction) and overwrites the
+/// gradients of both mu | logvar matrices (times beta and the grad scale).
+pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
+    let (rows, z, k) = (b.z.rows, b.z.cols, b.pmulv.rows);
+    let ok = b.mulv.rows == rows
+        && b.mulv.cols == 2 * z
+        && b.eps.same_shape(b.z)
+        && b.eps.ld == b.z.ld
+        && b.pmulv.cols == 2 * z
+        && k > 0
+        && b.dmulv.same_shape(b.mulv)
+        && b.dmulv.ld == b.mulv.ld
+        && b.dpmulv.same_shape(b.pmulv)
+        && b.dpmulv.ld == b.pmulv.ld
+        && b.per_sample.rows == rows
+        && b.per_sample.cols == 3
+        && b.per_sample.ld == 4;
+    if !ok {
+        return Err(shape_err(
+            "vamp",
+            format!(
+                "mu|logvar [{}, {}], z [{rows}, {z}], components [{k}, {}], per-sample [{}, {}]",
+                b.mulv.rows, b.mulv.cols, b.pmulv.cols, b.per_sample.rows, b.per_sample.cols
+            ),
+        ));
+    }
+    let resp = Matrix::zeros(gpu, rows, k, "vamp responsibilities")?;
+    let params = VampParams {
+        rows: rows as u32,
+        valid: rows as u32,
+        z: z as u32,
+        k: k as u32,
+        ld_mulv: b.mulv.ld as u32,
+        ld_z: b.z.ld as u32,
+        ld_pmulv: b.pmulv.ld as u32,
+        ld_resp: resp.ld as u32,
+        beta: 1.0,
+        grad_scale: 1.0,
+        pad: [0; 2],
+    };
+    let uniform = gpu.uniform("vamp params", &params);
+    let rows_launch = gpu.dispatch(
+        "vamp rows".into(),
+        gpu.pipeline(Shader::Vamp, "vamp_rows_main", &[])?,
+        uniform.clone(),
+        &[
+            (1, b.mulv.binding()),
+            (2, b.z.binding()),
+            (3, b.eps.binding()),
+            (4, b.pmulv.binding()),
+            (5, resp.binding()),
+            (6, b.per_sample.binding()),
+            (7, b.dmulv.binding()),
+        ],
+        gpu.grid(rows.div_ceil(64) as u64)?,
+    );
+    let components = gpu.dispatch(
+        "vamp components".into(),
+        gpu.pipeline(Shader::Vamp, "vamp_components_main", &[])?,
+        uniform,
+        &[
+            (4, b.pmulv.binding()),
+            (2, b.z.binding()),
+            (5, resp.binding()),
+            (8, b.dpmulv.binding()),
+        ],
+        gpu.grid((k * z).div_ceil(64) as u64)?,
+    );
+    Ok(VampDispatch {
+        rows: rows_launch,
+        components,
+        params,
+    })
+}
