@@ -75,6 +75,9 @@ fn a_vamp_run_learns_samples_and_bounds_with_its_prior() {
         pseudo.data.len()
     );
 
+    // A picture shows them as the encoder sees them.
+    common::cli::assert_grid(&format!("{run}/pseudo-inputs.png"), 6, 1, 56);
+
     // The run resumes with its prior, and refuses another.
     fails_with(
         &[

@@ -291,10 +291,11 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         )?;
     }
     html += "<h2>Samples and reconstructions</h2>\n";
-    html += &figure(
-        &samples_png,
-        "New images decoded from codes drawn from the prior",
-    )?;
+    let drawn = match c.vamp {
+        Some(k) => format!("New images decoded from codes drawn from the VampPrior the model learned (the mixture of its encoder's posteriors at {k} learned pseudo-inputs)"),
+        None => "New images decoded from codes drawn from the prior".into(),
+    };
+    html += &figure(&samples_png, &drawn)?;
     if let Some((k, _)) = &mixture {
         html += &figure(
             &fig("mixture.png"),

@@ -96,11 +96,12 @@ pub fn is_reserved(name: &str) -> bool {
 }
 
 /// Files training rewrites in its run directory each epoch (see `vae::train`).
-pub const RECORDS: [&str; 4] = [
+pub const RECORDS: [&str; 5] = [
     "metrics.jsonl",
     "loss.png",
     "samples.png",
     "reconstructions.png",
+    "pseudo-inputs.png",
 ];
 
 /// Whether `dir` (as it resolves) is one of a run's checkpoints.

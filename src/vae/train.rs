@@ -673,8 +673,9 @@ pub fn save_samples(
 }
 
 /// Rewrites samples.png (64 images from the model's prior, seed 1; a conditional model's: 8 of
-/// each class, a named row each) and reconstructions.png (the first 8 test images over
-/// their reconstructions) in `dir`, so each epoch's progress can be seen.
+/// each class, a named row each), a VampPrior's pseudo-inputs.png and reconstructions.png
+/// (the first 8 test images over their reconstructions) in `dir`, so each epoch's progress
+/// can be seen.
 pub fn write_pictures(
     gpu: &Gpu,
     params: &Params,
@@ -704,6 +705,21 @@ pub fn write_pictures(
         (prior, &format!("{which} after epoch {epoch}")),
         &dir.join("samples.png"),
     )?;
+    if let Some(cells) = super::vamp::pseudo_images(gpu, params, c.table.is_some())? {
+        let k = params.graph.pseudo.map_or(0, |p| p.count);
+        let which = match k > cells.len() {
+            true => format!("The first {} of the {k}", cells.len()),
+            false => format!("The {k}"),
+        };
+        let labels = Labels {
+            title: format!(
+                "{which} learned pseudo-inputs after epoch {epoch}: the prior is the encoder's posteriors at them"
+            ),
+            rows: Vec::new(),
+            cols: Vec::new(),
+        };
+        save_grid(&dir.join("pseudo-inputs.png"), &cells, shape, 8, &labels)?;
+    }
     let shown = test.take(8);
     let codes = super::codec::encode(gpu, params, c, &shown, 1.0)?.codes;
     let mut cells: Vec<Vec<u8>> = (0..shown.count)

@@ -81,3 +81,35 @@ pub fn mixture(gpu: &Gpu, params: &Params) -> Result<Option<Gmm>, GpuError> {
         iterations: 0,
     }))
 }
+
+/// Pseudo-inputs a run's picture shows (the first ones).
+pub const SHOWN: usize = 64;
+
+/// The first `SHOWN` pseudo-inputs as the encoder sees them, as pixels; None for a model
+/// with the standard prior, or one of table records (not images).
+pub fn pseudo_images(
+    gpu: &Gpu,
+    params: &Params,
+    table: bool,
+) -> Result<Option<Vec<Vec<u8>>>, GpuError> {
+    let (Some(p), Some(slot)) = (params.graph.pseudo, &params.pseudo) else {
+        return Ok(None);
+    };
+    if table {
+        return Ok(None);
+    }
+    let raw = params.view(&params.values, slot).read(gpu)?;
+    let d = raw.len() / p.count;
+    Ok(Some(
+        raw.chunks(d)
+            .take(SHOWN)
+            .map(|u| {
+                let seen: Vec<f32> = match p.act {
+                    Activation::Sigmoid => u.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
+                    _ => u.to_vec(),
+                };
+                crate::data::to_u8(&seen)
+            })
+            .collect(),
+    ))
+}
