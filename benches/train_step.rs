@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
                 adam: Some(AdamConfig::default()),
                 seed: 1,
                 corruption: None,
+                samples: 1,
             },
         )?;
         let steps = match c.arch.as_str() {

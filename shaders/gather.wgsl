@@ -1,6 +1,8 @@
 // Gathers a batch x[r, j] = pixel / 255 from a dataset held on the GPU as u8 (packed four
-// to a u32), or x[r, j] = value from one held as f32, picking image indices[offset + r].
-// Rows past the end of `indices` repeat its last entry; the loss masks them out. A dataset
+// to a u32), or x[r, j] = value from one held as f32, picking image indices[offset + r]
+// (with `repeat` R > 1, indices[offset + r / R]: each image R times in a row, the samples
+// of an importance-weighted step). Rows past the end of `indices` repeat its last entry;
+// the loss masks them out. A dataset
 // larger than one storage binding is split into up to four chunks of `per_chunk` whole
 // images each.
 
@@ -11,7 +13,7 @@ struct GatherParams {
     offset: u32,
     count: u32,
     per_chunk: u32,
-    _pad0: u32,
+    repeat: u32,
     _pad1: u32,
 }
 
@@ -23,6 +25,15 @@ struct GatherParams {
 @group(0) @binding(5) var<storage, read> pixels2: array<u32>;
 @group(0) @binding(6) var<storage, read> pixels3: array<u32>;
 @group(0) @binding(7) var<storage, read_write> x4: array<vec4<f32>>;
+
+// The image (or label) index of batch row r.
+fn image_of(r: u32) -> u32 {
+    var k = r;
+    if (p.repeat > 1u) {
+        k = udiv(r, p.repeat);
+    }
+    return indices[min(p.offset + k, p.count - 1u)];
+}
 
 fn pixel_word(chunk: u32, w: u32) -> u32 {
     switch chunk {
@@ -38,7 +49,7 @@ fn pixel_word(chunk: u32, w: u32) -> u32 {
 fn locate(i: u32) -> vec4<u32> {
     let r = udiv(i, p.d);
     let j = i - r * p.d;
-    let image = indices[min(p.offset + r, p.count - 1u)];
+    let image = image_of(r);
     let chunk = udiv(image, p.per_chunk);
     return vec4<u32>(r, j, chunk, (image - chunk * p.per_chunk) * p.d + j);
 }
@@ -69,7 +80,7 @@ fn gather_vec4_main(
     if (i >= p.rows * words) { return; }
     let r = udiv(i, words);
     let w = i - r * words;
-    let image = indices[min(p.offset + r, p.count - 1u)];
+    let image = image_of(r);
     let chunk = udiv(image, p.per_chunk);
     let v = pixel_word(chunk, (image - chunk * p.per_chunk) * words + w);
     let bytes = vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
@@ -101,6 +112,6 @@ fn one_hot_main(
     if (i >= p.rows * p.d) { return; }
     let r = udiv(i, p.d);
     let c = i - r * p.d;
-    let label = pixels0[indices[min(p.offset + r, p.count - 1u)]];
+    let label = pixels0[image_of(r)];
     x[r * p.ld_x + c] = select(0.0, 1.0, label == c);
 }

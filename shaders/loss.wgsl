@@ -116,7 +116,9 @@ fn loss_rows_main(
 
 var<workgroup> red: array<vec3<f32>, 256>;
 
-// accum[0..3] += batch sums of (recon, kl, total); accum[3] += number of valid samples.
+// accum[0..3] += batch sums of (recon, kl, total); accum[3] += number of valid records
+// (rows, or rows / samples of an importance-weighted step, whose rows per record the
+// weights launch folded into one).
 @compute @workgroup_size(256)
 fn loss_reduce_main(@builtin(local_invocation_index) lid: u32) {
     var s = vec3<f32>(0.0);
@@ -135,6 +137,6 @@ fn loss_reduce_main(@builtin(local_invocation_index) lid: u32) {
         accum[0] += red[0].x;
         accum[1] += red[0].y;
         accum[2] += red[0].z;
-        accum[3] += f32(p.valid);
+        accum[3] += f32(p.valid / max(p.samples, 1u));
     }
 }

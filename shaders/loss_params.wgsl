@@ -18,4 +18,6 @@ struct LossParams {
     // tables: encoded values per record (E) and column blocks
     table_e: u32,
     table_blocks: u32,
+    // rows per record (an importance-weighted step's samples)
+    samples: u32,
 }

@@ -13,7 +13,8 @@
 // logvar is clamped as in sampling, with no gradient outside. Two launches:
 //   vamp_rows_main: one invocation per record writes w_b into resp [rows, K], kl_b and the
 //     total into per_sample (whose reconstruction the loss wrote) and the record's gradient;
-//   vamp_components_main: one invocation per (k, j) sums over the valid records.
+//   vamp_components_main: one invocation per (k, j) sums over the valid records, each
+//     scaled by row_scale (an importance-weighted step's normalized weights; else ones).
 
 struct VampParams {
     rows: u32,
@@ -45,6 +46,7 @@ const LOGVAR_MAX: f32 = 20.0;
 @group(0) @binding(6) var<storage, read_write> per_sample: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dmulv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dpmulv: array<f32>;
+@group(0) @binding(9) var<storage, read> row_scale: array<f32>;
 
 fn log_component(b: u32, k: u32) -> f32 {
     var l = 0.0;
@@ -118,7 +120,7 @@ fn vamp_components_main(
     var dmu = 0.0;
     var dlv = 0.0;
     for (var b = 0u; b < p.valid; b++) {
-        let w = resp[b * p.ld_resp + k];
+        let w = resp[b * p.ld_resp + k] * row_scale[b];
         let d = z[b * p.ld_z + j] - mu;
         dmu -= w * d * inv;
         dlv += w * (0.5 - 0.5 * d * d * inv);

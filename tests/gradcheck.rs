@@ -297,10 +297,10 @@ fn vamp_kl_gradients() {
             let (p32, p) = rng.vec(k * 2 * z, -1.5, 1.5);
             let scale = 0.6;
             let kl_sum = |m: &[f64], p: &[f64]| {
-                let out = cpu::vamp::vamp_kl(m, &e, p, (rows, valid, z), 1.0);
+                let out = cpu::vamp::vamp_kl(m, &e, p, (rows, valid, z), (1.0, &[]));
                 scale * out.kl.iter().sum::<f64>()
             };
-            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &p, (rows, valid, z), 1.0)
+            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &p, (rows, valid, z), (1.0, &[]))
                 .z
                 .iter()
                 .map(|&v| v as f32)
@@ -326,6 +326,7 @@ fn vamp_kl_gradients() {
                     per_sample: &ps,
                     dmulv: &gdm,
                     dpmulv: &gdp,
+                    row_scale: None,
                 },
             )
             .unwrap();
@@ -341,6 +342,118 @@ fn vamp_kl_gradients() {
                 &format!("{what} dpmulv"),
                 &gdp.read(gpu).unwrap(),
                 &numeric_grad(&p, |p| kl_sum(&m, p)),
+            );
+        }
+    });
+}
+
+/// The importance-weighted objective of a training step: L = sum over valid records of
+/// -(logsumexp_i log w_i - log K), log w_i = -(recon_i + kl_i) over each record's K rows,
+/// kl_i the Monte-Carlo KL against N(0, I) with z sampled from mu | logvar and fixed noise.
+/// The loss (reconstruction only), the KL launch with one standard component and the
+/// weights must give the gradients of the logits and of mu | logvar.
+#[test]
+fn iwae_objective_gradients() {
+    use vae_gpu::ops::iwae::iwae_weights;
+    use vae_gpu::ops::vamp::{vamp, VampBuffers};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(61);
+        for (records, valid, k, d, z) in [(1, 1, 2, 3, 1), (3, 2, 3, 5, 2), (2, 2, 4, 9, 3)] {
+            let rows = records * k;
+            let (l32, l) = rng.vec(rows * d, -3.0, 3.0);
+            let (x32, x) = rng.vec(rows * d, 0.0, 1.0);
+            let (m32, m) = rng.vec(rows * 2 * z, -1.5, 1.5);
+            let (e32, e) = rng.vec(rows * z, -2.0, 2.0);
+            let standard = vec![0.0; 2 * z];
+            let recon_only = LossSettings {
+                beta: 0.0,
+                valid: valid * k,
+                ..Default::default()
+            };
+            let objective = |l: &[f64], m: &[f64]| {
+                let recon = cpu::loss::loss(l, &x, m, rows, d, z, &recon_only).per_sample;
+                let kl = cpu::vamp::vamp_kl(m, &e, &standard, (rows, valid * k, z), (1.0, &[])).kl;
+                let totals: Vec<f64> = (0..rows).map(|r| recon[r * 3] + kl[r]).collect();
+                cpu::loss::iwae_weights(&totals, k, valid)
+                    .1
+                    .iter()
+                    .sum::<f64>()
+            };
+            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &standard, (rows, rows, z), (1.0, &[]))
+                .z
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let (gl, gx, gm, ge, gz) = (
+                upload(gpu, rows, d, &l32),
+                upload(gpu, rows, d, &x32),
+                upload(gpu, rows, 2 * z, &m32),
+                upload(gpu, rows, z, &e32),
+                upload(gpu, rows, z, &z32),
+            );
+            let (gdl, gdm, gps, gacc) = (
+                Matrix::zeros(gpu, rows, d, "dl").unwrap(),
+                Matrix::zeros(gpu, rows, 2 * z, "dm").unwrap(),
+                Matrix::zeros(gpu, rows, 3, "ps").unwrap(),
+                Matrix::zeros(gpu, 1, 4, "acc").unwrap(),
+            );
+            let (gs, gds) = (
+                Matrix::zeros(gpu, 1, 2 * z, "N(0, I)").unwrap(),
+                Matrix::zeros(gpu, 1, 2 * z, "unused").unwrap(),
+            );
+            let losses = loss(
+                gpu,
+                &LossBuffers {
+                    logits: &gl,
+                    x: &gx,
+                    mulv: &gm,
+                    dlogits: &gdl,
+                    dmulv: &gdm,
+                    per_sample: &gps,
+                    accum: &gacc,
+                },
+                &recon_only,
+            )
+            .unwrap();
+            let mut kl = vamp(
+                gpu,
+                &VampBuffers {
+                    mulv: &gm,
+                    z: &gz,
+                    eps: &ge,
+                    pmulv: &gs,
+                    per_sample: &gps,
+                    dmulv: &gdm,
+                    dpmulv: &gds,
+                    row_scale: None,
+                },
+            )
+            .unwrap();
+            kl.update(gpu, valid * k, 1.0, 1.0);
+            let mut w = iwae_weights(gpu, k, &gps, &gdl, &gdm).unwrap();
+            w.set_valid(gpu, valid);
+            let mut all: Vec<_> = losses.per_sample().to_vec();
+            all.push(&kl.rows);
+            all.extend(w.launches());
+            gpu.run(&all).unwrap();
+            let what = format!("records {records} valid {valid} k {k}");
+            check(
+                &format!("{what} dlogits"),
+                &gdl.read(gpu).unwrap(),
+                &numeric_grad(&l, |l| objective(l, &m)),
+            );
+            check(
+                &format!("{what} dmulv"),
+                &gdm.read(gpu).unwrap(),
+                &numeric_grad(&m, |m| objective(&l, m)),
+            );
+            // Each record's bound in its first row's total.
+            let ps = gps.read(gpu).unwrap();
+            let got: f64 = (0..records).map(|g| f64::from(ps[g * k * 3 + 2])).sum();
+            let want = objective(&l, &m);
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs(),
+                "{what}: bound {got} vs {want}"
             );
         }
     });

@@ -253,6 +253,7 @@ fn composed_vae_backward_matches_finite_differences() {
                     adam: Some(adam),
                     seed,
                     corruption: None,
+                    samples: 1,
                 },
             )
             .unwrap();

@@ -469,8 +469,16 @@ fn one_hot_matches_cpu() {
             let y = upload(gpu, rows, classes, &vec![7.0; rows * classes]);
             let mut g = one_hot(gpu, &lbuf.buffer, &ibuf.buffer, indices.len(), &y).unwrap();
             g.set_offset(gpu, offset);
+            let repeat = [1, 2, 3, 5][case % 4];
+            g.set_repeat(gpu, repeat);
             gpu.run(&[&g.dispatch]).unwrap();
-            let want = cpu::one_hot(&labels, classes, &indices, offset, rows);
+            let want = cpu::one_hot(
+                &labels,
+                classes,
+                &repeated(&indices, offset, repeat, rows),
+                0,
+                rows,
+            );
             assert_close(
                 &format!("case {case} classes {classes} rows {rows}"),
                 &y.read(gpu).unwrap(),
@@ -479,6 +487,14 @@ fn one_hot_matches_cpu() {
             );
         }
     });
+}
+
+/// The indices a gather with `repeat` reads for `rows` rows from `offset`: each `repeat`
+/// times, the last one past the end.
+fn repeated(indices: &[u32], offset: usize, repeat: usize, rows: usize) -> Vec<u32> {
+    (0..rows)
+        .map(|r| indices[(offset + r / repeat).min(indices.len() - 1)])
+        .collect()
 }
 
 #[test]
@@ -518,8 +534,17 @@ fn gather_matches_cpu() {
             let x = Matrix::zeros(gpu, rows, d, "x").unwrap();
             let mut g = gather(gpu, &images, &ibuf.buffer, indices.len(), &x).unwrap();
             g.set_offset(gpu, offset);
+            let repeat = [1, 3, 2, 7][case % 4];
+            g.set_repeat(gpu, repeat);
             gpu.run(&[&g.dispatch]).unwrap();
-            let want = cpu::gather(&pixels, d, dtype, &indices, offset, rows);
+            let want = cpu::gather(
+                &pixels,
+                d,
+                dtype,
+                &repeated(&indices, offset, repeat, rows),
+                0,
+                rows,
+            );
             let tol = match dtype {
                 Dtype::U8 => 1e-7,
                 Dtype::F32 => 0.0,
@@ -608,9 +633,10 @@ fn iwae_matches_cpu() {
 }
 
 /// The VampPrior's KL (shaders/vamp.wgsl): each record's Monte-Carlo KL and total, and the
-/// gradients of the records' and the components' mu | logvar, against the f64 twin on
-/// awkward shapes (one record, one component, padding rows past `valid`), to 1e-4 relative
-/// + 1e-4 (exp and log on the driver, sums over K components and B records in f32).
+/// gradients of the records' and the components' mu | logvar (records weighted), against
+/// the f64 twin on awkward shapes (one record, one component, padding rows past `valid`),
+/// to 1e-4 relative + 1e-4 (exp and log on the driver, sums over K components and B
+/// records in f32).
 #[test]
 fn vamp_kl_matches_cpu() {
     use vae_gpu::ops::vamp::{vamp, VampBuffers};
@@ -627,7 +653,10 @@ fn vamp_kl_matches_cpu() {
             let (p32, pm) = rng.vec(k * 2 * z, -2.0, 2.0);
             let (r32, r) = rng.vec(rows * 3, 50.0, 150.0);
             let (beta, scale) = (0.7, 0.5);
-            let want = cpu::vamp::vamp_kl(&m, &e, &pm, (rows, valid, z), beta * scale);
+            // Records weighted in the components' gradients (an importance-weighted step).
+            let (w32, w) = rng.vec(rows, 0.0, 1.0);
+            let want = cpu::vamp::vamp_kl(&m, &e, &pm, (rows, valid, z), (beta * scale, &w));
+            let gw = upload(gpu, 1, rows, &w32);
             let z32: Vec<f32> = want.z.iter().map(|&v| v as f32).collect();
             let (gm, ge, gz, gp, gps) = (
                 upload(gpu, rows, 2 * z, &m32),
@@ -650,6 +679,7 @@ fn vamp_kl_matches_cpu() {
                     per_sample: &gps,
                     dmulv: &gdm,
                     dpmulv: &gdp,
+                    row_scale: Some(&gw),
                 },
             )
             .unwrap();

@@ -61,6 +61,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         adam: None,
         seed: a.seed,
         corruption: Some(a.noise),
+        samples: 1,
     };
     let mut program = StepProgram::new(&gpu, &params, c, &split.batches(), &spec)?;
     program.temperature = 0.0;

@@ -62,6 +62,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
             adam: None,
             seed: 0,
             corruption: None,
+            samples: 1,
         },
     )?;
     let l = evaluate(&gpu, &mut program, n, &settings, |i| i)?;

@@ -58,6 +58,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
             adam: None,
             seed: 0,
             corruption: None,
+            samples: 1,
         },
     )?;
     program.temperature = 0.0;

@@ -91,6 +91,11 @@ pub struct TrainArgs {
     /// so the model gains nothing by shutting a dimension off [default: 0]
     #[arg(long, value_name = "NATS", value_parser = free_bits)]
     pub free_bits: Option<f32>,
+    /// Train on the importance-weighted bound with K posterior samples per record (IWAE,
+    /// Burda et al. 2016): a tighter bound on log p(x) than the ELBO, each record taking K
+    /// rows of the step (so K x --batch-size rows in all); 1 is the ELBO [default: 1]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub iwae_k: Option<u32>,
     /// Adam learning rate [default: 0.001]
     #[arg(long, value_parser = super::positive)]
     pub lr: Option<f32>,
@@ -402,6 +407,7 @@ fn new_run(
         kl_warmup: a.kl_warmup.map_or(d.kl_warmup, |k| k as usize),
         kl_cycles: a.kl_cycles.map_or(d.kl_cycles, |k| k as usize),
         free_bits: a.free_bits.unwrap_or(d.free_bits),
+        iwae_k: a.iwae_k.map_or(d.iwae_k, |k| k as usize),
         // The resnet's column matrices at 28x28 outgrow what lavapipe binds at 128.
         batch_size: a.batch_size.map_or(
             if model.arch == "resnet" {
@@ -489,6 +495,7 @@ fn resumed_run(
         Some(t.kl_cycles),
     )?;
     keep("free-bits", a.free_bits, Some(t.free_bits))?;
+    keep("iwae-k", a.iwae_k.map(|k| k as usize), Some(t.iwae_k))?;
     keep(
         "batch-size",
         a.batch_size.map(|b| b as usize),

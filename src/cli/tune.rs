@@ -88,6 +88,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
                 },
                 adam,
                 seed: 1,
+                samples: 1,
                 corruption: None,
             },
         )?;

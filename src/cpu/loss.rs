@@ -93,6 +93,24 @@ pub fn iwae_log_px_mc(recon: &[f64], kl: &[f64]) -> f64 {
     log_mean_exp(&lw)
 }
 
+/// The importance-weighted objective twin (see shaders/iwae_weights.wgsl): per record of
+/// `k` consecutive rows of losses `totals` (= -log w), the normalized weights of its rows
+/// and its bound -(logsumexp(log w) - log k); records at or past `valid` get zeros.
+pub fn iwae_weights(totals: &[f64], k: usize, valid: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut weights = vec![0.0; totals.len()];
+    let mut bounds = vec![0.0; totals.len() / k];
+    for (g, group) in totals.chunks(k).enumerate().take(valid) {
+        let lw: Vec<f64> = group.iter().map(|t| -t).collect();
+        let m = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = lw.iter().map(|l| (l - m).exp()).sum();
+        for (i, l) in lw.iter().enumerate() {
+            weights[g * k + i] = (l - m).exp() / s;
+        }
+        bounds[g] = -log_mean_exp(&lw);
+    }
+    (weights, bounds)
+}
+
 fn log_mean_exp(lw: &[f64]) -> f64 {
     let m = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     m + lw.iter().map(|w| (w - m).exp()).sum::<f64>().ln() - (lw.len() as f64).ln()

@@ -15,13 +15,14 @@ pub struct VampOutput {
 }
 
 /// `mulv` [rows, 2z], `eps` [rows, z], `pmulv` [k, 2z]; z is sampled from mulv and eps here,
-/// so that finite differences of the KL by mulv see the path through the code.
+/// so that finite differences of the KL by mulv see the path through the code. The
+/// components' gradients weigh record b by `row_scale[b]` (all ones when empty).
 pub fn vamp_kl(
     mulv: &[f64],
     eps: &[f64],
     pmulv: &[f64],
     (rows, valid, z): (usize, usize, usize),
-    scale: f64,
+    (scale, row_scale): (f64, &[f64]),
 ) -> VampOutput {
     let k = pmulv.len() / (2 * z);
     let clamp = |lv: f64| lv.clamp(LOGVAR_MIN, LOGVAR_MAX);
@@ -56,6 +57,7 @@ pub fn vamp_kl(
         let w: Vec<f64> = log_n.iter().map(|l| (l - m).exp() / sum).collect();
         let log_p = m + sum.ln() - (k as f64).ln();
         let mut log_q = 0.0;
+        let rs = row_scale.get(b).copied().unwrap_or(1.0);
         for j in 0..z {
             let lv_raw = mulv[b * 2 * z + z + j];
             let e = eps[b * z + j];
@@ -66,9 +68,9 @@ pub fn vamp_kl(
                 let d = zb[j] - pmulv[c * 2 * z + j];
                 let inv = (-clamp(lvk)).exp();
                 g += w[c] * d * inv;
-                out.dpmulv[c * 2 * z + j] -= scale * w[c] * d * inv;
+                out.dpmulv[c * 2 * z + j] -= rs * scale * w[c] * d * inv;
                 if inside(lvk) {
-                    out.dpmulv[c * 2 * z + z + j] += scale * w[c] * (0.5 - 0.5 * d * d * inv);
+                    out.dpmulv[c * 2 * z + z + j] += rs * scale * w[c] * (0.5 - 0.5 * d * d * inv);
                 }
             }
             out.dmulv[b * 2 * z + j] = scale * g;

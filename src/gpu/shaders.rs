@@ -24,6 +24,7 @@ pub enum Shader {
     Loss,
     LossTex,
     Iwae,
+    IwaeWeights,
     Vamp,
     Adam,
     Gather,
@@ -34,7 +35,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 21] = [
+    pub const ALL: [Shader; 22] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -49,6 +50,7 @@ impl Shader {
         Shader::Loss,
         Shader::LossTex,
         Shader::Iwae,
+        Shader::IwaeWeights,
         Shader::Vamp,
         Shader::Adam,
         Shader::Gather,
@@ -80,6 +82,7 @@ impl Shader {
             Shader::Loss => "loss.wgsl",
             Shader::LossTex => "loss.wgsl",
             Shader::Iwae => "iwae.wgsl",
+            Shader::IwaeWeights => "iwae_weights.wgsl",
             Shader::Vamp => "vamp.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
@@ -168,6 +171,7 @@ impl Shader {
                 "loss.wgsl"
             ),
             Shader::Iwae => shader_source!("iwae.wgsl"),
+            Shader::IwaeWeights => shader_source!("index.wgsl", "iwae_weights.wgsl"),
             Shader::Vamp => shader_source!("index.wgsl", "vamp.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),

@@ -14,7 +14,8 @@ struct GatherParams {
     offset: u32,
     count: u32,
     per_chunk: u32,
-    pad: [u32; 2],
+    repeat: u32,
+    pad: u32,
 }
 
 /// Most chunks a dataset may be split into (the gather kernel's pixel bindings).
@@ -122,6 +123,13 @@ impl GatherDispatch {
         gpu.queue
             .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
     }
+
+    /// Takes each image `repeat` times in a row (row r is image `offset + r / repeat`).
+    pub fn set_repeat(&mut self, gpu: &Gpu, repeat: usize) {
+        self.params.repeat = repeat.max(1) as u32;
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+    }
 }
 
 /// `indices` holds `count` u32 image indices (all < images.count; the caller checks).
@@ -148,7 +156,8 @@ pub fn gather(
         offset: 0,
         count: count as u32,
         per_chunk: images.per_chunk as u32,
-        pad: [0; 2],
+        repeat: 1,
+        pad: 0,
     };
     let chunk = |i: usize| {
         images
@@ -202,7 +211,8 @@ pub fn one_hot(
         offset: 0,
         count: count as u32,
         per_chunk: u32::MAX,
-        pad: [0; 2],
+        repeat: 1,
+        pad: 0,
     };
     let dispatch = gpu.dispatch(
         "one-hot".into(),

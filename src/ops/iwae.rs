@@ -88,3 +88,99 @@ pub fn iwae(
     );
     Ok(IwaeDispatch { dispatch, params })
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WeightParams {
+    rows: u32,
+    k: u32,
+    valid: u32,
+    ld4_logits: u32,
+    ld_mulv: u32,
+    mulv_cols: u32,
+    pad: [u32; 2],
+}
+
+/// The importance-weighted objective of a training step (see shaders/iwae_weights.wgsl):
+/// each record's K samples in K consecutive rows, their losses replaced by the record's
+/// bound and their gradients weighted. Set the valid records with `set_valid`.
+pub struct IwaeWeights {
+    pub weights: Dispatch,
+    pub scale: Dispatch,
+    /// The rows' normalized weights [1, B K] after `weights` runs.
+    pub normalized: Matrix,
+    params: WeightParams,
+}
+
+impl IwaeWeights {
+    pub fn set_valid(&mut self, gpu: &Gpu, records: usize) {
+        self.params.valid = records.min((self.params.rows / self.params.k) as usize) as u32;
+        gpu.queue
+            .write_buffer(&self.weights.params, 0, bytemuck::bytes_of(&self.params));
+    }
+
+    pub fn launches(&self) -> [&Dispatch; 2] {
+        [&self.weights, &self.scale]
+    }
+}
+
+/// `per_sample` [B K, 3] (row stride 4), the logits' gradient [B K, D] and mu | logvar's
+/// [B K, 2Z], K samples per record.
+pub fn iwae_weights(
+    gpu: &Gpu,
+    k: usize,
+    per_sample: &Matrix,
+    dlogits: &Matrix,
+    dmulv: &Matrix,
+) -> Result<IwaeWeights, GpuError> {
+    let rows = per_sample.rows;
+    if k == 0
+        || !rows.is_multiple_of(k)
+        || per_sample.ld != 4
+        || dlogits.rows != rows
+        || dmulv.rows != rows
+    {
+        return Err(shape_err(
+            "iwae weights",
+            format!(
+                "{k} samples per record, per-sample [{rows}, {}], logits' gradient [{}, {}], mu|logvar's [{}, {}]",
+                per_sample.cols, dlogits.rows, dlogits.cols, dmulv.rows, dmulv.cols
+            ),
+        ));
+    }
+    let weights = Matrix::zeros(gpu, 1, rows, "importance weights")?;
+    let params = WeightParams {
+        rows: rows as u32,
+        k: k as u32,
+        valid: (rows / k) as u32,
+        ld4_logits: (dlogits.ld / 4) as u32,
+        ld_mulv: dmulv.ld as u32,
+        mulv_cols: dmulv.cols as u32,
+        pad: [0; 2],
+    };
+    let uniform = gpu.uniform("iwae weights params", &params);
+    let weigh = gpu.dispatch(
+        "iwae weights".into(),
+        gpu.pipeline(Shader::IwaeWeights, "iwae_weights_main", &[])?,
+        uniform.clone(),
+        &[(1, per_sample.binding()), (2, weights.binding())],
+        gpu.grid((rows / k).div_ceil(64) as u64)?,
+    );
+    let scale = gpu.dispatch(
+        "iwae scale".into(),
+        gpu.pipeline(Shader::IwaeWeights, "iwae_scale_main", &[])?,
+        uniform,
+        &[
+            (2, weights.binding()),
+            (3, dlogits.binding()),
+            (4, dmulv.binding()),
+        ],
+        gpu.grid((rows * dlogits.ld / 4).div_ceil(256) as u64)?,
+    );
+    Ok(IwaeWeights {
+        weights: weigh,
+        scale,
+        normalized: weights,
+        params,
+    })
+}

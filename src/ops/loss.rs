@@ -70,7 +70,9 @@ struct LossParams {
     /// Tables: encoded values per record and column blocks (see table_loss.wgsl).
     table_e: u32,
     table_blocks: u32,
-    _pad: u32,
+    /// Rows per record (the samples of an importance-weighted step): the batch's record
+    /// count is valid / samples.
+    samples: u32,
 }
 
 /// The matrices one loss launch reads and writes.
@@ -101,6 +103,13 @@ impl LossDispatch {
     pub fn update(&mut self, gpu: &Gpu, s: &LossSettings) {
         self.params = params_with(self.params, s);
         // The launches share the parameter buffer.
+        gpu.queue
+            .write_buffer(&self.pixels.params, 0, bytemuck::bytes_of(&self.params));
+    }
+
+    /// Counts every `samples` rows as one record in the sums.
+    pub fn per_record(&mut self, gpu: &Gpu, samples: usize) {
+        self.params.samples = samples.max(1) as u32;
         gpu.queue
             .write_buffer(&self.pixels.params, 0, bytemuck::bytes_of(&self.params));
     }
@@ -258,7 +267,7 @@ fn base_params(b: &LossBuffers<'_>, chunks: usize, table: Option<&TableBlocks>) 
         free_bits: 0.0,
         table_e: table.map_or(0, |t| t.e as u32),
         table_blocks: table.map_or(0, |t| t.count as u32),
-        _pad: 0,
+        samples: 1,
     }
 }
 

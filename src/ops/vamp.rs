@@ -32,6 +32,9 @@ pub struct VampBuffers<'a> {
     pub per_sample: &'a Matrix,
     pub dmulv: &'a Matrix,
     pub dpmulv: &'a Matrix,
+    /// Each record's weight in the components' gradients [1, B] (an importance-weighted
+    /// step's normalized weights, written before the components' launch); None: ones.
+    pub row_scale: Option<&'a Matrix>,
 }
 
 /// The records' launch (KL, totals, their gradients) and the components' (their gradients).
@@ -57,7 +60,8 @@ impl VampDispatch {
 }
 
 /// Writes each record's KL (and total, beside its reconstruction) and overwrites the
-/// gradients of both mu | logvar matrices (times beta and the grad scale).
+/// gradients of both mu | logvar matrices (times beta and the grad scale; the components'
+/// also times each record's `row_scale`).
 pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
     let (rows, z, k) = (b.z.rows, b.z.cols, b.pmulv.rows);
     let ok = b.mulv.rows == rows
@@ -72,7 +76,8 @@ pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
         && b.dpmulv.ld == b.pmulv.ld
         && b.per_sample.rows == rows
         && b.per_sample.cols == 3
-        && b.per_sample.ld == 4;
+        && b.per_sample.ld == 4
+        && b.row_scale.is_none_or(|w| w.rows * w.cols == rows);
     if !ok {
         return Err(shape_err(
             "vamp",
@@ -83,6 +88,14 @@ pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
         ));
     }
     let resp = Matrix::zeros(gpu, rows, k, "vamp responsibilities")?;
+    let ones;
+    let row_scale = match b.row_scale {
+        Some(w) => w,
+        None => {
+            ones = Matrix::from_slice(gpu, 1, rows, &vec![1.0; rows], "vamp row scale")?;
+            &ones
+        }
+    };
     let params = VampParams {
         rows: rows as u32,
         valid: rows as u32,
@@ -121,6 +134,7 @@ pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
             (2, b.z.binding()),
             (5, resp.binding()),
             (8, b.dpmulv.binding()),
+            (9, row_scale.binding()),
         ],
         gpu.grid((k * z).div_ceil(64) as u64)?,
     );

@@ -106,6 +106,7 @@ pub fn encode(
             adam: None,
             seed: 0,
             corruption: None,
+            samples: 1,
         },
     )?;
     let z = c.latent;
@@ -266,6 +267,7 @@ pub fn iwae_log_px(
             adam: None,
             seed: 0,
             corruption: None,
+            samples: 1,
         },
     )?;
     program.set_stream(super::step::STREAM_EVAL + 10);

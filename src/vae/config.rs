@@ -231,6 +231,10 @@ pub struct TrainConfig {
     /// Input corruption of a denoising VAE (the loss targets the clean images).
     #[serde(default)]
     pub corruption: Option<crate::ops::sample::Corruption>,
+    /// Posterior samples per record: above 1 the objective is the importance-weighted
+    /// bound over them (IWAE, Burda et al. 2016); 1 is the ELBO.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub iwae_k: usize,
     /// What was read (`--data`, `--size`, `--channels`, `--limit`, `--classes`), so that
     /// `--resume` reads the same images.
     #[serde(default)]
@@ -281,6 +285,7 @@ impl Default for TrainConfig {
             adam: AdamConfig::default(),
             data: String::new(),
             corruption: None,
+            iwae_k: 1,
             data_dir: None,
             labels: None,
             test_fraction: None,
@@ -436,9 +441,24 @@ impl ModelConfig {
     }
 }
 
+/// The most posterior samples per record of `train --iwae-k`.
+pub const MAX_IWAE_K: usize = 5000;
+
 impl TrainConfig {
     /// Checks every field against the ranges the flags allow, and against the model.
     pub fn validate(&self, model: &ModelConfig) -> Result<(), String> {
+        field(
+            (1..=MAX_IWAE_K).contains(&self.iwae_k),
+            "train.iwae_k",
+            self.iwae_k,
+            "1..=5000",
+        )?;
+        field(
+            self.iwae_k == 1 || self.free_bits == 0.0,
+            "train.free_bits",
+            self.free_bits,
+            "0 with iwae_k above 1 (the importance-weighted bound has no per-dimension KL to floor)",
+        )?;
         field(
             model.vamp.is_none() || self.free_bits == 0.0,
             "train.free_bits",

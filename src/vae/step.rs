@@ -6,6 +6,7 @@ use crate::gpu::{Dispatch, Gpu, GpuError, Matrix, PendingRead};
 use crate::graph::{Mode, Params, Program};
 use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
 use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
+use crate::ops::iwae::{iwae_weights, IwaeWeights};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
 use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
 use crate::ops::vamp::{vamp, VampBuffers, VampDispatch};
@@ -38,6 +39,9 @@ pub struct StepSpec {
     pub seed: u64,
     /// Corrupt the encoder's input (denoising); the loss still targets the clean batch.
     pub corruption: Option<Corruption>,
+    /// Posterior samples per record: above 1, the step's objective is the importance-
+    /// weighted bound over them (Burda et al. 2016), each record taking that many rows.
+    pub samples: usize,
 }
 
 /// One step over a batch gathered from the GPU dataset: forward, loss, and when training,
@@ -56,8 +60,14 @@ pub struct StepProgram {
     classes: Option<(Matrix, GatherDispatch)>,
     corrupt: Option<(Dispatch, Corruption)>,
     pub loss: LossDispatch,
-    /// A VampPrior model's encoder over its pseudo-inputs and KL term.
+    /// A VampPrior model's encoder over its pseudo-inputs.
     vamp: Option<VampStep>,
+    /// The Monte-Carlo KL (a VampPrior's, or N(0, I)'s under the importance-weighted
+    /// objective), which replaces the loss's closed form.
+    mc_kl: Option<VampDispatch>,
+    /// The importance-weighted objective over `samples` rows per record.
+    importance: Option<IwaeWeights>,
+    samples: usize,
     pub adam: Option<AdamDispatch>,
     graph: crate::graph::Graph,
     seed: u64,
@@ -74,7 +84,8 @@ impl StepProgram {
         data: &Batches<'_>,
         spec: &StepSpec,
     ) -> Result<StepProgram, GpuError> {
-        let rows = spec.rows;
+        let samples = spec.samples.max(1);
+        let rows = spec.rows * samples;
         let stream = if spec.adam.is_some() {
             STREAM_TRAIN
         } else {
@@ -92,7 +103,8 @@ impl StepProgram {
             )));
         }
         let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
-        let gather = gather(gpu, data.images, data.indices, data.count, &x)?;
+        let mut gather = gather(gpu, data.images, data.indices, data.count, &x)?;
+        gather.set_repeat(gpu, samples);
         let classes = match params.graph.y {
             Some(y) => {
                 let labels = data.labels.ok_or_else(|| {
@@ -102,7 +114,8 @@ impl StepProgram {
                 })?;
                 let k = params.graph.shapes[y].c;
                 let onehot = Matrix::zeros(gpu, rows, k, "classes")?;
-                let d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
+                let mut d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
+                d.set_repeat(gpu, samples);
                 Some((onehot, d))
             }
             None => None,
@@ -147,7 +160,7 @@ impl StepProgram {
             per_sample: &per_sample,
             accum: &accum,
         };
-        let loss = match &c.table {
+        let mut loss = match &c.table {
             Some(t) => table_loss(
                 gpu,
                 &buffers,
@@ -156,10 +169,53 @@ impl StepProgram {
             )?,
             None => loss(gpu, &buffers, &spec.settings)?,
         };
-        let vamp = match g.pseudo {
-            Some(_) => Some(VampStep::new(gpu, params, &program, &per_sample)?),
+        let pseudo = match g.pseudo {
+            Some(_) => Some(VampStep::new(gpu, params)?),
             None => None,
         };
+        // The KL as its Monte-Carlo estimate: the VampPrior's, or under the importance-
+        // weighted objective N(0, I)'s (one component at 0 with unit variance).
+        let standard;
+        let (pmulv, dpmulv) = match &pseudo {
+            Some(v) => (v.pass.components(g), v.pass.program.grad(g.mulv)),
+            None => {
+                let z = g.shapes[g.z].c;
+                standard = [
+                    Matrix::zeros(gpu, 1, 2 * z, "N(0, I)")?,
+                    Matrix::zeros(gpu, 1, 2 * z, "N(0, I) gradient")?,
+                ];
+                (&standard[0], &standard[1])
+            }
+        };
+        let importance = (samples > 1)
+            .then(|| {
+                iwae_weights(
+                    gpu,
+                    samples,
+                    &per_sample,
+                    &logits_rows_grad(&program, g, rows)?,
+                    program.grad(g.mulv),
+                )
+            })
+            .transpose()?;
+        let mc_kl = (pseudo.is_some() || samples > 1)
+            .then(|| {
+                vamp(
+                    gpu,
+                    &VampBuffers {
+                        mulv: program.value(g.mulv),
+                        z: program.value(g.z),
+                        eps: program.eps(),
+                        pmulv,
+                        per_sample: &per_sample,
+                        dmulv: program.grad(g.mulv),
+                        dpmulv,
+                        row_scale: importance.as_ref().map(|w| &w.normalized),
+                    },
+                )
+            })
+            .transpose()?;
+        loss.per_record(gpu, samples);
         let adam = spec
             .adam
             .map(|a| {
@@ -180,7 +236,10 @@ impl StepProgram {
             classes,
             corrupt: corrupt.map(|(d, kind, _)| (d, kind)),
             loss,
-            vamp,
+            vamp: pseudo,
+            mc_kl,
+            importance,
+            samples,
             adam,
             graph: g.clone(),
             seed: spec.seed,
@@ -189,9 +248,9 @@ impl StepProgram {
         })
     }
 
-    /// Rows per batch.
+    /// Records per batch (each takes `samples` rows).
     pub fn rows(&self) -> usize {
-        self.x.rows
+        self.x.rows / self.samples
     }
 
     /// What the encoder reads: the batch, or its corrupted copy (denoising).
@@ -231,18 +290,24 @@ impl StepProgram {
         };
         self.program
             .set_noise(gpu, noise, self.temperature, self.mulv(), self.z());
-        match &mut self.vamp {
-            // The KL is the VampPrior's: the loss writes the reconstruction alone.
-            Some(v) => {
+        // `valid` counts records; the loss launches count rows.
+        let valid = settings.valid.min(self.rows()) * self.samples;
+        match &mut self.mc_kl {
+            // The KL is the Monte-Carlo one: the loss writes the reconstruction alone.
+            Some(kl) => {
                 let recon = LossSettings {
                     beta: 0.0,
                     free_bits: 0.0,
+                    valid,
                     ..*settings
                 };
                 self.loss.update(gpu, &recon);
-                v.kl.update(gpu, settings.valid, settings.beta, settings.grad_scale);
+                kl.update(gpu, valid, settings.beta, settings.grad_scale);
             }
-            None => self.loss.update(gpu, settings),
+            None => self.loss.update(gpu, &LossSettings { valid, ..*settings }),
+        }
+        if let Some(w) = &mut self.importance {
+            w.set_valid(gpu, settings.valid);
         }
         if let Some((d, kind)) = &self.corrupt {
             let noise = Noise {
@@ -267,8 +332,14 @@ impl StepProgram {
         let vamp = self.vamp.as_ref();
         all.extend(vamp.map(|v| v.pass.forward()).into_iter().flatten());
         all.extend(self.loss.per_sample());
-        all.extend(vamp.map(|v| &v.kl.rows));
-        all.extend(vamp.filter(|_| train).map(|v| &v.kl.components));
+        let kl = self.mc_kl.as_ref();
+        all.extend(kl.map(|kl| &kl.rows));
+        all.extend(self.importance.iter().flat_map(|w| w.launches()));
+        // The components' gradients weigh the records as the importance weights say.
+        all.extend(
+            kl.filter(|_| train && vamp.is_some())
+                .map(|kl| &kl.components),
+        );
         all.push(&self.loss.reduce);
         all.extend(&self.program.backward);
         all.extend(
@@ -376,12 +447,10 @@ impl PseudoPass {
     }
 }
 
-/// The VampPrior's part of a training or evaluation step: the pseudo-inputs' pass (its
-/// weight gradients written apart, then added to the batch's) and the Monte-Carlo KL
-/// between the loss and the backward.
+/// The VampPrior's part of a training or evaluation step: the pseudo-inputs' pass, its
+/// weight gradients written apart, then added to the batch's.
 struct VampStep {
     pass: PseudoPass,
-    kl: VampDispatch,
     /// The pseudo-inputs' gradient into the raw ones' slot, and the encoder's weight
     /// gradients added to the batch's.
     act_grad: Dispatch,
@@ -390,30 +459,13 @@ struct VampStep {
 }
 
 impl VampStep {
-    fn new(
-        gpu: &Gpu,
-        params: &Params,
-        batch: &Program,
-        per_sample: &Matrix,
-    ) -> Result<VampStep, GpuError> {
+    fn new(gpu: &Gpu, params: &Params) -> Result<VampStep, GpuError> {
         let g = &params.graph;
         let shadow = Matrix::zeros(gpu, 1, params.len, "pseudo-input weight gradients")?;
         let pass = PseudoPass::new(gpu, &params.with_grads(shadow.buffer.clone()))?;
         let (pseudo, slot) = g.pseudo.zip(params.pseudo.as_ref()).ok_or_else(|| {
             GpuError::Config("a VampPrior model without its pseudo-inputs".into())
         })?;
-        let kl = vamp(
-            gpu,
-            &VampBuffers {
-                mulv: batch.value(g.mulv),
-                z: batch.value(g.z),
-                eps: batch.eps(),
-                pmulv: pass.components(g),
-                per_sample,
-                dmulv: batch.grad(g.mulv),
-                dpmulv: pass.program.grad(g.mulv),
-            },
-        )?;
         let act_grad = crate::ops::tensor::grad(
             gpu,
             pass.program.grad(g.x),
@@ -433,7 +485,6 @@ impl VampStep {
         )?;
         Ok(VampStep {
             pass,
-            kl,
             act_grad,
             add_grads,
             shadow,

@@ -43,6 +43,12 @@ pub fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
 /// step 4, Bernoulli, beta 1) on the batch of `fixtures/NAME_expected.safetensors`,
 /// checked against its reference tensors.
 pub fn step_matches(gpu: &Gpu, c: &ModelConfig, name: &str) {
+    step_matches_with(gpu, c, name, 1);
+}
+
+/// The same with `samples` posterior samples per record (the importance-weighted
+/// objective); the noise, mu | logvar and logits are the rows', the loss the summed bound.
+pub fn step_matches_with(gpu: &Gpu, c: &ModelConfig, name: &str, samples: usize) {
     let params = c.params(gpu, 0).unwrap();
     let model = fixture(&format!("{name}/model.safetensors"));
     let original = safetensors::load(&model).unwrap();
@@ -87,6 +93,7 @@ pub fn step_matches(gpu: &Gpu, c: &ModelConfig, name: &str) {
             adam: Some(adam),
             seed: 11,
             corruption: None,
+            samples,
         },
     )
     .unwrap();

@@ -1,0 +1,81 @@
+// The importance-weighted objective of a training step (Burda et al. 2016): each record's K
+// samples sit in K consecutive rows, and row i's loss, total_i = recon_i + beta * kl_i (its
+// Monte-Carlo KL, log q(z_i | x) - log p(z_i)), is -log w_i. Per record:
+//   bound = -(logsumexp_i log w_i - log K),   w~_i = softmax_i(log w_i)
+// and the gradient of the bound is sum_i w~_i d total_i: every gradient of row i is
+// scaled by w~_i. Two launches:
+//   iwae_weights_main: one invocation per record writes w~ and replaces its rows' losses by
+//     one row (the w~-weighted reconstruction, the rest of the bound, the bound) and zeros;
+//   iwae_scale_main: one invocation per vec4 of the logits' gradient scales it, and the
+//     first of each row also its mu | logvar gradient.
+
+struct WeightParams {
+    rows: u32,
+    k: u32,
+    valid: u32,
+    ld4_logits: u32,
+    ld_mulv: u32,
+    mulv_cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: WeightParams;
+// [rows, 3] with a row stride of 4: reconstruction, KL, total.
+@group(0) @binding(1) var<storage, read_write> per_sample: array<f32>;
+@group(0) @binding(2) var<storage, read_write> weights: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dlogits: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dmulv: array<f32>;
+
+@compute @workgroup_size(64)
+fn iwae_weights_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (g * p.k >= p.rows) { return; }
+    let base = g * p.k;
+    var m = -3.0e38;
+    for (var i = 0u; i < p.k; i++) {
+        m = max(m, -per_sample[(base + i) * 4u + 2u]);
+    }
+    var s = 0.0;
+    for (var i = 0u; i < p.k; i++) {
+        s += exp(-per_sample[(base + i) * 4u + 2u] - m);
+    }
+    let live = g < p.valid;
+    var recon = 0.0;
+    for (var i = 0u; i < p.k; i++) {
+        let w = select(0.0, exp(-per_sample[(base + i) * 4u + 2u] - m) / s, live);
+        weights[base + i] = w;
+        recon += w * per_sample[(base + i) * 4u];
+    }
+    let bound = select(0.0, -(m + log(s) - log(f32(p.k))), live);
+    per_sample[base * 4u] = recon;
+    per_sample[base * 4u + 1u] = bound - recon;
+    per_sample[base * 4u + 2u] = bound;
+    for (var i = 1u; i < p.k; i++) {
+        per_sample[(base + i) * 4u] = 0.0;
+        per_sample[(base + i) * 4u + 1u] = 0.0;
+        per_sample[(base + i) * 4u + 2u] = 0.0;
+    }
+}
+
+@compute @workgroup_size(256)
+fn iwae_scale_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= p.rows * p.ld4_logits) { return; }
+    let row = udiv(i, p.ld4_logits);
+    let w = weights[row];
+    dlogits[i] *= w;
+    if (i == row * p.ld4_logits) {
+        for (var j = 0u; j < p.mulv_cols; j++) {
+            dmulv[row * p.ld_mulv + j] *= w;
+        }
+    }
+}
