@@ -14,7 +14,8 @@ struct SampleParams {
     step: u32,
     stream: u32,
     temperature: f32,
-    // corrupt_main: 1 Gaussian noise, 2 salt and pepper, 3 masking (amount in temperature)
+    // corrupt_main: 1 Gaussian noise, 2 salt and pepper, 3 masking (amount in temperature),
+    // 4 binarization (1 with probability x, else 0)
     mode: u32,
     _pad1: u32,
     _pad2: u32,
@@ -121,7 +122,8 @@ fn sample_backward_main(
 
 // noisy = a corrupted copy of clean ([rows, z] with row stride ld_z), for denoising:
 // Gaussian: clamp(x + amount * N(0, 1), 0, 1); salt and pepper: with probability amount
-// the pixel becomes 0 or 1; masking: with probability amount it becomes 0.
+// the pixel becomes 0 or 1; masking: with probability amount it becomes 0. Or a binary
+// draw of it (dynamic binarization): each pixel 1 with probability x, else 0.
 @compute @workgroup_size(256)
 fn corrupt_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -137,6 +139,9 @@ fn corrupt_main(
     var y = x;
     if (p.mode == 1u) {
         y = clamp(x + amount * normal_at(i), 0.0, 1.0);
+    } else if (p.mode == 4u) {
+        let r = philox4x32_10(vec4<u32>(i, p.step, p.stream, 1u), vec2<u32>(p.seed_lo, p.seed_hi));
+        y = select(0.0, 1.0, f32(r.x >> 8u) * (1.0 / 16777216.0) < x);
     } else {
         let r = philox4x32_10(vec4<u32>(i, p.step, p.stream, 1u), vec2<u32>(p.seed_lo, p.seed_hi));
         let hit = f32(r.x >> 8u) * (1.0 / 16777216.0) < amount;

@@ -198,9 +198,9 @@ fn sample_fits_saves_and_reuses_a_mixture() {
         &["gmm:0", "1 to 256"],
     );
     fails_with(
-        &["sample", "--model", &model, "--prior", "vamp"],
+        &["sample", "--model", &model, "--prior", "flow"],
         2,
-        &["normal, gmm or gmm:K"],
+        &["normal, gmm, gmm:K or vamp"],
     );
     fails_with(
         &[

@@ -79,3 +79,164 @@ fn iwae_training_from_the_command_line() {
     assert!(!refused.exists());
     fails_with(&["train", "--iwae-k", "0"], 2, &["--iwae-k"]);
 }
+
+/// Burda et al.'s recipe as options: the learning-rate schedules' rates, dynamic
+/// binarization (binary batches, redrawn each step, the same for the same step), the
+/// output bias at the data's mean, the MLP's tanh, and their one-line errors.
+#[test]
+fn the_recipe_options() {
+    use vae_gpu::data::Dtype;
+    use vae_gpu::gpu::Matrix;
+    use vae_gpu::ops::gather::GpuImages;
+    use vae_gpu::ops::loss::LossSettings;
+    use vae_gpu::ops::Activation;
+    use vae_gpu::vae::config::LrSchedule;
+    use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+
+    // Burda: 10^(-i/7) for 3^i epochs: epoch 0, 1-3, 4-12, ..., 1093 onwards.
+    let burda = |e| LrSchedule::Burda.at(1e-3, e, 0.0, 10);
+    for (epoch, stage) in [
+        (0, 0),
+        (1, 1),
+        (3, 1),
+        (4, 2),
+        (12, 2),
+        (13, 3),
+        (1092, 6),
+        (1093, 7),
+        (5000, 7),
+    ] {
+        let want = 1e-3 * 10f64.powf(-(stage as f64) / 7.0);
+        assert!(
+            (f64::from(burda(epoch)) - want).abs() < 1e-9,
+            "epoch {epoch}"
+        );
+    }
+    let step = LrSchedule::Step {
+        every: 2,
+        gamma: 0.5,
+    };
+    assert_eq!(step.at(1e-3, 3, 0.5, 10), 5e-4);
+    assert_eq!(LrSchedule::Cosine.at(1e-3, 0, 0.0, 4), 1e-3);
+    assert!((LrSchedule::Cosine.at(1e-3, 2, 0.0, 4) - 5e-4).abs() < 1e-9);
+    assert!(LrSchedule::Cosine.at(1e-3, 3, 0.999, 4) < 1e-8);
+
+    let all =
+        vae_gpu::data::load(Some(std::path::Path::new(&data())), &Default::default()).unwrap();
+    let train = all.train.take(64);
+    for_each_gpu(|gpu| {
+        // A binarized model's batches are draws: 0 or 1, anew each step, fixed by it.
+        let c = ModelConfig {
+            hidden: vec![8],
+            latent: 2,
+            binarize: true,
+            activation: Some("tanh".into()),
+            ..ModelConfig::mlp(28, 28, 1)
+        };
+        let params = c.params(gpu, 1).unwrap();
+        assert!(params
+            .graph
+            .nodes
+            .iter()
+            .any(|n| n.op.act() == Activation::Tanh));
+        let images = GpuImages::upload(gpu, &train.pixels, c.input_dim(), Dtype::U8).unwrap();
+        let order: Vec<u32> = (0..16).collect();
+        let indices = Matrix::from_slice(gpu, 1, 16, bytemuck::cast_slice(&order), "idx").unwrap();
+        let settings = LossSettings {
+            valid: 16,
+            ..Default::default()
+        };
+        let mut program = StepProgram::new(
+            gpu,
+            &params,
+            &c,
+            &Batches {
+                images: &images,
+                indices: &indices.buffer,
+                count: 16,
+                labels: None,
+            },
+            &StepSpec {
+                rows: 16,
+                settings,
+                adam: None,
+                seed: 3,
+                corruption: None,
+                samples: 1,
+            },
+        )
+        .unwrap();
+        let mut draw = |step| {
+            program.prepare(gpu, 0, step, &settings);
+            program.submit(gpu, None).unwrap();
+            program.x.read(gpu).unwrap()
+        };
+        let (a, b, a2) = (draw(0), draw(1), draw(0));
+        assert!(a.iter().all(|&v| v == 0.0 || v == 1.0), "binary draws");
+        assert_ne!(a, b, "redrawn each step");
+        assert_eq!(a, a2, "the same step draws the same");
+        let ones = a.iter().filter(|&&v| v == 1.0).count() as f64 / a.len() as f64;
+        let mean: f64 = train.pixels[..16 * 784]
+            .iter()
+            .map(|&p| f64::from(p) / 255.0)
+            .sum::<f64>()
+            / (16.0 * 784.0);
+        assert!(
+            (ones - mean).abs() < 0.02,
+            "{ones} ones for a mean pixel of {mean}"
+        );
+
+        // The output bias at the logit of each pixel's mean.
+        vae_gpu::vae::init::output_bias_from_data(
+            gpu,
+            &params,
+            &c,
+            &vae_gpu::data::store::TrainSet::Memory(std::borrow::Cow::Borrowed(&train)),
+        )
+        .unwrap();
+        let out = params.graph.producer(params.graph.logits).unwrap();
+        let (_, bias) = params.slots[out].as_ref().unwrap();
+        let got = params.view(&params.values, bias).read(gpu).unwrap();
+        for j in [0, 300, 406, 783] {
+            let m: f64 = (0..train.count)
+                .map(|i| f64::from(train.image(i)[j]) / 255.0)
+                .sum::<f64>()
+                / train.count as f64;
+            let m = m.clamp(1e-3, 1.0 - 1e-3);
+            let want = (m / (1.0 - m)).ln();
+            assert!(
+                (f64::from(got[j]) - want).abs() < 1e-4,
+                "pixel {j}: {} vs {want}",
+                got[j]
+            );
+        }
+    });
+
+    // Options that do not fit the model are one-line errors.
+    let d = data();
+    for (extra, needles) in [
+        (
+            vec!["--arch", "conv", "--activation", "tanh"],
+            vec!["--activation", "MLP"],
+        ),
+        (
+            vec!["--likelihood", "gaussian", "--binarize", "dynamic"],
+            vec!["model.binarize", "bernoulli"],
+        ),
+        (
+            vec!["--lr-schedule", "step:0:0.5"],
+            vec!["step:0:0.5", "1 to 1000000"],
+        ),
+        (vec!["--adam-betas", "0.9"], vec!["beta1,beta2"]),
+    ] {
+        let out = tmp().join("recipe-refused").display().to_string();
+        let mut args = vec!["train", "--data", &d, "--limit", "64", "--out", &out];
+        args.extend(extra.iter().copied());
+        let code = if needles[0].starts_with("--activation") || needles[0].starts_with("model.") {
+            1
+        } else {
+            2
+        };
+        fails_with(&args, code, &needles);
+    }
+}

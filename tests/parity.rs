@@ -846,6 +846,68 @@ fn corruption_matches_cpu() {
     });
 }
 
+/// Dynamic binarization: every pixel's draw equals the twin's exactly (the uniform is a
+/// 24-bit fraction, exact in f32), and over a large batch the share of ones follows the
+/// pixel values.
+#[test]
+fn binarize_matches_cpu() {
+    use vae_gpu::ops::sample::binarize;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(57);
+        for case in 0..10 {
+            let (rows, cols) = (AWKWARD[case % 9], AWKWARD[(case + 5) % 9]);
+            let noise = Noise {
+                seed: rng.next_u64(),
+                step: case as u32,
+                stream: 4,
+            };
+            let (x32, x) = rng.vec(rows * cols, 0.0, 1.0);
+            let (gx, gy) = (
+                upload(gpu, rows, cols, &x32),
+                Matrix::zeros(gpu, rows, cols, "y").unwrap(),
+            );
+            gpu.run(&[&binarize(gpu, &gx, &gy, noise).unwrap()])
+                .unwrap();
+            let want: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| cpu::sample::binarize(v, i as u32, noise))
+                .collect();
+            assert_close(
+                &format!("case {case} [{rows}x{cols}]"),
+                &gy.read(gpu).unwrap(),
+                &want,
+                |_| 0.0,
+            );
+        }
+        let n = 64 * 1024;
+        let x: Vec<f32> = (0..n).map(|i| (i % 4) as f32 / 4.0 + 0.1).collect();
+        let (gx, gy) = (
+            upload(gpu, 64, 1024, &x),
+            Matrix::zeros(gpu, 64, 1024, "y").unwrap(),
+        );
+        let noise = Noise {
+            seed: 5,
+            step: 0,
+            stream: 4,
+        };
+        gpu.run(&[&binarize(gpu, &gx, &gy, noise).unwrap()])
+            .unwrap();
+        let y = gy.read(gpu).unwrap();
+        for level in 0..4 {
+            let ones = y
+                .iter()
+                .skip(level)
+                .step_by(4)
+                .filter(|&&v| v == 1.0)
+                .count();
+            let share = ones as f64 / (n / 4) as f64;
+            let p = level as f64 / 4.0 + 0.1;
+            assert!((share - p).abs() < 0.01, "pixel {p}: {share} ones");
+        }
+    });
+}
+
 /// `udiv` (shaders/index.wgsl), the float-based division the index kernels use instead of
 /// integer division: exact against u32 division on edge and random pairs across its range
 /// (a < 2^29, b < 2^23).

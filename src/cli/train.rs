@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// [default: 400]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub hidden: Option<Vec<u32>>,
+    /// The MLP's hidden activation: relu, tanh (Burda et al.'s), sigmoid, silu,
+    /// leaky_relu[:SLOPE] [default: relu]
+    #[arg(long, value_name = "NAME", value_parser = activation)]
+    pub activation: Option<String>,
     /// A conditional VAE: each record's class (its label), one-hot, enters beside the
     /// encoder's input and beside z, so `sample --class NAME` draws the class asked for.
     /// Needs labelled data (IDX labels, an image folder's classes, --labels, a table's
@@ -72,6 +76,12 @@ pub struct TrainArgs {
     /// [default: bernoulli]
     #[arg(long, value_enum)]
     pub likelihood: Option<crate::ops::loss::Likelihood>,
+    /// dynamic: the data are binary draws of the pixels (each 1 with the pixel's value as
+    /// probability), drawn anew each time an image is used, on the GPU, from the run's
+    /// seed (Burda et al. 2016; a Bernoulli model of grey images); none: as they are
+    /// [default: none]
+    #[arg(long, value_name = "dynamic|none", value_parser = ["dynamic", "none"])]
+    pub binarize: Option<String>,
     /// Variance of the Gaussian likelihood (0.5 makes its data term the summed squared
     /// error) [default: 0.5]
     #[arg(long, value_parser = super::positive)]
@@ -96,9 +106,25 @@ pub struct TrainArgs {
     /// rows of the step (so K x --batch-size rows in all); 1 is the ELBO [default: 1]
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub iwae_k: Option<u32>,
-    /// Adam learning rate [default: 0.001]
+    /// Adam learning rate (where a --lr-schedule starts) [default: 0.001]
     #[arg(long, value_parser = super::positive)]
     pub lr: Option<f32>,
+    /// Start the decoder's output bias at the training data's mean (the logit of each
+    /// pixel's mean for a Bernoulli model), as Burda et al. did, instead of PyTorch's
+    /// random initialisation
+    #[arg(long)]
+    pub output_bias_from_data: bool,
+    /// How the learning rate changes: constant; step:N:G (times G every N epochs); cosine
+    /// (half a cosine to 0 over the run); burda (Burda et al. 2016: 10^(-i/7) times --lr
+    /// for 3^i epochs, i = 0..7) [default: constant]
+    #[arg(long, value_name = "SCHEDULE", value_parser = lr_schedule)]
+    pub lr_schedule: Option<crate::vae::config::LrSchedule>,
+    /// Adam's moment decay rates beta1,beta2 [default: 0.9,0.999]
+    #[arg(long, value_name = "B1,B2", value_parser = adam_betas)]
+    pub adam_betas: Option<(f32, f32)>,
+    /// Adam's epsilon (Burda et al. used 1e-4) [default: 1e-8]
+    #[arg(long, value_name = "EPS", value_parser = super::positive)]
+    pub adam_eps: Option<f32>,
     /// Decoupled weight decay (AdamW); 0 is plain Adam [default: 0]
     #[arg(long, value_parser = super::non_negative)]
     pub weight_decay: Option<f32>,
@@ -177,6 +203,48 @@ fn run_dir(s: &str) -> Result<PathBuf, String> {
     match s {
         "-" => Err("'-': a run is a directory of checkpoints; give its path".into()),
         _ => Ok(PathBuf::from(s)),
+    }
+}
+
+fn activation(s: &str) -> Result<String, String> {
+    crate::model::spec::activation(Some(s)).map(|_| s.to_string())
+}
+
+fn lr_schedule(s: &str) -> Result<crate::vae::config::LrSchedule, String> {
+    use crate::vae::config::LrSchedule;
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts[..] {
+        ["constant"] => Ok(LrSchedule::Constant),
+        ["cosine"] => Ok(LrSchedule::Cosine),
+        ["burda"] => Ok(LrSchedule::Burda),
+        ["step", every, gamma] => {
+            let every = every
+                .parse::<usize>()
+                .ok()
+                .filter(|&e| (1..=1_000_000).contains(&e))
+                .ok_or_else(|| format!("{s}: N, the epochs between steps, must be 1 to 1000000"))?;
+            let gamma = gamma
+                .parse::<f32>()
+                .ok()
+                .filter(|g| g.is_finite() && *g > 0.0 && *g <= 1.0)
+                .ok_or_else(|| format!("{s}: G, the factor per step, must be in (0, 1]"))?;
+            Ok(LrSchedule::Step { every, gamma })
+        }
+        _ => Err(format!("{s}: use constant, step:N:G, cosine or burda")),
+    }
+}
+
+fn adam_betas(s: &str) -> Result<(f32, f32), String> {
+    let rate = |v: &str| {
+        v.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|b| (0.0..1.0).contains(b))
+            .ok_or_else(|| format!("{s}: each beta must be at least 0 and below 1"))
+    };
+    match s.split_once(',') {
+        Some((b1, b2)) => Ok((rate(b1)?, rate(b2)?)),
+        None => Err(format!("{s}: give beta1,beta2, e.g. 0.9,0.999")),
     }
 }
 
@@ -387,6 +455,7 @@ fn new_run(
         hidden: widths(&a.hidden)
             .filter(|_| base.arch == "mlp")
             .unwrap_or(base.hidden),
+        activation: a.activation.clone().filter(|_| base.arch == "mlp"),
         conv_channels: widths(&a.conv_channels)
             .filter(|_| ["conv", "resnet"].contains(&base.arch.as_str()))
             .unwrap_or(base.conv_channels),
@@ -399,6 +468,7 @@ fn new_run(
             crate::data::Dtype::U8 => base.likelihood,
         }),
         gauss_var: a.gauss_var.unwrap_or(base.gauss_var),
+        binarize: a.binarize.as_deref() == Some("dynamic"),
         ..base
     };
     let d = TrainConfig::default();
@@ -408,6 +478,7 @@ fn new_run(
         kl_cycles: a.kl_cycles.map_or(d.kl_cycles, |k| k as usize),
         free_bits: a.free_bits.unwrap_or(d.free_bits),
         iwae_k: a.iwae_k.map_or(d.iwae_k, |k| k as usize),
+        output_bias_from_data: a.output_bias_from_data,
         // The resnet's column matrices at 28x28 outgrow what lavapipe binds at 128.
         batch_size: a.batch_size.map_or(
             if model.arch == "resnet" {
@@ -422,8 +493,11 @@ fn new_run(
         adam: AdamConfig {
             lr: a.lr.unwrap_or(d.adam.lr),
             weight_decay: a.weight_decay.unwrap_or(d.adam.weight_decay),
-            ..d.adam
+            beta1: a.adam_betas.map_or(d.adam.beta1, |b| b.0),
+            beta2: a.adam_betas.map_or(d.adam.beta2, |b| b.1),
+            eps: a.adam_eps.unwrap_or(d.adam.eps),
         },
+        lr_schedule: a.lr_schedule.unwrap_or(d.lr_schedule),
         data: source,
         corruption: a.noise,
         data_dir: Some(super::paths::resolved(&dir)),
@@ -481,6 +555,12 @@ fn resumed_run(
     keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
     keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
     keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
+    same("activation", a.activation.clone(), m.activation.clone())?;
+    keep(
+        "binarize",
+        a.binarize.as_deref().map(|b| b == "dynamic"),
+        Some(m.binarize),
+    )?;
     keep("likelihood", a.likelihood, Some(m.likelihood))?;
     keep("gauss-var", a.gauss_var, Some(m.gauss_var))?;
     keep("beta", a.beta, Some(t.beta))?;
@@ -496,6 +576,13 @@ fn resumed_run(
     )?;
     keep("free-bits", a.free_bits, Some(t.free_bits))?;
     keep("iwae-k", a.iwae_k.map(|k| k as usize), Some(t.iwae_k))?;
+    keep("lr-schedule", a.lr_schedule, Some(t.lr_schedule))?;
+    keep(
+        "adam-betas",
+        a.adam_betas,
+        Some((t.adam.beta1, t.adam.beta2)),
+    )?;
+    keep("adam-eps", a.adam_eps, Some(t.adam.eps))?;
     keep(
         "batch-size",
         a.batch_size.map(|b| b as usize),
@@ -661,6 +748,9 @@ fn check_arch_flags(a: &TrainArgs, arch: &str) -> anyhow::Result<()> {
     }
     if (a.blocks.is_some() || a.groups.is_some()) && arch != "resnet" {
         bail!("--blocks and --groups shape the resnet VAE; this model's architecture is {arch}");
+    }
+    if a.activation.is_some() && arch != "mlp" {
+        bail!("--activation sets the MLP's hidden activation; this model's architecture is {arch} (an architecture file names each layer's)");
     }
     Ok(())
 }

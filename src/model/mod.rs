@@ -20,9 +20,10 @@ fn numbered(base: &str, i: usize) -> String {
     }
 }
 
-/// PyTorch's example VAE: fc1 [, fc1_1 ...] (ReLU) -> fc21 | fc22 -> z -> fc3 [, fc3_1 ...]
-/// (ReLU) -> fc4, on the flattened data (vae-gpu's (h, w, c) order).
-pub fn mlp(hidden: &[usize]) -> ArchSpec {
+/// PyTorch's example VAE: fc1 [, fc1_1 ...] (`act`, e.g. relu) -> fc21 | fc22 -> z -> fc3
+/// [, fc3_1 ...] (`act`) -> fc4, on the flattened data (vae-gpu's (h, w, c) order).
+pub fn mlp(hidden: &[usize], act: &str) -> ArchSpec {
+    let act = || Some(act.to_string());
     let linear = |n: usize, name: String, act| Layer::Linear {
         out: Size::Count(n),
         act,
@@ -34,13 +35,13 @@ pub fn mlp(hidden: &[usize]) -> ArchSpec {
         hidden
             .iter()
             .enumerate()
-            .map(|(i, &h)| linear(h, numbered("fc1", i), relu())),
+            .map(|(i, &h)| linear(h, numbered("fc1", i), act())),
     );
     let mut decoder: Vec<Layer> = hidden
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &h)| linear(h, numbered("fc3", i), relu()))
+        .map(|(i, &h)| linear(h, numbered("fc3", i), act()))
         .collect();
     decoder.push(Layer::Linear {
         out: Size::Word("data".into()),

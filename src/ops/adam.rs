@@ -66,6 +66,11 @@ pub struct AdamDispatch {
 }
 
 impl AdamDispatch {
+    /// Sets the learning rate of the next `set_step` (a schedule's).
+    pub fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
+    }
+
     /// Sets the step number t (1-based) used for the bias corrections.
     pub fn set_step(&self, gpu: &Gpu, step: u64) {
         let p = params(self.len, &self.config, step);

@@ -206,12 +206,21 @@ impl std::fmt::Display for Corruption {
     }
 }
 
-fn corruption_params(x: &Matrix, noise: Noise, c: Corruption) -> SampleParams {
-    let (mode, amount) = match c {
-        Corruption::Gaussian(a) => (1, a),
-        Corruption::SaltPepper(a) => (2, a),
-        Corruption::Mask(a) => (3, a),
-    };
+impl Corruption {
+    /// corrupt_main's mode and amount.
+    fn code(self) -> (u32, f32) {
+        match self {
+            Corruption::Gaussian(a) => (1, a),
+            Corruption::SaltPepper(a) => (2, a),
+            Corruption::Mask(a) => (3, a),
+        }
+    }
+}
+
+/// corrupt_main's mode for a binary draw of each pixel.
+const BINARIZE: (u32, f32) = (4, 0.0);
+
+fn corruption_params(x: &Matrix, noise: Noise, (mode, amount): (u32, f32)) -> SampleParams {
     SampleParams {
         mode,
         ..params(x.rows, x.cols, 0, x.ld, noise, amount)
@@ -226,6 +235,31 @@ pub fn corrupt(
     noise: Noise,
     c: Corruption,
 ) -> Result<Dispatch, GpuError> {
+    noise_launch(gpu, clean, noisy, noise, c.code())
+}
+
+/// `out` = a binary draw of `x` (each pixel 1 with probability x, else 0): dynamic
+/// binarization, redrawn at every noise position.
+pub fn binarize(gpu: &Gpu, x: &Matrix, out: &Matrix, noise: Noise) -> Result<Dispatch, GpuError> {
+    noise_launch(gpu, x, out, noise, BINARIZE)
+}
+
+/// Rewrites a binarize launch's RNG position.
+pub fn set_binarize_noise(gpu: &Gpu, d: &Dispatch, x: &Matrix, noise: Noise) {
+    gpu.queue.write_buffer(
+        &d.params,
+        0,
+        bytemuck::bytes_of(&corruption_params(x, noise, BINARIZE)),
+    );
+}
+
+fn noise_launch(
+    gpu: &Gpu,
+    clean: &Matrix,
+    noisy: &Matrix,
+    noise: Noise,
+    code: (u32, f32),
+) -> Result<Dispatch, GpuError> {
     if !clean.same_shape(noisy) || clean.ld != noisy.ld {
         return Err(shape_err(
             "corrupt",
@@ -237,7 +271,7 @@ pub fn corrupt(
     Ok(gpu.dispatch(
         "corrupt".into(),
         pipeline,
-        gpu.uniform("corrupt params", &corruption_params(clean, noise, c)),
+        gpu.uniform("corrupt params", &corruption_params(clean, noise, code)),
         &[(7, clean.binding()), (8, noisy.binding())],
         grid,
     ))
@@ -248,6 +282,6 @@ pub fn set_corruption_noise(gpu: &Gpu, d: &Dispatch, clean: &Matrix, noise: Nois
     gpu.queue.write_buffer(
         &d.params,
         0,
-        bytemuck::bytes_of(&corruption_params(clean, noise, c)),
+        bytemuck::bytes_of(&corruption_params(clean, noise, c.code())),
     );
 }

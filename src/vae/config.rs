@@ -15,6 +15,10 @@ pub struct ModelConfig {
     /// Hidden layer widths of the MLP encoder; the decoder mirrors them.
     #[serde(default)]
     pub hidden: Vec<usize>,
+    /// The MLP's hidden activation (an architecture file's name for it: relu, tanh, ...);
+    /// none: relu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<String>,
     /// Channel widths of the conv encoder's layers (resnet: of its levels); the decoder
     /// mirrors them.
     #[serde(default)]
@@ -42,6 +46,11 @@ pub struct ModelConfig {
     /// The VampPrior's number of pseudo-inputs (`train --prior vamp:K`); none: N(0, I).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vamp: Option<usize>,
+    /// Dynamic binarization: the model's data are binary draws of the pixels (each 1 with
+    /// the pixel's value as probability), drawn anew on the GPU each time a batch is
+    /// gathered (Burda et al. 2016).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binarize: bool,
 }
 
 fn one() -> usize {
@@ -70,6 +79,7 @@ impl ModelConfig {
             width,
             channels,
             hidden: vec![400],
+            activation: None,
             conv_channels: Vec::new(),
             blocks: 1,
             groups: 8,
@@ -80,6 +90,7 @@ impl ModelConfig {
             table: None,
             classes: None,
             vamp: None,
+            binarize: false,
         }
     }
 
@@ -109,7 +120,10 @@ impl ModelConfig {
     pub fn spec(&self) -> Result<crate::model::ArchSpec, String> {
         let data = self.data_shape();
         match self.arch.as_str() {
-            "mlp" => Ok(crate::model::mlp(&self.hidden)),
+            "mlp" => Ok(crate::model::mlp(
+                &self.hidden,
+                self.activation.as_deref().unwrap_or("relu"),
+            )),
             "conv" => crate::model::conv(data, &self.conv_channels),
             "resnet" => crate::model::resnet(data, &self.conv_channels, self.blocks, self.groups),
             "file" => self
@@ -235,6 +249,13 @@ pub struct TrainConfig {
     /// bound over them (IWAE, Burda et al. 2016); 1 is the ELBO.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub iwae_k: usize,
+    /// Start the decoder's output bias at the training data's mean (its logit for a
+    /// Bernoulli model) instead of PyTorch's initialisation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_bias_from_data: bool,
+    /// How the learning rate (`adam.lr`, the start) changes over the run.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
     /// What was read (`--data`, `--size`, `--channels`, `--limit`, `--classes`), so that
     /// `--resume` reads the same images.
     #[serde(default)]
@@ -286,6 +307,8 @@ impl Default for TrainConfig {
             data: String::new(),
             corruption: None,
             iwae_k: 1,
+            output_bias_from_data: false,
+            lr_schedule: LrSchedule::Constant,
             data_dir: None,
             labels: None,
             test_fraction: None,
@@ -313,6 +336,51 @@ impl TrainConfig {
         } else {
             self.beta
         }
+    }
+}
+
+/// How the learning rate changes over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum LrSchedule {
+    /// The same rate throughout.
+    #[default]
+    Constant,
+    /// Multiplied by `gamma` every `every` epochs.
+    Step { every: usize, gamma: f32 },
+    /// Half a cosine from the rate to 0 over the run's epochs (per step).
+    Cosine,
+    /// Burda et al. (2016): 10^(-i/7) times the rate for 3^i epochs, i = 0 .. 7 (3280
+    /// epochs in all; the last rate holds after).
+    Burda,
+}
+
+impl LrSchedule {
+    pub fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
+
+    /// The rate at a fraction `frac` (0..1) of 0-based `epoch` of `epochs`, from `lr`.
+    pub fn at(&self, lr: f32, epoch: usize, frac: f64, epochs: usize) -> f32 {
+        let lr = f64::from(lr);
+        let scaled = match *self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Step { every, gamma } => {
+                lr * f64::from(gamma).powi((epoch / every.max(1)).min(i32::MAX as usize) as i32)
+            }
+            LrSchedule::Cosine => {
+                let progress = ((epoch as f64 + frac) / epochs.max(1) as f64).min(1.0);
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            LrSchedule::Burda => {
+                // Stage i covers epochs (3^i - 1) / 2 .. (3^(i+1) - 1) / 2.
+                let stage = (0..7u32)
+                    .find(|&i| epoch < (3usize.pow(i + 1) - 1) / 2)
+                    .unwrap_or(7);
+                lr * 10f64.powf(-f64::from(stage) / 7.0)
+            }
+        };
+        scaled as f32
     }
 }
 
@@ -414,6 +482,22 @@ impl ModelConfig {
             self.gauss_var,
             "a positive number",
         )?;
+        field(
+            !self.binarize || (self.likelihood == Likelihood::Bernoulli && self.table.is_none()),
+            "model.binarize",
+            self.binarize,
+            "false unless the likelihood is bernoulli and the data are images or arrays in [0, 1]",
+        )?;
+        if let Some(a) = &self.activation {
+            field(
+                self.arch == "mlp",
+                "model.activation",
+                a,
+                "none unless model.arch is \"mlp\" (the other architectures name their own)",
+            )?;
+            crate::model::spec::activation(Some(a))
+                .map_err(|e| format!("model.activation: {e}"))?;
+        }
         if let Some(k) = self.classes {
             field(
                 (2..=256).contains(&k),
@@ -447,6 +531,14 @@ pub const MAX_IWAE_K: usize = 5000;
 impl TrainConfig {
     /// Checks every field against the ranges the flags allow, and against the model.
     pub fn validate(&self, model: &ModelConfig) -> Result<(), String> {
+        if let LrSchedule::Step { every, gamma } = self.lr_schedule {
+            field(
+                every >= 1 && gamma.is_finite() && gamma > 0.0 && gamma <= 1.0,
+                "train.lr_schedule",
+                self.lr_schedule,
+                "step every >= 1 epochs by a gamma in (0, 1]",
+            )?;
+        }
         field(
             (1..=MAX_IWAE_K).contains(&self.iwae_k),
             "train.iwae_k",
@@ -458,6 +550,12 @@ impl TrainConfig {
             "train.free_bits",
             self.free_bits,
             "0 with iwae_k above 1 (the importance-weighted bound has no per-dimension KL to floor)",
+        )?;
+        field(
+            !self.output_bias_from_data || model.table.is_none(),
+            "train.output_bias_from_data",
+            self.output_bias_from_data,
+            "false for a table (its outputs are its columns' parameters)",
         )?;
         field(
             model.vamp.is_none() || self.free_bits == 0.0,

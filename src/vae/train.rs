@@ -444,6 +444,10 @@ fn train_with<'s>(
     if run.state.step == 0 {
         super::vamp::init_pseudo_inputs(gpu, &run.params, train_set, t.seed)
             .context("starting the VampPrior's pseudo-inputs from training images")?;
+        if t.output_bias_from_data {
+            super::init::output_bias_from_data(gpu, &run.params, c, train_set)
+                .context("starting the output bias at the data's mean")?;
+        }
     }
     let feed = Feed::new(gpu, train_set, rows, run.gpu_data_bytes, scope)
         .context("uploading the training images")?;
@@ -528,6 +532,10 @@ fn train_with<'s>(
                 .into());
             }
             beta = t.beta_at(epoch, offset as f64 / n as f64);
+            trainer.set_lr(
+                t.lr_schedule
+                    .at(t.adam.lr, epoch, offset as f64 / n as f64, t.epochs),
+            );
             let at = feed.next(gpu, offset)?;
             trainer.prepare(gpu, at, run.state.step, &settings(c, t, beta, n - offset));
             // The first read of a new run is the loss at the initial weights.
