@@ -635,7 +635,7 @@ pub struct ModelArg {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a VAE; each epoch prints train/test loss and writes a checkpoint.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Draw new images from a trained model's prior into a PNG grid (a table model's:
     /// records, as CSV).
     Sample(sample::SampleArgs),
