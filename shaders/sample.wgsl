@@ -14,8 +14,7 @@ struct SampleParams {
     step: u32,
     stream: u32,
     temperature: f32,
-    // corrupt_main: 1 Gaussian noise, 2 salt and pepper, 3 masking (amount in temperature),
-    // 4 binarization (1 with probability x, else 0)
+    // corrupt_main: 1 Gaussian noise, 2 salt and pepper, 3 masking (amount in temperature)
     mode: u32,
     _pad1: u32,
     _pad2: u32,
@@ -34,34 +33,6 @@ const LOGVAR_MAX: f32 = 20.0;
 @group(0) @binding(6) var<storage, read_write> dmulv: array<f32>;
 @group(0) @binding(7) var<storage, read> clean: array<f32>;
 @group(0) @binding(8) var<storage, read_write> noisy: array<f32>;
-
-// (hi, lo) of the 64-bit product of two u32, from 16-bit halves (WGSL has no u64).
-fn mulhilo(a: u32, b: u32) -> vec2<u32> {
-    let al = a & 0xffffu;
-    let ah = a >> 16u;
-    let bl = b & 0xffffu;
-    let bh = b >> 16u;
-    let ll = al * bl;
-    let hl = ah * bl;
-    let lh = al * bh;
-    let hh = ah * bh;
-    let cross = (ll >> 16u) + (hl & 0xffffu) + lh;
-    return vec2<u32>(hh + (hl >> 16u) + (cross >> 16u), (cross << 16u) | (ll & 0xffffu));
-}
-
-fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
-    var c = counter;
-    var k = key;
-    for (var round = 0u; round < 10u; round++) {
-        if (round > 0u) {
-            k += vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
-        }
-        let p0 = mulhilo(0xD2511F53u, c.x);
-        let p1 = mulhilo(0xCD9E8D57u, c.z);
-        c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
-    }
-    return c;
-}
 
 // One standard normal per element by Box-Muller on the first two words (24-bit uniforms).
 fn normal_at(element: u32) -> f32 {
@@ -122,8 +93,7 @@ fn sample_backward_main(
 
 // noisy = a corrupted copy of clean ([rows, z] with row stride ld_z), for denoising:
 // Gaussian: clamp(x + amount * N(0, 1), 0, 1); salt and pepper: with probability amount
-// the pixel becomes 0 or 1; masking: with probability amount it becomes 0. Or a binary
-// draw of it (dynamic binarization): each pixel 1 with probability x, else 0.
+// the pixel becomes 0 or 1; masking: with probability amount it becomes 0.
 @compute @workgroup_size(256)
 fn corrupt_main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -139,9 +109,6 @@ fn corrupt_main(
     var y = x;
     if (p.mode == 1u) {
         y = clamp(x + amount * normal_at(i), 0.0, 1.0);
-    } else if (p.mode == 4u) {
-        let r = philox4x32_10(vec4<u32>(i, p.step, p.stream, 1u), vec2<u32>(p.seed_lo, p.seed_hi));
-        y = select(0.0, 1.0, f32(r.x >> 8u) * (1.0 / 16777216.0) < x);
     } else {
         let r = philox4x32_10(vec4<u32>(i, p.step, p.stream, 1u), vec2<u32>(p.seed_lo, p.seed_hi));
         let hit = f32(r.x >> 8u) * (1.0 / 16777216.0) < amount;

@@ -81,8 +81,9 @@ fn iwae_training_from_the_command_line() {
 }
 
 /// Burda et al.'s recipe as options: the learning-rate schedules' rates, dynamic
-/// binarization (binary batches, redrawn each step, the same for the same step), the
-/// output bias at the data's mean, the MLP's tanh, and their one-line errors.
+/// binarization (binary batches, redrawn each training step, the same for the same step,
+/// one draw per record across its samples and per image in evaluation), the output bias
+/// at the data's mean, the MLP's tanh, and their one-line errors.
 #[test]
 fn the_recipe_options() {
     use vae_gpu::data::Dtype;
@@ -146,36 +147,45 @@ fn the_recipe_options() {
             valid: 16,
             ..Default::default()
         };
-        let mut program = StepProgram::new(
-            gpu,
-            &params,
-            &c,
-            &Batches {
-                images: &images,
-                indices: &indices.buffer,
-                count: 16,
-                labels: None,
-            },
-            &StepSpec {
-                rows: 16,
-                settings,
-                adam: None,
-                seed: 3,
-                corruption: None,
-                samples: 1,
-            },
-        )
-        .unwrap();
-        let mut draw = |step| {
-            program.prepare(gpu, 0, step, &settings);
-            program.submit(gpu, None).unwrap();
-            program.x.read(gpu).unwrap()
+        // The batches a program draws at `steps` (a training one: Adam with rate 0).
+        let draws = |training: bool, samples: usize, steps: &[u64]| {
+            let mut program = StepProgram::new(
+                gpu,
+                &params,
+                &c,
+                &Batches {
+                    images: &images,
+                    indices: &indices.buffer,
+                    count: 16,
+                    labels: None,
+                },
+                &StepSpec {
+                    rows: 16,
+                    settings,
+                    adam: training.then(|| vae_gpu::ops::adam::AdamConfig {
+                        lr: 0.0,
+                        ..Default::default()
+                    }),
+                    seed: 3,
+                    corruption: None,
+                    samples,
+                },
+            )
+            .unwrap();
+            steps
+                .iter()
+                .map(|&step| {
+                    program.prepare(gpu, 0, step, &settings);
+                    program.submit(gpu, None).unwrap();
+                    program.x.read(gpu).unwrap()
+                })
+                .collect::<Vec<_>>()
         };
-        let (a, b, a2) = (draw(0), draw(1), draw(0));
-        assert!(a.iter().all(|&v| v == 0.0 || v == 1.0), "binary draws");
-        assert_ne!(a, b, "redrawn each step");
-        assert_eq!(a, a2, "the same step draws the same");
-        let ones = a.iter().filter(|&&v| v == 1.0).count() as f64 / a.len() as f64;
+        let t = draws(true, 1, &[0, 1, 0]);
+        assert!(t[0].iter().all(|&v| v == 0.0 || v == 1.0), "binary draws");
+        assert_ne!(t[0], t[1], "training draws anew each step");
+        assert_eq!(t[0], t[2], "the same step draws the same");
+        let ones = t[0].iter().filter(|&&v| v == 1.0).count() as f64 / t[0].len() as f64;
         let mean: f64 = train.pixels[..16 * 784]
             .iter()
             .map(|&p| f64::from(p) / 255.0)
@@ -185,6 +195,18 @@ fn the_recipe_options() {
             (ones - mean).abs() < 0.02,
             "{ones} ones for a mean pixel of {mean}"
         );
+        // An importance-weighted step's samples of a record see one draw of it.
+        let k = &draws(true, 2, &[0])[0];
+        for r in 0..16 {
+            assert_eq!(
+                k[2 * r * 784..(2 * r + 1) * 784],
+                k[(2 * r + 1) * 784..(2 * r + 2) * 784]
+            );
+        }
+        // Evaluation keeps one draw per image, whatever the step.
+        let e = draws(false, 1, &[0, 7]);
+        assert_eq!(e[0], e[1], "one draw per image in evaluation");
+        assert!(e[0].iter().all(|&v| v == 0.0 || v == 1.0));
 
         // The output bias at the logit of each pixel's mean.
         vae_gpu::vae::init::output_bias_from_data(

@@ -846,54 +846,72 @@ fn corruption_matches_cpu() {
     });
 }
 
-/// Dynamic binarization: every pixel's draw equals the twin's exactly (the uniform is a
-/// 24-bit fraction, exact in f32), and over a large batch the share of ones follows the
-/// pixel values.
+/// Dynamic binarization in the gather: every value's draw equals the twin's exactly (the
+/// uniform is a 24-bit fraction, exact in f32), for u8 images (scalar and packed kernels)
+/// and f32 arrays, repeated rows drawing alike; over a large batch the share of ones
+/// follows the values.
 #[test]
-fn binarize_matches_cpu() {
-    use vae_gpu::ops::sample::binarize;
+fn binarized_gather_matches_cpu() {
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(57);
-        for case in 0..10 {
-            let (rows, cols) = (AWKWARD[case % 9], AWKWARD[(case + 5) % 9]);
+        for case in 0..12 {
+            let d = [3, 8, 33, 784][case % 4];
+            let dtype = if case < 6 { Dtype::U8 } else { Dtype::F32 };
+            let count = 1 + rng.below(30);
+            let values: Vec<f32> = (0..count * d)
+                .map(|_| rng.below(256) as f32 / 255.0)
+                .collect();
+            let pixels = match dtype {
+                Dtype::U8 => Dtype::U8.bytes(&values),
+                Dtype::F32 => Dtype::F32.bytes(&values),
+            };
+            let indices: Vec<u32> = (0..1 + rng.below(20))
+                .map(|_| rng.below(count) as u32)
+                .collect();
+            let (repeat, offset) = ([1, 3][case % 2], rng.below(indices.len()));
+            let rows = 1 + rng.below(indices.len() * repeat + 3);
             let noise = Noise {
                 seed: rng.next_u64(),
                 step: case as u32,
                 stream: 4,
             };
-            let (x32, x) = rng.vec(rows * cols, 0.0, 1.0);
-            let (gx, gy) = (
-                upload(gpu, rows, cols, &x32),
-                Matrix::zeros(gpu, rows, cols, "y").unwrap(),
-            );
-            gpu.run(&[&binarize(gpu, &gx, &gy, noise).unwrap()])
-                .unwrap();
-            let want: Vec<f64> = x
+            let images = GpuImages::upload(gpu, &pixels, d, dtype).unwrap();
+            let ibuf = upload(gpu, 1, indices.len(), bytemuck::cast_slice(&indices));
+            let x = Matrix::zeros(gpu, rows, d, "x").unwrap();
+            let mut g = gather(gpu, &images, &ibuf.buffer, indices.len(), &x).unwrap();
+            g.set_offset(gpu, offset);
+            g.set_repeat(gpu, repeat);
+            g.set_binarize(gpu, Some(noise));
+            gpu.run(&[&g.dispatch]).unwrap();
+            let order = repeated(&indices, offset, repeat, rows);
+            let plain = cpu::gather(&pixels, d, dtype, &order, 0, rows);
+            let want: Vec<f64> = plain
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| cpu::sample::binarize(v, i as u32, noise))
+                .map(|(i, &v)| cpu::sample::binarize(v, (i % d) as u32, order[i / d], noise))
                 .collect();
             assert_close(
-                &format!("case {case} [{rows}x{cols}]"),
-                &gy.read(gpu).unwrap(),
+                &format!("case {case} {dtype:?} d {d} rows {rows} repeat {repeat}"),
+                &x.read(gpu).unwrap(),
                 &want,
                 |_| 0.0,
             );
         }
-        let n = 64 * 1024;
-        let x: Vec<f32> = (0..n).map(|i| (i % 4) as f32 / 4.0 + 0.1).collect();
-        let (gx, gy) = (
-            upload(gpu, 64, 1024, &x),
-            Matrix::zeros(gpu, 64, 1024, "y").unwrap(),
-        );
+        let (n, d) = (256, 1024);
+        let values: Vec<f32> = (0..n * d).map(|i| (i % 4) as f32 / 4.0 + 0.1).collect();
+        let images = GpuImages::upload(gpu, &Dtype::F32.bytes(&values), d, Dtype::F32).unwrap();
+        let order: Vec<u32> = (0..n as u32).collect();
+        let ibuf = upload(gpu, 1, n, bytemuck::cast_slice(&order));
+        let x = Matrix::zeros(gpu, n, d, "x").unwrap();
+        let mut g = gather(gpu, &images, &ibuf.buffer, n, &x).unwrap();
         let noise = Noise {
             seed: 5,
             step: 0,
             stream: 4,
         };
-        gpu.run(&[&binarize(gpu, &gx, &gy, noise).unwrap()])
-            .unwrap();
-        let y = gy.read(gpu).unwrap();
+        g.set_binarize(gpu, Some(noise));
+        gpu.run(&[&g.dispatch]).unwrap();
+        let y = x.read(gpu).unwrap();
         for level in 0..4 {
             let ones = y
                 .iter()
@@ -901,9 +919,9 @@ fn binarize_matches_cpu() {
                 .step_by(4)
                 .filter(|&&v| v == 1.0)
                 .count();
-            let share = ones as f64 / (n / 4) as f64;
+            let share = ones as f64 / (n * d / 4) as f64;
             let p = level as f64 / 4.0 + 0.1;
-            assert!((share - p).abs() < 0.01, "pixel {p}: {share} ones");
+            assert!((share - p).abs() < 0.01, "value {p}: {share} ones");
         }
     });
 }

@@ -156,7 +156,7 @@ impl Shader {
                 "reads_texture.wgsl",
                 "conv.wgsl"
             ),
-            Shader::Sample => shader_source!("index.wgsl", "sample.wgsl"),
+            Shader::Sample => shader_source!("index.wgsl", "philox.wgsl", "sample.wgsl"),
             Shader::Loss => shader_source!(
                 "index.wgsl",
                 "reads_buffer.wgsl",
@@ -174,7 +174,7 @@ impl Shader {
             Shader::IwaeWeights => shader_source!("index.wgsl", "iwae_weights.wgsl"),
             Shader::Vamp => shader_source!("index.wgsl", "vamp.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
-            Shader::Gather => shader_source!("index.wgsl", "gather.wgsl"),
+            Shader::Gather => shader_source!("index.wgsl", "philox.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),
             Shader::TableLoss => shader_source!("loss_params.wgsl", "table_loss.wgsl"),
             Shader::GroupNorm => {

@@ -15,7 +15,11 @@ struct GatherParams {
     count: u32,
     per_chunk: u32,
     repeat: u32,
-    pad: u32,
+    binarize: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    step: u32,
+    stream: u32,
 }
 
 /// Most chunks a dataset may be split into (the gather kernel's pixel bindings).
@@ -130,6 +134,21 @@ impl GatherDispatch {
         gpu.queue
             .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
     }
+
+    /// Makes every value a binary draw (1 with the value as probability) from `noise`,
+    /// keyed by (value, image, noise.step, noise.stream); None: the values as they are.
+    pub fn set_binarize(&mut self, gpu: &Gpu, noise: Option<crate::ops::sample::Noise>) {
+        let n = noise.unwrap_or(crate::ops::sample::Noise {
+            seed: 0,
+            step: 0,
+            stream: 0,
+        });
+        self.params.binarize = u32::from(noise.is_some());
+        (self.params.seed_lo, self.params.seed_hi) = (n.seed as u32, (n.seed >> 32) as u32);
+        (self.params.step, self.params.stream) = (n.step, n.stream);
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+    }
 }
 
 /// `indices` holds `count` u32 image indices (all < images.count; the caller checks).
@@ -157,7 +176,11 @@ pub fn gather(
         count: count as u32,
         per_chunk: images.per_chunk as u32,
         repeat: 1,
-        pad: 0,
+        binarize: 0,
+        seed_lo: 0,
+        seed_hi: 0,
+        step: 0,
+        stream: 0,
     };
     let chunk = |i: usize| {
         images
@@ -212,7 +235,11 @@ pub fn one_hot(
         count: count as u32,
         per_chunk: u32::MAX,
         repeat: 1,
-        pad: 0,
+        binarize: 0,
+        seed_lo: 0,
+        seed_hi: 0,
+        step: 0,
+        stream: 0,
     };
     let dispatch = gpu.dispatch(
         "one-hot".into(),

@@ -217,9 +217,6 @@ impl Corruption {
     }
 }
 
-/// corrupt_main's mode for a binary draw of each pixel.
-const BINARIZE: (u32, f32) = (4, 0.0);
-
 fn corruption_params(x: &Matrix, noise: Noise, (mode, amount): (u32, f32)) -> SampleParams {
     SampleParams {
         mode,
@@ -236,21 +233,6 @@ pub fn corrupt(
     c: Corruption,
 ) -> Result<Dispatch, GpuError> {
     noise_launch(gpu, clean, noisy, noise, c.code())
-}
-
-/// `out` = a binary draw of `x` (each pixel 1 with probability x, else 0): dynamic
-/// binarization, redrawn at every noise position.
-pub fn binarize(gpu: &Gpu, x: &Matrix, out: &Matrix, noise: Noise) -> Result<Dispatch, GpuError> {
-    noise_launch(gpu, x, out, noise, BINARIZE)
-}
-
-/// Rewrites a binarize launch's RNG position.
-pub fn set_binarize_noise(gpu: &Gpu, d: &Dispatch, x: &Matrix, noise: Noise) {
-    gpu.queue.write_buffer(
-        &d.params,
-        0,
-        bytemuck::bytes_of(&corruption_params(x, noise, BINARIZE)),
-    );
 }
 
 fn noise_launch(

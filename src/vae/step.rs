@@ -8,9 +8,7 @@ use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
 use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
 use crate::ops::iwae::{iwae_weights, IwaeWeights};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
-use crate::ops::sample::{
-    binarize, corrupt, set_binarize_noise, set_corruption_noise, Corruption, Noise,
-};
+use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
 use crate::ops::vamp::{vamp, VampBuffers, VampDispatch};
 use crate::ops::GradEpilogue;
 
@@ -21,7 +19,7 @@ pub const STREAM_TRAIN: u32 = 0;
 pub const STREAM_EVAL: u32 = 1;
 pub const STREAM_PRIOR: u32 = 2;
 pub const STREAM_CORRUPT: u32 = 3;
-/// Dynamic binarization's draws, per program stream (`STREAM_BINARIZE + 16 * stream`).
+/// Dynamic binarization's draws: training's, and evaluation's one draw per image (+ 1).
 pub const STREAM_BINARIZE: u32 = 4;
 
 /// Where a step's batches come from: `count` image indices into `images`.
@@ -55,8 +53,10 @@ pub struct StepProgram {
     pub program: Program,
     /// The batch (also the reconstruction target).
     pub x: Matrix,
-    /// A binarized model's draw of the batch, from the gathered pixels.
-    binarize: Option<(Dispatch, Matrix)>,
+    /// Whether the gather draws a binary batch (dynamic binarization).
+    binarize: bool,
+    /// Whether this is a training step (evaluation keeps one draw per image).
+    train: bool,
     /// The loss per sample [rows, 3] (reconstruction, KL, total) and the running sums
     /// [recon, kl, total, count].
     pub per_sample: Matrix,
@@ -109,20 +109,8 @@ impl StepProgram {
             )));
         }
         let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
-        // A binarized model's batch is a draw from the gathered pixels.
-        let pixels = match c.binarize {
-            true => Matrix::zeros(gpu, rows, c.input_dim(), "pixels")?,
-            false => x.clone(),
-        };
-        let mut gather = gather(gpu, data.images, data.indices, data.count, &pixels)?;
+        let mut gather = gather(gpu, data.images, data.indices, data.count, &x)?;
         gather.set_repeat(gpu, samples);
-        let binarize = match c.binarize {
-            true => Some((
-                binarize(gpu, &pixels, &x, binarize_noise(spec.seed, 0, stream))?,
-                pixels,
-            )),
-            false => None,
-        };
         let classes = match params.graph.y {
             Some(y) => {
                 let labels = data.labels.ok_or_else(|| {
@@ -248,7 +236,8 @@ impl StepProgram {
         Ok(StepProgram {
             program,
             x,
-            binarize,
+            binarize: c.binarize,
+            train: spec.adam.is_some(),
             per_sample,
             accum,
             gather,
@@ -306,8 +295,23 @@ impl StepProgram {
     /// Sets the per-step state: batch window, noise position, loss settings, Adam's t.
     pub fn prepare(&mut self, gpu: &Gpu, offset: usize, step: u64, settings: &LossSettings) {
         self.gather.set_offset(gpu, offset);
-        if let Some((d, pixels)) = &self.binarize {
-            set_binarize_noise(gpu, d, pixels, binarize_noise(self.seed, step, self.stream));
+        if self.binarize {
+            // Training draws anew each step, from the run's seed. Evaluation keeps one
+            // draw per image, the same in every evaluation (seed 0): an image's importance
+            // samples, the test loss and `eval` all see the same binary test set.
+            let noise = match self.train {
+                true => Noise {
+                    seed: self.seed,
+                    step: step as u32,
+                    stream: STREAM_BINARIZE,
+                },
+                false => Noise {
+                    seed: 0,
+                    step: 0,
+                    stream: STREAM_BINARIZE + 1,
+                },
+            };
+            self.gather.set_binarize(gpu, Some(noise));
         }
         if let Some((_, d)) = &mut self.classes {
             d.set_offset(gpu, offset);
@@ -354,7 +358,6 @@ impl StepProgram {
     /// Every launch of the step, in order.
     pub fn launches(&self) -> Vec<&Dispatch> {
         let mut all = vec![&self.gather.dispatch];
-        all.extend(self.binarize.as_ref().map(|(d, _)| d));
         all.extend(self.classes.as_ref().map(|(_, d)| &d.dispatch));
         all.extend(self.corrupt.as_ref().map(|(d, _)| d));
         all.extend(&self.program.forward);
@@ -531,15 +534,6 @@ impl VampStep {
 
     fn workspace_bytes(&self) -> u64 {
         self.pass.program.workspace_bytes + self.pass.inputs.byte_len() + self.shadow.byte_len()
-    }
-}
-
-/// Where a binarized batch's draws come from: their own stream per program stream.
-fn binarize_noise(seed: u64, step: u64, stream: u32) -> Noise {
-    Noise {
-        seed,
-        step: step as u32,
-        stream: STREAM_BINARIZE + 16 * stream,
     }
 }
 
