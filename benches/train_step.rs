@@ -11,7 +11,7 @@ use vae_gpu::ops::adam::AdamConfig;
 use vae_gpu::ops::gather::GpuImages;
 use vae_gpu::ops::loss::LossSettings;
 use vae_gpu::rng::Rng;
-use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+use vae_gpu::vae::step::{Batches, Samples, StepProgram, StepSpec};
 use vae_gpu::vae::ModelConfig;
 
 fn main() -> anyhow::Result<()> {
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
                 adam: Some(AdamConfig::default()),
                 seed: 1,
                 corruption: None,
-                samples: 1,
+                samples: Samples::ONE,
             },
         )?;
         let steps = match c.arch.as_str() {

@@ -3,7 +3,8 @@
 // Monte-Carlo KL, log q(z_i | x) - log p(z_i)), is -log w_i. Per record:
 //   bound = -(logsumexp_i log w_i - log K),   w~_i = softmax_i(log w_i)
 // and the gradient of the bound is sum_i w~_i d total_i: every gradient of row i is
-// scaled by w~_i. Two launches:
+// scaled by w~_i. With `average` set the weights are 1/K and the "bound" is the mean of
+// the K losses: the K-sample ELBO (Burda et al.'s "VAE, k samples"). Two launches:
 //   iwae_weights_main: one invocation per record writes w~ and replaces its rows' losses by
 //     one row (the w~-weighted reconstruction, the rest of the bound, the bound) and zeros;
 //   iwae_scale_main: one invocation per vec4 of the logits' gradient scales it, and the
@@ -16,7 +17,7 @@ struct WeightParams {
     ld4_logits: u32,
     ld_mulv: u32,
     mulv_cols: u32,
-    _pad0: u32,
+    average: u32,
     _pad1: u32,
 }
 
@@ -46,12 +47,16 @@ fn iwae_weights_main(
     }
     let live = g < p.valid;
     var recon = 0.0;
+    var mean = 0.0;
     for (var i = 0u; i < p.k; i++) {
-        let w = select(0.0, exp(-per_sample[(base + i) * 4u + 2u] - m) / s, live);
+        let importance = exp(-per_sample[(base + i) * 4u + 2u] - m) / s;
+        let w = select(0.0, select(importance, 1.0 / f32(p.k), p.average != 0u), live);
         weights[base + i] = w;
         recon += w * per_sample[(base + i) * 4u];
+        mean += w * per_sample[(base + i) * 4u + 2u];
     }
-    let bound = select(0.0, -(m + log(s) - log(f32(p.k))), live);
+    let iwae = -(m + log(s) - log(f32(p.k)));
+    let bound = select(0.0, select(iwae, mean, p.average != 0u), live);
     per_sample[base * 4u] = recon;
     per_sample[base * 4u + 1u] = bound - recon;
     per_sample[base * 4u + 2u] = bound;

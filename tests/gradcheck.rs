@@ -348,7 +348,8 @@ fn vamp_kl_gradients() {
 }
 
 /// The importance-weighted objective of a training step: L = sum over valid records of
-/// -(logsumexp_i log w_i - log K), log w_i = -(recon_i + kl_i) over each record's K rows,
+/// -(logsumexp_i log w_i - log K), log w_i = -(recon_i + kl_i) over each record's K rows
+/// (or, averaged, the mean of the K losses),
 /// kl_i the Monte-Carlo KL against N(0, I) with z sampled from mu | logvar and fixed noise.
 /// The loss (reconstruction only), the KL launch with one standard component and the
 /// weights must give the gradients of the logits and of mu | logvar.
@@ -358,7 +359,12 @@ fn iwae_objective_gradients() {
     use vae_gpu::ops::vamp::{vamp, VampBuffers};
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(61);
-        for (records, valid, k, d, z) in [(1, 1, 2, 3, 1), (3, 2, 3, 5, 2), (2, 2, 4, 9, 3)] {
+        for ((records, valid, k, d, z), average) in [
+            ((1, 1, 2, 3, 1), false),
+            ((3, 2, 3, 5, 2), false),
+            ((2, 2, 4, 9, 3), false),
+            ((3, 2, 3, 5, 2), true),
+        ] {
             let rows = records * k;
             let (l32, l) = rng.vec(rows * d, -3.0, 3.0);
             let (x32, x) = rng.vec(rows * d, 0.0, 1.0);
@@ -374,7 +380,7 @@ fn iwae_objective_gradients() {
                 let recon = cpu::loss::loss(l, &x, m, rows, d, z, &recon_only).per_sample;
                 let kl = cpu::vamp::vamp_kl(m, &e, &standard, (rows, valid * k, z), (1.0, &[])).kl;
                 let totals: Vec<f64> = (0..rows).map(|r| recon[r * 3] + kl[r]).collect();
-                cpu::loss::iwae_weights(&totals, k, valid)
+                cpu::loss::iwae_weights(&totals, (k, average), valid)
                     .1
                     .iter()
                     .sum::<f64>()
@@ -430,13 +436,13 @@ fn iwae_objective_gradients() {
             )
             .unwrap();
             kl.update(gpu, valid * k, 1.0, 1.0);
-            let mut w = iwae_weights(gpu, k, &gps, &gdl, &gdm).unwrap();
+            let mut w = iwae_weights(gpu, (k, average), &gps, &gdl, &gdm).unwrap();
             w.set_valid(gpu, valid);
             let mut all: Vec<_> = losses.per_sample().to_vec();
             all.push(&kl.rows);
             all.extend(w.launches());
             gpu.run(&all).unwrap();
-            let what = format!("records {records} valid {valid} k {k}");
+            let what = format!("records {records} valid {valid} k {k} average {average}");
             check(
                 &format!("{what} dlogits"),
                 &gdl.read(gpu).unwrap(),

@@ -2,8 +2,8 @@
 //! record, with the standard prior and with a VampPrior, matches a PyTorch fixture
 //! (tests/fixtures/make_tiny_iwae.py) in noise, outputs, the summed bound and every
 //! gradient; from the command line `--iwae-k 1` is the ELBO
-//! run exactly, K > 1 trains on the bound and resumes with it, and what does not go with
-//! it is a one-line error.
+//! run exactly, K > 1 trains on the bound (or with `--elbo-k` on the K-sample ELBO) and
+//! resumes with it, and what does not go with it is a one-line error.
 
 mod common;
 
@@ -59,6 +59,16 @@ fn iwae_training_from_the_command_line() {
         &["--iwae-k", "differs from the run being resumed"],
     );
     ok(&["train", "--resume", &four, "--epochs", "2", "--quiet"]);
+    // The K-sample ELBO (equal weights) trains another model again.
+    let averaged = run("elbo-4", &["--elbo-k", "4"]);
+    assert_ne!(model(&averaged), model(&four));
+    let cfg = std::fs::read_to_string(format!("{averaged}/checkpoint-0001/config.json")).unwrap();
+    assert!(cfg.contains("\"elbo_k\": 4"), "{cfg}");
+    fails_with(
+        &["train", "--elbo-k", "2", "--iwae-k", "2"],
+        2,
+        &["--elbo-k", "--iwae-k"],
+    );
     // Free bits floor a per-dimension KL the bound does not have.
     let refused = tmp().join("iwae-refused");
     fails_with(
@@ -92,7 +102,7 @@ fn the_recipe_options() {
     use vae_gpu::ops::loss::LossSettings;
     use vae_gpu::ops::Activation;
     use vae_gpu::vae::config::LrSchedule;
-    use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+    use vae_gpu::vae::step::{Batches, Samples, StepProgram, StepSpec};
 
     // Burda: 10^(-i/7) for 3^i epochs: epoch 0, 1-3, 4-12, ..., 1093 onwards.
     let burda = |e| LrSchedule::Burda.at(1e-3, e, 0.0, 10);
@@ -168,7 +178,7 @@ fn the_recipe_options() {
                     }),
                     seed: 3,
                     corruption: None,
-                    samples,
+                    samples: Samples::importance(samples),
                 },
             )
             .unwrap();

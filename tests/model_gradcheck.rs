@@ -17,7 +17,7 @@ use vae_gpu::ops::gather::GpuImages;
 use vae_gpu::ops::loss::{Likelihood, LossSettings};
 use vae_gpu::ops::sample::Noise;
 use vae_gpu::vae::checkpoint::{tensors, tensors_of};
-use vae_gpu::vae::step::{Batches, StepProgram, StepSpec, STREAM_TRAIN};
+use vae_gpu::vae::step::{Batches, Samples, StepProgram, StepSpec, STREAM_TRAIN};
 use vae_gpu::vae::ModelConfig;
 use vae_gpu::{cpu, graph};
 
@@ -253,7 +253,7 @@ fn composed_vae_backward_matches_finite_differences() {
                     adam: Some(adam),
                     seed,
                     corruption: None,
-                    samples: 1,
+                    samples: Samples::ONE,
                 },
             )
             .unwrap();

@@ -10,7 +10,7 @@ use crate::ops::loss::LossSettings;
 use crate::ops::sample::Corruption;
 use crate::vae::codec::psnr;
 use crate::vae::decode::{to_u8, unit};
-use crate::vae::step::{StepProgram, StepSpec};
+use crate::vae::step::{Samples, StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -61,7 +61,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         adam: None,
         seed: a.seed,
         corruption: Some(a.noise),
-        samples: 1,
+        samples: Samples::ONE,
     };
     let mut program = StepProgram::new(&gpu, &params, c, &split.batches(), &spec)?;
     program.temperature = 0.0;

@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
-use crate::vae::step::{StepProgram, StepSpec};
+use crate::vae::step::{Samples, StepProgram, StepSpec};
 use crate::vae::train::{evaluate, GpuSplit};
 
 #[derive(Args, Debug)]
@@ -62,7 +62,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
             adam: None,
             seed: 0,
             corruption: None,
-            samples: 1,
+            samples: Samples::ONE,
         },
     )?;
     let l = evaluate(&gpu, &mut program, n, &settings, |i| i)?;

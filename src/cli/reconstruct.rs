@@ -7,7 +7,7 @@ use clap::Args;
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::decode::to_pixels;
-use crate::vae::step::{StepProgram, StepSpec};
+use crate::vae::step::{Samples, StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -58,7 +58,7 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
             adam: None,
             seed: 0,
             corruption: None,
-            samples: 1,
+            samples: Samples::ONE,
         },
     )?;
     program.temperature = 0.0;

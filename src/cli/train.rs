@@ -106,6 +106,10 @@ pub struct TrainArgs {
     /// rows of the step (so K x --batch-size rows in all); 1 is the ELBO [default: 1]
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub iwae_k: Option<u32>,
+    /// Average the ELBO over K posterior samples per record (Burda et al.'s "VAE, k
+    /// samples", the baseline of --iwae-k K): the same rows, equal weights [default: 1]
+    #[arg(long, value_name = "K", conflicts_with = "iwae_k", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub elbo_k: Option<u32>,
     /// Adam learning rate (where a --lr-schedule starts) [default: 0.001]
     #[arg(long, value_parser = super::positive)]
     pub lr: Option<f32>,
@@ -478,6 +482,7 @@ fn new_run(
         kl_cycles: a.kl_cycles.map_or(d.kl_cycles, |k| k as usize),
         free_bits: a.free_bits.unwrap_or(d.free_bits),
         iwae_k: a.iwae_k.map_or(d.iwae_k, |k| k as usize),
+        elbo_k: a.elbo_k.map_or(d.elbo_k, |k| k as usize),
         output_bias_from_data: a.output_bias_from_data,
         // The resnet's column matrices at 28x28 outgrow what lavapipe binds at 128.
         batch_size: a.batch_size.map_or(
@@ -576,6 +581,7 @@ fn resumed_run(
     )?;
     keep("free-bits", a.free_bits, Some(t.free_bits))?;
     keep("iwae-k", a.iwae_k.map(|k| k as usize), Some(t.iwae_k))?;
+    keep("elbo-k", a.elbo_k.map(|k| k as usize), Some(t.elbo_k))?;
     keep("lr-schedule", a.lr_schedule, Some(t.lr_schedule))?;
     keep(
         "adam-betas",

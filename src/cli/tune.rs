@@ -8,7 +8,7 @@ use crate::gpu::Matrix;
 use crate::ops::adam::AdamConfig;
 use crate::ops::gather::GpuImages;
 use crate::ops::loss::LossSettings;
-use crate::vae::step::{Batches, StepProgram, StepSpec};
+use crate::vae::step::{Batches, Samples, StepProgram, StepSpec};
 use crate::vae::ModelConfig;
 
 #[derive(Args, Debug)]
@@ -88,7 +88,7 @@ pub fn run(device: &DeviceArgs, a: &TuneArgs) -> anyhow::Result<()> {
                 },
                 adam,
                 seed: 1,
-                samples: 1,
+                samples: Samples::ONE,
                 corruption: None,
             },
         )?;

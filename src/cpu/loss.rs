@@ -95,8 +95,13 @@ pub fn iwae_log_px_mc(recon: &[f64], kl: &[f64]) -> f64 {
 
 /// The importance-weighted objective twin (see shaders/iwae_weights.wgsl): per record of
 /// `k` consecutive rows of losses `totals` (= -log w), the normalized weights of its rows
-/// and its bound -(logsumexp(log w) - log k); records at or past `valid` get zeros.
-pub fn iwae_weights(totals: &[f64], k: usize, valid: usize) -> (Vec<f64>, Vec<f64>) {
+/// and its bound -(logsumexp(log w) - log k); with `average`, weights 1/k and the mean
+/// loss. Records at or past `valid` get zeros.
+pub fn iwae_weights(
+    totals: &[f64],
+    (k, average): (usize, bool),
+    valid: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut weights = vec![0.0; totals.len()];
     let mut bounds = vec![0.0; totals.len() / k];
     for (g, group) in totals.chunks(k).enumerate().take(valid) {
@@ -104,9 +109,17 @@ pub fn iwae_weights(totals: &[f64], k: usize, valid: usize) -> (Vec<f64>, Vec<f6
         let m = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = lw.iter().map(|l| (l - m).exp()).sum();
         for (i, l) in lw.iter().enumerate() {
-            weights[g * k + i] = (l - m).exp() / s;
+            weights[g * k + i] = if average {
+                1.0 / k as f64
+            } else {
+                (l - m).exp() / s
+            };
         }
-        bounds[g] = -log_mean_exp(&lw);
+        bounds[g] = if average {
+            group.iter().sum::<f64>() / k as f64
+        } else {
+            -log_mean_exp(&lw)
+        };
     }
     (weights, bounds)
 }

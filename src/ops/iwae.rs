@@ -98,7 +98,8 @@ struct WeightParams {
     ld4_logits: u32,
     ld_mulv: u32,
     mulv_cols: u32,
-    pad: [u32; 2],
+    average: u32,
+    pad: u32,
 }
 
 /// The importance-weighted objective of a training step (see shaders/iwae_weights.wgsl):
@@ -125,10 +126,11 @@ impl IwaeWeights {
 }
 
 /// `per_sample` [B K, 3] (row stride 4), the logits' gradient [B K, D] and mu | logvar's
-/// [B K, 2Z], K samples per record.
+/// [B K, 2Z], K samples per record; `average`: equal weights (the K-sample ELBO) instead of
+/// the importance weights.
 pub fn iwae_weights(
     gpu: &Gpu,
-    k: usize,
+    (k, average): (usize, bool),
     per_sample: &Matrix,
     dlogits: &Matrix,
     dmulv: &Matrix,
@@ -156,7 +158,8 @@ pub fn iwae_weights(
         ld4_logits: (dlogits.ld / 4) as u32,
         ld_mulv: dmulv.ld as u32,
         mulv_cols: dmulv.cols as u32,
-        pad: [0; 2],
+        average: u32::from(average),
+        pad: 0,
     };
     let uniform = gpu.uniform("iwae weights params", &params);
     let weigh = gpu.dispatch(

@@ -2,7 +2,7 @@
 //! images of codes, and per-image losses. The commands that use a trained VAE build on these.
 
 use super::decode::{to_u8, unit};
-use super::step::{Batches, Decoder, StepProgram, StepSpec};
+use super::step::{Batches, Decoder, Samples, StepProgram, StepSpec};
 use super::train::GpuSplit;
 use super::{ModelConfig, Params};
 use crate::data::Images;
@@ -106,7 +106,7 @@ pub fn encode(
             adam: None,
             seed: 0,
             corruption: None,
-            samples: 1,
+            samples: Samples::ONE,
         },
     )?;
     let z = c.latent;
@@ -267,7 +267,7 @@ pub fn iwae_log_px(
             adam: None,
             seed: 0,
             corruption: None,
-            samples: 1,
+            samples: Samples::ONE,
         },
     )?;
     program.set_stream(super::step::STREAM_EVAL + 10);

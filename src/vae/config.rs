@@ -249,6 +249,10 @@ pub struct TrainConfig {
     /// bound over them (IWAE, Burda et al. 2016); 1 is the ELBO.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub iwae_k: usize,
+    /// Posterior samples per record whose ELBOs are averaged (Burda et al.'s "VAE, k
+    /// samples"); 1 is the ELBO. At most one of this and `iwae_k` is above 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub elbo_k: usize,
     /// Start the decoder's output bias at the training data's mean (its logit for a
     /// Bernoulli model) instead of PyTorch's initialisation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -307,6 +311,7 @@ impl Default for TrainConfig {
             data: String::new(),
             corruption: None,
             iwae_k: 1,
+            elbo_k: 1,
             output_bias_from_data: false,
             lr_schedule: LrSchedule::Constant,
             data_dir: None,
@@ -324,6 +329,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The posterior samples each record takes in a training step.
+    pub fn samples(&self) -> crate::vae::step::Samples {
+        match self.elbo_k {
+            1 => crate::vae::step::Samples::importance(self.iwae_k),
+            k => crate::vae::step::Samples { k, average: true },
+        }
+    }
+
     /// beta at a fraction `frac` (0..1) of a 0-based epoch: the warm-up ramps per epoch,
     /// cyclical annealing per step.
     pub fn beta_at(&self, epoch: usize, frac: f64) -> f32 {
@@ -544,6 +557,12 @@ impl TrainConfig {
             "train.iwae_k",
             self.iwae_k,
             "1..=5000",
+        )?;
+        field(
+            (1..=MAX_IWAE_K).contains(&self.elbo_k) && (self.elbo_k == 1 || self.iwae_k == 1),
+            "train.elbo_k",
+            self.elbo_k,
+            "1..=5000, and 1 when iwae_k is above 1 (one way to weigh the samples)",
         )?;
         field(
             self.iwae_k == 1 || self.free_bits == 0.0,

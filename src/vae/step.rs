@@ -41,9 +41,31 @@ pub struct StepSpec {
     pub seed: u64,
     /// Corrupt the encoder's input (denoising); the loss still targets the clean batch.
     pub corruption: Option<Corruption>,
-    /// Posterior samples per record: above 1, the step's objective is the importance-
-    /// weighted bound over them (Burda et al. 2016), each record taking that many rows.
-    pub samples: usize,
+    /// Posterior samples per record (each record takes that many rows) and how they are
+    /// weighed.
+    pub samples: Samples,
+}
+
+/// Posterior samples per record: above 1, the step's objective is the importance-weighted
+/// bound over them (Burda et al. 2016), or with `average` their mean ELBO (the paper's
+/// "VAE, k samples").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Samples {
+    pub k: usize,
+    pub average: bool,
+}
+
+impl Samples {
+    /// One sample: the ELBO.
+    pub const ONE: Samples = Samples {
+        k: 1,
+        average: false,
+    };
+
+    /// K importance-weighted samples.
+    pub fn importance(k: usize) -> Samples {
+        Samples { k, average: false }
+    }
 }
 
 /// One step over a batch gathered from the GPU dataset: forward, loss, and when training,
@@ -90,7 +112,7 @@ impl StepProgram {
         data: &Batches<'_>,
         spec: &StepSpec,
     ) -> Result<StepProgram, GpuError> {
-        let samples = spec.samples.max(1);
+        let samples = spec.samples.k.max(1);
         let rows = spec.rows * samples;
         let stream = if spec.adam.is_some() {
             STREAM_TRAIN
@@ -197,7 +219,7 @@ impl StepProgram {
             .then(|| {
                 iwae_weights(
                     gpu,
-                    samples,
+                    (samples, spec.samples.average),
                     &per_sample,
                     &logits_rows_grad(&program, g, rows)?,
                     program.grad(g.mulv),

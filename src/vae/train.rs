@@ -464,7 +464,7 @@ fn train_with<'s>(
                 adam,
                 seed: t.seed,
                 corruption: t.corruption,
-                samples: t.iwae_k,
+                samples: t.samples(),
             },
         )
     };

@@ -15,7 +15,7 @@ use vae_gpu::ops::adam::AdamConfig;
 use vae_gpu::ops::gather::GpuImages;
 use vae_gpu::ops::loss::{Likelihood, LossSettings};
 use vae_gpu::vae::checkpoint::{set_tensors, tensors, tensors_of};
-use vae_gpu::vae::step::{Batches, StepProgram, StepSpec};
+use vae_gpu::vae::step::{Batches, Samples, StepProgram, StepSpec};
 use vae_gpu::vae::ModelConfig;
 
 /// A fixture file: under `$VAE_GPU_SOURCE_DIR` when set (test binaries carried to another
@@ -93,7 +93,7 @@ pub fn step_matches_with(gpu: &Gpu, c: &ModelConfig, name: &str, samples: usize)
             adam: Some(adam),
             seed: 11,
             corruption: None,
-            samples,
+            samples: Samples::importance(samples),
         },
     )
     .unwrap();
