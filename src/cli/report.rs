@@ -296,6 +296,14 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
         None => "New images decoded from codes drawn from the prior".into(),
     };
     html += &figure(&samples_png, &drawn)?;
+    // A VampPrior's pseudo-inputs, drawn beside the samples (by training, or just now).
+    let png = samples_png.with_file_name("pseudo-inputs.png");
+    if let Some(k) = c.vamp.filter(|_| png.exists()) {
+        html += &figure(
+            &png,
+            &format!("The learned pseudo-inputs (the first {} of {k}), as the encoder sees them: the prior is the mixture of its posteriors at them", k.min(crate::vae::vamp::SHOWN)),
+        )?;
+    }
     if let Some((k, _)) = &mixture {
         html += &figure(
             &fig("mixture.png"),
