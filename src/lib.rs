@@ -43,6 +43,7 @@ pub use data::{
 pub use gpu::{BackendChoice, GpuError, GpuOptions};
 pub use model::ArchSpec;
 pub use ops::loss::Likelihood;
+pub use vae::config::LrSchedule;
 pub use vae::gmm::Gmm;
 pub use vae::train::{Diverged, EpochMetrics};
 pub use vae::{Losses, ModelConfig, TrainConfig};

@@ -272,3 +272,37 @@ fn the_recipe_options() {
         fails_with(&args, code, &needles);
     }
 }
+
+/// From Rust: the recipe through `Trainer`, and bad settings refused before training.
+#[test]
+fn the_recipe_from_rust() {
+    let all =
+        vae_gpu::data::load(Some(std::path::Path::new(&data())), &Default::default()).unwrap();
+    let (train, test) = (all.train.take(128), all.test.take(32));
+    let vae = vae_gpu::Trainer::new()
+        .mlp(&[16])
+        .latent(3)
+        .activation("tanh")
+        .binarize()
+        .output_bias_from_data()
+        .adam((0.9, 0.999), 1e-4)
+        .lr_schedule(vae_gpu::LrSchedule::Burda)
+        .iwae_k(3)
+        .batch_size(16)
+        .epochs(1)
+        .fit(&train, &test)
+        .unwrap();
+    assert!(vae.config().binarize);
+    let elbo = vae.elbo(&test).unwrap();
+    assert!(elbo.iter().all(|v| v.is_finite()));
+    let refused = vae_gpu::Trainer::new()
+        .iwae_k(3)
+        .elbo_k(3)
+        .epochs(1)
+        .fit(&train, &test);
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("elbo_k")),
+        "{:?}",
+        refused.err()
+    );
+}

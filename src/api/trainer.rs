@@ -198,9 +198,59 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Adam's learning rate.
+    /// Trains on the importance-weighted bound with `k` posterior samples per image (IWAE);
+    /// 1 is the ELBO.
+    pub fn iwae_k(mut self, k: usize) -> Self {
+        self.train.iwae_k = k;
+        self
+    }
+
+    /// Averages the ELBO over `k` posterior samples per image (the IWAE paper's baseline).
+    pub fn elbo_k(mut self, k: usize) -> Self {
+        self.train.elbo_k = k;
+        self
+    }
+
+    /// Dynamic binarization: every image a binary draw of its pixels, anew each time it is
+    /// used (a Bernoulli model's).
+    pub fn binarize(mut self) -> Self {
+        self.model.binarize = true;
+        self
+    }
+
+    /// The MLP's hidden activation by name: relu (the default), tanh, sigmoid, silu,
+    /// leaky_relu[:slope].
+    pub fn activation(mut self, name: &str) -> Self {
+        self.model.activation = Some(name.to_string());
+        self
+    }
+
+    /// Starts the decoder's output bias at the training data's mean (its logit for a
+    /// Bernoulli model).
+    pub fn output_bias_from_data(mut self) -> Self {
+        self.train.output_bias_from_data = true;
+        self
+    }
+
+    /// How the learning rate changes over the epochs.
+    pub fn lr_schedule(mut self, schedule: crate::LrSchedule) -> Self {
+        self.train.lr_schedule = schedule;
+        self
+    }
+
+    /// Adam's learning rate (where a schedule starts).
     pub fn learning_rate(mut self, lr: f32) -> Self {
         self.train.adam.lr = lr;
+        self
+    }
+
+    /// Adam's moment decay rates and epsilon.
+    pub fn adam(mut self, (beta1, beta2): (f32, f32), eps: f32) -> Self {
+        (
+            self.train.adam.beta1,
+            self.train.adam.beta2,
+            self.train.adam.eps,
+        ) = (beta1, beta2, eps);
         self
     }
 
