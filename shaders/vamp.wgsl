@@ -8,13 +8,22 @@
 // With w_bk the softmax over k of log N_k(z_b) and g_bj = sum_k w_bk (z_bj - mu_kj) exp(-lv_kj)
 // (the gradient of -log p at z_b), the gradients of s * kl_b (s = beta * grad_scale) are
 //   record:    d mu_bj = s g_bj,  d lv_bj = s (-0.5 + 0.5 g_bj sigma_bj eps_bj)  (through z_b)
-//   component: d mu_kj = -s sum_b w_bk (z_bj - mu_kj) exp(-lv_kj),
-//              d lv_kj = s sum_b w_bk (0.5 - 0.5 (z_bj - mu_kj)^2 exp(-lv_kj))
-// logvar is clamped as in sampling, with no gradient outside. Two launches:
-//   vamp_rows_main: one invocation per record writes w_b into resp [rows, K], kl_b and the
-//     total into per_sample (whose reconstruction the loss wrote) and the record's gradient;
-//   vamp_components_main: one invocation per (k, j) sums over the valid records, each
-//     scaled by row_scale (an importance-weighted step's normalized weights; else ones).
+//   component: d mu_kj = -s sum_b r_b w_bk (z_bj - mu_kj) exp(-lv_kj),
+//              d lv_kj = s sum_b r_b w_bk (0.5 - 0.5 (z_bj - mu_kj)^2 exp(-lv_kj))
+// with r_b = row_scale (an importance-weighted step's normalized weights; else ones).
+// logvar is clamped as in sampling, with no gradient outside.
+//
+// llvmpipe stops a loop nest after 65535 iterations in all (its loop limiter), so every
+// invocation loops over one of K, Z or the rows only, never over their products: four
+// launches.
+//   vamp_densities_main: one invocation per (record, component) writes log N_k(z_b) into
+//     resp [rows, K];
+//   vamp_rows_main: one invocation per record turns its row into w_b, and writes kl_b and
+//     the total into per_sample (whose reconstruction the loss wrote);
+//   vamp_record_grad_main: one invocation per (record, latent dimension) writes its
+//     gradients;
+//   vamp_components_main: one invocation per (component, latent dimension) sums over the
+//     valid records (at most MAX_ROWS, see src/ops/vamp.rs).
 
 struct VampParams {
     rows: u32,
@@ -48,14 +57,27 @@ const LOGVAR_MAX: f32 = 20.0;
 @group(0) @binding(8) var<storage, read_write> dpmulv: array<f32>;
 @group(0) @binding(9) var<storage, read> row_scale: array<f32>;
 
-fn log_component(b: u32, k: u32) -> f32 {
+fn index64(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 64u + lid;
+}
+
+@compute @workgroup_size(64)
+fn vamp_densities_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index64(wg, nwg, lid);
+    if (i >= p.rows * p.k) { return; }
+    let b = udiv(i, p.k);
+    let k = i - b * p.k;
     var l = 0.0;
     for (var j = 0u; j < p.z; j++) {
         let lv = clamp(pmulv[k * p.ld_pmulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
         let d = z[b * p.ld_z + j] - pmulv[k * p.ld_pmulv + j];
         l += -0.5 * lv - 0.5 * d * d * exp(-lv);
     }
-    return l;
+    resp[b * p.ld_resp + k] = l;
 }
 
 @compute @workgroup_size(64)
@@ -64,15 +86,13 @@ fn vamp_rows_main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let b = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let b = index64(wg, nwg, lid);
     if (b >= p.rows) { return; }
     let live = b < p.valid;
     let r0 = b * p.ld_resp;
     var m = -3.0e38;
     for (var k = 0u; k < p.k; k++) {
-        let l = log_component(b, k);
-        resp[r0 + k] = l;
-        m = max(m, l);
+        m = max(m, resp[r0 + k]);
     }
     var sum = 0.0;
     for (var k = 0u; k < p.k; k++) {
@@ -83,25 +103,39 @@ fn vamp_rows_main(
     }
     let log_p = m + log(sum) - log(f32(p.k));
     var log_q = 0.0;
-    let s = select(0.0, p.beta * p.grad_scale, live);
     for (var j = 0u; j < p.z; j++) {
-        let lv_raw = mulv[b * p.ld_mulv + p.z + j];
-        let lv = clamp(lv_raw, LOGVAR_MIN, LOGVAR_MAX);
+        let lv = clamp(mulv[b * p.ld_mulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
         let e = eps[b * p.ld_z + j];
         log_q += -0.5 * lv - 0.5 * e * e;
-        let zj = z[b * p.ld_z + j];
-        var g = 0.0;
-        for (var k = 0u; k < p.k; k++) {
-            let lvk = clamp(pmulv[k * p.ld_pmulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
-            g += resp[r0 + k] * (zj - pmulv[k * p.ld_pmulv + j]) * exp(-lvk);
-        }
-        let inside = lv_raw >= LOGVAR_MIN && lv_raw <= LOGVAR_MAX;
-        dmulv[b * p.ld_mulv + j] = s * g;
-        dmulv[b * p.ld_mulv + p.z + j] = select(0.0, s * (-0.5 + 0.5 * g * exp(0.5 * lv) * e), inside);
     }
     let kl = select(0.0, log_q - log_p, live);
     per_sample[b * 4u + 1u] = kl;
     per_sample[b * 4u + 2u] = per_sample[b * 4u] + p.beta * kl;
+}
+
+@compute @workgroup_size(64)
+fn vamp_record_grad_main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = index64(wg, nwg, lid);
+    if (i >= p.rows * p.z) { return; }
+    let b = udiv(i, p.z);
+    let j = i - b * p.z;
+    let zj = z[b * p.ld_z + j];
+    var g = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        let lvk = clamp(pmulv[k * p.ld_pmulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
+        g += resp[b * p.ld_resp + k] * (zj - pmulv[k * p.ld_pmulv + j]) * exp(-lvk);
+    }
+    let s = select(0.0, p.beta * p.grad_scale, b < p.valid);
+    let lv_raw = mulv[b * p.ld_mulv + p.z + j];
+    let lv = clamp(lv_raw, LOGVAR_MIN, LOGVAR_MAX);
+    let inside = lv_raw >= LOGVAR_MIN && lv_raw <= LOGVAR_MAX;
+    let e = eps[b * p.ld_z + j];
+    dmulv[b * p.ld_mulv + j] = s * g;
+    dmulv[b * p.ld_mulv + p.z + j] = select(0.0, s * (-0.5 + 0.5 * g * exp(0.5 * lv) * e), inside);
 }
 
 @compute @workgroup_size(64)
@@ -110,7 +144,7 @@ fn vamp_components_main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let i = index64(wg, nwg, lid);
     if (i >= p.k * p.z) { return; }
     let k = udiv(i, p.z);
     let j = i - k * p.z;

@@ -439,7 +439,7 @@ fn iwae_objective_gradients() {
             let mut w = iwae_weights(gpu, (k, average), &gps, &gdl, &gdm).unwrap();
             w.set_valid(gpu, valid);
             let mut all: Vec<_> = losses.per_sample().to_vec();
-            all.push(&kl.rows);
+            all.extend(&kl.records);
             all.extend(w.launches());
             gpu.run(&all).unwrap();
             let what = format!("records {records} valid {valid} k {k} average {average}");

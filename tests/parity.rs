@@ -636,7 +636,7 @@ fn iwae_matches_cpu() {
 /// gradients of the records' and the components' mu | logvar (records weighted), against
 /// the f64 twin on awkward shapes (one record, one component, padding rows past `valid`),
 /// to 1e-4 relative + 1e-4 (exp and log on the driver, sums over K components and B
-/// records in f32).
+/// records in f32), up to 4096 components of 20 dimensions.
 #[test]
 fn vamp_kl_matches_cpu() {
     use vae_gpu::ops::vamp::{vamp, VampBuffers};
@@ -647,6 +647,7 @@ fn vamp_kl_matches_cpu() {
             (7, 5, 3, 17),
             (33, 33, 2, 5),
             (129, 100, 20, 50),
+            (128, 128, 20, 2048),
         ] {
             let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
             let (e32, e) = rng.vec(rows * z, -2.5, 2.5);

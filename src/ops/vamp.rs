@@ -37,12 +37,17 @@ pub struct VampBuffers<'a> {
     pub row_scale: Option<&'a Matrix>,
 }
 
-/// The records' launch (KL, totals, their gradients) and the components' (their gradients).
+/// The records' launches (densities, KL and totals, their gradients) and the components'
+/// (their gradients).
 pub struct VampDispatch {
-    pub rows: Dispatch,
+    pub records: [Dispatch; 3],
     pub components: Dispatch,
     params: VampParams,
 }
+
+/// The most rows (records x samples) a step's KL sums over per component: llvmpipe stops a
+/// loop after 65535 iterations.
+pub const MAX_ROWS: usize = 32768;
 
 impl VampDispatch {
     /// Rewrites the settings that change between steps: valid records, beta, grad scale.
@@ -51,11 +56,12 @@ impl VampDispatch {
         self.params.beta = beta;
         self.params.grad_scale = grad_scale;
         gpu.queue
-            .write_buffer(&self.rows.params, 0, bytemuck::bytes_of(&self.params));
+            .write_buffer(&self.components.params, 0, bytemuck::bytes_of(&self.params));
     }
 
-    pub fn launches(&self) -> [&Dispatch; 2] {
-        [&self.rows, &self.components]
+    /// Every launch: the records', then the components'.
+    pub fn launches(&self) -> Vec<&Dispatch> {
+        self.records.iter().chain([&self.components]).collect()
     }
 }
 
@@ -78,6 +84,11 @@ pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
         && b.per_sample.cols == 3
         && b.per_sample.ld == 4
         && b.row_scale.is_none_or(|w| w.rows * w.cols == rows);
+    if rows > MAX_ROWS {
+        return Err(GpuError::Limit(format!(
+            "the VampPrior's KL takes at most {MAX_ROWS} rows per step (records x samples), and this step has {rows}; use a smaller --batch-size"
+        )));
+    }
     if !ok {
         return Err(shape_err(
             "vamp",
@@ -110,36 +121,62 @@ pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
         pad: [0; 2],
     };
     let uniform = gpu.uniform("vamp params", &params);
-    let rows_launch = gpu.dispatch(
-        "vamp rows".into(),
-        gpu.pipeline(Shader::Vamp, "vamp_rows_main", &[])?,
-        uniform.clone(),
+    let launch =
+        |entry: &'static str, bindings: &[(u32, wgpu::BindingResource<'_>)], threads: usize| {
+            Ok::<_, GpuError>(gpu.dispatch(
+                entry.into(),
+                gpu.pipeline(Shader::Vamp, entry, &[])?,
+                uniform.clone(),
+                bindings,
+                gpu.grid(threads.div_ceil(64) as u64)?,
+            ))
+        };
+    let records = [
+        launch(
+            "vamp_densities_main",
+            &[
+                (2, b.z.binding()),
+                (4, b.pmulv.binding()),
+                (5, resp.binding()),
+            ],
+            rows * k,
+        )?,
+        launch(
+            "vamp_rows_main",
+            &[
+                (1, b.mulv.binding()),
+                (3, b.eps.binding()),
+                (5, resp.binding()),
+                (6, b.per_sample.binding()),
+            ],
+            rows,
+        )?,
+        launch(
+            "vamp_record_grad_main",
+            &[
+                (1, b.mulv.binding()),
+                (2, b.z.binding()),
+                (3, b.eps.binding()),
+                (4, b.pmulv.binding()),
+                (5, resp.binding()),
+                (7, b.dmulv.binding()),
+            ],
+            rows * z,
+        )?,
+    ];
+    let components = launch(
+        "vamp_components_main",
         &[
-            (1, b.mulv.binding()),
             (2, b.z.binding()),
-            (3, b.eps.binding()),
             (4, b.pmulv.binding()),
-            (5, resp.binding()),
-            (6, b.per_sample.binding()),
-            (7, b.dmulv.binding()),
-        ],
-        gpu.grid(rows.div_ceil(64) as u64)?,
-    );
-    let components = gpu.dispatch(
-        "vamp components".into(),
-        gpu.pipeline(Shader::Vamp, "vamp_components_main", &[])?,
-        uniform,
-        &[
-            (4, b.pmulv.binding()),
-            (2, b.z.binding()),
             (5, resp.binding()),
             (8, b.dpmulv.binding()),
             (9, row_scale.binding()),
         ],
-        gpu.grid((k * z).div_ceil(64) as u64)?,
-    );
+        k * z,
+    )?;
     Ok(VampDispatch {
-        rows: rows_launch,
+        records,
         components,
         params,
     })

@@ -388,7 +388,7 @@ impl StepProgram {
         all.extend(vamp.map(|v| v.pass.forward()).into_iter().flatten());
         all.extend(self.loss.per_sample());
         let kl = self.mc_kl.as_ref();
-        all.extend(kl.map(|kl| &kl.rows));
+        all.extend(kl.into_iter().flat_map(|kl| &kl.records));
         all.extend(self.importance.iter().flat_map(|w| w.launches()));
         // The components' gradients weigh the records as the importance weights say.
         all.extend(
