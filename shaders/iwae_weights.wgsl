@@ -6,7 +6,8 @@
 // scaled by w~_i. With `average` set the weights are 1/K and the "bound" is the mean of
 // the K losses: the K-sample ELBO (Burda et al.'s "VAE, k samples"). Two launches:
 //   iwae_weights_main: one invocation per record writes w~ and replaces its rows' losses by
-//     one row (the w~-weighted reconstruction, the rest of the bound, the bound) and zeros;
+//     one row (the bound less beta times the w~-weighted KL, that KL, the bound: its total
+//     is reconstruction + beta x KL, as every loss row's) and zeros;
 //   iwae_scale_main: one invocation per vec4 of the logits' gradient scales it, and the
 //     first of each row also its mu | logvar gradient.
 
@@ -18,7 +19,7 @@ struct WeightParams {
     ld_mulv: u32,
     mulv_cols: u32,
     average: u32,
-    _pad1: u32,
+    beta: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: WeightParams;
@@ -46,19 +47,19 @@ fn iwae_weights_main(
         s += exp(-per_sample[(base + i) * 4u + 2u] - m);
     }
     let live = g < p.valid;
-    var recon = 0.0;
+    var kl = 0.0;
     var mean = 0.0;
     for (var i = 0u; i < p.k; i++) {
         let importance = exp(-per_sample[(base + i) * 4u + 2u] - m) / s;
         let w = select(0.0, select(importance, 1.0 / f32(p.k), p.average != 0u), live);
         weights[base + i] = w;
-        recon += w * per_sample[(base + i) * 4u];
+        kl += w * per_sample[(base + i) * 4u + 1u];
         mean += w * per_sample[(base + i) * 4u + 2u];
     }
     let iwae = -(m + log(s) - log(f32(p.k)));
     let bound = select(0.0, select(iwae, mean, p.average != 0u), live);
-    per_sample[base * 4u] = recon;
-    per_sample[base * 4u + 1u] = bound - recon;
+    per_sample[base * 4u] = bound - p.beta * kl;
+    per_sample[base * 4u + 1u] = kl;
     per_sample[base * 4u + 2u] = bound;
     for (var i = 1u; i < p.k; i++) {
         per_sample[(base + i) * 4u] = 0.0;

@@ -437,7 +437,7 @@ fn iwae_objective_gradients() {
             .unwrap();
             kl.update(gpu, valid * k, 1.0, 1.0);
             let mut w = iwae_weights(gpu, (k, average), &gps, &gdl, &gdm).unwrap();
-            w.set_valid(gpu, valid);
+            w.update(gpu, valid, 1.0);
             let mut all: Vec<_> = losses.per_sample().to_vec();
             all.extend(&kl.records);
             all.extend(w.launches());

@@ -125,7 +125,7 @@ fn the_vamp_prior_refuses_what_does_not_go_with_it() {
         ),
         (
             vec!["--prior", "vamp:4", "--free-bits", "1"],
-            vec!["free_bits", "VampPrior"],
+            vec!["--free-bits", "VampPrior"],
         ),
         (vec!["--prior", "vamp:0"], vec!["vamp:0", "1 to 4096"]),
         (vec!["--prior", "gmm"], vec!["use normal, vamp or vamp:K"]),

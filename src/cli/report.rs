@@ -240,7 +240,25 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
             format!("{}x{}x{}", c.height, c.width, c.channels),
         ),
         ("latent dimensions".into(), c.latent.to_string()),
-        ("likelihood".into(), format!("{:?}", c.likelihood)),
+        (
+            "prior".into(),
+            match c.vamp {
+                Some(k) => format!("VampPrior, {k} learned pseudo-inputs"),
+                None => "N(0, I)".into(),
+            },
+        ),
+        (
+            "likelihood".into(),
+            format!(
+                "{:?}{}",
+                c.likelihood,
+                if c.binarize {
+                    ", of dynamically binarized pixels"
+                } else {
+                    ""
+                }
+            ),
+        ),
         (
             "active units".into(),
             format!(
@@ -258,7 +276,25 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
                 format!("{} of {}", cfg.state.epoch, t.epochs),
             ),
             ("batch size".into(), t.batch_size.to_string()),
-            ("learning rate".into(), t.adam.lr.to_string()),
+            (
+                "objective".into(),
+                match (t.iwae_k, t.elbo_k) {
+                    (1, 1) => "the ELBO, one sample per image".into(),
+                    (1, k) => format!("the ELBO averaged over {k} samples per image"),
+                    (k, _) => format!("the importance-weighted bound, {k} samples per image"),
+                },
+            ),
+            (
+                "learning rate".into(),
+                format!("{}, {}", t.adam.lr, t.lr_schedule.describe()),
+            ),
+            (
+                "Adam".into(),
+                format!(
+                    "betas {}, {}; epsilon {}; weight decay {}",
+                    t.adam.beta1, t.adam.beta2, t.adam.eps, t.adam.weight_decay
+                ),
+            ),
             (
                 "beta".into(),
                 format!(
@@ -268,6 +304,12 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
             ),
             ("seed".into(), t.seed.to_string()),
         ]);
+        if t.output_bias_from_data {
+            settings.push((
+                "output bias".into(),
+                "started at the training data's mean".into(),
+            ));
+        }
     }
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>vae-gpu report: {t}</title><style>{STYLE}</style></head><body>\n<h1>vae-gpu report: {t}</h1>\n",

@@ -54,7 +54,7 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub hidden: Option<Vec<u32>>,
     /// The MLP's hidden activation: relu, tanh (Burda et al.'s), sigmoid, silu,
-    /// leaky_relu[:SLOPE] [default: relu]
+    /// leaky_relu[:SLOPE], none [default: relu]
     #[arg(long, value_name = "NAME", value_parser = activation)]
     pub activation: Option<String>,
     /// A conditional VAE: each record's class (its label), one-hot, enters beside the
@@ -124,7 +124,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SCHEDULE", value_parser = lr_schedule)]
     pub lr_schedule: Option<crate::vae::config::LrSchedule>,
     /// Adam's moment decay rates beta1,beta2 [default: 0.9,0.999]
-    #[arg(long, value_name = "B1,B2", value_parser = adam_betas)]
+    #[arg(long, value_name = "B1,B2", allow_hyphen_values = true, value_parser = adam_betas)]
     pub adam_betas: Option<(f32, f32)>,
     /// Adam's epsilon (Burda et al. used 1e-4) [default: 1e-8]
     #[arg(long, value_name = "EPS", value_parser = super::positive)]
@@ -240,11 +240,14 @@ fn lr_schedule(s: &str) -> Result<crate::vae::config::LrSchedule, String> {
 
 fn adam_betas(s: &str) -> Result<(f32, f32), String> {
     let rate = |v: &str| {
-        v.trim()
+        let b = v
+            .trim()
             .parse::<f32>()
-            .ok()
-            .filter(|b| (0.0..1.0).contains(b))
-            .ok_or_else(|| format!("{s}: each beta must be at least 0 and below 1"))
+            .map_err(|_| format!("{s}: '{v}' is not a number"))?;
+        match (0.0..1.0).contains(&b) {
+            true => Ok(b),
+            false => Err(format!("{s}: each beta must be at least 0 and below 1")),
+        }
     };
     match s.split_once(',') {
         Some((b1, b2)) => Ok((rate(b1)?, rate(b2)?)),
@@ -563,8 +566,8 @@ fn resumed_run(
     same("activation", a.activation.clone(), m.activation.clone())?;
     keep(
         "binarize",
-        a.binarize.as_deref().map(|b| b == "dynamic"),
-        Some(m.binarize),
+        a.binarize.clone(),
+        Some(if m.binarize { "dynamic" } else { "none" }.to_string()),
     )?;
     keep("likelihood", a.likelihood, Some(m.likelihood))?;
     keep("gauss-var", a.gauss_var, Some(m.gauss_var))?;
@@ -589,6 +592,9 @@ fn resumed_run(
         Some((t.adam.beta1, t.adam.beta2)),
     )?;
     keep("adam-eps", a.adam_eps, Some(t.adam.eps))?;
+    if a.output_bias_from_data && !t.output_bias_from_data {
+        bail!("--output-bias-from-data sets how a new run starts; the run being resumed started otherwise (start a new run with --out to use it)");
+    }
     keep(
         "batch-size",
         a.batch_size.map(|b| b as usize),
@@ -761,6 +767,39 @@ fn check_arch_flags(a: &TrainArgs, arch: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Flags that do not go together, named as the user gave them (the configs' own checks
+/// name their fields).
+fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow::Result<()> {
+    if t.free_bits > 0.0 {
+        if m.vamp.is_some() {
+            bail!("--free-bits floors each latent dimension's closed-form KL, and the VampPrior's KL is one Monte-Carlo estimate per image: drop one of them");
+        }
+        if t.samples().k > 1 {
+            bail!("--free-bits floors each latent dimension's closed-form KL, and --iwae-k or --elbo-k above 1 trains on Monte-Carlo estimates: drop one of them");
+        }
+    }
+    if m.binarize {
+        if m.table.is_some() {
+            bail!(
+                "--binarize is for images and arrays; a table's columns have their own likelihoods"
+            );
+        }
+        if m.likelihood != crate::ops::loss::Likelihood::Bernoulli {
+            bail!(
+                "--binarize dynamic draws binary pixels for a Bernoulli model, and this model's likelihood is gaussian{}",
+                match a.likelihood {
+                    Some(_) => " (--likelihood gaussian)",
+                    None => " (float data default to it: add --likelihood bernoulli if the values lie in [0, 1])",
+                }
+            );
+        }
+    }
+    if t.output_bias_from_data && m.table.is_some() {
+        bail!("--output-bias-from-data is for images and arrays; a table's outputs are its columns' parameters");
+    }
+    Ok(())
+}
+
 /// The model and settings of a new run, every layer checked against the data.
 fn fresh_model(
     a: &TrainArgs,
@@ -787,6 +826,7 @@ fn fresh_model(
     let (mut model, t) = new_run(a, data, train, data_dir, source, spec);
     model.table = schema;
     model.vamp = a.prior.and_then(super::prior::TrainPrior::pseudo_inputs);
+    check_combinations(a, &model, &t)?;
     if a.conditional && model.vamp.is_some() {
         bail!("--prior vamp needs an unconditional model: its pseudo-inputs have no class (drop --conditional, or train with the standard prior)");
     }

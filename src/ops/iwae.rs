@@ -99,12 +99,12 @@ struct WeightParams {
     ld_mulv: u32,
     mulv_cols: u32,
     average: u32,
-    pad: u32,
+    beta: f32,
 }
 
 /// The importance-weighted objective of a training step (see shaders/iwae_weights.wgsl):
 /// each record's K samples in K consecutive rows, their losses replaced by the record's
-/// bound and their gradients weighted. Set the valid records with `set_valid`.
+/// bound and their gradients weighted. Set the valid records and beta with `update`.
 pub struct IwaeWeights {
     pub weights: Dispatch,
     pub scale: Dispatch,
@@ -114,8 +114,10 @@ pub struct IwaeWeights {
 }
 
 impl IwaeWeights {
-    pub fn set_valid(&mut self, gpu: &Gpu, records: usize) {
+    /// Sets the valid records and the KL's weight (the loss rows' split of each bound).
+    pub fn update(&mut self, gpu: &Gpu, records: usize, beta: f32) {
         self.params.valid = records.min((self.params.rows / self.params.k) as usize) as u32;
+        self.params.beta = beta;
         gpu.queue
             .write_buffer(&self.weights.params, 0, bytemuck::bytes_of(&self.params));
     }
@@ -159,7 +161,7 @@ pub fn iwae_weights(
         ld_mulv: dmulv.ld as u32,
         mulv_cols: dmulv.cols as u32,
         average: u32::from(average),
-        pad: 0,
+        beta: 1.0,
     };
     let uniform = gpu.uniform("iwae weights params", &params);
     let weigh = gpu.dispatch(

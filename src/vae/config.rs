@@ -353,7 +353,7 @@ impl TrainConfig {
 }
 
 /// How the learning rate changes over a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum LrSchedule {
     /// The same rate throughout.
@@ -368,7 +368,29 @@ pub enum LrSchedule {
     Burda,
 }
 
+/// As `train --lr-schedule` takes it (messages name settings this way).
+impl std::fmt::Debug for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LrSchedule::Constant => write!(f, "constant"),
+            LrSchedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+            LrSchedule::Cosine => write!(f, "cosine"),
+            LrSchedule::Burda => write!(f, "burda"),
+        }
+    }
+}
+
 impl LrSchedule {
+    /// The schedule in words, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            LrSchedule::Constant => "constant".into(),
+            LrSchedule::Step { every, gamma } => format!("times {gamma} every {every} epochs"),
+            LrSchedule::Cosine => "cosine decay to 0 over the run".into(),
+            LrSchedule::Burda => "Burda et al.'s: 10^(-i/7) for 3^i epochs".into(),
+        }
+    }
+
     pub fn is_constant(&self) -> bool {
         *self == LrSchedule::Constant
     }

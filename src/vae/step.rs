@@ -123,11 +123,15 @@ impl StepProgram {
         let limit = gpu.binding_limit();
         let bytes = (rows * crate::gpu::round_up4(c.input_dim()) * 4) as u64;
         if bytes > limit {
+            let batch = match samples {
+                1 => format!("a batch of {rows}"),
+                k => format!("a batch of {} records x {k} samples", spec.rows),
+            };
             return Err(GpuError::Limit(format!(
-                "a batch of {rows} takes {} MiB, over the {} MiB the adapter binds at once; use --batch-size {} or smaller",
+                "{batch} takes {} MiB, over the {} MiB the adapter binds at once; use --batch-size {} or smaller",
                 bytes >> 20,
                 limit >> 20,
-                (rows as u64 * limit / bytes).max(1)
+                (spec.rows as u64 * limit / bytes).max(1)
             )));
         }
         let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
@@ -175,7 +179,13 @@ impl StepProgram {
         if let (Some(y), Some((onehot, _))) = (params.graph.y, &classes) {
             inputs.push((y, onehot));
         }
-        let program = Program::new(gpu, params, rows, mode, &inputs)?;
+        let program = Program::new(gpu, params, rows, mode, &inputs).map_err(|e| match e {
+            // Its advice counts rows; each record takes `samples` of them.
+            GpuError::Limit(msg) if samples > 1 => GpuError::Limit(format!(
+                "{msg} (counted in rows: with --iwae-k or --elbo-k {samples} each record takes {samples} rows, so divide it by {samples})"
+            )),
+            e => e,
+        })?;
         let g = &params.graph;
         let per_sample = Matrix::zeros(gpu, rows, 3, "per-sample loss")?;
         let accum = Matrix::zeros(gpu, 1, 4, "loss sums")?;
@@ -362,7 +372,7 @@ impl StepProgram {
             None => self.loss.update(gpu, &LossSettings { valid, ..*settings }),
         }
         if let Some(w) = &mut self.importance {
-            w.set_valid(gpu, settings.valid);
+            w.update(gpu, settings.valid, settings.beta);
         }
         if let Some((d, kind)) = &self.corrupt {
             let noise = Noise {

@@ -603,8 +603,13 @@ fn train_with<'s>(
             active_units,
         };
         if let Some(active_units) = active_units.filter(|&a| a * 4 < c.latent) {
+            // Free bits floor a closed-form KL per dimension, which a Monte-Carlo one lacks.
+            let remedies = match c.vamp.is_some() || t.samples().k > 1 {
+                true => "--kl-warmup or --kl-cycles",
+                false => "--kl-warmup, --kl-cycles or --free-bits",
+            };
             log::warn!(
-                "epoch {}: only {active_units} of {} latent dimensions are active (posterior collapse?); try --kl-warmup, --kl-cycles or --free-bits",
+                "epoch {}: only {active_units} of {} latent dimensions are active (posterior collapse?); try {remedies}",
                 epoch + 1,
                 c.latent
             );

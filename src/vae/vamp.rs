@@ -29,6 +29,12 @@ pub fn init_pseudo_inputs(
         n > 0,
         "the VampPrior starts from training images, and there are none"
     );
+    if p.count > n {
+        log::warn!(
+            "the VampPrior's {} pseudo-inputs start as training images, and there are {n}: some start as copies (they part as they train only where their gradients differ)",
+            p.count
+        );
+    }
     let mut rng = Rng::new(seed ^ 0x7661_6d70);
     // Distinct images where there are enough.
     let order = rng.permutation(n);
