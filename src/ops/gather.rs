@@ -22,6 +22,27 @@ struct GatherParams {
     stream: u32,
 }
 
+impl GatherParams {
+    /// Rows of `out` (its columns the values per image) from `count` indices, at offset 0,
+    /// each image once, as it is.
+    fn new(out: &Matrix, count: usize, per_chunk: u32) -> GatherParams {
+        GatherParams {
+            rows: out.rows as u32,
+            d: out.cols as u32,
+            ld_x: out.ld as u32,
+            offset: 0,
+            count: count as u32,
+            per_chunk,
+            repeat: 1,
+            binarize: 0,
+            seed_lo: 0,
+            seed_hi: 0,
+            step: 0,
+            stream: 0,
+        }
+    }
+}
+
 /// Most chunks a dataset may be split into (the gather kernel's pixel bindings).
 const MAX_CHUNKS: usize = 4;
 
@@ -168,20 +189,7 @@ pub fn gather(
             ),
         ));
     }
-    let params = GatherParams {
-        rows: x.rows as u32,
-        d: images.d as u32,
-        ld_x: x.ld as u32,
-        offset: 0,
-        count: count as u32,
-        per_chunk: images.per_chunk as u32,
-        repeat: 1,
-        binarize: 0,
-        seed_lo: 0,
-        seed_hi: 0,
-        step: 0,
-        stream: 0,
-    };
+    let params = GatherParams::new(x, count, images.per_chunk as u32);
     let chunk = |i: usize| {
         images
             .chunks
@@ -227,20 +235,7 @@ pub fn one_hot(
             format!("{} classes, {count} indices", y.cols),
         ));
     }
-    let params = GatherParams {
-        rows: y.rows as u32,
-        d: y.cols as u32,
-        ld_x: y.ld as u32,
-        offset: 0,
-        count: count as u32,
-        per_chunk: u32::MAX,
-        repeat: 1,
-        binarize: 0,
-        seed_lo: 0,
-        seed_hi: 0,
-        step: 0,
-        stream: 0,
-    };
+    let params = GatherParams::new(y, count, u32::MAX);
     let dispatch = gpu.dispatch(
         "one-hot".into(),
         gpu.pipeline(Shader::Gather, "one_hot_main", &[])?,
