@@ -882,7 +882,7 @@ fn binarized_gather_matches_cpu() {
             let mut g = gather(gpu, &images, &ibuf.buffer, indices.len(), &x).unwrap();
             g.set_offset(gpu, offset);
             g.set_repeat(gpu, repeat);
-            g.set_binarize(gpu, Some(noise));
+            g.set_binarize(gpu, noise);
             gpu.run(&[&g.dispatch]).unwrap();
             let order = repeated(&indices, offset, repeat, rows);
             let plain = cpu::gather(&pixels, d, dtype, &order, 0, rows);
@@ -910,7 +910,7 @@ fn binarized_gather_matches_cpu() {
             step: 0,
             stream: 4,
         };
-        g.set_binarize(gpu, Some(noise));
+        g.set_binarize(gpu, noise);
         gpu.run(&[&g.dispatch]).unwrap();
         let y = x.read(gpu).unwrap();
         for level in 0..4 {

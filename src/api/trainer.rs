@@ -233,7 +233,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// How the learning rate changes over the epochs.
-    pub fn lr_schedule(mut self, schedule: crate::LrSchedule) -> Self {
+    pub fn lr_schedule(mut self, schedule: crate::vae::config::LrSchedule) -> Self {
         self.train.lr_schedule = schedule;
         self
     }

@@ -208,7 +208,7 @@ impl Vae {
         Ok(rows.concat())
     }
 
-    /// A VampPrior model's prior (see [`crate::Trainer::vamp_prior`]) as the mixture it is:
+    /// A VampPrior model's prior (see [`super::Trainer::vamp_prior`]) as the mixture it is:
     /// the encoder's posteriors at the pseudo-inputs, equally weighted; None for a model
     /// with the standard prior N(0, I), which `sample` draws from otherwise.
     pub fn vamp_prior(&self) -> Result<Option<Gmm>> {

@@ -75,17 +75,6 @@ pub fn sample_backward(
 
 /// The corruption twin: the value corrupt_main writes for element `i` (of a [rows, cols]
 /// batch, flat index) with clean value x.
-/// A binary draw of value `x`, value `j` of image `image` (see shaders/gather.wgsl).
-pub fn binarize(x: f64, j: u32, image: u32, noise: Noise) -> f64 {
-    let key = [noise.seed as u32, (noise.seed >> 32) as u32];
-    let r = philox4x32_10([j, image, noise.step, noise.stream], key);
-    if f64::from(r[0] >> 8) / 16_777_216.0 < x {
-        1.0
-    } else {
-        0.0
-    }
-}
-
 pub fn corrupt(x: f64, i: u32, noise: Noise, c: crate::ops::sample::Corruption) -> f64 {
     use crate::ops::sample::Corruption;
     let key = [noise.seed as u32, (noise.seed >> 32) as u32];
@@ -96,5 +85,16 @@ pub fn corrupt(x: f64, i: u32, noise: Noise, c: crate::ops::sample::Corruption) 
         Corruption::SaltPepper(p) if hit(p) => f64::from(r[1] & 1),
         Corruption::Mask(p) if hit(p) => 0.0,
         _ => x,
+    }
+}
+
+/// A binary draw of value `x`, value `j` of image `image` (see shaders/gather.wgsl).
+pub fn binarize(x: f64, j: u32, image: u32, noise: Noise) -> f64 {
+    let key = [noise.seed as u32, (noise.seed >> 32) as u32];
+    let r = philox4x32_10([j, image, noise.step, noise.stream], key);
+    if f64::from(r[0] >> 8) / 16_777_216.0 < x {
+        1.0
+    } else {
+        0.0
     }
 }

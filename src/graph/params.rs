@@ -164,6 +164,11 @@ impl Params {
             .map(|(w, b)| (self.view(buffer, w), self.view(buffer, b)))
     }
 
+    /// A VampPrior model's pseudo-inputs: how the encoder sees them, and their slot.
+    pub fn pseudo_inputs(&self) -> Option<(super::Pseudo, &Slot)> {
+        self.graph.pseudo.zip(self.pseudo.as_ref())
+    }
+
     /// The same parameters with their gradients in `grads` (a buffer of `len` floats): the
     /// VampPrior's encoder pass over its pseudo-inputs writes its weight gradients apart,
     /// to be added to the batch's.

@@ -157,16 +157,11 @@ impl GatherDispatch {
     }
 
     /// Makes every value a binary draw (1 with the value as probability) from `noise`,
-    /// keyed by (value, image, noise.step, noise.stream); None: the values as they are.
-    pub fn set_binarize(&mut self, gpu: &Gpu, noise: Option<crate::ops::sample::Noise>) {
-        let n = noise.unwrap_or(crate::ops::sample::Noise {
-            seed: 0,
-            step: 0,
-            stream: 0,
-        });
-        self.params.binarize = u32::from(noise.is_some());
-        (self.params.seed_lo, self.params.seed_hi) = (n.seed as u32, (n.seed >> 32) as u32);
-        (self.params.step, self.params.stream) = (n.step, n.stream);
+    /// keyed by (value, image, noise.step, noise.stream).
+    pub fn set_binarize(&mut self, gpu: &Gpu, noise: crate::ops::sample::Noise) {
+        self.params.binarize = 1;
+        (self.params.seed_lo, self.params.seed_hi) = (noise.seed as u32, (noise.seed >> 32) as u32);
+        (self.params.step, self.params.stream) = (noise.step, noise.stream);
         gpu.queue
             .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
     }

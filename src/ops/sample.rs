@@ -206,18 +206,12 @@ impl std::fmt::Display for Corruption {
     }
 }
 
-impl Corruption {
-    /// corrupt_main's mode and amount.
-    fn code(self) -> (u32, f32) {
-        match self {
-            Corruption::Gaussian(a) => (1, a),
-            Corruption::SaltPepper(a) => (2, a),
-            Corruption::Mask(a) => (3, a),
-        }
-    }
-}
-
-fn corruption_params(x: &Matrix, noise: Noise, (mode, amount): (u32, f32)) -> SampleParams {
+fn corruption_params(x: &Matrix, noise: Noise, c: Corruption) -> SampleParams {
+    let (mode, amount) = match c {
+        Corruption::Gaussian(a) => (1, a),
+        Corruption::SaltPepper(a) => (2, a),
+        Corruption::Mask(a) => (3, a),
+    };
     SampleParams {
         mode,
         ..params(x.rows, x.cols, 0, x.ld, noise, amount)
@@ -232,16 +226,6 @@ pub fn corrupt(
     noise: Noise,
     c: Corruption,
 ) -> Result<Dispatch, GpuError> {
-    noise_launch(gpu, clean, noisy, noise, c.code())
-}
-
-fn noise_launch(
-    gpu: &Gpu,
-    clean: &Matrix,
-    noisy: &Matrix,
-    noise: Noise,
-    code: (u32, f32),
-) -> Result<Dispatch, GpuError> {
     if !clean.same_shape(noisy) || clean.ld != noisy.ld {
         return Err(shape_err(
             "corrupt",
@@ -253,7 +237,7 @@ fn noise_launch(
     Ok(gpu.dispatch(
         "corrupt".into(),
         pipeline,
-        gpu.uniform("corrupt params", &corruption_params(clean, noise, code)),
+        gpu.uniform("corrupt params", &corruption_params(clean, noise, c)),
         &[(7, clean.binding()), (8, noisy.binding())],
         grid,
     ))
@@ -264,6 +248,6 @@ pub fn set_corruption_noise(gpu: &Gpu, d: &Dispatch, clean: &Matrix, noise: Nois
     gpu.queue.write_buffer(
         &d.params,
         0,
-        bytemuck::bytes_of(&corruption_params(clean, noise, c.code())),
+        bytemuck::bytes_of(&corruption_params(clean, noise, c)),
     );
 }

@@ -20,7 +20,7 @@ struct VampParams {
     pad: [u32; 2],
 }
 
-/// The matrices the two launches read and write.
+/// The matrices the launches read and write.
 pub struct VampBuffers<'a> {
     /// The records' mu | logvar [B, 2Z], their sampled code and its noise [B, Z].
     pub mulv: &'a Matrix,

@@ -77,8 +77,6 @@ pub struct StepProgram {
     pub x: Matrix,
     /// Whether the gather draws a binary batch (dynamic binarization).
     binarize: bool,
-    /// Whether this is a training step (evaluation keeps one draw per image).
-    train: bool,
     /// The loss per sample [rows, 3] (reconstruction, KL, total) and the running sums
     /// [recon, kl, total, count].
     pub per_sample: Matrix,
@@ -189,11 +187,12 @@ impl StepProgram {
         let g = &params.graph;
         let per_sample = Matrix::zeros(gpu, rows, 3, "per-sample loss")?;
         let accum = Matrix::zeros(gpu, 1, 4, "loss sums")?;
+        let dlogits = logits_rows_grad(&program, g, rows)?;
         let buffers = LossBuffers {
             logits: &logits_rows(&program, g, rows)?,
             x: &x,
             mulv: program.value(g.mulv),
-            dlogits: &logits_rows_grad(&program, g, rows)?,
+            dlogits: &dlogits,
             dmulv: program.grad(g.mulv),
             per_sample: &per_sample,
             accum: &accum,
@@ -211,48 +210,45 @@ impl StepProgram {
             Some(_) => Some(VampStep::new(gpu, params)?),
             None => None,
         };
-        // The KL as its Monte-Carlo estimate: the VampPrior's, or under the importance-
-        // weighted objective N(0, I)'s (one component at 0 with unit variance).
-        let standard;
-        let (pmulv, dpmulv) = match &pseudo {
-            Some(v) => (v.pass.components(g), v.pass.program.grad(g.mulv)),
-            None => {
-                let z = g.shapes[g.z].c;
-                standard = [
-                    Matrix::zeros(gpu, 1, 2 * z, "N(0, I)")?,
-                    Matrix::zeros(gpu, 1, 2 * z, "N(0, I) gradient")?,
-                ];
-                (&standard[0], &standard[1])
-            }
-        };
         let importance = (samples > 1)
             .then(|| {
                 iwae_weights(
                     gpu,
                     (samples, spec.samples.average),
                     &per_sample,
-                    &logits_rows_grad(&program, g, rows)?,
+                    &dlogits,
                     program.grad(g.mulv),
                 )
             })
             .transpose()?;
-        let mc_kl = (pseudo.is_some() || samples > 1)
-            .then(|| {
-                vamp(
-                    gpu,
-                    &VampBuffers {
-                        mulv: program.value(g.mulv),
-                        z: program.value(g.z),
-                        eps: program.eps(),
-                        pmulv,
-                        per_sample: &per_sample,
-                        dmulv: program.grad(g.mulv),
-                        dpmulv,
-                        row_scale: importance.as_ref().map(|w| &w.normalized),
-                    },
-                )
-            })
-            .transpose()?;
+        // The KL as its Monte-Carlo estimate: the VampPrior's, or under the importance-
+        // weighted objective N(0, I)'s (one component at 0 with unit variance).
+        let mc_kl = |pmulv: &Matrix, dpmulv: &Matrix| {
+            vamp(
+                gpu,
+                &VampBuffers {
+                    mulv: program.value(g.mulv),
+                    z: program.value(g.z),
+                    eps: program.eps(),
+                    pmulv,
+                    per_sample: &per_sample,
+                    dmulv: program.grad(g.mulv),
+                    dpmulv,
+                    row_scale: importance.as_ref().map(|w| &w.normalized),
+                },
+            )
+        };
+        let mc_kl = match &pseudo {
+            Some(v) => Some(mc_kl(v.pass.components(g), v.pass.program.grad(g.mulv))?),
+            None if samples > 1 => {
+                let z = g.shapes[g.z].c;
+                Some(mc_kl(
+                    &Matrix::zeros(gpu, 1, 2 * z, "N(0, I)")?,
+                    &Matrix::zeros(gpu, 1, 2 * z, "N(0, I) gradient")?,
+                )?)
+            }
+            None => None,
+        };
         loss.per_record(gpu, samples);
         let adam = spec
             .adam
@@ -269,7 +265,6 @@ impl StepProgram {
             program,
             x,
             binarize: c.binarize,
-            train: spec.adam.is_some(),
             per_sample,
             accum,
             gather,
@@ -331,7 +326,7 @@ impl StepProgram {
             // Training draws anew each step, from the run's seed. Evaluation keeps one
             // draw per image, the same in every evaluation (seed 0): an image's importance
             // samples, the test loss and `eval` all see the same binary test set.
-            let noise = match self.train {
+            let noise = match self.adam.is_some() {
                 true => Noise {
                     seed: self.seed,
                     step: step as u32,
@@ -343,7 +338,7 @@ impl StepProgram {
                     stream: STREAM_BINARIZE + 1,
                 },
             };
-            self.gather.set_binarize(gpu, Some(noise));
+            self.gather.set_binarize(gpu, noise);
         }
         if let Some((_, d)) = &mut self.classes {
             d.set_offset(gpu, offset);
@@ -488,7 +483,7 @@ impl PseudoPass {
     /// The pass of the model `params`, whose gradients its backward writes.
     pub fn new(gpu: &Gpu, params: &Params) -> Result<PseudoPass, GpuError> {
         let g = &params.graph;
-        let (pseudo, slot) = g.pseudo.zip(params.pseudo.as_ref()).ok_or_else(|| {
+        let (pseudo, slot) = params.pseudo_inputs().ok_or_else(|| {
             GpuError::Config("a VampPrior model without its pseudo-inputs".into())
         })?;
         let raw = params.view(&params.values, slot);
@@ -528,7 +523,7 @@ impl VampStep {
         let g = &params.graph;
         let shadow = Matrix::zeros(gpu, 1, params.len, "pseudo-input weight gradients")?;
         let pass = PseudoPass::new(gpu, &params.with_grads(shadow.buffer.clone()))?;
-        let (pseudo, slot) = g.pseudo.zip(params.pseudo.as_ref()).ok_or_else(|| {
+        let (pseudo, slot) = params.pseudo_inputs().ok_or_else(|| {
             GpuError::Config("a VampPrior model without its pseudo-inputs".into())
         })?;
         let act_grad = crate::ops::tensor::grad(

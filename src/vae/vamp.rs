@@ -3,6 +3,7 @@
 
 use super::gmm::Gmm;
 use super::step::PseudoPass;
+use crate::cpu::sample::{LOGVAR_MAX, LOGVAR_MIN};
 use crate::data::store::TrainSet;
 use crate::gpu::{Gpu, GpuError};
 use crate::graph::Params;
@@ -21,7 +22,7 @@ pub fn init_pseudo_inputs(
     train: &TrainSet<'_>,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let (Some(p), Some(slot)) = (params.graph.pseudo, &params.pseudo) else {
+    let Some((p, slot)) = params.pseudo_inputs() else {
         return Ok(());
     };
     let n = train.count();
@@ -75,7 +76,7 @@ pub fn mixture(gpu: &Gpu, params: &Params) -> Result<Option<Gmm>, GpuError> {
         variances.push(
             row[z..]
                 .iter()
-                .map(|&lv| f64::from(lv.clamp(-30.0, 20.0)).exp())
+                .map(|&lv| f64::from(lv).clamp(LOGVAR_MIN, LOGVAR_MAX).exp())
                 .collect(),
         );
     }
@@ -98,22 +99,19 @@ pub fn pseudo_images(
     params: &Params,
     table: bool,
 ) -> Result<Option<Vec<Vec<u8>>>, GpuError> {
-    let (Some(p), Some(slot)) = (params.graph.pseudo, &params.pseudo) else {
+    let Some((p, slot)) = params.pseudo_inputs().filter(|_| !table) else {
         return Ok(None);
     };
-    if table {
-        return Ok(None);
-    }
     let raw = params.view(&params.values, slot).read(gpu)?;
     let d = raw.len() / p.count;
     Ok(Some(
         raw.chunks(d)
             .take(SHOWN)
             .map(|u| {
-                let seen: Vec<f32> = match p.act {
-                    Activation::Sigmoid => u.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
-                    _ => u.to_vec(),
-                };
+                let seen: Vec<f32> = u
+                    .iter()
+                    .map(|&v| crate::cpu::act_forward(f64::from(v), p.act) as f32)
+                    .collect();
                 crate::data::to_u8(&seen)
             })
             .collect(),
