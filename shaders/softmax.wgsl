@@ -1,6 +1,7 @@
 // Softmax cross-entropy of a linear classifier's logits [rows, classes] against integer
 // labels: per-row loss -log softmax(l)[label] and its gradient (softmax - onehot) * scale.
-// Rows at or past `valid` get zero loss and gradient.
+// Rows at or past `valid`, and rows whose label is not a class (a sequence's padding), get zero
+// loss and gradient.
 
 struct SoftmaxParams {
     rows: u32,
@@ -41,17 +42,17 @@ fn softmax_xent_main(
     let r = flat_index(wg, nwg, lid);
     if (r >= p.rows) { return; }
     let base = r * p.ld;
-    let live = r < p.valid;
+    let label = labels[p.offset + r];
+    let live = r < p.valid && label < p.classes;
     let ms = max_and_sum(base);
     let m = ms.x;
     let s = ms.y;
-    let label = labels[p.offset + r];
     for (var k = 0u; k < p.classes; k++) {
         let prob = exp(logits[base + k] - m) / s;
         let g = (prob - select(0.0, 1.0, k == label)) * p.scale;
         grad[base + k] = select(0.0, g, live);
     }
-    loss[r] = select(0.0, m + log(s) - logits[base + label], live);
+    loss[r] = select(0.0, m + log(s) - logits[base + min(label, p.classes - 1u)], live);
 }
 
 // Each row's softmax (into `grad`) and its log-sum-exp (into `loss`): the responsibilities

@@ -765,7 +765,13 @@ fn softmax_xent_matches_cpu() {
             let (rows, classes) = (AWKWARD[case % 9], [2, 3, 10, 17][case % 4]);
             let valid = rows - rows / 4;
             let (l32, l) = rng.vec(rows * classes, -20.0, 20.0);
-            let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes) as u32).collect();
+            // Every fifth row is padding: a label that is not a class.
+            let labels: Vec<u32> = (0..rows)
+                .map(|r| match r % 5 {
+                    4 => [classes as u32, u32::MAX][r % 2],
+                    _ => rng.below(classes) as u32,
+                })
+                .collect();
             // Odd cases read their labels from a window further into the buffer.
             let offset = (case % 2) * (case + 3);
             let mut stored: Vec<u32> = (0..offset).map(|_| rng.below(classes) as u32).collect();

@@ -129,7 +129,8 @@ fn log_mean_exp(lw: &[f64]) -> f64 {
     m + lw.iter().map(|w| (w - m).exp()).sum::<f64>().ln() - (lw.len() as f64).ln()
 }
 
-/// Softmax cross-entropy twin: (per-row loss, gradient * scale) for logits [rows, classes].
+/// Softmax cross-entropy twin: (per-row loss, gradient * scale) for logits [rows, classes]; a
+/// label that is not a class (padding) gives zero loss and gradient.
 pub fn softmax_xent(
     logits: &[f64],
     labels: &[u32],
@@ -139,6 +140,12 @@ pub fn softmax_xent(
     let mut loss = Vec::new();
     let mut grad = Vec::new();
     for (row, &label) in logits.chunks(classes).zip(labels) {
+        if label as usize >= classes {
+            // Not a class: padding, ignored.
+            loss.push(0.0);
+            grad.extend(std::iter::repeat_n(0.0, classes));
+            continue;
+        }
         let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = row.iter().map(|l| (l - m).exp()).sum();
         loss.push(m + s.ln() - row[label as usize]);

@@ -5,9 +5,11 @@ pub mod adam;
 pub mod conv;
 pub mod gemm;
 pub mod gmm;
+pub mod gru;
 pub mod loss;
 pub mod norm;
 pub mod sample;
+pub mod sequence;
 pub mod tensor;
 pub mod vamp;
 

@@ -32,10 +32,12 @@ pub enum Shader {
     TableLoss,
     GroupNorm,
     Tensor,
+    Gru,
+    Sequence,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 22] = [
+    pub const ALL: [Shader; 24] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -58,6 +60,8 @@ impl Shader {
         Shader::TableLoss,
         Shader::GroupNorm,
         Shader::Tensor,
+        Shader::Gru,
+        Shader::Sequence,
     ];
 
     /// Every module's source, which the tuner's cache is keyed by: a change to any kernel
@@ -90,6 +94,8 @@ impl Shader {
             Shader::TableLoss => "table_loss.wgsl",
             Shader::GroupNorm => "groupnorm.wgsl",
             Shader::Tensor => "tensor.wgsl",
+            Shader::Gru => "gru.wgsl",
+            Shader::Sequence => "sequence.wgsl",
         }
     }
 
@@ -181,6 +187,8 @@ impl Shader {
                 shader_source!("index.wgsl", "activation.wgsl", "groupnorm.wgsl")
             }
             Shader::Tensor => shader_source!("index.wgsl", "activation.wgsl", "tensor.wgsl"),
+            Shader::Gru => shader_source!("index.wgsl", "gru.wgsl"),
+            Shader::Sequence => shader_source!("index.wgsl", "sequence.wgsl"),
         }
     }
 

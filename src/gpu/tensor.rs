@@ -122,6 +122,25 @@ impl Matrix {
         })
     }
 
+    /// Rows `start .. start + count` of the matrix, as a view of the same buffer. A kernel can
+    /// bind it only where its byte offset is a multiple of the adapter's storage offset
+    /// alignment (see `ops::gru::step_rows`).
+    pub fn rows_view(&self, start: usize, count: usize) -> Result<Matrix, GpuError> {
+        if start + count > self.rows || count == 0 {
+            return Err(GpuError::Shape(format!(
+                "rows {start}..{} of a [{}, {}] matrix",
+                start + count,
+                self.rows,
+                self.cols
+            )));
+        }
+        Ok(Matrix {
+            offset: self.offset + (start * self.ld * 4) as u64,
+            rows: count,
+            ..self.clone()
+        })
+    }
+
     /// Whether `other` is the same shape.
     pub fn same_shape(&self, other: &Matrix) -> bool {
         self.rows == other.rows && self.cols == other.cols

@@ -50,7 +50,8 @@ impl XentDispatch {
 
 /// grad = (softmax(logits) - onehot(labels)) * scale and loss[r] = cross-entropy of row r,
 /// for the first `valid` rows. `labels` holds one u32 per row (from the offset, 0 until
-/// moved), each below logits.cols.
+/// moved); a label of logits.cols or more (a sequence's padding) gives that row zero loss and
+/// gradient.
 pub fn softmax_xent(
     gpu: &Gpu,
     logits: &Matrix,

@@ -1,0 +1,213 @@
+//! A recurrent layer's inputs over time-major rows (shaders/sequence.wgsl): token embeddings
+//! and a per-record vector repeated at every step, written into a column range of a wider
+//! matrix, and their gradients.
+
+use super::shape_err;
+use crate::gpu::shaders::Shader;
+use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
+
+/// Rows one gradient launch sums over: llvmpipe stops loops past 65535 iterations.
+const SUM_ROWS: usize = 32768;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SeqParams {
+    n: u32,
+    width: u32,
+    ld: u32,
+    col: u32,
+    lds: u32,
+    batch: u32,
+    start: u32,
+    count: u32,
+    vocab: u32,
+    accumulate: u32,
+    pad: [u32; 2],
+}
+
+fn launch(
+    gpu: &Gpu,
+    entry: &'static str,
+    params: &SeqParams,
+    bindings: &[(u32, wgpu::BindingResource<'_>)],
+) -> Result<Dispatch, GpuError> {
+    Ok(gpu.dispatch(
+        format!("{entry} {}", params.n),
+        gpu.pipeline(Shader::Sequence, entry, &[])?,
+        gpu.uniform(entry, params),
+        bindings,
+        gpu.grid(u64::from(params.n).div_ceil(256))?,
+    ))
+}
+
+/// `src`'s columns fit in `wide` from column `col`.
+fn check_cols(op: &str, src: &Matrix, wide: &Matrix, col: usize) -> Result<(), GpuError> {
+    if col + src.cols > wide.cols {
+        return Err(shape_err(
+            op,
+            format!(
+                "{} columns from column {col} of a [{}, {}] matrix",
+                src.cols, wide.rows, wide.cols
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// out[r, col..col + E] = table[tokens[r]] for every row of `out`; a token of table.rows or
+/// more gives zeros. `tokens` holds one u32 per row of `out`.
+pub fn embed(
+    gpu: &Gpu,
+    tokens: &wgpu::Buffer,
+    table: &Matrix,
+    out: &Matrix,
+    col: usize,
+) -> Result<Dispatch, GpuError> {
+    check_cols("embed", table, out, col)?;
+    if tokens.size() < (out.rows * 4) as u64 {
+        return Err(shape_err(
+            "embed",
+            format!("{} bytes of tokens for {} rows", tokens.size(), out.rows),
+        ));
+    }
+    let params = SeqParams {
+        n: (out.rows * table.cols) as u32,
+        width: table.cols as u32,
+        ld: out.ld as u32,
+        col: col as u32,
+        lds: table.ld as u32,
+        vocab: table.rows as u32,
+        ..SeqParams::default()
+    };
+    launch(
+        gpu,
+        "embed_main",
+        &params,
+        &[
+            (1, tokens.as_entire_binding()),
+            (2, table.binding()),
+            (3, out.binding()),
+        ],
+    )
+}
+
+/// d table[v] = sum of dout[r, col..col + E] over the rows r whose token is v (overwritten).
+pub fn embed_grad(
+    gpu: &Gpu,
+    tokens: &wgpu::Buffer,
+    dout: &Matrix,
+    col: usize,
+    dtable: &Matrix,
+) -> Result<Vec<Dispatch>, GpuError> {
+    check_cols("embed_grad", dtable, dout, col)?;
+    if tokens.size() < (dout.rows * 4) as u64 {
+        return Err(shape_err(
+            "embed_grad",
+            format!("{} bytes of tokens for {} rows", tokens.size(), dout.rows),
+        ));
+    }
+    sums(dout.rows, |start, count, accumulate| {
+        let params = SeqParams {
+            n: (dtable.rows * dtable.cols) as u32,
+            width: dtable.cols as u32,
+            ld: dout.ld as u32,
+            col: col as u32,
+            lds: dtable.ld as u32,
+            start,
+            count,
+            accumulate,
+            ..SeqParams::default()
+        };
+        launch(
+            gpu,
+            "embed_grad_main",
+            &params,
+            &[
+                (1, tokens.as_entire_binding()),
+                (2, dout.binding()),
+                (3, dtable.binding()),
+            ],
+        )
+    })
+}
+
+/// out[t * batch + b, col..col + C] = src[b] for every row of `out` (batch = src.rows).
+pub fn repeat(gpu: &Gpu, src: &Matrix, out: &Matrix, col: usize) -> Result<Dispatch, GpuError> {
+    check_cols("repeat", src, out, col)?;
+    if !out.rows.is_multiple_of(src.rows) {
+        return Err(shape_err(
+            "repeat",
+            format!("{} rows are not steps of {} records", out.rows, src.rows),
+        ));
+    }
+    let params = SeqParams {
+        n: (out.rows * src.cols) as u32,
+        width: src.cols as u32,
+        ld: out.ld as u32,
+        col: col as u32,
+        lds: src.ld as u32,
+        batch: src.rows as u32,
+        ..SeqParams::default()
+    };
+    launch(
+        gpu,
+        "repeat_main",
+        &params,
+        &[(2, src.binding()), (3, out.binding())],
+    )
+}
+
+/// d src[b] (+)= sum over steps of dout[t * batch + b, col..col + C] (batch = dsrc.rows).
+pub fn repeat_grad(
+    gpu: &Gpu,
+    dout: &Matrix,
+    col: usize,
+    dsrc: &Matrix,
+    accumulate: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    check_cols("repeat_grad", dsrc, dout, col)?;
+    if !dout.rows.is_multiple_of(dsrc.rows) {
+        return Err(shape_err(
+            "repeat_grad",
+            format!("{} rows are not steps of {} records", dout.rows, dsrc.rows),
+        ));
+    }
+    sums(dout.rows / dsrc.rows, |start, count, more| {
+        let params = SeqParams {
+            n: (dsrc.rows * dsrc.cols) as u32,
+            width: dsrc.cols as u32,
+            ld: dout.ld as u32,
+            col: col as u32,
+            lds: dsrc.ld as u32,
+            batch: dsrc.rows as u32,
+            start,
+            count,
+            accumulate: u32::from(more != 0 || accumulate),
+            ..SeqParams::default()
+        };
+        launch(
+            gpu,
+            "repeat_grad_main",
+            &params,
+            &[(2, dout.binding()), (3, dsrc.binding())],
+        )
+    })
+}
+
+/// One launch per SUM_ROWS rows of `rows`: f(start, count, accumulate), every launch after the
+/// first adding to what the first wrote.
+fn sums(
+    rows: usize,
+    mut f: impl FnMut(u32, u32, u32) -> Result<Dispatch, GpuError>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    (0..rows.max(1))
+        .step_by(SUM_ROWS)
+        .map(|start| {
+            f(
+                start as u32,
+                SUM_ROWS.min(rows - start) as u32,
+                u32::from(start > 0),
+            )
+        })
+        .collect()
+}

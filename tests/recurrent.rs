@@ -1,0 +1,394 @@
+//! The recurrent ops (a GRU layer over a sequence, token embeddings, a vector repeated over
+//! steps): GPU forward against the f64 twins on awkward shapes, and every gradient against
+//! central differences of the twins, on every adapter.
+
+mod common;
+
+use common::{assert_close, for_each_gpu, numeric_grad, Rng};
+use vae_gpu::cpu;
+use vae_gpu::cpu::gru::GruWeights;
+use vae_gpu::gpu::{Gpu, Matrix};
+use vae_gpu::ops::gru::{gru_backward, gru_forward, step_rows, GruGrads, GruLayer};
+use vae_gpu::ops::sequence::{embed, embed_grad, repeat, repeat_grad};
+use vae_gpu::ops::GradEpilogue;
+
+fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
+    Matrix::from_slice(gpu, rows, cols, data, "test").unwrap()
+}
+
+fn zeros(gpu: &Gpu, rows: usize, cols: usize) -> Matrix {
+    Matrix::zeros(gpu, rows, cols, "test").unwrap()
+}
+
+fn u32_buffer(gpu: &Gpu, values: &[u32]) -> Matrix {
+    upload(gpu, 1, values.len(), bytemuck::cast_slice(values))
+}
+
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A GRU layer's problem: random weights, inputs, initial state and lengths (some 0, some
+/// the whole sequence) for `records` records in `rows` rows per step (the rest length 0).
+struct Case {
+    steps: usize,
+    rows: usize,
+    input: usize,
+    hidden: usize,
+    w_ih: Vec<f64>,
+    w_hh: Vec<f64>,
+    b_ih: Vec<f64>,
+    b_hh: Vec<f64>,
+    x: Vec<f64>,
+    h0: Vec<f64>,
+    lengths: Vec<usize>,
+}
+
+impl Case {
+    fn new(
+        rng: &mut Rng,
+        gpu: &Gpu,
+        steps: usize,
+        records: usize,
+        input: usize,
+        hidden: usize,
+    ) -> Case {
+        let rows = step_rows(gpu, records);
+        let bound = 1.0 / (hidden as f64).sqrt();
+        let mut v = |n: usize, s: f64| rng.vec(n, -s, s).1;
+        let (w_ih, w_hh) = (v(3 * hidden * input, bound), v(3 * hidden * hidden, bound));
+        let (b_ih, b_hh) = (v(3 * hidden, bound), v(3 * hidden, bound));
+        let (x, h0) = (v(steps * rows * input, 1.0), v(rows * hidden, 1.0));
+        let lengths = (0..rows)
+            .map(|b| match b {
+                b if b >= records => 0,
+                0 => steps,
+                1 => 0,
+                _ => rng.below(steps + 1),
+            })
+            .collect();
+        Case {
+            steps,
+            rows,
+            input,
+            hidden,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            x,
+            h0,
+            lengths,
+        }
+    }
+
+    fn forward(
+        &self,
+        w_ih: &[f64],
+        w_hh: &[f64],
+        b_ih: &[f64],
+        b_hh: &[f64],
+        x: &[f64],
+        h0: &[f64],
+    ) -> Vec<f64> {
+        let w = GruWeights {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        };
+        cpu::gru::gru_forward(&w, x, h0, &self.lengths, self.hidden)
+    }
+
+    fn states(&self) -> Vec<f64> {
+        self.forward(
+            &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh, &self.x, &self.h0,
+        )
+    }
+}
+
+/// The GPU layer's matrices for a case.
+struct Gpu3 {
+    x: Matrix,
+    w_ih: Matrix,
+    w_hh: Matrix,
+    b_ih: Matrix,
+    b_hh: Matrix,
+    gi: Matrix,
+    gh: Matrix,
+    states: Matrix,
+    lengths: Matrix,
+}
+
+impl Gpu3 {
+    fn new(gpu: &Gpu, c: &Case) -> Gpu3 {
+        let (h, n) = (c.hidden, c.steps * c.rows);
+        let mut states = narrow(&c.h0);
+        states.resize((n + c.rows) * h, 0.0);
+        let lengths: Vec<u32> = c.lengths.iter().map(|&l| l as u32).collect();
+        Gpu3 {
+            x: upload(gpu, n, c.input, &narrow(&c.x)),
+            w_ih: upload(gpu, 3 * h, c.input, &narrow(&c.w_ih)),
+            w_hh: upload(gpu, 3 * h, h, &narrow(&c.w_hh)),
+            b_ih: upload(gpu, 1, 3 * h, &narrow(&c.b_ih)),
+            b_hh: upload(gpu, 1, 3 * h, &narrow(&c.b_hh)),
+            gi: zeros(gpu, n, 3 * h),
+            gh: zeros(gpu, n, 3 * h),
+            states: upload(gpu, n + c.rows, h, &states),
+            lengths: u32_buffer(gpu, &lengths),
+        }
+    }
+
+    fn layer<'a>(&'a self, c: &Case) -> GruLayer<'a> {
+        GruLayer {
+            steps: c.steps,
+            batch: c.rows,
+            x: &self.x,
+            w_ih: &self.w_ih,
+            w_hh: &self.w_hh,
+            b_ih: &self.b_ih,
+            b_hh: &self.b_hh,
+            gi: &self.gi,
+            gh: &self.gh,
+            states: &self.states,
+            lengths: &self.lengths.buffer,
+        }
+    }
+}
+
+/// Every state against the twin: |gpu - cpu| <= 2e-5 (1 + input + hidden), f32 sums of that
+/// many terms per gate, over sequences up to 40 steps (the state is bounded by 1 in size
+/// after the first step, so errors do not grow with it).
+#[test]
+fn gru_forward_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(61);
+        let shapes = [
+            (1, 1, 1, 1),
+            (3, 7, 5, 3),
+            (5, 33, 7, 9),
+            (9, 2, 31, 17),
+            (2, 129, 4, 65),
+            (40, 5, 3, 33),
+            (7, 64, 64, 64),
+        ];
+        for (steps, records, input, hidden) in shapes {
+            let c = Case::new(&mut rng, gpu, steps, records, input, hidden);
+            let g = Gpu3::new(gpu, &c);
+            let ds = gru_forward(gpu, &g.layer(&c)).unwrap();
+            gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+            let tol = 2e-5 * (1 + input + hidden) as f64;
+            assert_close(
+                &format!("gru T{steps} B{records} I{input} H{hidden} states"),
+                &g.states.read(gpu).unwrap(),
+                &c.states(),
+                |_| tol,
+            );
+        }
+    });
+}
+
+/// L = sum(Gy * h_1..h_T) + sum(Gf * h_T): every gradient of the layer (inputs, h0, both
+/// weights, both biases) against central differences of the twin, with and without the
+/// output gradient and the last state's; |gpu - fd| <= 1e-4 |fd| + 2e-4.
+#[test]
+fn gru_gradients() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(67);
+        for (case, (steps, records, input, hidden)) in [(4, 3, 3, 5), (6, 2, 4, 3), (1, 5, 2, 4)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = Case::new(&mut rng, gpu, steps, records, input, hidden);
+            let (h, n, rows) = (hidden, steps * c.rows, c.rows);
+            let (with_dy, with_final) = [(true, true), (false, true), (true, false)][case];
+            let (gy32, gy) = rng.vec(n * h, -1.0, 1.0);
+            let (gf32, gf) = rng.vec(rows * h, -1.0, 1.0);
+            let loss = |states: &[f64]| {
+                let outputs = &states[rows * h..];
+                let last = &states[n * h..];
+                f64::from(u8::from(with_dy)) * dot(outputs, &gy)
+                    + f64::from(u8::from(with_final)) * dot(last, &gf)
+            };
+            let g = Gpu3::new(gpu, &c);
+            let layer = g.layer(&c);
+            let (dy, carry) = (upload(gpu, n, h, &gy32), upload(gpu, rows, h, &gf32));
+            let (dgi, dgh, dx) = (
+                zeros(gpu, n, 3 * h),
+                zeros(gpu, n, 3 * h),
+                zeros(gpu, n, input),
+            );
+            let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, input), zeros(gpu, 3 * h, h));
+            let (db_ih, db_hh) = (zeros(gpu, 1, 3 * h), zeros(gpu, 1, 3 * h));
+            let grads = GruGrads {
+                dy: with_dy.then_some(&dy),
+                carry: &carry,
+                final_grad: with_final,
+                dgi: &dgi,
+                dgh: &dgh,
+                dx: Some((&dx, GradEpilogue::default())),
+                dw_ih: &dw_ih,
+                dw_hh: &dw_hh,
+                db_ih: &db_ih,
+                db_hh: &db_hh,
+            };
+            let mut ds = gru_forward(gpu, &layer).unwrap();
+            ds.extend(gru_backward(gpu, &layer, &grads).unwrap());
+            gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+            let label = format!("case {case} T{steps} B{records} I{input} H{hidden} dy {with_dy} final {with_final}");
+            let check = |what: &str, m: &Matrix, fd: Vec<f64>| {
+                assert_close(
+                    &format!("{label} {what}"),
+                    &m.read(gpu).unwrap(),
+                    &fd,
+                    |i| 1e-4 * fd[i].abs() + 2e-4,
+                )
+            };
+            check(
+                "dx",
+                &dx,
+                numeric_grad(&c.x, 1e-6, |x| {
+                    loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, &c.b_hh, x, &c.h0))
+                }),
+            );
+            check(
+                "dh0",
+                &carry,
+                numeric_grad(&c.h0, 1e-6, |h0| {
+                    loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, &c.b_hh, &c.x, h0))
+                }),
+            );
+            check(
+                "dw_ih",
+                &dw_ih,
+                numeric_grad(&c.w_ih, 1e-6, |w| {
+                    loss(&c.forward(w, &c.w_hh, &c.b_ih, &c.b_hh, &c.x, &c.h0))
+                }),
+            );
+            check(
+                "dw_hh",
+                &dw_hh,
+                numeric_grad(&c.w_hh, 1e-6, |w| {
+                    loss(&c.forward(&c.w_ih, w, &c.b_ih, &c.b_hh, &c.x, &c.h0))
+                }),
+            );
+            check(
+                "db_ih",
+                &db_ih,
+                numeric_grad(&c.b_ih, 1e-6, |b| {
+                    loss(&c.forward(&c.w_ih, &c.w_hh, b, &c.b_hh, &c.x, &c.h0))
+                }),
+            );
+            check(
+                "db_hh",
+                &db_hh,
+                numeric_grad(&c.b_hh, 1e-6, |b| {
+                    loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, b, &c.x, &c.h0))
+                }),
+            );
+        }
+    });
+}
+
+/// Embedding into a column range of a wider matrix (a token past the table gives zeros) and
+/// a vector repeated over steps beside it: exact copies; their gradients (the embedding's a
+/// scatter-add over 40,000 rows, more than one launch sums) within f32 summation error.
+#[test]
+fn embed_and_repeat_match_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(71);
+        for (rows_per_step, steps, vocab, width, zw) in [
+            (1, 1, 1, 1, 1),
+            (3, 5, 7, 5, 3),
+            (33, 9, 30, 31, 17),
+            (16, 2500, 9, 4, 2),
+        ] {
+            let rows = rows_per_step * steps;
+            let col = 2;
+            let wide = col + width + zw + 1;
+            let tokens: Vec<u32> = (0..rows)
+                .map(|r| {
+                    if r % 11 == 10 {
+                        vocab as u32
+                    } else {
+                        rng.below(vocab) as u32
+                    }
+                })
+                .collect();
+            let (t32, table) = rng.vec(vocab * width, -1.0, 1.0);
+            let (z32, z) = rng.vec(rows_per_step * zw, -1.0, 1.0);
+            let (d32, dout) = rng.vec(rows * wide, -1.0, 1.0);
+            let gtok = u32_buffer(gpu, &tokens);
+            let (gtable, gz, gout, gdout) = (
+                upload(gpu, vocab, width, &t32),
+                upload(gpu, rows_per_step, zw, &z32),
+                zeros(gpu, rows, wide),
+                upload(gpu, rows, wide, &d32),
+            );
+            let (gdtable, gdz) = (
+                zeros(gpu, vocab, width),
+                upload(gpu, rows_per_step, zw, &vec![1.0; rows_per_step * zw]),
+            );
+            let mut ds = vec![
+                embed(gpu, &gtok.buffer, &gtable, &gout, col).unwrap(),
+                repeat(gpu, &gz, &gout, col + width).unwrap(),
+            ];
+            ds.extend(embed_grad(gpu, &gtok.buffer, &gdout, col, &gdtable).unwrap());
+            ds.extend(repeat_grad(gpu, &gdout, col + width, &gdz, true).unwrap());
+            gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+            let label =
+                format!("{rows_per_step}x{steps} rows, vocab {vocab}, width {width}, z {zw}");
+            // The forward: the two ops' columns, zeros elsewhere.
+            let (e, r) = (
+                cpu::sequence::embed(&tokens, &table, width),
+                cpu::sequence::repeat(&z, zw, rows),
+            );
+            let want: Vec<f64> = (0..rows)
+                .flat_map(|i| {
+                    let mut row = vec![0.0; wide];
+                    row[col..col + width].copy_from_slice(&e[i * width..][..width]);
+                    row[col + width..col + width + zw].copy_from_slice(&r[i * zw..][..zw]);
+                    row
+                })
+                .collect();
+            assert_close(
+                &format!("{label} forward"),
+                &gout.read(gpu).unwrap(),
+                &want,
+                |_| 0.0,
+            );
+            // The gradients: of L = sum(dout * out) with respect to the table and z.
+            let fd_table = numeric_grad(&table, 1e-3, |t| {
+                let e = cpu::sequence::embed(&tokens, t, width);
+                (0..rows)
+                    .map(|i| dot(&e[i * width..][..width], &dout[i * wide + col..][..width]))
+                    .sum()
+            });
+            let tol = 2e-6 * rows as f64;
+            assert_close(
+                &format!("{label} d table"),
+                &gdtable.read(gpu).unwrap(),
+                &fd_table,
+                |_| tol,
+            );
+            let fd_z = numeric_grad(&z, 1e-3, |z| {
+                let r = cpu::sequence::repeat(z, zw, rows);
+                (0..rows)
+                    .map(|i| dot(&r[i * zw..][..zw], &dout[i * wide + col + width..][..zw]))
+                    .sum()
+            });
+            // Accumulated onto the ones it held.
+            let want_z: Vec<f64> = fd_z.iter().map(|v| v + 1.0).collect();
+            assert_close(
+                &format!("{label} d z"),
+                &gdz.read(gpu).unwrap(),
+                &want_z,
+                |_| tol,
+            );
+        }
+    });
+}
