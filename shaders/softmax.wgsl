@@ -10,8 +10,10 @@ struct SoftmaxParams {
     ld: u32,
     scale: f32,
     offset: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // above 1: rows are time-major steps of sequences, and row t * records + b's loss goes to
+    // b * steps + t
+    steps: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: SoftmaxParams;
@@ -52,7 +54,13 @@ fn softmax_xent_main(
         let g = (prob - select(0.0, 1.0, k == label)) * p.scale;
         grad[base + k] = select(0.0, g, live);
     }
-    loss[r] = select(0.0, m + log(s) - logits[base + min(label, p.classes - 1u)], live);
+    var at = r;
+    if (p.steps > 1u) {
+        let records = p.rows / p.steps;
+        let t = udiv(r, records);
+        at = (r - t * records) * p.steps + t;
+    }
+    loss[at] = select(0.0, m + log(s) - logits[base + min(label, p.classes - 1u)], live);
 }
 
 // Each row's softmax (into `grad`) and its log-sum-exp (into `loss`): the responsibilities

@@ -783,7 +783,7 @@ fn softmax_xent_matches_cpu() {
                 Matrix::zeros(gpu, 1, rows, "loss").unwrap(),
             );
             let scale = 1.0 / valid as f32;
-            let mut d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, valid, scale).unwrap();
+            let mut d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, valid, scale, 1).unwrap();
             d.set_offset(gpu, offset);
             gpu.run(&[&d.dispatch]).unwrap();
             let (mut loss, mut grad) =
@@ -1034,6 +1034,42 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         let got: &[u32] = bytemuck::cast_slice(&got);
         for (&[a, b], &q) in pairs.iter().zip(got) {
             assert_eq!(q, a / b, "udiv({a}, {b})");
+        }
+    });
+}
+
+/// Gradient-norm clipping: the norm within f32 summation error, the gradients scaled like
+/// the twin's, for buffers below and above the limit, of sizes that do not fill the partial
+/// sums and sizes that loop over them.
+#[test]
+fn clip_matches_cpu() {
+    use vae_gpu::ops::clip::clip_grad_norm;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(53);
+        for (len, max_norm) in [
+            (4, 0.5),
+            (4, 50.0),
+            (1028, 3.0),
+            (100_000, 50.0),
+            (100_000, 1e4),
+        ] {
+            let (g32, g) = rng.vec(len, -1.0, 1.0);
+            let grads = upload(gpu, 1, len, &g32);
+            let clip = clip_grad_norm(gpu, &grads.buffer, len, max_norm as f32).unwrap();
+            gpu.run(&clip.launches.iter().collect::<Vec<_>>()).unwrap();
+            let mut want = g.clone();
+            let norm = cpu::adam::clip_grad_norm(&mut want, max_norm);
+            let got = clip.factor.read(gpu).unwrap();
+            let label = format!("{len} values, max norm {max_norm}");
+            assert_close(&format!("{label} norm"), &got[1..], &[norm], |_| {
+                1e-5 * norm
+            });
+            assert_close(
+                &format!("{label} gradients"),
+                &grads.read(gpu).unwrap(),
+                &want,
+                |i| 1e-5 * want[i].abs() + 1e-7,
+            );
         }
     });
 }

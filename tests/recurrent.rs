@@ -392,3 +392,39 @@ fn embed_and_repeat_match_cpu() {
         }
     });
 }
+
+/// Per-token cross-entropy over time-major rows: each record's losses land side by side
+/// (record b's step t at b * steps + t), padding labels give nothing.
+#[test]
+fn token_xent_lays_losses_out_per_record() {
+    use vae_gpu::ops::softmax::softmax_xent;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(73);
+        let (steps, records, classes) = (5, 3, 7);
+        let rows = steps * records;
+        let (l32, l) = rng.vec(rows * classes, -5.0, 5.0);
+        let labels: Vec<u32> = (0..rows)
+            .map(|r| {
+                if r % 4 == 3 {
+                    classes as u32
+                } else {
+                    rng.below(classes) as u32
+                }
+            })
+            .collect();
+        let (gl, gy) = (upload(gpu, rows, classes, &l32), u32_buffer(gpu, &labels));
+        let (gg, gloss) = (zeros(gpu, rows, classes), zeros(gpu, 1, rows));
+        let d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, 0.5, steps).unwrap();
+        gpu.run(&[&d.dispatch]).unwrap();
+        let (loss, grad) = cpu::loss::softmax_xent(&l, &labels, classes, 0.5);
+        let want: Vec<f64> = (0..rows)
+            .map(|i| loss[(i % steps) * records + i / steps])
+            .collect();
+        assert_close("per-record losses", &gloss.read(gpu).unwrap(), &want, |i| {
+            1e-5 * want[i].abs() + 1e-5
+        });
+        assert_close("gradient", &gg.read(gpu).unwrap(), &grad, |i| {
+            1e-5 * grad[i].abs() + 1e-6
+        });
+    });
+}

@@ -15,3 +15,12 @@ pub fn adam_step(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], c: &Ada
         p[i] -= lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + f64::from(c.eps));
     }
 }
+
+/// Twin of `ops::clip::clip_grad_norm`: scales `g` to a 2-norm of at most `max_norm`
+/// (PyTorch's, with its 1e-6); returns the norm before.
+pub fn clip_grad_norm(g: &mut [f64], max_norm: f64) -> f64 {
+    let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let factor = (max_norm / (norm + 1e-6)).min(1.0);
+    g.iter_mut().for_each(|v| *v *= factor);
+    norm
+}

@@ -6,6 +6,7 @@ pub mod emnist;
 pub mod folder;
 pub mod idx;
 pub mod npy;
+pub mod sequence;
 pub mod store;
 pub mod table;
 

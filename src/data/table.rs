@@ -256,10 +256,15 @@ fn sorted_levels(values: &[&str]) -> Vec<String> {
 /// Reads `path` whole.
 pub fn read_cells(path: &Path) -> Result<Cells, DataError> {
     let bytes = crate::io::read_input(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    cells_of(path, &bytes)
+}
+
+/// The cells of CSV text `bytes` read from `path` (see `read_cells`).
+pub fn cells_of(path: &Path, bytes: &[u8]) -> Result<Cells, DataError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(&bytes[..]);
+        .from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| DataError::new(path, format!("unreadable header: {e}")))?

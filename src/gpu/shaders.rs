@@ -34,10 +34,11 @@ pub enum Shader {
     Tensor,
     Gru,
     Sequence,
+    Clip,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 24] = [
+    pub const ALL: [Shader; 25] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -62,6 +63,7 @@ impl Shader {
         Shader::Tensor,
         Shader::Gru,
         Shader::Sequence,
+        Shader::Clip,
     ];
 
     /// Every module's source, which the tuner's cache is keyed by: a change to any kernel
@@ -96,6 +98,7 @@ impl Shader {
             Shader::Tensor => "tensor.wgsl",
             Shader::Gru => "gru.wgsl",
             Shader::Sequence => "sequence.wgsl",
+            Shader::Clip => "clip.wgsl",
         }
     }
 
@@ -189,6 +192,7 @@ impl Shader {
             Shader::Tensor => shader_source!("index.wgsl", "activation.wgsl", "tensor.wgsl"),
             Shader::Gru => shader_source!("index.wgsl", "gru.wgsl"),
             Shader::Sequence => shader_source!("index.wgsl", "sequence.wgsl"),
+            Shader::Clip => shader_source!("index.wgsl", "clip.wgsl"),
         }
     }
 

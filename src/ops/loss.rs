@@ -282,27 +282,133 @@ fn with_kl_and_sums(
     pixels: Dispatch,
     params: LossParams,
 ) -> Result<LossDispatch, GpuError> {
+    let kl = KlBuffers {
+        mulv: b.mulv,
+        dmulv: b.dmulv,
+        per_sample: b.per_sample,
+        accum: b.accum,
+    };
+    let [rows, reduce] = kl_launches(gpu, shader, &kl, partial, &pixels.params)?;
+    Ok(LossDispatch {
+        pixels,
+        rows,
+        reduce,
+        params,
+    })
+}
+
+/// loss_rows_main and loss_reduce_main over the rows of `b.mulv`, with parameters `uniform`.
+fn kl_launches(
+    gpu: &Gpu,
+    shader: Shader,
+    b: &KlBuffers<'_>,
+    partial: &Matrix,
+    uniform: &wgpu::Buffer,
+) -> Result<[Dispatch; 2], GpuError> {
     let rows = gpu.dispatch(
         "loss rows".into(),
         gpu.pipeline(shader, "loss_rows_main", &[])?,
-        pixels.params.clone(),
+        uniform.clone(),
         &[
             (3, b.mulv.binding()),
             (5, b.dmulv.binding()),
             (6, b.per_sample.binding()),
             (8, partial.binding()),
         ],
-        gpu.grid(b.logits.rows.div_ceil(256) as u64)?,
+        gpu.grid(b.mulv.rows.div_ceil(256) as u64)?,
     );
     let reduce = gpu.dispatch(
         "loss reduce".into(),
         gpu.pipeline(shader, "loss_reduce_main", &[])?,
-        pixels.params.clone(),
+        uniform.clone(),
         &[(6, b.per_sample.binding()), (7, b.accum.binding())],
         [1, 1, 1],
     );
-    Ok(LossDispatch {
-        pixels,
+    Ok([rows, reduce])
+}
+
+/// The KL side of the loss, for a model whose reconstruction another launch computes (a
+/// sequence model's per-token cross-entropy).
+pub struct KlBuffers<'a> {
+    /// [B, 2Z]: mu then logvar, and its gradient.
+    pub mulv: &'a Matrix,
+    pub dmulv: &'a Matrix,
+    /// [B, 3] (row stride 4): reconstruction, KL, total per record.
+    pub per_sample: &'a Matrix,
+    /// [1, 4]: running sums of reconstruction, KL, total and record count.
+    pub accum: &'a Matrix,
+}
+
+/// Per-record losses from reconstruction sums another launch wrote, with the KL term and its
+/// gradient, then the batch sums.
+pub struct KlDispatch {
+    pub rows: Dispatch,
+    pub reduce: Dispatch,
+    params: LossParams,
+}
+
+impl KlDispatch {
+    /// Rewrites the settings that change between steps (beta, valid rows; the likelihood
+    /// and its variance are not read).
+    pub fn update(&mut self, gpu: &Gpu, s: &LossSettings) {
+        self.params = params_with(self.params, s);
+        gpu.queue
+            .write_buffer(&self.rows.params, 0, bytemuck::bytes_of(&self.params));
+    }
+
+    pub fn launches(&self) -> [&Dispatch; 2] {
+        [&self.rows, &self.reduce]
+    }
+}
+
+/// The KL launches for records whose reconstruction terms are in `partial` [B, chunks] (each
+/// record's are summed); the KL gradient is beta * grad_scale times the KL's.
+pub fn kl_and_sums(
+    gpu: &Gpu,
+    b: &KlBuffers<'_>,
+    partial: &Matrix,
+    s: &LossSettings,
+) -> Result<KlDispatch, GpuError> {
+    let rows = b.mulv.rows;
+    if !b.mulv.cols.is_multiple_of(2)
+        || !b.dmulv.same_shape(b.mulv)
+        || (b.per_sample.rows, b.per_sample.cols, b.per_sample.ld) != (rows, 3, 4)
+        || b.accum.rows * b.accum.cols != 4
+        || partial.rows != rows
+        || partial.ld != partial.cols
+    {
+        return Err(shape_err(
+            "kl",
+            format!(
+                "mu|logvar [{rows}, {}], per-record [{}, {}], sums [{}, {}] (dense)",
+                b.mulv.cols, b.per_sample.rows, b.per_sample.cols, partial.rows, partial.cols
+            ),
+        ));
+    }
+    let params = params_with(
+        LossParams {
+            rows: rows as u32,
+            valid: 0,
+            d: 0,
+            z: (b.mulv.cols / 2) as u32,
+            ld_logits: 0,
+            ld_x: 0,
+            ld_mulv: b.mulv.ld as u32,
+            likelihood: 0,
+            beta: 0.0,
+            grad_scale: 0.0,
+            gauss_var: 1.0,
+            chunks: partial.cols as u32,
+            free_bits: 0.0,
+            table_e: 0,
+            table_blocks: 0,
+            samples: 1,
+        },
+        s,
+    );
+    let uniform = gpu.uniform("kl params", &params);
+    let [rows, reduce] = kl_launches(gpu, Shader::Loss, b, partial, &uniform)?;
+    Ok(KlDispatch {
         rows,
         reduce,
         params,

@@ -2,6 +2,7 @@
 //! `Dispatch`; the CPU twin of every kernel lives in `crate::cpu`.
 
 pub mod adam;
+pub mod clip;
 pub mod conv;
 pub mod elementwise;
 pub mod gather;

@@ -14,7 +14,10 @@ struct SoftmaxParams {
     scale: f32,
     /// Where the rows' labels start in the label buffer.
     offset: u32,
-    pad: [u32; 2],
+    /// Above 1: the rows are `steps` time-major steps of rows / steps records, and row
+    /// t * records + b's loss goes to b * steps + t (each record's losses side by side).
+    steps: u32,
+    pad: u32,
 }
 
 impl SoftmaxParams {
@@ -27,7 +30,8 @@ impl SoftmaxParams {
             ld: logits.ld as u32,
             scale,
             offset: 0,
-            pad: [0; 2],
+            steps: 1,
+            pad: 0,
         }
     }
 }
@@ -43,6 +47,17 @@ impl XentDispatch {
     /// order of the batch's indices.
     pub fn set_offset(&mut self, gpu: &Gpu, offset: usize) {
         self.params.offset = offset as u32;
+        self.write(gpu);
+    }
+
+    /// Multiplies every gradient by `scale` (a mean over the tokens of a batch, whose count
+    /// changes between batches).
+    pub fn set_scale(&mut self, gpu: &Gpu, scale: f32) {
+        self.params.scale = scale;
+        self.write(gpu);
+    }
+
+    fn write(&self, gpu: &Gpu) {
         gpu.queue
             .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
     }
@@ -51,7 +66,8 @@ impl XentDispatch {
 /// grad = (softmax(logits) - onehot(labels)) * scale and loss[r] = cross-entropy of row r,
 /// for the first `valid` rows. `labels` holds one u32 per row (from the offset, 0 until
 /// moved); a label of logits.cols or more (a sequence's padding) gives that row zero loss and
-/// gradient.
+/// gradient. With `steps` above 1 the rows are time-major steps of a batch of sequences and
+/// each record's losses are written side by side (see `SoftmaxParams::steps`); 1 otherwise.
 pub fn softmax_xent(
     gpu: &Gpu,
     logits: &Matrix,
@@ -60,8 +76,11 @@ pub fn softmax_xent(
     loss: &Matrix,
     valid: usize,
     scale: f32,
+    steps: usize,
 ) -> Result<XentDispatch, GpuError> {
     if !logits.same_shape(grad)
+        || steps == 0
+        || !logits.rows.is_multiple_of(steps)
         || logits.ld != grad.ld
         || loss.rows * loss.cols < logits.rows
         || labels.size() < (logits.rows * 4) as u64
@@ -78,7 +97,10 @@ pub fn softmax_xent(
             ),
         ));
     }
-    let params = SoftmaxParams::of(logits, valid, scale);
+    let params = SoftmaxParams {
+        steps: steps as u32,
+        ..SoftmaxParams::of(logits, valid, scale)
+    };
     let dispatch = gpu.dispatch(
         "softmax_xent".into(),
         gpu.pipeline(Shader::Softmax, "softmax_xent_main", &[])?,

@@ -235,6 +235,7 @@ impl FeatureNet {
             &loss,
             BATCH,
             1.0 / BATCH as f32,
+            1,
         )?;
         let opt = adam(
             gpu,
