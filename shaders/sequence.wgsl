@@ -1,5 +1,5 @@
 // The inputs of a recurrent layer over time-major rows (row t * batch + b is record b's step t):
-//   embed:  out[p, col + j] = table[token[p], j]  (a token past the table gives zeros)
+//   embed:  out[p, col + j] = table[token[start + p], j]  (a token past the table gives zeros)
 //   repeat: out[p, col + j] = src[p mod batch, j] (a per-record vector at every step: the
 //           decoder's z beside each token's embedding)
 // and their gradients, which sum over the rows that read each value: over the positions
@@ -19,7 +19,7 @@ struct SeqParams {
     // the table's (or the repeated matrix's) row stride
     lds: u32,
     batch: u32,
-    // rows a gradient sums over: from start, count of them
+    // rows a gradient sums over: from start, count of them (embed: the first token read)
     start: u32,
     count: u32,
     // table rows
@@ -44,7 +44,7 @@ fn embed_main(
     if (i >= p.n) { return; }
     let r = udiv(i, p.width);
     let j = i - r * p.width;
-    let t = tokens[r];
+    let t = tokens[p.start + r];
     var v = 0.0;
     if (t < p.vocab) { v = src[t * p.lds + j]; }
     dst[r * p.ld + p.col + j] = v;

@@ -481,7 +481,7 @@ fn softmax_xent_gradients() {
             Matrix::zeros(gpu, 1, rows, "loss").unwrap(),
         );
         gpu.run(&[
-            &softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, scale as f32, 1)
+            &softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, scale as f32)
                 .unwrap()
                 .dispatch,
         ])

@@ -783,7 +783,7 @@ fn softmax_xent_matches_cpu() {
                 Matrix::zeros(gpu, 1, rows, "loss").unwrap(),
             );
             let scale = 1.0 / valid as f32;
-            let mut d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, valid, scale, 1).unwrap();
+            let mut d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, valid, scale).unwrap();
             d.set_offset(gpu, offset);
             gpu.run(&[&d.dispatch]).unwrap();
             let (mut loss, mut grad) =

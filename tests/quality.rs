@@ -281,7 +281,6 @@ fn the_classifier_backward_matches_finite_differences() {
             &loss,
             rows,
             scale,
-            1,
         )
         .unwrap();
         // lr 0: Adam leaves the weights alone (and runs, as in training).

@@ -334,10 +334,10 @@ fn embed_and_repeat_match_cpu() {
                 upload(gpu, rows_per_step, zw, &vec![1.0; rows_per_step * zw]),
             );
             let mut ds = vec![
-                embed(gpu, &gtok.buffer, &gtable, &gout, col).unwrap(),
+                embed(gpu, &gtok.buffer, 0, &gtable, &gout, col).unwrap(),
                 repeat(gpu, &gz, &gout, col + width).unwrap(),
             ];
-            ds.extend(embed_grad(gpu, &gtok.buffer, &gdout, col, &gdtable).unwrap());
+            ds.extend(embed_grad(gpu, &gtok.buffer, &gdout, col, &gdtable, false).unwrap());
             ds.extend(repeat_grad(gpu, &gdout, col + width, &gdz, true).unwrap());
             gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
             let label =
@@ -414,7 +414,8 @@ fn token_xent_lays_losses_out_per_record() {
             .collect();
         let (gl, gy) = (upload(gpu, rows, classes, &l32), u32_buffer(gpu, &labels));
         let (gg, gloss) = (zeros(gpu, rows, classes), zeros(gpu, 1, rows));
-        let d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, 0.5, steps).unwrap();
+        let mut d = softmax_xent(gpu, &gl, &gy.buffer, &gg, &gloss, rows, 0.5).unwrap();
+        d.per_record(gpu, steps).unwrap();
         gpu.run(&[&d.dispatch]).unwrap();
         let (loss, grad) = cpu::loss::softmax_xent(&l, &labels, classes, 0.5);
         let want: Vec<f64> = (0..rows)

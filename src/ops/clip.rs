@@ -32,7 +32,11 @@ pub fn clip_grad_norm(
     len: usize,
     max_norm: f32,
 ) -> Result<ClipDispatch, GpuError> {
-    if !len.is_multiple_of(4) || grads.size() < (len * 4) as u64 || !(max_norm > 0.0) {
+    if !len.is_multiple_of(4)
+        || grads.size() < (len * 4) as u64
+        || max_norm.is_nan()
+        || max_norm <= 0.0
+    {
         return Err(shape_err(
             "clip_grad_norm",
             format!("{len} values (a multiple of 4 within the buffer), max norm {max_norm}"),

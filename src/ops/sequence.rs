@@ -54,17 +54,18 @@ fn check_cols(op: &str, src: &Matrix, wide: &Matrix, col: usize) -> Result<(), G
     Ok(())
 }
 
-/// out[r, col..col + E] = table[tokens[r]] for every row of `out`; a token of table.rows or
-/// more gives zeros. `tokens` holds one u32 per row of `out`.
+/// out[r, col..col + E] = table[tokens[first + r]] for every row of `out`; a token of
+/// table.rows or more gives zeros.
 pub fn embed(
     gpu: &Gpu,
     tokens: &wgpu::Buffer,
+    first: usize,
     table: &Matrix,
     out: &Matrix,
     col: usize,
 ) -> Result<Dispatch, GpuError> {
     check_cols("embed", table, out, col)?;
-    if tokens.size() < (out.rows * 4) as u64 {
+    if tokens.size() < ((first + out.rows) * 4) as u64 {
         return Err(shape_err(
             "embed",
             format!("{} bytes of tokens for {} rows", tokens.size(), out.rows),
@@ -77,6 +78,7 @@ pub fn embed(
         col: col as u32,
         lds: table.ld as u32,
         vocab: table.rows as u32,
+        start: first as u32,
         ..SeqParams::default()
     };
     launch(
@@ -91,13 +93,14 @@ pub fn embed(
     )
 }
 
-/// d table[v] = sum of dout[r, col..col + E] over the rows r whose token is v (overwritten).
+/// d table[v] (+)= sum of dout[r, col..col + E] over the rows r whose token is v.
 pub fn embed_grad(
     gpu: &Gpu,
     tokens: &wgpu::Buffer,
     dout: &Matrix,
     col: usize,
     dtable: &Matrix,
+    accumulate: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
     check_cols("embed_grad", dtable, dout, col)?;
     if tokens.size() < (dout.rows * 4) as u64 {
@@ -106,7 +109,7 @@ pub fn embed_grad(
             format!("{} bytes of tokens for {} rows", tokens.size(), dout.rows),
         ));
     }
-    sums(dout.rows, |start, count, accumulate| {
+    sums(dout.rows, |start, count, more| {
         let params = SeqParams {
             n: (dtable.rows * dtable.cols) as u32,
             width: dtable.cols as u32,
@@ -115,7 +118,7 @@ pub fn embed_grad(
             lds: dtable.ld as u32,
             start,
             count,
-            accumulate,
+            accumulate: u32::from(more != 0 || accumulate),
             ..SeqParams::default()
         };
         launch(

@@ -57,6 +57,20 @@ impl XentDispatch {
         self.write(gpu);
     }
 
+    /// Reads the rows as `steps` time-major steps of a batch of sequences and writes each
+    /// record's losses side by side (see `SoftmaxParams::steps`).
+    pub fn per_record(&mut self, gpu: &Gpu, steps: usize) -> Result<(), GpuError> {
+        if steps == 0 || !(self.params.rows as usize).is_multiple_of(steps) {
+            return Err(shape_err(
+                "softmax_xent",
+                format!("{} rows are not {steps} steps of a batch", self.params.rows),
+            ));
+        }
+        self.params.steps = steps as u32;
+        self.write(gpu);
+        Ok(())
+    }
+
     fn write(&self, gpu: &Gpu) {
         gpu.queue
             .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
@@ -66,8 +80,7 @@ impl XentDispatch {
 /// grad = (softmax(logits) - onehot(labels)) * scale and loss[r] = cross-entropy of row r,
 /// for the first `valid` rows. `labels` holds one u32 per row (from the offset, 0 until
 /// moved); a label of logits.cols or more (a sequence's padding) gives that row zero loss and
-/// gradient. With `steps` above 1 the rows are time-major steps of a batch of sequences and
-/// each record's losses are written side by side (see `SoftmaxParams::steps`); 1 otherwise.
+/// gradient.
 pub fn softmax_xent(
     gpu: &Gpu,
     logits: &Matrix,
@@ -76,11 +89,8 @@ pub fn softmax_xent(
     loss: &Matrix,
     valid: usize,
     scale: f32,
-    steps: usize,
 ) -> Result<XentDispatch, GpuError> {
     if !logits.same_shape(grad)
-        || steps == 0
-        || !logits.rows.is_multiple_of(steps)
         || logits.ld != grad.ld
         || loss.rows * loss.cols < logits.rows
         || labels.size() < (logits.rows * 4) as u64
@@ -97,10 +107,7 @@ pub fn softmax_xent(
             ),
         ));
     }
-    let params = SoftmaxParams {
-        steps: steps as u32,
-        ..SoftmaxParams::of(logits, valid, scale)
-    };
+    let params = SoftmaxParams::of(logits, valid, scale);
     let dispatch = gpu.dispatch(
         "softmax_xent".into(),
         gpu.pipeline(Shader::Softmax, "softmax_xent_main", &[])?,

@@ -235,7 +235,6 @@ impl FeatureNet {
             &loss,
             BATCH,
             1.0 / BATCH as f32,
-            1,
         )?;
         let opt = adam(
             gpu,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod decode;
 pub mod featurenet;
 pub mod gmm;
+pub mod gru;
 pub mod init;
 pub mod probe;
 pub mod quality;

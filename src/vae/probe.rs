@@ -89,17 +89,7 @@ impl Classifier {
         };
         let mut step = vec![
             gemm(gpu, &x, &w, &logits, Some(&b), linear)?,
-            softmax_xent(
-                gpu,
-                &logits,
-                &y.buffer,
-                &dlogits,
-                &loss,
-                n,
-                1.0 / n as f32,
-                1,
-            )?
-            .dispatch,
+            softmax_xent(gpu, &logits, &y.buffer, &dlogits, &loss, n, 1.0 / n as f32)?.dispatch,
         ];
         step.extend(gemm_backward(
             gpu,
