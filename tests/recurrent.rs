@@ -8,7 +8,7 @@ use common::{assert_close, for_each_gpu, numeric_grad, Rng};
 use vae_gpu::cpu;
 use vae_gpu::cpu::gru::GruWeights;
 use vae_gpu::gpu::{Gpu, Matrix};
-use vae_gpu::ops::gru::{gru_backward, gru_forward, step_rows, GruGrads, GruLayer};
+use vae_gpu::ops::gru::{gru_backward, gru_forward, projections_of, step_rows, GruGrads, GruLayer};
 use vae_gpu::ops::sequence::{embed, embed_grad, repeat, repeat_grad};
 use vae_gpu::ops::GradEpilogue;
 
@@ -118,14 +118,15 @@ struct Gpu3 {
     w_hh: Matrix,
     b_ih: Matrix,
     b_hh: Matrix,
-    gi: Matrix,
-    gh: Matrix,
+    gi: Vec<Matrix>,
+    gh: Vec<Matrix>,
     states: Matrix,
     lengths: Matrix,
 }
 
 impl Gpu3 {
-    fn new(gpu: &Gpu, c: &Case) -> Gpu3 {
+    /// The matrices, the projections in chunks of `chunk` steps.
+    fn new(gpu: &Gpu, c: &Case, chunk: usize) -> Gpu3 {
         let (h, n) = (c.hidden, c.steps * c.rows);
         let mut states = narrow(&c.h0);
         states.resize((n + c.rows) * h, 0.0);
@@ -136,8 +137,8 @@ impl Gpu3 {
             w_hh: upload(gpu, 3 * h, h, &narrow(&c.w_hh)),
             b_ih: upload(gpu, 1, 3 * h, &narrow(&c.b_ih)),
             b_hh: upload(gpu, 1, 3 * h, &narrow(&c.b_hh)),
-            gi: zeros(gpu, n, 3 * h),
-            gh: zeros(gpu, n, 3 * h),
+            gi: projections_of(gpu, c.steps, c.rows, h, chunk, "gi").unwrap(),
+            gh: projections_of(gpu, c.steps, c.rows, h, chunk, "gh").unwrap(),
             states: upload(gpu, n + c.rows, h, &states),
             lengths: u32_buffer(gpu, &lengths),
         }
@@ -162,7 +163,8 @@ impl Gpu3 {
 
 /// Every state against the twin: |gpu - cpu| <= 2e-5 (1 + input + hidden), f32 sums of that
 /// many terms per gate, over sequences up to 40 steps (the state is bounded by 1 in size
-/// after the first step, so errors do not grow with it).
+/// after the first step, so errors do not grow with it); the projections in one chunk, and
+/// in chunks of 3 steps (the last one shorter where 3 does not divide the steps).
 #[test]
 fn gru_forward_matches_cpu() {
     for_each_gpu(|gpu| {
@@ -176,9 +178,10 @@ fn gru_forward_matches_cpu() {
             (40, 5, 3, 33),
             (7, 64, 64, 64),
         ];
-        for (steps, records, input, hidden) in shapes {
+        for (i, (steps, records, input, hidden)) in shapes.into_iter().enumerate() {
             let c = Case::new(&mut rng, gpu, steps, records, input, hidden);
-            let g = Gpu3::new(gpu, &c);
+            let chunk = if i % 2 == 0 { steps } else { 3 };
+            let g = Gpu3::new(gpu, &c, chunk);
             let ds = gru_forward(gpu, &g.layer(&c)).unwrap();
             gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
             let tol = 2e-5 * (1 + input + hidden) as f64;
@@ -194,7 +197,8 @@ fn gru_forward_matches_cpu() {
 
 /// L = sum(Gy * h_1..h_T) + sum(Gf * h_T): every gradient of the layer (inputs, h0, both
 /// weights, both biases) against central differences of the twin, with and without the
-/// output gradient and the last state's; |gpu - fd| <= 1e-4 |fd| + 2e-4.
+/// output gradient and the last state's, the projections in chunks of 4, 2 and 1 steps (the
+/// weight gradients summed over chunks); |gpu - fd| <= 1e-4 |fd| + 2e-4.
 #[test]
 fn gru_gradients() {
     for_each_gpu(|gpu| {
@@ -214,12 +218,13 @@ fn gru_gradients() {
                 f64::from(u8::from(with_dy)) * dot(outputs, &gy)
                     + f64::from(u8::from(with_final)) * dot(last, &gf)
             };
-            let g = Gpu3::new(gpu, &c);
+            let chunk = [4, 2, 1][case];
+            let g = Gpu3::new(gpu, &c, chunk);
             let layer = g.layer(&c);
             let (dy, carry) = (upload(gpu, n, h, &gy32), upload(gpu, rows, h, &gf32));
             let (dgi, dgh, dx) = (
-                zeros(gpu, n, 3 * h),
-                zeros(gpu, n, 3 * h),
+                projections_of(gpu, steps, rows, h, chunk, "dgi").unwrap(),
+                projections_of(gpu, steps, rows, h, chunk, "dgh").unwrap(),
                 zeros(gpu, n, input),
             );
             let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, input), zeros(gpu, 3 * h, h));

@@ -22,6 +22,7 @@ pub mod reconstruct;
 pub mod report;
 pub mod sample;
 pub mod score;
+pub mod sequence;
 pub mod train;
 pub mod traverse;
 pub mod tune;
@@ -858,6 +859,14 @@ pub fn positive(s: &str) -> Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// A probability below 1: at least 0 (a flag's value parser).
+pub fn probability(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a probability from 0 to below 1")),
     }
 }
 

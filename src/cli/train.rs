@@ -36,9 +36,34 @@ pub struct TrainArgs {
     /// convolutions in the decoder; image sides must divide by 2 per conv layer), resnet
     /// (GroupNorm + SiLU residual blocks, stride-2 convolutions down, nearest x2 upsampling
     /// up; sides must divide by 2 per level but one), or an architecture file
-    /// (FILE.json, see the README's "Architectures from a file") [default: mlp]
-    #[arg(long, value_name = "mlp|conv|resnet|FILE.json", value_parser = arch)]
+    /// (FILE.json, see the README's "Architectures from a file"), or gru: a sequence VAE for
+    /// SMILES strings and text (MOSES's: GRU encoder, 3-layer GRU decoder; --data a CSV
+    /// column or a file of lines, default the bundled MOSES molecules) [default: mlp]
+    #[arg(long, value_name = "mlp|conv|resnet|gru|FILE.json", value_parser = arch)]
     pub arch: Option<String>,
+    /// The CSV column holding the sequences (--arch gru) [default: the only column, or one
+    /// named SMILES]
+    #[arg(long, value_name = "COLUMN")]
+    pub sequence_column: Option<String>,
+    /// How sequences split into tokens (--arch gru): smiles (bracket atoms, Cl, Br and %nn
+    /// ring bonds are one token each) or chars [default: smiles]
+    #[arg(long, value_enum)]
+    pub tokens: Option<crate::data::sequence::Tokens>,
+    /// The most tokens a sequence may have (--arch gru); longer ones are left out with a
+    /// warning (an error with --strict) [default: 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_length: Option<u32>,
+    /// GRU layers of the sequence decoder (--arch gru) [default: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub decoder_layers: Option<u32>,
+    /// Word dropout (--arch gru; Bowman et al. 2016): each decoder input token after the
+    /// first becomes a zero vector with this probability, against posterior collapse
+    /// [default: 0]
+    #[arg(long, value_name = "P", value_parser = super::probability)]
+    pub word_dropout: Option<f32>,
+    /// Clip the gradient's norm to this (--arch gru; MOSES: 50) [default: 50]
+    #[arg(long, value_name = "NORM", value_parser = super::positive)]
+    pub clip: Option<f32>,
     /// Channel widths of the conv encoder's layers, or of the resnet's levels (multiples of
     /// 4; the decoder mirrors them) [default: conv 32,64; resnet 32,64,128]
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(4..=4096))]
@@ -307,10 +332,10 @@ fn change<T: PartialEq + Debug + Copy>(flag: &str, given: Option<T>, saved: &mut
 /// `--arch`: a built-in architecture's name, or an architecture file (.json).
 fn arch(s: &str) -> Result<String, String> {
     match s {
-        "mlp" | "conv" | "resnet" => Ok(s.to_string()),
+        "mlp" | "conv" | "resnet" | "gru" => Ok(s.to_string()),
         _ if s.ends_with(".json") => Ok(s.to_string()),
         _ => Err(format!(
-            "'{s}' is not mlp, conv, resnet or an architecture file (FILE.json)"
+            "'{s}' is not mlp, conv, resnet, gru or an architecture file (FILE.json)"
         )),
     }
 }
@@ -720,7 +745,16 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
     if new {
         *FRESH.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir_path.clone());
     }
-    let result = train_in(device, a, &dir);
+    let sequence = a.arch.as_deref() == Some("gru")
+        || a.resume.as_ref().is_some_and(|d| {
+            checkpoint::resolve(d, Pick::Last)
+                .is_ok_and(|c| crate::vae::gru::train::is_sequence_checkpoint(&c))
+        });
+    let result = if sequence {
+        super::sequence::train(device, a, &dir)
+    } else {
+        train_in(device, a, &dir)
+    };
     // A new run that failed before its first checkpoint, or a benchmark (which writes none),
     // leaves nothing behind.
     let gone = result.is_err() || a.bench_steps.is_some();
@@ -752,6 +786,15 @@ fn print_arch(a: &TrainArgs) -> anyhow::Result<()> {
 
 /// Refuses flags that shape another architecture than `arch`.
 fn check_arch_flags(a: &TrainArgs, arch: &str) -> anyhow::Result<()> {
+    let sequence_flags = a.sequence_column.is_some()
+        || a.tokens.is_some()
+        || a.max_length.is_some()
+        || a.decoder_layers.is_some()
+        || a.word_dropout.is_some()
+        || a.clip.is_some();
+    if sequence_flags {
+        bail!("--sequence-column, --tokens, --max-length, --decoder-layers, --word-dropout and --clip shape a sequence model (--arch gru); this model's architecture is {arch}");
+    }
     if a.hidden.is_some() && arch != "mlp" {
         bail!("--hidden sets the MLP's widths; this model's architecture is {arch} (its widths come from --conv-channels or the architecture file)");
     }

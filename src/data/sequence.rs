@@ -10,6 +10,7 @@ use super::DataError;
 
 /// How a string splits into tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Tokens {
     /// SMILES: a bracket atom (`[nH]`, `[C@@H]`), `Cl`, `Br` and a two-digit ring bond

@@ -35,10 +35,11 @@ pub enum Shader {
     Gru,
     Sequence,
     Clip,
+    Tokens,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 25] = [
+    pub const ALL: [Shader; 26] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -64,6 +65,7 @@ impl Shader {
         Shader::Gru,
         Shader::Sequence,
         Shader::Clip,
+        Shader::Tokens,
     ];
 
     /// Every module's source, which the tuner's cache is keyed by: a change to any kernel
@@ -99,6 +101,7 @@ impl Shader {
             Shader::Gru => "gru.wgsl",
             Shader::Sequence => "sequence.wgsl",
             Shader::Clip => "clip.wgsl",
+            Shader::Tokens => "tokens.wgsl",
         }
     }
 
@@ -193,6 +196,7 @@ impl Shader {
             Shader::Gru => shader_source!("index.wgsl", "gru.wgsl"),
             Shader::Sequence => shader_source!("index.wgsl", "sequence.wgsl"),
             Shader::Clip => shader_source!("index.wgsl", "clip.wgsl"),
+            Shader::Tokens => shader_source!("index.wgsl", "philox.wgsl", "tokens.wgsl"),
         }
     }
 

@@ -7,6 +7,9 @@
 //! Matrices are time-major: step t of record b is row t * batch + b. The states matrix holds
 //! h0 in its first `batch` rows and h_t in rows t * batch .. (t + 1) * batch, so that the
 //! states every step reads (h0 .. h_{T-1}) are one contiguous view for the weight gradient.
+//! The projections gi and gh, three times as wide as the states, are held in chunks of
+//! whole steps that each fit one binding (`projections`): lavapipe binds 128 MiB, less than
+//! MOSES's batch of 512 sequences of 57 steps takes.
 
 use super::elementwise::bias_grad;
 use super::gemm::{gemm, gemm_backward, GemmSpec};
@@ -40,6 +43,41 @@ pub fn step_rows(gpu: &Gpu, batch: usize) -> usize {
     batch.next_multiple_of(align)
 }
 
+/// Zeroed matrices for a layer's projections (gi, gh, or their gradients) over `steps` steps
+/// of `batch` rows and `hidden` units: chunks of whole steps, each within one binding.
+pub fn projections(
+    gpu: &Gpu,
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    label: &str,
+) -> Result<Vec<Matrix>, GpuError> {
+    let per_step = (batch * crate::gpu::round_up4(3 * hidden) * 4) as u64;
+    let chunk = (gpu.binding_limit() / per_step.max(1)) as usize;
+    if chunk == 0 {
+        return Err(GpuError::Limit(format!(
+            "{label}: one step of {batch} records and {hidden} units needs {per_step} bytes, the adapter binds at most {}",
+            gpu.binding_limit()
+        )));
+    }
+    projections_of(gpu, steps, batch, hidden, chunk, label)
+}
+
+/// `projections` in chunks of `chunk` steps (tests choose small ones).
+pub fn projections_of(
+    gpu: &Gpu,
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    chunk: usize,
+    label: &str,
+) -> Result<Vec<Matrix>, GpuError> {
+    (0..steps)
+        .step_by(chunk)
+        .map(|t| Matrix::zeros(gpu, chunk.min(steps - t) * batch, 3 * hidden, label))
+        .collect()
+}
+
 /// One GRU layer's tensors over `steps` steps of `batch` rows (see `step_rows`).
 pub struct GruLayer<'a> {
     pub steps: usize,
@@ -51,9 +89,10 @@ pub struct GruLayer<'a> {
     pub w_hh: &'a Matrix,
     pub b_ih: &'a Matrix,
     pub b_hh: &'a Matrix,
-    /// Each step's input and state projections [steps * batch, 3H], kept for the backward.
-    pub gi: &'a Matrix,
-    pub gh: &'a Matrix,
+    /// Each step's input and state projections [steps * batch, 3H], kept for the backward,
+    /// in chunks of whole steps (see `projections`).
+    pub gi: &'a [Matrix],
+    pub gh: &'a [Matrix],
     /// [(steps + 1) * batch, H]: h0 (written by the caller), then each step's state.
     pub states: &'a Matrix,
     /// Each record's length (u32 per row): steps at or past it leave the state unchanged.
@@ -69,8 +108,8 @@ pub struct GruGrads<'a> {
     pub carry: &'a Matrix,
     pub final_grad: bool,
     /// Scratch shaped like gi and gh.
-    pub dgi: &'a Matrix,
-    pub dgh: &'a Matrix,
+    pub dgi: &'a [Matrix],
+    pub dgh: &'a [Matrix],
     /// The inputs' gradient, through its epilogue.
     pub dx: Option<(&'a Matrix, GradEpilogue<'a>)>,
     pub dw_ih: &'a Matrix,
@@ -101,12 +140,22 @@ impl GruLayer<'_> {
                 self.w_ih.rows, self.w_ih.cols, self.w_hh.rows, self.w_hh.cols, self.x.cols
             ));
         }
-        for (name, m, cols) in [("gi", self.gi, 3 * h), ("gh", self.gh, 3 * h)] {
-            if (m.rows, m.cols) != (rows, cols) {
+        let chunk = self.gi.first().map_or(0, |m| m.rows / b);
+        for (name, ms) in [("gi", self.gi), ("gh", self.gh)] {
+            if !same_chunks(ms, self.gi)
+                || ms.iter().map(|m| m.rows).sum::<usize>() != rows
+                || chunk == 0
+            {
                 return bad(format!(
-                    "{name} is [{}, {}], needs [{rows}, {cols}]",
-                    m.rows, m.cols
+                    "{name} is not {t} steps of [{b}, {}] in chunks of whole steps",
+                    3 * h
                 ));
+            }
+            if ms
+                .iter()
+                .any(|m| m.cols != 3 * h || !m.rows.is_multiple_of(b))
+            {
+                return bad(format!("{name} needs {} columns", 3 * h));
             }
         }
         if (self.x.rows, self.states.rows, self.states.cols) != (rows, rows + b, h) {
@@ -130,15 +179,21 @@ impl GruLayer<'_> {
         Ok(())
     }
 
+    /// Steps per projection chunk.
+    fn chunk(&self) -> usize {
+        self.gi[0].rows / self.batch
+    }
+
     fn params(&self, step: usize) -> GruParams {
         let b = self.batch;
+        let ld3 = self.gi[0].ld;
         GruParams {
             batch: b as u32,
             hidden: self.hidden() as u32,
-            ld3: self.gi.ld as u32,
+            ld3: ld3 as u32,
             ldh: self.states.ld as u32,
             step: step as u32,
-            off3: (step * b * self.gi.ld) as u32,
+            off3: (step % self.chunk() * b * ld3) as u32,
             prev: (step * b * self.states.ld) as u32,
             out: ((step + 1) * b * self.states.ld) as u32,
             ..GruParams::default()
@@ -161,13 +216,46 @@ impl GruLayer<'_> {
         ))
     }
 
-    /// The state rows step t reads (h_{t-1}) and its projections' rows.
+    /// The state rows step t reads (h_{t-1}) and its state projection's rows.
     fn step_views(&self, t: usize) -> Result<(Matrix, Matrix), GpuError> {
         Ok((
             self.states.rows_view(t * self.batch, self.batch)?,
-            self.gh.rows_view(t * self.batch, self.batch)?,
+            step_rows_of(self.gh, self.chunk(), self.batch, t)?,
         ))
     }
+
+    /// (first step, the inputs' rows, the states read) of each projection chunk.
+    fn chunks(&self) -> Result<Vec<(usize, Matrix, Matrix)>, GpuError> {
+        let b = self.batch;
+        self.gi
+            .iter()
+            .scan(0, |t, m| {
+                let first = *t;
+                *t += m.rows / b;
+                Some((first, m.rows))
+            })
+            .map(|(first, rows)| {
+                Ok((
+                    first,
+                    self.x.rows_view(first * b, rows)?,
+                    self.states.rows_view(first * b, rows)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Whether two chunked matrices have the same chunks.
+fn same_chunks(a: &[Matrix], b: &[Matrix]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.same_shape(y) && x.ld == y.ld)
+}
+
+/// Step t's rows of a chunked projection.
+fn step_rows_of(ms: &[Matrix], chunk: usize, batch: usize, t: usize) -> Result<Matrix, GpuError> {
+    ms[t / chunk].rows_view(t % chunk * batch, batch)
 }
 
 /// Launches computing every step's state from h0 (in `states`' first rows) and `x`.
@@ -177,17 +265,21 @@ pub fn gru_forward(gpu: &Gpu, l: &GruLayer) -> Result<Vec<Dispatch>, GpuError> {
         trans_b: true,
         ..GemmSpec::default()
     };
-    let mut out = vec![gemm(gpu, l.x, l.w_ih, l.gi, Some(l.b_ih), trans_b)?];
+    let mut out = Vec::new();
+    for ((_, x, _), gi) in l.chunks()?.iter().zip(l.gi) {
+        out.push(gemm(gpu, x, l.w_ih, gi, Some(l.b_ih), trans_b)?);
+    }
     for t in 0..l.steps {
         let (prev, gh) = l.step_views(t)?;
         out.push(gemm(gpu, &prev, l.w_hh, &gh, Some(l.b_hh), trans_b)?);
+        let c = t / l.chunk();
         out.push(l.cell(
             gpu,
             "gru_cell_main",
             &l.params(t),
             &[
-                (1, l.gi.binding()),
-                (2, l.gh.binding()),
+                (1, l.gi[c].binding()),
+                (2, l.gh[c].binding()),
                 (3, l.states.binding()),
                 (4, l.lengths.as_entire_binding()),
             ],
@@ -201,11 +293,7 @@ pub fn gru_forward(gpu: &Gpu, l: &GruLayer) -> Result<Vec<Dispatch>, GpuError> {
 pub fn gru_backward(gpu: &Gpu, l: &GruLayer, g: &GruGrads) -> Result<Vec<Dispatch>, GpuError> {
     l.check(gpu)?;
     let (b, h) = (l.batch, l.hidden());
-    if !g.dgi.same_shape(l.gi)
-        || g.dgi.ld != l.gi.ld
-        || !g.dgh.same_shape(l.gh)
-        || g.dgh.ld != l.gh.ld
-    {
+    if !same_chunks(g.dgi, l.gi) || !same_chunks(g.dgh, l.gh) {
         return Err(shape_err(
             "gru backward",
             "d gi and d gh must be shaped like gi and gh".into(),
@@ -242,24 +330,25 @@ pub fn gru_backward(gpu: &Gpu, l: &GruLayer, g: &GruGrads) -> Result<Vec<Dispatc
             params.lddy = dy.ld as u32;
             params.offdy = (t * b * dy.ld) as u32;
         }
+        let c = t / l.chunk();
         out.push(l.cell(
             gpu,
             "gru_cell_backward_main",
             &params,
             &[
-                (1, l.gi.binding()),
-                (2, l.gh.binding()),
+                (1, l.gi[c].binding()),
+                (2, l.gh[c].binding()),
                 (3, l.states.binding()),
                 (4, l.lengths.as_entire_binding()),
                 // Without dy the kernel reads none; gi stands in for the binding.
-                (5, g.dy.unwrap_or(l.gi).binding()),
+                (5, g.dy.unwrap_or(&l.gi[c]).binding()),
                 (6, g.carry.binding()),
-                (7, g.dgi.binding()),
-                (8, g.dgh.binding()),
+                (7, g.dgi[c].binding()),
+                (8, g.dgh[c].binding()),
             ],
         )?);
         // d h_{t-1} += d gh_t W_hh
-        let dgh = g.dgh.rows_view(t * b, b)?;
+        let dgh = step_rows_of(g.dgh, l.chunk(), b, t)?;
         let accumulate = GemmSpec {
             accumulate: true,
             ..GemmSpec::default()
@@ -270,32 +359,62 @@ pub fn gru_backward(gpu: &Gpu, l: &GruLayer, g: &GruGrads) -> Result<Vec<Dispatc
         trans_b: true,
         ..GemmSpec::default()
     };
-    let (dx, epilogue) = match g.dx {
-        Some((dx, e)) => (Some(dx), e),
-        None => (None, GradEpilogue::default()),
+    // The weight gradients sum over the chunks: the first writes them, each later one writes
+    // scratch that is added in.
+    let scratch: Vec<Matrix> = match l.gi.len() {
+        1 => Vec::new(),
+        _ => [l.w_ih, l.w_hh, l.b_ih, l.b_hh]
+            .iter()
+            .map(|m| Matrix::zeros(gpu, m.rows, m.cols, "gru weight gradient scratch"))
+            .collect::<Result<_, _>>()?,
     };
-    out.extend(gemm_backward(
-        gpu,
-        l.x,
-        l.w_ih,
-        g.dgi,
-        dx,
-        Some(g.dw_ih),
-        trans_b,
-        epilogue,
-    )?);
-    let prev = l.states.rows_view(0, l.steps * b)?;
-    out.extend(gemm_backward(
-        gpu,
-        &prev,
-        l.w_hh,
-        g.dgh,
-        None,
-        Some(g.dw_hh),
-        trans_b,
-        GradEpilogue::default(),
-    )?);
-    out.extend(bias_grad(gpu, g.dgi, g.db_ih)?);
-    out.extend(bias_grad(gpu, g.dgh, g.db_hh)?);
+    let accumulate = GradEpilogue {
+        accumulate: true,
+        act: None,
+    };
+    for (k, ((first, x, prev), (dgi, dgh))) in l
+        .chunks()?
+        .into_iter()
+        .zip(g.dgi.iter().zip(g.dgh))
+        .enumerate()
+    {
+        let targets = [g.dw_ih, g.dw_hh, g.db_ih, g.db_hh];
+        let into: Vec<&Matrix> = if k == 0 {
+            targets.to_vec()
+        } else {
+            scratch.iter().collect()
+        };
+        let dx = match g.dx {
+            Some((dx, e)) => Some((dx.rows_view(first * b, x.rows)?, e)),
+            None => None,
+        };
+        out.extend(gemm_backward(
+            gpu,
+            &x,
+            l.w_ih,
+            dgi,
+            dx.as_ref().map(|d| &d.0),
+            Some(into[0]),
+            trans_b,
+            dx.as_ref().map_or(GradEpilogue::default(), |d| d.1),
+        )?);
+        out.extend(gemm_backward(
+            gpu,
+            &prev,
+            l.w_hh,
+            dgh,
+            None,
+            Some(into[1]),
+            trans_b,
+            GradEpilogue::default(),
+        )?);
+        out.extend(bias_grad(gpu, dgi, into[2])?);
+        out.extend(bias_grad(gpu, dgh, into[3])?);
+        if k > 0 {
+            for (s, t) in into.iter().zip(targets) {
+                out.push(super::tensor::grad(gpu, s, t, None, accumulate)?);
+            }
+        }
+    }
     Ok(out)
 }

@@ -214,3 +214,67 @@ fn sums(
         })
         .collect()
 }
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct TokenParams {
+    rows: u32,
+    vocab: u32,
+    ld: u32,
+    step: u32,
+    eos: u32,
+    pad: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    temperature: f32,
+    pad0: [u32; 2],
+}
+
+/// The special ids a generated sequence ends with.
+#[derive(Clone, Copy, Debug)]
+pub struct Ends {
+    pub eos: u32,
+    pub pad: u32,
+}
+
+/// tokens[(step + 1) * rows + b] = the next token of sequence b from logits [rows, vocab]
+/// (shaders/tokens.wgsl): drawn at `temperature` with the noise of `noise` (its step is
+/// `step`), the likeliest at 0; padding after a sequence's end.
+pub fn next_token(
+    gpu: &Gpu,
+    logits: &Matrix,
+    tokens: &wgpu::Buffer,
+    step: usize,
+    ends: Ends,
+    noise: super::sample::Noise,
+    temperature: f32,
+) -> Result<Dispatch, GpuError> {
+    let rows = logits.rows;
+    if tokens.size() < ((step + 2) * rows * 4) as u64 || logits.cols == 0 {
+        return Err(shape_err(
+            "next_token",
+            format!("step {step} of {rows} sequences: the token buffer is too small"),
+        ));
+    }
+    let params = TokenParams {
+        rows: rows as u32,
+        vocab: logits.cols as u32,
+        ld: logits.ld as u32,
+        step: step as u32,
+        eos: ends.eos,
+        pad: ends.pad,
+        seed_lo: noise.seed as u32,
+        seed_hi: (noise.seed >> 32) as u32,
+        stream: noise.stream,
+        temperature,
+        pad0: [0; 2],
+    };
+    Ok(gpu.dispatch(
+        format!("next_token step {step}"),
+        gpu.pipeline(Shader::Tokens, "next_token_main", &[])?,
+        gpu.uniform("next_token", &params),
+        &[(1, logits.binding()), (2, tokens.as_entire_binding())],
+        gpu.grid(rows.div_ceil(256) as u64)?,
+    ))
+}

@@ -11,7 +11,9 @@
 //! ones (GEMM, sampling, the KL launches, Adam) plus the recurrent ones in `ops::gru` and
 //! `ops::sequence`.
 
+pub mod decode;
 pub mod step;
+pub mod train;
 
 use crate::gpu::{round_up4, Gpu, GpuError, Matrix};
 use crate::io::safetensors::Tensor;

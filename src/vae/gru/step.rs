@@ -16,7 +16,7 @@ use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
 use crate::ops::clip::{clip_grad_norm, ClipDispatch};
 use crate::ops::elementwise::bias_grad;
 use crate::ops::gemm::{gemm, gemm_backward, GemmSpec};
-use crate::ops::gru::{gru_backward, gru_forward, step_rows, GruGrads, GruLayer};
+use crate::ops::gru::{gru_backward, gru_forward, projections, step_rows, GruGrads, GruLayer};
 use crate::ops::loss::{kl_and_sums, KlBuffers, KlDispatch, LossSettings};
 use crate::ops::sample::{sample_backward, sample_forward, set_noise, Noise};
 use crate::ops::sequence::{embed, embed_grad, repeat, repeat_grad};
@@ -39,8 +39,8 @@ pub struct Training {
 struct Layer {
     slots: GruLayerSlots,
     x: Matrix,
-    gi: Matrix,
-    gh: Matrix,
+    gi: Vec<Matrix>,
+    gh: Vec<Matrix>,
     states: Matrix,
     lengths: Matrix,
     steps: usize,
@@ -58,8 +58,8 @@ impl Layer {
         let steps = x.rows / rows;
         Ok(Layer {
             slots,
-            gi: Matrix::zeros(gpu, steps * rows, 3 * hidden, "gru gi")?,
-            gh: Matrix::zeros(gpu, steps * rows, 3 * hidden, "gru gh")?,
+            gi: projections(gpu, steps, rows, hidden, "gru gi")?,
+            gh: projections(gpu, steps, rows, hidden, "gru gh")?,
             states: Matrix::zeros(gpu, (steps + 1) * rows, hidden, "gru states")?,
             lengths: lengths.clone(),
             x,
@@ -128,6 +128,8 @@ pub struct GruStep {
     settings: LossSettings,
     seed: u64,
     stream: u32,
+    /// Word dropout's probability (see `set_word_dropout`).
+    word_dropout: f32,
 }
 
 /// A u32 buffer of `n` values, zeroed.
@@ -288,8 +290,8 @@ impl GruStep {
                 GradEpilogue::default(),
             )?);
             backward.extend(bias_grad(gpu, &dlogits, &grads.0[FC_B])?);
-            let dgi = Matrix::zeros(gpu, steps * rows, 3 * s.dec_hidden, "d gi")?;
-            let dgh = Matrix::zeros(gpu, steps * rows, 3 * s.dec_hidden, "d gh")?;
+            let dgi = projections(gpu, steps, rows, s.dec_hidden, "d gi")?;
+            let dgh = projections(gpu, steps, rows, s.dec_hidden, "d gh")?;
             let dx_dec = Matrix::zeros(gpu, steps * rows, s.dec_input(), "d decoder inputs")?;
             let carries: Vec<Matrix> = (0..s.dec_layers)
                 .map(|_| Matrix::zeros(gpu, rows, s.dec_hidden, "d h0"))
@@ -359,8 +361,8 @@ impl GruStep {
                 GradEpilogue::default(),
             )?);
             backward.extend(bias_grad(gpu, &dmulv, &grads.0[HEADS_B])?);
-            let dgi_e = Matrix::zeros(gpu, width * rows, 3 * s.enc_hidden, "d gi encoder")?;
-            let dgh_e = Matrix::zeros(gpu, width * rows, 3 * s.enc_hidden, "d gh encoder")?;
+            let dgi_e = projections(gpu, width, rows, s.enc_hidden, "d gi encoder")?;
+            let dgh_e = projections(gpu, width, rows, s.enc_hidden, "d gh encoder")?;
             let dx_enc = Matrix::zeros(gpu, width * rows, s.embed, "d encoder inputs")?;
             let sl = ENCODER;
             backward.extend(gru_backward(
@@ -414,7 +416,14 @@ impl GruStep {
             settings,
             seed,
             stream,
+            word_dropout: 0.0,
         })
+    }
+
+    /// Replaces each decoder input token after the first by a zero vector with probability
+    /// `p` (Bowman et al. 2016's word dropout), drawn per step from the seed.
+    pub fn set_word_dropout(&mut self, p: f32) {
+        self.word_dropout = p;
     }
 
     /// Writes the batch `batch` (indices into `data`, at most `records`), its noise position
@@ -445,13 +454,20 @@ impl GruStep {
         let mut enc_len = vec![0u32; rows];
         let mut dec_len = vec![0u32; rows];
         let mut tokens = 0;
+        // A dropped word reads past the embedding table: a zero vector, no gradient.
+        let dropped = vocab.len() as u32;
+        let mut rng =
+            crate::rng::Rng::new(self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd20b);
         for (b, &i) in batch.iter().enumerate() {
             let seq = &data.ids[i * data.width..][..data.width];
             let len = data.lengths[i] as usize;
             for t in 0..len {
                 enc[t * rows + b] = seq[t];
                 if t + 1 < len {
-                    dec[t * rows + b] = seq[t];
+                    let drop = t > 0
+                        && self.word_dropout > 0.0
+                        && rng.uniform(0.0, 1.0) < f64::from(self.word_dropout);
+                    dec[t * rows + b] = if drop { dropped } else { seq[t] };
                     tgt[t * rows + b] = seq[t + 1];
                 }
             }

@@ -1,0 +1,248 @@
+//! Sequence models (SMILES strings, lines of text) on the command line: `train --arch gru`
+//! and `sample` of a sequence run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::train::TrainArgs;
+use super::{open_gpu, say, DeviceArgs};
+use crate::data::sequence::{self, SequenceData, SequenceOptions, Tokens};
+use crate::vae::checkpoint::{self, Pick};
+use crate::vae::gru::train::{
+    is_sequence_checkpoint, load_checkpoint, SeqEvent, SeqTrainConfig, SequenceRun,
+};
+use crate::vae::gru::{GruParams, GruSpec};
+use crate::vae::rundir::RunDir;
+
+/// The data a sequence run reads when `--data` is not given: the bundled MOSES subset.
+pub fn bundled_molecules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/moses/smiles.csv.gz")
+}
+
+/// The most tokens `--max-length` allows by default (MOSES generates up to 100).
+pub const DEFAULT_MAX_LENGTH: usize = 100;
+
+/// Flags that shape image and table models, refused for a sequence model with the flag's
+/// name.
+fn refuse_other_flags(a: &TrainArgs) -> anyhow::Result<()> {
+    let given: [(&str, bool); 19] = [
+        ("--conv-channels", a.conv_channels.is_some()),
+        ("--blocks", a.blocks.is_some()),
+        ("--groups", a.groups.is_some()),
+        ("--activation", a.activation.is_some()),
+        ("--conditional", a.conditional),
+        ("--prior", a.prior.is_some()),
+        ("--likelihood", a.likelihood.is_some()),
+        ("--binarize", a.binarize.is_some()),
+        ("--gauss-var", a.gauss_var.is_some()),
+        ("--kl-cycles", a.kl_cycles.is_some()),
+        ("--free-bits", a.free_bits.is_some()),
+        ("--iwae-k", a.iwae_k.is_some()),
+        ("--elbo-k", a.elbo_k.is_some()),
+        ("--output-bias-from-data", a.output_bias_from_data),
+        ("--lr-schedule", a.lr_schedule.is_some()),
+        (
+            "--adam-betas / --adam-eps",
+            a.adam_betas.is_some() || a.adam_eps.is_some(),
+        ),
+        ("--weight-decay", a.weight_decay.is_some()),
+        (
+            "--classes / --noise",
+            a.classes.is_some() || a.noise.is_some(),
+        ),
+        ("--size / --channels / --labels / --label-column", {
+            let d = &a.data;
+            d.size.is_some()
+                || d.channels.is_some()
+                || d.labels.is_some()
+                || d.label_column.is_some()
+        }),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+        bail!(
+            "{flag} shapes image and table models; a sequence model (--arch gru) does not take it"
+        );
+    }
+    if a.sequence_column.is_some() && a.resume.is_some() {
+        bail!("--sequence-column is the run's; a resumed run reads its own data");
+    }
+    Ok(())
+}
+
+/// Reads the sequences of `path` as the run says.
+fn load_data(
+    run_or_args: (&Path, Option<&str>, Tokens, usize, bool, f64),
+    vocab: Option<&crate::data::sequence::Vocab>,
+) -> anyhow::Result<SequenceData> {
+    let (path, column, tokens, max_length, strict, test_fraction) = run_or_args;
+    let opts = SequenceOptions {
+        column: column.map(String::from),
+        tokens,
+        max_length,
+        strict,
+        test_fraction,
+    };
+    let data = sequence::load(path, &opts, vocab)?;
+    if data.skipped > 0 {
+        log::warn!(
+            "{}: {} sequences over --max-length {max_length} tokens left out (--strict makes this an error)",
+            path.display(),
+            data.skipped
+        );
+    }
+    Ok(data)
+}
+
+/// `train --arch gru`: a new sequence run in `dir`, or `--resume` of one.
+pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result<()> {
+    refuse_other_flags(a)?;
+    let gpu = open_gpu(device)?;
+    let (mut run, params, data) = match &a.resume {
+        Some(d) => {
+            let at = checkpoint::resolve(d, Pick::Last)
+                .with_context(|| format!("resuming {}", d.display()))?;
+            if !is_sequence_checkpoint(&at) {
+                bail!(
+                    "--resume {}: an image or table model's run; resume it without --arch gru",
+                    d.display()
+                );
+            }
+            let (mut run, params) = load_checkpoint(&gpu, &at, true)
+                .with_context(|| format!("resuming {}", at.display()))?;
+            if let Some(e) = a.epochs {
+                run.train.epochs = e as usize;
+            }
+            let data = load_data(
+                (
+                    Path::new(&run.data),
+                    run.column.as_deref(),
+                    run.vocab.kind,
+                    run.max_length,
+                    a.data.strict,
+                    run.test_fraction,
+                ),
+                Some(&run.vocab),
+            )?;
+            (run, params, data)
+        }
+        None => {
+            let path = a.data.data.clone().unwrap_or_else(bundled_molecules);
+            let max_length = a.max_length.map_or(DEFAULT_MAX_LENGTH, |m| m as usize);
+            let tokens = a.tokens.unwrap_or_default();
+            let test_fraction = a.data.test_fraction.unwrap_or(0.1);
+            let mut data = load_data(
+                (
+                    &path,
+                    a.sequence_column.as_deref(),
+                    tokens,
+                    max_length,
+                    a.data.strict,
+                    test_fraction,
+                ),
+                None,
+            )?;
+            if let Some(n) = a.limit {
+                let keep: Vec<usize> = (0..data.train.count.min(n as usize)).collect();
+                data.train = data.train.select(&keep);
+            }
+            let mut spec = GruSpec::moses(data.vocab.len());
+            match a.hidden.as_deref() {
+                None => {}
+                Some([h]) => (spec.enc_hidden, spec.dec_hidden) = (*h as usize, *h as usize),
+                Some([e, d]) => (spec.enc_hidden, spec.dec_hidden) = (*e as usize, *d as usize),
+                Some(_) => bail!(
+                    "--hidden for a sequence model: one width for both GRUs, or ENCODER,DECODER"
+                ),
+            }
+            if let Some(z) = a.latent {
+                spec.latent = z as usize;
+            }
+            if let Some(l) = a.decoder_layers {
+                spec.dec_layers = l as usize;
+            }
+            spec.check().map_err(anyhow::Error::msg)?;
+            let epochs = a.epochs.map_or(10, |e| e as usize);
+            let mut train = SeqTrainConfig::moses(epochs);
+            train.kl_warmup = a.kl_warmup.map_or(epochs, |w| w as usize);
+            train.batch_size = a.batch_size.map_or(train.batch_size, |b| b as usize);
+            train.lr = a.lr.unwrap_or(train.lr);
+            train.beta = a.beta.unwrap_or(train.beta);
+            train.word_dropout = a.word_dropout.unwrap_or(0.0);
+            train.clip = a.clip.unwrap_or(train.clip);
+            train.seed = a.seed.unwrap_or(1);
+            let params = GruParams::new(&gpu, spec, train.seed)?;
+            let run = SequenceRun {
+                spec,
+                vocab: data.vocab.clone(),
+                max_length,
+                train,
+                data: path.display().to_string(),
+                column: a.sequence_column.clone(),
+                test_fraction,
+                epoch: 0,
+                step: 0,
+                history: Vec::new(),
+            };
+            (run, params, data)
+        }
+    };
+    let s = run.spec;
+    say!(
+        "data: {} ({} training and {} test sequences, up to {} tokens); vocabulary: {} tokens and begin, end, padding",
+        run.data,
+        data.train.count,
+        data.test.count,
+        data.train.width - 2,
+        run.vocab.tokens.len()
+    );
+    say!(
+        "model: GRU VAE, embedding {}, encoder {}, latent {}, decoder {} x {}; {:.2} M parameters",
+        s.embed,
+        s.enc_hidden,
+        s.latent,
+        s.dec_layers,
+        s.dec_hidden,
+        params
+            .layout()
+            .iter()
+            .map(|(_, _, i)| i.len())
+            .sum::<usize>() as f64
+            / 1e6
+    );
+    if run.epoch >= run.train.epochs {
+        say!(
+            "the run already has {} epochs; nothing to do (raise --epochs)",
+            run.epoch
+        );
+        return Ok(());
+    }
+    let bar = super::progress_bar(0, "epoch", "steps");
+    let epochs = run.train.epochs;
+    crate::vae::gru::train::train(&gpu, &params, &mut run, &data, dir, |e| match e {
+        SeqEvent::Step(done, total) => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        SeqEvent::Epoch(r) => {
+            bar.suspend(|| {
+                say!(
+                    "epoch {}/{epochs}: train {:.3} nats/sequence (recon {:.3}, KL {:.3}), test {:.3} (recon {:.3}, KL {:.3}), KL weight {:.4}, {:.1} s",
+                    r.epoch,
+                    r.train_recon + r.train_kl,
+                    r.train_recon,
+                    r.train_kl,
+                    r.test_nelbo(),
+                    r.test_recon,
+                    r.test_kl,
+                    r.beta,
+                    r.seconds
+                )
+            });
+            bar.set_position(0);
+        }
+    })?;
+    bar.finish_and_clear();
+    say!("checkpoints in {}", dir.path().display());
+    Ok(())
+}

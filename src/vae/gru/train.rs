@@ -1,0 +1,289 @@
+//! Training the sequence VAE: epochs of shuffled batches, one submit per step, the losses
+//! read back once per epoch, the test split evaluated after each, a checkpoint published per
+//! epoch (model.safetensors under MOSES's names, optimizer.safetensors, sequence.json).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use super::step::{GruStep, Training};
+use super::{GruParams, GruSpec};
+use crate::data::sequence::{SequenceData, Sequences, Tokens, Vocab};
+use crate::gpu::Gpu;
+use crate::io::safetensors::{self, Tensor};
+use crate::ops::adam::AdamConfig;
+use crate::rng::Rng;
+use crate::vae::rundir::RunDir;
+use crate::vae::step::{STREAM_EVAL, STREAM_TRAIN};
+
+/// The file that marks a checkpoint as a sequence model's, and holds its run.
+pub const SEQUENCE_FILE: &str = "sequence.json";
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Metadata key of the model's spec and vocabulary in model.safetensors.
+pub const SEQUENCE_META: &str = "vae-gpu.sequence";
+
+/// How a sequence model trains.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeqTrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    /// The KL weight reached after the warm-up.
+    pub beta: f32,
+    /// Epochs over which the KL weight ramps linearly from 0 (MOSES: all of them).
+    pub kl_warmup: usize,
+    /// Probability that a decoder input token (after the first) is replaced by a zero
+    /// vector (Bowman et al. 2016's word dropout).
+    pub word_dropout: f32,
+    /// Gradient-norm clipping.
+    pub clip: f32,
+    pub seed: u64,
+}
+
+impl SeqTrainConfig {
+    /// MOSES's settings: 512 per batch, Adam 3e-4, KL weight 0 to 0.05 over the run, clip 50.
+    pub fn moses(epochs: usize) -> SeqTrainConfig {
+        SeqTrainConfig {
+            epochs,
+            batch_size: 512,
+            lr: 3e-4,
+            beta: 0.05,
+            kl_warmup: epochs,
+            word_dropout: 0.0,
+            clip: 50.0,
+            seed: 1,
+        }
+    }
+
+    /// The KL weight during epoch `epoch` (0-based): MOSES's linear ramp from 0.
+    pub fn beta_at(&self, epoch: usize) -> f32 {
+        match self.kl_warmup {
+            0 => self.beta,
+            w => self.beta * (epoch.min(w) as f32 / w as f32),
+        }
+    }
+}
+
+/// One epoch's figures, nats per sequence.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeqEpoch {
+    pub epoch: usize,
+    pub beta: f32,
+    pub train_recon: f64,
+    pub train_kl: f64,
+    pub test_recon: f64,
+    pub test_kl: f64,
+    pub seconds: f64,
+}
+
+impl SeqEpoch {
+    /// The test split's negative ELBO (recon + KL), nats per sequence.
+    pub fn test_nelbo(&self) -> f64 {
+        self.test_recon + self.test_kl
+    }
+}
+
+/// A sequence model's run: what it is, how it trains and where it stands.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SequenceRun {
+    pub spec: GruSpec,
+    pub vocab: Vocab,
+    /// The most tokens a sequence may have (and a generated one gets).
+    pub max_length: usize,
+    pub train: SeqTrainConfig,
+    /// The data and how it was read, for the record.
+    pub data: String,
+    pub column: Option<String>,
+    pub test_fraction: f64,
+    /// Epochs done and optimizer steps taken.
+    pub epoch: usize,
+    pub step: u64,
+    pub history: Vec<SeqEpoch>,
+}
+
+/// What training reports as it goes.
+pub enum SeqEvent<'a> {
+    /// Steps done of the epoch's total.
+    Step(usize, usize),
+    Epoch(&'a SeqEpoch),
+}
+
+/// The mean (recon, kl) per sequence of `data` under the model (one posterior sample each,
+/// from the evaluation stream).
+pub fn evaluate(
+    gpu: &Gpu,
+    params: &GruParams,
+    vocab: &Vocab,
+    data: &Sequences,
+    batch: usize,
+    seed: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let records = batch.min(data.count).max(1);
+    let mut step = GruStep::new(gpu, params, records, data.width, None, seed, STREAM_EVAL)?;
+    gpu.queue.write_buffer(&step.accum.buffer, 0, &[0u8; 16]);
+    let rows: Vec<usize> = (0..data.count).collect();
+    for (i, chunk) in rows.chunks(records).enumerate() {
+        step.set_batch(gpu, vocab, data, chunk, i as u64, 1.0)?;
+        gpu.run(&step.launches())?;
+    }
+    let sums = step.accum.read(gpu)?;
+    let n = f64::from(sums[3]).max(1.0);
+    Ok((f64::from(sums[0]) / n, f64::from(sums[1]) / n))
+}
+
+/// Trains `params` from `run.epoch` to `run.train.epochs` on `data`, publishing a checkpoint
+/// into `dir` after every epoch.
+pub fn train(
+    gpu: &Gpu,
+    params: &GruParams,
+    run: &mut SequenceRun,
+    data: &SequenceData,
+    dir: &RunDir,
+    mut events: impl FnMut(SeqEvent),
+) -> anyhow::Result<()> {
+    let t = run.train.clone();
+    let records = t.batch_size.min(data.train.count);
+    let training = Training {
+        adam: AdamConfig {
+            lr: t.lr,
+            ..AdamConfig::default()
+        },
+        clip: t.clip,
+    };
+    let mut step = GruStep::new(
+        gpu,
+        params,
+        records,
+        data.train.width,
+        Some(training),
+        t.seed,
+        STREAM_TRAIN,
+    )?;
+    step.set_word_dropout(t.word_dropout);
+    let n = data.train.count;
+    let steps = n.div_ceil(records);
+    for epoch in run.epoch..t.epochs {
+        let start = std::time::Instant::now();
+        let beta = t.beta_at(epoch);
+        let order =
+            Rng::new(t.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).permutation(n);
+        gpu.queue.write_buffer(&step.accum.buffer, 0, &[0u8; 16]);
+        for (i, chunk) in order.chunks(records).enumerate() {
+            let batch: Vec<usize> = chunk.iter().map(|&r| r as usize).collect();
+            step.set_batch(gpu, &run.vocab, &data.train, &batch, run.step, beta)?;
+            gpu.run(&step.launches())?;
+            run.step += 1;
+            events(SeqEvent::Step(i + 1, steps));
+        }
+        let sums = step.accum.read(gpu)?;
+        let count = f64::from(sums[3]).max(1.0);
+        let (train_recon, train_kl) = (f64::from(sums[0]) / count, f64::from(sums[1]) / count);
+        if !(train_recon.is_finite() && train_kl.is_finite()) {
+            bail!(
+                "the training loss became NaN/Inf in epoch {}; the last checkpoint is kept",
+                epoch + 1
+            );
+        }
+        let (test_recon, test_kl) = evaluate(gpu, params, &run.vocab, &data.test, records, t.seed)?;
+        let record = SeqEpoch {
+            epoch: epoch + 1,
+            beta,
+            train_recon,
+            train_kl,
+            test_recon,
+            test_kl,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        run.epoch = epoch + 1;
+        run.history.push(record);
+        dir.publish(run.epoch, |d| write_checkpoint(gpu, d, params, run))?;
+        events(SeqEvent::Epoch(&record));
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint of the model and its run into `dir`.
+pub fn write_checkpoint(
+    gpu: &Gpu,
+    dir: &Path,
+    params: &GruParams,
+    run: &SequenceRun,
+) -> anyhow::Result<()> {
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        crate::io::write_synced(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    let model = params.tensors_of(gpu, &params.values)?;
+    if let Some(t) = model.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+        bail!("tensor {} became NaN/Inf; it was not saved", t.name);
+    }
+    let meta = serde_json::to_string(&(&run.spec, &run.vocab, run.max_length))?;
+    file(
+        MODEL_FILE,
+        &safetensors::to_bytes(&model, &[(SEQUENCE_META, meta)]),
+    )?;
+    let moments: Vec<Tensor> = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
+        .into_iter()
+        .map(|(name, buf)| {
+            Ok(Tensor {
+                name: name.into(),
+                shape: vec![params.len],
+                data: params.flat(buf).read(gpu)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    file(OPTIMIZER_FILE, &safetensors::to_bytes(&moments, &[]))?;
+    file(SEQUENCE_FILE, &serde_json::to_vec_pretty(run)?)
+}
+
+/// Whether `dir` is a sequence model's checkpoint.
+pub fn is_sequence_checkpoint(dir: &Path) -> bool {
+    dir.join(SEQUENCE_FILE).is_file()
+}
+
+/// A sequence checkpoint's run and model (with its Adam moments when `optimizer`).
+pub fn load_checkpoint(
+    gpu: &Gpu,
+    dir: &Path,
+    optimizer: bool,
+) -> anyhow::Result<(SequenceRun, GruParams)> {
+    let path = dir.join(SEQUENCE_FILE);
+    let text =
+        crate::io::read_input_text(&path).with_context(|| format!("reading {}", path.display()))?;
+    let run: SequenceRun = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a sequence run ({e})", path.display()))?;
+    run.spec
+        .check()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if run.vocab.len() != run.spec.vocab
+        || run.vocab.kind == Tokens::Chars
+            && run.vocab.tokens.iter().any(|t| t.chars().count() != 1)
+    {
+        bail!(
+            "{}: its vocabulary does not match its model",
+            path.display()
+        );
+    }
+    let params = GruParams::new(gpu, run.spec, run.train.seed)?;
+    let model = dir.join(MODEL_FILE);
+    let tensors = safetensors::load(&model)?;
+    params
+        .set_tensors(gpu, &params.values, tensors)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+    if optimizer {
+        let opt = dir.join(OPTIMIZER_FILE);
+        let mut moments = safetensors::load(&opt)?;
+        for (name, buf) in [("exp_avg", &params.m), ("exp_avg_sq", &params.v)] {
+            let t = moments
+                .remove(name)
+                .filter(|t| t.shape == [params.len])
+                .with_context(|| {
+                    format!("{}: no {name} of {} values", opt.display(), params.len)
+                })?;
+            gpu.queue
+                .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));
+        }
+    }
+    Ok((run, params))
+}
