@@ -1,6 +1,6 @@
 // The next token of each sequence being generated, from its logits [rows, vocab]: a draw
-// from softmax(logits / temperature) (Philox uniform for (record, step, stream) under the
-// seed), or the likeliest token at temperature 0. A sequence whose previous token was its
+// from softmax(logits / temperature) (Philox uniform for (record, step, stream, draw) under
+// the seed, `draw` telling batches apart), or the likeliest token at temperature 0. A sequence whose previous token was its
 // end (or padding) gets padding. Tokens are time-major: step t's are t * rows .. + rows.
 
 struct TokenParams {
@@ -14,8 +14,8 @@ struct TokenParams {
     seed_hi: u32,
     stream: u32,
     temperature: f32,
+    draw: u32,
     pad0: u32,
-    pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: TokenParams;
@@ -53,7 +53,7 @@ fn next_token_main(
     for (var k = 0u; k < p.vocab; k++) {
         s += exp((logits[base + k] - m) / p.temperature);
     }
-    let r = philox4x32_10(vec4<u32>(b, p.step, p.stream, 1u), vec2<u32>(p.seed_lo, p.seed_hi));
+    let r = philox4x32_10(vec4<u32>(b, p.step, p.stream, p.draw), vec2<u32>(p.seed_lo, p.seed_hi));
     let u = f32(r.x >> 8u) * (1.0 / 16777216.0) * s;
     // The first token whose cumulative weight passes u; the last if rounding leaves none.
     var c = 0.0;

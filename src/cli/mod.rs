@@ -750,6 +750,12 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
         Some(p) => p.clone(),
         None => checkpoint::newest_run(Path::new(RUNS_DIR))?,
     };
+    if let Some(at) = sequence::sequence_checkpoint(arg)? {
+        anyhow::bail!(
+            "{}: a sequence model (--arch gru); this command takes image and table models (sequence models: train, sample)",
+            at.display()
+        );
+    }
     let (at, cfg, params) = checkpoint::load(gpu, &path, Pick::Best, false)
         .with_context(|| format!("loading model {}", path.display()))?;
     say!("model: {}", at.display());

@@ -54,6 +54,9 @@ pub struct SampleArgs {
 }
 
 pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::sample(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;

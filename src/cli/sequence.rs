@@ -246,3 +246,107 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
     say!("checkpoints in {}", dir.path().display());
     Ok(())
 }
+
+/// The sequence checkpoint a `--model` names (the newest run's by default), if it is one:
+/// a run's last checkpoint, or a checkpoint directory.
+pub fn sequence_checkpoint(arg: &super::ModelArg) -> anyhow::Result<Option<PathBuf>> {
+    let path = match &arg.model {
+        Some(p) => p.clone(),
+        None => match checkpoint::newest_run(Path::new(super::RUNS_DIR)) {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(checkpoint::resolve(&path, Pick::Last)
+        .ok()
+        .filter(|at| is_sequence_checkpoint(at)))
+}
+
+/// The run directory a checkpoint belongs to (its parent when it is one of a run's).
+fn run_of(checkpoint: &Path) -> PathBuf {
+    match checkpoint.parent() {
+        Some(run) if crate::vae::rundir::is_checkpoint(checkpoint) => run.to_path_buf(),
+        _ => checkpoint.to_path_buf(),
+    }
+}
+
+/// Sequences per generation launch list (one submit each).
+const GENERATE_BATCH: usize = 512;
+
+/// `sample` of a sequence model: `count` sequences decoded from N(0, I) codes, written one
+/// per line; for SMILES, the share of valid, unique and novel ones.
+pub fn sample(device: &DeviceArgs, a: &super::sample::SampleArgs, at: &Path) -> anyhow::Result<()> {
+    if a.prior.is_some() || a.separate.is_some() || a.cols.is_some() || !a.class.class.is_empty() {
+        bail!("--prior, --separate, --cols and --class are for image and table models; a sequence model samples from N(0, I) into a text file");
+    }
+    let gpu = open_gpu(device)?;
+    let (run, params) = load_checkpoint(&gpu, at, false)
+        .with_context(|| format!("loading model {}", at.display()))?;
+    say!("model: {}", at.display());
+    let out = super::output_path(a.out.as_deref(), || run_of(at).join("samples.txt"))?;
+    let count = a.count.map_or(100, |n| n as usize);
+    let ids = generate(&gpu, &params, &run, count, a.seed, a.temperature)?;
+    let strings: Vec<String> = ids.iter().map(|s| run.vocab.decode(s)).collect();
+    let mut text = strings.join("\n");
+    text.push('\n');
+    crate::io::write_atomic(&out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    let ended = ids.iter().filter(|s| s.contains(&run.vocab.eos())).count();
+    let unique: std::collections::HashSet<&str> = strings.iter().map(String::as_str).collect();
+    super::report(
+        &format!(
+            "wrote {count} sequences to {} ({} ended within {} tokens, {} distinct)",
+            out.display(),
+            ended,
+            run.max_length,
+            unique.len()
+        ),
+        serde_json::json!({"sequences": count, "out": out, "ended": ended, "distinct": unique.len()}),
+    );
+    Ok(())
+}
+
+/// `count` sequences' ids from N(0, I) codes (Philox, seed `seed`), at `temperature`.
+pub fn generate(
+    gpu: &crate::gpu::Gpu,
+    params: &GruParams,
+    run: &SequenceRun,
+    count: usize,
+    seed: u64,
+    temperature: f32,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    use crate::ops::sample::{sample_prior, Noise};
+    use crate::vae::gru::decode::GruDecoder;
+    use crate::vae::step::STREAM_PRIOR;
+    let bar = super::progress_bar(count as u64, "sample", "sequences");
+    let mut out = Vec::with_capacity(count);
+    let records = count.min(GENERATE_BATCH);
+    let mut decoder: Option<GruDecoder> = None;
+    for (i, start) in (0..count).step_by(records).enumerate() {
+        let noise = Noise {
+            seed,
+            step: i as u32,
+            stream: STREAM_PRIOR,
+        };
+        let mut d = match decoder.take() {
+            Some(d) => d,
+            None => GruDecoder::new(
+                gpu,
+                params,
+                &run.vocab,
+                records,
+                run.max_length,
+                temperature,
+                noise,
+            )?,
+        };
+        d.set_noise(gpu, noise);
+        gpu.run(&[&sample_prior(gpu, &d.z, noise, 1.0)?])?;
+        let n = records.min(count - start);
+        out.extend(d.run(gpu)?.into_iter().take(n));
+        bar.set_position(out.len() as u64);
+        decoder = Some(d);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}

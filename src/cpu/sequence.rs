@@ -21,19 +21,19 @@ pub fn repeat(src: &[f64], width: usize, rows: usize) -> Vec<f64> {
 }
 
 /// Twin of `ops::sequence::next_token` for one sequence: padding after its end, else the
-/// likeliest token at temperature 0, or the draw of Philox uniform (record, step, stream, 1).
+/// likeliest token at temperature 0, or the draw of Philox uniform (record, step, stream,
+/// noise.step).
 pub fn next_token(
     logits: &[f64],
     prev: u32,
-    eos: u32,
-    pad: u32,
+    ends: crate::ops::sequence::Ends,
     record: u32,
     step: u32,
     noise: crate::ops::sample::Noise,
     temperature: f64,
 ) -> u32 {
-    if prev == eos || prev == pad {
-        return pad;
+    if prev == ends.eos || prev == ends.pad {
+        return ends.pad;
     }
     let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if temperature <= 0.0 {
@@ -44,7 +44,7 @@ pub fn next_token(
         .map(|l| ((l - m) / temperature).exp())
         .collect();
     let r = super::sample::philox4x32_10(
-        [record, step, noise.stream, 1],
+        [record, step, noise.stream, noise.step],
         [noise.seed as u32, (noise.seed >> 32) as u32],
     );
     let u = f64::from(r[0] >> 8) / 16_777_216.0 * w.iter().sum::<f64>();

@@ -228,7 +228,8 @@ struct TokenParams {
     seed_hi: u32,
     stream: u32,
     temperature: f32,
-    pad0: [u32; 2],
+    draw: u32,
+    pad0: u32,
 }
 
 /// The special ids a generated sequence ends with.
@@ -238,9 +239,27 @@ pub struct Ends {
     pub pad: u32,
 }
 
+/// A next-token launch whose noise can move (see `set_noise`).
+pub struct TokenDispatch {
+    pub dispatch: Dispatch,
+    params: TokenParams,
+}
+
+impl TokenDispatch {
+    /// Draws with `noise` from here on (a new batch: its step tells the batches apart).
+    pub fn set_noise(&mut self, gpu: &Gpu, noise: super::sample::Noise) {
+        self.params.seed_lo = noise.seed as u32;
+        self.params.seed_hi = (noise.seed >> 32) as u32;
+        self.params.stream = noise.stream;
+        self.params.draw = noise.step;
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+    }
+}
+
 /// tokens[(step + 1) * rows + b] = the next token of sequence b from logits [rows, vocab]
-/// (shaders/tokens.wgsl): drawn at `temperature` with the noise of `noise` (its step is
-/// `step`), the likeliest at 0; padding after a sequence's end.
+/// (shaders/tokens.wgsl): drawn at `temperature` with `noise` (Philox counter (b, step,
+/// stream, noise.step)), the likeliest at 0; padding after a sequence's end.
 pub fn next_token(
     gpu: &Gpu,
     logits: &Matrix,
@@ -249,7 +268,7 @@ pub fn next_token(
     ends: Ends,
     noise: super::sample::Noise,
     temperature: f32,
-) -> Result<Dispatch, GpuError> {
+) -> Result<TokenDispatch, GpuError> {
     let rows = logits.rows;
     if tokens.size() < ((step + 2) * rows * 4) as u64 || logits.cols == 0 {
         return Err(shape_err(
@@ -268,13 +287,15 @@ pub fn next_token(
         seed_hi: (noise.seed >> 32) as u32,
         stream: noise.stream,
         temperature,
-        pad0: [0; 2],
+        draw: noise.step,
+        pad0: 0,
     };
-    Ok(gpu.dispatch(
+    let dispatch = gpu.dispatch(
         format!("next_token step {step}"),
         gpu.pipeline(Shader::Tokens, "next_token_main", &[])?,
         gpu.uniform("next_token", &params),
         &[(1, logits.binding()), (2, tokens.as_entire_binding())],
         gpu.grid(rows.div_ceil(256) as u64)?,
-    ))
+    );
+    Ok(TokenDispatch { dispatch, params })
 }

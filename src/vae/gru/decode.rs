@@ -9,18 +9,20 @@ use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 use crate::ops::gemm::{gemm, GemmSpec};
 use crate::ops::gru::{gru_forward, step_rows, GruLayer};
 use crate::ops::sample::Noise;
-use crate::ops::sequence::{embed, next_token, repeat, Ends};
+use crate::ops::sequence::{embed, next_token, repeat, Ends, TokenDispatch};
 
 /// A compiled generation for `records` sequences of up to `max_tokens` tokens.
 pub struct GruDecoder {
     pub records: usize,
     pub rows: usize,
-    /// The codes [rows, Z], written by the caller before `launches` run.
+    /// The codes [rows, Z], written by the caller before `run`.
     pub z: Matrix,
     /// Time-major ids [(max_tokens + 2) * rows]: begin, then each step's pick.
     tokens: Matrix,
-    launches: Vec<Dispatch>,
-    steps: usize,
+    /// The codes' spread into the input, each layer's initial state.
+    start: Vec<Dispatch>,
+    /// Per step: its launches, then the pick of its next token.
+    steps: Vec<(Vec<Dispatch>, TokenDispatch)>,
 }
 
 impl GruDecoder {
@@ -67,9 +69,9 @@ impl GruDecoder {
             .map(|_| Matrix::zeros(gpu, (steps + 1) * rows, s.dec_hidden, "decoder states"))
             .collect::<Result<_, _>>()?;
         let logits = Matrix::zeros(gpu, rows, s.vocab, "logits")?;
-        let mut launches = vec![repeat(gpu, &z, &x, s.embed)?];
+        let mut start = vec![repeat(gpu, &z, &x, s.embed)?];
         for st in &states {
-            launches.push(gemm(
+            start.push(gemm(
                 gpu,
                 &z,
                 &w(LAT_W),
@@ -82,8 +84,9 @@ impl GruDecoder {
             eos: vocab.eos(),
             pad: vocab.pad(),
         };
+        let mut per_step = Vec::new();
         for t in 0..steps {
-            launches.push(embed(gpu, &tokens.buffer, t * rows, &w(EMBED), &x, 0)?);
+            let mut launches = vec![embed(gpu, &tokens.buffer, t * rows, &w(EMBED), &x, 0)?];
             for (l, st) in states.iter().enumerate() {
                 let input = if l == 0 {
                     x.clone()
@@ -112,34 +115,43 @@ impl GruDecoder {
             }
             let top = states[s.dec_layers - 1].rows_view((t + 1) * rows, rows)?;
             launches.push(gemm(gpu, &top, &w(FC_W), &logits, Some(&w(FC_B)), trans_b)?);
-            launches.push(next_token(
-                gpu,
-                &logits,
-                &tokens.buffer,
-                t,
-                ends,
-                noise,
-                temperature,
-            )?);
+            let pick = next_token(gpu, &logits, &tokens.buffer, t, ends, noise, temperature)?;
+            per_step.push((launches, pick));
         }
         Ok(GruDecoder {
             records,
             rows,
             z,
             tokens,
-            launches,
-            steps,
+            start,
+            steps: per_step,
         })
     }
 
     /// Runs the generation from the codes in `z` and returns each record's token ids after
     /// the begin token (up to its end, which is included when drawn).
     pub fn run(&self, gpu: &Gpu) -> Result<Vec<Vec<u32>>, GpuError> {
-        gpu.run(&self.launches.iter().collect::<Vec<_>>())?;
-        let all = self.tokens.read(gpu)?;
-        let ids: &[u32] = bytemuck::cast_slice(&all);
+        let mut all: Vec<&Dispatch> = self.start.iter().collect();
+        for (launches, pick) in &self.steps {
+            all.extend(launches);
+            all.push(&pick.dispatch);
+        }
+        gpu.run(&all)?;
+        let values = self.tokens.read(gpu)?;
+        let ids: &[u32] = bytemuck::cast_slice(&values);
         Ok((0..self.records)
-            .map(|b| (1..=self.steps).map(|t| ids[t * self.rows + b]).collect())
+            .map(|b| {
+                (1..=self.steps.len())
+                    .map(|t| ids[t * self.rows + b])
+                    .collect()
+            })
             .collect())
+    }
+
+    /// Draws with `noise` from here on (a new batch).
+    pub fn set_noise(&mut self, gpu: &Gpu, noise: Noise) {
+        self.steps
+            .iter_mut()
+            .for_each(|(_, p)| p.set_noise(gpu, noise));
     }
 }
