@@ -293,17 +293,63 @@ pub fn sample(device: &DeviceArgs, a: &super::sample::SampleArgs, at: &Path) -> 
         .with_context(|| format!("writing {}", out.display()))?;
     let ended = ids.iter().filter(|s| s.contains(&run.vocab.eos())).count();
     let unique: std::collections::HashSet<&str> = strings.iter().map(String::as_str).collect();
-    super::report(
-        &format!(
-            "wrote {count} sequences to {} ({} ended within {} tokens, {} distinct)",
-            out.display(),
-            ended,
-            run.max_length,
-            unique.len()
-        ),
-        serde_json::json!({"sequences": count, "out": out, "ended": ended, "distinct": unique.len()}),
+    let mut human = format!(
+        "wrote {count} sequences to {} ({ended} ended within {} tokens, {} distinct)",
+        out.display(),
+        run.max_length,
+        unique.len()
     );
+    let mut json = serde_json::json!({"sequences": count, "out": out, "ended": ended, "distinct": unique.len()});
+    if run.vocab.kind == Tokens::Smiles {
+        let m = smiles_metrics(&run, &strings)?;
+        human += &format!(
+            "\nvalid {:.4} ({} of {}), unique {:.4} of the valid, novel {:.4} of the unique (not among the {} training molecules; canonical SMILES, validity as RDKit decides it)",
+            m.validity(),
+            m.valid,
+            m.generated,
+            m.uniqueness(),
+            m.novelty(),
+            m.training
+        );
+        json["valid"] = m.validity().into();
+        json["unique"] = m.uniqueness().into();
+        json["novel"] = m.novelty().into();
+    }
+    super::report(&human, json);
     Ok(())
+}
+
+/// MOSES's metrics of generated SMILES, with the size of the training set they were checked
+/// against.
+struct SmilesReport {
+    m: crate::data::smiles::GenerationMetrics,
+    training: usize,
+}
+
+impl std::ops::Deref for SmilesReport {
+    type Target = crate::data::smiles::GenerationMetrics;
+    fn deref(&self) -> &Self::Target {
+        &self.m
+    }
+}
+
+/// Validity, uniqueness and novelty of `generated` against the run's training split.
+fn smiles_metrics(run: &SequenceRun, generated: &[String]) -> anyhow::Result<SmilesReport> {
+    use crate::data::smiles;
+    let opts = SequenceOptions {
+        column: run.column.clone(),
+        tokens: run.vocab.kind,
+        max_length: run.max_length,
+        strict: false,
+        test_fraction: run.test_fraction,
+    };
+    let training = sequence::training_strings(Path::new(&run.data), &opts)
+        .with_context(|| format!("reading the run's training data {} for novelty", run.data))?;
+    let known = smiles::canonical_set(&training);
+    Ok(SmilesReport {
+        m: smiles::metrics(generated, &known),
+        training: training.len(),
+    })
 }
 
 /// `count` sequences' ids from N(0, I) codes (Philox, seed `seed`), at `temperature`.

@@ -7,6 +7,7 @@ pub mod folder;
 pub mod idx;
 pub mod npy;
 pub mod sequence;
+pub mod smiles;
 pub mod store;
 pub mod table;
 

@@ -301,18 +301,21 @@ pub struct SequenceData {
     pub skipped: usize,
 }
 
-/// Reads `path` and splits it (a fixed shuffle holds out `test_fraction`, as for tables).
-/// With `vocab` (a trained model's), a token it lacks is an error naming the line; without,
-/// the training split's tokens make the vocabulary and a test token outside it is an error.
-pub fn load(
-    path: &Path,
-    opts: &SequenceOptions,
-    vocab: Option<&Vocab>,
-) -> Result<SequenceData, DataError> {
+/// The strings of a file within the length limit.
+struct Within {
+    /// (line, string) of each.
+    kept: Vec<(u64, String)>,
+    /// How many were over the limit.
+    skipped: usize,
+    /// The most tokens one has.
+    longest: usize,
+}
+
+/// The strings of `path` within the length limit.
+fn within_limit(path: &Path, opts: &SequenceOptions) -> Result<Within, DataError> {
     let strings = read_strings(path, opts.column.as_deref())?;
     let mut kept = Vec::with_capacity(strings.len());
-    let mut skipped = 0;
-    let mut longest = 0;
+    let (mut skipped, mut longest) = (0, 0);
     for (line, s) in strings {
         let n = tokenize(opts.tokens, &s)
             .map_err(|e| DataError::new(path, format!("line {line}: {e}")))?
@@ -343,7 +346,38 @@ pub fn load(
             ),
         ));
     }
-    let (train_rows, test_rows) = super::npy::split_rows(kept.len(), opts.test_fraction);
+    Ok(Within {
+        kept,
+        skipped,
+        longest,
+    })
+}
+
+/// The training split's strings of `path` (as `load` splits it).
+pub fn training_strings(path: &Path, opts: &SequenceOptions) -> Result<Vec<String>, DataError> {
+    let mut kept = within_limit(path, opts)?.kept;
+    let (train, _) = super::npy::split_rows(kept.len(), opts.test_fraction);
+    Ok(train
+        .into_iter()
+        .map(|r| std::mem::take(&mut kept[r].1))
+        .collect())
+}
+
+/// Reads `path` and splits it (a fixed shuffle holds out `test_fraction`, as for tables).
+/// With `vocab` (a trained model's), a token it lacks is an error naming the line; without,
+/// the training split's tokens make the vocabulary, and test sequences with a token outside
+/// it are left out (counted in `unknown`).
+pub fn load(
+    path: &Path,
+    opts: &SequenceOptions,
+    vocab: Option<&Vocab>,
+) -> Result<SequenceData, DataError> {
+    let Within {
+        kept,
+        skipped,
+        longest,
+    } = within_limit(path, opts)?;
+    let (train_rows, mut test_rows) = super::npy::split_rows(kept.len(), opts.test_fraction);
     let vocab = match vocab {
         Some(v) => v.clone(),
         None => {
@@ -351,14 +385,36 @@ pub fn load(
                 .iter()
                 .map(|&r| tokenize(opts.tokens, &kept[r].1).expect("tokenized above"))
                 .collect();
-            Vocab::build(opts.tokens, &tokens)
+            let v = Vocab::build(opts.tokens, &tokens);
+            let before = test_rows.len();
+            test_rows.retain(|&r| v.encode(&kept[r].1).is_ok());
+            if test_rows.is_empty() {
+                return Err(DataError::new(
+                    path,
+                    "every test sequence has a token the training split lacks",
+                ));
+            }
+            if test_rows.len() < before {
+                log::warn!(
+                    "{}: {} test sequences have tokens the training split lacks; they are left out",
+                    path.display(),
+                    before - test_rows.len()
+                );
+            }
+            v
         }
     };
-    let all = Sequences::encode(path, &vocab, &kept, longest + 2)?;
+    let all: Vec<(u64, String)> = train_rows
+        .iter()
+        .chain(&test_rows)
+        .map(|&r| kept[r].clone())
+        .collect();
+    let encoded = Sequences::encode(path, &vocab, &all, longest + 2)?;
+    let n = train_rows.len();
     Ok(SequenceData {
         vocab,
-        train: all.select(&train_rows),
-        test: all.select(&test_rows),
+        train: encoded.select(&(0..n).collect::<Vec<_>>()),
+        test: encoded.select(&(n..all.len()).collect::<Vec<_>>()),
         skipped,
     })
 }

@@ -1,0 +1,203 @@
+//! Sequence models from the command line: train --arch gru on the bundled molecules and on a
+//! text file, sample with MOSES's metrics, resume, reproducibility, and bad input.
+
+mod common;
+
+use common::cli::{fails_with, json, ok, tmp};
+
+fn molecules() -> String {
+    format!("{}/assets/moses/smiles.csv.gz", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tiny model's flags: quick on any adapter.
+const TINY: [&str; 14] = [
+    "--arch",
+    "gru",
+    "--limit",
+    "96",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "16,24",
+    "--latent",
+    "4",
+    "--decoder-layers",
+    "2",
+    "--test-fraction",
+    "0.002",
+];
+
+fn train(out: &str, epochs: &str, extra: &[&str]) -> String {
+    let data = molecules();
+    let mut args = vec!["train", "--data", &data, "--out", out, "--epochs", epochs];
+    args.extend(TINY);
+    args.extend(extra);
+    ok(&args)
+}
+
+#[test]
+fn train_sample_resume() {
+    let run = tmp().join("gru");
+    let run = run.to_str().unwrap();
+    train(run, "2", &[]);
+    let ck = std::path::Path::new(run).join("checkpoint-0002");
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "sequence.json",
+    ] {
+        assert!(ck.join(f).is_file(), "{f}");
+    }
+    // The same seed gives the same model, bit for bit.
+    let again = tmp().join("gru-again");
+    train(again.to_str().unwrap(), "2", &[]);
+    let bytes =
+        |d: &std::path::Path| std::fs::read(d.join("checkpoint-0002/model.safetensors")).unwrap();
+    assert_eq!(
+        bytes(std::path::Path::new(run)),
+        bytes(&again),
+        "same seed, same model"
+    );
+    // Sampling: one line per sequence, MOSES's metrics.
+    let out = tmp().join("molecules.txt");
+    let r = json(&[
+        "sample",
+        "--model",
+        run,
+        "--count",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r = r.last().unwrap();
+    assert_eq!(r["sequences"], 40);
+    for key in ["valid", "unique", "novel"] {
+        let v = r[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} {v}");
+    }
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 40);
+    // Resuming continues to the new total.
+    ok(&["train", "--resume", run, "--epochs", "3"]);
+    assert!(std::path::Path::new(run)
+        .join("checkpoint-0003/sequence.json")
+        .is_file());
+    // Image commands refuse a sequence model by name.
+    fails_with(&["reconstruct", "--model", run], 1, &["a sequence model"]);
+}
+
+#[test]
+fn text_lines_with_characters() {
+    let data = tmp().join("lines.txt");
+    let lines: Vec<String> = (0..60)
+        .map(|i| format!("word {i} and more {}", i * 7))
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let run = tmp().join("text");
+    let r = ok(&[
+        "train",
+        "--arch",
+        "gru",
+        "--data",
+        data.to_str().unwrap(),
+        "--tokens",
+        "chars",
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--hidden",
+        "8",
+        "--latent",
+        "2",
+        "--decoder-layers",
+        "1",
+        "--test-fraction",
+        "0.2",
+    ]);
+    assert!(r.is_empty() || !r.contains("error"));
+    let out = tmp().join("text-samples.txt");
+    let r = json(&[
+        "sample",
+        "--model",
+        run.to_str().unwrap(),
+        "--count",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        r.last().unwrap().get("valid").is_none(),
+        "no chemistry for text"
+    );
+}
+
+#[test]
+fn bad_sequence_input() {
+    let file = |name: &str, text: &str| {
+        let p = tmp().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let train_on = |data: &str, extra: &[&str], needles: &[&str]| {
+        let out = tmp().join(format!("bad-{}", needles[0].len()));
+        let mut args = vec![
+            "train",
+            "--arch",
+            "gru",
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        fails_with(&args, 1, needles);
+    };
+    let two_columns = file("two.csv", "id,smi\n1,CCO\n2,CCN\n3,CCC\n");
+    train_on(
+        &two_columns,
+        &[],
+        &["two.csv", "--sequence-column", "id, smi"],
+    );
+    train_on(
+        &two_columns,
+        &["--sequence-column", "SMILES"],
+        &["no column 'SMILES'"],
+    );
+    train_on(
+        &file("empty.txt", "CCO\n\nCCN\nCCC\n"),
+        &[],
+        &["empty.txt", "line 2 is empty"],
+    );
+    train_on(
+        &file("long.txt", "CCO\nCCCCCCCCCC\nCCN\n"),
+        &["--max-length", "5", "--strict"],
+        &["long.txt", "line 2", "--max-length 5"],
+    );
+    train_on(
+        &file("ring.txt", "CCO\nC[nH\nCCN\n"),
+        &[],
+        &["ring.txt", "line 2", "never closed"],
+    );
+    train_on(
+        &molecules(),
+        &["--conv-channels", "8"],
+        &["--conv-channels", "sequence model"],
+    );
+    let out = tmp().join("mlp-flag");
+    fails_with(
+        &[
+            "train",
+            "--sequence-column",
+            "SMILES",
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+        ],
+        1,
+        &["--sequence-column", "sequence model"],
+    );
+}
