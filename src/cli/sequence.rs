@@ -210,6 +210,9 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
             .sum::<usize>() as f64
             / 1e6
     );
+    if let Some(steps) = a.bench_steps {
+        return bench(&gpu, &params, &run, &data, steps as usize);
+    }
     if run.epoch >= run.train.epochs {
         say!(
             "the run already has {} epochs; nothing to do (raise --epochs)",
@@ -395,4 +398,62 @@ pub fn generate(
     }
     bar.finish_and_clear();
     Ok(out)
+}
+
+/// `--bench-steps N`: one warm-up step (which compiles the kernels), then N training steps
+/// timed; prints sequences/s and target tokens/s, writes nothing.
+fn bench(
+    gpu: &crate::gpu::Gpu,
+    params: &GruParams,
+    run: &SequenceRun,
+    data: &SequenceData,
+    steps: usize,
+) -> anyhow::Result<()> {
+    use crate::ops::adam::AdamConfig;
+    use crate::vae::gru::step::{GruStep, Training};
+    let t = &run.train;
+    let records = t.batch_size.min(data.train.count);
+    let training = Training {
+        adam: AdamConfig {
+            lr: t.lr,
+            ..AdamConfig::default()
+        },
+        clip: t.clip,
+    };
+    let mut step = GruStep::new(
+        gpu,
+        params,
+        records,
+        data.train.width,
+        Some(training),
+        t.seed,
+        0,
+    )?;
+    let order = crate::rng::Rng::new(t.seed).permutation(data.train.count);
+    let batch = |i: usize| -> Vec<usize> {
+        (0..records)
+            .map(|k| order[(i * records + k) % order.len()] as usize)
+            .collect()
+    };
+    step.set_batch(gpu, &run.vocab, &data.train, &batch(0), 0, t.beta)?;
+    gpu.run(&step.launches())?;
+    gpu.wait()?;
+    let start = std::time::Instant::now();
+    let mut tokens = 0;
+    for i in 1..=steps {
+        tokens += step.set_batch(gpu, &run.vocab, &data.train, &batch(i), i as u64, t.beta)?;
+        gpu.run(&step.launches())?;
+    }
+    gpu.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    super::report(
+        &format!(
+            "bench: {steps} steps of {records} sequences ({} ids wide): {:.1} sequences/s, {:.0} tokens/s",
+            data.train.width,
+            (steps * records) as f64 / secs,
+            tokens as f64 / secs
+        ),
+        serde_json::json!({"steps": steps, "batch": records, "sequences_per_s": (steps * records) as f64 / secs, "tokens_per_s": tokens as f64 / secs}),
+    );
+    Ok(())
 }
