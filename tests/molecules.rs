@@ -82,8 +82,70 @@ fn train_sample_resume() {
     assert!(std::path::Path::new(run)
         .join("checkpoint-0003/sequence.json")
         .is_file());
-    // Image commands refuse a sequence model by name.
-    fails_with(&["reconstruct", "--model", run], 1, &["a sequence model"]);
+    // The encoder's commands: reconstructions side by side, a path between two strings,
+    // scores per line (a token the model lacks is an error naming the line).
+    let rec = tmp().join("rec.txt");
+    let r = json(&[
+        "reconstruct",
+        "--model",
+        run,
+        "--count",
+        "3",
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
+    assert_eq!(r.last().unwrap()["sequences"], 3);
+    let rec = std::fs::read_to_string(&rec).unwrap();
+    assert_eq!(rec.lines().filter(|l| l.contains('\t')).count(), 3, "{rec}");
+    let path = tmp().join("path.txt");
+    let r = json(&[
+        "interpolate",
+        "--model",
+        run,
+        "--from",
+        "CCO",
+        "--to",
+        "c1ccccc1",
+        "--count",
+        "4",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(r.last().unwrap()["path"].as_array().unwrap().len(), 4);
+    let lines = tmp().join("score.txt");
+    std::fs::write(&lines, "CCO\nc1ccccc1\nCC(=O)Nc1ccc(O)cc1\n").unwrap();
+    let scores = tmp().join("scores.csv");
+    let r = json(&[
+        "score",
+        "--model",
+        run,
+        "--data",
+        lines.to_str().unwrap(),
+        "--out",
+        scores.to_str().unwrap(),
+    ]);
+    assert_eq!(r.last().unwrap()["sequences"], 3);
+    let csv = std::fs::read_to_string(&scores).unwrap();
+    assert!(
+        csv.starts_with("line,sequence,recon,kl,score\n1,\"CCO\","),
+        "{csv}"
+    );
+    std::fs::write(&lines, "CCO\nCCXO\n").unwrap();
+    fails_with(
+        &[
+            "score",
+            "--model",
+            run,
+            "--data",
+            lines.to_str().unwrap(),
+            "--out",
+            scores.to_str().unwrap(),
+        ],
+        1,
+        &["score.txt", "line 2", "'X'"],
+    );
+    // The rest refuse a sequence model by name.
+    fails_with(&["eval", "--model", run], 1, &["a sequence model"]);
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub fn interpolate(a: &[f32], b: &[f32], t: f32, slerp: bool) -> Vec<f32> {
 }
 
 pub fn run(device: &DeviceArgs, a: &InterpolateArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::interpolate(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;

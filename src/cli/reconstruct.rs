@@ -29,6 +29,9 @@ pub struct ReconstructArgs {
 }
 
 pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::reconstruct(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;

@@ -65,6 +65,9 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
 }
 
 pub fn run(device: &DeviceArgs, a: &ScoreArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::score(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;

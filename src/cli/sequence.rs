@@ -457,3 +457,267 @@ fn bench(
     );
     Ok(())
 }
+
+/// What the encoder makes of some sequences: per sequence, mu | logvar and its losses
+/// (summed cross-entropy with one posterior sample, KL), in nats.
+struct Encoded {
+    mulv: Vec<Vec<f32>>,
+    recon: Vec<f64>,
+    kl: Vec<f64>,
+}
+
+/// Encodes `strings` (each with its line in `path`, for messages): a token the vocabulary
+/// lacks, or a sequence over the run's --max-length, is an error naming the line.
+fn encode_strings(
+    gpu: &crate::gpu::Gpu,
+    params: &GruParams,
+    run: &SequenceRun,
+    path: &Path,
+    strings: &[(u64, String)],
+) -> anyhow::Result<Encoded> {
+    use crate::vae::gru::step::GruStep;
+    use crate::vae::step::STREAM_EVAL;
+    let width = run.max_length + 2;
+    let seqs = sequence::Sequences::encode(path, &run.vocab, strings, width)?;
+    // Padded to the longest here, not to the limit: the steps past it would be wasted.
+    let longest = seqs.lengths.iter().copied().max().unwrap_or(2) as usize;
+    let seqs = sequence::Sequences::encode(path, &run.vocab, strings, longest)?;
+    let records = seqs.count.clamp(1, run.train.batch_size);
+    let mut step = GruStep::new(
+        gpu,
+        params,
+        records,
+        longest,
+        None,
+        run.train.seed,
+        STREAM_EVAL,
+    )?;
+    let z2 = 2 * run.spec.latent;
+    let mut out = Encoded {
+        mulv: Vec::new(),
+        recon: Vec::new(),
+        kl: Vec::new(),
+    };
+    let rows: Vec<usize> = (0..seqs.count).collect();
+    for (i, chunk) in rows.chunks(records).enumerate() {
+        step.set_batch(gpu, &run.vocab, &seqs, chunk, i as u64, 1.0)?;
+        gpu.run(&step.launches())?;
+        let mulv = step.mulv.read(gpu)?;
+        let per = step.per_sample.read(gpu)?;
+        for r in 0..chunk.len() {
+            out.mulv.push(mulv[r * z2..][..z2].to_vec());
+            out.recon.push(f64::from(per[r * 3]));
+            out.kl.push(f64::from(per[r * 3 + 1]));
+        }
+    }
+    Ok(out)
+}
+
+/// The strings a sequence command reads: `--data` (a CSV column as the run's, or lines), else
+/// the run's own test split.
+fn input_strings(
+    run: &SequenceRun,
+    data: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Vec<(u64, String)>)> {
+    match data {
+        Some(p) => {
+            let column = run.column.as_deref().filter(|_| sequence::is_csv(p));
+            Ok((p.to_path_buf(), sequence::read_strings(p, column)?))
+        }
+        None => {
+            let path = PathBuf::from(&run.data);
+            let opts = SequenceOptions {
+                column: run.column.clone(),
+                tokens: run.vocab.kind,
+                max_length: run.max_length,
+                strict: false,
+                test_fraction: run.test_fraction,
+            };
+            let d = sequence::load(&path, &opts, Some(&run.vocab))?;
+            Ok((
+                path,
+                d.test
+                    .text
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| (i as u64 + 1, s))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// Greedy decoding (the likeliest token each step) of `codes` (z rows).
+fn decode_codes(
+    gpu: &crate::gpu::Gpu,
+    params: &GruParams,
+    run: &SequenceRun,
+    codes: &[Vec<f32>],
+) -> anyhow::Result<Vec<String>> {
+    use crate::ops::sample::Noise;
+    use crate::vae::gru::decode::GruDecoder;
+    let mut out = Vec::new();
+    for chunk in codes.chunks(GENERATE_BATCH) {
+        let d = GruDecoder::new(
+            gpu,
+            params,
+            &run.vocab,
+            chunk.len(),
+            run.max_length,
+            0.0,
+            Noise::default(),
+        )?;
+        let mut z: Vec<f32> = chunk.iter().flatten().copied().collect();
+        z.resize(d.rows * run.spec.latent, 0.0);
+        d.z.write(gpu, &z)?;
+        out.extend(d.run(gpu)?.iter().map(|ids| run.vocab.decode(ids)));
+    }
+    Ok(out)
+}
+
+/// A sequence command's model: (checkpoint, run, parameters).
+fn open_model(gpu: &crate::gpu::Gpu, at: &Path) -> anyhow::Result<(SequenceRun, GruParams)> {
+    let loaded = load_checkpoint(gpu, at, false)
+        .with_context(|| format!("loading model {}", at.display()))?;
+    say!("model: {}", at.display());
+    Ok(loaded)
+}
+
+/// `score` of a sequence model: each sequence's -ELBO (summed cross-entropy with one
+/// posterior sample, plus KL), higher is more anomalous, into a CSV.
+pub fn score(device: &DeviceArgs, a: &super::score::ScoreArgs, at: &Path) -> anyhow::Result<()> {
+    if a.metric != "elbo" {
+        bail!(
+            "--metric {}: a sequence model scores by -ELBO only (--metric elbo)",
+            a.metric
+        );
+    }
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    let (path, strings) = input_strings(&run, a.data.data.as_deref())?;
+    let out = super::output_path(a.out.as_deref(), || run_of(at).join("scores.csv"))?;
+    let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
+    let mut csv = String::from("line,sequence,recon,kl,score\n");
+    let scores: Vec<f64> = e.recon.iter().zip(&e.kl).map(|(r, k)| r + k).collect();
+    for (((line, s), (r, k)), sc) in strings.iter().zip(e.recon.iter().zip(&e.kl)).zip(&scores) {
+        csv += &format!(
+            "{line},\"{}\",{r:.4},{k:.4},{sc:.4}\n",
+            s.replace('"', "\"\"")
+        );
+    }
+    crate::io::write_atomic(&out, csv.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]));
+    let top: Vec<String> = order
+        .iter()
+        .take(3)
+        .map(|&i| format!("{} ({:.1})", strings[i].1, scores[i]))
+        .collect();
+    super::report(
+        &format!(
+            "scored {} sequences of {} into {}: mean -ELBO {mean:.3} nats; most anomalous: {}",
+            scores.len(),
+            path.display(),
+            out.display(),
+            top.join(", ")
+        ),
+        serde_json::json!({"sequences": scores.len(), "mean": mean, "out": out}),
+    );
+    Ok(())
+}
+
+/// `reconstruct` of a sequence model: the first `count` sequences (of --data, or the test
+/// split) encoded to their means and decoded greedily, side by side in a text file.
+pub fn reconstruct(
+    device: &DeviceArgs,
+    a: &super::reconstruct::ReconstructArgs,
+    at: &Path,
+) -> anyhow::Result<()> {
+    if a.class.is_some() {
+        bail!("--class is for conditional image models; a sequence model has no classes");
+    }
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    let (path, mut strings) = input_strings(&run, a.data.data.as_deref())?;
+    strings.truncate(a.count as usize);
+    let out = super::output_path(a.out.as_deref(), || run_of(at).join("reconstruction.txt"))?;
+    let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
+    let z = run.spec.latent;
+    let means: Vec<Vec<f32>> = e.mulv.iter().map(|m| m[..z].to_vec()).collect();
+    let decoded = decode_codes(&gpu, &params, &run, &means)?;
+    let same = strings
+        .iter()
+        .zip(&decoded)
+        .filter(|((_, s), d)| s == *d)
+        .count();
+    let mut text = String::new();
+    for ((_, s), d) in strings.iter().zip(&decoded) {
+        text += &format!("{s}\t{d}\n");
+    }
+    crate::io::write_atomic(&out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    super::report(
+        &format!(
+            "{} sequences and their reconstructions (the decoder's likeliest tokens from each mean) in {}: {same} exact",
+            strings.len(),
+            out.display()
+        ),
+        serde_json::json!({"sequences": strings.len(), "exact": same, "out": out}),
+    );
+    Ok(())
+}
+
+/// `interpolate --from A --to B` of a sequence model: the sequences decoded (greedily) along
+/// the path between the two strings' means.
+pub fn interpolate(
+    device: &DeviceArgs,
+    a: &super::interpolate::InterpolateArgs,
+    at: &Path,
+) -> anyhow::Result<()> {
+    if !a.class.class.is_empty() {
+        bail!("--class is for conditional image models; a sequence model has no classes");
+    }
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    let ends = [(1, a.from.clone()), (2, a.to.clone())];
+    let e = encode_strings(&gpu, &params, &run, Path::new("--from/--to"), &ends)?;
+    let z = run.spec.latent;
+    let n = a.count as usize;
+    let codes: Vec<Vec<f32>> = (0..n)
+        .map(|i| {
+            super::interpolate::interpolate(
+                &e.mulv[0][..z],
+                &e.mulv[1][..z],
+                i as f32 / (n - 1) as f32,
+                a.slerp,
+            )
+        })
+        .collect();
+    let path = decode_codes(&gpu, &params, &run, &codes)?;
+    let out = super::output_path(a.out.as_deref(), || run_of(at).join("interpolate.txt"))?;
+    let smiles = run.vocab.kind == Tokens::Smiles;
+    let mut text = String::new();
+    for s in &path {
+        let mark = match smiles && crate::data::smiles::canonical(s).is_none() {
+            true => "\t(not a valid molecule)",
+            false => "",
+        };
+        text += &format!("{s}{mark}\n");
+    }
+    crate::io::write_atomic(&out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    super::report(
+        &format!(
+            "{} sequences from {} to {} in {}:\n{}",
+            n,
+            a.from,
+            a.to,
+            out.display(),
+            text.trim_end()
+        ),
+        serde_json::json!({"path": path, "out": out}),
+    );
+    Ok(())
+}
