@@ -180,6 +180,44 @@ fn text_lines_with_characters() {
         "0.2",
     ]);
     assert!(r.is_empty() || !r.contains("error"));
+    // Word dropout changes the model, reproducibly.
+    let model = |dir: &std::path::Path| {
+        std::fs::read(dir.join("checkpoint-0001/model.safetensors")).unwrap()
+    };
+    let dropped: Vec<Vec<u8>> = ["drop-a", "drop-b"]
+        .iter()
+        .map(|name| {
+            let d = tmp().join(name);
+            ok(&[
+                "train",
+                "--arch",
+                "gru",
+                "--data",
+                data.to_str().unwrap(),
+                "--tokens",
+                "chars",
+                "--out",
+                d.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--hidden",
+                "8",
+                "--latent",
+                "2",
+                "--decoder-layers",
+                "1",
+                "--test-fraction",
+                "0.2",
+                "--word-dropout",
+                "0.5",
+            ]);
+            model(&d)
+        })
+        .collect();
+    assert_eq!(dropped[0], dropped[1], "the same seed drops the same words");
+    assert_ne!(dropped[0], model(&run), "word dropout changes training");
     let out = tmp().join("text-samples.txt");
     let r = json(&[
         "sample",
