@@ -130,7 +130,29 @@ fn train_sample_resume() {
         csv.starts_with("line,sequence,recon,kl,score\n1,\"CCO\","),
         "{csv}"
     );
+    let latents = tmp().join("latents.csv");
+    let r = json(&[
+        "embed",
+        "--model",
+        run,
+        "--data",
+        lines.to_str().unwrap(),
+        "--out",
+        latents.to_str().unwrap(),
+    ]);
+    assert_eq!(r.last().unwrap()["latent"], 4);
+    let csv = std::fs::read_to_string(&latents).unwrap();
+    assert!(
+        csv.starts_with("line,sequence,mu_0,mu_1,mu_2,mu_3,logvar_0"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 4, "a header and three sequences: {csv}");
     std::fs::write(&lines, "CCO\nCCXO\n").unwrap();
+    fails_with(
+        &["embed", "--model", run, "--data", lines.to_str().unwrap()],
+        1,
+        &["line 2", "'X'"],
+    );
     fails_with(
         &[
             "score",

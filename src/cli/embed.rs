@@ -26,6 +26,9 @@ pub struct EmbedArgs {
 }
 
 pub fn run_embed(device: &DeviceArgs, a: &EmbedArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::embed(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;

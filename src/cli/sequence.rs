@@ -721,3 +721,36 @@ pub fn interpolate(
     );
     Ok(())
 }
+
+/// `embed` of a sequence model: each sequence's mu and logvar (features for a classifier of
+/// few labels) into a CSV beside its line and string.
+pub fn embed(device: &DeviceArgs, a: &super::embed::EmbedArgs, at: &Path) -> anyhow::Result<()> {
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    let (path, strings) = input_strings(&run, a.data.data.as_deref())?;
+    let out = super::output_path(a.out.as_deref(), || run_of(at).join("latents.csv"))?;
+    let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
+    let z = run.spec.latent;
+    let mut csv = String::from("line,sequence");
+    for name in ["mu", "logvar"] {
+        (0..z).for_each(|j| csv += &format!(",{name}_{j}"));
+    }
+    csv.push('\n');
+    for ((line, s), m) in strings.iter().zip(&e.mulv) {
+        csv += &format!("{line},\"{}\"", s.replace('"', "\"\""));
+        m.iter().for_each(|v| csv += &format!(",{v}"));
+        csv.push('\n');
+    }
+    crate::io::write_atomic(&out, csv.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    super::report(
+        &format!(
+            "wrote the codes of {} sequences of {} to {}",
+            strings.len(),
+            path.display(),
+            out.display()
+        ),
+        serde_json::json!({"sequences": strings.len(), "latent": z, "out": out}),
+    );
+    Ok(())
+}
