@@ -77,6 +77,17 @@ fn train_sample_resume() {
     }
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.lines().count(), 40);
+    // A resumed run keeps its settings.
+    fails_with(
+        &["train", "--resume", run, "--epochs", "3", "--hidden", "8"],
+        1,
+        &["--hidden", "keeps its settings"],
+    );
+    fails_with(
+        &["train", "--resume", run, "--arch", "mlp"],
+        1,
+        &["--arch mlp", "sequence model"],
+    );
     // Resuming continues to the new total.
     ok(&["train", "--resume", run, "--epochs", "3"]);
     assert!(std::path::Path::new(run)
@@ -146,7 +157,11 @@ fn train_sample_resume() {
         csv.starts_with("line,sequence,mu_0,mu_1,mu_2,mu_3,logvar_0"),
         "{csv}"
     );
-    assert_eq!(csv.lines().count(), 4, "a header and three sequences: {csv}");
+    assert_eq!(
+        csv.lines().count(),
+        4,
+        "a header and three sequences: {csv}"
+    );
     std::fs::write(&lines, "CCO\nCCXO\n").unwrap();
     fails_with(
         &["embed", "--model", run, "--data", lines.to_str().unwrap()],

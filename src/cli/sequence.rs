@@ -64,8 +64,44 @@ fn refuse_other_flags(a: &TrainArgs) -> anyhow::Result<()> {
             "{flag} shapes image and table models; a sequence model (--arch gru) does not take it"
         );
     }
-    if a.sequence_column.is_some() && a.resume.is_some() {
-        bail!("--sequence-column is the run's; a resumed run reads its own data");
+    if a.arch.as_deref().is_some_and(|arch| arch != "gru") {
+        bail!(
+            "--arch {}: this is a sequence model's run (--arch gru)",
+            a.arch.as_deref().unwrap_or_default()
+        );
+    }
+    if a.resume.is_some() {
+        let kept: [(&str, bool); 7] = [
+            (
+                "--data / --sequence-column / --tokens / --max-length / --test-fraction / --limit",
+                {
+                    a.data.data.is_some()
+                        || a.sequence_column.is_some()
+                        || a.tokens.is_some()
+                        || a.max_length.is_some()
+                        || a.data.test_fraction.is_some()
+                        || a.limit.is_some()
+                },
+            ),
+            (
+                "--hidden / --latent / --decoder-layers",
+                a.hidden.is_some() || a.latent.is_some() || a.decoder_layers.is_some(),
+            ),
+            ("--batch-size", a.batch_size.is_some()),
+            ("--lr", a.lr.is_some()),
+            (
+                "--beta / --kl-warmup",
+                a.beta.is_some() || a.kl_warmup.is_some(),
+            ),
+            (
+                "--word-dropout / --clip",
+                a.word_dropout.is_some() || a.clip.is_some(),
+            ),
+            ("--seed", a.seed.is_some()),
+        ];
+        if let Some((flag, _)) = kept.iter().find(|(_, g)| *g) {
+            bail!("{flag}: a resumed sequence run keeps its settings; only --epochs may change (start a new run with --out to change them)");
+        }
     }
     Ok(())
 }
@@ -220,15 +256,22 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
         );
         return Ok(());
     }
+    super::train::TRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
     let bar = super::progress_bar(0, "epoch", "steps");
     let epochs = run.train.epochs;
-    crate::vae::gru::train::train(&gpu, &params, &mut run, &data, dir, |e| match e {
-        SeqEvent::Step(done, total) => {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        }
-        SeqEvent::Epoch(r) => {
-            bar.suspend(|| {
+    crate::vae::gru::train::train(
+        &gpu,
+        &params,
+        &mut run,
+        &data,
+        dir,
+        |e| match e {
+            SeqEvent::Step(done, total) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            SeqEvent::Epoch(r) => {
+                bar.suspend(|| {
                 say!(
                     "epoch {}/{epochs}: train {:.3} nats/sequence (recon {:.3}, KL {:.3}), test {:.3} (recon {:.3}, KL {:.3}), KL weight {:.4}, {:.1} s",
                     r.epoch,
@@ -242,9 +285,11 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
                     r.seconds
                 )
             });
-            bar.set_position(0);
-        }
-    })?;
+                bar.set_position(0);
+            }
+        },
+        &super::train::STOP,
+    )?;
     bar.finish_and_clear();
     say!("checkpoints in {}", dir.path().display());
     Ok(())

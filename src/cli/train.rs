@@ -653,10 +653,10 @@ fn resumed_run(
 }
 
 /// Raised by the first Ctrl-C once the training loop runs: it stops between two steps.
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(super) static STOP: AtomicBool = AtomicBool::new(false);
 /// Whether the training loop has begun; before it nothing can be lost, so Ctrl-C ends the
 /// process at once (data loading and tuning can take minutes).
-static TRAINING: AtomicBool = AtomicBool::new(false);
+pub(super) static TRAINING: AtomicBool = AtomicBool::new(false);
 /// A new run's directory, removed by a Ctrl-C that ends the process while it holds no
 /// checkpoint.
 static FRESH: Mutex<Option<PathBuf>> = Mutex::new(None);

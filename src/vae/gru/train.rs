@@ -1,6 +1,7 @@
 //! Training the sequence VAE: epochs of shuffled batches, one submit per step, the losses
 //! read back once per epoch, the test split evaluated after each, a checkpoint published per
-//! epoch (model.safetensors under MOSES's names, optimizer.safetensors, sequence.json).
+//! epoch (model.safetensors under MOSES's names, optimizer.safetensors, sequence.json), the
+//! best (lowest test -ELBO) and the last kept.
 
 use std::path::Path;
 
@@ -15,6 +16,7 @@ use crate::ops::adam::AdamConfig;
 use crate::rng::Rng;
 use crate::vae::rundir::RunDir;
 use crate::vae::step::{STREAM_EVAL, STREAM_TRAIN};
+use crate::vae::train::Interrupted;
 
 /// The file that marks a checkpoint as a sequence model's, and holds its run.
 pub const SEQUENCE_FILE: &str = "sequence.json";
@@ -133,7 +135,8 @@ pub fn evaluate(
 }
 
 /// Trains `params` from `run.epoch` to `run.train.epochs` on `data`, publishing a checkpoint
-/// into `dir` after every epoch.
+/// into `dir` after every epoch; `stop`, once raised, ends training between two steps
+/// (`Interrupted`; the epoch under way is lost, the last checkpoint is whole).
 pub fn train(
     gpu: &Gpu,
     params: &GruParams,
@@ -141,6 +144,7 @@ pub fn train(
     data: &SequenceData,
     dir: &RunDir,
     mut events: impl FnMut(SeqEvent),
+    stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     let t = run.train.clone();
     let records = t.batch_size.min(data.train.count);
@@ -170,6 +174,21 @@ pub fn train(
             Rng::new(t.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).permutation(n);
         gpu.queue.write_buffer(&step.accum.buffer, 0, &[0u8; 16]);
         for (i, chunk) in order.chunks(records).enumerate() {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Interrupted(format!(
+                    "stopped in epoch {} (step {}); {}",
+                    epoch + 1,
+                    run.step,
+                    match run.epoch {
+                        0 => "no checkpoint was written".to_string(),
+                        e => format!(
+                            "checkpoint-{e:04} is kept; continue with --resume {}",
+                            dir.path().display()
+                        ),
+                    }
+                ))
+                .into());
+            }
             let batch: Vec<usize> = chunk.iter().map(|&r| r as usize).collect();
             step.set_batch(gpu, &run.vocab, &data.train, &batch, run.step, beta)?;
             gpu.run(&step.launches())?;
@@ -197,7 +216,21 @@ pub fn train(
         };
         run.epoch = epoch + 1;
         run.history.push(record);
-        dir.publish(run.epoch, |d| write_checkpoint(gpu, d, params, run))?;
+        let last = dir.publish(run.epoch, |d| write_checkpoint(gpu, d, params, run))?;
+        // The best (lowest test -ELBO) and the last checkpoint are kept.
+        let best = run
+            .history
+            .iter()
+            .min_by(|a, b| a.test_nelbo().total_cmp(&b.test_nelbo()))
+            .map(|e| {
+                dir.path()
+                    .join(crate::vae::rundir::checkpoint_name(e.epoch))
+            });
+        let keep: Vec<&Path> = [Some(last.as_path()), best.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        dir.prune(&keep)?;
         events(SeqEvent::Epoch(&record));
     }
     Ok(())
