@@ -106,25 +106,19 @@ fn refuse_other_flags(a: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the sequences of `path` as the run says.
+/// Reads the sequences of `path`, warning of those left out for their length.
 fn load_data(
-    run_or_args: (&Path, Option<&str>, Tokens, usize, bool, f64),
+    path: &Path,
+    opts: &SequenceOptions,
     vocab: Option<&crate::data::sequence::Vocab>,
 ) -> anyhow::Result<SequenceData> {
-    let (path, column, tokens, max_length, strict, test_fraction) = run_or_args;
-    let opts = SequenceOptions {
-        column: column.map(String::from),
-        tokens,
-        max_length,
-        strict,
-        test_fraction,
-    };
-    let data = sequence::load(path, &opts, vocab)?;
+    let data = sequence::load(path, opts, vocab)?;
     if data.skipped > 0 {
         log::warn!(
-            "{}: {} sequences over --max-length {max_length} tokens left out (--strict makes this an error)",
+            "{}: {} sequences over --max-length {} tokens left out (--strict makes this an error)",
             path.display(),
-            data.skipped
+            data.skipped,
+            opts.max_length
         );
     }
     Ok(data)
@@ -150,14 +144,8 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
                 run.train.epochs = e as usize;
             }
             let data = load_data(
-                (
-                    Path::new(&run.data),
-                    run.column.as_deref(),
-                    run.vocab.kind,
-                    run.max_length,
-                    a.data.strict,
-                    run.test_fraction,
-                ),
+                Path::new(&run.data),
+                &run.options(a.data.strict),
                 Some(&run.vocab),
             )?;
             (run, params, data)
@@ -167,17 +155,14 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
             let max_length = a.max_length.map_or(DEFAULT_MAX_LENGTH, |m| m as usize);
             let tokens = a.tokens.unwrap_or_default();
             let test_fraction = a.data.test_fraction.unwrap_or(0.1);
-            let mut data = load_data(
-                (
-                    &path,
-                    a.sequence_column.as_deref(),
-                    tokens,
-                    max_length,
-                    a.data.strict,
-                    test_fraction,
-                ),
-                None,
-            )?;
+            let opts = SequenceOptions {
+                column: a.sequence_column.clone(),
+                tokens,
+                max_length,
+                strict: a.data.strict,
+                test_fraction,
+            };
+            let mut data = load_data(&path, &opts, None)?;
             if let Some(n) = a.limit {
                 let keep: Vec<usize> = (0..data.train.count.min(n as usize)).collect();
                 data.train = data.train.select(&keep);
@@ -384,14 +369,7 @@ impl std::ops::Deref for SmilesReport {
 /// Validity, uniqueness and novelty of `generated` against the run's training split.
 fn smiles_metrics(run: &SequenceRun, generated: &[String]) -> anyhow::Result<SmilesReport> {
     use crate::data::smiles;
-    let opts = SequenceOptions {
-        column: run.column.clone(),
-        tokens: run.vocab.kind,
-        max_length: run.max_length,
-        strict: false,
-        test_fraction: run.test_fraction,
-    };
-    let training = sequence::training_strings(Path::new(&run.data), &opts)
+    let training = sequence::training_strings(Path::new(&run.data), &run.options(false))
         .with_context(|| format!("reading the run's training data {} for novelty", run.data))?;
     let known = smiles::canonical_set(&training);
     Ok(SmilesReport {
@@ -522,17 +500,13 @@ fn encode_strings(
 ) -> anyhow::Result<Encoded> {
     use crate::vae::gru::step::GruStep;
     use crate::vae::step::STREAM_EVAL;
-    let width = run.max_length + 2;
-    let seqs = sequence::Sequences::encode(path, &run.vocab, strings, width)?;
-    // Padded to the longest here, not to the limit: the steps past it would be wasted.
-    let longest = seqs.lengths.iter().copied().max().unwrap_or(2) as usize;
-    let seqs = sequence::Sequences::encode(path, &run.vocab, strings, longest)?;
+    let seqs = sequence::Sequences::for_model(path, &run.vocab, strings, run.max_length)?;
     let records = seqs.count.clamp(1, run.train.batch_size);
     let mut step = GruStep::new(
         gpu,
         params,
         records,
-        longest,
+        seqs.width,
         None,
         run.train.seed,
         STREAM_EVAL,
@@ -571,14 +545,7 @@ fn input_strings(
         }
         None => {
             let path = PathBuf::from(&run.data);
-            let opts = SequenceOptions {
-                column: run.column.clone(),
-                tokens: run.vocab.kind,
-                max_length: run.max_length,
-                strict: false,
-                test_fraction: run.test_fraction,
-            };
-            let d = sequence::load(&path, &opts, Some(&run.vocab))?;
+            let d = sequence::load(&path, &run.options(false), Some(&run.vocab))?;
             Ok((
                 path,
                 d.test

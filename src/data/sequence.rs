@@ -172,6 +172,31 @@ impl Sequences {
         Ok(s)
     }
 
+    /// Encodes `strings` for a trained model (its vocabulary and length limit), padded to
+    /// the longest: a token the vocabulary lacks, or a sequence over `max_length` tokens, is
+    /// an error naming its line.
+    pub fn for_model(
+        path: &Path,
+        vocab: &Vocab,
+        strings: &[(u64, String)],
+        max_length: usize,
+    ) -> Result<Sequences, DataError> {
+        let mut longest = 0;
+        for (line, s) in strings {
+            let n = tokenize(vocab.kind, s)
+                .map_err(|e| DataError::new(path, format!("line {line}: {e}")))?
+                .len();
+            if n > max_length {
+                return Err(DataError::new(
+                    path,
+                    format!("line {line}: {n} tokens, the model takes at most {max_length}"),
+                ));
+            }
+            longest = longest.max(n);
+        }
+        Sequences::encode(path, vocab, strings, longest + 2)
+    }
+
     /// The sequences at `rows`, in that order.
     pub fn select(&self, rows: &[usize]) -> Sequences {
         Sequences {

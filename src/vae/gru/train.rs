@@ -104,6 +104,19 @@ pub struct SequenceRun {
     pub history: Vec<SeqEpoch>,
 }
 
+impl SequenceRun {
+    /// How the run reads its data (`strict`: a sequence over the limit is an error).
+    pub fn options(&self, strict: bool) -> crate::data::sequence::SequenceOptions {
+        crate::data::sequence::SequenceOptions {
+            column: self.column.clone(),
+            tokens: self.vocab.kind,
+            max_length: self.max_length,
+            strict,
+            test_fraction: self.test_fraction,
+        }
+    }
+}
+
 /// What training reports as it goes.
 pub enum SeqEvent<'a> {
     /// Steps done of the epoch's total.
