@@ -638,7 +638,8 @@ pub enum Command {
     /// Train a VAE; each epoch prints train/test loss and writes a checkpoint.
     Train(Box<train::TrainArgs>),
     /// Draw new images from a trained model's prior into a PNG grid (a table model's:
-    /// records, as CSV).
+    /// records, as CSV; a sequence model's: strings, one per line, with MOSES's validity,
+    /// uniqueness and novelty for SMILES).
     Sample(sample::SampleArgs),
     /// Show test images over their reconstructions.
     Reconstruct(reconstruct::ReconstructArgs),

@@ -39,7 +39,8 @@ pub struct SampleArgs {
     #[command(flatten)]
     pub data: super::DataArgs,
     /// Scale of the prior's standard deviation (below 1 gives safer, blurrier samples). For
-    /// a table model, the cells' spread instead: 0 gives each cell its likeliest value.
+    /// a table model, the cells' spread instead: 0 gives each cell its likeliest value. For
+    /// a sequence model, the softmax temperature of each next token: 0 takes the likeliest.
     #[arg(long, default_value_t = 1.0, value_parser = temperature)]
     pub temperature: f32,
     /// Output PNG grid, or a table model's CSV [default: RUN/samples.png, RUN/samples.csv]
