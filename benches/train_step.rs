@@ -1,7 +1,8 @@
 //! Training-step throughput of the MLP and conv VAEs at batch 128 (and 512 for the MLP)
 //! and the ResNet VAE at batch 64 on random 28x28 images, with launches and workspace bytes
 //! per step, plus the slowest launches of each step (each launch repeated in one submit),
-//! to show where a step's time goes.
+//! to show where a step's time goes; and the sequence VAE (MOSES's, narrowed to 128/256 so
+//! the bench stays short) on random sequences of the MOSES subset's lengths, in tokens/s.
 //! Run: `cargo bench --bench train_step`.
 
 use std::time::Instant;
@@ -104,5 +105,67 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    sequence_step(&gpu)
+}
+
+/// Training steps of the sequence VAE at batch 64: sequences of 20 to 50 random tokens of a
+/// 23-token vocabulary (the MOSES subset's), one warm-up step, then 5 timed.
+fn sequence_step(gpu: &Gpu) -> anyhow::Result<()> {
+    use vae_gpu::data::sequence::{Sequences, Tokens, Vocab};
+    use vae_gpu::vae::gru::step::{GruStep, Training};
+    use vae_gpu::vae::gru::{GruParams, GruSpec};
+    let vocab = Vocab {
+        kind: Tokens::Chars,
+        tokens: (0..23).map(|i| char::from(b'a' + i).to_string()).collect(),
+    };
+    let mut rng = Rng::new(2);
+    let (count, width) = (64 * 6, 52);
+    let mut data = Sequences {
+        width,
+        count,
+        ..Sequences::default()
+    };
+    for _ in 0..count {
+        let len = 20 + rng.below(31);
+        let mut ids = vec![vocab.bos()];
+        ids.extend((0..len).map(|_| rng.below(23) as u32));
+        ids.push(vocab.eos());
+        data.lengths.push(ids.len() as u32);
+        ids.resize(width, vocab.pad());
+        data.ids.extend(ids);
+    }
+    let spec = GruSpec {
+        enc_hidden: 128,
+        latent: 64,
+        dec_hidden: 256,
+        ..GruSpec::moses(vocab.len())
+    };
+    let params = GruParams::new(gpu, spec, 1)?;
+    let training = Training {
+        adam: AdamConfig::default(),
+        clip: 50.0,
+    };
+    let records = 64;
+    let mut step = GruStep::new(gpu, &params, records, width, Some(training), 1, 0)?;
+    let mut tokens = 0;
+    let mut start = Instant::now();
+    for i in 0..6 {
+        if i == 1 {
+            gpu.wait()?;
+            (start, tokens) = (Instant::now(), 0);
+        }
+        let batch: Vec<usize> = (i * records..(i + 1) * records).collect();
+        tokens += step.set_batch(gpu, &vocab, &data, &batch, i as u64, 0.05)?;
+        gpu.run(&step.launches())?;
+    }
+    gpu.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "gru (embedding 26, encoder 128, latent 64, decoder 3 x 256) batch {records}, {width} ids: {:.1} ms/step, {:.0} sequences/s, {:.0} tokens/s, {} launches per step",
+        secs / 5.0 * 1e3,
+        (5 * records) as f64 / secs,
+        tokens as f64 / secs,
+        step.launches().len()
+    );
     Ok(())
 }
