@@ -14,17 +14,22 @@ use vae_gpu::ops::adam::AdamConfig;
 use vae_gpu::vae::gru::step::{GruStep, Training};
 use vae_gpu::vae::gru::{GruParams, GruSpec};
 
+/// The fixture's sizes (make_tiny_gru.py).
+fn tiny_spec() -> GruSpec {
+    GruSpec {
+        vocab: 10,
+        embed: 4,
+        enc_hidden: 6,
+        latent: 3,
+        dec_hidden: 5,
+        dec_layers: 2,
+    }
+}
+
 #[test]
 fn step_matches_pytorch() {
     for_each_gpu(|gpu| {
-        let spec = GruSpec {
-            vocab: 10,
-            embed: 4,
-            enc_hidden: 6,
-            latent: 3,
-            dec_hidden: 5,
-            dec_layers: 2,
-        };
+        let spec = tiny_spec();
         let params = GruParams::new(gpu, spec, 0).unwrap();
         let original = safetensors::load(&fixture("tiny_gru/model.safetensors")).unwrap();
         params
@@ -100,14 +105,7 @@ fn generation_matches_cpu() {
     use vae_gpu::ops::sample::Noise;
     use vae_gpu::vae::gru::decode::GruDecoder;
     for_each_gpu(|gpu| {
-        let spec = GruSpec {
-            vocab: 10,
-            embed: 4,
-            enc_hidden: 6,
-            latent: 3,
-            dec_hidden: 5,
-            dec_layers: 2,
-        };
+        let spec = tiny_spec();
         let params = GruParams::new(gpu, spec, 0).unwrap();
         let t = safetensors::load(&fixture("tiny_gru/model.safetensors")).unwrap();
         params.set_tensors(gpu, &params.values, t.clone()).unwrap();

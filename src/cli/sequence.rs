@@ -432,26 +432,9 @@ fn bench(
     data: &SequenceData,
     steps: usize,
 ) -> anyhow::Result<()> {
-    use crate::ops::adam::AdamConfig;
-    use crate::vae::gru::step::{GruStep, Training};
     let t = &run.train;
-    let records = t.batch_size.min(data.train.count);
-    let training = Training {
-        adam: AdamConfig {
-            lr: t.lr,
-            ..AdamConfig::default()
-        },
-        clip: t.clip,
-    };
-    let mut step = GruStep::new(
-        gpu,
-        params,
-        records,
-        data.train.width,
-        Some(training),
-        t.seed,
-        0,
-    )?;
+    let mut step = crate::vae::gru::train::training_step(gpu, params, t, &data.train)?;
+    let records = step.records;
     let order = crate::rng::Rng::new(t.seed).permutation(data.train.count);
     let batch = |i: usize| -> Vec<usize> {
         (0..records)

@@ -160,24 +160,8 @@ pub fn train(
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     let t = run.train.clone();
-    let records = t.batch_size.min(data.train.count);
-    let training = Training {
-        adam: AdamConfig {
-            lr: t.lr,
-            ..AdamConfig::default()
-        },
-        clip: t.clip,
-    };
-    let mut step = GruStep::new(
-        gpu,
-        params,
-        records,
-        data.train.width,
-        Some(training),
-        t.seed,
-        STREAM_TRAIN,
-    )?;
-    step.set_word_dropout(t.word_dropout);
+    let mut step = training_step(gpu, params, &t, &data.train)?;
+    let records = step.records;
     let n = data.train.count;
     let steps = n.div_ceil(records);
     for epoch in run.epoch..t.epochs {
@@ -247,6 +231,34 @@ pub fn train(
         events(SeqEvent::Epoch(&record));
     }
     Ok(())
+}
+
+/// The training step of a run with settings `t` over batches of `train`.
+pub fn training_step(
+    gpu: &Gpu,
+    params: &GruParams,
+    t: &SeqTrainConfig,
+    train: &Sequences,
+) -> anyhow::Result<GruStep> {
+    let training = Training {
+        adam: AdamConfig {
+            lr: t.lr,
+            ..AdamConfig::default()
+        },
+        clip: t.clip,
+    };
+    let records = t.batch_size.min(train.count);
+    let mut step = GruStep::new(
+        gpu,
+        params,
+        records,
+        train.width,
+        Some(training),
+        t.seed,
+        STREAM_TRAIN,
+    )?;
+    step.set_word_dropout(t.word_dropout);
+    Ok(step)
 }
 
 /// Writes a checkpoint of the model and its run into `dir`.
