@@ -299,6 +299,16 @@ fn bad_sequence_input() {
         &["--conv-channels", "8"],
         &["--conv-channels", "sequence model"],
     );
+    train_on(
+        &molecules(),
+        &["--max-loss-ratio", "3"],
+        &["--max-loss-ratio", "sequence model"],
+    );
+    fails_with(
+        &["train", "--arch", "gru", "--print-arch"],
+        1,
+        &["--print-arch", "sequence model"],
+    );
     let out = tmp().join("mlp-flag");
     fails_with(
         &[

@@ -26,7 +26,8 @@ pub const DEFAULT_MAX_LENGTH: usize = 100;
 /// Flags that shape image and table models, refused for a sequence model with the flag's
 /// name.
 fn refuse_other_flags(a: &TrainArgs) -> anyhow::Result<()> {
-    let given: [(&str, bool); 19] = [
+    let given: [(&str, bool); 20] = [
+        ("--max-loss-ratio", a.max_loss_ratio.is_some()),
         ("--conv-channels", a.conv_channels.is_some()),
         ("--blocks", a.blocks.is_some()),
         ("--groups", a.groups.is_some()),

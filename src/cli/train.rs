@@ -706,6 +706,9 @@ pub fn run(device: &DeviceArgs, a: &TrainArgs) -> anyhow::Result<()> {
         let _ = ctrlc::set_handler(on_ctrl_c);
     }
     if a.print_arch {
+        if a.arch.as_deref() == Some("gru") {
+            bail!("--print-arch writes architecture files, which hold image and table models; a sequence model's shape is --hidden, --latent and --decoder-layers");
+        }
         return print_arch(a);
     }
     if let Some(d) = &a.resume {
