@@ -46,6 +46,19 @@ pub struct Params {
 /// 64 floats = 256 bytes, the largest storage offset alignment wgpu allows.
 const ALIGN: usize = 64;
 
+/// The four buffers of `len` floats a model's parameters live in, laid out alike: the
+/// values, their gradients and Adam's two moments (one Adam launch updates them all).
+pub fn flat_buffers(gpu: &Gpu, len: usize) -> [wgpu::Buffer; 4] {
+    ["params", "grads", "adam m", "adam v"].map(|label| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (len * 4) as u64,
+            usage: Matrix::USAGE,
+            mapped_at_creation: false,
+        })
+    })
+}
+
 /// One checkpoint tensor: its PyTorch name and shape, and the flat index of each of its
 /// elements in PyTorch's order.
 pub struct TorchTensor {
@@ -109,19 +122,12 @@ impl Params {
                 ))
             )));
         }
-        let make = |label: &str| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: (len * 4) as u64,
-                usage: Matrix::USAGE,
-                mapped_at_creation: false,
-            })
-        };
+        let [values, grads, m, v] = flat_buffers(gpu, len);
         let params = Params {
-            values: make("params"),
-            grads: make("grads"),
-            m: make("adam m"),
-            v: make("adam v"),
+            values,
+            grads,
+            m,
+            v,
             graph: graph.clone(),
             slots,
             pseudo,

@@ -132,18 +132,76 @@ pub fn write(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyh
         serde_json::to_string(&config.model)?,
     )];
     file(MODEL_FILE, &safetensors::to_bytes(&model, &meta))?;
-    let moments: Vec<Tensor> = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
+    file(
+        OPTIMIZER_FILE,
+        &moments_bytes(gpu, [&params.m, &params.v], params.len)?,
+    )?;
+    file(CONFIG_FILE, &serde_json::to_vec_pretty(config)?)
+}
+
+/// The optimizer file of Adam's moments [m, v] of `len` floats each: exp_avg and
+/// exp_avg_sq, as PyTorch's Adam names them.
+pub fn moments_bytes(
+    gpu: &Gpu,
+    moments: [&wgpu::Buffer; 2],
+    len: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let tensors: Vec<Tensor> = ["exp_avg", "exp_avg_sq"]
         .into_iter()
+        .zip(moments)
         .map(|(name, buf)| {
             Ok(Tensor {
                 name: name.into(),
-                shape: vec![params.len],
-                data: read_flat(gpu, buf, params.len)?,
+                shape: vec![len],
+                data: read_flat(gpu, buf, len)?,
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    file(OPTIMIZER_FILE, &safetensors::to_bytes(&moments, &[]))?;
-    file(CONFIG_FILE, &serde_json::to_vec_pretty(config)?)
+    Ok(safetensors::to_bytes(&tensors, &[]))
+}
+
+/// Reads the optimizer file at `path` (see `moments_bytes`) into Adam's moments [m, v] of
+/// `len` floats each: both tensors, of that length, nothing else, and no negative second
+/// moment.
+pub fn load_moments(
+    gpu: &Gpu,
+    path: &Path,
+    moments: [&wgpu::Buffer; 2],
+    len: usize,
+) -> anyhow::Result<()> {
+    let mut opt = safetensors::load(path)?;
+    for (name, buf) in ["exp_avg", "exp_avg_sq"].into_iter().zip(moments) {
+        let t = opt
+            .remove(name)
+            .with_context(|| format!("{}: missing {name}", path.display()))?;
+        if t.shape != [len] {
+            bail!(
+                "{}: {name} has shape {:?}, the model needs [{len}]",
+                path.display(),
+                t.shape
+            );
+        }
+        // A second moment is a running mean of squares: a negative one would reach a
+        // square root in Adam.
+        if name == "exp_avg_sq" {
+            if let Some(i) = t.data.iter().position(|&v| v < 0.0) {
+                bail!(
+                    "{}: exp_avg_sq[{i}] = {} is negative (a mean of squares cannot be)",
+                    path.display(),
+                    t.data[i]
+                );
+            }
+        }
+        gpu.queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));
+    }
+    if let Some(extra) = opt.keys().next() {
+        bail!(
+            "{}: unexpected tensor {extra} (expected exp_avg and exp_avg_sq)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Guesses the config of a bare PyTorch checkpoint (model.safetensors without config.json)
@@ -444,40 +502,12 @@ pub fn load(
         .with_context(|| format!("{}: the model it describes", config_path.display()))?;
     set_tensors(gpu, &params, map, &model_path)?;
     if with_optimizer {
-        let opt_path = dir.join(OPTIMIZER_FILE);
-        let mut opt = safetensors::load(&opt_path)?;
-        for (name, buf) in [("exp_avg", &params.m), ("exp_avg_sq", &params.v)] {
-            let t = opt
-                .remove(name)
-                .with_context(|| format!("{}: missing {name}", opt_path.display()))?;
-            if t.shape != [params.len] {
-                bail!(
-                    "{}: {name} has shape {:?}, the model needs [{}]",
-                    opt_path.display(),
-                    t.shape,
-                    params.len
-                );
-            }
-            // A second moment is a running mean of squares: a negative one would reach a
-            // square root in Adam.
-            if name == "exp_avg_sq" {
-                if let Some(i) = t.data.iter().position(|&v| v < 0.0) {
-                    bail!(
-                        "{}: exp_avg_sq[{i}] = {} is negative (a mean of squares cannot be)",
-                        opt_path.display(),
-                        t.data[i]
-                    );
-                }
-            }
-            gpu.queue
-                .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));
-        }
-        if let Some(extra) = opt.keys().next() {
-            bail!(
-                "{}: unexpected tensor {extra} (expected exp_avg and exp_avg_sq)",
-                opt_path.display()
-            );
-        }
+        load_moments(
+            gpu,
+            &dir.join(OPTIMIZER_FILE),
+            [&params.m, &params.v],
+            params.len,
+        )?;
     }
     Ok((checkpoint, config, params))
 }

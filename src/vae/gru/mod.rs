@@ -264,20 +264,13 @@ impl GruParams {
                 gpu.binding_limit() >> 20
             )));
         }
-        let make = |label: &str| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: (len * 4) as u64,
-                usage: Matrix::USAGE,
-                mapped_at_creation: false,
-            })
-        };
+        let [values, grads, m, v] = crate::graph::params::flat_buffers(gpu, len);
         let params = GruParams {
             spec,
-            values: make("gru params"),
-            grads: make("gru grads"),
-            m: make("gru adam m"),
-            v: make("gru adam v"),
+            values,
+            grads,
+            m,
+            v,
             slots,
             len,
         };
@@ -320,6 +313,11 @@ impl GruParams {
             cols: self.len,
             ld: self.len,
         }
+    }
+
+    /// Parameters in all.
+    pub fn parameter_count(&self) -> usize {
+        self.slots.iter().map(|s| s.rows * s.cols).sum()
     }
 
     /// Every checkpoint tensor's (name, shape, flat indices), in slot order.

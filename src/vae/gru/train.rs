@@ -11,17 +11,16 @@ use super::step::{GruStep, Training};
 use super::{GruParams, GruSpec};
 use crate::data::sequence::{SequenceData, Sequences, Tokens, Vocab};
 use crate::gpu::Gpu;
-use crate::io::safetensors::{self, Tensor};
+use crate::io::safetensors;
 use crate::ops::adam::AdamConfig;
 use crate::rng::Rng;
+use crate::vae::checkpoint::{load_moments, moments_bytes, MODEL_FILE, OPTIMIZER_FILE};
 use crate::vae::rundir::RunDir;
 use crate::vae::step::{STREAM_EVAL, STREAM_TRAIN};
 use crate::vae::train::Interrupted;
 
 /// The file that marks a checkpoint as a sequence model's, and holds its run.
 pub const SEQUENCE_FILE: &str = "sequence.json";
-pub const MODEL_FILE: &str = "model.safetensors";
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// Metadata key of the model's spec and vocabulary in model.safetensors.
 pub const SEQUENCE_META: &str = "vae-gpu.sequence";
 
@@ -281,17 +280,10 @@ pub fn write_checkpoint(
         MODEL_FILE,
         &safetensors::to_bytes(&model, &[(SEQUENCE_META, meta)]),
     )?;
-    let moments: Vec<Tensor> = [("exp_avg", &params.m), ("exp_avg_sq", &params.v)]
-        .into_iter()
-        .map(|(name, buf)| {
-            Ok(Tensor {
-                name: name.into(),
-                shape: vec![params.len],
-                data: params.flat(buf).read(gpu)?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    file(OPTIMIZER_FILE, &safetensors::to_bytes(&moments, &[]))?;
+    file(
+        OPTIMIZER_FILE,
+        &moments_bytes(gpu, [&params.m, &params.v], params.len)?,
+    )?;
     file(SEQUENCE_FILE, &serde_json::to_vec_pretty(run)?)
 }
 
@@ -330,18 +322,12 @@ pub fn load_checkpoint(
         .set_tensors(gpu, &params.values, tensors)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
     if optimizer {
-        let opt = dir.join(OPTIMIZER_FILE);
-        let mut moments = safetensors::load(&opt)?;
-        for (name, buf) in [("exp_avg", &params.m), ("exp_avg_sq", &params.v)] {
-            let t = moments
-                .remove(name)
-                .filter(|t| t.shape == [params.len])
-                .with_context(|| {
-                    format!("{}: no {name} of {} values", opt.display(), params.len)
-                })?;
-            gpu.queue
-                .write_buffer(buf, 0, bytemuck::cast_slice(&t.data));
-        }
+        load_moments(
+            gpu,
+            &dir.join(OPTIMIZER_FILE),
+            [&params.m, &params.v],
+            params.len,
+        )?;
     }
     Ok((run, params))
 }
