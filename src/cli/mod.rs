@@ -784,19 +784,23 @@ pub fn load_model(gpu: &Gpu, arg: &ModelArg) -> anyhow::Result<(PathBuf, RunConf
     if at.is_file() {
         paths::note_read(&at, "the model");
     }
+    Ok((output_dir(&path), cfg, params))
+}
+
+/// Where a command's default outputs go for the model at `path`: its directory, or for a
+/// checkpoint of a run, the run (training prunes checkpoint directories with whatever they
+/// hold).
+pub fn output_dir(path: &Path) -> PathBuf {
     let dir = if path.is_dir() {
-        path
+        path.to_path_buf()
     } else {
-        crate::io::parent_dir(&path).to_path_buf()
+        crate::io::parent_dir(path).to_path_buf()
     };
-    // Outputs of a run's checkpoint go to the run: training prunes checkpoint directories
-    // with whatever they hold.
     let resolved = paths::resolved(&dir);
-    let dir = match resolved.parent() {
+    match resolved.parent() {
         Some(run) if crate::vae::rundir::is_checkpoint(&resolved) => run.to_path_buf(),
         _ => dir,
-    };
-    Ok((dir, cfg, params))
+    }
 }
 
 /// Images named on the command line: indices into the test split, or image files (resized

@@ -225,12 +225,7 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
         s.latent,
         s.dec_layers,
         s.dec_hidden,
-        params
-            .layout()
-            .iter()
-            .map(|(_, _, i)| i.len())
-            .sum::<usize>() as f64
-            / 1e6
+        params.parameter_count() as f64 / 1e6
     );
     if let Some(steps) = a.bench_steps {
         return bench(&gpu, &params, &run, &data, steps as usize);
@@ -296,14 +291,6 @@ pub fn sequence_checkpoint(arg: &super::ModelArg) -> anyhow::Result<Option<PathB
         .filter(|at| is_sequence_checkpoint(at)))
 }
 
-/// The run directory a checkpoint belongs to (its parent when it is one of a run's).
-fn run_of(checkpoint: &Path) -> PathBuf {
-    match checkpoint.parent() {
-        Some(run) if crate::vae::rundir::is_checkpoint(checkpoint) => run.to_path_buf(),
-        _ => checkpoint.to_path_buf(),
-    }
-}
-
 /// Sequences per generation launch list (one submit each).
 const GENERATE_BATCH: usize = 512;
 
@@ -314,10 +301,10 @@ pub fn sample(device: &DeviceArgs, a: &super::sample::SampleArgs, at: &Path) -> 
         bail!("--prior, --separate, --cols and --class are for image and table models; a sequence model samples from N(0, I) into a text file");
     }
     let gpu = open_gpu(device)?;
-    let (run, params) = load_checkpoint(&gpu, at, false)
-        .with_context(|| format!("loading model {}", at.display()))?;
-    say!("model: {}", at.display());
-    let out = super::output_path(a.out.as_deref(), || run_of(at).join("samples.txt"))?;
+    let (run, params) = open_model(&gpu, at)?;
+    let out = super::output_path(a.out.as_deref(), || {
+        super::output_dir(at).join("samples.txt")
+    })?;
     let count = a.count.map_or(100, |n| n as usize);
     let ids = generate(&gpu, &params, &run, count, a.seed, a.temperature)?;
     let strings: Vec<String> = ids.iter().map(|s| run.vocab.decode(s)).collect();
@@ -335,7 +322,7 @@ pub fn sample(device: &DeviceArgs, a: &super::sample::SampleArgs, at: &Path) -> 
     );
     let mut json = serde_json::json!({"sequences": count, "out": out, "ended": ended, "distinct": unique.len()});
     if run.vocab.kind == Tokens::Smiles {
-        let m = smiles_metrics(&run, &strings)?;
+        let (m, training) = smiles_metrics(&run, &strings)?;
         human += &format!(
             "\nvalid {:.4} ({} of {}), unique {:.4} of the valid, novel {:.4} of the unique (not among the {} training molecules; canonical SMILES, validity as RDKit decides it)",
             m.validity(),
@@ -343,7 +330,7 @@ pub fn sample(device: &DeviceArgs, a: &super::sample::SampleArgs, at: &Path) -> 
             m.generated,
             m.uniqueness(),
             m.novelty(),
-            m.training
+            training
         );
         json["valid"] = m.validity().into();
         json["unique"] = m.uniqueness().into();
@@ -353,30 +340,17 @@ pub fn sample(device: &DeviceArgs, a: &super::sample::SampleArgs, at: &Path) -> 
     Ok(())
 }
 
-/// MOSES's metrics of generated SMILES, with the size of the training set they were checked
-/// against.
-struct SmilesReport {
-    m: crate::data::smiles::GenerationMetrics,
-    training: usize,
-}
-
-impl std::ops::Deref for SmilesReport {
-    type Target = crate::data::smiles::GenerationMetrics;
-    fn deref(&self) -> &Self::Target {
-        &self.m
-    }
-}
-
-/// Validity, uniqueness and novelty of `generated` against the run's training split.
-fn smiles_metrics(run: &SequenceRun, generated: &[String]) -> anyhow::Result<SmilesReport> {
+/// Validity, uniqueness and novelty of `generated` against the run's training split, and
+/// that split's size.
+fn smiles_metrics(
+    run: &SequenceRun,
+    generated: &[String],
+) -> anyhow::Result<(crate::data::smiles::GenerationMetrics, usize)> {
     use crate::data::smiles;
     let training = sequence::training_strings(Path::new(&run.data), &run.options(false))
         .with_context(|| format!("reading the run's training data {} for novelty", run.data))?;
     let known = smiles::canonical_set(&training);
-    Ok(SmilesReport {
-        m: smiles::metrics(generated, &known),
-        training: training.len(),
-    })
+    Ok((smiles::metrics(generated, &known), training.len()))
 }
 
 /// `count` sequences' ids from N(0, I) codes (Philox, seed `seed`), at `temperature`.
@@ -388,37 +362,34 @@ pub fn generate(
     seed: u64,
     temperature: f32,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
-    use crate::ops::sample::{sample_prior, Noise};
+    use crate::ops::sample::{sample_prior, set_noise, Noise};
     use crate::vae::gru::decode::GruDecoder;
     use crate::vae::step::STREAM_PRIOR;
     let bar = super::progress_bar(count as u64, "sample", "sequences");
     let mut out = Vec::with_capacity(count);
     let records = count.min(GENERATE_BATCH);
-    let mut decoder: Option<GruDecoder> = None;
+    let noise = |i: usize| Noise {
+        seed,
+        step: i as u32,
+        stream: STREAM_PRIOR,
+    };
+    let mut d = GruDecoder::new(
+        gpu,
+        params,
+        &run.vocab,
+        records,
+        run.max_length,
+        temperature,
+        noise(0),
+    )?;
+    let prior = sample_prior(gpu, &d.z, noise(0), 1.0)?;
     for (i, start) in (0..count).step_by(records).enumerate() {
-        let noise = Noise {
-            seed,
-            step: i as u32,
-            stream: STREAM_PRIOR,
-        };
-        let mut d = match decoder.take() {
-            Some(d) => d,
-            None => GruDecoder::new(
-                gpu,
-                params,
-                &run.vocab,
-                records,
-                run.max_length,
-                temperature,
-                noise,
-            )?,
-        };
-        d.set_noise(gpu, noise);
-        gpu.run(&[&sample_prior(gpu, &d.z, noise, 1.0)?])?;
-        let n = records.min(count - start);
-        out.extend(d.run(gpu)?.into_iter().take(n));
+        // Each batch its own codes and draws.
+        d.set_noise(gpu, noise(i));
+        set_noise(gpu, &prior, 0, &d.z, noise(i), 1.0);
+        gpu.run(&[&prior])?;
+        out.extend(d.run(gpu)?.into_iter().take(records.min(count - start)));
         bar.set_position(out.len() as u64);
-        decoder = Some(d);
     }
     bar.finish_and_clear();
     Ok(out)
@@ -591,7 +562,9 @@ pub fn score(device: &DeviceArgs, a: &super::score::ScoreArgs, at: &Path) -> any
     let gpu = open_gpu(device)?;
     let (run, params) = open_model(&gpu, at)?;
     let (path, strings) = input_strings(&run, a.data.data.as_deref())?;
-    let out = super::output_path(a.out.as_deref(), || run_of(at).join("scores.csv"))?;
+    let out = super::output_path(a.out.as_deref(), || {
+        super::output_dir(at).join("scores.csv")
+    })?;
     let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
     let mut csv = String::from("line,sequence,recon,kl,score\n");
     let scores: Vec<f64> = e.recon.iter().zip(&e.kl).map(|(r, k)| r + k).collect();
@@ -638,7 +611,9 @@ pub fn reconstruct(
     let (run, params) = open_model(&gpu, at)?;
     let (path, mut strings) = input_strings(&run, a.data.data.as_deref())?;
     strings.truncate(a.count as usize);
-    let out = super::output_path(a.out.as_deref(), || run_of(at).join("reconstruction.txt"))?;
+    let out = super::output_path(a.out.as_deref(), || {
+        super::output_dir(at).join("reconstruction.txt")
+    })?;
     let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
     let z = run.spec.latent;
     let means: Vec<Vec<f32>> = e.mulv.iter().map(|m| m[..z].to_vec()).collect();
@@ -692,7 +667,9 @@ pub fn interpolate(
         })
         .collect();
     let path = decode_codes(&gpu, &params, &run, &codes)?;
-    let out = super::output_path(a.out.as_deref(), || run_of(at).join("interpolate.txt"))?;
+    let out = super::output_path(a.out.as_deref(), || {
+        super::output_dir(at).join("interpolate.txt")
+    })?;
     let smiles = run.vocab.kind == Tokens::Smiles;
     let mut text = String::new();
     for s in &path {
@@ -724,7 +701,9 @@ pub fn embed(device: &DeviceArgs, a: &super::embed::EmbedArgs, at: &Path) -> any
     let gpu = open_gpu(device)?;
     let (run, params) = open_model(&gpu, at)?;
     let (path, strings) = input_strings(&run, a.data.data.as_deref())?;
-    let out = super::output_path(a.out.as_deref(), || run_of(at).join("latents.csv"))?;
+    let out = super::output_path(a.out.as_deref(), || {
+        super::output_dir(at).join("latents.csv")
+    })?;
     let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
     let z = run.spec.latent;
     let mut csv = String::from("line,sequence");
