@@ -181,20 +181,8 @@ impl Sequences {
         strings: &[(u64, String)],
         max_length: usize,
     ) -> Result<Sequences, DataError> {
-        let mut longest = 0;
-        for (line, s) in strings {
-            let n = tokenize(vocab.kind, s)
-                .map_err(|e| DataError::new(path, format!("line {line}: {e}")))?
-                .len();
-            if n > max_length {
-                return Err(DataError::new(
-                    path,
-                    format!("line {line}: {n} tokens, the model takes at most {max_length}"),
-                ));
-            }
-            longest = longest.max(n);
-        }
-        Sequences::encode(path, vocab, strings, longest + 2)
+        let w = within_limit(path, strings.to_vec(), vocab.kind, max_length, true)?;
+        Sequences::encode(path, vocab, &w.kept, w.longest + 2)
     }
 
     /// The sequences at `rows`, in that order.
@@ -326,7 +314,7 @@ pub struct SequenceData {
     pub skipped: usize,
 }
 
-/// The strings of a file within the length limit.
+/// Strings within a length limit.
 struct Within {
     /// (line, string) of each.
     kept: Vec<(u64, String)>,
@@ -336,23 +324,27 @@ struct Within {
     longest: usize,
 }
 
-/// The strings of `path` within the length limit.
-fn within_limit(path: &Path, opts: &SequenceOptions) -> Result<Within, DataError> {
-    let strings = read_strings(path, opts.column.as_deref())?;
+/// The `strings` of `path` (with their lines) of at most `max_length` tokens: a longer one is
+/// left out and counted, or an error naming its line when `strict`; one that does not split
+/// into tokens is an error naming its line.
+fn within_limit(
+    path: &Path,
+    strings: Vec<(u64, String)>,
+    tokens: Tokens,
+    max_length: usize,
+    strict: bool,
+) -> Result<Within, DataError> {
     let mut kept = Vec::with_capacity(strings.len());
     let (mut skipped, mut longest) = (0, 0);
     for (line, s) in strings {
-        let n = tokenize(opts.tokens, &s)
+        let n = tokenize(tokens, &s)
             .map_err(|e| DataError::new(path, format!("line {line}: {e}")))?
             .len();
-        if n > opts.max_length {
-            if opts.strict {
+        if n > max_length {
+            if strict {
                 return Err(DataError::new(
                     path,
-                    format!(
-                        "line {line}: {n} tokens, over --max-length {}",
-                        opts.max_length
-                    ),
+                    format!("line {line}: {n} tokens, over --max-length {max_length}"),
                 ));
             }
             skipped += 1;
@@ -361,16 +353,6 @@ fn within_limit(path: &Path, opts: &SequenceOptions) -> Result<Within, DataError
         longest = longest.max(n);
         kept.push((line, s));
     }
-    if kept.len() < 2 {
-        return Err(DataError::new(
-            path,
-            format!(
-                "{} of its sequences are within --max-length {}; at least 2 must be",
-                kept.len(),
-                opts.max_length
-            ),
-        ));
-    }
     Ok(Within {
         kept,
         skipped,
@@ -378,9 +360,26 @@ fn within_limit(path: &Path, opts: &SequenceOptions) -> Result<Within, DataError
     })
 }
 
+/// The strings of the file at `path` within the length limit, at least 2 of them.
+fn read_within(path: &Path, opts: &SequenceOptions) -> Result<Within, DataError> {
+    let strings = read_strings(path, opts.column.as_deref())?;
+    let w = within_limit(path, strings, opts.tokens, opts.max_length, opts.strict)?;
+    if w.kept.len() < 2 {
+        return Err(DataError::new(
+            path,
+            format!(
+                "{} of its sequences are within --max-length {}; at least 2 must be",
+                w.kept.len(),
+                opts.max_length
+            ),
+        ));
+    }
+    Ok(w)
+}
+
 /// The training split's strings of `path` (as `load` splits it).
 pub fn training_strings(path: &Path, opts: &SequenceOptions) -> Result<Vec<String>, DataError> {
-    let mut kept = within_limit(path, opts)?.kept;
+    let mut kept = read_within(path, opts)?.kept;
     let (train, _) = super::npy::split_rows(kept.len(), opts.test_fraction);
     Ok(train
         .into_iter()
@@ -391,7 +390,7 @@ pub fn training_strings(path: &Path, opts: &SequenceOptions) -> Result<Vec<Strin
 /// Reads `path` and splits it (a fixed shuffle holds out `test_fraction`, as for tables).
 /// With `vocab` (a trained model's), a token it lacks is an error naming the line; without,
 /// the training split's tokens make the vocabulary, and test sequences with a token outside
-/// it are left out (counted in `unknown`).
+/// it are left out with a warning.
 pub fn load(
     path: &Path,
     opts: &SequenceOptions,
@@ -401,7 +400,7 @@ pub fn load(
         kept,
         skipped,
         longest,
-    } = within_limit(path, opts)?;
+    } = read_within(path, opts)?;
     let (train_rows, mut test_rows) = super::npy::split_rows(kept.len(), opts.test_fraction);
     let vocab = match vocab {
         Some(v) => v.clone(),
