@@ -109,7 +109,7 @@ pub fn embed_grad(
             format!("{} bytes of tokens for {} rows", tokens.size(), dout.rows),
         ));
     }
-    sums(dout.rows, |start, count, more| {
+    sums(dout.rows, accumulate, |start, count, accumulate| {
         let params = SeqParams {
             n: (dtable.rows * dtable.cols) as u32,
             width: dtable.cols as u32,
@@ -118,7 +118,7 @@ pub fn embed_grad(
             lds: dtable.ld as u32,
             start,
             count,
-            accumulate: u32::from(more != 0 || accumulate),
+            accumulate,
             ..SeqParams::default()
         };
         launch(
@@ -175,32 +175,37 @@ pub fn repeat_grad(
             format!("{} rows are not steps of {} records", dout.rows, dsrc.rows),
         ));
     }
-    sums(dout.rows / dsrc.rows, |start, count, more| {
-        let params = SeqParams {
-            n: (dsrc.rows * dsrc.cols) as u32,
-            width: dsrc.cols as u32,
-            ld: dout.ld as u32,
-            col: col as u32,
-            lds: dsrc.ld as u32,
-            batch: dsrc.rows as u32,
-            start,
-            count,
-            accumulate: u32::from(more != 0 || accumulate),
-            ..SeqParams::default()
-        };
-        launch(
-            gpu,
-            "repeat_grad_main",
-            &params,
-            &[(2, dout.binding()), (3, dsrc.binding())],
-        )
-    })
+    sums(
+        dout.rows / dsrc.rows,
+        accumulate,
+        |start, count, accumulate| {
+            let params = SeqParams {
+                n: (dsrc.rows * dsrc.cols) as u32,
+                width: dsrc.cols as u32,
+                ld: dout.ld as u32,
+                col: col as u32,
+                lds: dsrc.ld as u32,
+                batch: dsrc.rows as u32,
+                start,
+                count,
+                accumulate,
+                ..SeqParams::default()
+            };
+            launch(
+                gpu,
+                "repeat_grad_main",
+                &params,
+                &[(2, dout.binding()), (3, dsrc.binding())],
+            )
+        },
+    )
 }
 
 /// One launch per SUM_ROWS rows of `rows`: f(start, count, accumulate), every launch after the
-/// first adding to what the first wrote.
+/// first adding to what the first wrote (the first too when `accumulate`).
 fn sums(
     rows: usize,
+    accumulate: bool,
     mut f: impl FnMut(u32, u32, u32) -> Result<Dispatch, GpuError>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     (0..rows.max(1))
@@ -209,7 +214,7 @@ fn sums(
             f(
                 start as u32,
                 SUM_ROWS.min(rows - start) as u32,
-                u32::from(start > 0),
+                u32::from(start > 0 || accumulate),
             )
         })
         .collect()
