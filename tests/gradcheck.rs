@@ -283,6 +283,71 @@ fn loss_gradients() {
     });
 }
 
+/// L = scale * sum over valid rows of a stacked layer's Monte-Carlo KL, with z sampled from
+/// the posterior's mu | logvar and fixed noise: the kernel's gradients, with the code's
+/// added through the sampling path as the graph's backward adds it, against finite
+/// differences by the posterior's and the prior's mu | logvar.
+#[test]
+fn level_kl_gradients() {
+    use vae_gpu::ops::level::{level, LevelBuffers};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(61);
+        for (rows, valid, z) in [(1, 1, 1), (4, 3, 2), (3, 3, 5)] {
+            let (m32, m) = rng.vec(rows * 2 * z, -1.5, 1.5);
+            let (e32, e) = rng.vec(rows * z, -2.0, 2.0);
+            let (p32, p) = rng.vec(rows * 2 * z, -1.5, 1.5);
+            let scale = 0.6;
+            let kl_sum = |m: &[f64], p: &[f64]| {
+                let out = cpu::level::level_kl(m, &e, p, (rows, valid, z), (1.0, &[]));
+                scale * out.kl.iter().sum::<f64>()
+            };
+            let z32: Vec<f32> = cpu::level::level_kl(&m, &e, &p, (rows, valid, z), (1.0, &[]))
+                .z
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let (gm, ge, gz, gp) = (
+                upload(gpu, rows, 2 * z, &m32),
+                upload(gpu, rows, z, &e32),
+                upload(gpu, rows, z, &z32),
+                upload(gpu, rows, 2 * z, &p32),
+            );
+            let zeros = |cols| Matrix::zeros(gpu, rows, cols, "gradient").unwrap();
+            let (gdz, gdm, gdp) = (zeros(z), zeros(2 * z), zeros(2 * z));
+            let ps = zeros(3);
+            let mut d = level(
+                gpu,
+                &LevelBuffers {
+                    mulv: &gm,
+                    z: &gz,
+                    eps: &ge,
+                    prior: &gp,
+                    per_sample: &ps,
+                    dz: &gdz,
+                    dmulv: &gdm,
+                    dprior: &gdp,
+                    row_scale: None,
+                },
+            )
+            .unwrap();
+            d.update(gpu, valid, 1.0, scale as f32);
+            let back = sample_backward(gpu, &gm, &gdz, &ge, &gdm).unwrap();
+            gpu.run(&[&d.rows, &d.grads, &back]).unwrap();
+            let what = format!("rows {rows} valid {valid} z {z}");
+            check(
+                &format!("{what} dmulv"),
+                &gdm.read(gpu).unwrap(),
+                &numeric_grad(&m, |m| kl_sum(m, &p)),
+            );
+            check(
+                &format!("{what} dprior"),
+                &gdp.read(gpu).unwrap(),
+                &numeric_grad(&p, |p| kl_sum(&m, p)),
+            );
+        }
+    });
+}
+
 /// L = scale * sum over valid records of the VampPrior's Monte-Carlo KL, with z sampled from
 /// the records' mu | logvar and fixed noise (the path through z included): the gradients
 /// of the records' and the components' mu | logvar.

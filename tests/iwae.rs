@@ -10,6 +10,7 @@ mod common;
 use common::cli::{data, fails_with, ok, tmp};
 use common::for_each_gpu;
 use common::pytorch::step_matches_with;
+use vae_gpu::vae::config::LowerLatent;
 use vae_gpu::vae::ModelConfig;
 
 #[test]
@@ -27,6 +28,27 @@ fn an_iwae_step_matches_pytorch() {
             ..mlp
         };
         step_matches_with(gpu, &vamp, "tiny_iwae_vamp", 3);
+    });
+}
+
+/// Two stacked stochastic layers (Burda et al.'s model, tests/fixtures/make_tiny_stacked.py):
+/// one step's bound and every gradient, with one sample per record (the ELBO, both KLs
+/// Monte-Carlo) and with K = 3 importance-weighted ones.
+#[test]
+fn a_stacked_step_matches_pytorch() {
+    for_each_gpu(|gpu| {
+        let stacked = ModelConfig {
+            hidden: vec![5],
+            latent: 2,
+            below: vec![LowerLatent {
+                latent: 3,
+                hidden: vec![3],
+            }],
+            activation: Some("tanh".into()),
+            ..ModelConfig::mlp(8, 8, 1)
+        };
+        step_matches_with(gpu, &stacked, "tiny_stacked", 1);
+        step_matches_with(gpu, &stacked, "tiny_stacked_iwae", 3);
     });
 }
 

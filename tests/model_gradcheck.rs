@@ -43,7 +43,7 @@ fn cpu_model(
     let eps: Vec<f64> = (0..rows * c.latent)
         .map(|i| cpu::sample::normal_at(noise, i as u32))
         .collect();
-    let values = graph::cpu::forward(&g, &named, x, &eps, rows);
+    let values = graph::cpu::forward(&g, &named, x, &BTreeMap::from([(g.z, eps)]), rows);
     graph::cpu::outputs(&g, &values)
 }
 

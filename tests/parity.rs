@@ -632,6 +632,84 @@ fn iwae_matches_cpu() {
     });
 }
 
+/// A stacked layer's KL (shaders/level.wgsl): each row's Monte-Carlo KL added to the KL
+/// and total it finds, and the gradients of the code and of the posterior's and prior's mu
+/// | logvar (rows weighted), against the f64 twin on awkward shapes (one row, padding rows
+/// past `valid`, log-variances beyond the clamp), to 1e-4 relative + 1e-4.
+#[test]
+fn level_kl_matches_cpu() {
+    use vae_gpu::ops::level::{level, LevelBuffers};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(59);
+        for (rows, valid, z) in [(1, 1, 1), (7, 5, 3), (33, 33, 2), (129, 100, 100)] {
+            let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
+            let (e32, e) = rng.vec(rows * z, -2.5, 2.5);
+            let (mut p32, mut p) = rng.vec(rows * 2 * z, -2.0, 2.0);
+            // One prior log-variance past the clamp: no gradient there.
+            (p32[z], p[z]) = (-31.0, -31.0);
+            let (r32, r) = rng.vec(rows * 3, 50.0, 150.0);
+            let (w32, w) = rng.vec(rows, 0.0, 1.0);
+            let (beta, scale) = (0.7, 0.5);
+            let want = cpu::level::level_kl(&m, &e, &p, (rows, valid, z), (beta * scale, &w));
+            let z32: Vec<f32> = want.z.iter().map(|&v| v as f32).collect();
+            let gz = upload(gpu, rows, z, &z32);
+            let (gm, ge, gp, gps, gw) = (
+                upload(gpu, rows, 2 * z, &m32),
+                upload(gpu, rows, z, &e32),
+                upload(gpu, rows, 2 * z, &p32),
+                upload(gpu, rows, 3, &r32),
+                upload(gpu, 1, rows, &w32),
+            );
+            let zeros = |cols| Matrix::zeros(gpu, rows, cols, "gradient").unwrap();
+            let (gdz, gdm, gdp) = (zeros(z), zeros(2 * z), zeros(2 * z));
+            let mut d = level(
+                gpu,
+                &LevelBuffers {
+                    mulv: &gm,
+                    z: &gz,
+                    eps: &ge,
+                    prior: &gp,
+                    per_sample: &gps,
+                    dz: &gdz,
+                    dmulv: &gdm,
+                    dprior: &gdp,
+                    row_scale: Some(&gw),
+                },
+            )
+            .unwrap();
+            d.update(gpu, valid, beta as f32, scale as f32);
+            gpu.run(&[&d.rows, &d.grads]).unwrap();
+            let what = format!("rows {rows} valid {valid} z {z}");
+            let tol = |w: f64| 1e-4 * w.abs() + 1e-4;
+            let ps = gps.read(gpu).unwrap();
+            for b in 0..rows {
+                let kl = r[b * 3 + 1] + want.kl[b];
+                let total = r[b * 3 + 2] + beta * want.kl[b];
+                for (got, want, name) in
+                    [(ps[b * 3 + 1], kl, "kl"), (ps[b * 3 + 2], total, "total")]
+                {
+                    assert!(
+                        (f64::from(got) - want).abs() <= tol(want),
+                        "{what}: {name}[{b}] {got} vs {want}"
+                    );
+                }
+            }
+            for (name, got, want) in [
+                ("dz", &gdz, &want.dz),
+                ("dmulv", &gdm, &want.dmulv),
+                ("dprior", &gdp, &want.dprior),
+            ] {
+                assert_close(
+                    &format!("{what} {name}"),
+                    &got.read(gpu).unwrap(),
+                    want,
+                    |i| tol(want[i]),
+                );
+            }
+        }
+    });
+}
+
 /// The VampPrior's KL (shaders/vamp.wgsl): each record's Monte-Carlo KL and total, and the
 /// gradients of the records' and the components' mu | logvar (records weighted), against
 /// the f64 twin on awkward shapes (one record, one component, padding rows past `valid`),

@@ -303,7 +303,8 @@ fn the_classifier_backward_matches_finite_differences() {
         let grads = tensors_of(gpu, &params, &params.grads).unwrap();
         let weights = tensors(gpu, &params).unwrap();
         let total = |named: &BTreeMap<String, Vec<f64>>| {
-            let values = vae_gpu::graph::cpu::forward(&g, named, (&x, None), &[], rows);
+            let values =
+                vae_gpu::graph::cpu::forward(&g, named, (&x, None), &Default::default(), rows);
             let per_row =
                 vae_gpu::cpu::loss::softmax_xent(&values[g.logits], &labels, classes, 1.0).0;
             per_row.iter().sum::<f64>() / rows as f64

@@ -177,8 +177,11 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
                     "--hidden for a sequence model: one width for both GRUs, or ENCODER,DECODER"
                 ),
             }
-            if let Some(z) = a.latent {
-                spec.latent = z as usize;
+            if let Some(z) = &a.latent {
+                if !z.below().is_empty() {
+                    bail!("--latent {z:?}: stacked latent layers are built for the MLP; a sequence model has one code (give one size)");
+                }
+                spec.latent = z.code();
             }
             if let Some(l) = a.decoder_layers {
                 spec.dec_layers = l as usize;

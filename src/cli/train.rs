@@ -94,9 +94,13 @@ pub struct TrainArgs {
     /// one-sample Monte-Carlo estimate, and `sample` draws from it [default: normal]
     #[arg(long, value_name = "normal|vamp[:K]", value_parser = super::prior::parse_train_prior)]
     pub prior: Option<super::prior::TrainPrior>,
-    /// Size of the latent code [default: 20]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub latent: Option<u32>,
+    /// Size of the latent code [default: 20]. Several sizes stack stochastic layers (the
+    /// MLP; Burda et al.'s two-layer model is --hidden 200,200 --latent 100,50): bottom
+    /// first, the last is the code that sample, encode and the other commands use; the
+    /// networks between two layers have as many hidden layers as --hidden, each as wide as
+    /// the layer below
+    #[arg(long, value_name = "SIZE[,SIZE...]", value_parser = latents)]
+    pub latent: Option<Latents>,
     /// Decoder likelihood: bernoulli (binary cross-entropy on logits) or gaussian
     /// [default: bernoulli]
     #[arg(long, value_enum)]
@@ -226,6 +230,52 @@ fn new_run_dir() -> anyhow::Result<PathBuf> {
 /// An optional setting as the messages show it.
 fn shown<T: Debug>(v: &Option<T>) -> String {
     v.as_ref().map_or("none".into(), |v| format!("{v:?}"))
+}
+
+/// `--latent`: the code's size, or stochastic layers' sizes bottom first ("100,50").
+#[derive(Clone, PartialEq, Eq)]
+pub struct Latents(Vec<usize>);
+
+impl Latents {
+    /// The code's size (the top layer's).
+    pub fn code(&self) -> usize {
+        *self.0.last().expect("at least one size")
+    }
+
+    /// The sizes of the layers below the code, bottom first.
+    pub fn below(&self) -> &[usize] {
+        &self.0[..self.0.len() - 1]
+    }
+
+    fn of(m: &ModelConfig) -> Latents {
+        Latents(m.below.iter().map(|l| l.latent).chain([m.latent]).collect())
+    }
+}
+
+impl Debug for Latents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        f.write_str(&sizes.join(","))
+    }
+}
+
+fn latents(s: &str) -> Result<Latents, String> {
+    let sizes: Vec<usize> = s
+        .split(',')
+        .map(|v| match v.trim().parse::<usize>() {
+            Ok(n) if (1..=4096).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "'{v}' is not a latent size in 1..=4096 (give one size, or several bottom first: 100,50)"
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    if sizes.len() > 9 {
+        return Err(format!(
+            "{} stochastic layers: at most 9 can be stacked",
+            sizes.len()
+        ));
+    }
+    Ok(Latents(sizes))
 }
 
 fn run_dir(s: &str) -> Result<PathBuf, String> {
@@ -483,6 +533,7 @@ fn new_run(
         (Some("resnet"), _) => ModelConfig::resnet(h, w, ch),
         _ => ModelConfig::mlp(h, w, ch),
     };
+    let base_depth = base.hidden.len();
     let model = ModelConfig {
         hidden: widths(&a.hidden)
             .filter(|_| base.arch == "mlp")
@@ -493,7 +544,19 @@ fn new_run(
             .unwrap_or(base.conv_channels),
         blocks: a.blocks.map_or(base.blocks, |b| b as usize),
         groups: a.groups.map_or(base.groups, |g| g as usize),
-        latent: a.latent.map_or(base.latent, |l| l as usize),
+        latent: a.latent.as_ref().map_or(base.latent, Latents::code),
+        // Burda et al.'s rule: as many hidden layers between two stochastic layers as
+        // between the data and the first, each as wide as the layer below.
+        below: a.latent.as_ref().map_or(Vec::new(), |l| {
+            let depth = widths(&a.hidden).map_or(base_depth, |h| h.len()).max(1);
+            l.below()
+                .iter()
+                .map(|&latent| crate::vae::config::LowerLatent {
+                    latent,
+                    hidden: vec![latent; depth],
+                })
+                .collect()
+        }),
         // Real-valued data takes the Gaussian likelihood unless told otherwise.
         likelihood: a.likelihood.unwrap_or(match train.dtype() {
             crate::data::Dtype::F32 => crate::ops::loss::Likelihood::Gaussian,
@@ -587,7 +650,7 @@ fn resumed_run(
     keep("prior", a.prior, Some(prior))?;
     keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
     keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
-    keep("latent", a.latent.map(|l| l as usize), Some(m.latent))?;
+    keep("latent", a.latent.clone(), Some(Latents::of(&m)))?;
     same("activation", a.activation.clone(), m.activation.clone())?;
     keep(
         "binarize",
@@ -816,6 +879,18 @@ fn check_arch_flags(a: &TrainArgs, arch: &str) -> anyhow::Result<()> {
 /// Flags that do not go together, named as the user gave them (the configs' own checks
 /// name their fields).
 fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow::Result<()> {
+    if !m.below.is_empty() {
+        let stacked = format!("--latent {:?} stacks stochastic layers", Latents::of(m));
+        if m.arch != "mlp" {
+            bail!("{stacked}, which are built for the MLP; this model's architecture is {} (give one size)", m.arch);
+        }
+        if m.classes.is_some() || m.vamp.is_some() || m.table.is_some() {
+            bail!("{stacked} under the standard prior for images and arrays; drop --conditional, --prior vamp or the table (or give one size)");
+        }
+        if t.free_bits > 0.0 {
+            bail!("{stacked}, whose KLs are Monte-Carlo estimates with no per-dimension terms for --free-bits to floor: drop one of them");
+        }
+    }
     if t.free_bits > 0.0 {
         if m.vamp.is_some() {
             bail!("--free-bits floors each latent dimension's closed-form KL, and the VampPrior's KL is one Monte-Carlo estimate per image: drop one of them");

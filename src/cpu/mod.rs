@@ -6,6 +6,7 @@ pub mod conv;
 pub mod gemm;
 pub mod gmm;
 pub mod gru;
+pub mod level;
 pub mod loss;
 pub mod norm;
 pub mod sample;

@@ -26,6 +26,7 @@ pub enum Shader {
     Iwae,
     IwaeWeights,
     Vamp,
+    Level,
     Adam,
     Gather,
     Softmax,
@@ -39,7 +40,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 26] = [
+    pub const ALL: [Shader; 27] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -56,6 +57,7 @@ impl Shader {
         Shader::Iwae,
         Shader::IwaeWeights,
         Shader::Vamp,
+        Shader::Level,
         Shader::Adam,
         Shader::Gather,
         Shader::Softmax,
@@ -92,6 +94,7 @@ impl Shader {
             Shader::Iwae => "iwae.wgsl",
             Shader::IwaeWeights => "iwae_weights.wgsl",
             Shader::Vamp => "vamp.wgsl",
+            Shader::Level => "level.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -185,6 +188,7 @@ impl Shader {
             Shader::Iwae => shader_source!("iwae.wgsl"),
             Shader::IwaeWeights => shader_source!("index.wgsl", "iwae_weights.wgsl"),
             Shader::Vamp => shader_source!("index.wgsl", "vamp.wgsl"),
+            Shader::Level => shader_source!("index.wgsl", "level.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "philox.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),

@@ -29,13 +29,14 @@ fn permute(v: &[f64], s: Shape, to_chw: bool) -> Vec<f64> {
 }
 
 /// Every tensor's value for a batch of `rows`: `x` [rows, numel], a conditional model's
-/// `y` [rows, classes] (one-hot), `eps` the sampling noise [rows, latent], `tensors` the
-/// parameters by checkpoint name.
+/// `y` [rows, classes] (one-hot), `eps` the sampling noise of each sampled code [rows,
+/// its size] (the code `g.z`'s, and with stacked layers theirs), `tensors` the parameters
+/// by checkpoint name.
 pub fn forward(
     g: &Graph,
     tensors: &BTreeMap<String, Vec<f64>>,
     (x, y): (&[f64], Option<&[f64]>),
-    eps: &[f64],
+    eps: &BTreeMap<TensorId, Vec<f64>>,
     rows: usize,
 ) -> Vec<Vec<f64>> {
     let mut v: Vec<Vec<f64>> = vec![Vec::new(); g.shapes.len()];
@@ -133,6 +134,9 @@ pub fn forward(
             Op::Sample => {
                 let z = so.c;
                 let mulv = input(0);
+                let eps = eps
+                    .get(&n.output)
+                    .unwrap_or_else(|| panic!("no noise for tensor {}", n.output));
                 let mut zs = vec![0.0; rows * z];
                 for r in 0..rows {
                     for j in 0..z {

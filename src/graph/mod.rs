@@ -130,6 +130,20 @@ pub struct Graph {
     pub features: Option<TensorId>,
     /// The VampPrior's pseudo-inputs, which the encoder also runs on (see `Pseudo`).
     pub pseudo: Option<Pseudo>,
+    /// The stochastic layers below the code, bottom first (empty for one layer).
+    pub levels: Vec<Level>,
+}
+
+/// A stochastic layer below the code (Burda et al. 2016's stacked latents): its posterior
+/// q(z | the layer below) gives `mulv`, from which `z` is sampled in training and
+/// evaluation; the layer above gives its prior p(z | above) as `prior`, from which `z` is
+/// drawn when decoding top-down. The loss writes the first gradient of all three (see
+/// `ops::level`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Level {
+    pub mulv: TensorId,
+    pub z: TensorId,
+    pub prior: TensorId,
 }
 
 /// The VampPrior (Tomczak & Welling 2018): the prior is the mixture of the encoder's
@@ -197,6 +211,9 @@ impl Layout {
 /// Builds a graph node by node, checking shapes as it goes.
 pub struct Builder {
     graph: Graph,
+    /// Stochastic layers below the current code whose prior the decoder has not given yet
+    /// (mu | logvar, z), bottom first.
+    open: Vec<(TensorId, TensorId)>,
 }
 
 impl Builder {
@@ -219,7 +236,9 @@ impl Builder {
                 y: classes.map(|_| 1),
                 features: None,
                 pseudo: None,
+                levels: Vec::new(),
             },
+            open: Vec::new(),
         }
     }
 
@@ -546,7 +565,9 @@ impl Builder {
     }
 
     /// The encoder's heads: a Linear to mu | logvar of `latent` each, then the sampled z.
-    /// `parts` names the checkpoint layers the weight is split into (rows).
+    /// `parts` names the checkpoint layers the weight is split into (rows). Called again
+    /// on a later z, it stacks another stochastic layer above: the last heads give the
+    /// code, the earlier ones layers below it, whose priors `prior` gives.
     pub fn heads(
         &mut self,
         x: TensorId,
@@ -555,11 +576,37 @@ impl Builder {
         parts: Vec<(String, usize)>,
         label: &str,
     ) -> Result<TensorId, GraphError> {
+        let below = self.graph.nodes.iter().any(|n| n.op == Op::Sample);
+        if below {
+            self.open.push((self.graph.mulv, self.graph.z));
+        }
         let mulv = self.linear(x, flat(2 * latent), name, label)?;
         self.graph.nodes.last_mut().expect("just pushed").parts = parts;
         self.graph.mulv = mulv;
         let z = self.push(Op::Sample, vec![mulv], flat(latent), "", "sample")?;
         self.graph.z = z;
+        Ok(z)
+    }
+
+    /// The prior of the highest stochastic layer below the code still without one: a
+    /// Linear from `x` (the decoder's features of the layer above) to its mu | logvar.
+    /// Returns that layer's code, from which the decoder goes on down.
+    pub fn prior(
+        &mut self,
+        x: TensorId,
+        name: &str,
+        parts: Vec<(String, usize)>,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        let Some((mulv, z)) = self.open.pop() else {
+            return Err(Self::err(
+                label,
+                "a prior needs a stochastic layer below the code to belong to".into(),
+            ));
+        };
+        let prior = self.linear(x, self.shape(mulv), name, label)?;
+        self.graph.nodes.last_mut().expect("just pushed").parts = parts;
+        self.graph.levels.insert(0, Level { mulv, z, prior });
         Ok(z)
     }
 
@@ -586,6 +633,15 @@ impl Builder {
         }
         if self.graph.nodes.iter().all(|n| n.op != Op::Sample) {
             return Err(GraphError("the model has no latent code (heads)".into()));
+        }
+        if !self.open.is_empty() {
+            return Err(Self::err(
+                label,
+                format!(
+                    "{} stochastic layer(s) below the code have no prior from the decoder",
+                    self.open.len()
+                ),
+            ));
         }
         self.graph.logits = logits;
         let mut g = self.graph;
@@ -634,6 +690,9 @@ impl Graph {
             Mode::Pseudo => vec![self.mulv],
             Mode::Decode => Vec::new(),
         };
+        if matches!(mode, Mode::Train | Mode::Infer) {
+            t.extend(self.levels.iter().flat_map(|l| [l.z, l.mulv, l.prior]));
+        }
         t.dedup();
         t
     }
@@ -720,6 +779,7 @@ impl Graph {
                     && self.consumers(input).len() == 1
                     && input != self.mulv
                     && input != self.logits
+                    && !self.loss_inputs(Mode::Train).contains(&input)
             });
             let Some(p) = foldable else {
                 i += 1;
@@ -806,6 +866,7 @@ impl Graph {
         for n in &self.nodes {
             if n.output != self.logits
                 && n.output != self.mulv
+                && self.levels.iter().all(|l| l.prior != n.output)
                 && self.consumers(n.output).is_empty()
             {
                 return Err(GraphError(format!("{}: its output is never used", n.label)));
@@ -814,8 +875,19 @@ impl Graph {
         Ok(())
     }
 
+    /// The inputs of node `i` in a program of `mode`: a lower stochastic layer's sampling
+    /// reads its posterior, but when decoding its prior (generation runs top-down).
+    pub fn inputs_of(&self, i: usize, mode: Mode) -> Vec<TensorId> {
+        let n = &self.nodes[i];
+        match self.levels.iter().find(|l| l.z == n.output) {
+            Some(l) if mode == Mode::Decode => vec![l.prior],
+            _ => n.inputs.clone(),
+        }
+    }
+
     /// The nodes a program of `mode` runs, in order: all of them, for decoding the decoder
-    /// (those downstream of z), for the pseudo-inputs the encoder (those mu | logvar needs).
+    /// (those downstream of z, each lower layer's sampling right after its prior), for the
+    /// pseudo-inputs the encoder (those mu | logvar needs).
     pub fn nodes_for(&self, mode: Mode) -> Vec<usize> {
         if mode == Mode::Pseudo {
             let mut needed = vec![false; self.shapes.len()];
@@ -831,23 +903,24 @@ impl Graph {
             run.reverse();
             return run;
         }
+        if mode != Mode::Decode {
+            return (0..self.nodes.len()).collect();
+        }
         let mut after_z = vec![false; self.shapes.len()];
         after_z[self.z] = true;
-        (0..self.nodes.len())
-            .filter(|&i| {
-                let n = &self.nodes[i];
-                match mode {
-                    Mode::Decode => {
-                        let downstream = n.op != Op::Sample && n.inputs.iter().any(|&t| after_z[t]);
-                        if downstream {
-                            after_z[n.output] = true;
-                        }
-                        downstream
-                    }
-                    _ => true,
-                }
-            })
-            .collect()
+        let mut run = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.op == Op::Sample || !n.inputs.iter().any(|&t| after_z[t]) {
+                continue;
+            }
+            after_z[n.output] = true;
+            run.push(i);
+            if let Some(l) = self.levels.iter().find(|l| l.prior == n.output) {
+                run.extend(self.producer(l.z));
+                after_z[l.z] = true;
+            }
+        }
+        run
     }
 
     /// The activation on a tensor that the gradients flowing into it must be multiplied

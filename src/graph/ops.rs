@@ -184,7 +184,7 @@ fn image<'a>(m: &'a Matrix, batch: usize, shape: Shape) -> ImageView<'a> {
 /// The launches of node `i`'s forward pass.
 pub fn forward(cx: &Ctx<'_>, i: usize) -> Result<Vec<Dispatch>, GpuError> {
     let (g, n, gpu, b) = (cx.graph, &cx.graph.nodes[i], cx.gpu, cx.batch);
-    let x = cx.value(n.inputs[0]);
+    let x = cx.value(g.inputs_of(i, cx.mode)[0]);
     let y = cx.value(n.output);
     let (si, so) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
     let params = cx.params.of(&cx.params.values, i);

@@ -82,6 +82,9 @@ pub struct Ctx<'a> {
     /// Images per chunk of a convolution run in chunks (the batch for the others).
     pub chunk: usize,
     pub inference: bool,
+    /// What the program computes (a Decode program's lower stochastic layers draw from
+    /// their priors, see `Graph::inputs_of`).
+    pub mode: Mode,
     values: &'a [Option<Matrix>],
     grads: &'a [Option<Matrix>],
     scratch: &'a Scratch,
@@ -146,9 +149,8 @@ pub struct Program {
     grads: Vec<Option<Matrix>>,
     pub forward: Vec<Dispatch>,
     pub backward: Vec<Dispatch>,
-    /// Index into `forward` of the sampling launch (not in Decode programs).
-    sample: Option<usize>,
-    eps: Option<Matrix>,
+    /// The sampling launches: index into `forward`, the code they write and its noise.
+    samples: Vec<(usize, TensorId, Matrix)>,
     /// Bytes of every buffer the program allocated (values, gradients, scratch).
     pub workspace_bytes: u64,
 }
@@ -238,9 +240,8 @@ impl Program {
         // Which tensors this program holds: inputs and outputs of its nodes.
         let mut present = vec![false; n_t];
         for &i in &run {
-            let n = &g.nodes[i];
-            present[n.output] = true;
-            n.inputs.iter().for_each(|&t| present[t] = true);
+            present[g.nodes[i].output] = true;
+            g.inputs_of(i, mode).iter().for_each(|&t| present[t] = true);
         }
         let inputs: Vec<TensorId> = match mode {
             Mode::Decode => std::iter::once(g.z).chain(g.y).collect(),
@@ -250,6 +251,7 @@ impl Program {
             [g.x, g.mulv, g.z, g.logits]
                 .iter()
                 .chain(&g.features)
+                .chain(&loss_inputs)
                 .any(|&k| g.root(k) == t)
         };
         // Liveness per storage root: (start, end) of the value and of the gradient.
@@ -261,7 +263,7 @@ impl Program {
         for &i in &run {
             let n = &g.nodes[i];
             widen(&mut value_life[g.root(n.output)], fwd_at(i));
-            for &t in &n.inputs {
+            for &t in &g.inputs_of(i, mode) {
                 let r = g.root(t);
                 widen(&mut value_life[r], fwd_at(i));
                 if train {
@@ -315,7 +317,7 @@ impl Program {
                     cols,
                     start,
                     end,
-                    alone: padded || input || [g.mulv, g.logits].iter().any(|&k| g.root(k) == t),
+                    alone: padded || input || loss_inputs.iter().any(|&k| g.root(k) == t),
                     of: (node, "output gradient"),
                 });
             }
@@ -458,15 +460,17 @@ impl Program {
             batch,
             chunk: scratch[i].chunk,
             inference: !train,
+            mode,
             values: &values,
             grads: &grads,
             scratch: &scratch[i],
         };
         let mut forward = Vec::new();
-        let mut sample = None;
+        let mut samples = Vec::new();
         for &i in &run {
             if g.nodes[i].op == Op::Sample {
-                sample = Some(forward.len());
+                let eps = scratch[i].slots[Slot::Eps as usize][0].clone();
+                samples.push((forward.len(), g.nodes[i].output, eps));
             }
             forward.extend(ops::forward(&cx(i), i)?);
         }
@@ -475,10 +479,6 @@ impl Program {
         } else {
             Vec::new()
         };
-        let eps = run
-            .iter()
-            .find(|&&i| g.nodes[i].op == Op::Sample)
-            .and_then(|&i| scratch[i].slots[Slot::Eps as usize].first().cloned());
         log::debug!(
             "graph program {mode:?} at batch {batch}: {} forward and {} backward launches, {workspace_bytes} workspace bytes",
             forward.len(),
@@ -491,8 +491,7 @@ impl Program {
             grads,
             forward,
             backward,
-            sample,
-            eps,
+            samples,
             workspace_bytes,
         })
     }
@@ -508,15 +507,35 @@ impl Program {
         self.grads[t].as_ref().expect("a tensor with a gradient")
     }
 
-    /// The sampling noise of the last step.
-    pub fn eps(&self) -> &Matrix {
-        self.eps.as_ref().expect("a program that samples")
+    /// The noise the code `z` was last sampled with.
+    pub fn eps_of(&self, z: TensorId) -> &Matrix {
+        self.samples
+            .iter()
+            .find(|s| s.1 == z)
+            .map(|s| &s.2)
+            .expect("a program that samples that code")
     }
 
-    /// Sets the sampling launch's noise position and temperature.
-    pub fn set_noise(&self, gpu: &Gpu, noise: Noise, temperature: f32, mulv: &Matrix, z: &Matrix) {
-        if let Some(s) = self.sample {
-            set_noise(gpu, &self.forward[s], mulv.ld, z, noise, temperature);
+    /// Sets the sampling launches' noise position and temperature. The code's noise is
+    /// drawn at `noise`; each lower stochastic layer's from a stream of its own, so no two
+    /// layers share draws.
+    pub fn set_noise(&self, gpu: &Gpu, g: &Graph, noise: Noise, temperature: f32) {
+        for (at, z, _) in &self.samples {
+            let level = g.levels.iter().position(|l| l.z == *z);
+            let noise = Noise {
+                stream: noise.stream + level.map_or(0, |l| (l as u32 + 1) << 16),
+                ..noise
+            };
+            let node = g.producer(*z).expect("a sampled code");
+            let mulv = self.value(g.inputs_of(node, self.mode)[0]);
+            set_noise(
+                gpu,
+                &self.forward[*at],
+                mulv.ld,
+                self.value(*z),
+                noise,
+                temperature,
+            );
         }
     }
 }

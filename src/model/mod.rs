@@ -4,7 +4,7 @@
 
 pub mod spec;
 
-pub use spec::{build, ArchSpec, ConvLayer, Heads, Layer, Size};
+pub use spec::{build, ArchSpec, ConvLayer, Heads, Layer, Size, Stacked};
 
 use crate::ops::conv::Shape;
 
@@ -22,7 +22,11 @@ fn numbered(base: &str, i: usize) -> String {
 
 /// PyTorch's example VAE: fc1 [, fc1_1 ...] (`act`, e.g. relu) -> fc21 | fc22 -> z -> fc3
 /// [, fc3_1 ...] (`act`) -> fc4, on the flattened data (vae-gpu's (h, w, c) order).
-pub fn mlp(hidden: &[usize], act: &str) -> ArchSpec {
+/// `below`: stochastic layers under the code, bottom first, each (its size, the hidden
+/// widths up to the layer above); layer L (2, 3, ...) then has an encoder encL [, encL_1
+/// ...] -> encL_mu | encL_logvar from the code below, and a decoder decL [, decL_1 ...] ->
+/// prior{L-1}_mu | prior{L-1}_logvar, the prior of the layer below (Burda et al. 2016).
+pub fn mlp(hidden: &[usize], act: &str, below: &[(usize, Vec<usize>)]) -> ArchSpec {
     let act = || Some(act.to_string());
     let linear = |n: usize, name: String, act| Layer::Linear {
         out: Size::Count(n),
@@ -49,11 +53,37 @@ pub fn mlp(hidden: &[usize], act: &str) -> ArchSpec {
         name: Some("fc4".into()),
         repeat: 1,
     });
+    let below = below
+        .iter()
+        .enumerate()
+        .map(|(i, (latent, hidden))| {
+            let level = i + 2;
+            let (enc, dec) = (format!("enc{level}"), format!("dec{level}"));
+            let prior = format!("prior{}", level - 1);
+            Stacked {
+                latent: *latent,
+                encoder: hidden
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &h)| linear(h, numbered(&enc, k), act()))
+                    .collect(),
+                heads: Heads::Two([format!("{enc}_mu"), format!("{enc}_logvar")]),
+                decoder: hidden
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .map(|(k, &h)| linear(h, numbered(&dec, k), act()))
+                    .collect(),
+                prior: Heads::Two([format!("{prior}_mu"), format!("{prior}_logvar")]),
+            }
+        })
+        .collect();
     ArchSpec {
         latent: None,
         encoder,
         heads: Heads::Two(["fc21".into(), "fc22".into()]),
         decoder,
+        below,
     }
 }
 
@@ -108,6 +138,7 @@ pub fn conv(data: Shape, widths: &[usize]) -> Result<ArchSpec, String> {
         decoder.push(layer(out, act, format!("deconv{}", i + 1), true));
     }
     Ok(ArchSpec {
+        below: Vec::new(),
         latent: None,
         encoder,
         heads: Heads::One("fc_enc".into()),
@@ -227,6 +258,7 @@ pub fn resnet(
     decoder.push(norm("dec_norm"));
     decoder.push(conv(Size::Word("data".into()), 3, 1, "dec_out"));
     Ok(ArchSpec {
+        below: Vec::new(),
         latent: None,
         encoder,
         heads: Heads::One("fc_enc".into()),

@@ -41,6 +41,25 @@ pub struct ArchSpec {
     /// the logvar layer's (PyTorch's example, `["fc21", "fc22"]`).
     pub heads: Heads,
     pub decoder: Vec<Layer>,
+    /// Stochastic layers below the code (stacked latents), bottom first: `heads` then give
+    /// the lowest one, and the code sits above the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub below: Vec<Stacked>,
+}
+
+/// A stochastic layer below the code (Burda et al. 2016's stacked latents): `latent`
+/// values, whose posterior the heads below give; `encoder` runs from its sampled code to
+/// `heads`, the posterior of the layer above; that layer's code runs through `decoder` to
+/// `prior`, the Linear to this layer's prior mu | logvar, and its code on into the decoder
+/// below (the data's, for the lowest).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stacked {
+    pub latent: usize,
+    pub encoder: Vec<Layer>,
+    pub heads: Heads,
+    pub decoder: Vec<Layer>,
+    pub prior: Heads,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,7 +252,16 @@ impl ArchSpec {
             spaced(&self.heads)
         ));
         list(&mut out, &self.decoder, 4);
-        out.push_str("\n  ]\n}\n");
+        out.push_str("\n  ]");
+        if !self.below.is_empty() {
+            let levels: Vec<String> = self
+                .below
+                .iter()
+                .map(|l| format!("    {}", spaced(l)))
+                .collect();
+            out.push_str(&format!(",\n  \"below\": [\n{}\n  ]", levels.join(",\n")));
+        }
+        out.push_str("\n}\n");
         out
     }
 }
@@ -285,7 +313,8 @@ pub fn activation(name: Option<&str>) -> Result<Activation, String> {
 const MAX_REPEAT: usize = 1024;
 
 /// Builds the graph of `spec` for data of shape `data`, `outputs` decoder outputs (the
-/// data's values, or a table's per-column parameters) and a code of `latent` values. A
+/// data's values, or a table's per-column parameters) and a code of `latent` values (with
+/// stacked layers, the top one's). A
 /// conditional model (`classes`) takes each record's class, one-hot, beside the encoder's
 /// input (after any leading flatten or reshape: as more channels of an image, or more
 /// features) and beside z at the decoder's input.
@@ -296,14 +325,23 @@ pub fn build(
     latent: usize,
     classes: Option<usize>,
 ) -> Result<Graph, String> {
-    if latent == 0 {
+    let sizes: Vec<usize> = spec
+        .below
+        .iter()
+        .map(|l| l.latent)
+        .chain([latent])
+        .collect();
+    if sizes.contains(&0) {
         return Err("the latent size must be at least 1".into());
+    }
+    if !spec.below.is_empty() && classes.is_some() {
+        return Err("stacked latent layers need an unconditional model".into());
     }
     let mut w = Walker {
         b: Builder::new(data, classes),
         data,
         outputs,
-        list: "encoder",
+        list: "encoder".into(),
     };
     let lead = spec
         .encoder
@@ -313,17 +351,41 @@ pub fn build(
     let x = w.layers(0, &spec.encoder[..lead], "", "encoder")?;
     let x = w.b.condition(x, "the condition").map_err(|e| e.0)?;
     let features = w.layers_from(x, &spec.encoder[lead..], "", "encoder", lead)?;
-    let (name, parts) = match &spec.heads {
-        Heads::One(n) => (n.clone(), Vec::new()),
-        Heads::Two([mu, lv]) => (mu.clone(), vec![(mu.clone(), latent), (lv.clone(), latent)]),
-    };
-    let z =
-        w.b.heads(features, latent, &name, parts, "heads")
+    let (name, parts) = heads_names(&spec.heads, sizes[0]);
+    let mut z =
+        w.b.heads(features, sizes[0], &name, parts, "heads")
             .map_err(|e| e.0)?;
+    for (i, level) in spec.below.iter().enumerate() {
+        let at = format!("below[{i}].encoder");
+        w.list = at.clone();
+        let h = w.layers(z, &level.encoder, "", &at)?;
+        let (name, parts) = heads_names(&level.heads, sizes[i + 1]);
+        z =
+            w.b.heads(h, sizes[i + 1], &name, parts, &format!("below[{i}].heads"))
+                .map_err(|e| e.0)?;
+    }
+    for (i, level) in spec.below.iter().enumerate().rev() {
+        let at = format!("below[{i}].decoder");
+        w.list = at.clone();
+        let h = w.layers(z, &level.decoder, "", &at)?;
+        let (name, parts) = heads_names(&level.prior, level.latent);
+        z =
+            w.b.prior(h, &name, parts, &format!("below[{i}].prior"))
+                .map_err(|e| e.0)?;
+    }
     let z = w.b.condition(z, "the condition").map_err(|e| e.0)?;
-    w.list = "decoder";
+    w.list = "decoder".into();
     let logits = w.layers(z, &spec.decoder, "", "decoder")?;
     w.b.finish(logits, outputs, "decoder").map_err(|e| e.0)
+}
+
+/// The checkpoint name of a Linear to mu | logvar of `latent` each, and its parts when
+/// stored as two layers.
+fn heads_names(heads: &Heads, latent: usize) -> (String, Vec<(String, usize)>) {
+    match heads {
+        Heads::One(n) => (n.clone(), Vec::new()),
+        Heads::Two([mu, lv]) => (mu.clone(), vec![(mu.clone(), latent), (lv.clone(), latent)]),
+    }
 }
 
 /// Walks a layer list into the builder.
@@ -332,7 +394,7 @@ struct Walker {
     data: Shape,
     outputs: usize,
     /// The top-level list being walked, which names its unnamed layers.
-    list: &'static str,
+    list: String,
 }
 
 impl Walker {

@@ -9,6 +9,7 @@ pub mod gather;
 pub mod gemm;
 pub mod gru;
 pub mod iwae;
+pub mod level;
 pub mod loss;
 pub mod norm;
 pub mod sample;

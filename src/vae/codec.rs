@@ -274,7 +274,7 @@ pub fn iwae_log_px(
     let state = Matrix::from_slice(gpu, 1, 2 * n, &EMPTY.repeat(n), "iwae state")?;
     let mut merge = iwae(
         gpu,
-        program.components().is_some(),
+        program.monte_carlo_kl(),
         &program.per_sample,
         program.mulv(),
         program.z(),

@@ -31,7 +31,13 @@ pub struct ModelConfig {
     /// arch "file": the architecture, as its file gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<crate::model::ArchSpec>,
+    /// The code's size: with stacked layers, the top one's.
     pub latent: usize,
+    /// Stochastic layers below the code (`--latent 100,50`: one of 100 under a code of 50),
+    /// bottom first, each with the hidden widths between it and the layer above: Burda et
+    /// al.'s two-layer model for arch "mlp" (see `model::mlp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub below: Vec<LowerLatent>,
     pub likelihood: Likelihood,
     /// Variance of the Gaussian likelihood.
     pub gauss_var: f32,
@@ -51,6 +57,15 @@ pub struct ModelConfig {
     /// gathered (Burda et al. 2016).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub binarize: bool,
+}
+
+/// A stochastic layer below the code: its size, and the hidden widths of the networks
+/// between it and the layer above (q's upward, p's downward in reverse).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LowerLatent {
+    pub latent: usize,
+    pub hidden: Vec<usize>,
 }
 
 fn one() -> usize {
@@ -85,6 +100,7 @@ impl ModelConfig {
             groups: 8,
             spec: None,
             latent: 20,
+            below: Vec::new(),
             likelihood: Likelihood::Bernoulli,
             gauss_var: 0.5,
             table: None,
@@ -120,10 +136,18 @@ impl ModelConfig {
     pub fn spec(&self) -> Result<crate::model::ArchSpec, String> {
         let data = self.data_shape();
         match self.arch.as_str() {
-            "mlp" => Ok(crate::model::mlp(
-                &self.hidden,
-                self.activation.as_deref().unwrap_or("relu"),
-            )),
+            "mlp" => {
+                let below: Vec<(usize, Vec<usize>)> = self
+                    .below
+                    .iter()
+                    .map(|l| (l.latent, l.hidden.clone()))
+                    .collect();
+                Ok(crate::model::mlp(
+                    &self.hidden,
+                    self.activation.as_deref().unwrap_or("relu"),
+                    &below,
+                ))
+            }
             "conv" => crate::model::conv(data, &self.conv_channels),
             "resnet" => crate::model::resnet(data, &self.conv_channels, self.blocks, self.groups),
             "file" => self
@@ -512,6 +536,29 @@ impl ModelConfig {
             "1..=4096",
         )?;
         field(
+            self.below.len() <= 8
+                && self.below.iter().all(|l| {
+                    (1..=4096).contains(&l.latent)
+                        && (1..=16).contains(&l.hidden.len())
+                        && l.hidden.iter().all(|h| (1..=65536).contains(h))
+                }),
+            "model.below",
+            format!("{:?}", self.below),
+            "at most 8 layers, each of 1..=4096 latents with 1 to 16 hidden widths in 1..=65536",
+        )?;
+        if !self.below.is_empty() {
+            let alone = self.arch == "mlp"
+                && self.classes.is_none()
+                && self.vamp.is_none()
+                && self.table.is_none();
+            field(
+                alone,
+                "model.below",
+                format!("{:?}", self.below),
+                "empty unless the model is an unconditional image MLP with the standard prior (stacked latents are built for arch \"mlp\")",
+            )?;
+        }
+        field(
             positive(self.gauss_var),
             "model.gauss_var",
             self.gauss_var,
@@ -597,6 +644,12 @@ impl TrainConfig {
             "train.output_bias_from_data",
             self.output_bias_from_data,
             "false for a table (its outputs are its columns' parameters)",
+        )?;
+        field(
+            model.below.is_empty() || self.free_bits == 0.0,
+            "train.free_bits",
+            self.free_bits,
+            "0 with stacked latent layers (their KLs are Monte-Carlo estimates, with no per-dimension terms to floor)",
         )?;
         field(
             model.vamp.is_none() || self.free_bits == 0.0,

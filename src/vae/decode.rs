@@ -123,18 +123,14 @@ fn decode_each<E: From<GpuError>>(
         temperature,
     )?;
     for (chunk, start) in (0..count).step_by(rows).enumerate() {
-        set_noise(
-            gpu,
-            &prior,
-            0,
-            decoder.z(),
-            Noise {
-                seed,
-                step: chunk as u32,
-                stream: STREAM_PRIOR,
-            },
-            temperature,
-        );
+        let noise = Noise {
+            seed,
+            step: chunk as u32,
+            stream: STREAM_PRIOR,
+        };
+        set_noise(gpu, &prior, 0, decoder.z(), noise, temperature);
+        // Stacked layers below the code are drawn top-down from their priors.
+        decoder.set_noise(gpu, noise, temperature);
         decoder.set_classes(
             gpu,
             classes.map(|l| &l[start.min(l.len().saturating_sub(1))..]),

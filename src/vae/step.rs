@@ -7,6 +7,7 @@ use crate::graph::{Mode, Params, Program};
 use crate::ops::adam::{adam, AdamConfig, AdamDispatch};
 use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
 use crate::ops::iwae::{iwae_weights, IwaeWeights};
+use crate::ops::level::{level, LevelBuffers, LevelDispatch};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
 use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
 use crate::ops::vamp::{vamp, VampBuffers, VampDispatch};
@@ -91,6 +92,8 @@ pub struct StepProgram {
     /// The Monte-Carlo KL (a VampPrior's, or N(0, I)'s under the importance-weighted
     /// objective), which replaces the loss's closed form.
     mc_kl: Option<VampDispatch>,
+    /// The stochastic layers below the code: each one's KL against its prior.
+    levels: Vec<LevelDispatch>,
     /// The importance-weighted objective over `samples` rows per record.
     importance: Option<IwaeWeights>,
     samples: usize,
@@ -222,14 +225,15 @@ impl StepProgram {
             })
             .transpose()?;
         // The KL as its Monte-Carlo estimate: the VampPrior's, or under the importance-
-        // weighted objective N(0, I)'s (one component at 0 with unit variance).
+        // weighted objective or with stacked layers (whose KLs below are Monte-Carlo ones)
+        // N(0, I)'s (one component at 0 with unit variance).
         let mc_kl = |pmulv: &Matrix, dpmulv: &Matrix| {
             vamp(
                 gpu,
                 &VampBuffers {
                     mulv: program.value(g.mulv),
                     z: program.value(g.z),
-                    eps: program.eps(),
+                    eps: program.eps_of(g.z),
                     pmulv,
                     per_sample: &per_sample,
                     dmulv: program.grad(g.mulv),
@@ -240,7 +244,7 @@ impl StepProgram {
         };
         let mc_kl = match &pseudo {
             Some(v) => Some(mc_kl(v.pass.components(g), v.pass.program.grad(g.mulv))?),
-            None if samples > 1 => {
+            None if samples > 1 || !g.levels.is_empty() => {
                 let z = g.shapes[g.z].c;
                 Some(mc_kl(
                     &Matrix::zeros(gpu, 1, 2 * z, "N(0, I)")?,
@@ -249,6 +253,26 @@ impl StepProgram {
             }
             None => None,
         };
+        let levels = g
+            .levels
+            .iter()
+            .map(|l| {
+                level(
+                    gpu,
+                    &LevelBuffers {
+                        mulv: program.value(l.mulv),
+                        z: program.value(l.z),
+                        eps: program.eps_of(l.z),
+                        prior: program.value(l.prior),
+                        per_sample: &per_sample,
+                        dz: program.grad(l.z),
+                        dmulv: program.grad(l.mulv),
+                        dprior: program.grad(l.prior),
+                        row_scale: importance.as_ref().map(|w| &w.normalized),
+                    },
+                )
+            })
+            .collect::<Result<_, _>>()?;
         loss.per_record(gpu, samples);
         let adam = spec
             .adam
@@ -273,6 +297,7 @@ impl StepProgram {
             loss,
             vamp: pseudo,
             mc_kl,
+            levels,
             importance,
             samples,
             adam,
@@ -304,7 +329,7 @@ impl StepProgram {
     }
 
     pub fn eps(&self) -> &Matrix {
-        self.program.eps()
+        self.program.eps_of(self.graph.z)
     }
 
     /// The decoder's outputs as [rows, values].
@@ -349,7 +374,7 @@ impl StepProgram {
             stream: self.stream,
         };
         self.program
-            .set_noise(gpu, noise, self.temperature, self.mulv(), self.z());
+            .set_noise(gpu, &self.graph, noise, self.temperature);
         // `valid` counts records; the loss launches count rows.
         let valid = settings.valid.min(self.rows()) * self.samples;
         match &mut self.mc_kl {
@@ -363,6 +388,9 @@ impl StepProgram {
                 };
                 self.loss.update(gpu, &recon);
                 kl.update(gpu, valid, settings.beta, settings.grad_scale);
+                for l in &mut self.levels {
+                    l.update(gpu, valid, settings.beta, settings.grad_scale);
+                }
             }
             None => self.loss.update(gpu, &LossSettings { valid, ..*settings }),
         }
@@ -394,7 +422,9 @@ impl StepProgram {
         all.extend(self.loss.per_sample());
         let kl = self.mc_kl.as_ref();
         all.extend(kl.into_iter().flat_map(|kl| &kl.records));
+        all.extend(self.levels.iter().map(|l| &l.rows));
         all.extend(self.importance.iter().flat_map(|w| w.launches()));
+        all.extend(self.levels.iter().map(|l| &l.grads));
         // The components' gradients weigh the records as the importance weights say.
         all.extend(
             kl.filter(|_| train && vamp.is_some())
@@ -410,6 +440,13 @@ impl StepProgram {
         );
         all.extend(self.adam.as_ref().map(|a| &a.dispatch));
         all
+    }
+
+    /// Whether each row's KL is a Monte-Carlo estimate from its sampled codes (a
+    /// VampPrior's, the importance-weighted objective's, stacked layers'), not the closed
+    /// form.
+    pub fn monte_carlo_kl(&self) -> bool {
+        self.mc_kl.is_some()
     }
 
     /// A VampPrior model's components' mu | logvar [K, 2Z], as of the last step.
@@ -589,11 +626,20 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Lower stochastic layers decode their priors' means until `set_noise` says otherwise.
     pub fn new(gpu: &Gpu, params: &Params, rows: usize) -> Result<Decoder, GpuError> {
-        Ok(Decoder {
+        let d = Decoder {
             program: Program::new(gpu, params, rows, Mode::Decode, &[])?,
             graph: params.graph.clone(),
-        })
+        };
+        d.set_noise(gpu, Noise::default(), 0.0);
+        Ok(d)
+    }
+
+    /// Where a model with stacked layers draws its lower codes from their priors (top-down
+    /// generation), at `temperature` (0: the priors' means).
+    pub fn set_noise(&self, gpu: &Gpu, noise: Noise, temperature: f32) {
+        self.program.set_noise(gpu, &self.graph, noise, temperature);
     }
 
     pub fn z(&self) -> &Matrix {
