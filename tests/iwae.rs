@@ -52,6 +52,96 @@ fn a_stacked_step_matches_pytorch() {
     });
 }
 
+/// `--latent 6,3` stacks a layer of 6 under a code of 3: it trains (with --iwae-k too),
+/// resumes only as it is, evaluates with active units per layer, samples top-down, embeds
+/// the code (the top layer), is deterministic from its seed, and what it does not go with
+/// is a one-line error.
+#[test]
+fn stacked_layers_from_the_command_line() {
+    let d = data();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp().join(name).display().to_string();
+        let mut args = vec![
+            "train", "--data", &d, "--limit", "256", "--hidden", "16", "--epochs", "1", "--out",
+            &out, "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        out
+    };
+    let stacked = run("stacked", &["--latent", "6,3"]);
+    let cfg = std::fs::read_to_string(format!("{stacked}/checkpoint-0001/config.json")).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["model"]["latent"], 3, "{cfg}");
+    assert_eq!(
+        cfg["model"]["below"],
+        serde_json::json!([{"latent": 6, "hidden": [6]}]),
+        "{cfg}"
+    );
+    let model = |r: &str| std::fs::read(common::cli::last_model(r)).unwrap();
+    assert_eq!(
+        model(&stacked),
+        model(&run("stacked-again", &["--latent", "6,3"])),
+        "a seed fixes a stacked run"
+    );
+    let iwae = run("stacked-iwae", &["--latent", "6,3", "--iwae-k", "3"]);
+    assert_ne!(model(&stacked), model(&iwae));
+    let out = ok(&[
+        "eval", "--model", &iwae, "--data", &d, "--limit", "32", "--iwae-k", "8",
+    ]);
+    assert!(out.contains("IWAE bound, K = 8"), "{out}");
+    assert!(
+        out.contains("layer 1 ") && out.contains("of 6") && out.contains("layer 2 (the code) "),
+        "{out}"
+    );
+    let png = tmp().join("stacked-samples.png").display().to_string();
+    ok(&["sample", "--model", &stacked, "--count", "5", "--out", &png]);
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
+    let csv = tmp().join("stacked-codes.csv").display().to_string();
+    ok(&[
+        "embed", "--model", &stacked, "--data", &d, "--limit", "3", "--out", &csv,
+    ]);
+    let header = std::fs::read_to_string(&csv).unwrap();
+    let header = header.lines().next().unwrap().to_string();
+    assert!(
+        header.contains("mu_2") && !header.contains("mu_3"),
+        "{header}"
+    );
+    fails_with(
+        &[
+            "train", "--resume", &stacked, "--latent", "6", "--epochs", "2",
+        ],
+        1,
+        &["--latent 6 differs", "latent 6,3"],
+    );
+    let refused = tmp().join("stacked-refused").display().to_string();
+    for (extra, needles) in [
+        (
+            vec!["--arch", "conv"],
+            vec!["--latent 8,4", "built for the MLP"],
+        ),
+        (
+            vec!["--free-bits", "0.5"],
+            vec!["--latent 8,4", "--free-bits"],
+        ),
+        (
+            vec!["--prior", "vamp:4"],
+            vec!["--latent 8,4", "--prior vamp"],
+        ),
+    ] {
+        let mut args = vec![
+            "train", "--data", &d, "--limit", "64", "--latent", "8,4", "--out", &refused,
+        ];
+        args.extend(extra);
+        fails_with(&args, 1, &needles);
+    }
+    fails_with(
+        &["train", "--data", &d, "--latent", "8,0", "--out", &refused],
+        2,
+        &["'0' is not a latent size"],
+    );
+}
+
 #[test]
 fn iwae_training_from_the_command_line() {
     let d = data();

@@ -6,7 +6,7 @@ use clap::Args;
 use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
 use crate::ops::loss::LossSettings;
 use crate::vae::step::{Samples, StepProgram, StepSpec};
-use crate::vae::train::{evaluate, GpuSplit};
+use crate::vae::train::{evaluate, GpuSplit, ACTIVE_VARIANCE};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -100,6 +100,25 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         line += &format!("\nIWAE bound, K = {k}: -log p(x) <= {bound:.3} nats/{item}");
         iwae = Some(bound);
     }
+    // Active units per stochastic layer (bottom first, the code last).
+    let layers = crate::vae::codec::layer_means(&gpu, &params, c, &test)?;
+    let active: Vec<(usize, usize)> = layers
+        .iter()
+        .map(|l| (l.active_units(ACTIVE_VARIANCE), l.latent))
+        .collect();
+    let counts: Vec<String> = active
+        .iter()
+        .enumerate()
+        .map(|(i, (a, z))| match active.len() - i {
+            1 if i == 0 => format!("{a} of {z}"),
+            1 => format!("layer {} (the code) {a} of {z}", i + 1),
+            _ => format!("layer {} {a} of {z}", i + 1),
+        })
+        .collect();
+    line += &format!(
+        "\nactive units (variance of the mean above {ACTIVE_VARIANCE}): {}",
+        counts.join(", ")
+    );
     super::report(
         &line,
         serde_json::json!({
@@ -108,6 +127,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
             "test": l,
             "iwae_k": a.iwae_k,
             "iwae_bound": iwae,
+            "active_units": active.iter().map(|a| a.0).collect::<Vec<_>>(),
         }),
     );
     Ok(())

@@ -879,9 +879,12 @@ fn check_arch_flags(a: &TrainArgs, arch: &str) -> anyhow::Result<()> {
 /// Flags that do not go together, named as the user gave them (the configs' own checks
 /// name their fields).
 fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow::Result<()> {
-    if !m.below.is_empty() {
-        let stacked = format!("--latent {:?} stacks stochastic layers", Latents::of(m));
-        if m.arch != "mlp" {
+    if m.stacked() {
+        let stacked = match m.below.is_empty() {
+            true => "the architecture file stacks stochastic layers (its below list)".to_string(),
+            false => format!("--latent {:?} stacks stochastic layers", Latents::of(m)),
+        };
+        if !["mlp", "file"].contains(&m.arch.as_str()) {
             bail!("{stacked}, which are built for the MLP; this model's architecture is {} (give one size)", m.arch);
         }
         if m.classes.is_some() || m.vamp.is_some() || m.table.is_some() {

@@ -136,6 +136,69 @@ pub fn encode(
     })
 }
 
+/// The posterior means of every stochastic layer of every image, bottom first (the code
+/// last; one layer for most models), each layer's given the means of the layers below (no
+/// noise): what each layer's active units are counted on (Burda et al. 2016).
+pub fn layer_means(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    images: &Images,
+) -> Result<Vec<Codes>, GpuError> {
+    let split = GpuSplit::upload(gpu, images).map_err(|e| GpuError::Config(format!("{e:#}")))?;
+    let n = images.count;
+    let rows = n.clamp(1, BATCH);
+    let settings = LossSettings {
+        likelihood: c.likelihood,
+        beta: 1.0,
+        grad_scale: 1.0,
+        gauss_var: c.gauss_var,
+        valid: rows,
+        free_bits: 0.0,
+    };
+    let mut program = StepProgram::new(
+        gpu,
+        params,
+        c,
+        &split.batches(),
+        &StepSpec {
+            rows,
+            settings,
+            adam: None,
+            seed: 0,
+            corruption: None,
+            samples: Samples::ONE,
+        },
+    )?;
+    program.temperature = 0.0;
+    let g = &params.graph;
+    let layers: Vec<usize> = g.levels.iter().map(|l| l.mulv).chain([g.mulv]).collect();
+    let mut codes: Vec<Codes> = layers
+        .iter()
+        .map(|&t| Codes {
+            mu: Vec::with_capacity(n * g.shapes[t].c / 2),
+            logvar: Vec::new(),
+            latent: g.shapes[t].c / 2,
+        })
+        .collect();
+    for (i, offset) in (0..n).step_by(rows).enumerate() {
+        let valid = (n - offset).min(rows);
+        program.prepare(gpu, offset, i as u64, &LossSettings { valid, ..settings });
+        program.submit(gpu, None)?;
+        for (&t, layer) in layers.iter().zip(&mut codes) {
+            let mulv = program.program.value(t).read(gpu)?;
+            let z = layer.latent;
+            for r in 0..valid {
+                layer.mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
+                layer
+                    .logvar
+                    .extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
+            }
+        }
+    }
+    Ok(codes)
+}
+
 /// Decoder outputs in [0, 1] (sigmoid of logits, or the clamped Gaussian mean) for codes
 /// [n, latent], in batches; a conditional model's `classes` hold one class per code (the
 /// last repeats: one class decodes them all).

@@ -160,9 +160,21 @@ impl ModelConfig {
         }
     }
 
+    /// Whether stochastic layers are stacked below the code (`below`, or an architecture
+    /// file's `below` list).
+    pub fn stacked(&self) -> bool {
+        !self.below.is_empty() || self.spec.as_ref().is_some_and(|s| !s.below.is_empty())
+    }
+
     /// The architecture in words, for reports.
     pub fn describe(&self) -> String {
         match self.arch.as_str() {
+            "mlp" if !self.below.is_empty() => format!(
+                "fully connected, hidden widths {:?}, stochastic layers of {} below the code (hidden widths {})",
+                self.hidden,
+                self.below.iter().map(|l| l.latent.to_string()).collect::<Vec<_>>().join(", "),
+                self.below.iter().map(|l| format!("{:?}", l.hidden)).collect::<Vec<_>>().join(", "),
+            ),
             "mlp" => format!("fully connected, hidden widths {:?}", self.hidden),
             "conv" => format!("convolutional, channels {:?}", self.conv_channels),
             "resnet" => format!(
@@ -546,8 +558,8 @@ impl ModelConfig {
             format!("{:?}", self.below),
             "at most 8 layers, each of 1..=4096 latents with 1 to 16 hidden widths in 1..=65536",
         )?;
-        if !self.below.is_empty() {
-            let alone = self.arch == "mlp"
+        if self.stacked() {
+            let alone = ["mlp", "file"].contains(&self.arch.as_str())
                 && self.classes.is_none()
                 && self.vamp.is_none()
                 && self.table.is_none();
@@ -555,7 +567,7 @@ impl ModelConfig {
                 alone,
                 "model.below",
                 format!("{:?}", self.below),
-                "empty unless the model is an unconditional image MLP with the standard prior (stacked latents are built for arch \"mlp\")",
+                "empty, and no below list in an architecture file, unless the model is an unconditional image model (arch \"mlp\" or \"file\") under the standard prior",
             )?;
         }
         field(
@@ -646,7 +658,7 @@ impl TrainConfig {
             "false for a table (its outputs are its columns' parameters)",
         )?;
         field(
-            model.below.is_empty() || self.free_bits == 0.0,
+            !model.stacked() || self.free_bits == 0.0,
             "train.free_bits",
             self.free_bits,
             "0 with stacked latent layers (their KLs are Monte-Carlo estimates, with no per-dimension terms to floor)",

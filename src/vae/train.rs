@@ -604,12 +604,17 @@ fn train_with<'s>(
         };
         if let Some(active_units) = active_units.filter(|&a| a * 4 < c.latent) {
             // Free bits floor a closed-form KL per dimension, which a Monte-Carlo one lacks.
-            let remedies = match c.vamp.is_some() || t.samples().k > 1 {
+            let monte_carlo = c.vamp.is_some() || t.samples().k > 1 || c.stacked();
+            let remedies = match monte_carlo {
                 true => "--kl-warmup or --kl-cycles",
                 false => "--kl-warmup, --kl-cycles or --free-bits",
             };
+            let code = match !c.stacked() {
+                true => "latent dimensions",
+                false => "dimensions of the code (the top layer; `eval` counts every layer's)",
+            };
             log::warn!(
-                "epoch {}: only {active_units} of {} latent dimensions are active (posterior collapse?); try {remedies}",
+                "epoch {}: only {active_units} of {} {code} are active (posterior collapse?); try {remedies}",
                 epoch + 1,
                 c.latent
             );
