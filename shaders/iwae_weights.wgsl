@@ -10,6 +10,11 @@
 //     is reconstruction + beta x KL, as every loss row's) and zeros;
 //   iwae_scale_main: one invocation per vec4 of the logits' gradient scales it, and the
 //     first of each row also its mu | logvar gradient.
+// The doubly reparameterized estimator (Tucker et al. 2019, `dreg`) weighs the encoder's
+// gradient, which flows along the codes' paths only, by w~_i^2: mu | logvar's gradient is
+// scaled by w~_i^2, and a second iwae_scale_main launch scales the code's gradient by w~_i
+// once more where the backward has completed it (the decoder's path arrives weighted by
+// w~_i, as the decoder's own gradient must).
 
 struct WeightParams {
     rows: u32,
@@ -20,6 +25,10 @@ struct WeightParams {
     mulv_cols: u32,
     average: u32,
     beta: f32,
+    dreg: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: WeightParams;
@@ -80,8 +89,9 @@ fn iwae_scale_main(
     let w = weights[row];
     dlogits[i] *= w;
     if (i == row * p.ld4_logits) {
+        let wm = select(w, w * w, p.dreg != 0u);
         for (var j = 0u; j < p.mulv_cols; j++) {
-            dmulv[row * p.ld_mulv + j] *= w;
+            dmulv[row * p.ld_mulv + j] *= wm;
         }
     }
 }

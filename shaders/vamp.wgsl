@@ -11,6 +11,9 @@
 //   component: d mu_kj = -s sum_b r_b w_bk (z_bj - mu_kj) exp(-lv_kj),
 //              d lv_kj = s sum_b r_b w_bk (0.5 - 0.5 (z_bj - mu_kj)^2 exp(-lv_kj))
 // with r_b = row_scale (an importance-weighted step's normalized weights; else ones).
+// With `pathwise` set (the doubly reparameterized estimator, Tucker et al. 2019) log q's
+// parameters are held and its pull on the code, -eps / sigma, goes along the path instead:
+//   record:    d mu_bj = s (g_bj - eps_bj / sigma_bj),  d lv_bj = s 0.5 (g_bj - eps_bj / sigma_bj) sigma_bj eps_bj
 // logvar is clamped as in sampling, with no gradient outside.
 //
 // llvmpipe stops a loop nest after 65535 iterations in all (its loop limiter), so every
@@ -36,8 +39,8 @@ struct VampParams {
     ld_resp: u32,
     beta: f32,
     grad_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    pathwise: u32,
+    _pad: u32,
 }
 
 const LOGVAR_MIN: f32 = -30.0;
@@ -134,8 +137,12 @@ fn vamp_record_grad_main(
     let lv = clamp(lv_raw, LOGVAR_MIN, LOGVAR_MAX);
     let inside = lv_raw >= LOGVAR_MIN && lv_raw <= LOGVAR_MAX;
     let e = eps[b * p.ld_z + j];
-    dmulv[b * p.ld_mulv + j] = s * g;
-    dmulv[b * p.ld_mulv + p.z + j] = select(0.0, s * (-0.5 + 0.5 * g * exp(0.5 * lv) * e), inside);
+    let sigma = exp(0.5 * lv);
+    let pathwise = p.pathwise != 0u;
+    let path = select(g, g - e / sigma, pathwise);
+    let own = select(-0.5, 0.0, pathwise);
+    dmulv[b * p.ld_mulv + j] = s * path;
+    dmulv[b * p.ld_mulv + p.z + j] = select(0.0, s * (own + 0.5 * path * sigma * e), inside);
 }
 
 @compute @workgroup_size(64)

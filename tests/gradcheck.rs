@@ -362,10 +362,10 @@ fn vamp_kl_gradients() {
             let (p32, p) = rng.vec(k * 2 * z, -1.5, 1.5);
             let scale = 0.6;
             let kl_sum = |m: &[f64], p: &[f64]| {
-                let out = cpu::vamp::vamp_kl(m, &e, p, (rows, valid, z), (1.0, &[]));
+                let out = cpu::vamp::vamp_kl(m, &e, p, (rows, valid, z), (1.0, &[], false));
                 scale * out.kl.iter().sum::<f64>()
             };
-            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &p, (rows, valid, z), (1.0, &[]))
+            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &p, (rows, valid, z), (1.0, &[], false))
                 .z
                 .iter()
                 .map(|&v| v as f32)
@@ -443,18 +443,21 @@ fn iwae_objective_gradients() {
             };
             let objective = |l: &[f64], m: &[f64]| {
                 let recon = cpu::loss::loss(l, &x, m, rows, d, z, &recon_only).per_sample;
-                let kl = cpu::vamp::vamp_kl(m, &e, &standard, (rows, valid * k, z), (1.0, &[])).kl;
+                let kl =
+                    cpu::vamp::vamp_kl(m, &e, &standard, (rows, valid * k, z), (1.0, &[], false))
+                        .kl;
                 let totals: Vec<f64> = (0..rows).map(|r| recon[r * 3] + kl[r]).collect();
                 cpu::loss::iwae_weights(&totals, (k, average), valid)
                     .1
                     .iter()
                     .sum::<f64>()
             };
-            let z32: Vec<f32> = cpu::vamp::vamp_kl(&m, &e, &standard, (rows, rows, z), (1.0, &[]))
-                .z
-                .iter()
-                .map(|&v| v as f32)
-                .collect();
+            let z32: Vec<f32> =
+                cpu::vamp::vamp_kl(&m, &e, &standard, (rows, rows, z), (1.0, &[], false))
+                    .z
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
             let (gl, gx, gm, ge, gz) = (
                 upload(gpu, rows, d, &l32),
                 upload(gpu, rows, d, &x32),
@@ -501,7 +504,7 @@ fn iwae_objective_gradients() {
             )
             .unwrap();
             kl.update(gpu, valid * k, 1.0, 1.0);
-            let mut w = iwae_weights(gpu, (k, average), &gps, &gdl, &gdm).unwrap();
+            let mut w = iwae_weights(gpu, (k, average), &gps, (&gdl, &gdm), None).unwrap();
             w.update(gpu, valid, 1.0);
             let mut all: Vec<_> = losses.per_sample().to_vec();
             all.extend(&kl.records);

@@ -11,6 +11,7 @@ use common::cli::{data, fails_with, ok, tmp};
 use common::for_each_gpu;
 use common::pytorch::step_matches_with;
 use vae_gpu::vae::config::LowerLatent;
+use vae_gpu::vae::step::Samples;
 use vae_gpu::vae::ModelConfig;
 
 #[test]
@@ -21,13 +22,19 @@ fn an_iwae_step_matches_pytorch() {
             latent: 2,
             ..ModelConfig::mlp(8, 8, 1)
         };
-        step_matches_with(gpu, &mlp, "tiny_iwae", 3);
+        step_matches_with(gpu, &mlp, "tiny_iwae", Samples::importance(3));
         // Under a VampPrior the components' gradients weigh the samples too.
         let vamp = ModelConfig {
             vamp: Some(4),
-            ..mlp
+            ..mlp.clone()
         };
-        step_matches_with(gpu, &vamp, "tiny_iwae_vamp", 3);
+        step_matches_with(gpu, &vamp, "tiny_iwae_vamp", Samples::importance(3));
+        // The doubly reparameterized encoder gradient (Tucker et al. 2019).
+        let dreg = Samples {
+            dreg: true,
+            ..Samples::importance(3)
+        };
+        step_matches_with(gpu, &mlp, "tiny_iwae_dreg", dreg);
     });
 }
 
@@ -47,8 +54,8 @@ fn a_stacked_step_matches_pytorch() {
             activation: Some("tanh".into()),
             ..ModelConfig::mlp(8, 8, 1)
         };
-        step_matches_with(gpu, &stacked, "tiny_stacked", 1);
-        step_matches_with(gpu, &stacked, "tiny_stacked_iwae", 3);
+        step_matches_with(gpu, &stacked, "tiny_stacked", Samples::importance(1));
+        step_matches_with(gpu, &stacked, "tiny_stacked_iwae", Samples::importance(3));
     });
 }
 
@@ -187,6 +194,33 @@ fn iwae_training_from_the_command_line() {
         1,
         &["--output-bias-from-data", "started otherwise"],
     );
+    // The doubly reparameterized encoder gradient trains another model than the plain
+    // bound, records itself, and needs the bound it weighs.
+    let dreg = run("iwae-4-dreg", &["--iwae-k", "4", "--dreg"]);
+    assert_ne!(model(&dreg), model(&four));
+    let cfg = std::fs::read_to_string(format!("{dreg}/checkpoint-0001/config.json")).unwrap();
+    assert!(cfg.contains("\"dreg\": true"), "{cfg}");
+    fails_with(
+        &["train", "--resume", &four, "--dreg", "--epochs", "3"],
+        1,
+        &["--dreg differs from the run being resumed"],
+    );
+    let refused = tmp().join("dreg-refused").display().to_string();
+    for (extra, needle) in [
+        (vec!["--dreg"], "--iwae-k 2 or more"),
+        (
+            vec!["--dreg", "--iwae-k", "3", "--latent", "4,2"],
+            "one stochastic layer",
+        ),
+        (
+            vec!["--dreg", "--iwae-k", "3", "--prior", "vamp:4"],
+            "standard prior",
+        ),
+    ] {
+        let mut args = vec!["train", "--data", &d, "--limit", "64", "--out", &refused];
+        args.extend(extra);
+        fails_with(&args, 1, &["--dreg", needle]);
+    }
     // The K-sample ELBO (equal weights) trains another model again.
     let averaged = run("elbo-4", &["--elbo-k", "4"]);
     assert_ne!(model(&averaged), model(&four));

@@ -720,13 +720,18 @@ fn vamp_kl_matches_cpu() {
     use vae_gpu::ops::vamp::{vamp, VampBuffers};
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(47);
-        for (rows, valid, z, k) in [
+        for (case, (rows, valid, z, k)) in [
             (1, 1, 1, 1),
             (7, 5, 3, 17),
             (33, 33, 2, 5),
             (129, 100, 20, 50),
             (128, 128, 20, 2048),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Every other shape with the records' gradients along the path only (DReG's).
+            let pathwise = case % 2 == 1;
             let (m32, m) = rng.vec(rows * 2 * z, -2.0, 2.0);
             let (e32, e) = rng.vec(rows * z, -2.5, 2.5);
             let (p32, pm) = rng.vec(k * 2 * z, -2.0, 2.0);
@@ -734,7 +739,8 @@ fn vamp_kl_matches_cpu() {
             let (beta, scale) = (0.7, 0.5);
             // Records weighted in the components' gradients (an importance-weighted step).
             let (w32, w) = rng.vec(rows, 0.0, 1.0);
-            let want = cpu::vamp::vamp_kl(&m, &e, &pm, (rows, valid, z), (beta * scale, &w));
+            let want =
+                cpu::vamp::vamp_kl(&m, &e, &pm, (rows, valid, z), (beta * scale, &w, pathwise));
             let gw = upload(gpu, 1, rows, &w32);
             let z32: Vec<f32> = want.z.iter().map(|&v| v as f32).collect();
             let (gm, ge, gz, gp, gps) = (
@@ -762,9 +768,12 @@ fn vamp_kl_matches_cpu() {
                 },
             )
             .unwrap();
+            if pathwise {
+                d.set_pathwise(gpu);
+            }
             d.update(gpu, valid, beta as f32, scale as f32);
             gpu.run(&d.launches()).unwrap();
-            let what = format!("rows {rows} valid {valid} z {z} k {k}");
+            let what = format!("rows {rows} valid {valid} z {z} k {k} pathwise {pathwise}");
             let tol = |w: f64| 1e-4 * w.abs() + 1e-4;
             let ps = gps.read(gpu).unwrap();
             for b in 0..rows {

@@ -205,6 +205,13 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// With `iwae_k`: the doubly reparameterized gradient for the encoder (Tucker et al.
+    /// 2019).
+    pub fn dreg(mut self) -> Self {
+        self.train.dreg = true;
+        self
+    }
+
     /// Averages the ELBO over `k` posterior samples per image (the IWAE paper's baseline).
     pub fn elbo_k(mut self, k: usize) -> Self {
         self.train.elbo_k = k;

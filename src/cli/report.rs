@@ -281,6 +281,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
                 match (t.iwae_k, t.elbo_k) {
                     (1, 1) => "the ELBO, one sample per image".into(),
                     (1, k) => format!("the ELBO averaged over {k} samples per image"),
+                    (k, _) if t.dreg => format!("the importance-weighted bound, {k} samples per image, the encoder's gradient doubly reparameterized"),
                     (k, _) => format!("the importance-weighted bound, {k} samples per image"),
                 },
             ),

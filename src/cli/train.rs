@@ -139,6 +139,11 @@ pub struct TrainArgs {
     /// samples", the baseline of --iwae-k K): the same rows, equal weights [default: 1]
     #[arg(long, value_name = "K", conflicts_with = "iwae_k", value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub elbo_k: Option<u32>,
+    /// With --iwae-k: the doubly reparameterized gradient for the encoder (DReG, Tucker et
+    /// al. 2019), whose variance does not grow with K as the plain IWAE encoder gradient's
+    /// does (one stochastic layer, the standard prior)
+    #[arg(long)]
+    pub dreg: bool,
     /// Adam learning rate (where a --lr-schedule starts) [default: 0.001]
     #[arg(long, value_parser = super::positive)]
     pub lr: Option<f32>,
@@ -574,6 +579,7 @@ fn new_run(
         free_bits: a.free_bits.unwrap_or(d.free_bits),
         iwae_k: a.iwae_k.map_or(d.iwae_k, |k| k as usize),
         elbo_k: a.elbo_k.map_or(d.elbo_k, |k| k as usize),
+        dreg: a.dreg,
         output_bias_from_data: a.output_bias_from_data,
         // The resnet's column matrices at 28x28 outgrow what lavapipe binds at 128.
         batch_size: a.batch_size.map_or(
@@ -673,6 +679,9 @@ fn resumed_run(
     keep("free-bits", a.free_bits, Some(t.free_bits))?;
     keep("iwae-k", a.iwae_k.map(|k| k as usize), Some(t.iwae_k))?;
     keep("elbo-k", a.elbo_k.map(|k| k as usize), Some(t.elbo_k))?;
+    if a.dreg && !t.dreg {
+        bail!("--dreg differs from the run being resumed, which trains without it; a resumed run keeps its settings (start a new run with --out to change them)");
+    }
     keep("lr-schedule", a.lr_schedule, Some(t.lr_schedule))?;
     keep(
         "adam-betas",
@@ -892,6 +901,14 @@ fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow
         }
         if t.free_bits > 0.0 {
             bail!("{stacked}, whose KLs are Monte-Carlo estimates with no per-dimension terms for --free-bits to floor: drop one of them");
+        }
+    }
+    if t.dreg {
+        if t.iwae_k < 2 {
+            bail!("--dreg weighs the encoder's gradient by the importance weights: it needs --iwae-k 2 or more");
+        }
+        if m.stacked() || m.vamp.is_some() {
+            bail!("--dreg is built for one stochastic layer under the standard prior; drop --prior vamp or give --latent one size");
         }
     }
     if t.free_bits > 0.0 {

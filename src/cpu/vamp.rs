@@ -16,13 +16,15 @@ pub struct VampOutput {
 
 /// `mulv` [rows, 2z], `eps` [rows, z], `pmulv` [k, 2z]; z is sampled from mulv and eps here,
 /// so that finite differences of the KL by mulv see the path through the code. The
-/// components' gradients weigh record b by `row_scale[b]` (all ones when empty).
+/// components' gradients weigh record b by `row_scale[b]` (all ones when empty). With
+/// `pathwise` the records' gradients keep only the path through the code (log q's own
+/// parameters held: the doubly reparameterized estimator's, see shaders/vamp.wgsl).
 pub fn vamp_kl(
     mulv: &[f64],
     eps: &[f64],
     pmulv: &[f64],
     (rows, valid, z): (usize, usize, usize),
-    (scale, row_scale): (f64, &[f64]),
+    (scale, row_scale, pathwise): (f64, &[f64], bool),
 ) -> VampOutput {
     let k = pmulv.len() / (2 * z);
     let clamp = |lv: f64| lv.clamp(LOGVAR_MIN, LOGVAR_MAX);
@@ -73,10 +75,16 @@ pub fn vamp_kl(
                     out.dpmulv[c * 2 * z + z + j] += rs * scale * w[c] * (0.5 - 0.5 * d * d * inv);
                 }
             }
-            out.dmulv[b * 2 * z + j] = scale * g;
+            let sigma = (0.5 * clamp(lv_raw)).exp();
+            // log q's pull on the code (-eps / sigma) goes along the path instead of
+            // log q's own parameters (0 and -0.5, the total of both).
+            let (path, own) = match pathwise {
+                true => (g - e / sigma, 0.0),
+                false => (g, -0.5),
+            };
+            out.dmulv[b * 2 * z + j] = scale * path;
             if inside(lv_raw) {
-                let sigma = (0.5 * clamp(lv_raw)).exp();
-                out.dmulv[b * 2 * z + z + j] = scale * (-0.5 + 0.5 * g * sigma * e);
+                out.dmulv[b * 2 * z + z + j] = scale * (own + 0.5 * path * sigma * e);
             }
         }
         out.kl[b] = log_q - log_p;

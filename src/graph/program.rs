@@ -149,6 +149,7 @@ pub struct Program {
     grads: Vec<Option<Matrix>>,
     pub forward: Vec<Dispatch>,
     pub backward: Vec<Dispatch>,
+    sample_backward: SampleBackwards,
     /// The sampling launches: index into `forward`, the code they write and its noise.
     samples: Vec<(usize, TensorId, Matrix)>,
     /// Bytes of every buffer the program allocated (values, gradients, scratch).
@@ -474,10 +475,10 @@ impl Program {
             }
             forward.extend(ops::forward(&cx(i), i)?);
         }
-        let backward = if train {
+        let (backward, sample_backward) = if train {
             backward_launches(g, &run, (&constant, &loss_inputs), (&values, &grads), &cx)?
         } else {
-            Vec::new()
+            Default::default()
         };
         log::debug!(
             "graph program {mode:?} at batch {batch}: {} forward and {} backward launches, {workspace_bytes} workspace bytes",
@@ -491,6 +492,7 @@ impl Program {
             grads,
             forward,
             backward,
+            sample_backward,
             samples,
             workspace_bytes,
         })
@@ -505,6 +507,12 @@ impl Program {
     /// writes, mu | logvar and the logits).
     pub fn grad(&self, t: TensorId) -> &Matrix {
         self.grads[t].as_ref().expect("a tensor with a gradient")
+    }
+
+    /// Where the backward of the code `z`'s sampling starts in `backward`: its gradient is
+    /// complete there (every consumer's backward has added to it).
+    pub fn sample_backward_at(&self, z: TensorId) -> Option<usize> {
+        self.sample_backward.iter().find(|s| s.1 == z).map(|s| s.0)
     }
 
     /// The noise the code `z` was last sampled with.
@@ -540,15 +548,19 @@ impl Program {
     }
 }
 
-/// The backward launches: nodes in reverse, each input's gradient written through the
-/// epilogue its place among the tensor's contributions calls for.
+/// Where each code's sampling backward starts among the backward launches, and the code.
+type SampleBackwards = Vec<(usize, TensorId)>;
+
+/// The backward launches (and where each sampling's backward starts): nodes in reverse,
+/// each input's gradient written through the epilogue its place among the tensor's
+/// contributions calls for.
 fn backward_launches<'a>(
     g: &Graph,
     run: &[usize],
     (constant, loss_inputs): (&[bool], &[TensorId]),
     (values, grads): (&[Option<Matrix>], &[Option<Matrix>]),
     cx: &dyn Fn(usize) -> Ctx<'a>,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Result<(Vec<Dispatch>, SampleBackwards), GpuError> {
     // Contributions to each root's gradient in the order they run: the loss first, then
     // every (node, input) edge in reverse node order.
     let n_t = g.shapes.len();
@@ -575,7 +587,7 @@ fn backward_launches<'a>(
             ));
         }
     }
-    let mut out = Vec::new();
+    let (mut out, mut samples) = (Vec::new(), Vec::new());
     for &i in run.iter().rev() {
         let n = &g.nodes[i];
         if constant[n.output] {
@@ -608,7 +620,10 @@ fn backward_launches<'a>(
                 "sampling adds to mu | logvar's gradient, which the loss must write first".into(),
             ));
         }
+        if n.op == Op::Sample {
+            samples.push((out.len(), n.output));
+        }
         out.extend(ops::backward(&cx(i), i, &targets)?);
     }
-    Ok(out)
+    Ok((out, samples))
 }

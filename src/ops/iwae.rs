@@ -100,6 +100,8 @@ struct WeightParams {
     mulv_cols: u32,
     average: u32,
     beta: f32,
+    dreg: u32,
+    pad: [u32; 3],
 }
 
 /// The importance-weighted objective of a training step (see shaders/iwae_weights.wgsl):
@@ -108,6 +110,9 @@ struct WeightParams {
 pub struct IwaeWeights {
     pub weights: Dispatch,
     pub scale: Dispatch,
+    /// The doubly reparameterized estimator's second weighting of the code's gradient, to
+    /// run where the backward has completed it (see shaders/iwae_weights.wgsl).
+    pub code_scale: Option<Dispatch>,
     /// The rows' normalized weights [1, B K] after `weights` runs.
     pub normalized: Matrix,
     params: WeightParams,
@@ -129,13 +134,14 @@ impl IwaeWeights {
 
 /// `per_sample` [B K, 3] (row stride 4), the logits' gradient [B K, D] and mu | logvar's
 /// [B K, 2Z], K samples per record; `average`: equal weights (the K-sample ELBO) instead of
-/// the importance weights.
+/// the importance weights; `dreg`: the code's gradient [B K, Z], weighed for the doubly
+/// reparameterized estimator (with a pathwise KL, see `VampDispatch::set_pathwise`).
 pub fn iwae_weights(
     gpu: &Gpu,
     (k, average): (usize, bool),
     per_sample: &Matrix,
-    dlogits: &Matrix,
-    dmulv: &Matrix,
+    (dlogits, dmulv): (&Matrix, &Matrix),
+    dreg: Option<&Matrix>,
 ) -> Result<IwaeWeights, GpuError> {
     let rows = per_sample.rows;
     if k == 0
@@ -143,6 +149,7 @@ pub fn iwae_weights(
         || per_sample.ld != 4
         || dlogits.rows != rows
         || dmulv.rows != rows
+        || dreg.is_some_and(|dz| dz.rows != rows || average)
     {
         return Err(shape_err(
             "iwae weights",
@@ -162,6 +169,8 @@ pub fn iwae_weights(
         mulv_cols: dmulv.cols as u32,
         average: u32::from(average),
         beta: 1.0,
+        dreg: u32::from(dreg.is_some()),
+        pad: [0; 3],
     };
     let uniform = gpu.uniform("iwae weights params", &params);
     let weigh = gpu.dispatch(
@@ -182,9 +191,33 @@ pub fn iwae_weights(
         ],
         gpu.grid((rows * dlogits.ld / 4).div_ceil(256) as u64)?,
     );
+    let code_scale = match dreg {
+        Some(dz) => {
+            // The same launch over the code's gradient alone (no mu | logvar columns).
+            let p = WeightParams {
+                ld4_logits: (dz.ld / 4) as u32,
+                mulv_cols: 0,
+                ..params
+            };
+            let none = Matrix::zeros(gpu, 1, 4, "no mu | logvar")?;
+            Some(gpu.dispatch(
+                "iwae code scale".into(),
+                gpu.pipeline(Shader::IwaeWeights, "iwae_scale_main", &[])?,
+                gpu.uniform("iwae code scale params", &p),
+                &[
+                    (2, weights.binding()),
+                    (3, dz.binding()),
+                    (4, none.binding()),
+                ],
+                gpu.grid((rows * dz.ld / 4).div_ceil(256) as u64)?,
+            ))
+        }
+        None => None,
+    };
     Ok(IwaeWeights {
         weights: weigh,
         scale,
+        code_scale,
         normalized: weights,
         params,
     })

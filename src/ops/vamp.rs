@@ -17,7 +17,9 @@ struct VampParams {
     ld_resp: u32,
     beta: f32,
     grad_scale: f32,
-    pad: [u32; 2],
+    /// 1: the records' gradients keep only the path through the code (`set_pathwise`).
+    pathwise: u32,
+    pad: u32,
 }
 
 /// The matrices the launches read and write.
@@ -55,6 +57,14 @@ impl VampDispatch {
         self.params.valid = valid.min(self.params.rows as usize) as u32;
         self.params.beta = beta;
         self.params.grad_scale = grad_scale;
+        gpu.queue
+            .write_buffer(&self.components.params, 0, bytemuck::bytes_of(&self.params));
+    }
+
+    /// The records' gradients keep only the path through the code, with log q's own
+    /// parameters held (the doubly reparameterized estimator, Tucker et al. 2019).
+    pub fn set_pathwise(&mut self, gpu: &Gpu) {
+        self.params.pathwise = 1;
         gpu.queue
             .write_buffer(&self.components.params, 0, bytemuck::bytes_of(&self.params));
     }
@@ -118,7 +128,8 @@ pub fn vamp(gpu: &Gpu, b: &VampBuffers<'_>) -> Result<VampDispatch, GpuError> {
         ld_resp: resp.ld as u32,
         beta: 1.0,
         grad_scale: 1.0,
-        pad: [0; 2],
+        pathwise: 0,
+        pad: 0,
     };
     let uniform = gpu.uniform("vamp params", &params);
     let launch =

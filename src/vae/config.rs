@@ -289,6 +289,11 @@ pub struct TrainConfig {
     /// samples"); 1 is the ELBO. At most one of this and `iwae_k` is above 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub elbo_k: usize,
+    /// The doubly reparameterized gradient for the encoder under `iwae_k` (Tucker et al.
+    /// 2019): its gradient flows along the codes' paths only, weighted by the squared
+    /// normalized importance weights.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dreg: bool,
     /// Start the decoder's output bias at the training data's mean (its logit for a
     /// Bernoulli model) instead of PyTorch's initialisation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -348,6 +353,7 @@ impl Default for TrainConfig {
             corruption: None,
             iwae_k: 1,
             elbo_k: 1,
+            dreg: false,
             output_bias_from_data: false,
             lr_schedule: LrSchedule::Constant,
             data_dir: None,
@@ -368,8 +374,15 @@ impl TrainConfig {
     /// The posterior samples each record takes in a training step.
     pub fn samples(&self) -> crate::vae::step::Samples {
         match self.elbo_k {
-            1 => crate::vae::step::Samples::importance(self.iwae_k),
-            k => crate::vae::step::Samples { k, average: true },
+            1 => crate::vae::step::Samples {
+                dreg: self.dreg,
+                ..crate::vae::step::Samples::importance(self.iwae_k)
+            },
+            k => crate::vae::step::Samples {
+                k,
+                average: true,
+                dreg: false,
+            },
         }
     }
 
@@ -644,6 +657,12 @@ impl TrainConfig {
             "train.elbo_k",
             self.elbo_k,
             "1..=5000, and 1 when iwae_k is above 1 (one way to weigh the samples)",
+        )?;
+        field(
+            !self.dreg || (self.iwae_k > 1 && !model.stacked() && model.vamp.is_none()),
+            "train.dreg",
+            self.dreg,
+            "false unless iwae_k is above 1, with one stochastic layer under the standard prior",
         )?;
         field(
             self.iwae_k == 1 || self.free_bits == 0.0,

@@ -54,6 +54,9 @@ pub struct StepSpec {
 pub struct Samples {
     pub k: usize,
     pub average: bool,
+    /// The doubly reparameterized gradient for the encoder (Tucker et al. 2019; with the
+    /// importance weights, one stochastic layer, the standard prior).
+    pub dreg: bool,
 }
 
 impl Samples {
@@ -61,11 +64,16 @@ impl Samples {
     pub const ONE: Samples = Samples {
         k: 1,
         average: false,
+        dreg: false,
     };
 
     /// K importance-weighted samples.
     pub fn importance(k: usize) -> Samples {
-        Samples { k, average: false }
+        Samples {
+            k,
+            average: false,
+            dreg: false,
+        }
     }
 }
 
@@ -213,14 +221,22 @@ impl StepProgram {
             Some(_) => Some(VampStep::new(gpu, params)?),
             None => None,
         };
+        let dreg = spec.samples.dreg && spec.adam.is_some();
+        if dreg
+            && (samples < 2 || spec.samples.average || !g.levels.is_empty() || g.pseudo.is_some())
+        {
+            return Err(GpuError::Config(
+                "the doubly reparameterized gradient needs importance weights over 2 or more samples, one stochastic layer and the standard prior".into(),
+            ));
+        }
         let importance = (samples > 1)
             .then(|| {
                 iwae_weights(
                     gpu,
                     (samples, spec.samples.average),
                     &per_sample,
-                    &dlogits,
-                    program.grad(g.mulv),
+                    (&dlogits, program.grad(g.mulv)),
+                    dreg.then(|| program.grad(g.z)),
                 )
             })
             .transpose()?;
@@ -242,7 +258,7 @@ impl StepProgram {
                 },
             )
         };
-        let mc_kl = match &pseudo {
+        let mut mc_kl = match &pseudo {
             Some(v) => Some(mc_kl(v.pass.components(g), v.pass.program.grad(g.mulv))?),
             None if samples > 1 || !g.levels.is_empty() => {
                 let z = g.shapes[g.z].c;
@@ -253,6 +269,9 @@ impl StepProgram {
             }
             None => None,
         };
+        if let Some(kl) = mc_kl.as_mut().filter(|_| dreg) {
+            kl.set_pathwise(gpu);
+        }
         let levels = g
             .levels
             .iter()
@@ -431,7 +450,15 @@ impl StepProgram {
                 .map(|kl| &kl.components),
         );
         all.push(&self.loss.reduce);
-        all.extend(&self.program.backward);
+        // The doubly reparameterized estimator weighs the code's completed gradient again
+        // before its sampling's backward passes it to the encoder.
+        let code_scale = self.importance.as_ref().and_then(|w| w.code_scale.as_ref());
+        let at = code_scale
+            .and_then(|_| self.program.sample_backward_at(self.graph.z))
+            .unwrap_or(self.program.backward.len());
+        all.extend(&self.program.backward[..at]);
+        all.extend(code_scale);
+        all.extend(&self.program.backward[at..]);
         all.extend(
             vamp.filter(|_| train)
                 .map(|v| v.backward())

@@ -44,12 +44,12 @@ pub fn close(what: &str, got: &[f32], want: &[f32], rel: f32) {
 /// step 4, Bernoulli, beta 1) on the batch of `fixtures/NAME_expected.safetensors`,
 /// checked against its reference tensors.
 pub fn step_matches(gpu: &Gpu, c: &ModelConfig, name: &str) {
-    step_matches_with(gpu, c, name, 1);
+    step_matches_with(gpu, c, name, Samples::ONE);
 }
 
 /// The same with `samples` posterior samples per record (the importance-weighted
 /// objective); the noise, mu | logvar and logits are the rows', the loss the summed bound.
-pub fn step_matches_with(gpu: &Gpu, c: &ModelConfig, name: &str, samples: usize) {
+pub fn step_matches_with(gpu: &Gpu, c: &ModelConfig, name: &str, samples: Samples) {
     let params = c.params(gpu, 0).unwrap();
     let model = fixture(&format!("{name}/model.safetensors"));
     let original = safetensors::load(&model).unwrap();
@@ -94,7 +94,7 @@ pub fn step_matches_with(gpu: &Gpu, c: &ModelConfig, name: &str, samples: usize)
             adam: Some(adam),
             seed: 11,
             corruption: None,
-            samples: Samples::importance(samples),
+            samples,
         },
     )
     .unwrap();
@@ -115,7 +115,7 @@ pub fn step_matches_with(gpu: &Gpu, c: &ModelConfig, name: &str, samples: usize)
     // log-weights, which moves with the noise more steeply: on SwiftShader (noise error
     // 1.1e-4) mu | logvar's head is off by 6.5 times the noise error, against at most 3.5
     // for one sample.
-    let amplified = if samples > 1 { 16.0 } else { 4.0 };
+    let amplified = if samples.k > 1 { 16.0 } else { 4.0 };
     let rel = 1e-4 + amplified * eps_error;
     close(
         "mulv",
