@@ -1,7 +1,8 @@
 // The inputs of a recurrent layer over time-major rows (row t * batch + b is record b's step t):
 //   embed:  out[p, col + j] = table[token[start + p], j]  (a token past the table gives zeros)
-//   repeat: out[p, col + j] = src[p mod batch, j] (a per-record vector at every step: the
-//           decoder's z beside each token's embedding)
+//   repeat: out[p, col + j] = src[start + p mod batch, j] (a per-record vector at every
+//           step: the decoder's z beside each token's embedding; with batch 1, one row of
+//           src everywhere: an image's posterior for each of its importance samples)
 // and their gradients, which sum over the rows that read each value: over the positions
 // holding a token (an embedding's scatter-add, written as a gather per table entry so that
 // no two invocations write one value and the sum's order is fixed), and over the steps.
@@ -19,7 +20,8 @@ struct SeqParams {
     // the table's (or the repeated matrix's) row stride
     lds: u32,
     batch: u32,
-    // rows a gradient sums over: from start, count of them (embed: the first token read)
+    // rows a gradient sums over: from start, count of them (embed: the first token read;
+    // repeat: the first source row)
     start: u32,
     count: u32,
     // table rows
@@ -80,7 +82,7 @@ fn repeat_main(
     let r = udiv(i, p.width);
     let j = i - r * p.width;
     let b = r - udiv(r, p.batch) * p.batch;
-    dst[r * p.ld + p.col + j] = src[b * p.lds + j];
+    dst[r * p.ld + p.col + j] = src[(p.start + b) * p.lds + j];
 }
 
 @compute @workgroup_size(256)

@@ -59,6 +59,94 @@ fn a_stacked_step_matches_pytorch() {
     });
 }
 
+/// `eval --iwae-k` runs the encoder once per image and repeats its lowest mu | logvar over
+/// the image's samples (`StepProgram::from_posterior`): with one sample, each image's
+/// estimate is minus the loss of a whole step (encoder included) on that image with the
+/// same noise, for a one-layer, a stacked and a conditional model, 300 images (over a
+/// batch of images, so the encoder runs twice).
+#[test]
+fn the_bound_from_shared_posteriors_matches_whole_steps() {
+    use vae_gpu::ops::loss::LossSettings;
+    use vae_gpu::vae::codec::iwae_log_px;
+    use vae_gpu::vae::step::{StepProgram, StepSpec, STREAM_EVAL};
+    use vae_gpu::vae::train::GpuSplit;
+    for_each_gpu(|gpu| {
+        let n = 300;
+        let mut rng = vae_gpu::rng::Rng::new(67);
+        let pixels: Vec<u8> = (0..n * 64).map(|_| rng.below(256) as u8).collect();
+        let images = vae_gpu::Images {
+            pixels,
+            count: n,
+            height: 8,
+            width: 8,
+            channels: 1,
+            labels: Some((0..n).map(|i| (i % 3) as u8).collect()),
+            dtype: vae_gpu::data::Dtype::U8,
+        };
+        let one = ModelConfig {
+            hidden: vec![7],
+            latent: 3,
+            ..ModelConfig::mlp(8, 8, 1)
+        };
+        let stacked = ModelConfig {
+            below: vec![LowerLatent {
+                latent: 5,
+                hidden: vec![6],
+            }],
+            ..one.clone()
+        };
+        let conditional = ModelConfig {
+            classes: Some(3),
+            ..one.clone()
+        };
+        for c in [one, stacked, conditional] {
+            let params = c.params(gpu, 5).unwrap();
+            let fast = iwae_log_px(gpu, &params, &c, &images, 1, &mut |_| {}).unwrap();
+            let split = GpuSplit::upload(gpu, &images).unwrap();
+            let settings = LossSettings {
+                valid: 1,
+                ..LossSettings::default()
+            };
+            let spec = StepSpec {
+                rows: 1,
+                settings,
+                adam: None,
+                seed: 0,
+                corruption: None,
+                samples: Samples::ONE,
+            };
+            let mut whole = StepProgram::new(gpu, &params, &c, &split.batches(), &spec).unwrap();
+            whole.set_stream(STREAM_EVAL + 10);
+            for i in [0, 1, 255, 256, 299] {
+                whole.prepare(gpu, i, i as u64, &settings);
+                whole.submit(gpu, None).unwrap();
+                let f64s = |m: &vae_gpu::gpu::Matrix| -> Vec<f64> {
+                    m.read(gpu).unwrap().iter().map(|&v| f64::from(v)).collect()
+                };
+                let losses = f64s(&whole.per_sample);
+                // The KL column is the Monte-Carlo one (stacked layers), or the closed form,
+                // whose Monte-Carlo twin comes from the sampled code.
+                let want = match whole.monte_carlo_kl() {
+                    true => -losses[2],
+                    false => vae_gpu::cpu::loss::iwae_log_px(
+                        &losses[..1],
+                        &f64s(whole.mulv()),
+                        &f64s(whole.z()),
+                        &f64s(whole.eps()),
+                        c.latent,
+                    ),
+                };
+                assert!(
+                    (fast[i] - want).abs() <= 1e-4 * want.abs(),
+                    "{}: image {i}: log p(x) {} from the shared posterior, {want} from a whole step",
+                    c.describe(),
+                    fast[i],
+                );
+            }
+        }
+    });
+}
+
 /// `--latent 6,3` stacks a layer of 6 under a code of 3: it trains (with --iwae-k too),
 /// resumes only as it is, evaluates with active units per layer, samples top-down, embeds
 /// the code (the top layer), is deterministic from its seed, and what it does not go with

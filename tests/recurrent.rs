@@ -9,7 +9,7 @@ use vae_gpu::cpu;
 use vae_gpu::cpu::gru::GruWeights;
 use vae_gpu::gpu::{Gpu, Matrix};
 use vae_gpu::ops::gru::{gru_backward, gru_forward, projections_of, step_rows, GruGrads, GruLayer};
-use vae_gpu::ops::sequence::{embed, embed_grad, repeat, repeat_grad};
+use vae_gpu::ops::sequence::{embed, embed_grad, repeat, repeat_grad, repeat_row};
 use vae_gpu::ops::GradEpilogue;
 
 fn upload(gpu: &Gpu, rows: usize, cols: usize, data: &[f32]) -> Matrix {
@@ -295,6 +295,32 @@ fn gru_gradients() {
                     loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, b, &c.x, &c.h0))
                 }),
             );
+        }
+    });
+}
+
+/// One row of a matrix repeated over every row of another (each row picked in turn, the
+/// launch's params rewritten between submits): exact copies, on awkward widths.
+#[test]
+fn repeat_row_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(73);
+        for (src_rows, rows, width) in [(1, 1, 1), (5, 7, 3), (33, 129, 17)] {
+            let (s32, src) = rng.vec(src_rows * width, -1.0, 1.0);
+            let (gsrc, gout) = (upload(gpu, src_rows, width, &s32), zeros(gpu, rows, width));
+            let mut d = repeat_row(gpu, &gsrc, &gout).unwrap();
+            for row in [0, src_rows / 2, src_rows - 1] {
+                d.set(gpu, row).unwrap();
+                gpu.run(&[&d.dispatch]).unwrap();
+                let one = &src[row * width..][..width];
+                assert_close(
+                    &format!("row {row} of {src_rows} x {width} over {rows} rows"),
+                    &gout.read(gpu).unwrap(),
+                    &cpu::sequence::repeat(one, width, rows),
+                    |_| 0.0,
+                );
+            }
+            assert!(d.set(gpu, src_rows).is_err(), "a row past the source");
         }
     });
 }

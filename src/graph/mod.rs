@@ -686,11 +686,11 @@ impl Graph {
     /// decoding).
     pub fn loss_inputs(&self, mode: Mode) -> Vec<TensorId> {
         let mut t = match mode {
-            Mode::Train | Mode::Infer => vec![self.logits, self.mulv],
+            Mode::Train | Mode::Infer | Mode::Posterior => vec![self.logits, self.mulv],
             Mode::Pseudo => vec![self.mulv],
             Mode::Decode => Vec::new(),
         };
-        if matches!(mode, Mode::Train | Mode::Infer) {
+        if matches!(mode, Mode::Train | Mode::Infer | Mode::Posterior) {
             t.extend(self.levels.iter().flat_map(|l| [l.z, l.mulv, l.prior]));
         }
         t.dedup();
@@ -875,6 +875,12 @@ impl Graph {
         Ok(())
     }
 
+    /// The lowest stochastic layer's mu | logvar (the code's, for one layer): where the
+    /// encoder ends and sampling begins.
+    pub fn posterior(&self) -> TensorId {
+        self.levels.first().map_or(self.mulv, |l| l.mulv)
+    }
+
     /// The inputs of node `i` in a program of `mode`: a lower stochastic layer's sampling
     /// reads its posterior, but when decoding its prior (generation runs top-down).
     pub fn inputs_of(&self, i: usize, mode: Mode) -> Vec<TensorId> {
@@ -886,8 +892,9 @@ impl Graph {
     }
 
     /// The nodes a program of `mode` runs, in order: all of them, for decoding the decoder
-    /// (those downstream of z, each lower layer's sampling right after its prior), for the
-    /// pseudo-inputs the encoder (those mu | logvar needs).
+    /// (those downstream of z, each lower layer's sampling right after its prior), from the
+    /// posterior those downstream of the lowest mu | logvar, for the pseudo-inputs the
+    /// encoder (those mu | logvar needs).
     pub fn nodes_for(&self, mode: Mode) -> Vec<usize> {
         if mode == Mode::Pseudo {
             let mut needed = vec![false; self.shapes.len()];
@@ -902,6 +909,18 @@ impl Graph {
             }
             run.reverse();
             return run;
+        }
+        if mode == Mode::Posterior {
+            let mut after = vec![false; self.shapes.len()];
+            after[self.posterior()] = true;
+            return (0..self.nodes.len())
+                .filter(|&i| {
+                    let n = &self.nodes[i];
+                    let downstream = n.inputs.iter().any(|&t| after[t]);
+                    after[n.output] |= downstream;
+                    downstream
+                })
+                .collect();
         }
         if mode != Mode::Decode {
             return (0..self.nodes.len()).collect();

@@ -29,6 +29,10 @@ pub enum Mode {
     Train,
     /// Forward only (convolutions may read their columns in place).
     Infer,
+    /// As Infer, from the lowest stochastic layer's mu | logvar, given (see
+    /// `Graph::posterior`): its sampling and everything after it, the encoder below
+    /// skipped (an image's importance samples share its posterior).
+    Posterior,
     /// The decoder only: logits from codes written into z.
     Decode,
     /// The encoder only, forward and backward, from mu | logvar's gradient back to its
@@ -246,6 +250,7 @@ impl Program {
         }
         let inputs: Vec<TensorId> = match mode {
             Mode::Decode => std::iter::once(g.z).chain(g.y).collect(),
+            Mode::Posterior => std::iter::once(g.posterior()).chain(g.y).collect(),
             _ => std::iter::once(g.x).chain(g.y).collect(),
         };
         let kept = |t: TensorId| {

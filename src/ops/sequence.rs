@@ -160,6 +160,61 @@ pub fn repeat(gpu: &Gpu, src: &Matrix, out: &Matrix, col: usize) -> Result<Dispa
     )
 }
 
+/// out[r] = src[row] for every row of `out`, the row set with `set`: one record's values
+/// over many rows (each of an image's importance samples starting from its posterior).
+pub struct RowRepeat {
+    pub dispatch: Dispatch,
+    params: SeqParams,
+    rows: usize,
+}
+
+impl RowRepeat {
+    /// Repeats row `row` of the source from the next submit on.
+    pub fn set(&mut self, gpu: &Gpu, row: usize) -> Result<(), GpuError> {
+        if row >= self.rows {
+            return Err(shape_err(
+                "repeat_row",
+                format!("row {row} of a source of {} rows", self.rows),
+            ));
+        }
+        self.params.start = row as u32;
+        gpu.queue
+            .write_buffer(&self.dispatch.params, 0, bytemuck::bytes_of(&self.params));
+        Ok(())
+    }
+}
+
+/// `out` filled with row 0 of `src` (see `RowRepeat::set`).
+pub fn repeat_row(gpu: &Gpu, src: &Matrix, out: &Matrix) -> Result<RowRepeat, GpuError> {
+    if src.cols != out.cols {
+        return Err(shape_err(
+            "repeat_row",
+            format!(
+                "[{}, {}] into [{}, {}]",
+                src.rows, src.cols, out.rows, out.cols
+            ),
+        ));
+    }
+    let params = SeqParams {
+        n: (out.rows * src.cols) as u32,
+        width: src.cols as u32,
+        ld: out.ld as u32,
+        lds: src.ld as u32,
+        batch: 1,
+        ..SeqParams::default()
+    };
+    Ok(RowRepeat {
+        dispatch: launch(
+            gpu,
+            "repeat_main",
+            &params,
+            &[(2, src.binding()), (3, out.binding())],
+        )?,
+        params,
+        rows: src.rows,
+    })
+}
+
 /// d src[b] (+)= sum over steps of dout[t * batch + b, col..col + C] (batch = dsrc.rows).
 pub fn repeat_grad(
     gpu: &Gpu,

@@ -9,6 +9,7 @@ use crate::data::Images;
 use crate::gpu::{Gpu, GpuError, Matrix};
 use crate::ops::iwae::{iwae, EMPTY};
 use crate::ops::loss::LossSettings;
+use crate::ops::sequence::repeat_row;
 
 /// The classes a conditional model decodes `images`' own codes with: their labels (None
 /// for an unconditional model, which takes none).
@@ -282,9 +283,11 @@ pub fn psnr(a: &[f32], b: &[f32], mask: Option<&[bool]>) -> f64 {
 }
 
 /// Per image, the importance-weighted estimate of log p(x) with K samples (log-mean-exp of
-/// the K importance weights), all on the GPU: every image's K samples run in batches of up
-/// to 512 copies of it and a log-sum-exp per image accumulates across batches. `progress`
-/// hears the importance samples drawn so far (of `test.count * k`).
+/// the K importance weights), all on the GPU: the encoder runs once per image (in batches
+/// of images) up to the lowest stochastic layer's mu | logvar, which is repeated over the
+/// image's K samples; those run from there in batches of up to 512, and a log-sum-exp per
+/// image accumulates across batches. `progress` hears the importance samples drawn so far
+/// (of `test.count * k`).
 pub fn iwae_log_px(
     gpu: &Gpu,
     params: &Params,
@@ -315,7 +318,20 @@ pub fn iwae_log_px(
         valid: rows,
         free_bits: 0.0,
     };
-    let mut program = StepProgram::new(
+    let spec = |rows| StepSpec {
+        rows,
+        settings: LossSettings {
+            valid: rows,
+            ..settings
+        },
+        adam: None,
+        seed: 0,
+        corruption: None,
+        samples: Samples::ONE,
+    };
+    let images = n.clamp(1, BATCH);
+    let mut encoder = StepProgram::new(gpu, params, c, &split.batches(), &spec(images))?;
+    let mut program = StepProgram::from_posterior(
         gpu,
         params,
         c,
@@ -324,16 +340,10 @@ pub fn iwae_log_px(
             count: repeated.len(),
             ..split.batches()
         },
-        &StepSpec {
-            rows,
-            settings,
-            adam: None,
-            seed: 0,
-            corruption: None,
-            samples: Samples::ONE,
-        },
+        &spec(rows),
     )?;
     program.set_stream(super::step::STREAM_EVAL + 10);
+    let mut posterior = repeat_row(gpu, encoder.posterior(), program.posterior())?;
     let state = Matrix::from_slice(gpu, 1, 2 * n, &EMPTY.repeat(n), "iwae state")?;
     let mut merge = iwae(
         gpu,
@@ -346,19 +356,27 @@ pub fn iwae_log_px(
     )?;
     let mut step = 0u64;
     for i in 0..n {
+        let first = i - i % images;
+        if i == first {
+            let valid = (n - first).min(images);
+            encoder.prepare(gpu, first, 0, &LossSettings { valid, ..settings });
+            encoder.submit(gpu, None)?;
+        }
+        posterior.set(gpu, i - first)?;
         for start in (0..k).step_by(rows) {
             let valid = (k - start).min(rows);
             program.prepare(gpu, i * rows, step, &LossSettings { valid, ..settings });
             merge.set(gpu, i, valid);
-            let mut encoder = gpu
+            let mut commands = gpu
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("iwae"),
                 });
-            let mut launches = program.launches();
+            let mut launches = vec![&posterior.dispatch];
+            launches.extend(program.launches());
             launches.push(&merge.dispatch);
-            crate::gpu::encode(&mut encoder, &launches);
-            gpu.queue.submit([encoder.finish()]);
+            crate::gpu::encode(&mut commands, &launches);
+            gpu.queue.submit([commands.finish()]);
             step += 1;
             progress((i * k + start + valid) as u64);
         }

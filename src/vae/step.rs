@@ -121,6 +121,36 @@ impl StepProgram {
         data: &Batches<'_>,
         spec: &StepSpec,
     ) -> Result<StepProgram, GpuError> {
+        Self::build(gpu, params, c, data, spec, false)
+    }
+
+    /// An evaluation step that starts from the lowest stochastic layer's mu | logvar,
+    /// which the caller writes into `posterior()` (e.g. one image's, repeated over its
+    /// importance samples), instead of running the encoder below it on the batch; the
+    /// batch is still gathered as the reconstruction's target.
+    pub fn from_posterior(
+        gpu: &Gpu,
+        params: &Params,
+        c: &ModelConfig,
+        data: &Batches<'_>,
+        spec: &StepSpec,
+    ) -> Result<StepProgram, GpuError> {
+        if spec.adam.is_some() {
+            return Err(GpuError::Config(
+                "a step from given posteriors evaluates; it does not train".into(),
+            ));
+        }
+        Self::build(gpu, params, c, data, spec, true)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        params: &Params,
+        c: &ModelConfig,
+        data: &Batches<'_>,
+        spec: &StepSpec,
+        posterior_given: bool,
+    ) -> Result<StepProgram, GpuError> {
         let samples = spec.samples.k.max(1);
         let rows = spec.rows * samples;
         let stream = if spec.adam.is_some() {
@@ -179,12 +209,18 @@ impl StepProgram {
             }
             None => None,
         };
-        let mode = match spec.adam {
-            Some(_) => Mode::Train,
-            None => Mode::Infer,
+        let mode = match (spec.adam, posterior_given) {
+            (Some(_), _) => Mode::Train,
+            (None, false) => Mode::Infer,
+            (None, true) => Mode::Posterior,
         };
         let encoder_input = corrupt.as_ref().map_or(&x, |(_, _, noisy)| noisy);
+        let low = params.graph.posterior();
+        let posterior = Matrix::zeros(gpu, rows, params.graph.shapes[low].c, "given posterior")?;
         let mut inputs = vec![(params.graph.x, encoder_input)];
+        if posterior_given {
+            inputs.push((low, &posterior));
+        }
         if let (Some(y), Some((onehot, _))) = (params.graph.y, &classes) {
             inputs.push((y, onehot));
         }
@@ -332,7 +368,14 @@ impl StepProgram {
         self.x.rows / self.samples
     }
 
-    /// What the encoder reads: the batch, or its corrupted copy (denoising).
+    /// The lowest stochastic layer's mu | logvar [rows, 2 latent]: what the encoder wrote,
+    /// or in a step `from_posterior` what the caller writes.
+    pub fn posterior(&self) -> &Matrix {
+        self.program.value(self.graph.posterior())
+    }
+
+    /// What the encoder reads: the batch, or its corrupted copy (denoising; not in a step
+    /// `from_posterior`).
     pub fn encoder_input(&self) -> &Matrix {
         self.program.value(self.graph.x)
     }
