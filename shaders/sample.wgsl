@@ -16,7 +16,9 @@ struct SampleParams {
     temperature: f32,
     // corrupt_main: 1 Gaussian noise, 2 salt and pepper, 3 masking (amount in temperature)
     mode: u32,
-    _pad1: u32,
+    // sample_forward_main: row r draws as row first + r (so that an evaluation's draws
+    // follow the record, whatever the batch it falls in)
+    first: u32,
     _pad2: u32,
 }
 
@@ -54,7 +56,7 @@ fn sample_forward_main(
     let j = i - r * p.z;
     let mu = mulv[r * p.ld_mulv + j];
     let lv = clamp(mulv[r * p.ld_mulv + p.z + j], LOGVAR_MIN, LOGVAR_MAX);
-    let eps = normal_at(i);
+    let eps = normal_at(i + p.first * p.z);
     z_out[r * p.ld_z + j] = mu + p.temperature * exp(0.5 * lv) * eps;
     eps_out[r * p.ld_z + j] = eps;
 }

@@ -189,6 +189,36 @@ fn stacked_layers_from_the_command_line() {
         out.contains("layer 1 ") && out.contains("of 6") && out.contains("layer 2 (the code) "),
         "{out}"
     );
+    // The test loss (Monte-Carlo KLs) follows each image's own draws, whatever the batch.
+    let loss = |batch: &str| {
+        let out = ok(&[
+            "eval",
+            "--model",
+            &stacked,
+            "--data",
+            &d,
+            "--limit",
+            "40",
+            "--batch-size",
+            batch,
+        ]);
+        out.lines()
+            .find(|l| l.starts_with("test loss"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(loss("256"), loss("7"), "the batch size moves the test loss");
+    // The state_dict alone (PyTorch's, no vae-gpu metadata) describes the stacked model.
+    let model_file = common::cli::last_model(&stacked);
+    let tensors: Vec<_> = vae_gpu::io::safetensors::load(&model_file)
+        .unwrap()
+        .into_values()
+        .collect();
+    let bare = tmp().join("stacked-bare.safetensors");
+    vae_gpu::io::safetensors::save(&bare, &tensors).unwrap();
+    let bare = bare.display().to_string();
+    let out = ok(&["eval", "--model", &bare, "--data", &d, "--limit", "8"]);
+    assert!(out.contains("layer 1 ") && out.contains("of 6"), "{out}");
     let png = tmp().join("stacked-samples.png").display().to_string();
     ok(&["sample", "--model", &stacked, "--count", "5", "--out", &png]);
     assert!(std::fs::metadata(&png).unwrap().len() > 0);
@@ -234,6 +264,27 @@ fn stacked_layers_from_the_command_line() {
         &["train", "--data", &d, "--latent", "8,0", "--out", &refused],
         2,
         &["'0' is not a latent size"],
+    );
+    // An architecture file stacks layers with its own below list.
+    let arch = tmp().join("stacked-arch.json");
+    let text = ok(&[
+        "train",
+        "--print-arch",
+        "--data",
+        &d,
+        "--hidden",
+        "8",
+        "--latent",
+        "6,3",
+    ]);
+    std::fs::write(&arch, text).unwrap();
+    let arch = arch.display().to_string();
+    fails_with(
+        &[
+            "train", "--data", &d, "--arch", &arch, "--latent", "9,6,3", "--out", &refused,
+        ],
+        1,
+        &["--latent 9,6,3", "below list"],
     );
 }
 
@@ -303,6 +354,11 @@ fn iwae_training_from_the_command_line() {
         (
             vec!["--dreg", "--iwae-k", "3", "--prior", "vamp:4"],
             "standard prior",
+        ),
+        (vec!["--dreg", "--iwae-k", "3", "--beta", "2"], "beta 1"),
+        (
+            vec!["--dreg", "--iwae-k", "3", "--kl-warmup", "2"],
+            "beta 1",
         ),
     ] {
         let mut args = vec!["train", "--data", &d, "--limit", "64", "--out", &refused];

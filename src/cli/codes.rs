@@ -37,12 +37,16 @@ pub struct DecodeArgs {
     pub codes: PathBuf,
     #[command(flatten)]
     pub class: super::ClassArg,
-    /// A .png grid, or a directory for one PNG per image [default: RUN/decoded.png]
+    /// A .png grid, or a directory for one PNG per image [default: RUN/decoded.png]; for
+    /// a sequence model a text file, one string per line [default: RUN/decoded.txt]
     #[arg(long, value_parser = super::out_path)]
     pub out: Option<PathBuf>,
 }
 
 pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::encode(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (_, cfg, params) = load_model(&gpu, &a.model)?;
     let input = a.data.for_run(&cfg)?;
@@ -98,21 +102,41 @@ pub fn run_encode(device: &DeviceArgs, a: &EncodeArgs) -> anyhow::Result<()> {
 /// saturated or non-finite pixels.
 const LARGEST_CODE: f32 = 1e4;
 
-pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
-    let file = CodesFile::load(&a.codes)?;
-    super::paths::note_read(&a.codes, "the codes file");
-    let values = file.values();
-    if let Some((i, v)) = values
+/// A codes file whose values all lie in the latent space.
+pub fn load_codes(path: &std::path::Path) -> anyhow::Result<CodesFile> {
+    let file = CodesFile::load(path)?;
+    super::paths::note_read(path, "the codes file");
+    if let Some((i, v)) = file
+        .values()
         .iter()
         .enumerate()
         .find(|(_, v)| v.abs() > LARGEST_CODE)
     {
         anyhow::bail!(
             "{}: value {} of code {} is {v:e}, far outside the latent space (its prior is N(0, I)); the file is damaged",
-            a.codes.display(),
+            path.display(),
             i % file.latent,
             i / file.latent
         );
+    }
+    Ok(file)
+}
+
+/// Warns when `file` was encoded by other weights than `model`'s (fingerprints).
+pub fn check_encoder(path: &std::path::Path, file: &CodesFile, model: u64, items: &str) {
+    if file.model.is_some_and(|m| m != model) {
+        log::warn!(
+            "{}: encoded by other weights than this model's (another run or checkpoint); the {items} will differ from those encoded",
+            path.display()
+        );
+    }
+}
+
+pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
+    let file = load_codes(&a.codes)?;
+    let values = file.values();
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::decode(device, a, &at, &file);
     }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
@@ -127,14 +151,12 @@ pub fn run_decode(device: &DeviceArgs, a: &DecodeArgs) -> anyhow::Result<()> {
         );
     }
     // Other weights of the same shape decode the codes into other images.
-    if let Some(m) = file.model {
-        if m != checkpoint::fingerprint(&gpu, &params)? {
-            log::warn!(
-                "{}: encoded by other weights than this model's (another run or checkpoint); the images will differ from those encoded",
-                a.codes.display()
-            );
-        }
-    }
+    check_encoder(
+        &a.codes,
+        &file,
+        checkpoint::fingerprint(&gpu, &params)?,
+        "images",
+    );
     let classes = a.class.labels(&cfg)?;
     if c.classes.is_some() && classes.is_none() {
         return Err(super::class_needed(&cfg));

@@ -65,7 +65,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
             samples: Samples::ONE,
         },
     )?;
-    let l = evaluate(&gpu, &mut program, n, &settings, |i| i)?;
+    let l = evaluate(&gpu, &mut program, n, &settings)?;
     let overflow = |what: String| {
         anyhow::anyhow!(
             "{}: the {what}, not a number: the model's outputs overflow on this data (weights that diverged); evaluate an earlier checkpoint with --model RUN/checkpoint-NNNN",

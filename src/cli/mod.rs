@@ -659,9 +659,9 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// A conditional model as a classifier: each record's class by the highest ELBO.
     Classify(classify::ClassifyArgs),
-    /// Compress images to quantized latent codes in a small file.
+    /// Compress images (or a sequence model's strings) to quantized latent codes in a small file.
     Encode(codes::EncodeArgs),
-    /// Restore images from a codes file.
+    /// Restore images (or strings) from a codes file.
     Decode(codes::DecodeArgs),
     /// Corrupt test images and reconstruct them; PSNR before and after.
     Denoise(denoise::DenoiseArgs),

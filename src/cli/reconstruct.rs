@@ -122,8 +122,10 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     let labels = crate::io::png::Labels {
         title: match &as_class {
             Some(_) => format!("Test images over their mean codes decoded {recon_row}"),
+            // A stacked model reconstructs as it trains: from its lowest layer's code.
             None => format!(
-                "Test images over their reconstructions (from the mean code): PSNR {psnr:.2} dB"
+                "Test images over their reconstructions (from the {}mean code): PSNR {psnr:.2} dB",
+                if c.stacked() { "lowest layer's " } else { "" }
             ),
         },
         rows,

@@ -732,3 +732,116 @@ pub fn embed(device: &DeviceArgs, a: &super::embed::EmbedArgs, at: &Path) -> any
     );
     Ok(())
 }
+
+/// `encode` of a sequence model: each sequence's posterior mean, quantized into a codes
+/// file, and how many of the stored codes decode (greedily) back to their own string.
+pub fn encode(device: &DeviceArgs, a: &super::codes::EncodeArgs, at: &Path) -> anyhow::Result<()> {
+    if a.images.split != "test" {
+        bail!(
+            "--split {}: a sequence model encodes --data, or its run's test split",
+            a.images.split
+        );
+    }
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    let (path, mut strings) = input_strings(&run, a.data.data.as_deref())?;
+    if let Some(n) = a.images.limit {
+        strings.truncate(n as usize);
+    }
+    super::paths::check_output(&a.out)?;
+    let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
+    let z = run.spec.latent;
+    let mu: Vec<f32> = e.mulv.iter().flat_map(|m| m[..z].to_vec()).collect();
+    let model = checkpoint::fingerprint_of(&gpu, &params.values, params.len)?;
+    let file = crate::io::codes::CodesFile::quantize(&mu, z, a.bits, model);
+    let bytes = file.to_bytes();
+    crate::io::write_atomic(&a.out, &bytes)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    // How many of the stored codes give their string back.
+    let codes: Vec<Vec<f32>> = file.values().chunks(z).map(<[f32]>::to_vec).collect();
+    let decoded = decode_codes(&gpu, &params, &run, &codes)?;
+    let exact = decoded
+        .iter()
+        .zip(&strings)
+        .filter(|(d, (_, s))| *d == s)
+        .count();
+    let n = strings.len();
+    let raw: usize = strings.iter().map(|(_, s)| s.len() + 1).sum();
+    let per = bytes.len() as f64 / n as f64;
+    super::report(
+        &format!(
+            "wrote {n} codes of {} to {}: {} bytes, {per:.1} bytes/sequence ({:.1}x smaller than the {raw} bytes of the strings, one per line); greedy decoding gives {exact} of them back exactly ({:.1}%)",
+            path.display(),
+            a.out.display(),
+            bytes.len(),
+            raw as f64 / bytes.len() as f64,
+            100.0 * exact as f64 / n as f64
+        ),
+        serde_json::json!({
+            "sequences": n,
+            "out": a.out,
+            "bytes": bytes.len(),
+            "bytes_per_sequence": per,
+            "compression": raw as f64 / bytes.len() as f64,
+            "bits": a.bits,
+            "exact": exact,
+        }),
+    );
+    Ok(())
+}
+
+/// `decode` of a sequence model: the strings of a codes file's codes (greedy decoding),
+/// one per line.
+pub fn decode(
+    device: &DeviceArgs,
+    a: &super::codes::DecodeArgs,
+    at: &Path,
+    file: &crate::io::codes::CodesFile,
+) -> anyhow::Result<()> {
+    if !a.class.class.is_empty() {
+        bail!("--class needs a conditional image or table model; a sequence model has no classes");
+    }
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    if file.latent != run.spec.latent {
+        bail!(
+            "{}: codes have {} dimensions, the model's latent space has {}",
+            a.codes.display(),
+            file.latent,
+            run.spec.latent
+        );
+    }
+    let model = checkpoint::fingerprint_of(&gpu, &params.values, params.len)?;
+    super::codes::check_encoder(&a.codes, file, model, "strings");
+    let codes: Vec<Vec<f32>> = file
+        .values()
+        .chunks(file.latent)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let strings = decode_codes(&gpu, &params, &run, &codes)?;
+    let out = super::output_path(a.out.as_deref(), || {
+        super::output_dir(at).join("decoded.txt")
+    })?;
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        bail!(
+            "{}: a sequence model decodes to strings; give a text file (one string per line)",
+            out.display()
+        );
+    }
+    let text: String = strings.iter().map(|s| format!("{s}\n")).collect();
+    crate::io::write_atomic(&out, text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    super::report(
+        &format!(
+            "decoded {} sequences ({} bits per value) to {}",
+            strings.len(),
+            file.bits,
+            out.display()
+        ),
+        serde_json::json!({"sequences": strings.len(), "bits": file.bits, "out": out}),
+    );
+    Ok(())
+}

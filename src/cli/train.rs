@@ -657,7 +657,12 @@ fn resumed_run(
     keep("blocks", a.blocks.map(|b| b as usize), Some(m.blocks))?;
     keep("groups", a.groups.map(|g| g as usize), Some(m.groups))?;
     keep("latent", a.latent.clone(), Some(Latents::of(&m)))?;
-    same("activation", a.activation.clone(), m.activation.clone())?;
+    // The MLP's default activation is stored as none.
+    let saved_activation = match m.arch.as_str() {
+        "mlp" => Some(m.activation.clone().unwrap_or_else(|| "relu".into())),
+        _ => m.activation.clone(),
+    };
+    same("activation", a.activation.clone(), saved_activation)?;
     keep(
         "binarize",
         a.binarize.clone(),
@@ -893,6 +898,9 @@ fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow
             true => "the architecture file stacks stochastic layers (its below list)".to_string(),
             false => format!("--latent {:?} stacks stochastic layers", Latents::of(m)),
         };
+        if m.arch == "file" && !m.below.is_empty() {
+            bail!("{stacked}; an architecture file stacks its layers with its below list: give --latent one size (the code's)");
+        }
         if !["mlp", "file"].contains(&m.arch.as_str()) {
             bail!("{stacked}, which are built for the MLP; this model's architecture is {} (give one size)", m.arch);
         }
@@ -907,8 +915,14 @@ fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow
         if t.iwae_k < 2 {
             bail!("--dreg weighs the encoder's gradient by the importance weights: it needs --iwae-k 2 or more");
         }
-        if m.stacked() || m.vamp.is_some() {
-            bail!("--dreg is built for one stochastic layer under the standard prior; drop --prior vamp or give --latent one size");
+        if m.stacked() {
+            bail!("--dreg is built for one stochastic layer; this model stacks several (--latent with several sizes, or an architecture file's below list)");
+        }
+        if m.vamp.is_some() {
+            bail!("--dreg is built for the standard prior; drop --prior vamp");
+        }
+        if t.beta != 1.0 || t.kl_warmup > 0 || t.kl_cycles > 0 {
+            bail!("--dreg's squared weights are the importance-weighted bound's own, with beta 1 throughout: drop --beta, --kl-warmup and --kl-cycles");
         }
     }
     if t.free_bits > 0.0 {

@@ -19,7 +19,7 @@
 use super::{ops, Graph, Layout, Op, Params, TensorId};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 use crate::ops::gemm::InputActivation;
-use crate::ops::sample::{set_noise, Noise};
+use crate::ops::sample::{set_noise_from, Noise};
 use crate::ops::GradEpilogue;
 
 /// What a program computes.
@@ -530,9 +530,15 @@ impl Program {
     }
 
     /// Sets the sampling launches' noise position and temperature. The code's noise is
-    /// drawn at `noise`; each lower stochastic layer's from a stream of its own, so no two
-    /// layers share draws.
-    pub fn set_noise(&self, gpu: &Gpu, g: &Graph, noise: Noise, temperature: f32) {
+    /// drawn at `noise`, row r as row `first` + r; each lower stochastic layer's from a
+    /// stream of its own, so no two layers share draws.
+    pub fn set_noise(
+        &self,
+        gpu: &Gpu,
+        g: &Graph,
+        (noise, first): (Noise, usize),
+        temperature: f32,
+    ) {
         for (at, z, _) in &self.samples {
             let level = g.levels.iter().position(|l| l.z == *z);
             let noise = Noise {
@@ -541,13 +547,13 @@ impl Program {
             };
             let node = g.producer(*z).expect("a sampled code");
             let mulv = self.value(g.inputs_of(node, self.mode)[0]);
-            set_noise(
+            set_noise_from(
                 gpu,
                 &self.forward[*at],
-                mulv.ld,
-                self.value(*z),
+                (mulv.ld, self.value(*z)),
                 noise,
                 temperature,
+                first,
             );
         }
     }

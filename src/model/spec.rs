@@ -335,7 +335,7 @@ pub fn build(
         return Err("the latent size must be at least 1".into());
     }
     if !spec.below.is_empty() && classes.is_some() {
-        return Err("stacked latent layers need an unconditional model".into());
+        return Err("stacked latent layers (--latent with several sizes, or a below list) need an unconditional model: drop --conditional".into());
     }
     let mut w = Walker {
         b: Builder::new(data, classes),

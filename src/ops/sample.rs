@@ -26,7 +26,8 @@ pub(crate) struct SampleParams {
     stream: u32,
     temperature: f32,
     mode: u32,
-    pad: [u32; 2],
+    first: u32,
+    pad: u32,
 }
 
 fn params(
@@ -48,7 +49,8 @@ fn params(
         stream: noise.stream,
         temperature,
         mode: 0,
-        pad: [0; 2],
+        first: 0,
+        pad: 0,
     }
 }
 
@@ -149,7 +151,23 @@ pub fn set_noise(
     noise: Noise,
     temperature: f32,
 ) {
-    let p = params(z.rows, z.cols, ld_mulv, z.ld, noise, temperature);
+    set_noise_from(gpu, d, (ld_mulv, z), noise, temperature, 0);
+}
+
+/// The same for a sample_forward launch whose row r draws as row `first` + r (the
+/// record's own draws in an evaluation, whatever its batch).
+pub fn set_noise_from(
+    gpu: &Gpu,
+    d: &Dispatch,
+    (ld_mulv, z): (usize, &Matrix),
+    noise: Noise,
+    temperature: f32,
+    first: usize,
+) {
+    let p = SampleParams {
+        first: first as u32,
+        ..params(z.rows, z.cols, ld_mulv, z.ld, noise, temperature)
+    };
     gpu.queue.write_buffer(&d.params, 0, bytemuck::bytes_of(&p));
 }
 

@@ -51,7 +51,12 @@ fn layout(params: &Params) -> Vec<(String, Vec<usize>, Vec<usize>)> {
 /// A fingerprint of a model's weights (FNV-1a of their bytes): a codes file records the
 /// model that encoded it.
 pub fn fingerprint(gpu: &Gpu, params: &Params) -> anyhow::Result<u64> {
-    let flat = read_flat(gpu, &params.values, params.len)?;
+    fingerprint_of(gpu, &params.values, params.len)
+}
+
+/// The same of any model's flat parameter buffer of `len` floats (a sequence model's).
+pub fn fingerprint_of(gpu: &Gpu, values: &wgpu::Buffer, len: usize) -> anyhow::Result<u64> {
+    let flat = read_flat(gpu, values, len)?;
     Ok(crate::io::fnv1a64(bytemuck::cast_slice(&flat)))
 }
 
@@ -301,6 +306,23 @@ fn infer_config(map: &BTreeMap<String, Tensor>, path: &Path) -> anyhow::Result<M
         c.hidden.push(fc1[0]);
         while let Some(s) = shape(&format!("fc1_{}.weight", c.hidden.len())) {
             c.hidden.push(s[0]);
+        }
+        // Stacked layers (see `model::mlp`): layer L's encoder encL [, encL_1 ...] and its
+        // heads encL_mu | encL_logvar above the layer below.
+        for level in 2.. {
+            let Some(mu) = shape(&format!("enc{level}_mu.weight")) else {
+                break;
+            };
+            let base = format!("enc{level}");
+            let mut hidden = vec![need(&format!("{base}.weight"), 2)?[0]];
+            while let Some(s) = shape(&format!("{base}_{}.weight", hidden.len())) {
+                hidden.push(s[0]);
+            }
+            c.below.push(super::config::LowerLatent {
+                latent: c.latent,
+                hidden,
+            });
+            c.latent = mu[0];
         }
         square(fc1[1])
     };

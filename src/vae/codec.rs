@@ -127,14 +127,19 @@ pub fn encode(
         }
         losses.extend_from_slice(&program.per_sample.read(gpu)?[..valid * 3]);
     }
-    Ok(Passes {
-        codes: Codes {
+    let codes = match params.graph.levels.is_empty() {
+        true => Codes {
             mu,
             logvar,
             latent: z,
         },
-        losses,
-    })
+        // With stacked layers the code is the top layer's mean given the means below,
+        // not given this pass's draws of them (see `layer_means`).
+        false => layer_means(gpu, params, c, images)?
+            .pop()
+            .expect("the code's layer"),
+    };
+    Ok(Passes { codes, losses })
 }
 
 /// The posterior means of every stochastic layer of every image, bottom first (the code

@@ -166,6 +166,16 @@ impl ModelConfig {
         !self.below.is_empty() || self.spec.as_ref().is_some_and(|s| !s.below.is_empty())
     }
 
+    /// The stochastic layers below the code in words: "100 (hidden [100, 100]), ...".
+    fn describe_below(&self) -> String {
+        let layers: Vec<String> = self
+            .below
+            .iter()
+            .map(|l| format!("{} (hidden {:?})", l.latent, l.hidden))
+            .collect();
+        format!("[{}]", layers.join(", "))
+    }
+
     /// The architecture in words, for reports.
     pub fn describe(&self) -> String {
         match self.arch.as_str() {
@@ -568,7 +578,7 @@ impl ModelConfig {
                         && l.hidden.iter().all(|h| (1..=65536).contains(h))
                 }),
             "model.below",
-            format!("{:?}", self.below),
+            self.describe_below(),
             "at most 8 layers, each of 1..=4096 latents with 1 to 16 hidden widths in 1..=65536",
         )?;
         if self.stacked() {
@@ -579,7 +589,7 @@ impl ModelConfig {
             field(
                 alone,
                 "model.below",
-                format!("{:?}", self.below),
+                self.describe_below(),
                 "empty, and no below list in an architecture file, unless the model is an unconditional image model (arch \"mlp\" or \"file\") under the standard prior",
             )?;
         }
@@ -659,10 +669,16 @@ impl TrainConfig {
             "1..=5000, and 1 when iwae_k is above 1 (one way to weigh the samples)",
         )?;
         field(
-            !self.dreg || (self.iwae_k > 1 && !model.stacked() && model.vamp.is_none()),
+            !self.dreg
+                || (self.iwae_k > 1
+                    && !model.stacked()
+                    && model.vamp.is_none()
+                    && self.beta == 1.0
+                    && self.kl_warmup == 0
+                    && self.kl_cycles == 0),
             "train.dreg",
             self.dreg,
-            "false unless iwae_k is above 1, with one stochastic layer under the standard prior",
+            "false unless iwae_k is above 1, with one stochastic layer under the standard prior and beta 1 throughout (no warm-up or cycles)",
         )?;
         field(
             self.iwae_k == 1 || self.free_bits == 0.0,

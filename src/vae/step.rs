@@ -111,6 +111,10 @@ pub struct StepProgram {
     stream: u32,
     /// Scale of the posterior noise: 1 samples z, 0 decodes the mean.
     pub temperature: f32,
+    /// Each record draws its posterior noise as its place in the data (the batch's offset
+    /// plus its row), not as its row in the batch: an evaluation's figures do not depend
+    /// on the batch size (see `train::evaluate`).
+    pub noise_by_record: bool,
 }
 
 impl StepProgram {
@@ -360,6 +364,7 @@ impl StepProgram {
             seed: spec.seed,
             stream,
             temperature: 1.0,
+            noise_by_record: false,
         })
     }
 
@@ -435,8 +440,9 @@ impl StepProgram {
             step: step as u32,
             stream: self.stream,
         };
+        let first = if self.noise_by_record { offset } else { 0 };
         self.program
-            .set_noise(gpu, &self.graph, noise, self.temperature);
+            .set_noise(gpu, &self.graph, (noise, first), self.temperature);
         // `valid` counts records; the loss launches count rows.
         let valid = settings.valid.min(self.rows()) * self.samples;
         match &mut self.mc_kl {
@@ -709,7 +715,8 @@ impl Decoder {
     /// Where a model with stacked layers draws its lower codes from their priors (top-down
     /// generation), at `temperature` (0: the priors' means).
     pub fn set_noise(&self, gpu: &Gpu, noise: Noise, temperature: f32) {
-        self.program.set_noise(gpu, &self.graph, noise, temperature);
+        self.program
+            .set_noise(gpu, &self.graph, (noise, 0), temperature);
     }
 
     pub fn z(&self) -> &Matrix {

@@ -278,22 +278,23 @@ fn settings(c: &ModelConfig, t: &TrainConfig, beta: f32, valid: usize) -> LossSe
     }
 }
 
-/// Runs `program` over a whole split in order, returning the mean losses. `step_of(i)`
-/// gives the noise position of batch i.
+/// Runs `program` over a whole split in order, returning the mean losses.
 pub fn evaluate(
     gpu: &Gpu,
     program: &mut StepProgram,
     count: usize,
     settings: &LossSettings,
-    step_of: impl Fn(u64) -> u64,
 ) -> anyhow::Result<Losses> {
     program.reset_sums(gpu);
     let rows = program.rows();
-    for (i, offset) in (0..count).step_by(rows).enumerate() {
+    // Every record draws as its place in the data, at one step: the figures do not
+    // depend on the batch size.
+    program.noise_by_record = true;
+    for offset in (0..count).step_by(rows) {
         program.prepare(
             gpu,
             offset,
-            step_of(i as u64),
+            0,
             &LossSettings {
                 valid: count - offset,
                 ..*settings
@@ -580,7 +581,7 @@ fn train_with<'s>(
             .map_err(|why| diverged(why, epoch, run.state.step))?;
         let (test_loss, kl_per_dim, active_units) = if let Some(tester) = tester.as_mut() {
             let test_settings = settings(c, t, beta, test_split.count);
-            let test_loss = evaluate(gpu, tester, test_split.count, &test_settings, |i| i)?;
+            let test_loss = evaluate(gpu, tester, test_split.count, &test_settings)?;
             guard
                 .check(true, test_loss.total)
                 .map_err(|why| diverged(why, epoch, run.state.step))?;
