@@ -855,23 +855,38 @@ fn ctrl_c_stops_a_run_cleanly() {
             .spawn()
             .unwrap();
         let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        // Wait for the line that says the run is under way, on stdout or stderr.
-        let lines: Box<dyn BufRead> = if after == "epoch" {
-            Box::new(std::io::BufReader::new(out))
-        } else {
-            Box::new(std::io::BufReader::new(err))
-        };
+        // Wait for the line that says the run is under way, on stdout or stderr, then keep
+        // reading both: a closed pipe would end the run (as `| head` does) before the
+        // interrupt arrives.
+        let (watched, other): (Box<dyn BufRead + Send>, Box<dyn BufRead + Send>) =
+            if after == "epoch" {
+                (
+                    Box::new(std::io::BufReader::new(out)),
+                    Box::new(std::io::BufReader::new(err)),
+                )
+            } else {
+                (
+                    Box::new(std::io::BufReader::new(err)),
+                    Box::new(std::io::BufReader::new(out)),
+                )
+            };
+        let drain_other = std::thread::spawn(move || other.lines().for_each(drop));
+        let mut lines = watched.lines();
         let seen = lines
-            .lines()
+            .by_ref()
             .map_while(Result::ok)
             .any(|l| l.contains(after));
         assert!(seen, "no line with '{after}'");
+        let drain = std::thread::spawn(move || lines.for_each(drop));
         let killed = std::process::Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(killed.success());
-        child.wait_with_output().unwrap().status.code()
+        let code = child.wait().unwrap().code();
+        drain.join().unwrap();
+        drain_other.join().unwrap();
+        code
     };
     let run = tmp().join("interrupted").display().to_string();
     let mut args = vec!["--json"];

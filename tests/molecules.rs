@@ -162,6 +162,46 @@ fn train_sample_resume() {
         4,
         "a header and three sequences: {csv}"
     );
+    // The codes of a file of strings, quantized into a codes file, and back to strings: the
+    // count encode says come back exactly is what decode gives.
+    let codes = tmp().join("molecules.codes").display().to_string();
+    let input = lines.to_str().unwrap();
+    let r = json(&[
+        "encode", "--model", run, "--data", input, "--bits", "32", "--out", &codes,
+    ]);
+    let exact = r.last().unwrap()["exact"].as_u64().unwrap();
+    assert_eq!(r.last().unwrap()["sequences"], 3);
+    let decoded = tmp().join("decoded.txt");
+    let r = json(&[
+        "decode",
+        "--model",
+        run,
+        &codes,
+        "--out",
+        decoded.to_str().unwrap(),
+    ]);
+    assert_eq!(r.last().unwrap()["sequences"], 3);
+    let back = std::fs::read_to_string(&decoded).unwrap();
+    let originals = std::fs::read_to_string(&lines).unwrap();
+    let same = back
+        .lines()
+        .zip(originals.lines())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert_eq!(same as u64, exact, "{back}");
+    let png = tmp().join("decoded.png").display().to_string();
+    fails_with(
+        &["decode", "--model", run, &codes, "--out", &png],
+        1,
+        &["decoded.png", "text file"],
+    );
+    fails_with(
+        &[
+            "encode", "--model", run, "--split", "train", "--out", &codes,
+        ],
+        1,
+        &["--split train", "sequence model"],
+    );
     std::fs::write(&lines, "CCO\nCCXO\n").unwrap();
     fails_with(
         &["embed", "--model", run, "--data", lines.to_str().unwrap()],

@@ -768,13 +768,17 @@ pub fn encode(device: &DeviceArgs, a: &super::codes::EncodeArgs, at: &Path) -> a
     let n = strings.len();
     let raw: usize = strings.iter().map(|(_, s)| s.len() + 1).sum();
     let per = bytes.len() as f64 / n as f64;
+    let ratio = raw as f64 / bytes.len() as f64;
+    let size = match ratio >= 1.0 {
+        true => format!("{ratio:.1}x smaller than"),
+        false => format!("{:.1}x larger than", 1.0 / ratio),
+    };
     super::report(
         &format!(
-            "wrote {n} codes of {} to {}: {} bytes, {per:.1} bytes/sequence ({:.1}x smaller than the {raw} bytes of the strings, one per line); greedy decoding gives {exact} of them back exactly ({:.1}%)",
+            "wrote {n} codes of {} to {}: {} bytes, {per:.1} bytes/sequence ({size} the {raw} bytes of the strings, one per line); greedy decoding gives {exact} of them back exactly ({:.1}%)",
             path.display(),
             a.out.display(),
             bytes.len(),
-            raw as f64 / bytes.len() as f64,
             100.0 * exact as f64 / n as f64
         ),
         serde_json::json!({
@@ -782,7 +786,7 @@ pub fn encode(device: &DeviceArgs, a: &super::codes::EncodeArgs, at: &Path) -> a
             "out": a.out,
             "bytes": bytes.len(),
             "bytes_per_sequence": per,
-            "compression": raw as f64 / bytes.len() as f64,
+            "compression": ratio,
             "bits": a.bits,
             "exact": exact,
         }),
