@@ -147,7 +147,10 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             Some(_) => format!(", {per} of each class"),
             None => String::new(),
         };
-        let from = prior_arg.describe(a.temperature);
+        let mut from = prior_arg.describe(a.temperature);
+        if c.stacked() {
+            from += ", the layers below drawn top-down";
+        }
         let title = format!("{} samples{of} from {from}, seed {}", images.len(), a.seed);
         // One named row per class when each class fills its own rows.
         let rows = match asked.as_deref() {

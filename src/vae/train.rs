@@ -715,6 +715,10 @@ pub fn write_pictures(
     let vamp = super::vamp::mixture(gpu, params)?;
     let (prior, which) = match &vamp {
         Some(g) => (super::decode::Prior::Mixture(g), "the learned VampPrior"),
+        None if c.stacked() => (
+            super::decode::Prior::Standard,
+            "the prior (the layers below drawn top-down)",
+        ),
         None => (super::decode::Prior::Standard, "the prior"),
     };
     save_samples(
