@@ -847,6 +847,17 @@ fn a_free_bits_run_loads_and_resumes() {
 #[test]
 fn ctrl_c_stops_a_run_cleanly() {
     use std::io::BufRead;
+    // A job a non-interactive shell starts in the background ignores SIGINT, and so do
+    // its children: vae-gpu, which honours that, would train on (1000 epochs).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
+    assert!(
+        ignored.is_none_or(|m| m & (1 << 1) == 0),
+        "SIGINT is ignored in this process (a background job of a script?): run the tests in the foreground"
+    );
     let d = data();
     let interrupt = |args: &[&str], after: &str| {
         let mut child = common::cli::command(args)

@@ -221,8 +221,22 @@ fn train_sample_resume() {
         1,
         &["score.txt", "line 2", "'X'"],
     );
+    // eval: the loss per sequence and the importance-weighted bound, tighter than the
+    // one-sample loss on average.
+    std::fs::write(&lines, "CCO\nc1ccccc1\nCC(=O)Nc1ccc(O)cc1\n").unwrap();
+    let r = json(&["eval", "--model", run, "--data", input, "--iwae-k", "16"]);
+    let last = r.last().unwrap();
+    assert_eq!(last["sequences"], 3);
+    let (loss, bound) = (
+        last["test"]["total"].as_f64().unwrap(),
+        last["iwae_bound"].as_f64().unwrap(),
+    );
+    assert!(
+        bound.is_finite() && bound > 0.0 && bound < loss + 1.0,
+        "bound {bound}, loss {loss}"
+    );
     // The rest refuse a sequence model by name.
-    fails_with(&["eval", "--model", run], 1, &["a sequence model"]);
+    fails_with(&["manifold", "--model", run], 1, &["a sequence model"]);
 }
 
 #[test]

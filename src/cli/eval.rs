@@ -27,6 +27,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(at) = super::sequence::sequence_checkpoint(&a.model)? {
+        return super::sequence::eval(device, a, &at);
+    }
     let gpu = open_gpu(device)?;
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;

@@ -849,3 +849,86 @@ pub fn decode(
     );
     Ok(())
 }
+
+/// `eval` of a sequence model: the loss per sequence of `--data` (or the run's test split)
+/// with one posterior sample (summed cross-entropy and KL, nats), and with `--iwae-k K`
+/// the importance-weighted bound on -log p(x): each sequence taken K times in a batch, each
+/// copy decoding its own sample with teacher forcing, the K log-weights
+/// log p(x | z) + log N(z; 0, I) - log q(z | x) merged per sequence.
+pub fn eval(device: &DeviceArgs, a: &super::eval::EvalArgs, at: &Path) -> anyhow::Result<()> {
+    use crate::vae::gru::step::GruStep;
+    use crate::vae::step::STREAM_EVAL;
+    let gpu = open_gpu(device)?;
+    let (run, params) = open_model(&gpu, at)?;
+    let (path, mut strings) = input_strings(&run, a.data.data.as_deref())?;
+    if let Some(n) = a.limit {
+        strings.truncate(n as usize);
+    }
+    let seqs = sequence::Sequences::for_model(&path, &run.vocab, &strings, run.max_length)?;
+    let batch = (a.batch_size as usize).min(run.train.batch_size);
+    let (recon, kl) =
+        crate::vae::gru::train::evaluate(&gpu, &params, &run.vocab, &seqs, batch, run.train.seed)?;
+    let n = seqs.count;
+    let mut line = format!(
+        "model {}: {n} sequences of {}\ntest loss {:.3} nats/sequence (reconstruction {recon:.3} + KL {kl:.3}, one posterior sample)",
+        at.display(),
+        path.display(),
+        recon + kl
+    );
+    let mut bound = None;
+    if a.iwae_k > 0 {
+        let k = a.iwae_k as usize;
+        let records = k.min(batch);
+        let mut step = GruStep::new(
+            &gpu,
+            &params,
+            records,
+            seqs.width,
+            None,
+            run.train.seed,
+            STREAM_EVAL + 10,
+        )?;
+        let z = run.spec.latent;
+        let f64s = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
+        let bar = super::progress_bar((n * k) as u64, "IWAE", "importance samples");
+        let mut total = 0.0;
+        let mut draw = 0u64;
+        for i in 0..n {
+            let (mut recons, mut mulv, mut zs, mut eps) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for start in (0..k).step_by(records) {
+                let valid = (k - start).min(records);
+                step.set_batch(&gpu, &run.vocab, &seqs, &vec![i; valid], draw, 1.0)?;
+                gpu.run(&step.launches())?;
+                draw += 1;
+                let per = step.per_sample.read(&gpu)?;
+                recons.extend((0..valid).map(|r| f64::from(per[r * 3])));
+                mulv.extend(f64s(step.mulv.read(&gpu)?)[..valid * 2 * z].to_vec());
+                zs.extend(f64s(step.z.read(&gpu)?)[..valid * z].to_vec());
+                eps.extend(f64s(step.eps.read(&gpu)?)[..valid * z].to_vec());
+                bar.inc(valid as u64);
+            }
+            total -= crate::cpu::loss::iwae_log_px(&recons, &mulv, &zs, &eps, z);
+        }
+        bar.finish_and_clear();
+        let b = total / n as f64;
+        if !b.is_finite() {
+            bail!(
+                "{}: the IWAE bound is {b}: the model's outputs overflow on these sequences",
+                at.display()
+            );
+        }
+        line += &format!("\nIWAE bound, K = {k}: -log p(x) <= {b:.3} nats/sequence");
+        bound = Some(b);
+    }
+    super::report(
+        &line,
+        serde_json::json!({
+            "sequences": n,
+            "test": {"recon": recon, "kl": kl, "total": recon + kl},
+            "iwae_k": a.iwae_k,
+            "iwae_bound": bound,
+        }),
+    );
+    Ok(())
+}

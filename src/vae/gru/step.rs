@@ -109,15 +109,15 @@ pub struct GruStep {
     /// [recon, kl, total, records].
     pub per_sample: Matrix,
     pub accum: Matrix,
-    /// mu | logvar [rows, 2Z] of the last batch, and the sampling noise.
+    /// mu | logvar [rows, 2Z] of the last batch, the sampled code and its noise [rows, Z].
     pub mulv: Matrix,
+    pub z: Matrix,
     pub eps: Matrix,
     enc_tokens: Matrix,
     dec_tokens: Matrix,
     targets: Matrix,
     enc_lengths: Matrix,
     dec_lengths: Matrix,
-    z: Matrix,
     forward: Vec<Dispatch>,
     sample: usize,
     xent: XentDispatch,
