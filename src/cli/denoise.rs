@@ -10,7 +10,7 @@ use crate::ops::loss::LossSettings;
 use crate::ops::sample::Corruption;
 use crate::vae::codec::psnr;
 use crate::vae::decode::{to_u8, unit};
-use crate::vae::step::{Samples, StepProgram, StepSpec};
+use crate::vae::step::{StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -47,22 +47,12 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
     let n = test.count;
     let split = GpuSplit::upload(&gpu, &test)?;
     let rows = n.min(256);
-    let settings = LossSettings {
-        likelihood: c.likelihood,
-        beta: 1.0,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
-        valid: rows,
-        free_bits: 0.0,
-    };
     let spec = StepSpec {
-        rows,
-        settings,
-        adam: None,
         seed: a.seed,
         corruption: Some(a.noise),
-        samples: Samples::ONE,
+        ..StepSpec::evaluation(c, rows, 1.0)
     };
+    let settings = spec.settings;
     let mut program = StepProgram::new(&gpu, &params, c, &split.batches(), &spec)?;
     program.temperature = 0.0;
     let d = c.input_dim();

@@ -4,8 +4,7 @@
 use clap::Args;
 
 use super::{load_model, open_gpu, say, DataArgs, DeviceArgs, ModelArg};
-use crate::ops::loss::LossSettings;
-use crate::vae::step::{Samples, StepProgram, StepSpec};
+use crate::vae::step::{StepProgram, StepSpec};
 use crate::vae::train::{evaluate, GpuSplit, ACTIVE_VARIANCE};
 
 #[derive(Args, Debug)]
@@ -46,28 +45,9 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
     let beta = cfg.train.as_ref().map_or(1.0, |t| t.beta);
     let split = GpuSplit::upload(&gpu, &test)?;
     let rows = (a.batch_size as usize).min(n);
-    let settings = LossSettings {
-        likelihood: c.likelihood,
-        beta,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
-        valid: rows,
-        free_bits: 0.0,
-    };
-    let mut program = StepProgram::new(
-        &gpu,
-        &params,
-        c,
-        &split.batches(),
-        &StepSpec {
-            rows,
-            settings,
-            adam: None,
-            seed: 0,
-            corruption: None,
-            samples: Samples::ONE,
-        },
-    )?;
+    let spec = StepSpec::evaluation(c, rows, beta);
+    let settings = spec.settings;
+    let mut program = StepProgram::new(&gpu, &params, c, &split.batches(), &spec)?;
     let l = evaluate(&gpu, &mut program, n, &settings)?;
     let overflow = |what: String| {
         anyhow::anyhow!(

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{load_model, open_gpu, DataArgs, DeviceArgs, ModelArg};
-use crate::ops::loss::LossSettings;
 use crate::vae::decode::to_pixels;
-use crate::vae::step::{Samples, StepProgram, StepSpec};
+use crate::vae::step::{StepProgram, StepSpec};
 use crate::vae::train::GpuSplit;
 
 #[derive(Args, Debug)]
@@ -42,28 +41,9 @@ pub fn run(device: &DeviceArgs, a: &ReconstructArgs) -> anyhow::Result<()> {
     let test = test.take(a.count as usize);
     let n = test.count;
     let split = GpuSplit::upload(&gpu, &test)?;
-    let settings = LossSettings {
-        likelihood: c.likelihood,
-        beta: 1.0,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
-        valid: n,
-        free_bits: 0.0,
-    };
-    let mut program = StepProgram::new(
-        &gpu,
-        &params,
-        c,
-        &split.batches(),
-        &StepSpec {
-            rows: n,
-            settings,
-            adam: None,
-            seed: 0,
-            corruption: None,
-            samples: Samples::ONE,
-        },
-    )?;
+    let spec = StepSpec::evaluation(c, n, 1.0);
+    let settings = spec.settings;
+    let mut program = StepProgram::new(&gpu, &params, c, &split.batches(), &spec)?;
     program.temperature = 0.0;
     program.prepare(&gpu, 0, 0, &settings);
     program.submit(&gpu, None)?;

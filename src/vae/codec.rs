@@ -2,7 +2,7 @@
 //! images of codes, and per-image losses. The commands that use a trained VAE build on these.
 
 use super::decode::{to_u8, unit};
-use super::step::{Batches, Decoder, Samples, StepProgram, StepSpec};
+use super::step::{Batches, Decoder, StepProgram, StepSpec};
 use super::train::GpuSplit;
 use super::{ModelConfig, Params};
 use crate::data::Images;
@@ -88,28 +88,12 @@ pub fn encode(
     let split = GpuSplit::upload(gpu, images).map_err(|e| GpuError::Config(format!("{e:#}")))?;
     let n = images.count;
     let rows = n.clamp(1, BATCH);
+    let spec = StepSpec::evaluation(c, rows, beta);
     let settings = |valid| LossSettings {
-        likelihood: c.likelihood,
-        beta,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
         valid,
-        free_bits: 0.0,
+        ..spec.settings
     };
-    let mut program = StepProgram::new(
-        gpu,
-        params,
-        c,
-        &split.batches(),
-        &StepSpec {
-            rows,
-            settings: settings(rows),
-            adam: None,
-            seed: 0,
-            corruption: None,
-            samples: Samples::ONE,
-        },
-    )?;
+    let mut program = StepProgram::new(gpu, params, c, &split.batches(), &spec)?;
     let z = c.latent;
     let (mut mu, mut logvar, mut losses) = (
         Vec::with_capacity(n * z),
@@ -154,28 +138,9 @@ pub fn layer_means(
     let split = GpuSplit::upload(gpu, images).map_err(|e| GpuError::Config(format!("{e:#}")))?;
     let n = images.count;
     let rows = n.clamp(1, BATCH);
-    let settings = LossSettings {
-        likelihood: c.likelihood,
-        beta: 1.0,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
-        valid: rows,
-        free_bits: 0.0,
-    };
-    let mut program = StepProgram::new(
-        gpu,
-        params,
-        c,
-        &split.batches(),
-        &StepSpec {
-            rows,
-            settings,
-            adam: None,
-            seed: 0,
-            corruption: None,
-            samples: Samples::ONE,
-        },
-    )?;
+    let spec = StepSpec::evaluation(c, rows, 1.0);
+    let settings = spec.settings;
+    let mut program = StepProgram::new(gpu, params, c, &split.batches(), &spec)?;
     program.temperature = 0.0;
     let g = &params.graph;
     let layers: Vec<usize> = g.levels.iter().map(|l| l.mulv).chain([g.mulv]).collect();
@@ -315,25 +280,8 @@ pub fn iwae_log_px(
         bytemuck::cast_slice(&repeated),
         "iwae indices",
     )?;
-    let settings = LossSettings {
-        likelihood: c.likelihood,
-        beta: 1.0,
-        grad_scale: 1.0,
-        gauss_var: c.gauss_var,
-        valid: rows,
-        free_bits: 0.0,
-    };
-    let spec = |rows| StepSpec {
-        rows,
-        settings: LossSettings {
-            valid: rows,
-            ..settings
-        },
-        adam: None,
-        seed: 0,
-        corruption: None,
-        samples: Samples::ONE,
-    };
+    let spec = |rows| StepSpec::evaluation(c, rows, 1.0);
+    let settings = spec(rows).settings;
     let images = n.clamp(1, BATCH);
     let mut encoder = StepProgram::new(gpu, params, c, &split.batches(), &spec(images))?;
     let mut program = StepProgram::from_posterior(

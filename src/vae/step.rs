@@ -47,6 +47,28 @@ pub struct StepSpec {
     pub samples: Samples,
 }
 
+impl StepSpec {
+    /// An evaluation step over `rows` records of the model `c`: no training, one posterior
+    /// sample, no corruption, seed 0, the KL weighted by `beta`.
+    pub fn evaluation(c: &ModelConfig, rows: usize, beta: f32) -> StepSpec {
+        StepSpec {
+            rows,
+            settings: LossSettings {
+                likelihood: c.likelihood,
+                beta,
+                grad_scale: 1.0,
+                gauss_var: c.gauss_var,
+                valid: rows,
+                free_bits: 0.0,
+            },
+            adam: None,
+            seed: 0,
+            corruption: None,
+            samples: Samples::ONE,
+        }
+    }
+}
+
 /// Posterior samples per record: above 1, the step's objective is the importance-weighted
 /// bound over them (Burda et al. 2016), or with `average` their mean ELBO (the paper's
 /// "VAE, k samples").
