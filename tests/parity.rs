@@ -632,6 +632,54 @@ fn iwae_matches_cpu() {
     });
 }
 
+/// A record's row over its samples' rows and the sum back (shaders/records.wgsl): exact
+/// copies, and sums within f32 rounding, on awkward shapes up to 5000 samples a record.
+#[test]
+fn records_match_cpu() {
+    use vae_gpu::ops::records::{repeat_records, sum_records};
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(79);
+        for (records, cols, k) in [(1, 1, 1), (3, 7, 5), (20, 100, 50), (2, 3, 5000)] {
+            let (r32, r) = rng.vec(records * cols, -2.0, 2.0);
+            let (w32, w) = rng.vec(records * k * cols, -2.0, 2.0);
+            let (gr, gw) = (
+                upload(gpu, records, cols, &r32),
+                upload(gpu, records * k, cols, &w32),
+            );
+            let (rep, sum) = (
+                Matrix::zeros(gpu, records * k, cols, "repeated").unwrap(),
+                Matrix::zeros(gpu, records, cols, "summed").unwrap(),
+            );
+            gpu.run(&[
+                &repeat_records(gpu, &gr, &rep, k).unwrap(),
+                &sum_records(gpu, &gw, &sum, k).unwrap(),
+            ])
+            .unwrap();
+            let what = format!("{records} records of {cols} over {k} rows");
+            assert_close(
+                &format!("{what}: repeat"),
+                &rep.read(gpu).unwrap(),
+                &cpu::tensor::repeat_records(&r, cols, k),
+                |_| 0.0,
+            );
+            let want = cpu::tensor::sum_records(&w, cols, k);
+            assert_close(
+                &format!("{what}: sum"),
+                &sum.read(gpu).unwrap(),
+                &want,
+                |_| 1e-6 * k as f64 * 2.0,
+            );
+        }
+        assert!(repeat_records(
+            gpu,
+            &upload(gpu, 2, 3, &[0.0; 6]),
+            &upload(gpu, 5, 3, &[0.0; 15]),
+            2
+        )
+        .is_err());
+    });
+}
+
 /// A stacked layer's KL (shaders/level.wgsl): each row's Monte-Carlo KL added to the KL
 /// and total it finds, and the gradients of the code and of the posterior's and prior's mu
 /// | logvar (rows weighted), against the f64 twin on awkward shapes (one row, padding rows

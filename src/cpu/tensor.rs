@@ -27,3 +27,17 @@ pub fn concat(a: &[f64], ca: usize, b: &[f64], cb: usize) -> Vec<f64> {
         .copied()
         .collect()
 }
+
+/// Twin of `ops::records::repeat_records`: each record's row of `records` [B, cols] over
+/// its `k` consecutive rows.
+pub fn repeat_records(records: &[f64], cols: usize, k: usize) -> Vec<f64> {
+    records.chunks(cols).flat_map(|r| r.repeat(k)).collect()
+}
+
+/// Twin of `ops::records::sum_records`: each record's `k` consecutive rows of `rows`
+/// [B k, cols] summed.
+pub fn sum_records(rows: &[f64], cols: usize, k: usize) -> Vec<f64> {
+    rows.chunks(cols * k)
+        .flat_map(|group| (0..cols).map(move |j| (0..k).map(|i| group[i * cols + j]).sum::<f64>()))
+        .collect()
+}

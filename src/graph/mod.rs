@@ -686,11 +686,17 @@ impl Graph {
     /// decoding).
     pub fn loss_inputs(&self, mode: Mode) -> Vec<TensorId> {
         let mut t = match mode {
-            Mode::Train | Mode::Infer | Mode::Posterior => vec![self.logits, self.mulv],
+            Mode::Train | Mode::Infer | Mode::Posterior | Mode::PosteriorTrain => {
+                vec![self.logits, self.mulv]
+            }
             Mode::Pseudo => vec![self.mulv],
+            Mode::Encoder => vec![self.posterior()],
             Mode::Decode => Vec::new(),
         };
-        if matches!(mode, Mode::Train | Mode::Infer | Mode::Posterior) {
+        if matches!(
+            mode,
+            Mode::Train | Mode::Infer | Mode::Posterior | Mode::PosteriorTrain
+        ) {
             t.extend(self.levels.iter().flat_map(|l| [l.z, l.mulv, l.prior]));
         }
         t.dedup();
@@ -896,9 +902,12 @@ impl Graph {
     /// posterior those downstream of the lowest mu | logvar, for the pseudo-inputs the
     /// encoder (those mu | logvar needs).
     pub fn nodes_for(&self, mode: Mode) -> Vec<usize> {
-        if mode == Mode::Pseudo {
+        if matches!(mode, Mode::Pseudo | Mode::Encoder) {
             let mut needed = vec![false; self.shapes.len()];
-            needed[self.mulv] = true;
+            needed[match mode {
+                Mode::Pseudo => self.mulv,
+                _ => self.posterior(),
+            }] = true;
             let mut run: Vec<usize> = Vec::new();
             for i in (0..self.nodes.len()).rev() {
                 let n = &self.nodes[i];
@@ -910,7 +919,7 @@ impl Graph {
             run.reverse();
             return run;
         }
-        if mode == Mode::Posterior {
+        if matches!(mode, Mode::Posterior | Mode::PosteriorTrain) {
             let mut after = vec![false; self.shapes.len()];
             after[self.posterior()] = true;
             return (0..self.nodes.len())

@@ -33,6 +33,12 @@ pub enum Mode {
     /// `Graph::posterior`): its sampling and everything after it, the encoder below
     /// skipped (an image's importance samples share its posterior).
     Posterior,
+    /// As Train from the lowest stochastic layer's mu | logvar, given: the backward ends
+    /// at its gradient (the records' importance samples share the encoder, see `Encoder`).
+    PosteriorTrain,
+    /// The encoder up to the lowest stochastic layer's mu | logvar, forward and backward
+    /// from that tensor's gradient, which the caller writes (its samples' summed).
+    Encoder,
     /// The decoder only: logits from codes written into z.
     Decode,
     /// The encoder only, forward and backward, from mu | logvar's gradient back to its
@@ -232,7 +238,10 @@ impl Program {
         let g = &params.graph;
         let run = g.nodes_for(mode);
         let f = run.len();
-        let train = matches!(mode, Mode::Train | Mode::Pseudo);
+        let train = matches!(
+            mode,
+            Mode::Train | Mode::Pseudo | Mode::PosteriorTrain | Mode::Encoder
+        );
         let constant = g.constants(mode == Mode::Pseudo);
         let loss_inputs = g.loss_inputs(mode);
         let fwd_at = |i: usize| {
@@ -250,7 +259,9 @@ impl Program {
         }
         let inputs: Vec<TensorId> = match mode {
             Mode::Decode => std::iter::once(g.z).chain(g.y).collect(),
-            Mode::Posterior => std::iter::once(g.posterior()).chain(g.y).collect(),
+            Mode::Posterior | Mode::PosteriorTrain => {
+                std::iter::once(g.posterior()).chain(g.y).collect()
+            }
             _ => std::iter::once(g.x).chain(g.y).collect(),
         };
         let kept = |t: TensorId| {

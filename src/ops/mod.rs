@@ -12,6 +12,7 @@ pub mod iwae;
 pub mod level;
 pub mod loss;
 pub mod norm;
+pub mod records;
 pub mod sample;
 pub mod sequence;
 pub mod softmax;

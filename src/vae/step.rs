@@ -9,6 +9,7 @@ use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
 use crate::ops::iwae::{iwae_weights, IwaeWeights};
 use crate::ops::level::{level, LevelBuffers, LevelDispatch};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
+use crate::ops::records::{repeat_records, sum_records};
 use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
 use crate::ops::vamp::{vamp, VampBuffers, VampDispatch};
 use crate::ops::GradEpilogue;
@@ -126,6 +127,8 @@ pub struct StepProgram {
     levels: Vec<LevelDispatch>,
     /// The importance-weighted objective over `samples` rows per record.
     importance: Option<IwaeWeights>,
+    /// A training step over several samples per record: the encoder, run once per record.
+    shared: Option<SharedEncoder>,
     samples: usize,
     pub adam: Option<AdamDispatch>,
     graph: crate::graph::Graph,
@@ -202,6 +205,9 @@ impl StepProgram {
         let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
         let mut gather = gather(gpu, data.images, data.indices, data.count, &x)?;
         gather.set_repeat(gpu, samples);
+        // A record's samples share its encoder pass (its lowest mu | logvar repeated over
+        // them); a corrupted input differs per row, so denoising keeps one pass per row.
+        let shared = samples > 1 && spec.adam.is_some() && spec.corruption.is_none();
         let classes = match params.graph.y {
             Some(y) => {
                 let labels = data.labels.ok_or_else(|| {
@@ -235,8 +241,9 @@ impl StepProgram {
             }
             None => None,
         };
-        let mode = match (spec.adam, posterior_given) {
-            (Some(_), _) => Mode::Train,
+        let mode = match (spec.adam, posterior_given || shared) {
+            (Some(_), false) => Mode::Train,
+            (Some(_), true) => Mode::PosteriorTrain,
             (None, false) => Mode::Infer,
             (None, true) => Mode::Posterior,
         };
@@ -244,7 +251,7 @@ impl StepProgram {
         let low = params.graph.posterior();
         let posterior = Matrix::zeros(gpu, rows, params.graph.shapes[low].c, "given posterior")?;
         let mut inputs = vec![(params.graph.x, encoder_input)];
-        if posterior_given {
+        if posterior_given || shared {
             inputs.push((low, &posterior));
         }
         if let (Some(y), Some((onehot, _))) = (params.graph.y, &classes) {
@@ -258,6 +265,16 @@ impl StepProgram {
             e => e,
         })?;
         let g = &params.graph;
+        let shared = match shared {
+            true => Some(SharedEncoder::new(
+                gpu,
+                params,
+                data,
+                (spec.rows, samples),
+                &program,
+            )?),
+            false => None,
+        };
         let per_sample = Matrix::zeros(gpu, rows, 3, "per-sample loss")?;
         let accum = Matrix::zeros(gpu, 1, 4, "loss sums")?;
         let dlogits = logits_rows_grad(&program, g, rows)?;
@@ -380,6 +397,7 @@ impl StepProgram {
             mc_kl,
             levels,
             importance,
+            shared,
             samples,
             adam,
             graph: g.clone(),
@@ -404,7 +422,10 @@ impl StepProgram {
     /// What the encoder reads: the batch, or its corrupted copy (denoising; not in a step
     /// `from_posterior`).
     pub fn encoder_input(&self) -> &Matrix {
-        self.program.value(self.graph.x)
+        match &self.shared {
+            Some(s) => s.program.value(self.graph.x),
+            None => self.program.value(self.graph.x),
+        }
     }
 
     /// mu | logvar [rows, 2 latent].
@@ -436,6 +457,12 @@ impl StepProgram {
     /// Sets the per-step state: batch window, noise position, loss settings, Adam's t.
     pub fn prepare(&mut self, gpu: &Gpu, offset: usize, step: u64, settings: &LossSettings) {
         self.gather.set_offset(gpu, offset);
+        if let Some(s) = &mut self.shared {
+            s.gather.set_offset(gpu, offset);
+            if let Some((_, d)) = &mut s.classes {
+                d.set_offset(gpu, offset);
+            }
+        }
         if self.binarize {
             // Training draws anew each step, from the run's seed. Evaluation keeps one
             // draw per image, the same in every evaluation (seed 0): an image's importance
@@ -453,6 +480,10 @@ impl StepProgram {
                 },
             };
             self.gather.set_binarize(gpu, noise);
+            // The encoder's copy of the batch is the same draw (keyed by image and step).
+            if let Some(s) = &mut self.shared {
+                s.gather.set_binarize(gpu, noise);
+            }
         }
         if let Some((_, d)) = &mut self.classes {
             d.set_offset(gpu, offset);
@@ -505,6 +536,8 @@ impl StepProgram {
         let mut all = vec![&self.gather.dispatch];
         all.extend(self.classes.as_ref().map(|(_, d)| &d.dispatch));
         all.extend(self.corrupt.as_ref().map(|(d, _)| d));
+        let shared = self.shared.as_ref();
+        all.extend(shared.into_iter().flat_map(SharedEncoder::forward));
         all.extend(&self.program.forward);
         let train = self.adam.is_some();
         let vamp = self.vamp.as_ref();
@@ -530,6 +563,7 @@ impl StepProgram {
         all.extend(&self.program.backward[..at]);
         all.extend(code_scale);
         all.extend(&self.program.backward[at..]);
+        all.extend(shared.into_iter().flat_map(SharedEncoder::backward));
         all.extend(
             vamp.filter(|_| train)
                 .map(|v| v.backward())
@@ -598,6 +632,10 @@ impl StepProgram {
     /// Bytes of the step's matrices: the graph's workspace, the batch and the loss's.
     pub fn workspace_bytes(&self) -> u64 {
         self.program.workspace_bytes
+            + self
+                .shared
+                .as_ref()
+                .map_or(0, |s| s.program.workspace_bytes + s.x.byte_len())
             + self.vamp.as_ref().map_or(0, VampStep::workspace_bytes)
             + self.x.byte_len()
             + self.per_sample.byte_len()
@@ -696,6 +734,69 @@ impl VampStep {
 
     fn workspace_bytes(&self) -> u64 {
         self.pass.program.workspace_bytes + self.pass.inputs.byte_len() + self.shadow.byte_len()
+    }
+}
+
+/// The encoder of a training step over K samples per record, run once per record: the batch
+/// gathered once more without repeats, the encoder (`Mode::Encoder`) to the lowest
+/// stochastic layer's mu | logvar, repeated over each record's K rows of the step's program
+/// (`Mode::PosteriorTrain`), and on the way back those rows' gradients summed per record
+/// into the encoder's backward. The same gradients as one encoder pass per row.
+struct SharedEncoder {
+    x: Matrix,
+    gather: GatherDispatch,
+    classes: Option<(Matrix, GatherDispatch)>,
+    program: Program,
+    repeat: Dispatch,
+    sum: Dispatch,
+}
+
+impl SharedEncoder {
+    fn new(
+        gpu: &Gpu,
+        params: &Params,
+        data: &Batches<'_>,
+        (records, k): (usize, usize),
+        step: &Program,
+    ) -> Result<SharedEncoder, GpuError> {
+        let g = &params.graph;
+        let x = Matrix::zeros(gpu, records, g.shapes[g.x].numel(), "x per record")?;
+        let gather = gather(gpu, data.images, data.indices, data.count, &x)?;
+        let mut inputs = vec![(g.x, &x)];
+        let classes = match (g.y, data.labels) {
+            (Some(y), Some(labels)) => {
+                let onehot = Matrix::zeros(gpu, records, g.shapes[y].c, "classes per record")?;
+                let d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
+                Some((onehot, d))
+            }
+            _ => None,
+        };
+        if let (Some(y), Some((onehot, _))) = (g.y, &classes) {
+            inputs.push((y, onehot));
+        }
+        let program = Program::new(gpu, params, records, Mode::Encoder, &inputs)?;
+        let low = g.posterior();
+        let repeat = repeat_records(gpu, program.value(low), step.value(low), k)?;
+        let sum = sum_records(gpu, step.grad(low), program.grad(low), k)?;
+        Ok(SharedEncoder {
+            x,
+            gather,
+            classes,
+            program,
+            repeat,
+            sum,
+        })
+    }
+
+    fn forward(&self) -> impl Iterator<Item = &Dispatch> {
+        std::iter::once(&self.gather.dispatch)
+            .chain(self.classes.as_ref().map(|(_, d)| &d.dispatch))
+            .chain(&self.program.forward)
+            .chain([&self.repeat])
+    }
+
+    fn backward(&self) -> impl Iterator<Item = &Dispatch> {
+        std::iter::once(&self.sum).chain(&self.program.backward)
     }
 }
 
