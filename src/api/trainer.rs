@@ -142,7 +142,6 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Size of the latent code.
     /// A conditional VAE of `classes` classes: each image's label, one-hot, enters beside
     /// the encoder's input and beside z (the training and test images need labels below
     /// `classes`); [`Vae::sample_as`] and [`Vae::decode_as`] then draw a class.
@@ -159,9 +158,39 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Size of the latent code (default 20).
+    /// Size of the latent code (default 20); with stacked layers, the top one's.
     pub fn latent(mut self, size: usize) -> Self {
         self.model.latent = size;
+        self
+    }
+
+    /// Stochastic layers stacked below the code (the MLP's; Burda et al. 2016), bottom
+    /// first: each one's size and the hidden widths between it and the layer above. Burda
+    /// et al.'s two-layer model is `.mlp(&[200, 200]).stacked(&[(100, &[100, 100])])
+    /// .latent(50)`. The code is the top layer; [`Vae::sample`] draws top-down.
+    ///
+    /// ```
+    /// # use vae_gpu::{Images, Trainer};
+    /// let train = Images::from_f32(&[0.5; 64 * 32], 8, 8, 1)?;
+    /// let vae = Trainer::new()
+    ///     .mlp(&[16])
+    ///     .stacked(&[(6, &[6])])
+    ///     .latent(3)
+    ///     .epochs(1)
+    ///     .batch_size(16)
+    ///     .fit(&train, &train.take(8))?;
+    /// assert_eq!(vae.config().below[0].latent, 6);
+    /// assert_eq!(vae.encode(&train.take(4))?.latent, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stacked(mut self, below: &[(usize, &[usize])]) -> Self {
+        self.model.below = below
+            .iter()
+            .map(|&(latent, hidden)| crate::vae::config::LowerLatent {
+                latent,
+                hidden: hidden.to_vec(),
+            })
+            .collect();
         self
     }
 
