@@ -493,7 +493,7 @@ fn the_recipe_options() {
                 .map(|&step| {
                     program.prepare(gpu, 0, step, &settings);
                     program.submit(gpu, None).unwrap();
-                    program.x.read(gpu).unwrap()
+                    program.x().read(gpu).unwrap()
                 })
                 .collect::<Vec<_>>()
         };

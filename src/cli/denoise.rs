@@ -63,7 +63,7 @@ pub fn run(device: &DeviceArgs, a: &DenoiseArgs) -> anyhow::Result<()> {
         let valid = (n - offset).min(rows);
         program.prepare(&gpu, offset, i as u64, &LossSettings { valid, ..settings });
         program.submit(&gpu, None)?;
-        let clean = program.x.read(&gpu)?;
+        let clean = program.x().read(&gpu)?;
         let noisy = program.encoder_input().read(&gpu)?;
         let denoised: Vec<f32> = program
             .logits()?

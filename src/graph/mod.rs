@@ -783,8 +783,6 @@ impl Graph {
                 takes
                     && op.act() == Activation::Identity
                     && self.consumers(input).len() == 1
-                    && input != self.mulv
-                    && input != self.logits
                     && !self.loss_inputs(Mode::Train).contains(&input)
             });
             let Some(p) = foldable else {

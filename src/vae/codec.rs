@@ -95,6 +95,9 @@ pub fn encode(
     };
     let mut program = StepProgram::new(gpu, params, c, &split.batches(), &spec)?;
     let z = c.latent;
+    // With stacked layers the code is the top layer's mean given the means below, not
+    // given this pass's draws of them: another pass (`layer_means`) reads it.
+    let stacked = !params.graph.levels.is_empty();
     let (mut mu, mut logvar, mut losses) = (
         Vec::with_capacity(n * z),
         Vec::with_capacity(n * z),
@@ -104,22 +107,22 @@ pub fn encode(
         let valid = (n - offset).min(rows);
         program.prepare(gpu, offset, i as u64, &settings(valid));
         program.submit(gpu, None)?;
-        let mulv = program.mulv().read(gpu)?;
-        for r in 0..valid {
-            mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
-            logvar.extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
+        if !stacked {
+            let mulv = program.mulv().read(gpu)?;
+            for r in 0..valid {
+                mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
+                logvar.extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
+            }
         }
         losses.extend_from_slice(&program.per_sample.read(gpu)?[..valid * 3]);
     }
-    let codes = match params.graph.levels.is_empty() {
-        true => Codes {
+    let codes = match stacked {
+        false => Codes {
             mu,
             logvar,
             latent: z,
         },
-        // With stacked layers the code is the top layer's mean given the means below,
-        // not given this pass's draws of them (see `layer_means`).
-        false => layer_means(gpu, params, c, images)?
+        true => layer_means(gpu, params, c, images)?
             .pop()
             .expect("the code's layer"),
     };

@@ -105,17 +105,14 @@ impl Samples {
 pub struct StepProgram {
     /// The compiled model graph.
     pub program: Program,
-    /// The batch (also the reconstruction target).
-    pub x: Matrix,
+    /// The batch (also the reconstruction target) and a conditional model's classes.
+    batch: Gathered,
     /// Whether the gather draws a binary batch (dynamic binarization).
     binarize: bool,
     /// The loss per sample [rows, 3] (reconstruction, KL, total) and the running sums
     /// [recon, kl, total, count].
     pub per_sample: Matrix,
     pub accum: Matrix,
-    pub gather: GatherDispatch,
-    /// A conditional model's classes of the batch, one-hot, and their gather.
-    classes: Option<(Matrix, GatherDispatch)>,
     corrupt: Option<(Dispatch, Corruption)>,
     pub loss: LossDispatch,
     /// A VampPrior model's encoder over its pseudo-inputs.
@@ -202,33 +199,17 @@ impl StepProgram {
                 (spec.rows as u64 * limit / bytes).max(1)
             )));
         }
-        let x = Matrix::zeros(gpu, rows, c.input_dim(), "x")?;
-        let mut gather = gather(gpu, data.images, data.indices, data.count, &x)?;
-        gather.set_repeat(gpu, samples);
+        let batch = Gathered::new(gpu, &params.graph, data, (spec.rows, samples))?;
+        let x = &batch.x;
         // A record's samples share its encoder pass (its lowest mu | logvar repeated over
         // them); a corrupted input differs per row, so denoising keeps one pass per row.
         let shared = samples > 1 && spec.adam.is_some() && spec.corruption.is_none();
-        let classes = match params.graph.y {
-            Some(y) => {
-                let labels = data.labels.ok_or_else(|| {
-                    GpuError::Config(
-                        "this model is conditional: it needs each record's class, and the data has no labels".into(),
-                    )
-                })?;
-                let k = params.graph.shapes[y].c;
-                let onehot = Matrix::zeros(gpu, rows, k, "classes")?;
-                let mut d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
-                d.set_repeat(gpu, samples);
-                Some((onehot, d))
-            }
-            None => None,
-        };
         let corrupt = match spec.corruption {
             Some(kind) => {
                 let noisy = Matrix::zeros(gpu, x.rows, x.cols, "corrupted x")?;
                 let d = corrupt(
                     gpu,
-                    &x,
+                    x,
                     &noisy,
                     Noise {
                         seed: spec.seed,
@@ -247,16 +228,14 @@ impl StepProgram {
             (None, false) => Mode::Infer,
             (None, true) => Mode::Posterior,
         };
-        let encoder_input = corrupt.as_ref().map_or(&x, |(_, _, noisy)| noisy);
+        let encoder_input = corrupt.as_ref().map_or(x, |(_, _, noisy)| noisy);
         let low = params.graph.posterior();
-        let posterior = Matrix::zeros(gpu, rows, params.graph.shapes[low].c, "given posterior")?;
+        let posterior = (posterior_given || shared)
+            .then(|| Matrix::zeros(gpu, rows, params.graph.shapes[low].c, "given posterior"))
+            .transpose()?;
         let mut inputs = vec![(params.graph.x, encoder_input)];
-        if posterior_given || shared {
-            inputs.push((low, &posterior));
-        }
-        if let (Some(y), Some((onehot, _))) = (params.graph.y, &classes) {
-            inputs.push((y, onehot));
-        }
+        inputs.extend(posterior.as_ref().map(|m| (low, m)));
+        inputs.extend(batch.classes_input(&params.graph));
         let program = Program::new(gpu, params, rows, mode, &inputs).map_err(|e| match e {
             // Its advice counts rows; each record takes `samples` of them.
             GpuError::Limit(msg) if samples > 1 => GpuError::Limit(format!(
@@ -280,7 +259,7 @@ impl StepProgram {
         let dlogits = logits_rows_grad(&program, g, rows)?;
         let buffers = LossBuffers {
             logits: &logits_rows(&program, g, rows)?,
-            x: &x,
+            x,
             mulv: program.value(g.mulv),
             dlogits: &dlogits,
             dmulv: program.grad(g.mulv),
@@ -385,12 +364,10 @@ impl StepProgram {
             .transpose()?;
         Ok(StepProgram {
             program,
-            x,
+            batch,
             binarize: c.binarize,
             per_sample,
             accum,
-            gather,
-            classes,
             corrupt: corrupt.map(|(d, kind, _)| (d, kind)),
             loss,
             vamp: pseudo,
@@ -410,7 +387,12 @@ impl StepProgram {
 
     /// Records per batch (each takes `samples` rows).
     pub fn rows(&self) -> usize {
-        self.x.rows / self.samples
+        self.batch.x.rows / self.samples
+    }
+
+    /// The batch, each record `samples` times in a row: the reconstruction's target.
+    pub fn x(&self) -> &Matrix {
+        &self.batch.x
     }
 
     /// The lowest stochastic layer's mu | logvar [rows, 2 latent]: what the encoder wrote,
@@ -456,12 +438,9 @@ impl StepProgram {
 
     /// Sets the per-step state: batch window, noise position, loss settings, Adam's t.
     pub fn prepare(&mut self, gpu: &Gpu, offset: usize, step: u64, settings: &LossSettings) {
-        self.gather.set_offset(gpu, offset);
+        self.batch.set_offset(gpu, offset);
         if let Some(s) = &mut self.shared {
-            s.gather.set_offset(gpu, offset);
-            if let Some((_, d)) = &mut s.classes {
-                d.set_offset(gpu, offset);
-            }
+            s.batch.set_offset(gpu, offset);
         }
         if self.binarize {
             // Training draws anew each step, from the run's seed. Evaluation keeps one
@@ -479,14 +458,11 @@ impl StepProgram {
                     stream: STREAM_BINARIZE + 1,
                 },
             };
-            self.gather.set_binarize(gpu, noise);
+            self.batch.gather.set_binarize(gpu, noise);
             // The encoder's copy of the batch is the same draw (keyed by image and step).
             if let Some(s) = &mut self.shared {
-                s.gather.set_binarize(gpu, noise);
+                s.batch.gather.set_binarize(gpu, noise);
             }
-        }
-        if let Some((_, d)) = &mut self.classes {
-            d.set_offset(gpu, offset);
         }
         let noise = Noise {
             seed: self.seed,
@@ -524,7 +500,7 @@ impl StepProgram {
                 step: step as u32,
                 stream: STREAM_CORRUPT,
             };
-            set_corruption_noise(gpu, d, &self.x, noise, *kind);
+            set_corruption_noise(gpu, d, &self.batch.x, noise, *kind);
         }
         if let Some(adam) = &self.adam {
             adam.set_step(gpu, step + 1);
@@ -533,8 +509,7 @@ impl StepProgram {
 
     /// Every launch of the step, in order.
     pub fn launches(&self) -> Vec<&Dispatch> {
-        let mut all = vec![&self.gather.dispatch];
-        all.extend(self.classes.as_ref().map(|(_, d)| &d.dispatch));
+        let mut all: Vec<&Dispatch> = self.batch.launches().collect();
         all.extend(self.corrupt.as_ref().map(|(d, _)| d));
         let shared = self.shared.as_ref();
         all.extend(shared.into_iter().flat_map(SharedEncoder::forward));
@@ -635,9 +610,9 @@ impl StepProgram {
             + self
                 .shared
                 .as_ref()
-                .map_or(0, |s| s.program.workspace_bytes + s.x.byte_len())
+                .map_or(0, |s| s.program.workspace_bytes + s.batch.x.byte_len())
             + self.vamp.as_ref().map_or(0, VampStep::workspace_bytes)
-            + self.x.byte_len()
+            + self.batch.x.byte_len()
             + self.per_sample.byte_len()
             + self.accum.byte_len()
     }
@@ -737,15 +712,68 @@ impl VampStep {
     }
 }
 
+/// A batch gathered from the GPU dataset: `records` records, each `repeat` times in a row,
+/// and a conditional model's classes of them, one-hot, alike.
+struct Gathered {
+    x: Matrix,
+    gather: GatherDispatch,
+    classes: Option<(Matrix, GatherDispatch)>,
+}
+
+impl Gathered {
+    fn new(
+        gpu: &Gpu,
+        g: &crate::graph::Graph,
+        data: &Batches<'_>,
+        (records, repeat): (usize, usize),
+    ) -> Result<Gathered, GpuError> {
+        let rows = records * repeat;
+        let x = Matrix::zeros(gpu, rows, g.shapes[g.x].numel(), "x")?;
+        let mut gather = gather(gpu, data.images, data.indices, data.count, &x)?;
+        gather.set_repeat(gpu, repeat);
+        let classes = match g.y {
+            Some(y) => {
+                let labels = data.labels.ok_or_else(|| {
+                    GpuError::Config(
+                        "this model is conditional: it needs each record's class, and the data has no labels".into(),
+                    )
+                })?;
+                let onehot = Matrix::zeros(gpu, rows, g.shapes[y].c, "classes")?;
+                let mut d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
+                d.set_repeat(gpu, repeat);
+                Some((onehot, d))
+            }
+            None => None,
+        };
+        Ok(Gathered { x, gather, classes })
+    }
+
+    /// The classes as the graph's input y (a conditional model's).
+    fn classes_input(&self, g: &crate::graph::Graph) -> Option<(crate::graph::TensorId, &Matrix)> {
+        g.y.zip(self.classes.as_ref().map(|(onehot, _)| onehot))
+    }
+
+    /// Starts the batch at record `offset` of the data's order.
+    fn set_offset(&mut self, gpu: &Gpu, offset: usize) {
+        self.gather.set_offset(gpu, offset);
+        if let Some((_, d)) = &mut self.classes {
+            d.set_offset(gpu, offset);
+        }
+    }
+
+    fn launches(&self) -> impl Iterator<Item = &Dispatch> {
+        std::iter::once(&self.gather.dispatch)
+            .chain(self.classes.as_ref().map(|(_, d)| &d.dispatch))
+    }
+}
+
 /// The encoder of a training step over K samples per record, run once per record: the batch
 /// gathered once more without repeats, the encoder (`Mode::Encoder`) to the lowest
 /// stochastic layer's mu | logvar, repeated over each record's K rows of the step's program
 /// (`Mode::PosteriorTrain`), and on the way back those rows' gradients summed per record
 /// into the encoder's backward. The same gradients as one encoder pass per row.
 struct SharedEncoder {
-    x: Matrix,
-    gather: GatherDispatch,
-    classes: Option<(Matrix, GatherDispatch)>,
+    batch: Gathered,
     program: Program,
     repeat: Dispatch,
     sum: Dispatch,
@@ -760,28 +788,15 @@ impl SharedEncoder {
         step: &Program,
     ) -> Result<SharedEncoder, GpuError> {
         let g = &params.graph;
-        let x = Matrix::zeros(gpu, records, g.shapes[g.x].numel(), "x per record")?;
-        let gather = gather(gpu, data.images, data.indices, data.count, &x)?;
-        let mut inputs = vec![(g.x, &x)];
-        let classes = match (g.y, data.labels) {
-            (Some(y), Some(labels)) => {
-                let onehot = Matrix::zeros(gpu, records, g.shapes[y].c, "classes per record")?;
-                let d = one_hot(gpu, labels, data.indices, data.count, &onehot)?;
-                Some((onehot, d))
-            }
-            _ => None,
-        };
-        if let (Some(y), Some((onehot, _))) = (g.y, &classes) {
-            inputs.push((y, onehot));
-        }
+        let batch = Gathered::new(gpu, g, data, (records, 1))?;
+        let mut inputs = vec![(g.x, &batch.x)];
+        inputs.extend(batch.classes_input(g));
         let program = Program::new(gpu, params, records, Mode::Encoder, &inputs)?;
         let low = g.posterior();
         let repeat = repeat_records(gpu, program.value(low), step.value(low), k)?;
         let sum = sum_records(gpu, step.grad(low), program.grad(low), k)?;
         Ok(SharedEncoder {
-            x,
-            gather,
-            classes,
+            batch,
             program,
             repeat,
             sum,
@@ -789,8 +804,8 @@ impl SharedEncoder {
     }
 
     fn forward(&self) -> impl Iterator<Item = &Dispatch> {
-        std::iter::once(&self.gather.dispatch)
-            .chain(self.classes.as_ref().map(|(_, d)| &d.dispatch))
+        self.batch
+            .launches()
             .chain(&self.program.forward)
             .chain([&self.repeat])
     }
