@@ -67,6 +67,55 @@ fn a_conditional_run_draws_and_classifies_by_class() {
         "sample", "--model", &run, "--class", "Dress,8", "--count", "3", "--out", &grid,
     ]);
     common::cli::assert_grid(&grid, 3, 2, 56);
+    // `--prior gmm` fits a mixture to each class's codes and draws each row from its own.
+    let mixed = tmp().join("two-gmm.png").display().to_string();
+    let gmm = |k: &str| {
+        common::cli::run(&[
+            "sample", "--model", &run, "--prior", k, "--class", "Dress,8", "--count", "3", "--out",
+            &mixed,
+        ])
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let fitted = gmm("gmm:2");
+    assert!(fitted.status.success(), "{}", stderr(&fitted));
+    assert!(
+        stderr(&fitted).contains("one mixture per class (10 of 10 classes"),
+        "{}",
+        stderr(&fitted)
+    );
+    common::cli::assert_grid(&mixed, 3, 2, 56);
+    let file = format!("{run}/gmm-2.json");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let each = saved["mixture"]
+        .as_array()
+        .expect("a list of mixtures, one per class");
+    assert_eq!(each.len(), 10);
+    assert!(each
+        .iter()
+        .all(|g| g["weights"].as_array().unwrap().len() == 2));
+    let first = std::fs::read(&mixed).unwrap();
+    // A file of one mixture for all classes (an older fit) is fitted again, per class.
+    let mut shared = saved.clone();
+    shared["mixture"] = each[0].clone();
+    std::fs::write(&file, shared.to_string()).unwrap();
+    let again = gmm("gmm:2");
+    assert!(
+        stderr(&again).contains("one mixture for all classes") && again.status.success(),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(first, std::fs::read(&mixed).unwrap());
+    // More components than a class has images: the class and the way out named.
+    fails_with(
+        &["sample", "--model", &run, "--prior", "gmm:200"],
+        1,
+        &[
+            "200 Gaussians to each class's codes",
+            "training images",
+            "ask for fewer",
+        ],
+    );
     // A name, a label, or all; a class the model lacks is named with the model's classes.
     fails_with(
         &["sample", "--model", &run, "--class", "Hat"],
@@ -189,6 +238,31 @@ fn a_conditional_model_from_rust() {
     assert!(
         vae.sample(3, 1).is_err(),
         "a conditional model needs a class"
+    );
+    // A mixture per class: a class's samples decode codes drawn from its own mixture.
+    let mixtures = vae.fit_class_gmms(&train, 2, 1).unwrap();
+    assert_eq!(mixtures.len(), 10);
+    assert!(mixtures
+        .iter()
+        .all(|g| g.as_ref().unwrap().components() == 2));
+    let drawn = vae.sample_as_from(&mixtures, 3, 5, 8).unwrap();
+    let decoded = |class: u8| {
+        let codes = vae_gpu::vae::gmm::sample_per_class(&mixtures, &[class; 3], 5, 1.0).unwrap();
+        vae.decode_as(&codes, &[8]).unwrap()
+    };
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(
+        gap(&drawn, &decoded(8)) < 1e-5,
+        "bags from the bags' mixture"
+    );
+    assert!(
+        gap(&drawn, &decoded(1)) > 1e-3,
+        "not from the trousers' mixture"
     );
     let unlabelled = vae_gpu::Images {
         labels: None,

@@ -8,7 +8,7 @@ mod common;
 use common::cli::{assert_grid, data, fails_with, ok, run, tmp};
 use common::{for_each_gpu, Rng};
 use vae_gpu::cpu;
-use vae_gpu::vae::gmm::{fit, EmStep, Gmm};
+use vae_gpu::vae::gmm::{fit, sample_per_class, EmStep, Fitted, Gmm};
 
 /// Codes from three well-separated diagonal Gaussians in `d` dimensions (weights 0.5, 0.3,
 /// 0.2), with the truth.
@@ -117,6 +117,65 @@ fn a_fit_recovers_a_known_mixture() {
         assert_eq!(g.sample(10, 4, 1.0), g.sample(10, 4, 1.0));
         assert_ne!(g.sample(10, 4, 1.0), g.sample(10, 5, 1.0));
     });
+}
+
+/// A conditional model's prior: each row's code from its own class's mixture, a class's
+/// codes the same whatever else is asked, and a class without a mixture named.
+#[test]
+fn per_class_mixtures_draw_each_row_from_its_class() {
+    let one = |at: f64| Gmm {
+        weights: vec![1.0],
+        means: vec![vec![at; 2]],
+        variances: vec![vec![0.01; 2]],
+        log_likelihood: 0.0,
+        iterations: 0,
+    };
+    let mixtures = vec![Some(one(-10.0)), Some(one(10.0)), None];
+    let classes = [1u8, 0, 1, 1, 0];
+    let codes = sample_per_class(&mixtures, &classes, 7, 1.0).unwrap();
+    assert_eq!(codes.len(), classes.len() * 2);
+    for (code, &l) in codes.chunks(2).zip(&classes) {
+        let at = if l == 0 { -10.0 } else { 10.0 };
+        assert!(
+            code.iter().all(|&v| (v - at).abs() < 1.0),
+            "class {l}: {code:?}"
+        );
+    }
+    assert_eq!(
+        codes,
+        sample_per_class(&mixtures, &classes, 7, 1.0).unwrap()
+    );
+    assert_ne!(
+        codes,
+        sample_per_class(&mixtures, &classes, 8, 1.0).unwrap()
+    );
+    // Class 1's codes alone are its rows' codes among the others.
+    let alone = sample_per_class(&mixtures, &[1, 1, 1], 7, 1.0).unwrap();
+    let among: Vec<f32> = [0, 2, 3]
+        .iter()
+        .flat_map(|&i| codes[2 * i..2 * i + 2].to_vec())
+        .collect();
+    assert_eq!(alone, among);
+    let err = sample_per_class(&mixtures, &[0, 2], 7, 1.0).unwrap_err();
+    assert!(err.contains("class 2 has no mixture"), "{err}");
+    let err = sample_per_class(&mixtures, &[0, 5], 7, 1.0).unwrap_err();
+    assert!(err.contains("class 5"), "{err}");
+
+    // In a run's file one mixture is an object, per-class ones a list; each is checked
+    // against the model it is used for.
+    let per_class = Fitted::PerClass(mixtures.clone());
+    let text = serde_json::to_string(&per_class).unwrap();
+    assert_eq!(serde_json::from_str::<Fitted>(&text).unwrap(), per_class);
+    let shared = Fitted::Shared(one(0.0));
+    let text = serde_json::to_string(&shared).unwrap();
+    assert!(text.starts_with('{'), "{text}");
+    assert_eq!(serde_json::from_str::<Fitted>(&text).unwrap(), shared);
+    assert!(per_class.check(2, 1, Some(3)).is_ok());
+    assert!(per_class.check(2, 1, Some(10)).is_err());
+    assert!(per_class.check(2, 1, None).is_err());
+    assert!(per_class.check(3, 1, Some(3)).is_err());
+    assert!(shared.check(2, 1, None).is_ok());
+    assert!(shared.check(2, 1, Some(3)).is_err());
 }
 
 #[test]

@@ -188,6 +188,59 @@ impl Vae {
         Ok(rows.concat())
     }
 
+    /// A conditional model's `fit_gmm`: a mixture of `k` Gaussians per class, each fitted
+    /// to the latent means of that class's images among `images` (None for a class they
+    /// lack). A code carries some of its class, so a class's own mixture keeps its samples
+    /// in the class (see `sample_as_from`).
+    pub fn fit_class_gmms<I: Input + ?Sized>(
+        &self,
+        images: &I,
+        k: usize,
+        seed: u64,
+    ) -> Result<Vec<Option<Gmm>>> {
+        let c = &self.config.model;
+        if c.classes.is_none() {
+            return Err(Error::Input(
+                "per-class mixtures need a conditional model; use fit_gmm".into(),
+            ));
+        }
+        let images = images.to_images(c)?;
+        Ok(gmm::fit_per_class(
+            &self.gpu,
+            (&self.params, c),
+            &images,
+            (k, seed),
+            &mut |_, _, _| {},
+        )?)
+    }
+
+    /// `count` new images of class `class`, their codes drawn from the class's mixture
+    /// (see `fit_class_gmms`), seeded.
+    pub fn sample_as_from(
+        &self,
+        mixtures: &[Option<Gmm>],
+        count: usize,
+        seed: u64,
+        class: u8,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config.model;
+        gmm::Fitted::PerClass(mixtures.to_vec())
+            .check(
+                c.latent,
+                mixtures.iter().flatten().next().map_or(0, Gmm::components),
+                c.classes,
+            )
+            .map_err(|e| Error::Input(format!("the mixtures: {e}")))?;
+        let rows = decode::generate(
+            &self.gpu,
+            &self.params,
+            c,
+            (count, seed, 1.0),
+            (decode::Prior::PerClass(mixtures), Some(&[class])),
+        )?;
+        Ok(rows.concat())
+    }
+
     /// A conditional model's `sample`: `count` new images of class `class`.
     pub fn sample_as(&self, count: usize, seed: u64, class: u8) -> Result<Vec<f32>> {
         self.sample_classes(count, seed, Some(&[class]))

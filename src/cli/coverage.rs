@@ -109,7 +109,7 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         .count() as f64
         / test_labels.len().max(1) as f64;
     let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
-    let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+    let prior = Prior::of(mixture.as_ref());
     // A conditional model is asked for every class in turn.
     let asked: Option<Vec<u8>> = c
         .classes

@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::{check_dims, progress_bar, say, DataArgs};
 use crate::gpu::Gpu;
 use crate::vae::checkpoint::{self, RunConfig};
-use crate::vae::gmm::{file_name, fit, Gmm, MixtureFile, MAX_ITERATIONS};
+use crate::vae::gmm::{file_name, fit, fit_per_class, Fitted, MixtureFile, MAX_ITERATIONS};
 use crate::vae::Params;
 
 /// `--prior`: where generated codes come from.
@@ -111,11 +111,11 @@ impl PriorArg {
         run: (&Params, &RunConfig, &Path),
         data: &DataArgs,
         seed: u64,
-    ) -> anyhow::Result<Option<Gmm>> {
+    ) -> anyhow::Result<Option<Fitted>> {
         match self {
             PriorArg::Normal => Ok(None),
             PriorArg::Gmm(k) => mixture(gpu, run, data, k, seed).map(Some),
-            PriorArg::Vamp => Ok(crate::vae::vamp::mixture(gpu, run.0)?),
+            PriorArg::Vamp => Ok(crate::vae::vamp::mixture(gpu, run.0)?.map(Fitted::Shared)),
         }
     }
 
@@ -128,12 +128,19 @@ impl PriorArg {
         }
     }
 
-    /// How a picture's title says where its codes came from.
-    pub fn describe(self, temperature: f32) -> String {
+    /// How a picture's title says where its codes came from (a conditional model's
+    /// mixtures are per class).
+    pub fn describe(self, temperature: f32, conditional: bool) -> String {
         match self {
             PriorArg::Normal => format!("the prior N(0, {temperature}² I)"),
             PriorArg::Gmm(k) => format!(
-                "a {k}-Gaussian mixture fitted to the training codes{}",
+                "{} fitted to {} training codes{}",
+                if conditional {
+                    format!("{k}-Gaussian mixtures")
+                } else {
+                    format!("a {k}-Gaussian mixture")
+                },
+                if conditional { "each class's" } else { "the" },
                 match temperature {
                     1.0 => String::new(),
                     t => format!(" (spread x{t})"),
@@ -153,16 +160,17 @@ impl PriorArg {
 const NEEDS_DATA: &str =
     "--prior gmm fits a mixture to the training split's codes: give the training data with --data";
 
-/// The K-component mixture of the model `params` of run `cfg`: the one saved in `dir` when
-/// it was fitted to these weights, with this seed, to this data; else one fitted now by EM
-/// (seeded) to the latent means of the training split of `data` and saved there.
+/// The K-component mixture of the model `params` of run `cfg` (one per class for a
+/// conditional model): the one saved in `dir` when it was fitted to these weights, with
+/// this seed, to this data; else one fitted now by EM (seeded) to the latent means of the
+/// training split of `data` and saved there.
 fn mixture(
     gpu: &Gpu,
     (params, cfg, dir): (&Params, &RunConfig, &Path),
     data: &DataArgs,
     k: usize,
     seed: u64,
-) -> anyhow::Result<Gmm> {
+) -> anyhow::Result<Fitted> {
     let fingerprint = format!("{:016x}", checkpoint::fingerprint(gpu, params)?);
     data.run_data_present(cfg)?;
     let input = data.for_run(cfg).context(NEEDS_DATA)?;
@@ -179,7 +187,7 @@ fn mixture(
                     && f.seed == seed
                     && f.data_fingerprint == data_fingerprint =>
             {
-                match f.mixture.check(c.latent, k) {
+                match f.mixture.check(c.latent, k, c.classes) {
                     Ok(()) => {
                         say!(
                             "prior: the {k}-Gaussian mixture in {} ({} codes of {})",
@@ -199,14 +207,54 @@ fn mixture(
             Err(e) => log::warn!("{}: unreadable ({e}); fitting again", path.display()),
         }
     }
-    let codes = crate::vae::codec::encode(gpu, params, c, train, 1.0)?
-        .codes
-        .mu;
     let bar = progress_bar(MAX_ITERATIONS as u64, "EM", "iterations");
-    let g = fit(gpu, &codes, c.latent, k, seed, &mut |it, ll| {
-        bar.set_position(it as u64);
-        bar.set_message(format!("log-likelihood {ll:.3}"));
-    })?;
+    let (g, fitted) = match c.classes {
+        None => {
+            let codes = crate::vae::codec::encode(gpu, params, c, train, 1.0)?
+                .codes
+                .mu;
+            let g = fit(gpu, &codes, c.latent, k, seed, &mut |it, ll| {
+                bar.set_position(it as u64);
+                bar.set_message(format!("log-likelihood {ll:.3}"));
+            })?;
+            let line = format!(
+                "in {} EM iterations (log-likelihood {:.3} per code)",
+                g.iterations, g.log_likelihood
+            );
+            (Fitted::Shared(g), line)
+        }
+        Some(classes) => {
+            let names = input.run_class_names(cfg, None)?;
+            let name = |l: u8| crate::data::class_name(&names, l);
+            let counts = train.labels.as_deref().map_or(vec![0; classes], |labels| {
+                (0..classes)
+                    .map(|l| labels.iter().filter(|&&x| usize::from(x) == l).count())
+                    .collect()
+            });
+            let fewest = (0..=u8::MAX)
+                .zip(&counts)
+                .filter(|&(_, &n)| n > 0)
+                .min_by_key(|&(_, &n)| n);
+            if let Some((l, &n)) = fewest.filter(|&(_, &n)| n < k) {
+                anyhow::bail!(
+                    "--prior gmm:{k} fits {k} Gaussians to each class's codes, and {} has {n} training images: ask for fewer (gmm:{n})",
+                    name(l)
+                );
+            }
+            let each = fit_per_class(gpu, (params, c), train, (k, seed), &mut |l, it, ll| {
+                if it == 1 {
+                    bar.reset();
+                }
+                bar.set_position(it as u64);
+                bar.set_message(format!("{}: log-likelihood {ll:.3}", name(l)));
+            })?;
+            let fitted = each.iter().flatten().count();
+            let line = format!(
+                "one mixture per class ({fitted} of {classes} classes have training images)"
+            );
+            (Fitted::PerClass(each), line)
+        }
+    };
     bar.finish_and_clear();
     let file = MixtureFile {
         fingerprint,
@@ -229,18 +277,21 @@ fn mixture(
         }
     };
     say!(
-        "prior: fitted {} to the latent means of {} training records in {} EM iterations (log-likelihood {:.3} per code), {kept}",
+        "prior: fitted {} to the latent means of {} training records, {fitted}, {kept}",
         super::plural(k, "Gaussian"),
         train.count,
-        g.iterations,
-        g.log_likelihood,
     );
     Ok(g)
 }
 
-/// The mixtures saved in run `dir` that were fitted to these weights, by component count.
-pub fn saved(gpu: &Gpu, params: &Params, dir: &Path) -> anyhow::Result<Vec<(usize, Gmm)>> {
-    let latent = params.graph.shapes[params.graph.z].c;
+/// The mixtures saved in run `dir` that were fitted to these weights (of model `c`), by
+/// component count.
+pub fn saved(
+    gpu: &Gpu,
+    params: &Params,
+    c: &crate::vae::ModelConfig,
+    dir: &Path,
+) -> anyhow::Result<Vec<(usize, Fitted)>> {
     let fingerprint = format!("{:016x}", checkpoint::fingerprint(gpu, params)?);
     Ok((1..=256)
         .filter_map(|k| {
@@ -250,7 +301,7 @@ pub fn saved(gpu: &Gpu, params: &Params, dir: &Path) -> anyhow::Result<Vec<(usiz
                 .ok()?;
             let usable = f
                 .mixture
-                .check(latent, k)
+                .check(c.latent, k, c.classes)
                 .map_err(|e| log::warn!("{}: {e}; left out", dir.join(file_name(k)).display()));
             (f.fingerprint == fingerprint && usable.is_ok()).then_some((k, f.mixture))
         })

@@ -41,6 +41,10 @@ pub struct QualityArgs {
     /// --prior`) [default: the model's own]
     #[arg(long, value_parser = super::prior::parse_prior)]
     pub prior: Option<PriorArg>,
+    /// Scale of the prior's standard deviation, as `sample --temperature` (below 1: safer,
+    /// less varied samples).
+    #[arg(long, default_value_t = 1.0, value_parser = super::sample::temperature)]
+    pub temperature: f32,
     /// Epochs of the quality classifier, when it is trained (once per dataset, then
     /// reused from the cache directory).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -74,7 +78,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     super::check_dims(c, train)?;
     if c.table.is_some() {
         let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
-        let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+        let prior = Prior::of(mixture.as_ref());
         let (line, json) = super::quality_table::run(
             &gpu,
             (&params, c),
@@ -202,7 +206,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     )?;
 
     let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
-    let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+    let prior = Prior::of(mixture.as_ref());
     // A conditional model is asked for every class in turn, evenly.
     let asked: Option<Vec<u8>> = wanted
         .as_ref()
@@ -213,7 +217,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
         &gpu,
         &params,
         c,
-        (n, a.seed, 1.0),
+        (n, a.seed, a.temperature),
         (prior, asked.as_deref()),
         &mut |v| {
             pixels.extend(to_u8(&v));
@@ -231,7 +235,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let got = compare(&gpu, &fake.features, (&reference.features, &moments))?;
 
     let names = input.run_class_names(&cfg, test.labels.as_deref())?;
-    let from = prior_arg.describe(1.0);
+    let from = prior_arg.describe(a.temperature, c.classes.is_some());
     let mut line = format!(
         "{n} samples from {from} against {n} test images, in the features of a classifier with test accuracy {:.1}%\n{:<24} {:>9} {:>10} {:>8}\n",
         100.0 * net.accuracy,
@@ -251,7 +255,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     line += "(the real images are the floor: what the same number of real images scores)";
     let mut json = serde_json::json!({
         "count": n,
-        "prior": prior_arg.describe(1.0),
+        "prior": prior_arg.describe(a.temperature, c.classes.is_some()),
         "prior_file": prior_arg.file_stem(),
         "seed": a.seed,
         "classifier": {"accuracy": net.accuracy, "path": kept_path, "epochs": epochs},

@@ -217,7 +217,9 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
             (fig("samples.png"), fig("reconstructions.png"))
         };
     // Mixtures `sample --prior gmm:K` fitted to these weights: samples from the first.
-    let mixture = super::prior::saved(&gpu, &params, &dir)?.into_iter().next();
+    let mixture = super::prior::saved(&gpu, &params, c, &dir)?
+        .into_iter()
+        .next();
     if let Some((k, g)) = &mixture {
         crate::vae::train::save_samples(
             &gpu,
@@ -225,8 +227,8 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
             c,
             &names,
             (
-                crate::vae::decode::Prior::Mixture(g),
-                &format!("the {k}-Gaussian mixture fitted to the training codes"),
+                crate::vae::decode::Prior::of(Some(g)),
+                &super::prior::PriorArg::Gmm(*k).describe(1.0, c.classes.is_some()),
             ),
             &fig("mixture.png"),
         )?;
@@ -350,7 +352,10 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     if let Some((k, _)) = &mixture {
         html += &figure(
             &fig("mixture.png"),
-            &format!("New images decoded from codes drawn from the {k}-Gaussian mixture fitted to the training split's latent means (sample --prior gmm:{k}), which covers the codes the data uses better than N(0, I)"),
+            &format!(
+                "New images decoded from codes drawn from the {k}-Gaussian mixture fitted to the training split's latent means{} (sample --prior gmm:{k}), which covers the codes the data uses better than N(0, I)",
+                if c.classes.is_some() { ", one mixture per class, each row drawn from its class's" } else { "" }
+            ),
         )?;
     }
     html += &figure(&recons_png, "Test images over their reconstructions")?;

@@ -10,7 +10,7 @@ use crate::vae::decode::{generate, generate_each, generate_outputs, to_u8, Prior
 
 /// `--temperature`: 0 to 10 (the prior's spread; far beyond 1 the codes leave everything
 /// the decoder learned, and the values overflow).
-fn temperature(s: &str) -> Result<f32, String> {
+pub(super) fn temperature(s: &str) -> Result<f32, String> {
     super::non_negative(s)
         .ok()
         .filter(|t| *t <= 10.0)
@@ -62,6 +62,9 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
     let prior_arg = super::prior::PriorArg::resolve(a.prior, c)?;
+    if a.prior.is_none() && c.classes.is_some() {
+        super::say!("note: codes from N(0, I) can drift toward another class; --prior gmm draws each class's from its own codes (see the README's conditional VAEs)");
+    }
     // A conditional model draws each class asked (all by default): `per` images of each.
     let asked = match a.class.labels(&cfg)? {
         None if c.classes.is_some() => super::ClassArg {
@@ -89,7 +92,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
         super::paths::check_output(out)?;
     }
     let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
-    let prior = mixture.as_ref().map_or(Prior::Standard, Prior::Mixture);
+    let prior = Prior::of(mixture.as_ref());
     if let Some(schema) = &c.table {
         return write_records(
             &gpu,
@@ -147,7 +150,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
             Some(_) => format!(", {per} of each class"),
             None => String::new(),
         };
-        let mut from = prior_arg.describe(a.temperature);
+        let mut from = prior_arg.describe(a.temperature, c.classes.is_some());
         if c.stacked() {
             from += ", the layers below drawn top-down";
         }

@@ -1,6 +1,6 @@
 //! Generation: codes from the prior (or given codes) decoded into images.
 
-use super::gmm::Gmm;
+use super::gmm::{sample_per_class, Fitted, Gmm};
 use super::step::{Decoder, STREAM_PRIOR};
 use super::{ModelConfig, Params};
 use crate::gpu::{Gpu, GpuError};
@@ -34,6 +34,20 @@ pub enum Prior<'a> {
     /// A mixture fitted to the training codes (see `gmm`), its spread scaled by the
     /// temperature.
     Mixture(&'a Gmm),
+    /// A conditional model's mixture per class (see `gmm::Fitted`): each code from its
+    /// row's class's, its spread scaled by the temperature.
+    PerClass(&'a [Option<Gmm>]),
+}
+
+impl<'a> Prior<'a> {
+    /// Codes from a fitted prior, else from N(0, I).
+    pub fn of(fitted: Option<&'a Fitted>) -> Prior<'a> {
+        match fitted {
+            None => Prior::Standard,
+            Some(Fitted::Shared(g)) => Prior::Mixture(g),
+            Some(Fitted::PerClass(gs)) => Prior::PerClass(gs),
+        }
+    }
 }
 
 /// Draws `count` images: codes from `prior` (seeded), decoded in batches into values in
@@ -110,6 +124,18 @@ fn decode_each<E: From<GpuError>>(
     let decoder = Decoder::new(gpu, params, rows)?;
     let mixture_codes = match prior {
         Prior::Mixture(g) => Some(g.sample(count, seed, temperature)),
+        Prior::PerClass(gs) => {
+            // As the decoder reads them: the last class repeats.
+            let each: Vec<u8> = match classes {
+                Some(l) if !l.is_empty() => (0..count).map(|i| l[i.min(l.len() - 1)]).collect(),
+                _ => return Err(GpuError::Config(
+                    "a per-class mixture draws each sample's code for its class: give the classes"
+                        .into(),
+                )
+                .into()),
+            };
+            Some(sample_per_class(gs, &each, seed, temperature).map_err(GpuError::Config)?)
+        }
         Prior::Standard => None,
     };
     let prior = sample_prior(

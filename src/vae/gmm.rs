@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{ModelConfig, Params};
+use crate::data::Images;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 use crate::ops::elementwise::bias_grad;
 use crate::ops::gemm::{gemm, GemmSpec};
@@ -199,6 +201,113 @@ impl Gmm {
     }
 }
 
+/// A fitted prior: one mixture for every code, or a conditional model's, one per class
+/// (None for a class without training images), each fitted to the codes of its class's
+/// images. The code carries some of the class too, so a code from another class's region
+/// decoded under a label drifts toward that other class: per class, the codes fall where
+/// the label's own images put them. In a file, one mixture is an object and per-class ones
+/// a list (`null` for a class without images).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Fitted {
+    Shared(Gmm),
+    PerClass(Vec<Option<Gmm>>),
+}
+
+impl Fitted {
+    /// Whether this is a usable prior of K components for codes of `d` dimensions of a
+    /// model with `classes` (a conditional model's, which has one mixture per class).
+    pub fn check(&self, d: usize, k: usize, classes: Option<usize>) -> Result<(), String> {
+        match (self, classes) {
+            (Fitted::Shared(g), None) => g.check(d, k),
+            (Fitted::PerClass(gs), Some(n)) if gs.len() == n => {
+                gs.iter().flatten().try_for_each(|g| g.check(d, k))
+            }
+            (Fitted::Shared(_), Some(n)) => Err(format!(
+                "one mixture for all classes, where this conditional model has one per class ({n})"
+            )),
+            (Fitted::PerClass(gs), _) => Err(format!(
+                "{} mixtures, one per class, where the model has {}",
+                gs.len(),
+                classes.map_or("no classes".into(), |n| format!("{n} classes"))
+            )),
+        }
+    }
+
+    /// Each mixture of the prior, with its class for per-class ones.
+    pub fn each(&self) -> Vec<(Option<u8>, &Gmm)> {
+        match self {
+            Fitted::Shared(g) => vec![(None, g)],
+            Fitted::PerClass(gs) => (0..=u8::MAX)
+                .zip(gs)
+                .filter_map(|(l, g)| Some((Some(l), g.as_ref()?)))
+                .collect(),
+        }
+    }
+}
+
+/// `classes.len()` codes, the i-th drawn from the mixture of class `classes[i]` with its
+/// spread scaled by `temperature`, seeded (each class from a stream of its own, so a
+/// class's codes do not change with the others asked for). An error names a class
+/// without a mixture.
+pub fn sample_per_class(
+    mixtures: &[Option<Gmm>],
+    classes: &[u8],
+    seed: u64,
+    temperature: f32,
+) -> Result<Vec<f32>, String> {
+    let d = mixtures.iter().flatten().map(Gmm::dim).next().unwrap_or(0);
+    let mut out = vec![0.0; classes.len() * d];
+    for (l, g) in mixtures.iter().enumerate() {
+        let rows: Vec<usize> = (0..classes.len())
+            .filter(|&i| usize::from(classes[i]) == l)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let g = g.as_ref().ok_or_else(|| {
+            format!("class {l} has no mixture: the training split has none of its images")
+        })?;
+        let stream = seed ^ (l as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let codes = g.sample(rows.len(), stream, temperature);
+        for (&i, code) in rows.iter().zip(codes.chunks(d)) {
+            out[i * d..(i + 1) * d].copy_from_slice(code);
+        }
+    }
+    match classes.iter().find(|&&l| usize::from(l) >= mixtures.len()) {
+        Some(l) => Err(format!(
+            "class {l} has no mixture: the mixtures cover {} classes",
+            mixtures.len()
+        )),
+        None => Ok(out),
+    }
+}
+
+/// A conditional model's prior (see `Fitted`): K components fitted (seeded) to the latent
+/// means of each class's images among `images` (None for a class without any); `progress`
+/// hears the class, and each iteration's mean log-likelihood.
+pub fn fit_per_class(
+    gpu: &Gpu,
+    (params, c): (&Params, &ModelConfig),
+    images: &Images,
+    (k, seed): (usize, u64),
+    progress: &mut dyn FnMut(u8, usize, f64),
+) -> Result<Vec<Option<Gmm>>, GpuError> {
+    let classes = c.classes.unwrap_or(0);
+    let mut each = Vec::with_capacity(classes);
+    for l in (0..=u8::MAX).take(classes) {
+        let Some(of) = images.with_classes(&[l]).filter(|i| i.count > 0) else {
+            each.push(None);
+            continue;
+        };
+        let codes = super::codec::encode(gpu, params, c, &of, 1.0)?.codes.mu;
+        each.push(Some(fit(gpu, &codes, c.latent, k, seed, &mut |it, ll| {
+            progress(l, it, ll)
+        })?));
+    }
+    Ok(each)
+}
+
 /// A mixture as a run keeps it (RUN/gmm-K.json): fitted to the codes of the weights whose
 /// fingerprint it holds (`checkpoint::fingerprint`), with its seed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,7 +320,7 @@ pub struct MixtureFile {
     pub data: String,
     #[serde(default)]
     pub data_fingerprint: String,
-    pub mixture: Gmm,
+    pub mixture: Fitted,
 }
 
 /// The file name of a K-component mixture in its run.
