@@ -226,11 +226,12 @@ fn mixture(
         Some(classes) => {
             let names = input.run_class_names(cfg, None)?;
             let name = |l: u8| crate::data::class_name(&names, l);
-            let counts = train.labels.as_deref().map_or(vec![0; classes], |labels| {
-                (0..classes)
-                    .map(|l| labels.iter().filter(|&&x| usize::from(x) == l).count())
-                    .collect()
-            });
+            let labels = train.labels.as_deref().with_context(|| {
+                format!("--prior gmm on a conditional model fits each class's codes, and {} has no labels", input.dir().display())
+            })?;
+            let counts: Vec<usize> = (0..classes)
+                .map(|l| labels.iter().filter(|&&x| usize::from(x) == l).count())
+                .collect();
             let fewest = (0..=u8::MAX)
                 .zip(&counts)
                 .filter(|&(_, &n)| n > 0)
