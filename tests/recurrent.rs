@@ -161,6 +161,17 @@ impl Gpu3 {
     }
 }
 
+/// Awkward GRU shapes (steps, records, input, hidden) for the twins' parity.
+const SHAPES: [(usize, usize, usize, usize); 7] = [
+    (1, 1, 1, 1),
+    (3, 7, 5, 3),
+    (5, 33, 7, 9),
+    (9, 2, 31, 17),
+    (2, 129, 4, 65),
+    (40, 5, 3, 33),
+    (7, 64, 64, 64),
+];
+
 /// Every state against the twin: |gpu - cpu| <= 2e-5 (1 + input + hidden), f32 sums of that
 /// many terms per gate, over sequences up to 40 steps (the state is bounded by 1 in size
 /// after the first step, so errors do not grow with it); the projections in one chunk, and
@@ -169,16 +180,7 @@ impl Gpu3 {
 fn gru_forward_matches_cpu() {
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(61);
-        let shapes = [
-            (1, 1, 1, 1),
-            (3, 7, 5, 3),
-            (5, 33, 7, 9),
-            (9, 2, 31, 17),
-            (2, 129, 4, 65),
-            (40, 5, 3, 33),
-            (7, 64, 64, 64),
-        ];
-        for (i, (steps, records, input, hidden)) in shapes.into_iter().enumerate() {
+        for (i, (steps, records, input, hidden)) in SHAPES.into_iter().enumerate() {
             let c = Case::new(&mut rng, gpu, steps, records, input, hidden);
             let chunk = if i % 2 == 0 { steps } else { 3 };
             let g = Gpu3::new(gpu, &c, chunk);
@@ -195,10 +197,85 @@ fn gru_forward_matches_cpu() {
     });
 }
 
+/// The GPU layer's gradients of L = sum(Gy * h_1..h_T) + sum(Gf * h_T) (either term
+/// absent), the projections in chunks of `chunk` steps, read back as the twin's
+/// `GruGradients` lays them out.
+fn gpu_gradients(
+    gpu: &Gpu,
+    c: &Case,
+    chunk: usize,
+    (gy, gf): (Option<&[f32]>, Option<&[f32]>),
+) -> cpu::gru::GruGradients {
+    let (h, n, rows, steps) = (c.hidden, c.steps * c.rows, c.rows, c.steps);
+    let g = Gpu3::new(gpu, c, chunk);
+    let layer = g.layer(c);
+    let dy = gy.map(|v| upload(gpu, n, h, v));
+    let carry = match gf {
+        Some(v) => upload(gpu, rows, h, v),
+        None => zeros(gpu, rows, h),
+    };
+    let (dgi, dgh, dx) = (
+        projections_of(gpu, steps, rows, h, chunk, "dgi").unwrap(),
+        projections_of(gpu, steps, rows, h, chunk, "dgh").unwrap(),
+        zeros(gpu, n, c.input),
+    );
+    let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, c.input), zeros(gpu, 3 * h, h));
+    let (db_ih, db_hh) = (zeros(gpu, 1, 3 * h), zeros(gpu, 1, 3 * h));
+    let grads = GruGrads {
+        dy: dy.as_ref(),
+        carry: &carry,
+        final_grad: gf.is_some(),
+        dgi: &dgi,
+        dgh: &dgh,
+        dx: Some((&dx, GradEpilogue::default())),
+        dw_ih: &dw_ih,
+        dw_hh: &dw_hh,
+        db_ih: &db_ih,
+        db_hh: &db_hh,
+    };
+    let mut ds = gru_forward(gpu, &layer).unwrap();
+    ds.extend(gru_backward(gpu, &layer, &grads).unwrap());
+    gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+    let wide = |m: &Matrix| m.read(gpu).unwrap().into_iter().map(f64::from).collect();
+    cpu::gru::GruGradients {
+        dx: wide(&dx),
+        dh0: wide(&carry),
+        dw_ih: wide(&dw_ih),
+        dw_hh: wide(&dw_hh),
+        db_ih: wide(&db_ih),
+        db_hh: wide(&db_hh),
+    }
+}
+
+/// The twin's gradients of the same loss.
+fn twin_gradients(c: &Case, (gy, gf): (Option<&[f64]>, Option<&[f64]>)) -> cpu::gru::GruGradients {
+    let w = GruWeights {
+        w_ih: &c.w_ih,
+        w_hh: &c.w_hh,
+        b_ih: &c.b_ih,
+        b_hh: &c.b_hh,
+    };
+    let states = c.states();
+    cpu::gru::gru_backward(&w, (&c.x, &states, &c.lengths), c.hidden, (gy, gf))
+}
+
+/// The six gradients by name, for checks that walk them.
+fn named(g: &cpu::gru::GruGradients) -> [(&'static str, &[f64]); 6] {
+    [
+        ("dx", &g.dx),
+        ("dh0", &g.dh0),
+        ("dw_ih", &g.dw_ih),
+        ("dw_hh", &g.dw_hh),
+        ("db_ih", &g.db_ih),
+        ("db_hh", &g.db_hh),
+    ]
+}
+
 /// L = sum(Gy * h_1..h_T) + sum(Gf * h_T): every gradient of the layer (inputs, h0, both
-/// weights, both biases) against central differences of the twin, with and without the
-/// output gradient and the last state's, the projections in chunks of 4, 2 and 1 steps (the
-/// weight gradients summed over chunks); |gpu - fd| <= 1e-4 |fd| + 2e-4.
+/// weights, both biases) from the GPU and from the twin's backward against central
+/// differences of the twin's forward, with and without the output gradient and the last
+/// state's, the projections in chunks of 4, 2 and 1 steps (the weight gradients summed
+/// over chunks); |gpu - fd| <= 1e-4 |fd| + 2e-4, |twin - fd| <= 1e-6 (1 + |fd|).
 #[test]
 fn gru_gradients() {
     for_each_gpu(|gpu| {
@@ -219,82 +296,84 @@ fn gru_gradients() {
                     + f64::from(u8::from(with_final)) * dot(last, &gf)
             };
             let chunk = [4, 2, 1][case];
-            let g = Gpu3::new(gpu, &c, chunk);
-            let layer = g.layer(&c);
-            let (dy, carry) = (upload(gpu, n, h, &gy32), upload(gpu, rows, h, &gf32));
-            let (dgi, dgh, dx) = (
-                projections_of(gpu, steps, rows, h, chunk, "dgi").unwrap(),
-                projections_of(gpu, steps, rows, h, chunk, "dgh").unwrap(),
-                zeros(gpu, n, input),
+            let on_gpu = gpu_gradients(
+                gpu,
+                &c,
+                chunk,
+                (
+                    with_dy.then_some(&gy32[..]),
+                    with_final.then_some(&gf32[..]),
+                ),
             );
-            let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, input), zeros(gpu, 3 * h, h));
-            let (db_ih, db_hh) = (zeros(gpu, 1, 3 * h), zeros(gpu, 1, 3 * h));
-            let grads = GruGrads {
-                dy: with_dy.then_some(&dy),
-                carry: &carry,
-                final_grad: with_final,
-                dgi: &dgi,
-                dgh: &dgh,
-                dx: Some((&dx, GradEpilogue::default())),
-                dw_ih: &dw_ih,
-                dw_hh: &dw_hh,
-                db_ih: &db_ih,
-                db_hh: &db_hh,
-            };
-            let mut ds = gru_forward(gpu, &layer).unwrap();
-            ds.extend(gru_backward(gpu, &layer, &grads).unwrap());
-            gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
-            let label = format!("case {case} T{steps} B{records} I{input} H{hidden} dy {with_dy} final {with_final}");
-            let check = |what: &str, m: &Matrix, fd: Vec<f64>| {
-                assert_close(
-                    &format!("{label} {what}"),
-                    &m.read(gpu).unwrap(),
-                    &fd,
-                    |i| 1e-4 * fd[i].abs() + 2e-4,
-                )
-            };
-            check(
-                "dx",
-                &dx,
-                numeric_grad(&c.x, 1e-6, |x| {
+            let twin = twin_gradients(
+                &c,
+                (with_dy.then_some(&gy[..]), with_final.then_some(&gf[..])),
+            );
+            let fd = cpu::gru::GruGradients {
+                dx: numeric_grad(&c.x, 1e-6, |x| {
                     loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, &c.b_hh, x, &c.h0))
                 }),
-            );
-            check(
-                "dh0",
-                &carry,
-                numeric_grad(&c.h0, 1e-6, |h0| {
+                dh0: numeric_grad(&c.h0, 1e-6, |h0| {
                     loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, &c.b_hh, &c.x, h0))
                 }),
-            );
-            check(
-                "dw_ih",
-                &dw_ih,
-                numeric_grad(&c.w_ih, 1e-6, |w| {
+                dw_ih: numeric_grad(&c.w_ih, 1e-6, |w| {
                     loss(&c.forward(w, &c.w_hh, &c.b_ih, &c.b_hh, &c.x, &c.h0))
                 }),
-            );
-            check(
-                "dw_hh",
-                &dw_hh,
-                numeric_grad(&c.w_hh, 1e-6, |w| {
+                dw_hh: numeric_grad(&c.w_hh, 1e-6, |w| {
                     loss(&c.forward(&c.w_ih, w, &c.b_ih, &c.b_hh, &c.x, &c.h0))
                 }),
-            );
-            check(
-                "db_ih",
-                &db_ih,
-                numeric_grad(&c.b_ih, 1e-6, |b| {
+                db_ih: numeric_grad(&c.b_ih, 1e-6, |b| {
                     loss(&c.forward(&c.w_ih, &c.w_hh, b, &c.b_hh, &c.x, &c.h0))
                 }),
-            );
-            check(
-                "db_hh",
-                &db_hh,
-                numeric_grad(&c.b_hh, 1e-6, |b| {
+                db_hh: numeric_grad(&c.b_hh, 1e-6, |b| {
                     loss(&c.forward(&c.w_ih, &c.w_hh, &c.b_ih, b, &c.x, &c.h0))
                 }),
-            );
+            };
+            let label = format!("case {case} T{steps} B{records} I{input} H{hidden} dy {with_dy} final {with_final}");
+            for (((what, got), (_, want)), (_, fd)) in
+                named(&on_gpu).into_iter().zip(named(&twin)).zip(named(&fd))
+            {
+                let narrow: Vec<f32> = got.iter().map(|&v| v as f32).collect();
+                assert_close(&format!("{label} gpu {what}"), &narrow, fd, |i| {
+                    1e-4 * fd[i].abs() + 2e-4
+                });
+                for (i, (&t, &f)) in want.iter().zip(fd).enumerate() {
+                    assert!(
+                        (t - f).abs() <= 1e-6 * (1.0 + f.abs()),
+                        "{label} twin {what}[{i}]: {t} against finite differences {f}"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// The GPU backward against the twin's on shapes too large for finite differences and
+/// awkward for every tile: up to 40 steps, 129 records, 65 hidden units, records of every
+/// length. |gpu - twin| <= 5e-6 max |twin| per gradient: f32 sums over the gates, the
+/// steps and (the weights') every row, measured at most 4.2e-7 of the largest.
+#[test]
+fn gru_backward_matches_cpu() {
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(71);
+        for (i, (steps, records, input, hidden)) in SHAPES.into_iter().enumerate() {
+            let c = Case::new(&mut rng, gpu, steps, records, input, hidden);
+            let (n, rows) = (steps * c.rows, c.rows);
+            let (gy32, gy) = rng.vec(n * hidden, -1.0, 1.0);
+            let (gf32, gf) = rng.vec(rows * hidden, -1.0, 1.0);
+            let chunk = if i % 2 == 0 { steps } else { 3 };
+            let on_gpu = gpu_gradients(gpu, &c, chunk, (Some(&gy32), Some(&gf32)));
+            let twin = twin_gradients(&c, (Some(&gy), Some(&gf)));
+            for ((what, got), (_, want)) in named(&on_gpu).into_iter().zip(named(&twin)) {
+                let narrow: Vec<f32> = got.iter().map(|&v| v as f32).collect();
+                let largest = want.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+                assert_close(
+                    &format!("gru T{steps} B{records} I{input} H{hidden} {what}"),
+                    &narrow,
+                    want,
+                    |_| 5e-6 * largest,
+                );
+            }
         }
     });
 }
