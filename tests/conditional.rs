@@ -170,6 +170,48 @@ fn a_conditional_run_draws_and_classifies_by_class() {
     assert!(number(&eval[0], &["test", "total"]).is_finite());
 }
 
+/// A run trained on some classes (`--classes`) draws those for `--class all` (the default),
+/// and a per-class mixture exists for them only.
+#[test]
+fn a_run_on_some_classes_draws_those() {
+    let d = data();
+    let run = tmp().join("cvae-some").display().to_string();
+    ok(&[
+        "train",
+        "--data",
+        &d,
+        "--conditional",
+        "--classes",
+        "3,8",
+        "--limit",
+        "256",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--out",
+        &run,
+        "--quiet",
+    ]);
+    for prior in ["normal", "gmm:2"] {
+        let grid = tmp()
+            .join(format!("some-{prior}.png"))
+            .display()
+            .to_string();
+        ok(&[
+            "sample", "--model", &run, "--prior", prior, "--count", "4", "--out", &grid,
+        ]);
+        common::cli::assert_grid(&grid, 4, 2, 56);
+    }
+    fails_with(
+        &[
+            "sample", "--model", &run, "--prior", "gmm:2", "--class", "5",
+        ],
+        1,
+        &["class 5 has no mixture", "none of its images"],
+    );
+}
+
 #[test]
 fn classes_need_a_conditional_model_and_labelled_data() {
     let d = data();

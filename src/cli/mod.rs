@@ -955,8 +955,12 @@ impl ClassArg {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // All: the classes the run trained on (its --classes), the model's otherwise.
         if self.class.iter().any(|c| c == "all") {
-            return Ok(Some((0..k).map(|l| l as u8).collect()));
+            let trained = cfg.train.as_ref().and_then(|t| t.classes.clone());
+            return Ok(Some(
+                trained.unwrap_or_else(|| (0..k).map(|l| l as u8).collect()),
+            ));
         }
         self.class
             .iter()
