@@ -171,7 +171,7 @@ fn a_conditional_run_draws_and_classifies_by_class() {
 }
 
 /// A run trained on some classes (`--classes`) draws those for `--class all` (the default),
-/// and a per-class mixture exists for them only.
+/// and a per-class mixture exists for them only; `coverage` weighs those.
 #[test]
 fn a_run_on_some_classes_draws_those() {
     let d = data();
@@ -210,6 +210,11 @@ fn a_run_on_some_classes_draws_those() {
         1,
         &["class 5 has no mixture", "none of its images"],
     );
+    // Coverage weighs the run's classes, asked for in turn.
+    let cover = json(&[
+        "coverage", "--model", &run, "--count", "200", "--steps", "20",
+    ]);
+    assert_eq!(cover[0]["classes_in_data"], 2, "{}", cover[0]);
 }
 
 #[test]

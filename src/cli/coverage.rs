@@ -75,7 +75,13 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let c = &cfg.model;
     let prior_arg = super::prior::PriorArg::resolve(a.prior, c)?;
     super::images_only(c)?;
-    let splits = input.load()?;
+    let loaded = input.load()?;
+    // The classes the run trained on: a run on some classes covers those.
+    let splits = crate::data::Splits {
+        train: super::as_trained(&cfg, loaded.train, false),
+        test: super::as_trained(&cfg, loaded.test, false),
+        ..loaded
+    };
     check_dims(c, &splits.train)?;
     let (Some(train_labels), Some(test_labels)) = (&splits.train.labels, &splits.test.labels)
     else {
@@ -110,10 +116,9 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
         / test_labels.len().max(1) as f64;
     let mixture = prior_arg.mixture(&gpu, (&params, &cfg, &dir), &a.data, a.seed)?;
     let prior = Prior::of(mixture.as_ref());
-    // A conditional model is asked for every class in turn.
-    let asked: Option<Vec<u8>> = c
-        .classes
-        .map(|k| (0..a.count as usize).map(|i| (i % k) as u8).collect());
+    // A conditional model is asked for every class it trained on in turn.
+    let asked: Option<Vec<u8>> = super::trained_classes(&cfg)
+        .map(|w| (0..a.count as usize).map(|i| w[i % w.len()]).collect());
     let samples: Vec<f32> = generate(
         &gpu,
         &params,
@@ -179,8 +184,8 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     if let Some(p) = &per_class {
         table += &format!(
             "conditional: {:.1}% of the samples asked for a class are filed under it on average (asked %); the classifier files {:.1}% of reconstructed real test images under their class (real %)\n",
-            100.0 * p.iter().map(|s| s.0).sum::<f64>() / classes as f64,
-            100.0 * p.iter().map(|s| s.1).sum::<f64>() / classes as f64,
+            100.0 * (0..classes).filter(|&k| data[k] > 0.0).map(|k| p[k].0).sum::<f64>() / in_data.max(1) as f64,
+            100.0 * (0..classes).filter(|&k| data[k] > 0.0).map(|k| p[k].1).sum::<f64>() / in_data.max(1) as f64,
         );
     }
     table += &format!(

@@ -938,6 +938,17 @@ pub struct ClassArg {
     pub class: Vec<String>,
 }
 
+/// The classes a conditional model draws when asked for all: those its run trained on
+/// (its --classes), else every class of the model; None for an unconditional model.
+pub fn trained_classes(cfg: &RunConfig) -> Option<Vec<u8>> {
+    cfg.model.classes.map(|k| {
+        cfg.train
+            .as_ref()
+            .and_then(|t| t.classes.clone())
+            .unwrap_or_else(|| (0..k).map(|l| l as u8).collect())
+    })
+}
+
 impl ClassArg {
     /// The labels named (None when none is), for the model of run `cfg`, which must be
     /// conditional.
@@ -955,12 +966,8 @@ impl ClassArg {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        // All: the classes the run trained on (its --classes), the model's otherwise.
         if self.class.iter().any(|c| c == "all") {
-            let trained = cfg.train.as_ref().and_then(|t| t.classes.clone());
-            return Ok(Some(
-                trained.unwrap_or_else(|| (0..k).map(|l| l as u8).collect()),
-            ));
+            return Ok(trained_classes(cfg));
         }
         self.class
             .iter()

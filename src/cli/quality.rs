@@ -112,12 +112,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let classes = (usize::from(top) + 1).max(c.classes.unwrap_or(0));
     // A conditional model is asked for the classes it trained on, each of which the
     // classifier must have learned.
-    let wanted: Option<Vec<u8>> = c.classes.map(|k| {
-        cfg.train
-            .as_ref()
-            .and_then(|t| t.classes.clone())
-            .unwrap_or_else(|| (0..k).map(|l| l as u8).collect())
-    });
+    let wanted = super::trained_classes(&cfg);
     if let Some(l) = wanted.iter().flatten().find(|&&l| !present(l)) {
         anyhow::bail!(
             "{}: the conditional model's class {l} has no training images here; score it on the data it was trained on",
