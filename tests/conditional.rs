@@ -95,17 +95,25 @@ fn a_conditional_run_draws_and_classifies_by_class() {
         .iter()
         .all(|g| g["weights"].as_array().unwrap().len() == 2));
     let first = std::fs::read(&mixed).unwrap();
-    // A file of one mixture for all classes (an older fit) is fitted again, per class.
+    // A file of one mixture for all classes (an older fit), or a list without a mixture
+    // for a class that has images, is fitted again, per class, to the same picture.
     let mut shared = saved.clone();
     shared["mixture"] = each[0].clone();
-    std::fs::write(&file, shared.to_string()).unwrap();
-    let again = gmm("gmm:2");
-    assert!(
-        stderr(&again).contains("one mixture for all classes") && again.status.success(),
-        "{}",
-        stderr(&again)
-    );
-    assert_eq!(first, std::fs::read(&mixed).unwrap());
+    let mut holes = saved.clone();
+    holes["mixture"][3] = serde_json::Value::Null;
+    for (edited, warning) in [
+        (shared, "one mixture for all classes"),
+        (holes, "not those of the training images"),
+    ] {
+        std::fs::write(&file, edited.to_string()).unwrap();
+        let again = gmm("gmm:2");
+        assert!(
+            stderr(&again).contains(warning) && again.status.success(),
+            "{}",
+            stderr(&again)
+        );
+        assert_eq!(first, std::fs::read(&mixed).unwrap());
+    }
     // More components than a class has images: the class and the way out named.
     fails_with(
         &["sample", "--model", &run, "--prior", "gmm:200"],
@@ -210,6 +218,9 @@ fn a_run_on_some_classes_draws_those() {
         1,
         &["class 5 has no mixture", "none of its images"],
     );
+    // The report shows the per-class mixture's samples, of the classes it has.
+    let page = tmp().join("some-report.html").display().to_string();
+    ok(&["report", "--model", &run, "--out", &page]);
     // Coverage weighs the run's classes, asked for in turn.
     let cover = json(&[
         "coverage", "--model", &run, "--count", "200", "--steps", "20",
@@ -311,10 +322,15 @@ fn a_conditional_model_from_rust() {
         gap(&drawn, &decoded(1)) > 1e-3,
         "not from the trousers' mixture"
     );
+    assert!(
+        vae.sample_as_from(&mixtures, 3, 5, 10).is_err(),
+        "no class 10"
+    );
     let unlabelled = vae_gpu::Images {
         labels: None,
         ..train.clone()
     };
+    assert!(vae.fit_class_gmms(&unlabelled, 2, 1).is_err());
     let refused = vae_gpu::Trainer::new()
         .conditional(10)
         .epochs(1)

@@ -205,6 +205,19 @@ fn quality_scores_samples_against_the_real_floor() {
         assert!((0.0..=1.0).contains(&number(result, &["samples", v])));
     }
 
+    // Another temperature's figures are kept apart from the full spread's.
+    let mut cooler = with_json.clone();
+    cooler.extend(["--temperature", "0.5"]);
+    let cool: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&run(&cooler).stdout).trim()).unwrap();
+    assert_eq!(number(&cool, &["temperature"]), 0.5);
+    assert_eq!(cool["prior_file"], "normal-t0.5");
+    let kept = |stem: &str| format!("{model}/quality-{stem}.json");
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept("normal")).unwrap()).unwrap();
+    assert_eq!(number(&full, &["temperature"]), 1.0);
+    assert!(std::path::Path::new(&kept("normal-t0.5")).exists());
+
     // A cached classifier changed on disk is trained again, not trusted.
     let cached = result["classifier"]["path"].as_str().unwrap().to_string();
     let mut weights = std::fs::read(&cached).unwrap();

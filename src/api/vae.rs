@@ -224,6 +224,12 @@ impl Vae {
         class: u8,
     ) -> Result<Vec<f32>> {
         let c = &self.config.model;
+        if usize::from(class) >= c.classes.unwrap_or(0) {
+            return Err(Error::Input(format!(
+                "class {class} is outside the model's {} classes",
+                c.classes.unwrap_or(0)
+            )));
+        }
         gmm::Fitted::PerClass(mixtures.to_vec())
             .check(
                 c.latent,

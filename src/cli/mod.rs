@@ -945,6 +945,7 @@ pub fn trained_classes(cfg: &RunConfig) -> Option<Vec<u8>> {
         cfg.train
             .as_ref()
             .and_then(|t| t.classes.clone())
+            .filter(|l| !l.is_empty())
             .unwrap_or_else(|| (0..k).map(|l| l as u8).collect())
     })
 }

@@ -179,6 +179,28 @@ fn mixture(
     check_dims(c, &splits.train)?;
     let train = &super::as_trained(cfg, splits.train, true);
     let data_fingerprint = format!("{:016x}", train.digest());
+    // A conditional model's training images per class: each class with images has a
+    // mixture, and only those.
+    let counts: Option<Vec<usize>> = match c.classes {
+        None => None,
+        Some(classes) => {
+            let labels = train.labels.as_deref().with_context(|| {
+                format!(
+                    "--prior gmm on a conditional model fits each class's codes, and {} has no labels",
+                    input.dir().display()
+                )
+            })?;
+            Some(
+                (0..classes)
+                    .map(|l| labels.iter().filter(|&&x| usize::from(x) == l).count())
+                    .collect(),
+            )
+        }
+    };
+    let covers = |f: &Fitted| match (f, &counts) {
+        (Fitted::PerClass(gs), Some(n)) => gs.iter().zip(n).all(|(g, &n)| g.is_some() == (n > 0)),
+        _ => true,
+    };
     let path = dir.join(file_name(k));
     if let Ok(text) = std::fs::read_to_string(&path) {
         match serde_json::from_str::<MixtureFile>(&text) {
@@ -187,7 +209,12 @@ fn mixture(
                     && f.seed == seed
                     && f.data_fingerprint == data_fingerprint =>
             {
-                match f.mixture.check(c.latent, k, c.classes) {
+                let usable = f.mixture.check(c.latent, k, c.classes).and_then(|()| {
+                    covers(&f.mixture).then_some(()).ok_or_else(|| {
+                        "its classes are not those of the training images".to_string()
+                    })
+                });
+                match usable {
                     Ok(()) => {
                         say!(
                             "prior: the {k}-Gaussian mixture in {} ({} codes of {})",
@@ -226,14 +253,9 @@ fn mixture(
         Some(classes) => {
             let names = input.run_class_names(cfg, None)?;
             let name = |l: u8| crate::data::class_name(&names, l);
-            let labels = train.labels.as_deref().with_context(|| {
-                format!("--prior gmm on a conditional model fits each class's codes, and {} has no labels", input.dir().display())
-            })?;
-            let counts: Vec<usize> = (0..classes)
-                .map(|l| labels.iter().filter(|&&x| usize::from(x) == l).count())
-                .collect();
+            let counts = counts.as_deref().unwrap_or_default();
             let fewest = (0..=u8::MAX)
-                .zip(&counts)
+                .zip(counts)
                 .filter(|&(_, &n)| n > 0)
                 .min_by_key(|&(_, &n)| n);
             if let Some((l, &n)) = fewest.filter(|&(_, &n)| n < k) {

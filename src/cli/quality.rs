@@ -41,8 +41,9 @@ pub struct QualityArgs {
     /// --prior`) [default: the model's own]
     #[arg(long, value_parser = super::prior::parse_prior)]
     pub prior: Option<PriorArg>,
-    /// Scale of the prior's standard deviation, as `sample --temperature` (below 1: safer,
-    /// less varied samples).
+    /// As `sample --temperature`: the scale of the prior's standard deviation (below 1:
+    /// safer, less varied samples); for a table model, of the cells' own noise. Figures at
+    /// another temperature than 1 are kept apart (quality-PRIOR-tT.json).
     #[arg(long, default_value_t = 1.0, value_parser = super::sample::temperature)]
     pub temperature: f32,
     /// Epochs of the quality classifier, when it is trained (once per dataset, then
@@ -83,7 +84,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
             &gpu,
             (&params, c),
             (train, test),
-            (a.count as usize, a.seed, prior),
+            (a.count as usize, a.seed, a.temperature, prior),
         )?;
         super::report(&line, json);
         return Ok(());
@@ -231,6 +232,11 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
 
     let names = input.run_class_names(&cfg, test.labels.as_deref())?;
     let from = prior_arg.describe(a.temperature, c.classes.is_some());
+    // The figures' file: a prior's at full spread, another temperature's apart.
+    let stem = match a.temperature {
+        1.0 => prior_arg.file_stem(),
+        t => format!("{}-t{t}", prior_arg.file_stem()),
+    };
     let mut line = format!(
         "{n} samples from {from} against {n} test images, in the features of a classifier with test accuracy {:.1}%\n{:<24} {:>9} {:>10} {:>8}\n",
         100.0 * net.accuracy,
@@ -251,7 +257,8 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     let mut json = serde_json::json!({
         "count": n,
         "prior": prior_arg.describe(a.temperature, c.classes.is_some()),
-        "prior_file": prior_arg.file_stem(),
+        "prior_file": stem,
+        "temperature": a.temperature,
         "seed": a.seed,
         "classifier": {"accuracy": net.accuracy, "path": kept_path, "epochs": epochs},
         "samples": got,
@@ -283,7 +290,7 @@ pub fn run(device: &DeviceArgs, a: &QualityArgs) -> anyhow::Result<()> {
     // Kept in the run for the report, with the weights they measure.
     json["fingerprint"] = format!("{:016x}", checkpoint::fingerprint(&gpu, &params)?).into();
     // The run's own file at a fixed name; a run that cannot be written still gets its score.
-    let out = dir.join(format!("quality-{}.json", prior_arg.file_stem()));
+    let out = dir.join(format!("quality-{stem}.json"));
     if let Err(e) = crate::io::write_atomic(&out, serde_json::to_string_pretty(&json)?.as_bytes()) {
         log::warn!(
             "{}: not saved ({e}); the report will not show this score",

@@ -63,12 +63,13 @@ fn column_figures(schema: &Schema, rows: &[f32], mask: Option<&[f32]>) -> Vec<Ve
         .collect()
 }
 
-/// The comparison, as a line of text and JSON.
+/// The comparison, as a line of text and JSON; records drawn as `sample` draws them
+/// (`temperature` scales the cells' own noise).
 pub fn run(
     gpu: &Gpu,
     (params, c): (&Params, &ModelConfig),
     (train, test): (&Images, &Images),
-    (count, seed, prior): (usize, u64, Prior<'_>),
+    (count, seed, temperature, prior): (usize, u64, f32, Prior<'_>),
 ) -> anyhow::Result<(String, serde_json::Value)> {
     let schema = c.table.as_ref().expect("a table model");
     if train.count.min(test.count) < MIN_RECORDS {
@@ -97,7 +98,7 @@ pub fn run(
     let mut rng = crate::rng::Rng::new(seed);
     let synthetic: Vec<f32> = outputs
         .iter()
-        .flat_map(|o| schema.draw_encoded(o, &mut rng, 1.0))
+        .flat_map(|o| schema.draw_encoded(o, &mut rng, temperature))
         .collect();
     let real_all = Dtype::F32.values(&train.pixels);
     let real = values(train, e);

@@ -221,6 +221,9 @@ impl Fitted {
         match (self, classes) {
             (Fitted::Shared(g), None) => g.check(d, k),
             (Fitted::PerClass(gs), Some(n)) if gs.len() == n => {
+                if gs.iter().all(Option::is_none) {
+                    return Err("no class has a mixture".into());
+                }
                 gs.iter().flatten().try_for_each(|g| g.check(d, k))
             }
             (Fitted::Shared(_), Some(n)) => Err(format!(
@@ -231,17 +234,6 @@ impl Fitted {
                 gs.len(),
                 classes.map_or("no classes".into(), |n| format!("{n} classes"))
             )),
-        }
-    }
-
-    /// Each mixture of the prior, with its class for per-class ones.
-    pub fn each(&self) -> Vec<(Option<u8>, &Gmm)> {
-        match self {
-            Fitted::Shared(g) => vec![(None, g)],
-            Fitted::PerClass(gs) => (0..=u8::MAX)
-                .zip(gs)
-                .filter_map(|(l, g)| Some((Some(l), g.as_ref()?)))
-                .collect(),
         }
     }
 }
@@ -293,6 +285,11 @@ pub fn fit_per_class(
     (k, seed): (usize, u64),
     progress: &mut dyn FnMut(u8, usize, f64),
 ) -> Result<Vec<Option<Gmm>>, GpuError> {
+    if images.labels.is_none() {
+        return Err(GpuError::Config(
+            "per-class mixtures fit each class's codes: the images need labels".into(),
+        ));
+    }
     let classes = c.classes.unwrap_or(0);
     let mut each = Vec::with_capacity(classes);
     for l in (0..=u8::MAX).take(classes) {
@@ -301,9 +298,11 @@ pub fn fit_per_class(
             continue;
         };
         let codes = super::codec::encode(gpu, params, c, &of, 1.0)?.codes.mu;
-        each.push(Some(fit(gpu, &codes, c.latent, k, seed, &mut |it, ll| {
+        let g = fit(gpu, &codes, c.latent, k, seed, &mut |it, ll| {
             progress(l, it, ll)
-        })?));
+        })
+        .map_err(|e| GpuError::Config(format!("class {l}: {e}")))?;
+        each.push(Some(g));
     }
     Ok(each)
 }

@@ -659,7 +659,8 @@ fn train_with<'s>(
 }
 
 /// A grid of samples (seed 1) drawn from `prior`, said in the title to come from `from`:
-/// 64, or 8 of each class of a conditional model, a named row per class.
+/// 64, or 8 of each class of a conditional model, a named row per class (per-class
+/// mixtures: of each class they hold one for).
 pub fn save_samples(
     gpu: &Gpu,
     params: &Params,
@@ -671,13 +672,26 @@ pub fn save_samples(
     use crate::io::png::{save_grid, Labels};
     let (samples, labels) = match c.classes {
         Some(k) => {
-            let classes: Vec<u8> = (0..8 * k).map(|i| (i / 8) as u8).collect();
-            let samples =
-                super::decode::generate(gpu, params, c, (8 * k, 1, 1.0), (prior, Some(&classes)))?;
+            let drawn: Vec<u8> = match prior {
+                super::decode::Prior::PerClass(gs) => (0..=u8::MAX)
+                    .zip(gs)
+                    .filter_map(|(l, g)| g.as_ref().map(|_| l))
+                    .collect(),
+                _ => (0..=u8::MAX).take(k).collect(),
+            };
+            let classes: Vec<u8> = drawn.iter().flat_map(|&l| [l; 8]).collect();
+            let samples = super::decode::generate(
+                gpu,
+                params,
+                c,
+                (classes.len(), 1, 1.0),
+                (prior, Some(&classes)),
+            )?;
             let labels = Labels {
                 title: format!("8 samples of each class from {from} (seed 1)"),
-                rows: (0..k)
-                    .map(|l| crate::data::class_name(names, l as u8))
+                rows: drawn
+                    .iter()
+                    .map(|&l| crate::data::class_name(names, l))
                     .collect(),
                 cols: Vec::new(),
             };
