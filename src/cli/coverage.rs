@@ -30,8 +30,9 @@ pub struct CoverageArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where codes come from: normal (N(0, I)), gmm / gmm:K, a mixture of K Gaussians
-    /// fitted to the training split's latent means (saved in the run), or vamp, the
-    /// VampPrior the model learned [default: the model's own]
+    /// fitted to the training split's latent means (saved in the run; a conditional
+    /// model's, one per class), or vamp, the VampPrior the model learned [default: the
+    /// model's own]
     #[arg(long, value_parser = super::prior::parse_prior)]
     pub prior: Option<super::prior::PriorArg>,
     /// Full-batch Adam steps of the classifier (softmax regression on pixels).

@@ -37,8 +37,8 @@ pub struct QualityArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where codes come from: normal (N(0, I)), gmm / gmm:K, a mixture fitted to the
-    /// training split's latent means, or vamp, the model's learned VampPrior (see `sample
-    /// --prior`) [default: the model's own]
+    /// training split's latent means (a conditional model's, one per class), or vamp, the
+    /// model's learned VampPrior (see `sample --prior`) [default: the model's own]
     #[arg(long, value_parser = super::prior::parse_prior)]
     pub prior: Option<PriorArg>,
     /// As `sample --temperature`: the scale of the prior's standard deviation (below 1:

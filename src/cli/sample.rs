@@ -32,8 +32,10 @@ pub struct SampleArgs {
     pub seed: u64,
     /// Where codes come from: normal (N(0, I)); gmm / gmm:K, a mixture of K Gaussians
     /// (default 10) fitted by EM to the latent means of the training split (--data,
-    /// default the run's), saved in the run and reused; vamp, the VampPrior the model
-    /// learned (train --prior vamp:K) [default: the model's own: vamp or normal]
+    /// default the run's), saved in the run and reused (a conditional model: one per
+    /// class, fitted to that class's codes, which keeps samples in their class); vamp,
+    /// the VampPrior the model learned (train --prior vamp:K) [default: the model's own:
+    /// vamp or normal]
     #[arg(long, value_parser = super::prior::parse_prior)]
     pub prior: Option<super::prior::PriorArg>,
     #[command(flatten)]
