@@ -258,7 +258,9 @@ pub fn sample_per_class(
             continue;
         }
         let g = g.as_ref().ok_or_else(|| {
-            format!("class {l} has no mixture: the training split has none of its images")
+            format!(
+                "class {l} has no mixture: the training images it was fitted to (a run's, after its --classes and --limit) have none of its images"
+            )
         })?;
         let stream = seed ^ (l as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
         let codes = g.sample(rows.len(), stream, temperature);
