@@ -183,10 +183,15 @@ pub fn run(device: &DeviceArgs, a: &CoverageArgs) -> anyhow::Result<()> {
     let n_covered = (0..classes).filter(|&k| covered(k)).count();
     let in_data = data.iter().filter(|&&p| p > 0.0).count();
     if let Some(p) = &per_class {
+        // Averages over the classes the data holds.
+        let (asked, real) = (0..classes)
+            .filter(|&k| data[k] > 0.0)
+            .fold((0.0, 0.0), |(a, r), k| (a + p[k].0, r + p[k].1));
+        let n = in_data.max(1) as f64;
         table += &format!(
             "conditional: {:.1}% of the samples asked for a class are filed under it on average (asked %); the classifier files {:.1}% of reconstructed real test images under their class (real %)\n",
-            100.0 * (0..classes).filter(|&k| data[k] > 0.0).map(|k| p[k].0).sum::<f64>() / in_data.max(1) as f64,
-            100.0 * (0..classes).filter(|&k| data[k] > 0.0).map(|k| p[k].1).sum::<f64>() / in_data.max(1) as f64,
+            100.0 * asked / n,
+            100.0 * real / n,
         );
     }
     table += &format!(

@@ -64,7 +64,7 @@ pub fn run(device: &DeviceArgs, a: &SampleArgs) -> anyhow::Result<()> {
     let (dir, cfg, params) = load_model(&gpu, &a.model)?;
     let c = &cfg.model;
     let prior_arg = super::prior::PriorArg::resolve(a.prior, c)?;
-    if a.prior.is_none() && c.classes.is_some() {
+    if a.prior.is_none() && prior_arg == super::prior::PriorArg::Normal && c.classes.is_some() {
         super::say!("note: codes from N(0, I) can drift toward another class; --prior gmm draws each class's from its own codes (see the README's conditional VAEs)");
     }
     // A conditional model draws each class asked (all by default): `per` images of each.
