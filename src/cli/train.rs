@@ -141,7 +141,7 @@ pub struct TrainArgs {
     pub elbo_k: Option<u32>,
     /// With --iwae-k: the doubly reparameterized gradient for the encoder (DReG, Tucker et
     /// al. 2019), whose variance does not grow with K as the plain IWAE encoder gradient's
-    /// does (one stochastic layer, the standard prior)
+    /// does (one stochastic layer; under --prior vamp too)
     #[arg(long)]
     pub dreg: bool,
     /// Adam learning rate (where a --lr-schedule starts) [default: 0.001]
@@ -916,10 +916,9 @@ fn check_combinations(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig) -> anyhow
             bail!("--dreg weighs the encoder's gradient by the importance weights: it needs --iwae-k 2 or more");
         }
         if m.stacked() {
-            bail!("--dreg is built for one stochastic layer; this model stacks several (--latent with several sizes, or an architecture file's below list)");
-        }
-        if m.vamp.is_some() {
-            bail!("--dreg is built for the standard prior; drop --prior vamp");
+            // An upper encoder's weights would take the path alone while its input (the
+            // layer below's code) also needs log q's score terms: two backwards of one net.
+            bail!("--dreg is built for one stochastic layer; this model stacks several (--latent with several sizes, or an architecture file's below list): drop --dreg or give one size");
         }
         if t.beta != 1.0 || t.kl_warmup > 0 || t.kl_cycles > 0 {
             bail!("--dreg's squared weights are the importance-weighted bound's own, with beta 1 throughout: drop --beta, --kl-warmup and --kl-cycles");

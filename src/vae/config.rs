@@ -672,13 +672,12 @@ impl TrainConfig {
             !self.dreg
                 || (self.iwae_k > 1
                     && !model.stacked()
-                    && model.vamp.is_none()
                     && self.beta == 1.0
                     && self.kl_warmup == 0
                     && self.kl_cycles == 0),
             "train.dreg",
             self.dreg,
-            "false unless iwae_k is above 1, with one stochastic layer under the standard prior and beta 1 throughout (no warm-up or cycles)",
+            "false unless iwae_k is above 1, with one stochastic layer and beta 1 throughout (no warm-up or cycles)",
         )?;
         field(
             self.iwae_k == 1 || self.free_bits == 0.0,

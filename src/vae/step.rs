@@ -78,7 +78,7 @@ pub struct Samples {
     pub k: usize,
     pub average: bool,
     /// The doubly reparameterized gradient for the encoder (Tucker et al. 2019; with the
-    /// importance weights, one stochastic layer, the standard prior).
+    /// importance weights and one stochastic layer).
     pub dreg: bool,
 }
 
@@ -280,11 +280,9 @@ impl StepProgram {
             None => None,
         };
         let dreg = spec.samples.dreg && spec.adam.is_some();
-        if dreg
-            && (samples < 2 || spec.samples.average || !g.levels.is_empty() || g.pseudo.is_some())
-        {
+        if dreg && (samples < 2 || spec.samples.average || !g.levels.is_empty()) {
             return Err(GpuError::Config(
-                "the doubly reparameterized gradient needs importance weights over 2 or more samples, one stochastic layer and the standard prior".into(),
+                "the doubly reparameterized gradient needs importance weights over 2 or more samples and one stochastic layer".into(),
             ));
         }
         let importance = (samples > 1)
