@@ -1,13 +1,18 @@
-// The inputs of a recurrent layer over time-major rows (row t * batch + b is record b's step t):
+// Rows repeated, and their gradients summed back:
 //   embed:  out[p, col + j] = table[token[start + p], j]  (a token past the table gives zeros)
-//   repeat: out[p, col + j] = src[start + p mod batch, j] (a per-record vector at every
-//           step: the decoder's z beside each token's embedding; with batch 1, one row of
-//           src everywhere: an image's posterior for each of its importance samples)
-// and their gradients, which sum over the rows that read each value: over the positions
-// holding a token (an embedding's scatter-add, written as a gather per table entry so that
-// no two invocations write one value and the sum's order is fixed), and over the steps.
-// A gradient loop covers `count` rows from `start` (the launcher splits long sums into
-// launches that accumulate, since llvmpipe stops loops of more than 65535 iterations).
+//   repeat: out[p, col + j] = src[start + (p / group) mod batch, j]: a per-record vector at
+//           every step of time-major rows (group 1; row t * batch + b is record b's step t:
+//           the decoder's z beside each token's embedding), over each record's `group`
+//           consecutive rows (batch = the records: an importance-weighted step's samples
+//           sharing the encoder's output), or with batch 1 one row of src everywhere (an
+//           image's posterior for each of its importance samples)
+// The gradients sum over the rows that read each value: over the positions holding a token
+// (an embedding's scatter-add, written as a gather per table entry so that no two
+// invocations write one value and the sum's order is fixed), and over a record's rows,
+// row t of record b being t * stride + b * group (stride = batch for time-major rows, 1 for
+// consecutive ones). A gradient loop covers `count` rows from `start` (the launcher splits
+// long sums into launches that accumulate, since llvmpipe stops loops of more than 65535
+// iterations).
 
 struct SeqParams {
     // invocations
@@ -27,8 +32,9 @@ struct SeqParams {
     // table rows
     vocab: u32,
     accumulate: u32,
-    pad0: u32,
-    pad1: u32,
+    // repeat: rows of one record side by side, and the distance between its rows
+    group: u32,
+    stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: SeqParams;
@@ -81,7 +87,8 @@ fn repeat_main(
     if (i >= p.n) { return; }
     let r = udiv(i, p.width);
     let j = i - r * p.width;
-    let b = r - udiv(r, p.batch) * p.batch;
+    let q = udiv(r, p.group);
+    let b = q - udiv(q, p.batch) * p.batch;
     dst[r * p.ld + p.col + j] = src[(p.start + b) * p.lds + j];
 }
 
@@ -97,7 +104,7 @@ fn repeat_grad_main(
     let j = i - b * p.width;
     var s = 0.0;
     for (var t = p.start; t < p.start + p.count; t++) {
-        s += src[(t * p.batch + b) * p.ld + p.col + j];
+        s += src[(t * p.stride + b * p.group) * p.ld + p.col + j];
     }
     let o = b * p.lds + j;
     if (p.accumulate != 0u) { s += dst[o]; }

@@ -632,11 +632,11 @@ fn iwae_matches_cpu() {
     });
 }
 
-/// A record's row over its samples' rows and the sum back (shaders/records.wgsl): exact
+/// A record's row over its samples' rows and the sum back (shaders/sequence.wgsl): exact
 /// copies, and sums within f32 rounding, on awkward shapes up to 5000 samples a record.
 #[test]
 fn records_match_cpu() {
-    use vae_gpu::ops::records::{repeat_records, sum_records};
+    use vae_gpu::ops::sequence::{repeat_records, sum_records};
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(79);
         for (records, cols, k) in [(1, 1, 1), (3, 7, 5), (20, 100, 50), (2, 3, 5000)] {
@@ -650,11 +650,9 @@ fn records_match_cpu() {
                 Matrix::zeros(gpu, records * k, cols, "repeated").unwrap(),
                 Matrix::zeros(gpu, records, cols, "summed").unwrap(),
             );
-            gpu.run(&[
-                &repeat_records(gpu, &gr, &rep, k).unwrap(),
-                &sum_records(gpu, &gw, &sum, k).unwrap(),
-            ])
-            .unwrap();
+            let mut launches = vec![repeat_records(gpu, &gr, &rep, k).unwrap()];
+            launches.extend(sum_records(gpu, &gw, &sum, k).unwrap());
+            gpu.run(&launches.iter().collect::<Vec<_>>()).unwrap();
             let what = format!("{records} records of {cols} over {k} rows");
             assert_close(
                 &format!("{what}: repeat"),

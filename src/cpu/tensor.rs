@@ -28,13 +28,13 @@ pub fn concat(a: &[f64], ca: usize, b: &[f64], cb: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Twin of `ops::records::repeat_records`: each record's row of `records` [B, cols] over
+/// Twin of `ops::sequence::repeat_records`: each record's row of `records` [B, cols] over
 /// its `k` consecutive rows.
 pub fn repeat_records(records: &[f64], cols: usize, k: usize) -> Vec<f64> {
     records.chunks(cols).flat_map(|r| r.repeat(k)).collect()
 }
 
-/// Twin of `ops::records::sum_records`: each record's `k` consecutive rows of `rows`
+/// Twin of `ops::sequence::sum_records`: each record's `k` consecutive rows of `rows`
 /// [B k, cols] summed.
 pub fn sum_records(rows: &[f64], cols: usize, k: usize) -> Vec<f64> {
     rows.chunks(cols * k)

@@ -27,7 +27,6 @@ pub enum Shader {
     IwaeWeights,
     Vamp,
     Level,
-    Records,
     Adam,
     Gather,
     Softmax,
@@ -41,7 +40,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 28] = [
+    pub const ALL: [Shader; 27] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -59,7 +58,6 @@ impl Shader {
         Shader::IwaeWeights,
         Shader::Vamp,
         Shader::Level,
-        Shader::Records,
         Shader::Adam,
         Shader::Gather,
         Shader::Softmax,
@@ -97,7 +95,6 @@ impl Shader {
             Shader::IwaeWeights => "iwae_weights.wgsl",
             Shader::Vamp => "vamp.wgsl",
             Shader::Level => "level.wgsl",
-            Shader::Records => "records.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -192,7 +189,6 @@ impl Shader {
             Shader::IwaeWeights => shader_source!("index.wgsl", "iwae_weights.wgsl"),
             Shader::Vamp => shader_source!("index.wgsl", "vamp.wgsl"),
             Shader::Level => shader_source!("index.wgsl", "level.wgsl"),
-            Shader::Records => shader_source!("index.wgsl", "records.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "philox.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),

@@ -12,7 +12,6 @@ pub mod iwae;
 pub mod level;
 pub mod loss;
 pub mod norm;
-pub mod records;
 pub mod sample;
 pub mod sequence;
 pub mod softmax;

@@ -1,6 +1,7 @@
-//! A recurrent layer's inputs over time-major rows (shaders/sequence.wgsl): token embeddings
-//! and a per-record vector repeated at every step, written into a column range of a wider
-//! matrix, and their gradients.
+//! Rows repeated, and their gradients summed back (shaders/sequence.wgsl): a recurrent
+//! layer's inputs over time-major rows (token embeddings and a per-record vector repeated at
+//! every step, written into a column range of a wider matrix), and a record's values over
+//! its consecutive sample rows (an importance-weighted step's samples share its encoder).
 
 use super::shape_err;
 use crate::gpu::shaders::Shader;
@@ -22,7 +23,8 @@ struct SeqParams {
     count: u32,
     vocab: u32,
     accumulate: u32,
-    pad: [u32; 2],
+    group: u32,
+    stride: u32,
 }
 
 fn launch(
@@ -150,6 +152,7 @@ pub fn repeat(gpu: &Gpu, src: &Matrix, out: &Matrix, col: usize) -> Result<Dispa
         col: col as u32,
         lds: src.ld as u32,
         batch: src.rows as u32,
+        group: 1,
         ..SeqParams::default()
     };
     launch(
@@ -201,6 +204,7 @@ pub fn repeat_row(gpu: &Gpu, src: &Matrix, out: &Matrix) -> Result<RowRepeat, Gp
         ld: out.ld as u32,
         lds: src.ld as u32,
         batch: 1,
+        group: 1,
         ..SeqParams::default()
     };
     Ok(RowRepeat {
@@ -244,6 +248,8 @@ pub fn repeat_grad(
                 start,
                 count,
                 accumulate,
+                group: 1,
+                stride: dsrc.rows as u32,
                 ..SeqParams::default()
             };
             launch(
@@ -254,6 +260,77 @@ pub fn repeat_grad(
             )
         },
     )
+}
+
+/// `records` [B, C] to `rows` [B K, C]: each record's row over its K consecutive rows.
+pub fn repeat_records(
+    gpu: &Gpu,
+    records: &Matrix,
+    rows: &Matrix,
+    k: usize,
+) -> Result<Dispatch, GpuError> {
+    check_records("repeat_records", records, rows, k)?;
+    let params = SeqParams {
+        n: (rows.rows * rows.cols) as u32,
+        width: rows.cols as u32,
+        ld: rows.ld as u32,
+        lds: records.ld as u32,
+        batch: records.rows as u32,
+        group: k as u32,
+        ..SeqParams::default()
+    };
+    launch(
+        gpu,
+        "repeat_main",
+        &params,
+        &[(2, records.binding()), (3, rows.binding())],
+    )
+}
+
+/// `rows` [B K, C] summed into `records` [B, C]: each record's K consecutive rows (the
+/// gradient of `repeat_records`), overwriting.
+pub fn sum_records(
+    gpu: &Gpu,
+    rows: &Matrix,
+    records: &Matrix,
+    k: usize,
+) -> Result<Vec<Dispatch>, GpuError> {
+    check_records("sum_records", records, rows, k)?;
+    sums(k, false, |start, count, accumulate| {
+        let params = SeqParams {
+            n: (records.rows * records.cols) as u32,
+            width: records.cols as u32,
+            ld: rows.ld as u32,
+            lds: records.ld as u32,
+            batch: records.rows as u32,
+            start,
+            count,
+            accumulate,
+            group: k as u32,
+            stride: 1,
+            ..SeqParams::default()
+        };
+        launch(
+            gpu,
+            "repeat_grad_main",
+            &params,
+            &[(2, rows.binding()), (3, records.binding())],
+        )
+    })
+}
+
+/// `rows` holds K rows of `records`' width per record.
+fn check_records(op: &str, records: &Matrix, rows: &Matrix, k: usize) -> Result<(), GpuError> {
+    if k == 0 || rows.rows != records.rows * k || rows.cols != records.cols {
+        return Err(shape_err(
+            op,
+            format!(
+                "[{}, {}] over {k} rows each as [{}, {}]",
+                records.rows, records.cols, rows.rows, rows.cols
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One launch per SUM_ROWS rows of `rows`: f(start, count, accumulate), every launch after the

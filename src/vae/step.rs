@@ -9,8 +9,8 @@ use crate::ops::gather::{gather, one_hot, GatherDispatch, GpuImages};
 use crate::ops::iwae::{iwae_weights, IwaeWeights};
 use crate::ops::level::{level, LevelBuffers, LevelDispatch};
 use crate::ops::loss::{loss, table_loss, LossBuffers, LossDispatch, LossSettings, TableBlocks};
-use crate::ops::records::{repeat_records, sum_records};
 use crate::ops::sample::{corrupt, set_corruption_noise, Corruption, Noise};
+use crate::ops::sequence::{repeat_records, sum_records};
 use crate::ops::vamp::{vamp, VampBuffers, VampDispatch};
 use crate::ops::GradEpilogue;
 
@@ -774,7 +774,7 @@ struct SharedEncoder {
     batch: Gathered,
     program: Program,
     repeat: Dispatch,
-    sum: Dispatch,
+    sum: Vec<Dispatch>,
 }
 
 impl SharedEncoder {
@@ -809,7 +809,7 @@ impl SharedEncoder {
     }
 
     fn backward(&self) -> impl Iterator<Item = &Dispatch> {
-        std::iter::once(&self.sum).chain(&self.program.backward)
+        self.sum.iter().chain(&self.program.backward)
     }
 }
 
