@@ -183,19 +183,12 @@ fn mixture(
     // mixture, and only those.
     let counts: Option<Vec<usize>> = match c.classes {
         None => None,
-        Some(classes) => {
-            let labels = train.labels.as_deref().with_context(|| {
-                format!(
-                    "--prior gmm on a conditional model fits each class's codes, and {} has no labels",
-                    input.dir().display()
-                )
-            })?;
-            Some(
-                (0..classes)
-                    .map(|l| labels.iter().filter(|&&x| usize::from(x) == l).count())
-                    .collect(),
+        Some(classes) => Some(train.class_counts(classes).with_context(|| {
+            format!(
+                "--prior gmm on a conditional model fits each class's codes, and {} has no labels",
+                input.dir().display()
             )
-        }
+        })?),
     };
     let covers = |f: &Fitted| match (f, &counts) {
         (Fitted::PerClass(gs), Some(n)) => gs.iter().zip(n).all(|(g, &n)| g.is_some() == (n > 0)),

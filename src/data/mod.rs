@@ -110,6 +110,18 @@ impl Images {
         Some(self.select(&keep))
     }
 
+    /// Images of each class 0..classes (None without labels).
+    pub fn class_counts(&self, classes: usize) -> Option<Vec<usize>> {
+        let labels = self.labels.as_ref()?;
+        let mut counts = vec![0; classes];
+        for &l in labels {
+            if let Some(n) = counts.get_mut(usize::from(l)) {
+                *n += 1;
+            }
+        }
+        Some(counts)
+    }
+
     /// The images `keep`, in that order.
     pub fn select(&self, keep: &[usize]) -> Images {
         Images {

@@ -1,7 +1,7 @@
 //! Generation: codes from the prior (or given codes) decoded into images.
 
 use super::gmm::{sample_per_class, Fitted, Gmm};
-use super::step::{Decoder, STREAM_PRIOR};
+use super::step::{class_of, Decoder, STREAM_PRIOR};
 use super::{ModelConfig, Params};
 use crate::gpu::{Gpu, GpuError};
 use crate::ops::loss::Likelihood;
@@ -125,9 +125,9 @@ fn decode_each<E: From<GpuError>>(
     let mixture_codes = match prior {
         Prior::Mixture(g) => Some(g.sample(count, seed, temperature)),
         Prior::PerClass(gs) => {
-            // As the decoder reads them: the last class repeats.
+            // As the decoder reads them.
             let each: Vec<u8> = match classes {
-                Some(l) if !l.is_empty() => (0..count).map(|i| l[i.min(l.len() - 1)]).collect(),
+                Some(l) if !l.is_empty() => (0..count).map(|i| class_of(l, i)).collect(),
                 _ => return Err(GpuError::Config(
                     "a per-class mixture draws each sample's code for its class: give the classes"
                         .into(),

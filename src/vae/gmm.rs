@@ -287,15 +287,12 @@ pub fn fit_per_class(
     (k, seed): (usize, u64),
     progress: &mut dyn FnMut(u8, usize, f64),
 ) -> Result<Vec<Option<Gmm>>, GpuError> {
-    if images.labels.is_none() {
-        return Err(GpuError::Config(
-            "per-class mixtures fit each class's codes: the images need labels".into(),
-        ));
-    }
-    let classes = c.classes.unwrap_or(0);
-    let mut each = Vec::with_capacity(classes);
-    for l in (0..=u8::MAX).take(classes) {
-        let Some(of) = images.with_classes(&[l]).filter(|i| i.count > 0) else {
+    let counts = images.class_counts(c.classes.unwrap_or(0)).ok_or_else(|| {
+        GpuError::Config("per-class mixtures fit each class's codes: the images need labels".into())
+    })?;
+    let mut each = Vec::with_capacity(counts.len());
+    for (l, n) in (0..=u8::MAX).zip(counts) {
+        let Some(of) = images.with_classes(&[l]).filter(|_| n > 0) else {
             each.push(None);
             continue;
         };

@@ -100,6 +100,12 @@ impl Samples {
     }
 }
 
+/// The class of row `row` when `classes` (not empty) holds fewer than one per row: the
+/// last repeats, so one class decodes every row.
+pub fn class_of(classes: &[u8], row: usize) -> u8 {
+    classes[row.min(classes.len() - 1)]
+}
+
 /// One step over a batch gathered from the GPU dataset: forward, loss, and when training,
 /// backward and Adam.
 pub struct StepProgram {
@@ -886,8 +892,7 @@ impl Decoder {
         let rows = self.program.batch;
         let mut onehot = vec![0f32; rows * k];
         for r in 0..rows {
-            let c = classes[r.min(classes.len() - 1)];
-            onehot[r * k + usize::from(c)] = 1.0;
+            onehot[r * k + usize::from(class_of(classes, r))] = 1.0;
         }
         self.program.value(y).write(gpu, &onehot)
     }
