@@ -62,6 +62,20 @@ fn a_stacked_step_matches_pytorch() {
     });
 }
 
+/// `n` random 8x8 grey images from `seed`, labelled 0, 1, 2 in turn.
+fn random_images(n: usize, seed: u64) -> vae_gpu::Images {
+    let mut rng = vae_gpu::rng::Rng::new(seed);
+    vae_gpu::Images {
+        pixels: (0..n * 64).map(|_| rng.below(256) as u8).collect(),
+        count: n,
+        height: 8,
+        width: 8,
+        channels: 1,
+        labels: Some((0..n).map(|i| (i % 3) as u8).collect()),
+        dtype: vae_gpu::data::Dtype::U8,
+    }
+}
+
 /// `eval --iwae-k` runs the encoder once per image and repeats its lowest mu | logvar over
 /// the image's samples (`StepProgram::from_posterior`): with one sample, each image's
 /// estimate is minus the loss of a whole step (encoder included) on that image with the
@@ -74,18 +88,7 @@ fn the_bound_from_shared_posteriors_matches_whole_steps() {
     use vae_gpu::vae::step::{StepProgram, StepSpec, STREAM_EVAL};
     use vae_gpu::vae::train::GpuSplit;
     for_each_gpu(|gpu| {
-        let n = 300;
-        let mut rng = vae_gpu::rng::Rng::new(67);
-        let pixels: Vec<u8> = (0..n * 64).map(|_| rng.below(256) as u8).collect();
-        let images = vae_gpu::Images {
-            pixels,
-            count: n,
-            height: 8,
-            width: 8,
-            channels: 1,
-            labels: Some((0..n).map(|i| (i % 3) as u8).collect()),
-            dtype: vae_gpu::data::Dtype::U8,
-        };
+        let images = random_images(300, 67);
         let one = ModelConfig {
             hidden: vec![7],
             latent: 3,
@@ -144,6 +147,53 @@ fn the_bound_from_shared_posteriors_matches_whole_steps() {
                     "{}: image {i}: log p(x) {} from the shared posterior, {want} from a whole step",
                     c.describe(),
                     fast[i],
+                );
+            }
+        }
+    });
+}
+
+/// The active units counted on the GPU (`codec::active_units`) are those of the f64 twin
+/// over the layers' means read back (`layer_means`), for each layer of a stacked model over
+/// 300 images (two batches), at thresholds between every two of a layer's variances.
+#[test]
+fn active_units_match_the_means_read_back() {
+    use vae_gpu::vae::codec::{active_units, layer_means};
+    for_each_gpu(|gpu| {
+        let images = random_images(300, 71);
+        let c = ModelConfig {
+            hidden: vec![7],
+            latent: 3,
+            below: vec![LowerLatent {
+                latent: 5,
+                hidden: vec![6],
+            }],
+            ..ModelConfig::mlp(8, 8, 1)
+        };
+        let params = c.params(gpu, 5).unwrap();
+        let layers = layer_means(gpu, &params, &c, &images).unwrap();
+        let spreads: Vec<Vec<f64>> = layers
+            .iter()
+            .map(|l| {
+                let mu: Vec<f64> = l.mu.iter().map(|&v| f64::from(v)).collect();
+                let mut v: Vec<f64> = vae_gpu::cpu::tensor::column_moments(&mu, l.latent)
+                    .into_iter()
+                    .map(|(_, var)| var)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v
+            })
+            .collect();
+        for (layer, spread) in spreads.iter().enumerate() {
+            for cut in 0..=spread.len() {
+                let lo = if cut == 0 { 0.0 } else { spread[cut - 1] };
+                let hi = spread.get(cut).copied().unwrap_or(lo * 2.0 + 1.0);
+                let threshold = (lo + hi) / 2.0;
+                let got = active_units(gpu, &params, &c, &images, threshold).unwrap();
+                assert_eq!(
+                    got[layer],
+                    (spread.len() - cut, spread.len()),
+                    "layer {layer} at threshold {threshold} (variances {spread:?})"
                 );
             }
         }

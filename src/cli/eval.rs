@@ -84,11 +84,7 @@ pub fn run(device: &DeviceArgs, a: &EvalArgs) -> anyhow::Result<()> {
         iwae = Some(bound);
     }
     // Active units per stochastic layer (bottom first, the code last).
-    let layers = crate::vae::codec::layer_means(&gpu, &params, c, &test)?;
-    let active: Vec<(usize, usize)> = layers
-        .iter()
-        .map(|l| (l.active_units(ACTIVE_VARIANCE), l.latent))
-        .collect();
+    let active = crate::vae::codec::active_units(&gpu, &params, c, &test, ACTIVE_VARIANCE)?;
     let counts: Vec<String> = active
         .iter()
         .enumerate()

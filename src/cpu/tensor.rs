@@ -41,3 +41,21 @@ pub fn sum_records(rows: &[f64], cols: usize, k: usize) -> Vec<f64> {
         .flat_map(|group| (0..cols).map(move |j| (0..k).map(|i| group[i * cols + j]).sum::<f64>()))
         .collect()
 }
+
+/// Twin of `ops::moments`: each of `cols` columns' mean and population variance over the
+/// rows of `x` [rows, cols] (two passes, f64).
+pub fn column_moments(x: &[f64], cols: usize) -> Vec<(f64, f64)> {
+    let n = (x.len() / cols).max(1) as f64;
+    (0..cols)
+        .map(|j| {
+            let mean = x.iter().skip(j).step_by(cols).sum::<f64>() / n;
+            let m2 = x
+                .iter()
+                .skip(j)
+                .step_by(cols)
+                .map(|v| (v - mean).powi(2))
+                .sum::<f64>();
+            (mean, m2 / n)
+        })
+        .collect()
+}

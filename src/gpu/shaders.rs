@@ -27,6 +27,7 @@ pub enum Shader {
     IwaeWeights,
     Vamp,
     Level,
+    Moments,
     Adam,
     Gather,
     Softmax,
@@ -40,7 +41,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 27] = [
+    pub const ALL: [Shader; 28] = [
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::GemmRegister,
@@ -58,6 +59,7 @@ impl Shader {
         Shader::IwaeWeights,
         Shader::Vamp,
         Shader::Level,
+        Shader::Moments,
         Shader::Adam,
         Shader::Gather,
         Shader::Softmax,
@@ -95,6 +97,7 @@ impl Shader {
             Shader::IwaeWeights => "iwae_weights.wgsl",
             Shader::Vamp => "vamp.wgsl",
             Shader::Level => "level.wgsl",
+            Shader::Moments => "moments.wgsl",
             Shader::Adam => "adam.wgsl",
             Shader::Gather => "gather.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -189,6 +192,7 @@ impl Shader {
             Shader::IwaeWeights => shader_source!("index.wgsl", "iwae_weights.wgsl"),
             Shader::Vamp => shader_source!("index.wgsl", "vamp.wgsl"),
             Shader::Level => shader_source!("index.wgsl", "level.wgsl"),
+            Shader::Moments => shader_source!("moments.wgsl"),
             Shader::Adam => shader_source!("index.wgsl", "texel.wgsl", "adam.wgsl"),
             Shader::Gather => shader_source!("index.wgsl", "philox.wgsl", "gather.wgsl"),
             Shader::Softmax => shader_source!("index.wgsl", "softmax.wgsl"),

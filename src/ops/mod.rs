@@ -11,6 +11,7 @@ pub mod gru;
 pub mod iwae;
 pub mod level;
 pub mod loss;
+pub mod moments;
 pub mod norm;
 pub mod sample;
 pub mod sequence;

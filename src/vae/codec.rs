@@ -9,6 +9,7 @@ use crate::data::Images;
 use crate::gpu::{Gpu, GpuError, Matrix};
 use crate::ops::iwae::{iwae, EMPTY};
 use crate::ops::loss::LossSettings;
+use crate::ops::moments::{moments, Moments};
 use crate::ops::sequence::repeat_row;
 
 /// The classes a conditional model decodes `images`' own codes with: their labels (None
@@ -52,21 +53,6 @@ impl Codes {
             kl[i % z] += -0.5 * (1.0 + lv - mu * mu - lv.exp()) / n;
         }
         kl
-    }
-
-    /// Dimensions whose mean varies over the images by more than `threshold` (variance):
-    /// the active units of Burda et al. (2016).
-    pub fn active_units(&self, threshold: f64) -> usize {
-        let z = self.latent;
-        let n = self.count().max(1) as f64;
-        let (mut sum, mut sq) = (vec![0.0; z], vec![0.0; z]);
-        for (i, &mu) in self.mu.iter().enumerate() {
-            sum[i % z] += f64::from(mu);
-            sq[i % z] += f64::from(mu) * f64::from(mu);
-        }
-        (0..z)
-            .filter(|&j| sq[j] / n - (sum[j] / n).powi(2) > threshold)
-            .count()
     }
 }
 
@@ -131,13 +117,94 @@ pub fn encode(
 
 /// The posterior means of every stochastic layer of every image, bottom first (the code
 /// last; one layer for most models), each layer's given the means of the layers below (no
-/// noise): what each layer's active units are counted on (Burda et al. 2016).
+/// noise).
 pub fn layer_means(
     gpu: &Gpu,
     params: &Params,
     c: &ModelConfig,
     images: &Images,
 ) -> Result<Vec<Codes>, GpuError> {
+    let n = images.count;
+    let g = &params.graph;
+    let start = |_: &StepProgram, layers: &[usize]| {
+        Ok(layers
+            .iter()
+            .map(|&t| Codes {
+                mu: Vec::with_capacity(n * g.shapes[t].c / 2),
+                logvar: Vec::new(),
+                latent: g.shapes[t].c / 2,
+            })
+            .collect::<Vec<_>>())
+    };
+    layer_pass(
+        gpu,
+        params,
+        c,
+        images,
+        start,
+        |codes, program, layers, valid| {
+            for (&t, layer) in layers.iter().zip(codes) {
+                let mulv = program.program.value(t).read(gpu)?;
+                let z = layer.latent;
+                for r in 0..valid {
+                    layer.mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
+                    layer
+                        .logvar
+                        .extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The active units of every stochastic layer, bottom first, as (active, size): the
+/// dimensions whose posterior mean varies over `images` by more than `threshold`
+/// (variance; Burda et al. 2016), each layer's given the means below it. The means'
+/// moments are gathered on the GPU (`ops::moments`); only the counts come back.
+pub fn active_units(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    images: &Images,
+    threshold: f64,
+) -> Result<Vec<(usize, usize)>, GpuError> {
+    let g = &params.graph;
+    let start = |program: &StepProgram, layers: &[usize]| {
+        layers
+            .iter()
+            .map(|&t| moments(gpu, program.program.value(t), (0, g.shapes[t].c / 2)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let each = |all: &mut Vec<Moments>, _: &StepProgram, _: &[usize], valid: usize| {
+        for m in all.iter_mut() {
+            m.set_rows(gpu, valid)?;
+        }
+        gpu.run(&all.iter().map(|m| &m.dispatch).collect::<Vec<_>>())
+    };
+    layer_pass(gpu, params, c, images, start, each)?
+        .iter()
+        .map(|m| {
+            let spread = m.read(gpu)?;
+            Ok((
+                spread.iter().filter(|&&(_, v)| v > threshold).count(),
+                spread.len(),
+            ))
+        })
+        .collect()
+}
+
+/// Runs the model over `images` in batches, each stochastic layer's posterior mean given
+/// the means below it (no noise): `start` makes the state from the step and its layers'
+/// mu | logvar tensors (bottom first), `each` takes every batch's valid rows into it.
+fn layer_pass<T>(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    images: &Images,
+    start: impl FnOnce(&StepProgram, &[usize]) -> Result<T, GpuError>,
+    mut each: impl FnMut(&mut T, &StepProgram, &[usize], usize) -> Result<(), GpuError>,
+) -> Result<T, GpuError> {
     let split = GpuSplit::upload(gpu, images).map_err(|e| GpuError::Config(format!("{e:#}")))?;
     let n = images.count;
     let rows = n.clamp(1, BATCH);
@@ -147,30 +214,14 @@ pub fn layer_means(
     program.temperature = 0.0;
     let g = &params.graph;
     let layers: Vec<usize> = g.levels.iter().map(|l| l.mulv).chain([g.mulv]).collect();
-    let mut codes: Vec<Codes> = layers
-        .iter()
-        .map(|&t| Codes {
-            mu: Vec::with_capacity(n * g.shapes[t].c / 2),
-            logvar: Vec::new(),
-            latent: g.shapes[t].c / 2,
-        })
-        .collect();
+    let mut state = start(&program, &layers)?;
     for (i, offset) in (0..n).step_by(rows).enumerate() {
         let valid = (n - offset).min(rows);
         program.prepare(gpu, offset, i as u64, &LossSettings { valid, ..settings });
         program.submit(gpu, None)?;
-        for (&t, layer) in layers.iter().zip(&mut codes) {
-            let mulv = program.program.value(t).read(gpu)?;
-            let z = layer.latent;
-            for r in 0..valid {
-                layer.mu.extend_from_slice(&mulv[r * 2 * z..r * 2 * z + z]);
-                layer
-                    .logvar
-                    .extend_from_slice(&mulv[r * 2 * z + z..(r + 1) * 2 * z]);
-            }
-        }
+        each(&mut state, &program, &layers, valid)?;
     }
-    Ok(codes)
+    Ok(state)
 }
 
 /// Decoder outputs in [0, 1] (sigmoid of logits, or the clamped Gaussian mean) for codes
