@@ -3,7 +3,7 @@
 // M2 the summed squared deviations (Chan et al.'s pairwise update, exact for any split of
 // the rows into batches, and free of the cancellation of sum(x^2) - n mean^2). One
 // invocation per column, looping over the rows twice (the batch's mean, then its M2);
-// a batch has at most 65535 rows (llvmpipe's loop limit).
+// a batch has at most 32768 rows (under llvmpipe's loop limit of 65535 iterations).
 
 struct MomentParams {
     rows: u32,

@@ -14,6 +14,7 @@
 // With `pathwise` set (the doubly reparameterized estimator, Tucker et al. 2019) log q's
 // parameters are held and its pull on the code, -eps / sigma, goes along the path instead:
 //   record:    d mu_bj = s (g_bj - eps_bj / sigma_bj),  d lv_bj = s 0.5 (g_bj - eps_bj / sigma_bj) sigma_bj eps_bj
+// while the components' gradients stay the bound's (they are the prior's parameters).
 // logvar is clamped as in sampling, with no gradient outside.
 //
 // llvmpipe stops a loop nest after 65535 iterations in all (its loop limiter), so every

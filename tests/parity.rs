@@ -680,8 +680,10 @@ fn records_match_cpu() {
 
 /// Columns' running mean and variance (shaders/moments.wgsl) over batches of awkward sizes,
 /// of a column range inside a wider matrix, against the f64 twin over all the rows at once:
-/// within 1e-5 of the largest value for the mean and 1e-4 relative + 1e-7 for the variance,
-/// also for columns of mean 3 and spread 1e-3 (where sum(x^2) - n mean^2 would cancel).
+/// within 1e-5 of the largest value for the mean and 1e-5 relative for the variance, 5e-3
+/// for columns of mean 3 and spread 1e-3 (variance 8e-8, where sum(x^2) - n mean^2 would
+/// cancel to nothing; batches of one to three rows err by 1e-3 there, a merge without
+/// Chan's term by 6%).
 #[test]
 fn moments_match_cpu() {
     use vae_gpu::ops::moments::moments;
@@ -718,10 +720,9 @@ fn moments_match_cpu() {
                     (gm - wm).abs() <= 1e-5 * hi.abs().max(lo.abs()),
                     "{what}: mean {gm} vs {wm}"
                 );
-                assert!(
-                    (gv - wv).abs() <= 1e-4 * wv + 1e-7,
-                    "{what}: variance {gv} vs {wv}"
-                );
+                // The narrow columns' batch means carry f32 rounding of values near 3.
+                let tol = if narrow { 5e-3 } else { 1e-5 };
+                assert!((gv - wv).abs() <= tol * wv, "{what}: variance {gv} vs {wv}");
             }
         }
         let x = Matrix::zeros(gpu, 4, 3, "x").unwrap();

@@ -12,7 +12,7 @@ use super::{check_dims, load_model, open_gpu, say, DataArgs, DeviceArgs, ModelAr
 use crate::data::class_name;
 use crate::io::chart;
 use crate::io::png::{save_grid, Labels};
-use crate::vae::codec::{active_units, decode_pixels, encode};
+use crate::vae::codec::{decode_pixels, encode};
 use crate::vae::train::{EpochMetrics, ACTIVE_VARIANCE};
 
 #[derive(Args, Debug)]
@@ -141,10 +141,7 @@ pub fn run(device: &DeviceArgs, a: &ReportArgs) -> anyhow::Result<()> {
     }
     let codes = encode(&gpu, &params, c, &test, 1.0)?.codes;
     let kl = codes.kl_per_dim();
-    // The code's (the top layer's).
-    let active = active_units(&gpu, &params, c, &test, ACTIVE_VARIANCE)?
-        .last()
-        .map_or(0, |a| a.0);
+    let active = codes.active_units(ACTIVE_VARIANCE);
     chart::save_bars(
         &fig("kl.png"),
         &format!(

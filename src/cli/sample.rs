@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{load_model, open_gpu, DeviceArgs, ModelArg};
 use crate::vae::decode::{generate, generate_each, generate_outputs, to_u8, Prior};
+use crate::vae::step::class_of;
 
 /// `--temperature`: 0 to 10 (the prior's spread; far beyond 1 the codes leave everything
 /// the decoder learned, and the values overflow).
@@ -218,7 +219,7 @@ fn write_records(
     for (i, row) in outputs.iter().enumerate() {
         let mut cells = schema.cells(&schema.draw_encoded(row, &mut rng, a.temperature));
         if let (Some((_, levels)), Some(asked)) = (label, classes) {
-            let l = asked[i.min(asked.len() - 1)];
+            let l = class_of(asked, i);
             cells.push(
                 levels
                     .get(usize::from(l))

@@ -45,7 +45,7 @@ pub fn sum_records(rows: &[f64], cols: usize, k: usize) -> Vec<f64> {
 /// Twin of `ops::moments`: each of `cols` columns' mean and population variance over the
 /// rows of `x` [rows, cols] (two passes, f64).
 pub fn column_moments(x: &[f64], cols: usize) -> Vec<(f64, f64)> {
-    let n = (x.len() / cols).max(1) as f64;
+    let n = x.len().checked_div(cols).unwrap_or(0).max(1) as f64;
     (0..cols)
         .map(|j| {
             let mean = x.iter().skip(j).step_by(cols).sum::<f64>() / n;

@@ -4,8 +4,8 @@ use super::shape_err;
 use crate::gpu::shaders::Shader;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 
-/// Most rows one launch merges (llvmpipe's loop limit).
-pub const MAX_ROWS: usize = 65535;
+/// Most rows one launch merges (under llvmpipe's loop limit of 65535 iterations).
+pub const MAX_ROWS: usize = 32768;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -54,6 +54,17 @@ impl Codes {
         }
         kl
     }
+
+    /// Dimensions whose mean varies over the images by more than `threshold` (variance):
+    /// the active units of Burda et al. (2016). (`active_units` counts every stochastic
+    /// layer's on the GPU without reading the means back.)
+    pub fn active_units(&self, threshold: f64) -> usize {
+        let mu: Vec<f64> = self.mu.iter().map(|&v| f64::from(v)).collect();
+        crate::cpu::tensor::column_moments(&mu, self.latent)
+            .iter()
+            .filter(|&&(_, v)| v > threshold)
+            .count()
+    }
 }
 
 /// Per-image losses in nats: reconstruction, KL and total (beta-weighted), plus the codes.
@@ -160,8 +171,7 @@ pub fn layer_means(
 
 /// The active units of every stochastic layer, bottom first, as (active, size): the
 /// dimensions whose posterior mean varies over `images` by more than `threshold`
-/// (variance; Burda et al. 2016), each layer's given the means below it. The means'
-/// moments are gathered on the GPU (`ops::moments`); only the counts come back.
+/// (variance; Burda et al. 2016), each layer's given the means below it.
 pub fn active_units(
     gpu: &Gpu,
     params: &Params,
@@ -169,6 +179,21 @@ pub fn active_units(
     images: &Images,
     threshold: f64,
 ) -> Result<Vec<(usize, usize)>, GpuError> {
+    Ok(layer_moments(gpu, params, c, images)?
+        .iter()
+        .map(|l| (l.iter().filter(|&&(_, v)| v > threshold).count(), l.len()))
+        .collect())
+}
+
+/// Each stochastic layer's posterior means' mean and variance per dimension over
+/// `images`, bottom first, each layer's given the means below it: gathered on the GPU
+/// batch by batch (`ops::moments`), only the moments read back.
+pub fn layer_moments(
+    gpu: &Gpu,
+    params: &Params,
+    c: &ModelConfig,
+    images: &Images,
+) -> Result<Vec<Vec<(f64, f64)>>, GpuError> {
     let g = &params.graph;
     let start = |program: &StepProgram, layers: &[usize]| {
         layers
@@ -184,13 +209,7 @@ pub fn active_units(
     };
     layer_pass(gpu, params, c, images, start, each)?
         .iter()
-        .map(|m| {
-            let spread = m.read(gpu)?;
-            Ok((
-                spread.iter().filter(|&&(_, v)| v > threshold).count(),
-                spread.len(),
-            ))
-        })
+        .map(|m| m.read(gpu))
         .collect()
 }
 

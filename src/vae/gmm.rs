@@ -292,7 +292,7 @@ pub fn fit_per_class(
     })?;
     let mut each = Vec::with_capacity(counts.len());
     for (l, n) in (0..=u8::MAX).zip(counts) {
-        let Some(of) = images.with_classes(&[l]).filter(|_| n > 0) else {
+        let Some(of) = (n > 0).then(|| images.with_classes(&[l])).flatten() else {
             each.push(None);
             continue;
         };

@@ -795,11 +795,8 @@ fn posterior_use(
     c: &ModelConfig,
     test: &Images,
 ) -> anyhow::Result<(Vec<f64>, usize)> {
-    let shown = test.take(DIAGNOSTIC_IMAGES);
-    let codes = super::codec::encode(gpu, params, c, &shown, 1.0)?.codes;
-    // The code's (the top layer's).
-    let active = super::codec::active_units(gpu, params, c, &shown, ACTIVE_VARIANCE)?;
-    Ok((codes.kl_per_dim(), active.last().map_or(0, |a| a.0)))
+    let codes = super::codec::encode(gpu, params, c, &test.take(DIAGNOSTIC_IMAGES), 1.0)?.codes;
+    Ok((codes.kl_per_dim(), codes.active_units(ACTIVE_VARIANCE)))
 }
 
 /// What a stopped run leaves: its last checkpoint, if any.
