@@ -132,7 +132,10 @@ impl PriorArg {
     /// mixtures are per class).
     pub fn describe(self, temperature: f32, conditional: bool) -> String {
         match self {
-            PriorArg::Normal => format!("the prior N(0, {temperature}² I)"),
+            PriorArg::Normal => match temperature {
+                1.0 => "the prior N(0, I)".into(),
+                t => format!("the prior N(0, {t}² I)"),
+            },
             PriorArg::Gmm(k) => format!(
                 "{} fitted to {} training codes{}",
                 if conditional {
