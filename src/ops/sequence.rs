@@ -145,16 +145,35 @@ pub fn repeat(gpu: &Gpu, src: &Matrix, out: &Matrix, col: usize) -> Result<Dispa
             format!("{} rows are not steps of {} records", out.rows, src.rows),
         ));
     }
-    let params = SeqParams {
+    repeat_launch(gpu, src, out, repeat_params(src, out, col, (src.rows, 1)))
+}
+
+/// repeat_main's settings: `out`'s rows from `src`'s, row r reading row (r / group) mod
+/// batch (see shaders/sequence.wgsl).
+fn repeat_params(
+    src: &Matrix,
+    out: &Matrix,
+    col: usize,
+    (batch, group): (usize, usize),
+) -> SeqParams {
+    SeqParams {
         n: (out.rows * src.cols) as u32,
         width: src.cols as u32,
         ld: out.ld as u32,
         col: col as u32,
         lds: src.ld as u32,
-        batch: src.rows as u32,
-        group: 1,
+        batch: batch as u32,
+        group: group as u32,
         ..SeqParams::default()
-    };
+    }
+}
+
+fn repeat_launch(
+    gpu: &Gpu,
+    src: &Matrix,
+    out: &Matrix,
+    params: SeqParams,
+) -> Result<Dispatch, GpuError> {
     launch(
         gpu,
         "repeat_main",
@@ -198,22 +217,9 @@ pub fn repeat_row(gpu: &Gpu, src: &Matrix, out: &Matrix) -> Result<RowRepeat, Gp
             ),
         ));
     }
-    let params = SeqParams {
-        n: (out.rows * src.cols) as u32,
-        width: src.cols as u32,
-        ld: out.ld as u32,
-        lds: src.ld as u32,
-        batch: 1,
-        group: 1,
-        ..SeqParams::default()
-    };
+    let params = repeat_params(src, out, 0, (1, 1));
     Ok(RowRepeat {
-        dispatch: launch(
-            gpu,
-            "repeat_main",
-            &params,
-            &[(2, src.binding()), (3, out.binding())],
-        )?,
+        dispatch: repeat_launch(gpu, src, out, params)?,
         params,
         rows: src.rows,
     })
@@ -234,32 +240,42 @@ pub fn repeat_grad(
             format!("{} rows are not steps of {} records", dout.rows, dsrc.rows),
         ));
     }
-    sums(
-        dout.rows / dsrc.rows,
-        accumulate,
-        |start, count, accumulate| {
-            let params = SeqParams {
-                n: (dsrc.rows * dsrc.cols) as u32,
-                width: dsrc.cols as u32,
-                ld: dout.ld as u32,
-                col: col as u32,
-                lds: dsrc.ld as u32,
-                batch: dsrc.rows as u32,
-                start,
-                count,
-                accumulate,
-                group: 1,
-                stride: dsrc.rows as u32,
-                ..SeqParams::default()
-            };
-            launch(
-                gpu,
-                "repeat_grad_main",
-                &params,
-                &[(2, dout.binding()), (3, dsrc.binding())],
-            )
-        },
-    )
+    let steps = dout.rows / dsrc.rows;
+    sum_back(gpu, (dout, col), dsrc, (steps, 1, dsrc.rows), accumulate)
+}
+
+/// repeat_grad_main over `rows` rows per record of `dout` (from column `col`) into `dsrc`,
+/// row t of record b being dout's row t * stride + b * group: launches of at most
+/// SUM_ROWS rows, each after the first accumulating (the first too when `accumulate`).
+fn sum_back(
+    gpu: &Gpu,
+    (dout, col): (&Matrix, usize),
+    dsrc: &Matrix,
+    (rows, group, stride): (usize, usize, usize),
+    accumulate: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    sums(rows, accumulate, |start, count, accumulate| {
+        let params = SeqParams {
+            n: (dsrc.rows * dsrc.cols) as u32,
+            width: dsrc.cols as u32,
+            ld: dout.ld as u32,
+            col: col as u32,
+            lds: dsrc.ld as u32,
+            batch: dsrc.rows as u32,
+            start,
+            count,
+            accumulate,
+            group: group as u32,
+            stride: stride as u32,
+            ..SeqParams::default()
+        };
+        launch(
+            gpu,
+            "repeat_grad_main",
+            &params,
+            &[(2, dout.binding()), (3, dsrc.binding())],
+        )
+    })
 }
 
 /// `records` [B, C] to `rows` [B K, C]: each record's row over its K consecutive rows.
@@ -270,21 +286,8 @@ pub fn repeat_records(
     k: usize,
 ) -> Result<Dispatch, GpuError> {
     check_records("repeat_records", records, rows, k)?;
-    let params = SeqParams {
-        n: (rows.rows * rows.cols) as u32,
-        width: rows.cols as u32,
-        ld: rows.ld as u32,
-        lds: records.ld as u32,
-        batch: records.rows as u32,
-        group: k as u32,
-        ..SeqParams::default()
-    };
-    launch(
-        gpu,
-        "repeat_main",
-        &params,
-        &[(2, records.binding()), (3, rows.binding())],
-    )
+    let params = repeat_params(records, rows, 0, (records.rows, k));
+    repeat_launch(gpu, records, rows, params)
 }
 
 /// `rows` [B K, C] summed into `records` [B, C]: each record's K consecutive rows (the
@@ -296,27 +299,7 @@ pub fn sum_records(
     k: usize,
 ) -> Result<Vec<Dispatch>, GpuError> {
     check_records("sum_records", records, rows, k)?;
-    sums(k, false, |start, count, accumulate| {
-        let params = SeqParams {
-            n: (records.rows * records.cols) as u32,
-            width: records.cols as u32,
-            ld: rows.ld as u32,
-            lds: records.ld as u32,
-            batch: records.rows as u32,
-            start,
-            count,
-            accumulate,
-            group: k as u32,
-            stride: 1,
-            ..SeqParams::default()
-        };
-        launch(
-            gpu,
-            "repeat_grad_main",
-            &params,
-            &[(2, rows.binding()), (3, records.binding())],
-        )
-    })
+    sum_back(gpu, (rows, 0), records, (k, k, 1), false)
 }
 
 /// `rows` holds K rows of `records`' width per record.

@@ -60,10 +60,10 @@ impl Codes {
     /// layer's on the GPU without reading the means back.)
     pub fn active_units(&self, threshold: f64) -> usize {
         let mu: Vec<f64> = self.mu.iter().map(|&v| f64::from(v)).collect();
-        crate::cpu::tensor::column_moments(&mu, self.latent)
-            .iter()
-            .filter(|&&(_, v)| v > threshold)
-            .count()
+        active_count(
+            &crate::cpu::tensor::column_moments(&mu, self.latent),
+            threshold,
+        )
     }
 }
 
@@ -181,8 +181,13 @@ pub fn active_units(
 ) -> Result<Vec<(usize, usize)>, GpuError> {
     Ok(layer_moments(gpu, params, c, images)?
         .iter()
-        .map(|l| (l.iter().filter(|&&(_, v)| v > threshold).count(), l.len()))
+        .map(|l| (active_count(l, threshold), l.len()))
         .collect())
+}
+
+/// Dimensions whose (mean, variance) has a variance above `threshold`.
+fn active_count(moments: &[(f64, f64)], threshold: f64) -> usize {
+    moments.iter().filter(|&&(_, v)| v > threshold).count()
 }
 
 /// Each stochastic layer's posterior means' mean and variance per dimension over
