@@ -589,8 +589,8 @@ fn the_recipe_options() {
         )
         .unwrap();
         let out = params.graph.producer(params.graph.logits).unwrap();
-        let (_, bias) = params.slots[out].as_ref().unwrap();
-        let got = params.view(&params.values, bias).read(gpu).unwrap();
+        let (_, bias) = params.of(&params.values, out).unwrap();
+        let got = bias.read(gpu).unwrap();
         for j in [0, 300, 406, 783] {
             let m: f64 = (0..train.count)
                 .map(|i| f64::from(train.image(i)[j]) / 255.0)

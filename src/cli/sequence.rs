@@ -10,7 +10,7 @@ use super::{open_gpu, say, DeviceArgs};
 use crate::data::sequence::{self, SequenceData, SequenceOptions, Tokens};
 use crate::vae::checkpoint::{self, Pick};
 use crate::vae::gru::train::{
-    is_sequence_checkpoint, load_checkpoint, SeqEvent, SeqTrainConfig, SequenceRun,
+    is_sequence_checkpoint, load_checkpoint, SeqEvent, SeqTrainConfig, SequenceRun, GRAPH_LAYOUT,
 };
 use crate::vae::gru::{GruParams, GruSpec};
 use crate::vae::rundir::RunDir;
@@ -208,6 +208,7 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
                 epoch: 0,
                 step: 0,
                 history: Vec::new(),
+                layout: GRAPH_LAYOUT,
             };
             (run, params, data)
         }
@@ -752,7 +753,7 @@ pub fn encode(device: &DeviceArgs, a: &super::codes::EncodeArgs, at: &Path) -> a
     let e = encode_strings(&gpu, &params, &run, &path, &strings)?;
     let z = run.spec.latent;
     let mu: Vec<f32> = e.mulv.iter().flat_map(|m| m[..z].to_vec()).collect();
-    let model = checkpoint::fingerprint_of(&gpu, &params.values, params.len)?;
+    let model = checkpoint::fingerprint_of(&gpu, &params.params.values, params.params.len)?;
     let file = crate::io::codes::CodesFile::quantize(&mu, z, a.bits, model);
     let bytes = file.to_bytes();
     crate::io::write_atomic(&a.out, &bytes)
@@ -815,7 +816,7 @@ pub fn decode(
             run.spec.latent
         );
     }
-    let model = checkpoint::fingerprint_of(&gpu, &params.values, params.len)?;
+    let model = checkpoint::fingerprint_of(&gpu, &params.params.values, params.params.len)?;
     super::codes::check_encoder(&a.codes, file, model, "strings");
     let codes: Vec<Vec<f32>> = file
         .values()

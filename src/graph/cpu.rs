@@ -39,11 +39,48 @@ pub fn forward(
     eps: &BTreeMap<TensorId, Vec<f64>>,
     rows: usize,
 ) -> Vec<Vec<f64>> {
+    evaluate(g, tensors, (x, y), eps, rows, None)
+}
+
+/// A batch of sequences, time-major (step t of record b at row t * rows + b): the
+/// encoder's ids `x`, the decoder's `tokens`, each record's length along each `Time` and
+/// the steps.
+pub struct SeqBatch<'a> {
+    pub x: &'a [u32],
+    pub tokens: &'a [u32],
+    pub lengths: [&'a [usize]; 2],
+    pub steps: [usize; 2],
+}
+
+/// `forward` for a sequence model over `rows` records per step.
+pub fn forward_sequence(
+    g: &Graph,
+    tensors: &BTreeMap<String, Vec<f64>>,
+    batch: &SeqBatch,
+    eps: &BTreeMap<TensorId, Vec<f64>>,
+    rows: usize,
+) -> Vec<Vec<f64>> {
+    let ids = |t: &[u32]| t.iter().map(|&i| f64::from(i)).collect::<Vec<f64>>();
+    evaluate(g, tensors, (&ids(batch.x), None), eps, rows, Some(batch))
+}
+
+fn evaluate(
+    g: &Graph,
+    tensors: &BTreeMap<String, Vec<f64>>,
+    (x, y): (&[f64], Option<&[f64]>),
+    eps: &BTreeMap<TensorId, Vec<f64>>,
+    rows: usize,
+    seq: Option<&SeqBatch>,
+) -> Vec<Vec<f64>> {
     let mut v: Vec<Vec<f64>> = vec![Vec::new(); g.shapes.len()];
     v[g.x] = x.to_vec();
     if let (Some(t), Some(y)) = (g.y, y) {
         v[t] = y.to_vec();
     }
+    if let (Some(t), Some(s)) = (g.tokens, seq) {
+        v[t] = s.tokens.iter().map(|&i| f64::from(i)).collect();
+    }
+    let steps = seq.map_or([1, 1], |s| s.steps);
     let get = |name: &str| {
         tensors
             .get(name)
@@ -53,6 +90,8 @@ pub fn forward(
     for n in &g.nodes {
         let input = |k: usize| -> &Vec<f64> { &v[n.inputs[k]] };
         let (si, so) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
+        // A sequence's rows are its steps.
+        let rows_out = rows * g.steps_of(n.output, steps);
         let image = |s: Shape| s.h * s.w > 1;
         let out = match n.op {
             Op::Linear { act } => {
@@ -74,7 +113,7 @@ pub fn forward(
                 } else {
                     input(0).clone()
                 };
-                let mut y = vec![0.0; rows * so.numel()];
+                let mut y = vec![0.0; rows_out * so.numel()];
                 let spec = GemmSpec {
                     trans_b: true,
                     act,
@@ -85,7 +124,7 @@ pub fn forward(
                     &w,
                     &mut y,
                     Some(&b),
-                    rows,
+                    rows_out,
                     so.numel(),
                     si.numel(),
                     &spec,
@@ -128,7 +167,42 @@ pub fn forward(
             ),
             Op::Act(act) => input(0).iter().map(|&t| cpu::act_forward(t, act)).collect(),
             Op::Add => input(0).iter().zip(input(1)).map(|(a, b)| a + b).collect(),
+            Op::Concat if g.time[n.inputs[1]] != g.time[n.inputs[0]] => {
+                let c = g.shapes[n.inputs[1]].c;
+                let repeated = cpu::sequence::repeat(input(1), c, rows_out);
+                cpu::tensor::concat(input(0), si.c, &repeated, c)
+            }
             Op::Concat => cpu::tensor::concat(input(0), si.c, input(1), g.shapes[n.inputs[1]].c),
+            Op::Embed { .. } => {
+                let ids: Vec<u32> = input(0).iter().map(|&i| i as u32).collect();
+                cpu::sequence::embed(&ids, &get(&format!("{}.weight", n.name)), so.c)
+            }
+            Op::Gru { layer, last } => {
+                let s = seq.expect("a sequence batch for a GRU");
+                let time = g.time[n.inputs[0]].expect("a GRU over a sequence");
+                let w: Vec<Vec<f64>> = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+                    .iter()
+                    .map(|what| get(&format!("{}.{what}_l{layer}", n.name)))
+                    .collect();
+                let weights = cpu::gru::GruWeights {
+                    w_ih: &w[0],
+                    w_hh: &w[1],
+                    b_ih: &w[2],
+                    b_hh: &w[3],
+                };
+                let h = so.c;
+                let h0 = match n.inputs.get(1) {
+                    Some(&t) => v[t].clone(),
+                    None => vec![0.0; rows * h],
+                };
+                let states =
+                    cpu::gru::gru_forward(&weights, input(0), &h0, s.lengths[time as usize], h);
+                let t = g.steps_of(n.inputs[0], steps);
+                match last {
+                    true => states[t * rows * h..].to_vec(),
+                    false => states[rows * h..].to_vec(),
+                }
+            }
             Op::Upsample => cpu::tensor::upsample(input(0), rows, si.h, si.w, si.c),
             Op::Reshape => input(0).clone(),
             Op::Sample => {

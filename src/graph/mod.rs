@@ -8,6 +8,8 @@
 //!
 //! Tensors are per sample (h, w, c); a batch of B is a matrix: [B * h * w, c] when c is a
 //! multiple of 4 or the tensor is flat (h = w = 1), else [B, h * w * c] (see `Layout`).
+//! A sequence tensor (see `Time`) holds one step's features per sample; a batch of B over
+//! T steps is [T * B, c], time-major as the recurrent kernels read it (see `ops::gru`).
 
 pub mod cpu;
 pub mod ops;
@@ -57,6 +59,13 @@ pub enum Op {
     Reshape,
     /// z = mu + exp(logvar / 2) eps from mu | logvar.
     Sample,
+    /// Each token id's row of a learned table of `vocab` rows (nn.Embedding); the input
+    /// holds the ids. Nodes of one name share the table.
+    Embed { vocab: usize },
+    /// A GRU layer over a sequence, layer `layer` of a PyTorch nn.GRU (gates r, z, n), from
+    /// the state its second input gives (zeros without one). Its output is every step's
+    /// state, or with `last` each record's state after its last token.
+    Gru { layer: usize, last: bool },
 }
 
 impl Op {
@@ -76,7 +85,12 @@ impl Op {
     pub fn has_params(&self) -> bool {
         matches!(
             self,
-            Op::Linear { .. } | Op::Conv { .. } | Op::ConvT { .. } | Op::GroupNorm { .. }
+            Op::Linear { .. }
+                | Op::Conv { .. }
+                | Op::ConvT { .. }
+                | Op::GroupNorm { .. }
+                | Op::Embed { .. }
+                | Op::Gru { .. }
         )
     }
 
@@ -93,8 +107,19 @@ impl Op {
             Op::Upsample => "upsample",
             Op::Reshape => "reshape",
             Op::Sample => "sample",
+            Op::Embed { .. } => "embed",
+            Op::Gru { .. } => "gru",
         }
     }
+}
+
+/// A sequence tensor's time axis: the encoder reads the whole sequence, the decoder one
+/// step fewer (it predicts each next token). The steps are set per program
+/// (`Program::sequence`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Time {
+    Encoder,
+    Decoder,
 }
 
 /// One op applied to its input tensors.
@@ -132,6 +157,10 @@ pub struct Graph {
     pub pseudo: Option<Pseudo>,
     /// The stochastic layers below the code, bottom first (empty for one layer).
     pub levels: Vec<Level>,
+    /// Per tensor: a sequence tensor's time axis (None for one value per record).
+    pub time: Vec<Option<Time>>,
+    /// A sequence model's decoder input ids (x holds the encoder's).
+    pub tokens: Option<TensorId>,
 }
 
 /// A stochastic layer below the code (Burda et al. 2016's stacked latents): its posterior
@@ -164,7 +193,8 @@ pub const MAX_PSEUDO: usize = 4096;
 #[error("{0}")]
 pub struct GraphError(pub String);
 
-fn flat(n: usize) -> Shape {
+/// A flat tensor of `n` values (per record, or per step of a sequence).
+pub fn flat(n: usize) -> Shape {
     Shape { h: 1, w: 1, c: n }
 }
 
@@ -237,9 +267,27 @@ impl Builder {
                 features: None,
                 pseudo: None,
                 levels: Vec::new(),
+                time: vec![None; 1 + usize::from(classes.is_some())],
+                tokens: None,
             },
             open: Vec::new(),
         }
+    }
+
+    /// A sequence model's graph: its input x holds the encoder's token ids, `tokens` the
+    /// decoder's (see `Time`).
+    pub fn sequence() -> Builder {
+        let mut b = Builder::new(flat(1), None);
+        b.graph.time[Self::INPUT] = Some(Time::Encoder);
+        b.graph.shapes.push(flat(1));
+        b.graph.time.push(Some(Time::Decoder));
+        b.graph.tokens = Some(Self::INPUT + 1);
+        b
+    }
+
+    /// The decoder's input ids of a sequence model.
+    pub fn tokens(&self) -> Option<TensorId> {
+        self.graph.tokens
     }
 
     /// `t` with the condition beside it (its channels on every pixel of an image, or more
@@ -276,8 +324,28 @@ impl Builder {
         if self.graph.nodes.len() >= MAX_NODES {
             return Err(Self::err(label, format!("more than {MAX_NODES} layers")));
         }
+        let time = self.graph.time[inputs[0]];
+        let per_step = matches!(
+            op,
+            Op::Linear { .. }
+                | Op::Act(_)
+                | Op::Add
+                | Op::Concat
+                | Op::Embed { .. }
+                | Op::Gru { .. }
+        );
+        if time.is_some() && !per_step {
+            return Err(Self::err(
+                label,
+                format!("{} works on records, not on a sequence's steps", op.kind()),
+            ));
+        }
         let output = self.graph.shapes.len();
         self.graph.shapes.push(out);
+        self.graph.time.push(match op {
+            Op::Gru { last: true, .. } => None,
+            _ => time,
+        });
         self.graph.nodes.push(Node {
             op,
             inputs,
@@ -467,7 +535,7 @@ impl Builder {
 
     pub fn add(&mut self, a: TensorId, b: TensorId, label: &str) -> Result<TensorId, GraphError> {
         let (sa, sb) = (self.shape(a), self.shape(b));
-        if sa != sb {
+        if sa != sb || self.graph.time[a] != self.graph.time[b] {
             return Err(Self::err(
                 label,
                 format!(
@@ -487,8 +555,23 @@ impl Builder {
         label: &str,
     ) -> Result<TensorId, GraphError> {
         let (sa, sb) = (self.shape(a), self.shape(b));
+        let (ta, tb) = (self.graph.time[a], self.graph.time[b]);
+        // A per-record tensor beside a sequence goes to every step (the code z beside
+        // the decoder's embeddings).
+        if ta.is_some() && ta != tb && (tb.is_some() || sb.h * sb.w > 1) {
+            return Err(Self::err(
+                label,
+                "concat of a sequence with a sequence of other steps, or with an image".into(),
+            ));
+        }
+        if tb.is_some() && ta.is_none() {
+            return Err(Self::err(
+                label,
+                "concat of a sequence to a per-record tensor: put the sequence first".into(),
+            ));
+        }
         // A graph input (the condition) may be flat: its values go to every pixel.
-        let broadcast = (sb.h, sb.w) == (1, 1) && self.graph.is_input(b);
+        let broadcast = (sb.h, sb.w) == (1, 1) && (self.graph.is_input(b) || ta.is_some());
         if (sa.h, sa.w) != (sb.h, sb.w) && !broadcast {
             return Err(Self::err(
                 label,
@@ -562,6 +645,64 @@ impl Builder {
             return Ok(x);
         }
         self.push(Op::Reshape, vec![x], to, "", label)
+    }
+
+    /// Token ids embedded as rows of a table of `vocab` x `width` (named `name`, shared by
+    /// every embedding of that name).
+    pub fn embed(
+        &mut self,
+        tokens: TensorId,
+        (vocab, width): (usize, usize),
+        name: &str,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        let r = self.graph.root(tokens);
+        if r != self.graph.x && Some(r) != self.graph.tokens || self.graph.tokens.is_none() {
+            return Err(Self::err(
+                label,
+                "embed reads a sequence model's token ids".into(),
+            ));
+        }
+        if vocab == 0 || width == 0 {
+            return Err(Self::err(
+                label,
+                "an embedding needs ids and a width".into(),
+            ));
+        }
+        self.push(Op::Embed { vocab }, vec![tokens], flat(width), name, label)
+    }
+
+    /// A GRU layer of `hidden` units over the sequence `x` (PyTorch's nn.GRU `name`, its
+    /// layer `layer`), from the per-record state `h0` or zeros: every step's state, or with
+    /// `last` each record's last.
+    pub fn gru(
+        &mut self,
+        (x, h0): (TensorId, Option<TensorId>),
+        hidden: usize,
+        (layer, last): (usize, bool),
+        name: &str,
+        label: &str,
+    ) -> Result<TensorId, GraphError> {
+        if self.graph.time[x].is_none() {
+            return Err(Self::err(label, "a GRU runs over a sequence".into()));
+        }
+        if hidden == 0 {
+            return Err(Self::err(label, "a GRU needs units".into()));
+        }
+        if let Some(h) = h0 {
+            if self.graph.time[h].is_some() || self.shape(h) != flat(hidden) {
+                let s = self.shape(h);
+                return Err(Self::err(
+                    label,
+                    format!(
+                        "its initial state must be one {hidden}-wide vector per record, not {}x{}x{}",
+                        s.h, s.w, s.c
+                    ),
+                ));
+            }
+        }
+        let inputs = std::iter::once(x).chain(h0).collect();
+        self.push(Op::Gru { layer, last }, inputs, flat(hidden), name, label)
     }
 
     /// The encoder's heads: a Linear to mu | logvar of `latent` each, then the sampled z.
@@ -728,7 +869,7 @@ impl Graph {
     /// which take no gradient.
     pub fn is_input(&self, t: TensorId) -> bool {
         let r = self.root(t);
-        r == self.x || Some(r) == self.y
+        r == self.x || Some(r) == self.y || Some(r) == self.tokens
     }
 
     /// Per tensor, whether its value depends on no parameter (the inputs, and what is
@@ -840,24 +981,23 @@ impl Graph {
         }
     }
 
-    /// Every parameter's checkpoint name is its own.
+    /// Every parameter's checkpoint name is its own, but for embeddings of one name and
+    /// shape, which share their table.
     fn check_names(&self) -> Result<(), GraphError> {
-        let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
+        let mut seen: std::collections::BTreeMap<String, &Node> = Default::default();
         for n in self.nodes.iter().filter(|n| n.op.has_params()) {
-            let layers: Vec<&str> = if n.parts.is_empty() {
-                vec![&n.name]
-            } else {
-                n.parts.iter().map(|(p, _)| p.as_str()).collect()
-            };
-            for layer in layers {
-                for suffix in ["weight", "bias"] {
-                    let name = format!("{layer}.{suffix}");
-                    if let Some(other) = seen.insert(name.clone(), &n.label) {
-                        return Err(GraphError(format!(
-                            "{}: its parameter {name} has the name of one of {other}'s; give the layers distinct names",
-                            n.label
-                        )));
-                    }
+            for name in ops::param_names(n) {
+                let Some(other) = seen.insert(name.clone(), n) else {
+                    continue;
+                };
+                let shared = matches!(n.op, Op::Embed { .. })
+                    && n.op == other.op
+                    && ops::param_dims(self, n) == ops::param_dims(self, other);
+                if !shared {
+                    return Err(GraphError(format!(
+                        "{}: its parameter {name} has the name of one of {}'s; give the layers distinct names",
+                        n.label, other.label
+                    )));
                 }
             }
         }
@@ -964,6 +1104,16 @@ impl Graph {
         }
     }
 
+    /// Rows per record of tensor `t` in a batch whose sequences have `steps` (the
+    /// encoder's, the decoder's): its steps for a sequence tensor, else 1.
+    pub fn steps_of(&self, t: TensorId, steps: [usize; 2]) -> usize {
+        match self.time[t] {
+            Some(Time::Encoder) => steps[0],
+            Some(Time::Decoder) => steps[1],
+            None => 1,
+        }
+    }
+
     /// The tensor whose storage `t` shares (a reshape's output shares its input's).
     pub fn root(&self, mut t: TensorId) -> TensorId {
         while let Some(p) = self.producer(t) {
@@ -975,10 +1125,12 @@ impl Graph {
         t
     }
 
-    /// Parameter count.
+    /// Parameter count (a shared table once).
     pub fn parameter_count(&self) -> usize {
+        let mut seen = std::collections::BTreeSet::new();
         self.nodes
             .iter()
+            .filter(|n| seen.insert(ops::param_names(n).concat()))
             .map(|n| {
                 ops::param_dims(self, n)
                     .iter()

@@ -9,8 +9,10 @@ use crate::ops::conv::{
 };
 use crate::ops::elementwise::bias_grad;
 use crate::ops::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
+use crate::ops::gru::{gru_backward, gru_forward, GruGrads, GruLayer};
 use crate::ops::norm::{group_norm, group_norm_backward, NormGeom};
 use crate::ops::sample::{sample_backward, sample_forward, Noise};
+use crate::ops::sequence::{embed, embed_grad, repeat, repeat_grad};
 use crate::ops::tensor::{self, ImageView};
 use crate::ops::GradEpilogue;
 
@@ -21,6 +23,9 @@ use super::program::Ctx;
 pub enum ParamInit {
     Uniform(f64),
     Const(f32),
+    /// One-hot rows where the table is square (MOSES's embedding as wide as its
+    /// vocabulary), else N(0, 1) (nn.Embedding's own).
+    Embedding,
 }
 
 /// A stride-1 convolution to a channel count that is not a multiple of 4 (a decoder's last
@@ -33,7 +38,8 @@ pub fn flipped(g: &Graph, n: &Node) -> bool {
 
 /// The (rows, cols) of a node's weight and bias as GPU matrices (empty without parameters):
 /// Linear [out, in]; Conv2d [Cout, K*K*Cin]; ConvTranspose2d (and a flipped Conv2d)
-/// [Cin, K*K*Cout]; GroupNorm [1, C] twice.
+/// [Cin, K*K*Cout]; GroupNorm [1, C] twice; an embedding [vocab, width]; a GRU PyTorch's
+/// weight_ih [3H, I], weight_hh [3H, H], bias_ih and bias_hh [1, 3H].
 pub fn param_dims(g: &Graph, n: &Node) -> Vec<(usize, usize)> {
     let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
     match n.op {
@@ -41,23 +47,42 @@ pub fn param_dims(g: &Graph, n: &Node) -> Vec<(usize, usize)> {
         Op::Conv { k, .. } if !flipped(g, n) => vec![(o.c, k * k * i.c), (1, o.c)],
         Op::Conv { k, .. } | Op::ConvT { k, .. } => vec![(i.c, k * k * o.c), (1, o.c)],
         Op::GroupNorm { .. } => vec![(1, o.c), (1, o.c)],
+        Op::Embed { vocab } => vec![(vocab, o.c)],
+        Op::Gru { .. } => vec![(3 * o.c, i.c), (3 * o.c, o.c), (1, 3 * o.c), (1, 3 * o.c)],
         _ => Vec::new(),
     }
 }
 
-/// How the weight and the bias start: PyTorch's default, uniform in +-1/sqrt(fan_in), with
-/// its fan_in (a ConvTranspose2d's is Cout*K*K, from its weight's second dimension);
-/// GroupNorm's scale 1 and shift 0.
-pub fn init(g: &Graph, n: &Node) -> (ParamInit, ParamInit) {
+/// The checkpoint names of a node's parameters, as `param_dims` orders them (a Linear
+/// stored as several PyTorch layers is split further, see `params`).
+pub fn param_names(n: &Node) -> Vec<String> {
+    let name = &n.name;
+    match n.op {
+        Op::Embed { .. } => vec![format!("{name}.weight")],
+        Op::Gru { layer, .. } => ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+            .iter()
+            .map(|what| format!("{name}.{what}_l{layer}"))
+            .collect(),
+        op if op.has_params() => vec![format!("{name}.weight"), format!("{name}.bias")],
+        _ => Vec::new(),
+    }
+}
+
+/// How each parameter starts: PyTorch's default, uniform in +-1/sqrt(fan_in), with its
+/// fan_in (a ConvTranspose2d's is Cout*K*K, from its weight's second dimension; a GRU's is
+/// its hidden size); GroupNorm's scale 1 and shift 0; an embedding's see `ParamInit`.
+pub fn init(g: &Graph, n: &Node) -> Vec<ParamInit> {
     let (i, o) = (g.shapes[n.inputs[0]], g.shapes[n.output]);
     let fan_in = match n.op {
         Op::Linear { .. } => i.numel(),
         Op::Conv { k, .. } => i.c * k * k,
         Op::ConvT { k, .. } => o.c * k * k,
-        _ => return (ParamInit::Const(1.0), ParamInit::Const(0.0)),
+        Op::Gru { .. } => o.c,
+        Op::Embed { .. } => return vec![ParamInit::Embedding],
+        _ => return vec![ParamInit::Const(1.0), ParamInit::Const(0.0)],
     };
     let bound = 1.0 / (fan_in as f64).sqrt();
-    (ParamInit::Uniform(bound), ParamInit::Uniform(bound))
+    vec![ParamInit::Uniform(bound); param_dims(g, n).len()]
 }
 
 /// The convolution geometry of a conv node at batch `b`: over its input, or for a
@@ -201,11 +226,13 @@ pub fn forward(cx: &Ctx<'_>, i: usize) -> Result<Vec<Dispatch>, GpuError> {
                 act,
                 ..Default::default()
             };
+            // A sequence's rows are its steps: the layer acts on each.
+            let rows = cx.rows(n.output);
             Ok(vec![gemm(
                 gpu,
-                &as_rows(x, b)?,
+                &as_rows(x, rows)?,
                 w,
-                &as_rows(y, b)?,
+                &as_rows(y, rows)?,
                 Some(bias),
                 spec,
             )?])
@@ -267,7 +294,23 @@ pub fn forward(cx: &Ctx<'_>, i: usize) -> Result<Vec<Dispatch>, GpuError> {
         }
         Op::Act(act) => Ok(vec![tensor::act(gpu, x, y, act)?]),
         Op::Add => Ok(vec![tensor::add(gpu, x, cx.value(n.inputs[1]), y)?]),
+        Op::Concat if g.time[n.inputs[1]] != g.time[n.inputs[0]] => {
+            // A per-record tensor beside a sequence, at every step.
+            let rows = cx.rows(n.output);
+            Ok(vec![
+                tensor::copy_channels(
+                    gpu,
+                    image(x, rows, si),
+                    0,
+                    image(y, rows, so),
+                    0,
+                    GradEpilogue::default(),
+                )?,
+                repeat(gpu, cx.value(n.inputs[1]), y, si.c)?,
+            ])
+        }
         Op::Concat => {
+            let b = cx.rows(n.output);
             let second = g.shapes[n.inputs[1]];
             Ok(vec![
                 tensor::copy_channels(
@@ -299,7 +342,55 @@ pub fn forward(cx: &Ctx<'_>, i: usize) -> Result<Vec<Dispatch>, GpuError> {
             };
             Ok(vec![sample_forward(gpu, x, y, cx.eps()?, noise, 1.0)?])
         }
+        Op::Embed { .. } => {
+            let table = &cx.params.all_of(&cx.params.values, i)[0];
+            Ok(vec![embed(gpu, &x.buffer, 0, table, y, 0)?])
+        }
+        Op::Gru { .. } => {
+            let w = cx.params.all_of(&cx.params.values, i);
+            let (gi, gh, states) = cx.gru()?;
+            let layer = gru_layer(cx, i, &w, (gi, gh, states))?;
+            let mut out = Vec::new();
+            if let Some(&h0) = n.inputs.get(1) {
+                let first = states.rows_view(0, b)?;
+                out.push(tensor::grad(
+                    gpu,
+                    cx.value(h0),
+                    &first,
+                    None,
+                    GradEpilogue::default(),
+                )?);
+            }
+            out.extend(gru_forward(gpu, &layer)?);
+            Ok(out)
+        }
     }
+}
+
+/// Node `i`'s GRU layer over its input, with its weights `w` (values or gradients' shapes)
+/// and scratch.
+fn gru_layer<'a>(
+    cx: &'a Ctx<'_>,
+    i: usize,
+    w: &'a [Matrix],
+    (gi, gh, states): (&'a [Matrix], &'a [Matrix], &'a Matrix),
+) -> Result<GruLayer<'a>, GpuError> {
+    let (g, n) = (cx.graph, &cx.graph.nodes[i]);
+    let x = n.inputs[0];
+    let time = g.time[x].ok_or_else(|| GpuError::Shape(format!("{}: not a sequence", n.label)))?;
+    Ok(GruLayer {
+        steps: g.steps_of(x, cx.steps),
+        batch: cx.batch,
+        x: cx.value(x),
+        w_ih: &w[0],
+        w_hh: &w[1],
+        b_ih: &w[2],
+        b_hh: &w[3],
+        gi,
+        gh,
+        states,
+        lengths: &cx.lengths(time).buffer,
+    })
 }
 
 /// The launches of node `i`'s backward pass, given the gradient of its output (complete,
@@ -331,6 +422,7 @@ pub fn backward(
     match n.op {
         Op::Linear { .. } => {
             let ((w, _), (dw, db)) = both()?;
+            let b = cx.rows(n.output);
             let dy = as_rows(dy, b)?;
             let dx = target(0).map(|t| as_rows(&t.0, b)).transpose()?;
             // The activation output the epilogue reads, in dx's [batch, features] view too.
@@ -446,7 +538,32 @@ pub fn backward(
         Op::Add => (0..2)
             .filter_map(|k| target(k).map(|(dx, e)| tensor::grad(gpu, dy, dx, None, *e)))
             .collect(),
+        Op::Concat if g.time[n.inputs[1]] != g.time[n.inputs[0]] => {
+            let rows = cx.rows(n.output);
+            let mut out = Vec::new();
+            if let Some((dx, e)) = target(0) {
+                out.push(tensor::copy_channels(
+                    gpu,
+                    image(dy, rows, so),
+                    0,
+                    image(dx, rows, si),
+                    0,
+                    *e,
+                )?);
+            }
+            if let Some((dx, e)) = target(1) {
+                if e.act.is_some() {
+                    return Err(GpuError::Shape(format!(
+                        "{}: a per-record input beside a sequence takes its gradient without an activation",
+                        n.label
+                    )));
+                }
+                out.extend(repeat_grad(gpu, dy, si.c, dx, e.accumulate)?);
+            }
+            Ok(out)
+        }
         Op::Concat => {
+            let b = cx.rows(n.output);
             let offsets = [0, si.c];
             (0..2)
                 .filter_map(|k| {
@@ -474,6 +591,39 @@ pub fn backward(
             Some((dmulv, _)) => vec![sample_backward(gpu, x, dy, cx.eps()?, dmulv)?],
             None => Vec::new(),
         }),
+        // The ids take no gradient; the table's adds up over the rows of each id.
+        Op::Embed { .. } => {
+            let dtable = &cx.params.all_of(&cx.params.grads, i)[0];
+            embed_grad(gpu, &x.buffer, dy, 0, dtable, cx.accumulate_params)
+        }
+        Op::Gru { last, .. } => {
+            let w = cx.params.all_of(&cx.params.values, i);
+            let dw = cx.params.all_of(&cx.params.grads, i);
+            let layer = gru_layer(cx, i, &w, cx.gru()?)?;
+            let (dgi, dgh, carry) = cx.gru_grads()?;
+            // The last state's gradient is carried back in its own buffer.
+            let carry = if last { dy } else { carry };
+            let mut out = gru_backward(
+                gpu,
+                &layer,
+                &GruGrads {
+                    dy: (!last).then_some(dy),
+                    carry,
+                    final_grad: last,
+                    dgi,
+                    dgh,
+                    dx: target(0).map(|(dx, e)| (dx, *e)),
+                    dw_ih: &dw[0],
+                    dw_hh: &dw[1],
+                    db_ih: &dw[2],
+                    db_hh: &dw[3],
+                },
+            )?;
+            if let Some((dh0, e)) = target(1) {
+                out.push(tensor::grad(gpu, carry, dh0, None, *e)?);
+            }
+            Ok(out)
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The model's parameters in one flat GPU buffer (so one Adam launch updates them all),
 //! with gradients and Adam moments in parallel flat buffers at the same offsets. Each
-//! parameter node has a weight and a bias slot, in node order, each starting at a 256-byte
-//! boundary (the storage binding alignment); the gaps stay zero. The layout, and so the
+//! parameter node has its slots (a weight and a bias; a GRU four, an embedding one), in
+//! node order, each starting at a 256-byte boundary (the storage binding alignment); the
+//! gaps stay zero. Embeddings of one name share their slot. The layout, and so the
 //! optimizer files of earlier runs, is the same as before the graph: every slot keeps its
 //! offset.
 
@@ -30,8 +31,9 @@ impl Slot {
 pub struct Params {
     /// The model the parameters belong to.
     pub graph: Graph,
-    /// Per node: its weight and bias slots (None for nodes without parameters).
-    pub slots: Vec<Option<(Slot, Slot)>>,
+    /// Per node: its parameters' slots, as `ops::param_dims` orders them (none for nodes
+    /// without parameters).
+    pub slots: Vec<Vec<Slot>>,
     /// The VampPrior's raw pseudo-inputs, after the layers': [K * rows, cols] where one
     /// input is held as the batch is (see `Layout`). Zero until the trainer sets them.
     pub pseudo: Option<Slot>,
@@ -83,17 +85,22 @@ impl Params {
             offset += (rows * round_up4(cols)).div_ceil(ALIGN) * ALIGN;
             s
         };
-        let slots: Vec<Option<(Slot, Slot)>> = graph
+        let mut named: std::collections::BTreeMap<String, Slot> = Default::default();
+        let slots: Vec<Vec<Slot>> = graph
             .nodes
             .iter()
             .map(|n| {
                 let dims = ops::param_dims(graph, n);
-                (dims.len() == 2).then(|| {
-                    (
-                        slot(format!("{}.weight", n.name), dims[0]),
-                        slot(format!("{}.bias", n.name), dims[1]),
-                    )
-                })
+                ops::param_names(n)
+                    .into_iter()
+                    .zip(dims)
+                    .map(|(name, d)| {
+                        named
+                            .entry(name.clone())
+                            .or_insert_with(|| slot(name, d))
+                            .clone()
+                    })
+                    .collect()
             })
             .collect();
         let pseudo = graph.pseudo.map(|p| {
@@ -104,11 +111,7 @@ impl Params {
         let limit = gpu.limits.max_storage_buffer_binding_size;
         if (len * 4) as u64 > limit {
             // All parameters are one binding; the largest layer is the one to shrink.
-            let largest = slots
-                .iter()
-                .flatten()
-                .map(|(w, _)| w)
-                .max_by_key(|w| w.rows * w.cols);
+            let largest = slots.iter().flatten().max_by_key(|w| w.rows * w.cols);
             return Err(GpuError::Limit(format!(
                 "the model's {:.1} M parameters take {} MiB, over the {} MiB the adapter binds at once{}",
                 len as f64 / 1e6,
@@ -116,7 +119,7 @@ impl Params {
                 limit >> 20,
                 largest.map_or(String::new(), |w| format!(
                     "; the largest layer is {} ({}x{})",
-                    w.name.trim_end_matches(".weight"),
+                    w.name,
                     w.rows,
                     w.cols
                 ))
@@ -135,14 +138,22 @@ impl Params {
         };
         let mut rng = Rng::new(seed);
         let mut host = vec![0f32; len];
+        let mut done = std::collections::BTreeSet::new();
         for (n, slots) in graph.nodes.iter().zip(&params.slots) {
-            let Some((w, b)) = slots else { continue };
-            for (s, init) in [(w, ops::init(graph, n).0), (b, ops::init(graph, n).1)] {
+            for (s, init) in slots.iter().zip(ops::init(graph, n)) {
+                // A shared table starts once.
+                if !done.insert(s.offset) {
+                    continue;
+                }
                 for r in 0..s.rows {
                     for col in 0..s.cols {
                         host[s.offset + r * s.ld() + col] = match init {
                             ParamInit::Uniform(bound) => rng.uniform(-bound, bound) as f32,
                             ParamInit::Const(v) => v,
+                            ParamInit::Embedding if s.rows == s.cols => {
+                                f32::from(u8::from(r == col))
+                            }
+                            ParamInit::Embedding => rng.normal() as f32,
                         };
                     }
                 }
@@ -165,9 +176,15 @@ impl Params {
 
     /// Node `i`'s (weight, bias) in `buffer` (values, grads).
     pub fn of(&self, buffer: &wgpu::Buffer, i: usize) -> Option<(Matrix, Matrix)> {
-        self.slots[i]
-            .as_ref()
-            .map(|(w, b)| (self.view(buffer, w), self.view(buffer, b)))
+        match &self.slots[i][..] {
+            [w, b] => Some((self.view(buffer, w), self.view(buffer, b))),
+            _ => None,
+        }
+    }
+
+    /// All of node `i`'s parameters in `buffer`, as `ops::param_dims` orders them.
+    pub fn all_of(&self, buffer: &wgpu::Buffer, i: usize) -> Vec<Matrix> {
+        self.slots[i].iter().map(|s| self.view(buffer, s)).collect()
     }
 
     /// A VampPrior model's pseudo-inputs: how the encoder sees them, and their slot.
@@ -206,12 +223,13 @@ impl Params {
     /// PyTorch's names, shapes and element order (see `torch_tensors`).
     pub fn torch_layout(&self) -> Vec<TorchTensor> {
         let g = &self.graph;
+        let mut seen = std::collections::BTreeSet::new();
         let mut all: Vec<TorchTensor> = g
             .nodes
             .iter()
             .zip(&self.slots)
-            .filter_map(|(n, s)| s.as_ref().map(|(w, b)| torch_tensors(g, n, w, b)))
-            .flatten()
+            .filter(|(_, s)| !s.is_empty() && seen.insert(s[0].offset))
+            .flat_map(|(n, s)| torch_tensors(g, n, s))
             .collect();
         all.extend(self.pseudo.as_ref().map(|s| pseudo_tensor(g, s)));
         all
@@ -256,8 +274,25 @@ fn chw(s: Shape, t: usize) -> usize {
 /// Linear layers next to images flatten them (h, w, c) here and (c, h, w) in PyTorch, which
 /// permutes their columns (an image input) or rows and bias (an image output); conv weights
 /// order a kernel's taps channel-fastest here (see `ops::conv`); a stride-1 convolution to
-/// fewer than 4 channels runs as its transposed twin, with its taps flipped.
-fn torch_tensors(g: &Graph, n: &Node, w: &Slot, b: &Slot) -> Vec<TorchTensor> {
+/// fewer than 4 channels runs as its transposed twin, with its taps flipped. An embedding's
+/// and a GRU's are plain matrices (a bias a vector).
+fn torch_tensors(g: &Graph, n: &Node, slots: &[Slot]) -> Vec<TorchTensor> {
+    if matches!(n.op, Op::Embed { .. } | Op::Gru { .. }) {
+        return slots
+            .iter()
+            .map(|s| TorchTensor {
+                name: s.name.clone(),
+                shape: match s.name.contains(".bias") {
+                    true => vec![s.cols],
+                    false => vec![s.rows, s.cols],
+                },
+                indices: (0..s.rows)
+                    .flat_map(|r| (0..s.cols).map(move |c| s.offset + r * s.ld() + c))
+                    .collect(),
+            })
+            .collect();
+    }
+    let (w, b) = (&slots[0], &slots[1]);
     let (ld, wo, bo) = (w.ld(), w.offset, b.offset);
     let at = |row: usize, col: usize| wo + row * ld + col;
     let tensor = |name: String, shape: Vec<usize>, indices: Vec<usize>| TorchTensor {

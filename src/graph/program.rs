@@ -16,7 +16,7 @@
 //! tensors other code reads (x, mu | logvar, z, the logits, the noise), and rows with
 //! padding, whose padding must stay zero for the vec4 kernels.
 
-use super::{ops, Graph, Layout, Op, Params, TensorId};
+use super::{ops, Graph, Layout, Op, Params, TensorId, Time};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 use crate::ops::gemm::InputActivation;
 use crate::ops::sample::{set_noise_from, Noise};
@@ -60,7 +60,20 @@ enum Slot {
     /// A convolution's weight with its taps reversed, when its input gradient is a
     /// convolution (see `ops::implicit_input_grad`).
     Flipped,
+    /// A GRU's input and state projections (chunks of whole steps, see `ops::gru`), kept
+    /// for its backward.
+    Gi,
+    Gh,
+    /// A GRU's states: h0, then every step's (its output is a view of them).
+    States,
+    /// A GRU's projection gradients and the gradient carried back through its steps.
+    Dgi,
+    Dgh,
+    Carry,
 }
+
+/// Scratch slots in all.
+const SLOTS: usize = 11;
 
 impl Slot {
     fn what(self) -> &'static str {
@@ -70,6 +83,12 @@ impl Slot {
             Slot::Stats => "statistics",
             Slot::Eps => "noise",
             Slot::Flipped => "flipped weight",
+            Slot::Gi => "input projections",
+            Slot::Gh => "state projections",
+            Slot::States => "states",
+            Slot::Dgi => "input projection gradients",
+            Slot::Dgh => "state projection gradients",
+            Slot::Carry => "carried state gradient",
         }
     }
 }
@@ -79,7 +98,7 @@ impl Slot {
 /// images per chunk of a convolution (see `ops::conv_chunk`).
 #[derive(Clone, Default)]
 struct Scratch {
-    slots: [Vec<Matrix>; 5],
+    slots: [Vec<Matrix>; SLOTS],
     chunk: usize,
 }
 
@@ -95,9 +114,15 @@ pub struct Ctx<'a> {
     /// What the program computes (a Decode program's lower stochastic layers draw from
     /// their priors, see `Graph::inputs_of`).
     pub mode: Mode,
+    /// A sequence batch's steps (encoder, decoder; see `Graph::steps_of`).
+    pub steps: [usize; 2],
+    /// Whether the node's parameter gradients add to what a later node sharing them wrote
+    /// (backward runs in reverse).
+    pub accumulate_params: bool,
     values: &'a [Option<Matrix>],
     grads: &'a [Option<Matrix>],
     scratch: &'a Scratch,
+    lengths: &'a [Matrix],
 }
 
 impl Ctx<'_> {
@@ -121,6 +146,36 @@ impl Ctx<'_> {
 
     pub fn cols(&self) -> Result<&Matrix, GpuError> {
         self.need(Slot::Cols)
+    }
+
+    /// Matrix rows of tensor `t` in this batch (a sequence's steps times the batch).
+    pub fn rows(&self, t: TensorId) -> usize {
+        self.batch * self.graph.steps_of(t, self.steps)
+    }
+
+    /// Each record's length in steps along `time` (u32 per record).
+    pub fn lengths(&self, time: Time) -> &Matrix {
+        &self.lengths[time as usize]
+    }
+
+    /// A GRU's (gi, gh) and states.
+    pub fn gru(&self) -> Result<(&[Matrix], &[Matrix], &Matrix), GpuError> {
+        let s = &self.scratch.slots;
+        Ok((
+            &s[Slot::Gi as usize],
+            &s[Slot::Gh as usize],
+            self.need(Slot::States)?,
+        ))
+    }
+
+    /// A GRU's backward scratch: (d gi, d gh) and the carried gradient.
+    pub fn gru_grads(&self) -> Result<(&[Matrix], &[Matrix], &Matrix), GpuError> {
+        let s = &self.scratch.slots;
+        Ok((
+            &s[Slot::Dgi as usize],
+            &s[Slot::Dgh as usize],
+            self.need(Slot::Carry)?,
+        ))
     }
 
     /// The columns of chunk `j` of a convolution run in chunks (the one matrix all chunks
@@ -164,6 +219,8 @@ pub struct Program {
     samples: Vec<(usize, TensorId, Matrix)>,
     /// Bytes of every buffer the program allocated (values, gradients, scratch).
     pub workspace_bytes: u64,
+    /// A sequence batch's lengths per record, along each `Time` (see `lengths`).
+    lengths: Vec<Matrix>,
 }
 
 /// A matrix a program needs, and the steps it is live.
@@ -235,6 +292,40 @@ impl Program {
         mode: Mode,
         given: &[(TensorId, &Matrix)],
     ) -> Result<Program, GpuError> {
+        Self::compile(gpu, params, (batch, [1, 1]), mode, given)
+    }
+
+    /// Compiles a sequence model's graph (`Mode::Train` or `Mode::Infer`) for batches of
+    /// `batch` rows per step (records
+    /// rounded up, see `ops::gru::step_rows`) whose sequences have `steps` (the encoder's,
+    /// the decoder's). The caller writes the token ids (`value` of x and of the graph's
+    /// `tokens`, u32, time-major) and each record's `lengths`.
+    pub fn sequence(
+        gpu: &Gpu,
+        params: &Params,
+        (batch, steps): (usize, [usize; 2]),
+        mode: Mode,
+    ) -> Result<Program, GpuError> {
+        if params.graph.tokens.is_none() || steps.contains(&0) {
+            return Err(GpuError::Shape(format!(
+                "a sequence program of {steps:?} steps for a model without sequences or steps"
+            )));
+        }
+        if !matches!(mode, Mode::Train | Mode::Infer) {
+            return Err(GpuError::Shape(format!(
+                "a sequence model compiles for training or inference, not {mode:?}"
+            )));
+        }
+        Self::compile(gpu, params, (batch, steps), mode, &[])
+    }
+
+    fn compile(
+        gpu: &Gpu,
+        params: &Params,
+        (batch, steps): (usize, [usize; 2]),
+        mode: Mode,
+        given: &[(TensorId, &Matrix)],
+    ) -> Result<Program, GpuError> {
         let g = &params.graph;
         let run = g.nodes_for(mode);
         let f = run.len();
@@ -262,7 +353,12 @@ impl Program {
             Mode::Posterior | Mode::PosteriorTrain => {
                 std::iter::once(g.posterior()).chain(g.y).collect()
             }
-            _ => std::iter::once(g.x).chain(g.y).collect(),
+            _ => std::iter::once(g.x).chain(g.y).chain(g.tokens).collect(),
+        };
+        // A GRU's output is a view of its states (see `Slot::States`).
+        let held_by_gru = |t: TensorId| {
+            g.producer(t)
+                .is_some_and(|p| matches!(g.nodes[p].op, Op::Gru { .. }))
         };
         let kept = |t: TensorId| {
             [g.x, g.mulv, g.z, g.logits]
@@ -306,7 +402,7 @@ impl Program {
         let mut grad_req = vec![None; n_t];
         let layout = |t: TensorId| {
             let l = Layout::of(g.shapes[t]);
-            (batch * l.rows, l.cols, !l.dense())
+            (batch * g.steps_of(t, steps) * l.rows, l.cols, !l.dense())
         };
         for t in 0..n_t {
             if !present[t] || g.root(t) != t {
@@ -316,7 +412,7 @@ impl Program {
             let node = g.producer(t).unwrap_or(0);
             // An input's value is the caller's; the pseudo-inputs' gradient is the program's.
             let input = inputs.contains(&t);
-            if let Some((start, end)) = value_life[t].filter(|_| !input) {
+            if let Some((start, end)) = value_life[t].filter(|_| !input && !held_by_gru(t)) {
                 value_req[t] = Some(requests.len());
                 requests.push(Request {
                     rows,
@@ -340,7 +436,7 @@ impl Program {
             }
         }
         // Scratch per node: request indices by slot, and the images per chunk.
-        let mut scratch_req: Vec<[Vec<usize>; 5]> = vec![Default::default(); g.nodes.len()];
+        let mut scratch_req: Vec<[Vec<usize>; SLOTS]> = vec![Default::default(); g.nodes.len()];
         let mut chunk = vec![batch; g.nodes.len()];
         for &i in &run {
             let n = &g.nodes[i];
@@ -394,6 +490,34 @@ impl Program {
                     let end = if train { bwd } else { fwd };
                     ask(Slot::Stats, (batch, 2 * groups), fwd, end, false);
                 }
+                Op::Gru { .. } => {
+                    let (hidden, t) = (g.shapes[n.output].c, g.steps_of(n.inputs[0], steps));
+                    let per = crate::ops::gru::projection_steps(gpu, batch, hidden, &n.label)?;
+                    let end = if train { bwd } else { fwd };
+                    for first in (0..t).step_by(per) {
+                        let dims = (per.min(t - first) * batch, 3 * hidden);
+                        ask(Slot::Gi, dims, fwd, end, false);
+                        ask(Slot::Gh, dims, fwd, end, false);
+                        if train {
+                            ask(Slot::Dgi, dims, bwd, bwd, false);
+                            ask(Slot::Dgh, dims, bwd, bwd, false);
+                        }
+                    }
+                    // The states hold the output, live as long as it; alone, so that a
+                    // layer without an initial state keeps its first rows zero.
+                    let life =
+                        value_life[n.output].map_or((fwd, end), |(s, e)| (s.min(fwd), e.max(end)));
+                    ask(
+                        Slot::States,
+                        ((t + 1) * batch, hidden),
+                        life.0,
+                        life.1,
+                        true,
+                    );
+                    if train {
+                        ask(Slot::Carry, (batch, hidden), bwd, bwd, false);
+                    }
+                }
                 Op::Sample => {
                     let latent = g.shapes[n.output].c;
                     // Read after the step (the IWAE estimate), so never shared.
@@ -432,6 +556,16 @@ impl Program {
         for &t in &inputs {
             let m = match given.iter().find(|(i, _)| *i == t) {
                 Some((_, m)) => (*m).clone(),
+                // Token ids: one u32 per row, packed.
+                None if g.time[t].is_some() => {
+                    let (rows, _, _) = layout(t);
+                    Matrix {
+                        rows,
+                        cols: 1,
+                        ld: 1,
+                        ..Matrix::zeros(gpu, 1, rows, "token ids")?
+                    }
+                }
                 None => {
                     let (rows, cols, _) = layout(t);
                     Matrix::zeros(gpu, rows, cols, "program input")?
@@ -470,6 +604,31 @@ impl Program {
                 chunk,
             })
             .collect();
+        // A GRU's output: its states after h0, or their last step's rows.
+        for &i in &run {
+            let n = &g.nodes[i];
+            if let Op::Gru { last, .. } = n.op {
+                let states = scratch[i].slots[Slot::States as usize][0].clone();
+                let t = g.steps_of(n.inputs[0], steps);
+                values[n.output] = Some(match last {
+                    true => states.rows_view(t * batch, batch)?,
+                    false => states.rows_view(batch, t * batch)?,
+                });
+            }
+        }
+        let lengths = match g.tokens {
+            Some(_) => (0..2)
+                .map(|_| Matrix::zeros(gpu, 1, batch, "lengths"))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let shares_later = |i: usize| {
+            let n = &g.nodes[i];
+            matches!(n.op, Op::Embed { .. })
+                && run
+                    .iter()
+                    .any(|&j| j > i && g.nodes[j].op == n.op && g.nodes[j].name == n.name)
+        };
         let cx = |i: usize| Ctx {
             gpu,
             graph: g,
@@ -478,9 +637,12 @@ impl Program {
             chunk: scratch[i].chunk,
             inference: !train,
             mode,
+            steps,
+            accumulate_params: shares_later(i),
             values: &values,
             grads: &grads,
             scratch: &scratch[i],
+            lengths: &lengths,
         };
         let mut forward = Vec::new();
         let mut samples = Vec::new();
@@ -511,7 +673,14 @@ impl Program {
             sample_backward,
             samples,
             workspace_bytes,
+            lengths,
         })
+    }
+
+    /// Each record's length along `time` (u32 per record, written by the caller before a
+    /// step; rows past the batch's records stay 0).
+    pub fn lengths(&self, time: Time) -> &Matrix {
+        &self.lengths[time as usize]
     }
 
     /// The matrix holding tensor `t` for the batch.

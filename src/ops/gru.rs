@@ -8,7 +8,7 @@
 //! h0 in its first `batch` rows and h_t in rows t * batch .. (t + 1) * batch, so that the
 //! states every step reads (h0 .. h_{T-1}) are one contiguous view for the weight gradient.
 //! The projections gi and gh, three times as wide as the states, are held in chunks of
-//! whole steps that each fit one binding (`projections`): lavapipe binds 128 MiB, less than
+//! whole steps that each fit one binding (`projection_steps`): lavapipe binds 128 MiB, less than
 //! MOSES's batch of 512 sequences of 57 steps takes.
 
 use super::elementwise::bias_grad;
@@ -43,15 +43,14 @@ pub fn step_rows(gpu: &Gpu, batch: usize) -> usize {
     batch.next_multiple_of(align)
 }
 
-/// Zeroed matrices for a layer's projections (gi, gh, or their gradients) over `steps` steps
-/// of `batch` rows and `hidden` units: chunks of whole steps, each within one binding.
-pub fn projections(
+/// The most steps of `batch` rows one chunk of a layer's projections (gi, gh, or their
+/// gradients, three times as wide as its `hidden` units) holds within one binding.
+pub fn projection_steps(
     gpu: &Gpu,
-    steps: usize,
     batch: usize,
     hidden: usize,
     label: &str,
-) -> Result<Vec<Matrix>, GpuError> {
+) -> Result<usize, GpuError> {
     let per_step = (batch * crate::gpu::round_up4(3 * hidden) * 4) as u64;
     let chunk = (gpu.binding_limit() / per_step.max(1)) as usize;
     if chunk == 0 {
@@ -60,10 +59,11 @@ pub fn projections(
             gpu.binding_limit()
         )));
     }
-    projections_of(gpu, steps, batch, hidden, chunk, label)
+    Ok(chunk)
 }
 
-/// `projections` in chunks of `chunk` steps (tests choose small ones).
+/// Zeroed projections over `steps` steps of `batch` rows in chunks of `chunk` steps (see
+/// `projection_steps`; tests choose small ones).
 pub fn projections_of(
     gpu: &Gpu,
     steps: usize,
@@ -90,7 +90,7 @@ pub struct GruLayer<'a> {
     pub b_ih: &'a Matrix,
     pub b_hh: &'a Matrix,
     /// Each step's input and state projections [steps * batch, 3H], kept for the backward,
-    /// in chunks of whole steps (see `projections`).
+    /// in chunks of whole steps (see `projection_steps`).
     pub gi: &'a [Matrix],
     pub gh: &'a [Matrix],
     /// [(steps + 1) * batch, H]: h0 (written by the caller), then each step's state.

@@ -30,9 +30,9 @@ pub fn output_bias_from_data(
     let node = g
         .producer(g.root(g.logits))
         .ok_or_else(|| anyhow::anyhow!("the model has no output layer"))?;
-    let (_, bias) = params.slots[node]
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("the output layer has no bias"))?;
+    let [_, bias] = &params.slots[node][..] else {
+        anyhow::bail!("the output layer has no bias");
+    };
     let (n, d) = (train.count(), train.dim());
     anyhow::ensure!(n > 0, "no training images to take the mean of");
     let mut sums = vec![0f64; d];

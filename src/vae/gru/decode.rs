@@ -3,7 +3,7 @@
 //! reads [embedding of token t ; z], runs each layer one step, and `next_token` picks token
 //! t + 1 (a draw at a temperature, or the likeliest), padding after an end.
 
-use super::{decoder, GruParams, EMBED, FC_B, FC_W, LAT_B, LAT_W};
+use super::GruParams;
 use crate::data::sequence::Vocab;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
 use crate::ops::gemm::{gemm, GemmSpec};
@@ -40,7 +40,8 @@ impl GruDecoder {
         let s = p.spec;
         let rows = step_rows(gpu, records);
         let steps = max_tokens + 1;
-        let w = |i| p.view(&p.values, i);
+        let w = |i| p.of(&p.params.values, i);
+        let (table, lat, fc) = (&w(p.nodes.embed)[0], w(p.nodes.latent), w(p.nodes.output));
         let trans_b = GemmSpec {
             trans_b: true,
             ..GemmSpec::default()
@@ -74,9 +75,9 @@ impl GruDecoder {
             start.push(gemm(
                 gpu,
                 &z,
-                &w(LAT_W),
+                &lat[0],
                 &st.rows_view(0, rows)?,
-                Some(&w(LAT_B)),
+                Some(&lat[1]),
                 trans_b,
             )?);
         }
@@ -86,15 +87,14 @@ impl GruDecoder {
         };
         let mut per_step = Vec::new();
         for t in 0..steps {
-            let mut launches = vec![embed(gpu, &tokens.buffer, t * rows, &w(EMBED), &x, 0)?];
+            let mut launches = vec![embed(gpu, &tokens.buffer, t * rows, table, &x, 0)?];
             for (l, st) in states.iter().enumerate() {
                 let input = if l == 0 {
                     x.clone()
                 } else {
                     states[l - 1].rows_view((t + 1) * rows, rows)?
                 };
-                let sl = decoder(l);
-                let (w_ih, w_hh, b_ih, b_hh) = (w(sl.w_ih), w(sl.w_hh), w(sl.b_ih), w(sl.b_hh));
+                let layer = w(p.nodes.decoder[l]);
                 let view = st.rows_view(t * rows, 2 * rows)?;
                 launches.extend(gru_forward(
                     gpu,
@@ -102,10 +102,10 @@ impl GruDecoder {
                         steps: 1,
                         batch: rows,
                         x: &input,
-                        w_ih: &w_ih,
-                        w_hh: &w_hh,
-                        b_ih: &b_ih,
-                        b_hh: &b_hh,
+                        w_ih: &layer[0],
+                        w_hh: &layer[1],
+                        b_ih: &layer[2],
+                        b_hh: &layer[3],
                         gi: std::slice::from_ref(&gi),
                         gh: std::slice::from_ref(&gh),
                         states: &view,
@@ -114,7 +114,7 @@ impl GruDecoder {
                 )?);
             }
             let top = states[s.dec_layers - 1].rows_view((t + 1) * rows, rows)?;
-            launches.push(gemm(gpu, &top, &w(FC_W), &logits, Some(&w(FC_B)), trans_b)?);
+            launches.push(gemm(gpu, &top, &fc[0], &logits, Some(&fc[1]), trans_b)?);
             let pick = next_token(gpu, &logits, &tokens.buffer, t, ends, noise, temperature)?;
             per_step.push((launches, pick));
         }

@@ -5,19 +5,18 @@
 //! launch, one clipping) under MOSES's state_dict names; `step` compiles a training or
 //! evaluation step into one launch list, `decode` generates.
 //!
-//! The model is compiled by its own builder rather than the image graph: that graph holds
-//! one row (or one row per pixel) per record, while a recurrent layer runs over time-major
-//! rows, one block of rows per step, which every op here assumes. The ops are the shared
-//! ones (GEMM, sampling, the KL launches, Adam) plus the recurrent ones in `ops::gru` and
-//! `ops::sequence`.
+//! The model is a graph (`GruSpec::graph`) of sequence tensors, time-major as the
+//! recurrent kernels read them (see `graph::Time`); `step` compiles it with the loss,
+//! clipping and Adam. Generation runs the decoder's nodes one token at a time with their
+//! own launches (`decode`): each step's state feeds the next, which a graph pass does not.
 
 pub mod decode;
 pub mod step;
 pub mod train;
 
-use crate::gpu::{round_up4, Gpu, GpuError, Matrix};
+use crate::gpu::{Gpu, GpuError, Matrix};
+use crate::graph::{flat, Builder, Graph, GraphError, Op, Params};
 use crate::io::safetensors::Tensor;
-use crate::rng::Rng;
 
 /// The model's sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -80,120 +79,48 @@ impl GruSpec {
     }
 }
 
-/// How a tensor starts.
-#[derive(Clone, Copy, Debug)]
-enum Init {
-    /// Uniform in +-bound (PyTorch's Linear and GRU).
-    Uniform(f64),
-    /// The identity where the shape allows (MOSES's one-hot embeddings), else N(0, 1)
-    /// (nn.Embedding's own).
-    Embedding,
-}
-
-/// One matrix of the flat buffer and the checkpoint tensors it holds: consecutive runs of
-/// its dense values, each under its name and shape (the heads q_mu and q_logvar are one
-/// matrix, so that one GEMM makes mu | logvar).
+/// The model's nodes by role (indices into its graph's nodes).
 #[derive(Clone, Debug)]
-pub struct Slot {
-    pub offset: usize,
-    pub rows: usize,
-    pub cols: usize,
-    pub parts: Vec<(String, Vec<usize>)>,
-    init: Init,
+pub struct GruNodes {
+    pub embed: usize,
+    pub latent: usize,
+    pub decoder: Vec<usize>,
+    pub output: usize,
 }
 
-/// Slots start at 256-byte boundaries, the storage binding alignment.
-const ALIGN: usize = 64;
-
-/// PyTorch's Linear and GRU start: uniform in +-1/sqrt(fan_in).
-fn uniform(fan_in: usize) -> Init {
-    Init::Uniform(1.0 / (fan_in as f64).sqrt())
-}
-
-/// Lays slots out one after the other.
-#[derive(Default)]
-struct SlotBuilder {
-    slots: Vec<Slot>,
-    offset: usize,
-}
-
-impl SlotBuilder {
-    fn add(&mut self, rows: usize, cols: usize, init: Init, parts: Vec<(String, Vec<usize>)>) {
-        self.slots.push(Slot {
-            offset: self.offset,
-            rows,
-            cols,
-            parts,
-            init,
-        });
-        self.offset += (rows * round_up4(cols)).div_ceil(ALIGN) * ALIGN;
-    }
-
-    /// nn.GRU's layer `l` of `name`: weight_ih, weight_hh, bias_ih, bias_hh (fan_in: h).
-    fn gru(&mut self, name: &str, l: usize, input: usize, h: usize) {
-        let init = uniform(h);
-        for (what, rows, cols) in [("weight_ih", 3 * h, input), ("weight_hh", 3 * h, h)] {
-            self.add(
-                rows,
-                cols,
-                init,
-                vec![(format!("{name}.{what}_l{l}"), vec![rows, cols])],
-            );
-        }
-        for what in ["bias_ih", "bias_hh"] {
-            self.add(
-                1,
-                3 * h,
-                init,
-                vec![(format!("{name}.{what}_l{l}"), vec![3 * h])],
-            );
-        }
-    }
-}
-
-/// Indices into `GruParams::slots`, by role.
-#[derive(Clone, Copy, Debug)]
-pub struct GruLayerSlots {
-    pub w_ih: usize,
-    pub w_hh: usize,
-    pub b_ih: usize,
-    pub b_hh: usize,
-}
-
-/// The parameters, their gradients and Adam's moments, in four flat buffers laid out alike.
+/// The model's graph (see the module's doc) and its parameters, under MOSES's state_dict
+/// names, in the graph's flat buffers.
 pub struct GruParams {
     pub spec: GruSpec,
-    pub slots: Vec<Slot>,
-    pub len: usize,
-    pub values: wgpu::Buffer,
-    pub grads: wgpu::Buffer,
-    pub m: wgpu::Buffer,
-    pub v: wgpu::Buffer,
+    pub params: Params,
+    pub nodes: GruNodes,
 }
 
-/// Slot indices of the model's tensors (see `GruParams::new` for the order).
-pub const EMBED: usize = 0;
-pub const ENCODER: GruLayerSlots = GruLayerSlots {
-    w_ih: 1,
-    w_hh: 2,
-    b_ih: 3,
-    b_hh: 4,
-};
-pub const HEADS_W: usize = 5;
-pub const HEADS_B: usize = 6;
-pub const LAT_W: usize = 7;
-pub const LAT_B: usize = 8;
-pub const FC_W: usize = 9;
-pub const FC_B: usize = 10;
-
-/// The slots of decoder layer `l`.
-pub fn decoder(l: usize) -> GruLayerSlots {
-    let base = 11 + 4 * l;
-    GruLayerSlots {
-        w_ih: base,
-        w_hh: base + 1,
-        b_ih: base + 2,
-        b_hh: base + 3,
+impl GruSpec {
+    /// The model as a graph: x holds the encoder's ids, `tokens` the decoder's.
+    pub fn graph(&self) -> Result<Graph, GraphError> {
+        let s = self;
+        let mut b = Builder::sequence();
+        let x = b.embed(Builder::INPUT, (s.vocab, s.embed), "x_emb", "embedding")?;
+        let last = b.gru((x, None), s.enc_hidden, (0, true), "encoder_rnn", "encoder")?;
+        let heads = vec![("q_mu".into(), s.latent), ("q_logvar".into(), s.latent)];
+        let z = b.heads(last, s.latent, "q", heads, "heads q_mu | q_logvar")?;
+        let h0 = b.linear(z, flat(s.dec_hidden), "decoder_lat", "decoder_lat")?;
+        let tokens = b.tokens().expect("a sequence graph");
+        let e = b.embed(tokens, (s.vocab, s.embed), "x_emb", "decoder embedding")?;
+        let mut y = b.concat(e, z, "decoder input [embedding ; z]")?;
+        for l in 0..s.dec_layers {
+            let label = format!("decoder layer {l}");
+            y = b.gru(
+                (y, Some(h0)),
+                s.dec_hidden,
+                (l, false),
+                "decoder_rnn",
+                &label,
+            )?;
+        }
+        let logits = b.linear(y, flat(s.vocab), "decoder_fc", "decoder_fc")?;
+        b.finish(logits, s.vocab, "decoder")
     }
 }
 
@@ -203,152 +130,110 @@ impl GruParams {
     /// embedding one-hot when it is as wide as the vocabulary (MOSES), else N(0, 1).
     pub fn new(gpu: &Gpu, spec: GruSpec, seed: u64) -> Result<GruParams, GpuError> {
         spec.check().map_err(GpuError::Shape)?;
-        let s = spec;
-        let mut b = SlotBuilder::default();
-        let one = |name: &str, shape: Vec<usize>| vec![(name.to_string(), shape)];
-        b.add(
-            s.vocab,
-            s.embed,
-            Init::Embedding,
-            one("x_emb.weight", vec![s.vocab, s.embed]),
-        );
-        b.gru("encoder_rnn", 0, s.embed, s.enc_hidden);
-        let (z, he, hd) = (s.latent, s.enc_hidden, s.dec_hidden);
-        b.add(
-            2 * z,
-            he,
-            uniform(he),
-            vec![
-                ("q_mu.weight".into(), vec![z, he]),
-                ("q_logvar.weight".into(), vec![z, he]),
-            ],
-        );
-        b.add(
-            1,
-            2 * z,
-            uniform(he),
-            vec![
-                ("q_mu.bias".into(), vec![z]),
-                ("q_logvar.bias".into(), vec![z]),
-            ],
-        );
-        b.add(hd, z, uniform(z), one("decoder_lat.weight", vec![hd, z]));
-        b.add(1, hd, uniform(z), one("decoder_lat.bias", vec![hd]));
-        b.add(
-            s.vocab,
-            hd,
-            uniform(hd),
-            one("decoder_fc.weight", vec![s.vocab, hd]),
-        );
-        b.add(
-            1,
-            s.vocab,
-            uniform(hd),
-            one("decoder_fc.bias", vec![s.vocab]),
-        );
-        for l in 0..s.dec_layers {
-            b.gru(
-                "decoder_rnn",
-                l,
-                if l == 0 { s.dec_input() } else { hd },
-                hd,
-            );
-        }
-        let (slots, offset) = (b.slots, b.offset);
-        let len = offset.max(ALIGN);
-        if (len * 4) as u64 > gpu.binding_limit() {
-            return Err(GpuError::Limit(format!(
-                "the model's {:.1} M parameters take {} MiB, over the {} MiB the adapter binds at once",
-                len as f64 / 1e6,
-                (len * 4) >> 20,
-                gpu.binding_limit() >> 20
-            )));
-        }
-        let [values, grads, m, v] = crate::graph::params::flat_buffers(gpu, len);
-        let params = GruParams {
-            spec,
-            values,
-            grads,
-            m,
-            v,
-            slots,
-            len,
+        let graph = spec.graph().map_err(|e| GpuError::Shape(e.to_string()))?;
+        let find = |want: &dyn Fn(&crate::graph::Node) -> bool| {
+            graph
+                .nodes
+                .iter()
+                .position(want)
+                .expect("a node of the model")
         };
-        let mut rng = Rng::new(seed);
-        let mut host = vec![0f32; len];
-        for slot in &params.slots {
-            for r in 0..slot.rows {
-                for c in 0..slot.cols {
-                    host[slot.offset + r * round_up4(slot.cols) + c] = match slot.init {
-                        Init::Uniform(b) => rng.uniform(-b, b) as f32,
-                        Init::Embedding if slot.rows == slot.cols => f32::from(u8::from(r == c)),
-                        Init::Embedding => rng.normal() as f32,
-                    };
-                }
-            }
-        }
-        gpu.queue
-            .write_buffer(&params.values, 0, bytemuck::cast_slice(&host));
-        Ok(params)
+        let nodes = GruNodes {
+            embed: find(&|n| matches!(n.op, Op::Embed { .. })),
+            latent: find(&|n| n.name == "decoder_lat"),
+            decoder: (0..spec.dec_layers)
+                .map(|l| {
+                    find(&|n| {
+                        n.op == Op::Gru {
+                            layer: l,
+                            last: false,
+                        }
+                    })
+                })
+                .collect(),
+            output: graph.producer(graph.logits).expect("the logits' layer"),
+        };
+        let params = Params::new(gpu, &graph, seed)?;
+        Ok(GruParams {
+            spec,
+            params,
+            nodes,
+        })
     }
 
-    /// Slot `i` as a matrix of `buffer` (values, grads, m, v).
-    pub fn view(&self, buffer: &wgpu::Buffer, i: usize) -> Matrix {
-        let s = &self.slots[i];
-        Matrix {
-            buffer: buffer.clone(),
-            offset: (s.offset * 4) as u64,
-            rows: s.rows,
-            cols: s.cols,
-            ld: round_up4(s.cols),
-        }
-    }
-
-    /// The whole buffer as one matrix.
-    pub fn flat(&self, buffer: &wgpu::Buffer) -> Matrix {
-        Matrix {
-            buffer: buffer.clone(),
-            offset: 0,
-            rows: 1,
-            cols: self.len,
-            ld: self.len,
-        }
+    /// Node `i`'s parameters in `buffer` (values, grads), as `graph::ops::param_dims`
+    /// orders them.
+    pub fn of(&self, buffer: &wgpu::Buffer, i: usize) -> Vec<Matrix> {
+        self.params.all_of(buffer, i)
     }
 
     /// Parameters in all.
     pub fn parameter_count(&self) -> usize {
-        self.slots.iter().map(|s| s.rows * s.cols).sum()
+        self.params.graph.parameter_count()
     }
 
-    /// Every checkpoint tensor's (name, shape, flat indices), in slot order.
-    pub fn layout(&self) -> Vec<(String, Vec<usize>, Vec<usize>)> {
-        let mut out = Vec::new();
-        for s in &self.slots {
-            let ld = round_up4(s.cols);
-            let mut dense =
-                (0..s.rows).flat_map(|r| (0..s.cols).map(move |c| s.offset + r * ld + c));
-            for (name, shape) in &s.parts {
-                let n = shape.iter().product();
-                out.push((
-                    name.clone(),
-                    shape.clone(),
-                    dense.by_ref().take(n).collect(),
-                ));
-            }
+    /// Each parameter's float offset in the flat buffers of runs saved before the model was
+    /// a graph (`LAUNCH_LIST_LAYOUT`): the embedding, the encoder, the heads, decoder_lat,
+    /// decoder_fc, then the decoder's layers, each at the next 64-float boundary.
+    pub fn launch_list_offsets(&self) -> Vec<(String, usize)> {
+        let gru = |name: &str, l: usize| {
+            ["weight_ih", "weight_hh", "bias_ih", "bias_hh"].map(|w| format!("{name}.{w}_l{l}"))
+        };
+        let mut names = vec!["x_emb.weight".to_string()];
+        names.extend(gru("encoder_rnn", 0));
+        for layer in ["q", "decoder_lat", "decoder_fc"] {
+            names.extend(["weight", "bias"].map(|w| format!("{layer}.{w}")));
         }
-        out
+        (0..self.spec.dec_layers).for_each(|l| names.extend(gru("decoder_rnn", l)));
+        let mut offset = 0;
+        names
+            .into_iter()
+            .map(|name| {
+                let s = self.slot(&name);
+                let at = offset;
+                offset += (s.rows * s.ld()).div_ceil(64) * 64;
+                (name, at)
+            })
+            .collect()
+    }
+
+    fn slot(&self, name: &str) -> &crate::graph::params::Slot {
+        self.params
+            .slots
+            .iter()
+            .flatten()
+            .find(|s| s.name == name)
+            .expect("a parameter of the model")
+    }
+
+    /// Moves Adam's moments, loaded as a run saved in the launch list's order holds them
+    /// (see `launch_list_offsets`), to where the graph keeps them.
+    pub fn moments_from_launch_list(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        for buffer in [&self.params.m, &self.params.v] {
+            let old = self.params.flat(buffer).read(gpu)?;
+            let mut new = vec![0f32; self.params.len];
+            for (name, at) in self.launch_list_offsets() {
+                let s = self.slot(&name);
+                let n = s.rows * s.ld();
+                new[s.offset..s.offset + n].copy_from_slice(&old[at..at + n]);
+            }
+            gpu.queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(&new));
+        }
+        Ok(())
     }
 
     /// The tensors of `buffer` (values, or another laid out alike) under their names.
     pub fn tensors_of(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> Result<Vec<Tensor>, GpuError> {
-        let flat = self.flat(buffer).read(gpu)?;
+        let flat = self.params.flat(buffer).read(gpu)?;
         Ok(self
-            .layout()
+            .params
+            .torch_layout()
             .into_iter()
-            .map(|(name, shape, idx)| Tensor {
-                name,
-                shape,
-                data: idx.iter().map(|&i| flat[i]).collect(),
+            .map(|t| Tensor {
+                name: t.name,
+                shape: t.shape,
+                data: t.indices.iter().map(|&i| flat[i]).collect(),
             })
             .collect())
     }
@@ -361,18 +246,19 @@ impl GruParams {
         buffer: &wgpu::Buffer,
         mut tensors: std::collections::BTreeMap<String, Tensor>,
     ) -> Result<(), String> {
-        let mut flat = vec![0f32; self.len];
-        for (name, shape, idx) in self.layout() {
-            let t = tensors
+        let mut flat = vec![0f32; self.params.len];
+        for t in self.params.torch_layout() {
+            let (name, shape) = (t.name, t.shape);
+            let got = tensors
                 .remove(&name)
                 .ok_or_else(|| format!("tensor {name} is missing (expected shape {shape:?})"))?;
-            if t.shape != shape {
+            if got.shape != shape {
                 return Err(format!(
                     "tensor {name} has shape {:?}, the model needs {shape:?}",
-                    t.shape
+                    got.shape
                 ));
             }
-            for (&i, &v) in idx.iter().zip(&t.data) {
+            for (&i, &v) in t.indices.iter().zip(&got.data) {
                 flat[i] = v;
             }
         }

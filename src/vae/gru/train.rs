@@ -101,7 +101,16 @@ pub struct SequenceRun {
     pub epoch: usize,
     pub step: u64,
     pub history: Vec<SeqEpoch>,
+    /// The parameters' order in the optimizer file (`GRAPH_LAYOUT`; runs saved before it
+    /// have none, `LAUNCH_LIST_LAYOUT`).
+    #[serde(default)]
+    pub layout: u32,
 }
+
+/// The optimizer file's order in runs saved before the model was a graph (see
+/// `GruParams::launch_list_offsets`), and in the graph's.
+pub const LAUNCH_LIST_LAYOUT: u32 = 0;
+pub const GRAPH_LAYOUT: u32 = 1;
 
 impl SequenceRun {
     /// How the run reads its data (`strict`: a sequence over the limit is an error).
@@ -271,7 +280,7 @@ pub fn write_checkpoint(
         let path = dir.join(name);
         crate::io::write_synced(&path, bytes).with_context(|| format!("writing {}", path.display()))
     };
-    let model = params.tensors_of(gpu, &params.values)?;
+    let model = params.tensors_of(gpu, &params.params.values)?;
     if let Some(t) = model.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
         bail!("tensor {} became NaN/Inf; it was not saved", t.name);
     }
@@ -282,7 +291,7 @@ pub fn write_checkpoint(
     )?;
     file(
         OPTIMIZER_FILE,
-        &moments_bytes(gpu, [&params.m, &params.v], params.len)?,
+        &moments_bytes(gpu, [&params.params.m, &params.params.v], params.params.len)?,
     )?;
     file(SEQUENCE_FILE, &serde_json::to_vec_pretty(run)?)
 }
@@ -301,7 +310,7 @@ pub fn load_checkpoint(
     let path = dir.join(SEQUENCE_FILE);
     let text =
         crate::io::read_input_text(&path).with_context(|| format!("reading {}", path.display()))?;
-    let run: SequenceRun = serde_json::from_str(&text)
+    let mut run: SequenceRun = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a sequence run ({e})", path.display()))?;
     run.spec
         .check()
@@ -315,19 +324,31 @@ pub fn load_checkpoint(
             path.display()
         );
     }
+    if run.layout > GRAPH_LAYOUT {
+        bail!(
+            "{}: parameter layout {} is from a newer vae-gpu than this one",
+            path.display(),
+            run.layout
+        );
+    }
     let params = GruParams::new(gpu, run.spec, run.train.seed)?;
     let model = dir.join(MODEL_FILE);
     let tensors = safetensors::load(&model)?;
     params
-        .set_tensors(gpu, &params.values, tensors)
+        .set_tensors(gpu, &params.params.values, tensors)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
     if optimizer {
         load_moments(
             gpu,
             &dir.join(OPTIMIZER_FILE),
-            [&params.m, &params.v],
-            params.len,
+            [&params.params.m, &params.params.v],
+            params.params.len,
         )?;
+        if run.layout == LAUNCH_LIST_LAYOUT {
+            params.moments_from_launch_list(gpu)?;
+        }
     }
+    // Whatever the file's order, the buffers are now in the graph's, as a save writes them.
+    run.layout = GRAPH_LAYOUT;
     Ok((run, params))
 }
