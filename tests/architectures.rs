@@ -274,6 +274,25 @@ fn architecture_files_that_do_not_fit_are_named() {
         ),
         &["'a'", "distinct names"],
     );
+    // The heads stored as two layers: their names are checked too.
+    for (file, heads, encoder) in [
+        (
+            "heads-twice.json",
+            r#"["mu", "mu"]"#,
+            r#"{"op": "flatten"}"#,
+        ),
+        (
+            "heads-clash.json",
+            r#"["mu", "lv"]"#,
+            r#"{"op": "flatten"}, {"op": "linear", "out": 16, "name": "lv"}"#,
+        ),
+    ] {
+        fail(
+            file,
+            &format!(r#"{{"encoder": [{encoder}], "heads": {heads}, "decoder": [{ok_decoder}]}}"#),
+            &["distinct names"],
+        );
+    }
     fail(
         "no-decoder.json",
         &with(r#"{"op": "flatten"}"#, ""),

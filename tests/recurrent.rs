@@ -539,3 +539,63 @@ fn token_xent_lays_losses_out_per_record() {
         });
     });
 }
+
+/// The input gradient's epilogue over chunked projections (a GRU reading a Linear with a
+/// fused sigmoid, in chunks of 2 of 5 steps): each chunk adds its rows to what dx holds and
+/// multiplies by the sigmoid's derivative at the same rows of its output,
+/// dx = (P + dx_plain) * Y (1 - Y).
+#[test]
+fn gru_input_gradient_takes_its_epilogue_in_chunks() {
+    use vae_gpu::ops::gemm::InputActivation;
+    use vae_gpu::ops::Activation;
+    for_each_gpu(|gpu| {
+        let mut rng = Rng::new(71);
+        let c = Case::new(&mut rng, gpu, 5, 3, 4, 3);
+        let (h, n, rows) = (c.hidden, c.steps * c.rows, c.rows);
+        let (gy32, _) = rng.vec(n * h, -1.0, 1.0);
+        let plain = gpu_gradients(gpu, &c, 2, (Some(&gy32[..]), None));
+        let (p32, p) = rng.vec(n * c.input, -1.0, 1.0);
+        let (y32, y) = rng.vec(n * c.input, 0.1, 0.9);
+        let g = Gpu3::new(gpu, &c, 2);
+        let layer = g.layer(&c);
+        let (dy, carry) = (upload(gpu, n, h, &gy32), zeros(gpu, rows, h));
+        let (dx, out) = (upload(gpu, n, c.input, &p32), upload(gpu, n, c.input, &y32));
+        let (dgi, dgh) = (
+            projections_of(gpu, c.steps, rows, h, 2, "dgi").unwrap(),
+            projections_of(gpu, c.steps, rows, h, 2, "dgh").unwrap(),
+        );
+        let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, c.input), zeros(gpu, 3 * h, h));
+        let (db_ih, db_hh) = (zeros(gpu, 1, 3 * h), zeros(gpu, 1, 3 * h));
+        let epilogue = GradEpilogue {
+            accumulate: true,
+            act: Some(InputActivation {
+                act: Activation::Sigmoid,
+                output: &out,
+            }),
+        };
+        let grads = GruGrads {
+            dy: Some(&dy),
+            carry: &carry,
+            final_grad: false,
+            dgi: &dgi,
+            dgh: &dgh,
+            dx: Some((&dx, epilogue)),
+            dw_ih: &dw_ih,
+            dw_hh: &dw_hh,
+            db_ih: &db_ih,
+            db_hh: &db_hh,
+        };
+        let mut ds = gru_forward(gpu, &layer).unwrap();
+        ds.extend(gru_backward(gpu, &layer, &grads).unwrap());
+        gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        let want: Vec<f64> = (0..n * c.input)
+            .map(|i| (p[i] + plain.dx[i]) * y[i] * (1.0 - y[i]))
+            .collect();
+        assert_close(
+            "dx through the epilogue",
+            &dx.read(gpu).unwrap(),
+            &want,
+            |i| 1e-5 * (1.0 + want[i].abs()),
+        );
+    });
+}

@@ -10,7 +10,7 @@ use super::{open_gpu, say, DeviceArgs};
 use crate::data::sequence::{self, SequenceData, SequenceOptions, Tokens};
 use crate::vae::checkpoint::{self, Pick};
 use crate::vae::gru::train::{
-    is_sequence_checkpoint, load_checkpoint, SeqEvent, SeqTrainConfig, SequenceRun, GRAPH_LAYOUT,
+    is_sequence_checkpoint, load_checkpoint, SeqEvent, SeqTrainConfig, SequenceRun,
 };
 use crate::vae::gru::{GruParams, GruSpec};
 use crate::vae::rundir::RunDir;
@@ -208,7 +208,6 @@ pub fn train(device: &DeviceArgs, a: &TrainArgs, dir: &RunDir) -> anyhow::Result
                 epoch: 0,
                 step: 0,
                 history: Vec::new(),
-                layout: GRAPH_LAYOUT,
             };
             (run, params, data)
         }

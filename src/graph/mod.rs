@@ -983,10 +983,22 @@ impl Graph {
 
     /// Every parameter's checkpoint name is its own, but for embeddings of one name and
     /// shape, which share their table.
+    /// The names checked are the checkpoint's (a Linear stored as several layers has its
+    /// parts') and the flat buffer's slots' (which `Params` shares by name).
     fn check_names(&self) -> Result<(), GraphError> {
         let mut seen: std::collections::BTreeMap<String, &Node> = Default::default();
         for n in self.nodes.iter().filter(|n| n.op.has_params()) {
-            for name in ops::param_names(n) {
+            let slots = ops::param_names(n);
+            let checkpoint: Vec<String> = match n.parts.is_empty() {
+                true => slots.clone(),
+                false => n
+                    .parts
+                    .iter()
+                    .flat_map(|(p, _)| [format!("{p}.weight"), format!("{p}.bias")])
+                    .collect(),
+            };
+            let own_slots = slots.into_iter().filter(|s| !checkpoint.contains(s));
+            for name in checkpoint.clone().into_iter().chain(own_slots) {
                 let Some(other) = seen.insert(name.clone(), n) else {
                     continue;
                 };

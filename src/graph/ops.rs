@@ -600,9 +600,15 @@ pub fn backward(
             let w = cx.params.all_of(&cx.params.values, i);
             let dw = cx.params.all_of(&cx.params.grads, i);
             let layer = gru_layer(cx, i, &w, cx.gru()?)?;
-            let (dgi, dgh, carry) = cx.gru_grads()?;
+            let (dgi, dgh, carry) = cx.gru_grads();
             // The last state's gradient is carried back in its own buffer.
-            let carry = if last { dy } else { carry };
+            let carry = match (last, carry) {
+                (true, _) => dy,
+                (false, Some(c)) => c,
+                (false, None) => {
+                    return Err(GpuError::Shape(format!("{}: no carry scratch", n.label)))
+                }
+            };
             let mut out = gru_backward(
                 gpu,
                 &layer,

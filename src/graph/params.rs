@@ -118,7 +118,7 @@ impl Params {
                 (len * 4) >> 20,
                 limit >> 20,
                 largest.map_or(String::new(), |w| format!(
-                    "; the largest layer is {} ({}x{})",
+                    "; the largest is {} ({}x{})",
                     w.name,
                     w.rows,
                     w.cols

@@ -13,8 +13,9 @@
 //! Buffers: every value, gradient and scratch matrix is live from the step that writes it
 //! first to the step that reads it last (forward node i at step i, the loss at F, node i's
 //! backward at 2F - i); matrices whose lives do not overlap share a buffer. Kept apart: the
-//! tensors other code reads (x, mu | logvar, z, the logits, the noise), and rows with
-//! padding, whose padding must stay zero for the vec4 kernels.
+//! tensors other code reads (x, mu | logvar, z, the logits, the noise), rows with padding,
+//! whose padding must stay zero for the vec4 kernels, and a GRU's states (its output is a
+//! view of them; a layer without an initial state keeps their first rows zero).
 
 use super::{ops, Graph, Layout, Op, Params, TensorId, Time};
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
@@ -168,14 +169,15 @@ impl Ctx<'_> {
         ))
     }
 
-    /// A GRU's backward scratch: (d gi, d gh) and the carried gradient.
-    pub fn gru_grads(&self) -> Result<(&[Matrix], &[Matrix], &Matrix), GpuError> {
+    /// A GRU's backward scratch: (d gi, d gh) and the carried gradient (none for a layer
+    /// whose output is its last state: that gradient's buffer carries it).
+    pub fn gru_grads(&self) -> (&[Matrix], &[Matrix], Option<&Matrix>) {
         let s = &self.scratch.slots;
-        Ok((
+        (
             &s[Slot::Dgi as usize],
             &s[Slot::Dgh as usize],
-            self.need(Slot::Carry)?,
-        ))
+            s[Slot::Carry as usize].first(),
+        )
     }
 
     /// The columns of chunk `j` of a convolution run in chunks (the one matrix all chunks
@@ -292,13 +294,17 @@ impl Program {
         mode: Mode,
         given: &[(TensorId, &Matrix)],
     ) -> Result<Program, GpuError> {
+        if params.graph.tokens.is_some() {
+            return Err(GpuError::Shape(
+                "a sequence model compiles per width (Program::sequence)".into(),
+            ));
+        }
         Self::compile(gpu, params, (batch, [1, 1]), mode, given)
     }
 
     /// Compiles a sequence model's graph (`Mode::Train` or `Mode::Infer`) for batches of
-    /// `batch` rows per step (records
-    /// rounded up, see `ops::gru::step_rows`) whose sequences have `steps` (the encoder's,
-    /// the decoder's). The caller writes the token ids (`value` of x and of the graph's
+    /// `batch` rows per step (records rounded up, see `ops::gru::step_rows`) whose
+    /// sequences have `steps` (the encoder's, the decoder's). The caller writes the token ids (`value` of x and of the graph's
     /// `tokens`, u32, time-major) and each record's `lengths`.
     pub fn sequence(
         gpu: &Gpu,
@@ -490,7 +496,7 @@ impl Program {
                     let end = if train { bwd } else { fwd };
                     ask(Slot::Stats, (batch, 2 * groups), fwd, end, false);
                 }
-                Op::Gru { .. } => {
+                Op::Gru { last, .. } => {
                     let (hidden, t) = (g.shapes[n.output].c, g.steps_of(n.inputs[0], steps));
                     let per = crate::ops::gru::projection_steps(gpu, batch, hidden, &n.label)?;
                     let end = if train { bwd } else { fwd };
@@ -514,7 +520,8 @@ impl Program {
                         life.1,
                         true,
                     );
-                    if train {
+                    // A last state's gradient is carried back in its own buffer.
+                    if train && !last {
                         ask(Slot::Carry, (batch, hidden), bwd, bwd, false);
                     }
                 }
@@ -589,6 +596,8 @@ impl Program {
                 ..m
             };
             values[t] = match input_matrices.iter().find(|(i, _)| *i == r) {
+                // Token ids stay packed, one u32 per row.
+                Some((_, m)) if g.time[t].is_some() => Some(m.clone()),
                 Some((_, m)) => Some(reshaped(m.clone())),
                 None => view(value_req[r]).map(reshaped),
             };
@@ -604,16 +613,26 @@ impl Program {
                 chunk,
             })
             .collect();
-        // A GRU's output: its states after h0, or their last step's rows.
+        // A GRU's output (and what reshapes it): its states after h0, or their last
+        // step's rows.
         for &i in &run {
             let n = &g.nodes[i];
             if let Op::Gru { last, .. } = n.op {
                 let states = scratch[i].slots[Slot::States as usize][0].clone();
                 let t = g.steps_of(n.inputs[0], steps);
-                values[n.output] = Some(match last {
+                let out = match last {
                     true => states.rows_view(t * batch, batch)?,
                     false => states.rows_view(batch, t * batch)?,
-                });
+                };
+                for v in (0..n_t).filter(|&v| present[v] && g.root(v) == n.output) {
+                    let (rows, cols, _) = layout(v);
+                    values[v] = Some(Matrix {
+                        rows,
+                        cols,
+                        ld: crate::gpu::round_up4(cols),
+                        ..out.clone()
+                    });
+                }
             }
         }
         let lengths = match g.tokens {

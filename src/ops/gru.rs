@@ -12,7 +12,7 @@
 //! MOSES's batch of 512 sequences of 57 steps takes.
 
 use super::elementwise::bias_grad;
-use super::gemm::{gemm, gemm_backward, GemmSpec};
+use super::gemm::{gemm, gemm_backward, GemmSpec, InputActivation};
 use super::{shape_err, GradEpilogue};
 use crate::gpu::shaders::Shader;
 use crate::gpu::{Dispatch, Gpu, GpuError, Matrix};
@@ -384,10 +384,26 @@ pub fn gru_backward(gpu: &Gpu, l: &GruLayer, g: &GruGrads) -> Result<Vec<Dispatc
         } else {
             scratch.iter().collect()
         };
+        // The chunk's rows of dx, and of the activation output its epilogue reads.
         let dx = match g.dx {
-            Some((dx, e)) => Some((dx.rows_view(first * b, x.rows)?, e)),
+            Some((dx, e)) => Some((
+                dx.rows_view(first * b, x.rows)?,
+                e.act
+                    .map(|a| a.output.rows_view(first * b, x.rows))
+                    .transpose()?,
+                e,
+            )),
             None => None,
         };
+        let dx_epilogue = dx
+            .as_ref()
+            .map_or(GradEpilogue::default(), |(_, out, e)| GradEpilogue {
+                act: e
+                    .act
+                    .zip(out.as_ref())
+                    .map(|(a, output)| InputActivation { act: a.act, output }),
+                ..*e
+            });
         out.extend(gemm_backward(
             gpu,
             &x,
@@ -396,7 +412,7 @@ pub fn gru_backward(gpu: &Gpu, l: &GruLayer, g: &GruGrads) -> Result<Vec<Dispatc
             dx.as_ref().map(|d| &d.0),
             Some(into[0]),
             trans_b,
-            dx.as_ref().map_or(GradEpilogue::default(), |d| d.1),
+            dx_epilogue,
         )?);
         out.extend(gemm_backward(
             gpu,

@@ -139,19 +139,24 @@ pub fn write(gpu: &Gpu, dir: &Path, params: &Params, config: &RunConfig) -> anyh
     file(MODEL_FILE, &safetensors::to_bytes(&model, &meta))?;
     file(
         OPTIMIZER_FILE,
-        &moments_bytes(gpu, [&params.m, &params.v], params.len)?,
+        &moments_bytes(gpu, [&params.m, &params.v], params.len, MOMENTS)?,
     )?;
     file(CONFIG_FILE, &serde_json::to_vec_pretty(config)?)
 }
 
-/// The optimizer file of Adam's moments [m, v] of `len` floats each: exp_avg and
-/// exp_avg_sq, as PyTorch's Adam names them.
+/// The names of Adam's moments in an optimizer file: exp_avg and exp_avg_sq, as PyTorch's
+/// Adam names them.
+pub const MOMENTS: [&str; 2] = ["exp_avg", "exp_avg_sq"];
+
+/// The optimizer file of Adam's moments [m, v] of `len` floats each, under `names` (see
+/// `MOMENTS`).
 pub fn moments_bytes(
     gpu: &Gpu,
     moments: [&wgpu::Buffer; 2],
     len: usize,
+    names: [&str; 2],
 ) -> anyhow::Result<Vec<u8>> {
-    let tensors: Vec<Tensor> = ["exp_avg", "exp_avg_sq"]
+    let tensors: Vec<Tensor> = names
         .into_iter()
         .zip(moments)
         .map(|(name, buf)| {
@@ -166,16 +171,17 @@ pub fn moments_bytes(
 }
 
 /// Reads the optimizer file at `path` (see `moments_bytes`) into Adam's moments [m, v] of
-/// `len` floats each: both tensors, of that length, nothing else, and no negative second
-/// moment.
+/// `len` floats each: both tensors under `names`, of that length, nothing else, and no
+/// negative second moment.
 pub fn load_moments(
     gpu: &Gpu,
     path: &Path,
     moments: [&wgpu::Buffer; 2],
     len: usize,
+    names: [&str; 2],
 ) -> anyhow::Result<()> {
     let mut opt = safetensors::load(path)?;
-    for (name, buf) in ["exp_avg", "exp_avg_sq"].into_iter().zip(moments) {
+    for (k, (name, buf)) in names.into_iter().zip(moments).enumerate() {
         let t = opt
             .remove(name)
             .with_context(|| format!("{}: missing {name}", path.display()))?;
@@ -188,7 +194,7 @@ pub fn load_moments(
         }
         // A second moment is a running mean of squares: a negative one would reach a
         // square root in Adam.
-        if name == "exp_avg_sq" {
+        if k == 1 {
             if let Some(i) = t.data.iter().position(|&v| v < 0.0) {
                 bail!(
                     "{}: exp_avg_sq[{i}] = {} is negative (a mean of squares cannot be)",
@@ -202,8 +208,10 @@ pub fn load_moments(
     }
     if let Some(extra) = opt.keys().next() {
         bail!(
-            "{}: unexpected tensor {extra} (expected exp_avg and exp_avg_sq)",
-            path.display()
+            "{}: unexpected tensor {extra} (expected {} and {})",
+            path.display(),
+            names[0],
+            names[1]
         );
     }
     Ok(())
@@ -529,6 +537,7 @@ pub fn load(
             &dir.join(OPTIMIZER_FILE),
             [&params.m, &params.v],
             params.len,
+            MOMENTS,
         )?;
     }
     Ok((checkpoint, config, params))

@@ -14,7 +14,7 @@ use crate::gpu::Gpu;
 use crate::io::safetensors;
 use crate::ops::adam::AdamConfig;
 use crate::rng::Rng;
-use crate::vae::checkpoint::{load_moments, moments_bytes, MODEL_FILE, OPTIMIZER_FILE};
+use crate::vae::checkpoint::{load_moments, moments_bytes, MODEL_FILE, MOMENTS, OPTIMIZER_FILE};
 use crate::vae::rundir::RunDir;
 use crate::vae::step::{STREAM_EVAL, STREAM_TRAIN};
 use crate::vae::train::Interrupted;
@@ -101,16 +101,13 @@ pub struct SequenceRun {
     pub epoch: usize,
     pub step: u64,
     pub history: Vec<SeqEpoch>,
-    /// The parameters' order in the optimizer file (`GRAPH_LAYOUT`; runs saved before it
-    /// have none, `LAUNCH_LIST_LAYOUT`).
-    #[serde(default)]
-    pub layout: u32,
 }
 
-/// The optimizer file's order in runs saved before the model was a graph (see
-/// `GruParams::launch_list_offsets`), and in the graph's.
-pub const LAUNCH_LIST_LAYOUT: u32 = 0;
-pub const GRAPH_LAYOUT: u32 = 1;
+/// Adam's moments in the graph's order are saved under these names. Runs saved before the
+/// model was a graph hold them in the launch list's order under `checkpoint::MOMENTS` (see
+/// `GruParams::launch_list_offsets`); a vae-gpu of that time refuses these names rather
+/// than read them in its order.
+pub const GRAPH_MOMENTS: [&str; 2] = ["graph.exp_avg", "graph.exp_avg_sq"];
 
 impl SequenceRun {
     /// How the run reads its data (`strict`: a sequence over the limit is an error).
@@ -291,7 +288,12 @@ pub fn write_checkpoint(
     )?;
     file(
         OPTIMIZER_FILE,
-        &moments_bytes(gpu, [&params.params.m, &params.params.v], params.params.len)?,
+        &moments_bytes(
+            gpu,
+            [&params.params.m, &params.params.v],
+            params.params.len,
+            GRAPH_MOMENTS,
+        )?,
     )?;
     file(SEQUENCE_FILE, &serde_json::to_vec_pretty(run)?)
 }
@@ -310,7 +312,7 @@ pub fn load_checkpoint(
     let path = dir.join(SEQUENCE_FILE);
     let text =
         crate::io::read_input_text(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut run: SequenceRun = serde_json::from_str(&text)
+    let run: SequenceRun = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a sequence run ({e})", path.display()))?;
     run.spec
         .check()
@@ -324,13 +326,6 @@ pub fn load_checkpoint(
             path.display()
         );
     }
-    if run.layout > GRAPH_LAYOUT {
-        bail!(
-            "{}: parameter layout {} is from a newer vae-gpu than this one",
-            path.display(),
-            run.layout
-        );
-    }
     let params = GruParams::new(gpu, run.spec, run.train.seed)?;
     let model = dir.join(MODEL_FILE);
     let tensors = safetensors::load(&model)?;
@@ -338,17 +333,14 @@ pub fn load_checkpoint(
         .set_tensors(gpu, &params.params.values, tensors)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
     if optimizer {
-        load_moments(
-            gpu,
-            &dir.join(OPTIMIZER_FILE),
-            [&params.params.m, &params.params.v],
-            params.params.len,
-        )?;
-        if run.layout == LAUNCH_LIST_LAYOUT {
+        let file = dir.join(OPTIMIZER_FILE);
+        let earlier = safetensors::load(&file)?.contains_key(MOMENTS[0]);
+        let names = if earlier { MOMENTS } else { GRAPH_MOMENTS };
+        let moments = [&params.params.m, &params.params.v];
+        load_moments(gpu, &file, moments, params.params.len, names)?;
+        if earlier {
             params.moments_from_launch_list(gpu)?;
         }
     }
-    // Whatever the file's order, the buffers are now in the graph's, as a save writes them.
-    run.layout = GRAPH_LAYOUT;
     Ok((run, params))
 }
