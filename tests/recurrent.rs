@@ -199,13 +199,17 @@ fn gru_forward_matches_cpu() {
 
 /// The GPU layer's gradients of L = sum(Gy * h_1..h_T) + sum(Gf * h_T) (either term
 /// absent), the projections in chunks of `chunk` steps, read back as the twin's
-/// `GruGradients` lays them out.
+/// `GruGradients` lays them out. With `through` = (P, Y), dx starts at P and takes the
+/// epilogue of an input from a fused sigmoid with output Y: dx = (P + dx) Y (1 - Y).
 fn gpu_gradients(
     gpu: &Gpu,
     c: &Case,
     chunk: usize,
     (gy, gf): (Option<&[f32]>, Option<&[f32]>),
+    through: Option<(&[f32], &[f32])>,
 ) -> cpu::gru::GruGradients {
+    use vae_gpu::ops::gemm::InputActivation;
+    use vae_gpu::ops::Activation;
     let (h, n, rows, steps) = (c.hidden, c.steps * c.rows, c.rows, c.steps);
     let g = Gpu3::new(gpu, c, chunk);
     let layer = g.layer(c);
@@ -217,8 +221,19 @@ fn gpu_gradients(
     let (dgi, dgh, dx) = (
         projections_of(gpu, steps, rows, h, chunk, "dgi").unwrap(),
         projections_of(gpu, steps, rows, h, chunk, "dgh").unwrap(),
-        zeros(gpu, n, c.input),
+        match through {
+            Some((p, _)) => upload(gpu, n, c.input, p),
+            None => zeros(gpu, n, c.input),
+        },
     );
+    let out = through.map(|(_, y)| upload(gpu, n, c.input, y));
+    let epilogue = GradEpilogue {
+        accumulate: through.is_some(),
+        act: out.as_ref().map(|output| InputActivation {
+            act: Activation::Sigmoid,
+            output,
+        }),
+    };
     let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, c.input), zeros(gpu, 3 * h, h));
     let (db_ih, db_hh) = (zeros(gpu, 1, 3 * h), zeros(gpu, 1, 3 * h));
     let grads = GruGrads {
@@ -227,7 +242,7 @@ fn gpu_gradients(
         final_grad: gf.is_some(),
         dgi: &dgi,
         dgh: &dgh,
-        dx: Some((&dx, GradEpilogue::default())),
+        dx: Some((&dx, epilogue)),
         dw_ih: &dw_ih,
         dw_hh: &dw_hh,
         db_ih: &db_ih,
@@ -304,6 +319,7 @@ fn gru_gradients() {
                     with_dy.then_some(&gy32[..]),
                     with_final.then_some(&gf32[..]),
                 ),
+                None,
             );
             let twin = twin_gradients(
                 &c,
@@ -362,7 +378,7 @@ fn gru_backward_matches_cpu() {
             let (gy32, gy) = rng.vec(n * hidden, -1.0, 1.0);
             let (gf32, gf) = rng.vec(rows * hidden, -1.0, 1.0);
             let chunk = if i % 2 == 0 { steps } else { 3 };
-            let on_gpu = gpu_gradients(gpu, &c, chunk, (Some(&gy32), Some(&gf32)));
+            let on_gpu = gpu_gradients(gpu, &c, chunk, (Some(&gy32), Some(&gf32)), None);
             let twin = twin_gradients(&c, (Some(&gy), Some(&gf)));
             for ((what, got), (_, want)) in named(&on_gpu).into_iter().zip(named(&twin)) {
                 let narrow: Vec<f32> = got.iter().map(|&v| v as f32).collect();
@@ -546,56 +562,21 @@ fn token_xent_lays_losses_out_per_record() {
 /// dx = (P + dx_plain) * Y (1 - Y).
 #[test]
 fn gru_input_gradient_takes_its_epilogue_in_chunks() {
-    use vae_gpu::ops::gemm::InputActivation;
-    use vae_gpu::ops::Activation;
     for_each_gpu(|gpu| {
         let mut rng = Rng::new(71);
         let c = Case::new(&mut rng, gpu, 5, 3, 4, 3);
-        let (h, n, rows) = (c.hidden, c.steps * c.rows, c.rows);
-        let (gy32, _) = rng.vec(n * h, -1.0, 1.0);
-        let plain = gpu_gradients(gpu, &c, 2, (Some(&gy32[..]), None));
+        let n = c.steps * c.rows;
+        let (gy32, _) = rng.vec(n * c.hidden, -1.0, 1.0);
+        let plain = gpu_gradients(gpu, &c, 2, (Some(&gy32[..]), None), None);
         let (p32, p) = rng.vec(n * c.input, -1.0, 1.0);
         let (y32, y) = rng.vec(n * c.input, 0.1, 0.9);
-        let g = Gpu3::new(gpu, &c, 2);
-        let layer = g.layer(&c);
-        let (dy, carry) = (upload(gpu, n, h, &gy32), zeros(gpu, rows, h));
-        let (dx, out) = (upload(gpu, n, c.input, &p32), upload(gpu, n, c.input, &y32));
-        let (dgi, dgh) = (
-            projections_of(gpu, c.steps, rows, h, 2, "dgi").unwrap(),
-            projections_of(gpu, c.steps, rows, h, 2, "dgh").unwrap(),
-        );
-        let (dw_ih, dw_hh) = (zeros(gpu, 3 * h, c.input), zeros(gpu, 3 * h, h));
-        let (db_ih, db_hh) = (zeros(gpu, 1, 3 * h), zeros(gpu, 1, 3 * h));
-        let epilogue = GradEpilogue {
-            accumulate: true,
-            act: Some(InputActivation {
-                act: Activation::Sigmoid,
-                output: &out,
-            }),
-        };
-        let grads = GruGrads {
-            dy: Some(&dy),
-            carry: &carry,
-            final_grad: false,
-            dgi: &dgi,
-            dgh: &dgh,
-            dx: Some((&dx, epilogue)),
-            dw_ih: &dw_ih,
-            dw_hh: &dw_hh,
-            db_ih: &db_ih,
-            db_hh: &db_hh,
-        };
-        let mut ds = gru_forward(gpu, &layer).unwrap();
-        ds.extend(gru_backward(gpu, &layer, &grads).unwrap());
-        gpu.run(&ds.iter().collect::<Vec<_>>()).unwrap();
+        let through = gpu_gradients(gpu, &c, 2, (Some(&gy32[..]), None), Some((&p32, &y32)));
         let want: Vec<f64> = (0..n * c.input)
             .map(|i| (p[i] + plain.dx[i]) * y[i] * (1.0 - y[i]))
             .collect();
-        assert_close(
-            "dx through the epilogue",
-            &dx.read(gpu).unwrap(),
-            &want,
-            |i| 1e-5 * (1.0 + want[i].abs()),
-        );
+        let got: Vec<f32> = through.dx.iter().map(|&v| v as f32).collect();
+        assert_close("dx through the epilogue", &got, &want, |i| {
+            1e-5 * (1.0 + want[i].abs())
+        });
     });
 }
