@@ -8,9 +8,11 @@ mod common;
 
 use common::for_each_gpu;
 use common::pytorch::{close, fixture};
+use std::path::Path;
 use vae_gpu::data::sequence::{Sequences, Tokens, Vocab};
 use vae_gpu::io::safetensors;
 use vae_gpu::ops::adam::AdamConfig;
+use vae_gpu::vae::checkpoint::{set_tensors, tensors_of};
 use vae_gpu::vae::gru::step::{GruStep, Training};
 use vae_gpu::vae::gru::{GruParams, GruSpec};
 
@@ -32,9 +34,7 @@ fn step_matches_pytorch() {
         let spec = tiny_spec();
         let params = GruParams::new(gpu, spec, 0).unwrap();
         let original = safetensors::load(&fixture("tiny_gru/model.safetensors")).unwrap();
-        params
-            .set_tensors(gpu, &params.params.values, original.clone())
-            .unwrap();
+        set_tensors(gpu, &params.params, original.clone(), Path::new("fixture")).unwrap();
         let expected = safetensors::load(&fixture("tiny_gru_expected.safetensors")).unwrap();
         let width = expected["ids"].shape[1];
         let vocab = Vocab {
@@ -82,14 +82,14 @@ fn step_matches_pytorch() {
         let objective =
             recon.iter().sum::<f32>() / tokens as f32 + 0.5 * kl.iter().sum::<f32>() / 3.0;
         close("loss", &[objective], &expected["loss"].data, rel);
-        let grads = params.tensors_of(gpu, &params.params.grads).unwrap();
+        let grads = tensors_of(gpu, &params.params, &params.params.grads).unwrap();
         assert_eq!(grads.len(), original.len(), "one gradient per parameter");
         for g in &grads {
             let want = &expected[&format!("grad.{}", g.name)];
             assert_eq!(g.shape, want.shape, "{} shape", g.name);
             close(&format!("grad.{}", g.name), &g.data, &want.data, rel);
         }
-        for t in params.tensors_of(gpu, &params.params.values).unwrap() {
+        for t in tensors_of(gpu, &params.params, &params.params.values).unwrap() {
             assert_eq!(original[&t.name], t, "tensor {}", t.name);
         }
     });
@@ -108,9 +108,7 @@ fn generation_matches_cpu() {
         let spec = tiny_spec();
         let params = GruParams::new(gpu, spec, 0).unwrap();
         let t = safetensors::load(&fixture("tiny_gru/model.safetensors")).unwrap();
-        params
-            .set_tensors(gpu, &params.params.values, t.clone())
-            .unwrap();
+        set_tensors(gpu, &params.params, t.clone(), Path::new("fixture")).unwrap();
         let w = |name: &str| -> Vec<f64> { t[name].data.iter().map(|&v| f64::from(v)).collect() };
         let vocab = Vocab {
             kind: Tokens::Chars,
@@ -301,7 +299,7 @@ fn graph_matches_its_twin_and_finite_differences() {
                 + f64::from(beta) * per.iter().map(|p| p.1).sum::<f64>() / records as f64;
             (per, objective)
         };
-        let values = params.tensors_of(gpu, &params.params.values).unwrap();
+        let values = tensors_of(gpu, &params.params, &params.params.values).unwrap();
         let named: BTreeMap<String, Vec<f64>> = values
             .iter()
             .map(|t| {
@@ -323,7 +321,7 @@ fn graph_matches_its_twin_and_finite_differences() {
                 "record {b}: KL {gk} vs {kl}"
             );
         }
-        let grads = params.tensors_of(gpu, &params.params.grads).unwrap();
+        let grads = tensors_of(gpu, &params.params, &params.params.grads).unwrap();
         assert_eq!(grads.len(), named.len(), "one gradient per parameter");
         for grad in &grads {
             let fd = common::numeric_grad(&named[&grad.name], 1e-5, |x| {
@@ -419,7 +417,7 @@ fn moments_of_runs_before_the_graph_move_to_the_graph_layout() {
             .unwrap();
         params.moments_from_launch_list(gpu).unwrap();
         for buffer in [&params.params.m, &params.params.v] {
-            for t in params.tensors_of(gpu, buffer).unwrap() {
+            for t in tensors_of(gpu, &params.params, buffer).unwrap() {
                 let layer = match t.name.as_str() {
                     "q_mu.weight" | "q_logvar.weight" => "q.weight",
                     "q_mu.bias" | "q_logvar.bias" => "q.bias",

@@ -16,7 +16,6 @@ pub mod train;
 
 use crate::gpu::{Gpu, GpuError, Matrix};
 use crate::graph::{flat, Builder, Graph, GraphError, Op, Params};
-use crate::io::safetensors::Tensor;
 
 /// The model's sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -220,53 +219,6 @@ impl GruParams {
             gpu.queue
                 .write_buffer(buffer, 0, bytemuck::cast_slice(&new));
         }
-        Ok(())
-    }
-
-    /// The tensors of `buffer` (values, or another laid out alike) under their names.
-    pub fn tensors_of(&self, gpu: &Gpu, buffer: &wgpu::Buffer) -> Result<Vec<Tensor>, GpuError> {
-        let flat = self.params.flat(buffer).read(gpu)?;
-        Ok(self
-            .params
-            .torch_layout()
-            .into_iter()
-            .map(|t| Tensor {
-                name: t.name,
-                shape: t.shape,
-                data: t.indices.iter().map(|&i| flat[i]).collect(),
-            })
-            .collect())
-    }
-
-    /// Writes `tensors` (by name) into `buffer`: every tensor of the model, with its shape,
-    /// and nothing else; the error names the first that differs.
-    pub fn set_tensors(
-        &self,
-        gpu: &Gpu,
-        buffer: &wgpu::Buffer,
-        mut tensors: std::collections::BTreeMap<String, Tensor>,
-    ) -> Result<(), String> {
-        let mut flat = vec![0f32; self.params.len];
-        for t in self.params.torch_layout() {
-            let (name, shape) = (t.name, t.shape);
-            let got = tensors
-                .remove(&name)
-                .ok_or_else(|| format!("tensor {name} is missing (expected shape {shape:?})"))?;
-            if got.shape != shape {
-                return Err(format!(
-                    "tensor {name} has shape {:?}, the model needs {shape:?}",
-                    got.shape
-                ));
-            }
-            for (&i, &v) in t.indices.iter().zip(&got.data) {
-                flat[i] = v;
-            }
-        }
-        if let Some(extra) = tensors.keys().next() {
-            return Err(format!("tensor {extra} is not one of the sequence model's"));
-        }
-        gpu.queue
-            .write_buffer(buffer, 0, bytemuck::cast_slice(&flat));
         Ok(())
     }
 }

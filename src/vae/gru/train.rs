@@ -14,7 +14,9 @@ use crate::gpu::Gpu;
 use crate::io::safetensors;
 use crate::ops::adam::AdamConfig;
 use crate::rng::Rng;
-use crate::vae::checkpoint::{load_moments, moments_bytes, MODEL_FILE, MOMENTS, OPTIMIZER_FILE};
+use crate::vae::checkpoint::{
+    self, load_moments, moments_bytes, MODEL_FILE, MOMENTS, OPTIMIZER_FILE,
+};
 use crate::vae::rundir::RunDir;
 use crate::vae::step::{STREAM_EVAL, STREAM_TRAIN};
 use crate::vae::train::Interrupted;
@@ -277,7 +279,7 @@ pub fn write_checkpoint(
         let path = dir.join(name);
         crate::io::write_synced(&path, bytes).with_context(|| format!("writing {}", path.display()))
     };
-    let model = params.tensors_of(gpu, &params.params.values)?;
+    let model = checkpoint::tensors(gpu, &params.params)?;
     if let Some(t) = model.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
         bail!("tensor {} became NaN/Inf; it was not saved", t.name);
     }
@@ -329,9 +331,7 @@ pub fn load_checkpoint(
     let params = GruParams::new(gpu, run.spec, run.train.seed)?;
     let model = dir.join(MODEL_FILE);
     let tensors = safetensors::load(&model)?;
-    params
-        .set_tensors(gpu, &params.params.values, tensors)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+    checkpoint::set_tensors(gpu, &params.params, tensors, &model)?;
     if optimizer {
         let file = dir.join(OPTIMIZER_FILE);
         let earlier = safetensors::load(&file)?.contains_key(MOMENTS[0]);
