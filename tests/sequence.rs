@@ -12,7 +12,7 @@ use std::path::Path;
 use vae_gpu::data::sequence::{Sequences, Tokens, Vocab};
 use vae_gpu::io::safetensors;
 use vae_gpu::ops::adam::AdamConfig;
-use vae_gpu::vae::checkpoint::{set_tensors, tensors_of};
+use vae_gpu::vae::checkpoint::{set_tensors, tensors, tensors_of};
 use vae_gpu::vae::gru::step::{GruStep, Training};
 use vae_gpu::vae::gru::{GruParams, GruSpec};
 
@@ -89,7 +89,7 @@ fn step_matches_pytorch() {
             assert_eq!(g.shape, want.shape, "{} shape", g.name);
             close(&format!("grad.{}", g.name), &g.data, &want.data, rel);
         }
-        for t in tensors_of(gpu, &params.params, &params.params.values).unwrap() {
+        for t in tensors(gpu, &params.params).unwrap() {
             assert_eq!(original[&t.name], t, "tensor {}", t.name);
         }
     });
@@ -299,7 +299,7 @@ fn graph_matches_its_twin_and_finite_differences() {
                 + f64::from(beta) * per.iter().map(|p| p.1).sum::<f64>() / records as f64;
             (per, objective)
         };
-        let values = tensors_of(gpu, &params.params, &params.params.values).unwrap();
+        let values = tensors(gpu, &params.params).unwrap();
         let named: BTreeMap<String, Vec<f64>> = values
             .iter()
             .map(|t| {
