@@ -1,5 +1,5 @@
 //! Host launchers, one module per kernel family. Each checks shapes before it builds a
-//! `Dispatch`; the CPU twin of every kernel lives in `crate::cpu`.
+//! `Dispatch`; the CPU twin of every kernel lives in the `cpu` module.
 
 pub mod adam;
 pub mod clip;
